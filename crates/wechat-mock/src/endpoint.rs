@@ -1,0 +1,107 @@
+//! The WeChat endpoints the mock serves, and the per-endpoint facts the request pipeline needs.
+
+/// One mocked WeChat endpoint.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Endpoint {
+    /// `GET /cgi-bin/token`: the legacy access token.
+    Token,
+    /// `POST /cgi-bin/stable_token`: the stable access token.
+    StableToken,
+    /// `GET /cgi-bin/ticket/getticket`: JS-SDK and card tickets.
+    GetTicket,
+    /// `GET /cgi-bin/get_api_domain_ip`: the business API that stands for all others.
+    ApiDomainIp,
+    /// `POST /cgi-bin/openapi/quota/get`: an API's daily quota.
+    QuotaGet,
+    /// `POST /cgi-bin/clear_quota`: clear the quotas with the account's own token.
+    ClearQuota,
+    /// `POST /cgi-bin/clear_quota/v2`: clear the quotas with appid and AppSecret.
+    ClearQuotaV2,
+    /// `GET /cgi-bin/gettoken`: Work WeChat app token.
+    CorpToken,
+    /// `GET /cgi-bin/get_jsapi_ticket`: Work WeChat corp JS-SDK ticket.
+    CorpJsapiTicket,
+    /// `GET /cgi-bin/ticket/get?type=agent_config`: Work WeChat app ticket.
+    CorpAgentTicket,
+}
+
+/// Which platform's conventions an answer follows: official accounts omit nothing special, but
+/// Work WeChat always sends `errcode` and uses its own errmsg suffix.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Flavor {
+    /// api.weixin.qq.com.
+    Official,
+    /// qyapi.weixin.qq.com.
+    Work,
+}
+
+impl Endpoint {
+    pub(crate) const ALL: [Endpoint; 10] = [
+        Endpoint::Token,
+        Endpoint::StableToken,
+        Endpoint::GetTicket,
+        Endpoint::ApiDomainIp,
+        Endpoint::QuotaGet,
+        Endpoint::ClearQuota,
+        Endpoint::ClearQuotaV2,
+        Endpoint::CorpToken,
+        Endpoint::CorpJsapiTicket,
+        Endpoint::CorpAgentTicket,
+    ];
+
+    pub(crate) fn path(self) -> &'static str {
+        match self {
+            Endpoint::Token => "/cgi-bin/token",
+            Endpoint::StableToken => "/cgi-bin/stable_token",
+            Endpoint::GetTicket => "/cgi-bin/ticket/getticket",
+            Endpoint::ApiDomainIp => "/cgi-bin/get_api_domain_ip",
+            Endpoint::QuotaGet => "/cgi-bin/openapi/quota/get",
+            Endpoint::ClearQuota => "/cgi-bin/clear_quota",
+            Endpoint::ClearQuotaV2 => "/cgi-bin/clear_quota/v2",
+            Endpoint::CorpToken => "/cgi-bin/gettoken",
+            Endpoint::CorpJsapiTicket => "/cgi-bin/get_jsapi_ticket",
+            Endpoint::CorpAgentTicket => "/cgi-bin/ticket/get",
+        }
+    }
+
+    /// Whether the endpoint reads a JSON body (and is POST-only).
+    pub(crate) fn takes_json_body(self) -> bool {
+        matches!(
+            self,
+            Endpoint::StableToken
+                | Endpoint::QuotaGet
+                | Endpoint::ClearQuota
+                | Endpoint::ClearQuotaV2
+        )
+    }
+
+    /// Whether the account is named by an `access_token` query parameter.
+    pub(crate) fn takes_token(self) -> bool {
+        matches!(
+            self,
+            Endpoint::GetTicket
+                | Endpoint::ApiDomainIp
+                | Endpoint::QuotaGet
+                | Endpoint::ClearQuota
+                | Endpoint::CorpJsapiTicket
+                | Endpoint::CorpAgentTicket
+        )
+    }
+
+    /// Whether outcomes count in [`crate::MockStats::business`].
+    pub(crate) fn is_business(self) -> bool {
+        matches!(self, Endpoint::ApiDomainIp | Endpoint::QuotaGet)
+    }
+
+    /// The platform whose conventions an answer to `account` follows. `get_api_domain_ip` exists
+    /// on both hosts, so it answers a Work WeChat app (`corpid/agentid`) in the Work flavor.
+    pub(crate) fn flavor(self, account: &str) -> Flavor {
+        match self {
+            Endpoint::CorpToken | Endpoint::CorpJsapiTicket | Endpoint::CorpAgentTicket => {
+                Flavor::Work
+            }
+            Endpoint::ApiDomainIp if account.contains('/') => Flavor::Work,
+            _ => Flavor::Official,
+        }
+    }
+}

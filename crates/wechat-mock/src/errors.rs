@@ -1,0 +1,146 @@
+//! WeChat's errcodes, their errmsg texts (spec §1, §2, §5, §6, §7) and the request-id suffixes
+//! real errmsgs carry.
+
+use std::fmt::Write as _;
+use std::net::IpAddr;
+
+use rand::Rng;
+
+use crate::endpoint::{Endpoint, Flavor};
+use crate::time::unix_now;
+
+/// Errcodes the mock answers with on its own (faults may use any other).
+pub(crate) mod code {
+    pub const SYSTEM_ERROR: i64 = -1;
+    pub const INVALID_CREDENTIAL: i64 = 40001;
+    pub const INVALID_GRANT_TYPE: i64 = 40002;
+    pub const INVALID_APPID: i64 = 40013;
+    pub const INVALID_ACCESS_TOKEN: i64 = 40014;
+    pub const WORK_INVALID_PARAMETER: i64 = 40058;
+    pub const INVALID_ARGS: i64 = 40097;
+    pub const INVALID_APPSECRET: i64 = 40125;
+    pub const ACCESS_TOKEN_MISSING: i64 = 41001;
+    pub const APPID_MISSING: i64 = 41002;
+    pub const APPSECRET_MISSING: i64 = 41004;
+    pub const ACCESS_TOKEN_EXPIRED: i64 = 42001;
+    pub const REQUIRE_POST: i64 = 43002;
+    pub const DAILY_QUOTA: i64 = 45009;
+    pub const DATA_FORMAT: i64 = 47001;
+    pub const CLEAR_QUOTA_LIMIT: i64 = 48006;
+    pub const CGI_PATH_NOT_FOUND: i64 = 76021;
+}
+
+/// The pointer to `stable_token` that WeChat has appended to some `cgi-bin/token` errors since 2023.
+macro_rules! stable_hint {
+    () => {
+        ", could get access_token by getStableAccessToken, more details at https://mmbizurl.cn/s/JtxxFh33r"
+    };
+}
+
+/// The errmsg of `code` as WeChat sends it on `endpoint`, before the request-id suffix.
+pub(crate) fn base_text(code: i64, flavor: Flavor, endpoint: Endpoint) -> &'static str {
+    use self::code::*;
+    match (flavor, code) {
+        (Flavor::Work, INVALID_CREDENTIAL) => "invalid credential",
+        (Flavor::Work, INVALID_APPID) => "invalid corpid",
+        (Flavor::Work, APPID_MISSING) => "corpid missing",
+        (Flavor::Work, APPSECRET_MISSING) => "corpsecret missing",
+        (Flavor::Work, DAILY_QUOTA) => "api freq out of limit",
+        (Flavor::Work, WORK_INVALID_PARAMETER) => "invalid Request Parameter",
+        (_, SYSTEM_ERROR) => "system error",
+        (_, INVALID_CREDENTIAL) => concat!(
+            "invalid credential, access_token is invalid or not latest",
+            stable_hint!()
+        ),
+        (_, INVALID_GRANT_TYPE) => "invalid grant_type",
+        (_, INVALID_APPID) => "invalid appid",
+        (_, INVALID_ACCESS_TOKEN) => "invalid access_token",
+        (_, INVALID_ARGS) => "invalid args",
+        (_, INVALID_APPSECRET) => "invalid appsecret",
+        (_, ACCESS_TOKEN_MISSING) => "access_token missing",
+        (_, APPID_MISSING) => "appid missing",
+        (_, APPSECRET_MISSING) => "appsecret missing",
+        (_, ACCESS_TOKEN_EXPIRED) => "access_token expired",
+        (_, REQUIRE_POST) => "require POST method",
+        (_, DAILY_QUOTA) if endpoint == Endpoint::Token => {
+            concat!("reach max api daily quota limit", stable_hint!())
+        }
+        (_, DAILY_QUOTA) => "reach max api daily quota limit",
+        (_, 45011) => "api minute-quota reach limit, must slower, retry next minute",
+        (_, DATA_FORMAT) => "data format error",
+        (_, 48001) => "api unauthorized",
+        (_, CLEAR_QUOTA_LIMIT) => "forbid to clear quota because of reaching the limit",
+        (_, CGI_PATH_NOT_FOUND) => "cgi_path not found, please check",
+        _ => "mock error",
+    }
+}
+
+/// A full errmsg: the base text plus the suffix the platform appends to every error.
+///
+/// Official accounts: ` rid: <unix time hex>-<8hex>-<8hex>`. Work WeChat:
+/// `, hint: [<25 digits>], from ip: <caller>, more info at …?e=<code>`.
+pub(crate) fn errmsg(base: &str, code: i64, flavor: Flavor, peer: Option<IpAddr>) -> String {
+    let mut rng = rand::thread_rng();
+    let mut out = String::with_capacity(base.len() + 120);
+    out.push_str(base);
+    // Writing to a String cannot fail.
+    let _ = match flavor {
+        Flavor::Official => write!(
+            out,
+            " rid: {:08x}-{:08x}-{:08x}",
+            unix_now() as u32,
+            rng.gen::<u32>(),
+            rng.gen::<u32>()
+        ),
+        Flavor::Work => write!(
+            out,
+            ", hint: [{}{:015}], from ip: {}, more info at https://open.work.weixin.qq.com/devtool/query?e={}",
+            unix_now(),
+            rng.gen_range(0..1_000_000_000_000_000u64),
+            peer.map_or_else(|| "127.0.0.1".to_owned(), |ip| ip.to_string()),
+            code
+        ),
+    };
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn official_suffix_is_a_rid_starting_with_the_unix_time() {
+        let msg = errmsg("invalid appid", 40013, Flavor::Official, None);
+        let rid = msg.strip_prefix("invalid appid rid: ").unwrap();
+        let groups: Vec<&str> = rid.split('-').collect();
+        assert_eq!(groups.len(), 3);
+        assert!(groups.iter().all(|g| g.len() == 8
+            && g.chars()
+                .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())));
+        let t = u64::from_str_radix(groups[0], 16).unwrap();
+        assert!(unix_now().abs_diff(t) < 5);
+    }
+
+    #[test]
+    fn work_suffix_names_the_caller_and_the_code() {
+        let msg = errmsg(
+            "invalid credential",
+            40001,
+            Flavor::Work,
+            Some("10.1.2.3".parse().unwrap()),
+        );
+        assert!(msg.starts_with("invalid credential, hint: ["));
+        assert!(msg.ends_with(
+            "], from ip: 10.1.2.3, more info at https://open.work.weixin.qq.com/devtool/query?e=40001"
+        ));
+    }
+
+    #[test]
+    fn token_quota_text_points_to_stable_token() {
+        assert!(base_text(45009, Flavor::Official, Endpoint::Token).ends_with(stable_hint!()));
+        assert_eq!(
+            base_text(45009, Flavor::Official, Endpoint::StableToken),
+            "reach max api daily quota limit"
+        );
+    }
+}

@@ -1,0 +1,459 @@
+//! A faithful mock of WeChat's servers, used by every wxhub test, benchmark and demo.
+//!
+//! The mock is a second implementation of the rules in `spec/wechat-api.md`: the token endpoints
+//! (`cgi-bin/token`, `cgi-bin/stable_token`), the JS-SDK ticket endpoint, a business API that checks
+//! tokens the way every WeChat API does, the quota-management APIs and the Work WeChat (企业微信)
+//! token and ticket endpoints, all on one listener. Where WeChat is strict the mock is strict too:
+//! a hub that passes its tests against a lenient mock would fail in production.
+//!
+//! Tests start it in-process on port 0 and read its counters:
+//!
+//! ```no_run
+//! # async fn demo() -> std::io::Result<()> {
+//! use wechat_mock::{MockConfig, MockServer};
+//! use std::time::Duration;
+//!
+//! let config = MockConfig {
+//!     lifetime: Duration::from_secs(4),
+//!     grace: Duration::from_secs(1),
+//!     ..MockConfig::default()
+//! }
+//! .with_app("wx0000000000000001", "secret1");
+//! let mock = MockServer::start(config, "127.0.0.1:0".parse().unwrap()).await?;
+//! let url = format!("{}/cgi-bin/token", mock.base_url());
+//! // ... point the code under test at `url`, then:
+//! assert_eq!(mock.stats().calls("/cgi-bin/token", "wx0000000000000001"), 0);
+//! mock.shutdown().await;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Time is real time; tests use lifetimes of a few seconds. Quota days are calendar days in
+//! UTC+8, the time zone WeChat's servers live in.
+
+#![warn(missing_docs)]
+
+mod credentials;
+mod endpoint;
+mod errors;
+mod faults;
+mod reply;
+mod routes;
+mod server;
+mod state;
+mod time;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::state::Shared;
+
+/// How the mock behaves: lifetimes, quotas and the accounts it knows.
+///
+/// The defaults are WeChat's production values, so a mock started with `MockConfig::default()`
+/// behaves like the real platform; tests shorten `lifetime` and `grace` to a few seconds.
+#[derive(Clone, Debug)]
+pub struct MockConfig {
+    /// Lifetime of every token and ticket the mock mints (WeChat: 7200 s). It is also what
+    /// `expires_in` says for a fresh token, and it scales the force-refresh spacing
+    /// (`30 s × lifetime / 7200`, at least 1 s). Must be at least one second.
+    pub lifetime: Duration,
+    /// How long a superseded token stays usable after a newer one is minted (WeChat: 300 s), and
+    /// the window before expiry in which `stable_token` rotates in normal mode.
+    pub grace: Duration,
+    /// `cgi-bin/token` calls allowed per appid per day (WeChat: 2000) before 45009.
+    pub daily_quota: u32,
+    /// `stable_token` force refreshes allowed per appid per day (WeChat: 20) before 45009.
+    pub force_refresh_daily_limit: u32,
+    /// `ticket/getticket` calls allowed per appid per day before 45009. WeChat does not publish
+    /// this limit; the default of 10 000 is the figure one community report ran into.
+    pub ticket_daily_quota: u32,
+    /// Official accounts and mini programs the mock knows; any other appid gets 40013.
+    pub apps: Vec<MockApp>,
+    /// Work WeChat apps the mock knows; a corp app is identified by its corpid and secret.
+    pub corps: Vec<MockCorpApp>,
+}
+
+impl Default for MockConfig {
+    fn default() -> Self {
+        MockConfig {
+            lifetime: Duration::from_secs(7200),
+            grace: Duration::from_secs(300),
+            daily_quota: 2000,
+            force_refresh_daily_limit: 20,
+            ticket_daily_quota: 10_000,
+            apps: Vec::new(),
+            corps: Vec::new(),
+        }
+    }
+}
+
+impl MockConfig {
+    /// Adds an official account or mini program, so that tests can build a config in one
+    /// expression.
+    pub fn with_app(mut self, appid: impl Into<String>, secret: impl Into<String>) -> Self {
+        self.apps.push(MockApp {
+            appid: appid.into(),
+            secret: secret.into(),
+        });
+        self
+    }
+
+    /// Adds a Work WeChat app (one agent of one corp with its own secret).
+    pub fn with_corp(
+        mut self,
+        corpid: impl Into<String>,
+        agentid: impl Into<String>,
+        secret: impl Into<String>,
+    ) -> Self {
+        self.corps.push(MockCorpApp {
+            corpid: corpid.into(),
+            agentid: agentid.into(),
+            secret: secret.into(),
+        });
+        self
+    }
+}
+
+/// An official account or mini program: the credentials `cgi-bin/token` and `stable_token` check.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MockApp {
+    /// The account's appid (`wx…`), also the key of its counters in [`MockStats`].
+    pub appid: String,
+    /// The AppSecret; a request with any other secret gets 40125.
+    pub secret: String,
+}
+
+/// One Work WeChat app: WeChat gives every agent of a corp its own secret, and a token fetched with
+/// that secret works only for that agent.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MockCorpApp {
+    /// The corp's id (`ww…`); an unknown corpid gets 40013.
+    pub corpid: String,
+    /// The agent's id; with the corpid it names the app in [`MockStats`] as `corpid/agentid`.
+    pub agentid: String,
+    /// The app's secret; `gettoken` finds the app by corpid and secret, a wrong one gets 40001.
+    pub secret: String,
+}
+
+/// Why a command-line account description could not be parsed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ParseAccountError(String);
+
+impl fmt::Display for ParseAccountError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ParseAccountError {}
+
+impl FromStr for MockApp {
+    type Err = ParseAccountError;
+
+    /// Parses `APPID:SECRET`, the form of the binary's `--app` option. The secret is everything
+    /// after the first colon.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.split_once(':') {
+            Some((appid, secret)) if !appid.is_empty() && !secret.is_empty() => Ok(MockApp {
+                appid: appid.to_owned(),
+                secret: secret.to_owned(),
+            }),
+            _ => Err(ParseAccountError(format!(
+                "expected APPID:SECRET (for example wx0123456789abcdef:s3cret), got {s:?}"
+            ))),
+        }
+    }
+}
+
+impl FromStr for MockCorpApp {
+    type Err = ParseAccountError;
+
+    /// Parses `CORPID:AGENTID:SECRET`, the form of the binary's `--corp` option. The secret is
+    /// everything after the second colon.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let mut parts = s.splitn(3, ':');
+        match (parts.next(), parts.next(), parts.next()) {
+            (Some(corpid), Some(agentid), Some(secret))
+                if !corpid.is_empty() && !agentid.is_empty() && !secret.is_empty() =>
+            {
+                Ok(MockCorpApp {
+                    corpid: corpid.to_owned(),
+                    agentid: agentid.to_owned(),
+                    secret: secret.to_owned(),
+                })
+            }
+            _ => Err(ParseAccountError(format!(
+                "expected CORPID:AGENTID:SECRET (for example ww0123456789abcdef:1000002:s3cret), got {s:?}"
+            ))),
+        }
+    }
+}
+
+/// A running mock: owns the listener task and the shared state that its counters come from.
+///
+/// Dropping it stops the server task (open connections are cut); [`MockServer::shutdown`] stops it
+/// gracefully.
+pub struct MockServer {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    server: server::ServerHandle,
+}
+
+impl MockServer {
+    /// Binds `listen` (use `127.0.0.1:0` in tests) and serves until shutdown or drop.
+    ///
+    /// Fails with `InvalidInput` when the configuration is unusable (a zero lifetime, a duplicated
+    /// appid or corp app), and with the bind error when the address cannot be bound.
+    pub async fn start(config: MockConfig, listen: SocketAddr) -> std::io::Result<MockServer> {
+        let shared = Arc::new(Shared::new(&config)?);
+        let listener = tokio::net::TcpListener::bind(listen).await?;
+        let addr = listener.local_addr()?;
+        let server = server::spawn(listener, routes::router(shared.clone()));
+        Ok(MockServer {
+            addr,
+            shared,
+            server,
+        })
+    }
+
+    /// The address the mock listens on (with the real port when started on port 0).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://IP:PORT`, the value to use as WeChat's API base (and Work WeChat's).
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// A snapshot of the counters; the same data as `GET /mock/stats`.
+    pub fn stats(&self) -> MockStats {
+        self.shared.stats()
+    }
+
+    /// Adds a fault rule after the existing ones (the first matching rule fires).
+    pub fn add_fault(&self, rule: FaultRule) {
+        self.shared.add_fault(rule);
+    }
+
+    /// Removes every fault rule.
+    pub fn clear_faults(&self) {
+        self.shared.clear_faults();
+    }
+
+    /// Whether `ticket` is a ticket this mock minted that has not yet expired. WeChat has no API
+    /// for this; tests use it to check that a JS-SDK signature was made with a live ticket.
+    pub fn ticket_valid(&self, ticket: &str) -> bool {
+        self.shared.ticket_valid(ticket)
+    }
+
+    /// Stops accepting connections, lets requests in flight finish (up to a few seconds) and
+    /// waits for the server task to end.
+    pub async fn shutdown(self) {
+        self.server.shutdown().await;
+    }
+}
+
+/// The mock's counters, for tests that assert how the code under test used WeChat.
+///
+/// Accounts are named by appid for official accounts and by `corpid/agentid` for Work WeChat apps;
+/// `-` stands for a request whose account could not be identified (an unknown appid, a garbage
+/// token). Paths are the request paths, such as `/cgi-bin/token`.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+pub struct MockStats {
+    /// Every request that reached an endpoint, including ones answered by a fault or an error, by
+    /// path then by account.
+    pub calls: BTreeMap<String, BTreeMap<String, u64>>,
+    /// New tokens and tickets minted, by path then by account. A call that returned an existing
+    /// token or ticket does not count.
+    pub issued: BTreeMap<String, BTreeMap<String, u64>>,
+    /// `stable_token` force refreshes that really rotated the token, by appid (the budget of 20 a
+    /// day is spent by these).
+    pub force_refreshes: BTreeMap<String, u64>,
+    /// Outcomes of the business APIs (`get_api_domain_ip`, `openapi/quota/get`): account, then
+    /// errcode as a string (`"0"` = success), then count. Calls with unknown tokens count under
+    /// `-`. This is how a test sees business servers running into dead tokens.
+    pub business: BTreeMap<String, BTreeMap<String, u64>>,
+    /// Faults that fired, by path.
+    pub faults_injected: BTreeMap<String, u64>,
+    /// The errcode of every WeChat-shaped answer, by path then errcode as a string (`"0"` for a
+    /// success, including token successes that carry no errcode field). Dropped connections and
+    /// bare HTTP-status faults have no errcode and are not counted here.
+    pub outcomes: BTreeMap<String, BTreeMap<String, u64>>,
+}
+
+impl MockStats {
+    /// Requests that reached `path` for `account`.
+    pub fn calls(&self, path: &str, account: &str) -> u64 {
+        nested(&self.calls, path, account)
+    }
+
+    /// Requests to `path` over all accounts.
+    pub fn total_calls(&self, path: &str) -> u64 {
+        self.calls.get(path).map_or(0, |m| m.values().sum())
+    }
+
+    /// Tokens or tickets minted on `path` for `account`.
+    pub fn issued(&self, path: &str, account: &str) -> u64 {
+        nested(&self.issued, path, account)
+    }
+
+    /// Force refreshes of `appid`'s stable token that really rotated it.
+    pub fn force_refreshes(&self, appid: &str) -> u64 {
+        self.force_refreshes.get(appid).copied().unwrap_or(0)
+    }
+
+    /// Business-API answers to `account` with `errcode` (0 = success).
+    pub fn business(&self, account: &str, errcode: i64) -> u64 {
+        nested(&self.business, account, &errcode.to_string())
+    }
+
+    /// Business-API answers to `account` with any non-zero errcode.
+    pub fn business_failures(&self, account: &str) -> u64 {
+        self.business.get(account).map_or(0, |codes| {
+            codes
+                .iter()
+                .filter(|(code, _)| code.as_str() != "0")
+                .map(|(_, n)| n)
+                .sum()
+        })
+    }
+
+    /// Answers on `path` with `errcode` (0 = success).
+    pub fn outcome(&self, path: &str, errcode: i64) -> u64 {
+        nested(&self.outcomes, path, &errcode.to_string())
+    }
+
+    /// Faults that fired on `path`.
+    pub fn faults_injected(&self, path: &str) -> u64 {
+        self.faults_injected.get(path).copied().unwrap_or(0)
+    }
+}
+
+fn nested(map: &BTreeMap<String, BTreeMap<String, u64>>, outer: &str, inner: &str) -> u64 {
+    map.get(outer)
+        .and_then(|m| m.get(inner))
+        .copied()
+        .unwrap_or(0)
+}
+
+/// A fault to inject: which requests it matches and what it does to them.
+///
+/// Rules are tried in the order they were added; the first one that matches (path, account and
+/// the probability roll) fires. `delay_ms` is applied first; then `drop_connection` cuts the
+/// connection, `http_status` answers with that status (with the errcode body when `errcode` is
+/// also set, otherwise a gateway-style text body), `errcode` answers HTTP 200 with
+/// `{"errcode","errmsg"}`, and a rule with only a delay lets the normal answer through late.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+pub struct FaultRule {
+    /// The request path the rule applies to, for example `/cgi-bin/token` (exact match).
+    pub path: String,
+    /// When set, only requests of this account match: the appid, or `corpid/agentid` for Work
+    /// WeChat. For token-carrying requests the account is the one the token belongs to.
+    #[serde(default)]
+    pub account: Option<String>,
+    /// The WeChat errcode to answer with, for example -1 (system busy) or 45009.
+    #[serde(default)]
+    pub errcode: Option<i64>,
+    /// The errmsg to send, verbatim; by default WeChat's text for the errcode with a `rid` suffix.
+    #[serde(default)]
+    pub errmsg: Option<String>,
+    /// An HTTP status to answer with instead of 200, for example 502.
+    #[serde(default)]
+    pub http_status: Option<u16>,
+    /// The chance that a matching request is hit, from 0 to 1; absent means always.
+    #[serde(default)]
+    pub probability: Option<f64>,
+    /// How many times the rule fires before it removes itself; absent means forever.
+    #[serde(default)]
+    pub count: Option<u64>,
+    /// Milliseconds to wait before answering (alone: the normal answer, late).
+    #[serde(default)]
+    pub delay_ms: Option<u64>,
+    /// Close the connection without an answer: the client sees a network error.
+    #[serde(default)]
+    pub drop_connection: bool,
+}
+
+impl FaultRule {
+    /// Checks that the rule can fire as written: a path starting with `/`, a probability within
+    /// 0..=1 and a valid HTTP status. `POST /mock/faults` refuses rules that fail this.
+    pub fn validate(&self) -> Result<(), String> {
+        if !self.path.starts_with('/') {
+            return Err(format!("path must start with '/': {:?}", self.path));
+        }
+        if let Some(p) = self.probability {
+            if !(0.0..=1.0).contains(&p) {
+                return Err(format!("probability must be within 0..=1, got {p}"));
+            }
+        }
+        if let Some(status) = self.http_status {
+            if !(100..=999).contains(&status) {
+                return Err(format!(
+                    "http_status must be within 100..=999, got {status}"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_app_and_corp_arguments() {
+        let app: MockApp = "wxa:s:A".parse().unwrap();
+        assert_eq!(app.appid, "wxa");
+        assert_eq!(app.secret, "s:A");
+        assert!("wxa".parse::<MockApp>().is_err());
+        assert!(":s".parse::<MockApp>().is_err());
+        assert!("wxa:".parse::<MockApp>().is_err());
+
+        let corp: MockCorpApp = "ww1:1000002:sec:ret".parse().unwrap();
+        assert_eq!(
+            (
+                corp.corpid.as_str(),
+                corp.agentid.as_str(),
+                corp.secret.as_str()
+            ),
+            ("ww1", "1000002", "sec:ret")
+        );
+        assert!("ww1:1000002".parse::<MockCorpApp>().is_err());
+        assert!("ww1::s".parse::<MockCorpApp>().is_err());
+    }
+
+    #[test]
+    fn fault_rules_are_validated() {
+        let ok = FaultRule {
+            path: "/cgi-bin/token".into(),
+            probability: Some(0.5),
+            http_status: Some(502),
+            ..FaultRule::default()
+        };
+        assert!(ok.validate().is_ok());
+        let bad_path = FaultRule {
+            path: "cgi-bin/token".into(),
+            ..ok.clone()
+        };
+        assert!(bad_path.validate().is_err());
+        let bad_p = FaultRule {
+            probability: Some(f64::NAN),
+            ..ok.clone()
+        };
+        assert!(bad_p.validate().is_err());
+        let bad_status = FaultRule {
+            http_status: Some(42),
+            ..ok
+        };
+        assert!(bad_status.validate().is_err());
+    }
+}

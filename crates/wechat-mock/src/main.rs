@@ -1,0 +1,90 @@
+//! `wechat-mock`: the mock of WeChat's servers on its own, for demos, benchmarks and manual tests.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+use wechat_mock::{MockApp, MockConfig, MockCorpApp, MockServer};
+
+/// A mock of WeChat's token, ticket and business endpoints (official accounts and Work WeChat).
+#[derive(Parser, Debug)]
+#[command(name = "wechat-mock", version)]
+struct Cli {
+    /// Address to listen on, for example 127.0.0.1:9000 (port 0 picks a free port).
+    #[arg(long, value_name = "ADDR")]
+    listen: SocketAddr,
+    /// Lifetime of tokens and tickets, in seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 7200,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    lifetime: u64,
+    /// How long a superseded token stays valid, in seconds (also stable_token's rotation window).
+    #[arg(long, value_name = "SECS", default_value_t = 300)]
+    grace: u64,
+    /// cgi-bin/token calls allowed per appid per day before 45009.
+    #[arg(long, value_name = "N", default_value_t = 2000)]
+    daily_quota: u32,
+    /// stable_token force refreshes allowed per appid per day before 45009.
+    #[arg(long, value_name = "N", default_value_t = 20)]
+    force_refresh_limit: u32,
+    /// An official account or mini program the mock knows (repeatable).
+    #[arg(long = "app", value_name = "APPID:SECRET")]
+    apps: Vec<MockApp>,
+    /// A Work WeChat app the mock knows (repeatable).
+    #[arg(long = "corp", value_name = "CORPID:AGENTID:SECRET")]
+    corps: Vec<MockCorpApp>,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .init();
+
+    let config = MockConfig {
+        lifetime: Duration::from_secs(cli.lifetime),
+        grace: Duration::from_secs(cli.grace),
+        daily_quota: cli.daily_quota,
+        force_refresh_daily_limit: cli.force_refresh_limit,
+        apps: cli.apps,
+        corps: cli.corps,
+        ..MockConfig::default()
+    };
+    let apps: Vec<&str> = config.apps.iter().map(|a| a.appid.as_str()).collect();
+    let corps: Vec<String> = config
+        .corps
+        .iter()
+        .map(|c| format!("{}/{}", c.corpid, c.agentid))
+        .collect();
+    tracing::info!(
+        lifetime = cli.lifetime,
+        grace = cli.grace,
+        daily_quota = config.daily_quota,
+        apps = ?apps,
+        corps = ?corps,
+        "starting"
+    );
+    if config.apps.is_empty() && config.corps.is_empty() {
+        tracing::warn!("no --app or --corp given: every token request will be refused");
+    }
+
+    let server = match MockServer::start(config, cli.listen).await {
+        Ok(server) => server,
+        Err(e) => {
+            eprintln!("wechat-mock: cannot start on {}: {e}", cli.listen);
+            return ExitCode::FAILURE;
+        }
+    };
+    tracing::info!(address = %server.addr(), "wechat-mock listening on {}", server.base_url());
+
+    if let Err(e) = tokio::signal::ctrl_c().await {
+        eprintln!("wechat-mock: cannot wait for Ctrl-C: {e}");
+    }
+    tracing::info!("shutting down");
+    server.shutdown().await;
+    ExitCode::SUCCESS
+}

@@ -1,0 +1,918 @@
+//! The mock's state and WeChat's rules: every endpoint's checks, in WeChat's order, and what each
+//! call does to tokens, tickets, quotas and counters.
+//!
+//! Everything lives under one mutex; every critical section is short and never spans an await
+//! (a delay fault sleeps between [`Shared::admit`] and [`Shared::serve`]).
+
+use std::collections::{BTreeMap, HashMap};
+use std::io;
+use std::net::IpAddr;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use axum::extract::Query;
+use axum::http::{Method, Uri};
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use crate::credentials::{Credentials, Kind};
+use crate::endpoint::Endpoint;
+use crate::errors::code::*;
+use crate::faults::Faults;
+use crate::reply::{Reply, Status};
+use crate::time::Periods;
+use crate::{FaultRule, MockConfig, MockStats};
+
+/// `stable_token` calls per appid per day (spec §2: 500 000/day).
+const STABLE_DAILY_LIMIT: u32 = 500_000;
+/// Quota clears per appid per calendar month, API and console together (spec §6).
+const CLEARS_PER_MONTH: u32 = 10;
+/// Work WeChat corp ticket fetches per corp per hour (spec §5).
+const CORP_TICKETS_PER_HOUR: u32 = 400;
+/// Work WeChat agent_config ticket fetches per app per hour (spec §5).
+const AGENT_TICKETS_PER_HOUR: u32 = 100;
+/// The answer of `get_api_domain_ip`: addresses of WeChat's API servers.
+const API_IPS: [&str; 5] = [
+    "101.89.47.18",
+    "101.91.34.103",
+    "101.91.37.36",
+    "109.244.145.111",
+    "157.255.246.101",
+];
+
+/// The state shared by every connection, behind one mutex.
+pub(crate) struct Shared {
+    settings: Settings,
+    state: Mutex<State>,
+}
+
+/// The configuration, in the form the rules use.
+struct Settings {
+    lifetime: Duration,
+    grace: Duration,
+    /// Minimum spacing of effective force refreshes: 30 s at the real lifetime, scaled.
+    force_spacing: Duration,
+    daily_quota: u32,
+    force_limit: u32,
+    ticket_quota: u32,
+    /// corpid → (secret, `corpid/agentid`) of each of its apps.
+    corp_secrets: HashMap<String, Vec<(String, String)>>,
+}
+
+struct State {
+    credentials: Credentials,
+    apps: HashMap<String, AppState>,
+    /// By `corpid/agentid`.
+    corp_apps: HashMap<String, CorpAppState>,
+    /// By corpid.
+    corps: HashMap<String, CorpState>,
+    faults: Faults,
+    stats: MockStats,
+}
+
+/// One official account.
+struct AppState {
+    secret: String,
+    /// Possibly-live `cgi-bin/token` tokens, oldest first; the last is the newest.
+    legacy: Vec<String>,
+    /// Possibly-live stable tokens, oldest first; the last is the current one.
+    stable: Vec<String>,
+    /// When the last effective force refresh happened.
+    last_force: Option<Instant>,
+    jsapi_ticket: Option<String>,
+    card_ticket: Option<String>,
+    usage: DayUsage,
+    clears: MonthCount,
+}
+
+/// Calls counted against the daily quotas of one appid.
+#[derive(Default)]
+struct DayUsage {
+    day: u64,
+    token: u32,
+    stable: u32,
+    ticket: u32,
+    force: u32,
+}
+
+impl DayUsage {
+    /// Starts a fresh count when the UTC+8 day has changed.
+    fn roll(&mut self, day: u64) {
+        if self.day != day {
+            *self = DayUsage {
+                day,
+                ..DayUsage::default()
+            };
+        }
+    }
+}
+
+#[derive(Default)]
+struct MonthCount {
+    month: u64,
+    count: u32,
+}
+
+#[derive(Default)]
+struct HourCount {
+    hour: u64,
+    count: u32,
+}
+
+impl HourCount {
+    /// Counts one call in `hour`, unless `limit` calls were already made in it.
+    fn take(&mut self, hour: u64, limit: u32) -> bool {
+        if self.hour != hour {
+            *self = HourCount { hour, count: 0 };
+        }
+        if self.count >= limit {
+            return false;
+        }
+        self.count += 1;
+        true
+    }
+}
+
+/// One Work WeChat app.
+struct CorpAppState {
+    corpid: String,
+    token: Option<String>,
+    agent_ticket: Option<String>,
+    agent_tickets: HourCount,
+}
+
+/// One Work WeChat corp: the corp JS-SDK ticket belongs to the corp, not to an app.
+#[derive(Default)]
+struct CorpState {
+    jsapi_ticket: Option<String>,
+    jsapi_tickets: HourCount,
+}
+
+/// A request's parameters: its query string and, for POST endpoints, its JSON body.
+pub(crate) struct Input {
+    method: Method,
+    query: HashMap<String, String>,
+    body: Option<Map<String, Value>>,
+    peer: Option<IpAddr>,
+}
+
+/// A JSON body field, as WeChat's parser sees it.
+enum Field<'a> {
+    Missing,
+    Str(&'a str),
+    Bool(bool),
+    Other,
+}
+
+impl Input {
+    /// Parses what `endpoint` reads. A body that is not a JSON object (form-encoded, say) reads
+    /// as having no fields, which is why WeChat answers such a `stable_token` call with 41002.
+    pub fn new(
+        endpoint: Endpoint,
+        method: Method,
+        uri: &Uri,
+        body: &[u8],
+        peer: Option<IpAddr>,
+    ) -> Input {
+        let query = Query::<HashMap<String, String>>::try_from_uri(uri)
+            .map(|q| q.0)
+            .unwrap_or_default();
+        let body = if endpoint.takes_json_body() {
+            match serde_json::from_slice(body) {
+                Ok(Value::Object(map)) => Some(map),
+                _ => None,
+            }
+        } else {
+            None
+        };
+        Input {
+            method,
+            query,
+            body,
+            peer,
+        }
+    }
+
+    pub fn peer(&self) -> Option<IpAddr> {
+        self.peer
+    }
+
+    /// A non-empty query parameter.
+    fn query(&self, key: &str) -> Option<&str> {
+        self.query
+            .get(key)
+            .map(String::as_str)
+            .filter(|v| !v.is_empty())
+    }
+
+    fn field(&self, key: &str) -> Field<'_> {
+        match self.body.as_ref().and_then(|b| b.get(key)) {
+            None | Some(Value::Null) => Field::Missing,
+            Some(Value::String(s)) if s.is_empty() => Field::Missing,
+            Some(Value::String(s)) => Field::Str(s),
+            Some(Value::Bool(b)) => Field::Bool(*b),
+            Some(_) => Field::Other,
+        }
+    }
+
+    /// A string body field: `None` when missing, 47001 when of another type.
+    fn body_str(&self, key: &str) -> Result<Option<&str>, i64> {
+        match self.field(key) {
+            Field::Missing => Ok(None),
+            Field::Str(s) => Ok(Some(s)),
+            Field::Bool(_) | Field::Other => Err(DATA_FORMAT),
+        }
+    }
+
+    /// A parameter accepted in the query string or in the JSON body (the query wins).
+    fn query_or_body(&self, key: &str) -> Result<Option<&str>, i64> {
+        match self.query(key) {
+            Some(v) => Ok(Some(v)),
+            None => self.body_str(key),
+        }
+    }
+
+    fn require_post(&self) -> Result<(), i64> {
+        if self.method == Method::POST {
+            Ok(())
+        } else {
+            Err(REQUIRE_POST)
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct AccessToken<'a> {
+    access_token: &'a str,
+    expires_in: u64,
+}
+
+#[derive(Serialize)]
+struct WorkAccessToken<'a> {
+    errcode: i64,
+    errmsg: &'a str,
+    access_token: &'a str,
+    expires_in: u64,
+}
+
+#[derive(Serialize)]
+struct Ticket<'a> {
+    errcode: i64,
+    errmsg: &'a str,
+    ticket: &'a str,
+    expires_in: u64,
+}
+
+#[derive(Serialize)]
+struct IpList {
+    ip_list: [&'static str; 5],
+}
+
+#[derive(Serialize)]
+struct WorkIpList {
+    errcode: i64,
+    errmsg: &'static str,
+    ip_list: [&'static str; 5],
+}
+
+#[derive(Serialize)]
+struct QuotaAnswer {
+    errcode: i64,
+    errmsg: &'static str,
+    quota: Quota,
+}
+
+#[derive(Serialize)]
+struct Quota {
+    daily_limit: u32,
+    used: u32,
+    remain: u32,
+}
+
+fn invalid(message: String) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidInput, message)
+}
+
+impl Shared {
+    /// Checks the configuration and builds the initial state.
+    pub fn new(config: &MockConfig) -> io::Result<Shared> {
+        if config.lifetime < Duration::from_secs(1) {
+            return Err(invalid("lifetime must be at least one second".into()));
+        }
+        let mut apps = HashMap::new();
+        for app in &config.apps {
+            if app.appid.is_empty() || app.secret.is_empty() || app.appid.contains('/') {
+                return Err(invalid(format!(
+                    "app {:?}: appid and secret must be non-empty and the appid must not contain '/'",
+                    app.appid
+                )));
+            }
+            let state = AppState {
+                secret: app.secret.clone(),
+                legacy: Vec::new(),
+                stable: Vec::new(),
+                last_force: None,
+                jsapi_ticket: None,
+                card_ticket: None,
+                usage: DayUsage::default(),
+                clears: MonthCount::default(),
+            };
+            if apps.insert(app.appid.clone(), state).is_some() {
+                return Err(invalid(format!("app {:?} is configured twice", app.appid)));
+            }
+        }
+        let mut corp_secrets: HashMap<String, Vec<(String, String)>> = HashMap::new();
+        let mut corp_apps = HashMap::new();
+        let mut corps = HashMap::new();
+        for corp in &config.corps {
+            if corp.corpid.is_empty()
+                || corp.agentid.is_empty()
+                || corp.secret.is_empty()
+                || corp.corpid.contains('/')
+            {
+                return Err(invalid(format!(
+                    "corp app {:?}/{:?}: corpid, agentid and secret must be non-empty and the corpid must not contain '/'",
+                    corp.corpid, corp.agentid
+                )));
+            }
+            let account = format!("{}/{}", corp.corpid, corp.agentid);
+            let agents = corp_secrets.entry(corp.corpid.clone()).or_default();
+            if agents.iter().any(|(secret, _)| *secret == corp.secret) {
+                return Err(invalid(format!(
+                    "corp app {account}: another app of the corp has the same secret"
+                )));
+            }
+            agents.push((corp.secret.clone(), account.clone()));
+            let state = CorpAppState {
+                corpid: corp.corpid.clone(),
+                token: None,
+                agent_ticket: None,
+                agent_tickets: HourCount::default(),
+            };
+            if corp_apps.insert(account.clone(), state).is_some() {
+                return Err(invalid(format!("corp app {account} is configured twice")));
+            }
+            corps
+                .entry(corp.corpid.clone())
+                .or_insert_with(CorpState::default);
+        }
+        let force_spacing = config
+            .lifetime
+            .mul_f64(30.0 / 7200.0)
+            .max(Duration::from_secs(1));
+        Ok(Shared {
+            settings: Settings {
+                lifetime: config.lifetime,
+                grace: config.grace,
+                force_spacing,
+                daily_quota: config.daily_quota,
+                force_limit: config.force_refresh_daily_limit,
+                ticket_quota: config.ticket_daily_quota,
+                corp_secrets,
+            },
+            state: Mutex::new(State {
+                credentials: Credentials::new(config.lifetime),
+                apps,
+                corp_apps,
+                corps,
+                faults: Faults::default(),
+                stats: MockStats::default(),
+            }),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic elsewhere must not take every later request down with it.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub fn stats(&self) -> MockStats {
+        self.lock().stats.clone()
+    }
+
+    pub fn add_fault(&self, rule: FaultRule) {
+        self.lock().faults.add(rule);
+    }
+
+    pub fn clear_faults(&self) -> usize {
+        self.lock().faults.clear()
+    }
+
+    pub fn faults(&self) -> Vec<FaultRule> {
+        self.lock().faults.list()
+    }
+
+    pub fn ticket_valid(&self, ticket: &str) -> bool {
+        self.lock()
+            .credentials
+            .live(ticket, Kind::Ticket, Instant::now())
+            .is_some()
+    }
+
+    /// The first step of every request: names its account, counts the call and picks the fault
+    /// that fires on it, if any.
+    pub fn admit(&self, endpoint: Endpoint, input: &Input) -> (String, Option<FaultRule>) {
+        let mut state = self.lock();
+        let account = state.identify(&self.settings, endpoint, input);
+        bump(&mut state.stats.calls, endpoint.path(), &account);
+        let fault = state.faults.fire(endpoint.path(), &account);
+        if fault.is_some() {
+            *state
+                .stats
+                .faults_injected
+                .entry(endpoint.path().to_owned())
+                .or_default() += 1;
+        }
+        (account, fault)
+    }
+
+    /// Counts an answer that a fault produced.
+    pub fn record_outcome(&self, endpoint: Endpoint, account: &str, errcode: Option<i64>) {
+        self.lock().record(endpoint, account, errcode);
+    }
+
+    /// Answers a request by WeChat's rules.
+    pub fn serve(&self, endpoint: Endpoint, input: &Input, account: &str) -> Reply {
+        let now = Instant::now();
+        let periods = Periods::now();
+        let s = &self.settings;
+        let mut state = self.lock();
+        let result = match endpoint {
+            Endpoint::Token => state.token(s, input, now, periods),
+            Endpoint::StableToken => state.stable_token(s, input, now, periods),
+            Endpoint::GetTicket => state.get_ticket(s, input, now, periods),
+            Endpoint::ApiDomainIp => state.api_domain_ip(input, now),
+            Endpoint::QuotaGet => state.quota_get(s, input, now, periods),
+            Endpoint::ClearQuota => state.clear_quota(input, now, periods),
+            Endpoint::ClearQuotaV2 => state.clear_quota_v2(input, periods),
+            Endpoint::CorpToken => state.corp_token(s, input, now),
+            Endpoint::CorpJsapiTicket => state.corp_jsapi_ticket(s, input, now, periods),
+            Endpoint::CorpAgentTicket => state.corp_agent_ticket(s, input, now, periods),
+        };
+        let reply = result.unwrap_or_else(|code| {
+            Reply::error(code, endpoint, endpoint.flavor(account), input.peer())
+        });
+        state.record(endpoint, account, reply.errcode);
+        reply
+    }
+}
+
+/// Adds one to `map[outer][inner]`, allocating keys only the first time.
+fn bump(map: &mut BTreeMap<String, BTreeMap<String, u64>>, outer: &str, inner: &str) {
+    let counts = match map.get_mut(outer) {
+        Some(counts) => counts,
+        None => map.entry(outer.to_owned()).or_default(),
+    };
+    match counts.get_mut(inner) {
+        Some(n) => *n += 1,
+        None => {
+            counts.insert(inner.to_owned(), 1);
+        }
+    }
+}
+
+/// The live value in `slot`, or a newly minted one (then `true`): tickets and Work WeChat
+/// tokens are handed out unchanged until they expire.
+fn current_or_mint(
+    credentials: &mut Credentials,
+    slot: &mut Option<String>,
+    kind: Kind,
+    account: &str,
+    now: Instant,
+    lifetime: Duration,
+) -> (String, bool) {
+    if let Some(value) = slot
+        .as_deref()
+        .filter(|v| credentials.live(v, kind, now).is_some())
+    {
+        return (value.to_owned(), false);
+    }
+    let value = credentials.mint(kind, account, now, lifetime);
+    *slot = Some(value.clone());
+    (value, true)
+}
+
+impl AppState {
+    /// Clears every daily quota of the account, within the monthly budget of clears.
+    fn clear_quotas(&mut self, periods: Periods) -> Result<(), i64> {
+        if self.clears.month != periods.month {
+            self.clears = MonthCount {
+                month: periods.month,
+                count: 0,
+            };
+        }
+        if self.clears.count >= CLEARS_PER_MONTH {
+            return Err(CLEAR_QUOTA_LIMIT);
+        }
+        self.clears.count += 1;
+        self.usage = DayUsage {
+            day: periods.day,
+            ..DayUsage::default()
+        };
+        Ok(())
+    }
+}
+
+impl State {
+    /// The account a request is about, for counters and fault matching: a configured appid,
+    /// the `corpid/agentid` of a corp secret, or the owner of the token it carries; else `-`.
+    fn identify(&self, s: &Settings, endpoint: Endpoint, input: &Input) -> String {
+        let account = match endpoint {
+            Endpoint::Token => self.known_app(input.query("appid")),
+            Endpoint::StableToken => self.known_app(input.body_str("appid").ok().flatten()),
+            Endpoint::ClearQuotaV2 => self.known_app(input.query_or_body("appid").ok().flatten()),
+            Endpoint::CorpToken => input
+                .query("corpid")
+                .and_then(|corpid| s.corp_secrets.get(corpid))
+                .zip(input.query("corpsecret"))
+                .and_then(|(agents, secret)| {
+                    agents
+                        .iter()
+                        .find(|(s, _)| s == secret)
+                        .map(|(_, account)| account.as_str())
+                }),
+            _ => {
+                debug_assert!(endpoint.takes_token());
+                input
+                    .query("access_token")
+                    .and_then(|t| self.credentials.get(t))
+                    .map(|r| r.account.as_str())
+            }
+        };
+        account.unwrap_or("-").to_owned()
+    }
+
+    fn known_app<'a>(&self, appid: Option<&'a str>) -> Option<&'a str> {
+        appid.filter(|a| self.apps.contains_key(*a))
+    }
+
+    fn record(&mut self, endpoint: Endpoint, account: &str, errcode: Option<i64>) {
+        let Some(code) = errcode else { return };
+        let code = code.to_string();
+        bump(&mut self.stats.outcomes, endpoint.path(), &code);
+        if endpoint.is_business() {
+            bump(&mut self.stats.business, account, &code);
+        }
+    }
+
+    /// `GET /cgi-bin/token` (spec §1).
+    fn token(
+        &mut self,
+        s: &Settings,
+        input: &Input,
+        now: Instant,
+        periods: Periods,
+    ) -> Result<Reply, i64> {
+        let appid = input.query("appid").ok_or(APPID_MISSING)?;
+        let secret = input.query("secret").ok_or(APPSECRET_MISSING)?;
+        if input.query("grant_type") != Some("client_credential") {
+            return Err(INVALID_GRANT_TYPE);
+        }
+        let app = self.apps.get_mut(appid).ok_or(INVALID_APPID)?;
+        if app.secret != secret {
+            return Err(INVALID_APPSECRET);
+        }
+        app.usage.roll(periods.day);
+        if app.usage.token >= s.daily_quota {
+            return Err(DAILY_QUOTA);
+        }
+        app.usage.token += 1;
+        // Every older token keeps at most the grace period.
+        self.credentials
+            .supersede(&mut app.legacy, now, s.grace, false);
+        let token = self
+            .credentials
+            .mint(Kind::Official, appid, now, s.lifetime);
+        app.legacy.push(token.clone());
+        bump(&mut self.stats.issued, Endpoint::Token.path(), appid);
+        Ok(Reply::success(&AccessToken {
+            access_token: &token,
+            expires_in: s.lifetime.as_secs(),
+        }))
+    }
+
+    /// `POST /cgi-bin/stable_token` (spec §2).
+    fn stable_token(
+        &mut self,
+        s: &Settings,
+        input: &Input,
+        now: Instant,
+        periods: Periods,
+    ) -> Result<Reply, i64> {
+        input.require_post()?;
+        let appid = input.body_str("appid")?;
+        let secret = input.body_str("secret")?;
+        let grant_type = input.body_str("grant_type")?;
+        let force = match input.field("force_refresh") {
+            Field::Missing => false,
+            Field::Bool(b) => b,
+            Field::Str(_) | Field::Other => return Err(DATA_FORMAT),
+        };
+        let appid = appid.ok_or(APPID_MISSING)?;
+        let secret = secret.ok_or(APPSECRET_MISSING)?;
+        if grant_type != Some("client_credential") {
+            return Err(INVALID_GRANT_TYPE);
+        }
+        let app = self.apps.get_mut(appid).ok_or(INVALID_APPID)?;
+        if app.secret != secret {
+            return Err(INVALID_APPSECRET);
+        }
+        app.usage.roll(periods.day);
+        if app.usage.stable >= STABLE_DAILY_LIMIT {
+            return Err(DAILY_QUOTA);
+        }
+        let remaining = app
+            .stable
+            .last()
+            .and_then(|t| self.credentials.get(t))
+            .and_then(|r| r.remaining(now));
+        let rotate = if force {
+            if app.usage.force >= s.force_limit {
+                return Err(DAILY_QUOTA);
+            }
+            // Too early after the last force refresh: "it does not refresh".
+            let too_early = app
+                .last_force
+                .is_some_and(|at| now.duration_since(at) < s.force_spacing);
+            !(too_early && remaining.is_some())
+        } else {
+            // The platform rotates only inside the last `grace` of the token's life.
+            remaining.is_none_or(|left| left < s.grace)
+        };
+        app.usage.stable += 1;
+        if let (false, Some(left), Some(current)) = (rotate, remaining, app.stable.last()) {
+            return Ok(Reply::success(&AccessToken {
+                access_token: current,
+                expires_in: left.as_secs(),
+            }));
+        }
+        // The current token keeps the grace; on a force refresh anything older dies now.
+        self.credentials
+            .supersede(&mut app.stable, now, s.grace, force);
+        let token = self
+            .credentials
+            .mint(Kind::Official, appid, now, s.lifetime);
+        app.stable.push(token.clone());
+        if force {
+            app.usage.force += 1;
+            app.last_force = Some(now);
+            *self
+                .stats
+                .force_refreshes
+                .entry(appid.to_owned())
+                .or_default() += 1;
+        }
+        bump(&mut self.stats.issued, Endpoint::StableToken.path(), appid);
+        Ok(Reply::success(&AccessToken {
+            access_token: &token,
+            expires_in: s.lifetime.as_secs(),
+        }))
+    }
+
+    /// `GET /cgi-bin/ticket/getticket` (spec §3): the same ticket, with the full lifetime as
+    /// `expires_in`, until it really expires.
+    fn get_ticket(
+        &mut self,
+        s: &Settings,
+        input: &Input,
+        now: Instant,
+        periods: Periods,
+    ) -> Result<Reply, i64> {
+        let appid = self
+            .credentials
+            .check(input.query("access_token"), &[Kind::Official], now)?
+            .account
+            .clone();
+        let app = self.apps.get_mut(&appid).ok_or(INVALID_ACCESS_TOKEN)?;
+        let slot = match input.query("type") {
+            Some("jsapi") => &mut app.jsapi_ticket,
+            Some("wx_card") => &mut app.card_ticket,
+            _ => return Err(INVALID_ARGS),
+        };
+        app.usage.roll(periods.day);
+        if app.usage.ticket >= s.ticket_quota {
+            return Err(DAILY_QUOTA);
+        }
+        app.usage.ticket += 1;
+        let (ticket, minted) = current_or_mint(
+            &mut self.credentials,
+            slot,
+            Kind::Ticket,
+            &appid,
+            now,
+            s.lifetime,
+        );
+        if minted {
+            bump(&mut self.stats.issued, Endpoint::GetTicket.path(), &appid);
+        }
+        Ok(Reply::success(&Ticket {
+            errcode: 0,
+            errmsg: "ok",
+            ticket: &ticket,
+            expires_in: s.lifetime.as_secs(),
+        }))
+    }
+
+    /// `GET /cgi-bin/get_api_domain_ip`: the business API, for both kinds of token.
+    fn api_domain_ip(&mut self, input: &Input, now: Instant) -> Result<Reply, i64> {
+        let record = self.credentials.check(
+            input.query("access_token"),
+            &[Kind::Official, Kind::Corp],
+            now,
+        )?;
+        Ok(match record.kind {
+            Kind::Corp => Reply::success(&WorkIpList {
+                errcode: 0,
+                errmsg: "ok",
+                ip_list: API_IPS,
+            }),
+            _ => Reply::success(&IpList { ip_list: API_IPS }),
+        })
+    }
+
+    /// `POST /cgi-bin/openapi/quota/get` (spec §6), for the APIs whose quota the mock keeps.
+    fn quota_get(
+        &mut self,
+        s: &Settings,
+        input: &Input,
+        now: Instant,
+        periods: Periods,
+    ) -> Result<Reply, i64> {
+        input.require_post()?;
+        let appid = &self
+            .credentials
+            .check(input.query("access_token"), &[Kind::Official], now)?
+            .account;
+        let cgi_path = input.body_str("cgi_path")?.ok_or(DATA_FORMAT)?;
+        let app = self.apps.get_mut(appid).ok_or(INVALID_ACCESS_TOKEN)?;
+        app.usage.roll(periods.day);
+        let (daily_limit, used) = match cgi_path {
+            "/cgi-bin/token" => (s.daily_quota, app.usage.token),
+            "/cgi-bin/stable_token" => (STABLE_DAILY_LIMIT, app.usage.stable),
+            "/cgi-bin/ticket/getticket" => (s.ticket_quota, app.usage.ticket),
+            _ => return Err(CGI_PATH_NOT_FOUND),
+        };
+        Ok(Reply::success(&QuotaAnswer {
+            errcode: 0,
+            errmsg: "ok",
+            quota: Quota {
+                daily_limit,
+                used,
+                remain: daily_limit.saturating_sub(used),
+            },
+        }))
+    }
+
+    /// `POST /cgi-bin/clear_quota?access_token=` with `{"appid"}` (spec §6).
+    fn clear_quota(&mut self, input: &Input, now: Instant, periods: Periods) -> Result<Reply, i64> {
+        input.require_post()?;
+        let owner = &self
+            .credentials
+            .check(input.query("access_token"), &[Kind::Official], now)?
+            .account;
+        let appid = input.body_str("appid")?.ok_or(APPID_MISSING)?;
+        if appid != owner {
+            return Err(INVALID_APPID);
+        }
+        let app = self.apps.get_mut(appid).ok_or(INVALID_APPID)?;
+        app.clear_quotas(periods)?;
+        Ok(Reply::success(&Status::OK))
+    }
+
+    /// `POST /cgi-bin/clear_quota/v2` with appid and appsecret in the query or the body (spec §6).
+    fn clear_quota_v2(&mut self, input: &Input, periods: Periods) -> Result<Reply, i64> {
+        input.require_post()?;
+        let appid = input.query_or_body("appid")?.ok_or(APPID_MISSING)?;
+        let secret = input.query_or_body("appsecret")?.ok_or(APPSECRET_MISSING)?;
+        let app = self.apps.get_mut(appid).ok_or(INVALID_APPID)?;
+        if app.secret != secret {
+            return Err(INVALID_APPSECRET);
+        }
+        app.clear_quotas(periods)?;
+        Ok(Reply::success(&Status::OK))
+    }
+
+    /// `GET /cgi-bin/gettoken` (spec §5): one token per app secret, the same until it expires.
+    /// Like the ticket endpoints, a repeated fetch gets the same answer, full `expires_in`
+    /// included, although the token dies at its first expiry.
+    fn corp_token(&mut self, s: &Settings, input: &Input, now: Instant) -> Result<Reply, i64> {
+        let corpid = input.query("corpid").ok_or(APPID_MISSING)?;
+        let secret = input.query("corpsecret").ok_or(APPSECRET_MISSING)?;
+        let agents = s.corp_secrets.get(corpid).ok_or(INVALID_APPID)?;
+        let account = agents
+            .iter()
+            .find(|(s, _)| s == secret)
+            .map(|(_, account)| account.as_str())
+            .ok_or(INVALID_CREDENTIAL)?;
+        let app = self.corp_apps.get_mut(account).ok_or(INVALID_CREDENTIAL)?;
+        let (token, minted) = current_or_mint(
+            &mut self.credentials,
+            &mut app.token,
+            Kind::Corp,
+            account,
+            now,
+            s.lifetime,
+        );
+        if minted {
+            bump(&mut self.stats.issued, Endpoint::CorpToken.path(), account);
+        }
+        Ok(Reply::success(&WorkAccessToken {
+            errcode: 0,
+            errmsg: "ok",
+            access_token: &token,
+            expires_in: s.lifetime.as_secs(),
+        }))
+    }
+
+    /// The Work WeChat app a corp token belongs to, checked like every Work API does.
+    fn corp_account(&self, input: &Input, now: Instant) -> Result<String, i64> {
+        Ok(self
+            .credentials
+            .check(input.query("access_token"), &[Kind::Corp], now)?
+            .account
+            .clone())
+    }
+
+    /// `GET /cgi-bin/get_jsapi_ticket` (spec §5): the corp's ticket, 400 fetches per hour.
+    fn corp_jsapi_ticket(
+        &mut self,
+        s: &Settings,
+        input: &Input,
+        now: Instant,
+        periods: Periods,
+    ) -> Result<Reply, i64> {
+        let account = self.corp_account(input, now)?;
+        let corpid = self
+            .corp_apps
+            .get(&account)
+            .map(|app| app.corpid.as_str())
+            .ok_or(INVALID_ACCESS_TOKEN)?;
+        let corp = self.corps.get_mut(corpid).ok_or(INVALID_ACCESS_TOKEN)?;
+        if !corp.jsapi_tickets.take(periods.hour, CORP_TICKETS_PER_HOUR) {
+            return Err(DAILY_QUOTA);
+        }
+        let (ticket, minted) = current_or_mint(
+            &mut self.credentials,
+            &mut corp.jsapi_ticket,
+            Kind::Ticket,
+            &account,
+            now,
+            s.lifetime,
+        );
+        if minted {
+            bump(
+                &mut self.stats.issued,
+                Endpoint::CorpJsapiTicket.path(),
+                &account,
+            );
+        }
+        Ok(Reply::success(&Ticket {
+            errcode: 0,
+            errmsg: "ok",
+            ticket: &ticket,
+            expires_in: s.lifetime.as_secs(),
+        }))
+    }
+
+    /// `GET /cgi-bin/ticket/get?type=agent_config` (spec §5): the app's ticket, 100 per hour.
+    fn corp_agent_ticket(
+        &mut self,
+        s: &Settings,
+        input: &Input,
+        now: Instant,
+        periods: Periods,
+    ) -> Result<Reply, i64> {
+        let account = self.corp_account(input, now)?;
+        if input.query("type") != Some("agent_config") {
+            return Err(WORK_INVALID_PARAMETER);
+        }
+        let app = self
+            .corp_apps
+            .get_mut(&account)
+            .ok_or(INVALID_ACCESS_TOKEN)?;
+        if !app.agent_tickets.take(periods.hour, AGENT_TICKETS_PER_HOUR) {
+            return Err(DAILY_QUOTA);
+        }
+        let (ticket, minted) = current_or_mint(
+            &mut self.credentials,
+            &mut app.agent_ticket,
+            Kind::Ticket,
+            &account,
+            now,
+            s.lifetime,
+        );
+        if minted {
+            bump(
+                &mut self.stats.issued,
+                Endpoint::CorpAgentTicket.path(),
+                &account,
+            );
+        }
+        Ok(Reply::success(&Ticket {
+            errcode: 0,
+            errmsg: "ok",
+            ticket: &ticket,
+            expires_in: s.lifetime.as_secs(),
+        }))
+    }
+}

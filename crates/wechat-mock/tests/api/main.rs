@@ -1,0 +1,12 @@
+//! Integration tests: every rule of the mock, driven through HTTP against an in-process server
+//! with lifetimes of a few seconds. Each test starts its own server, so they run in parallel.
+
+mod business;
+mod cli;
+mod common;
+mod faults;
+mod quota;
+mod stable;
+mod tickets;
+mod token;
+mod work;
