@@ -1,0 +1,362 @@
+//! Consumer routes: read a token or ticket, report one that WeChat refused, sign a JS-SDK page,
+//! and the admin routes (force a refresh, list every credential).
+//!
+//! Official-account routes and Work WeChat routes share one implementation per action; the
+//! handlers only turn their path into an [`Account`].
+
+use axum::extract::{Path, Request, State};
+use axum::http::HeaderMap;
+use axum::response::Response;
+use bytes::Bytes;
+use serde::Deserialize;
+
+use super::{
+    authorize, finish, json_body, json_ok, resolve, Account, ApiContext, ApiError, ApiState,
+};
+use crate::configuration::Scope;
+use crate::credential::Timestamp;
+use crate::engine::RefreshError;
+use crate::hub::{KeyId, Served};
+use crate::jssdk;
+use crate::metrics::Route;
+
+/// The body of an access-token report.
+#[derive(Deserialize)]
+struct AccessTokenReport {
+    access_token: String,
+}
+
+/// The body of a ticket report.
+#[derive(Deserialize)]
+struct TicketReport {
+    ticket: String,
+}
+
+/// The body of a signature request.
+#[derive(Deserialize)]
+struct SignatureRequest {
+    url: String,
+    /// Work WeChat only: `jsapi` (`wx.config`, the default) or `agent_config` (`wx.agentConfig`).
+    #[serde(default)]
+    kind: Option<String>,
+}
+
+fn not_ready() -> ApiError {
+    ApiError::unavailable(
+        "not_ready",
+        "no valid token yet; the hub is fetching one (see /v1/credentials)",
+    )
+}
+
+fn refresh_failed(error: RefreshError) -> ApiError {
+    ApiError::unavailable("refresh_failed", format!("refresh failed: {error}"))
+}
+
+/// Renders what is served for `id` now.
+fn serve_id(context: &ApiContext, id: KeyId) -> Result<Response, ApiError> {
+    let served = context
+        .hub
+        .credential(id)
+        .slot
+        .load()
+        .ok_or_else(not_ready)?;
+    render(&served)
+}
+
+fn render(served: &Served) -> Result<Response, ApiError> {
+    served
+        .render(Timestamp::now())
+        .map(json_ok)
+        .ok_or_else(not_ready)
+}
+
+fn read(
+    context: &ApiContext,
+    headers: &HeaderMap,
+    account: Account<'_>,
+    ticket: Option<&str>,
+) -> Result<Response, ApiError> {
+    authorize(context, headers, Scope::Read, Some(account))?;
+    serve_id(context, resolve(context, account, ticket)?)
+}
+
+async fn invalidate(
+    context: &ApiContext,
+    headers: &HeaderMap,
+    account: Account<'_>,
+    ticket: Option<&str>,
+    request: Request,
+) -> Result<Response, ApiError> {
+    authorize(context, headers, Scope::Invalidate, Some(account))?;
+    let id = resolve(context, account, ticket)?;
+    let reported = match ticket {
+        None => {
+            json_body::<AccessTokenReport>(
+                request,
+                r#"{"access_token":"<the token WeChat refused>"}"#,
+            )
+            .await?
+            .access_token
+        }
+        Some(_) => {
+            json_body::<TicketReport>(request, r#"{"ticket":"<the ticket WeChat refused>"}"#)
+                .await?
+                .ticket
+        }
+    };
+    if reported.is_empty() {
+        return Err(ApiError::bad_request(
+            "invalid_json",
+            "the reported value is empty",
+        ));
+    }
+    let invalidation = context
+        .engine
+        .invalidate(id, &reported)
+        .await
+        .map_err(refresh_failed)?;
+    render(&invalidation.served)
+}
+
+async fn sign(
+    context: &ApiContext,
+    headers: &HeaderMap,
+    account: Account<'_>,
+    request: Request,
+) -> Result<Response, ApiError> {
+    authorize(context, headers, Scope::Read, Some(account))?;
+    let body: SignatureRequest = json_body(request, r#"{"url":"<the page URL>"}"#).await?;
+    let url =
+        jssdk::page_url(&body.url).map_err(|why| ApiError::bad_request("invalid_url", why))?;
+    let (kind, app_id) = match account {
+        Account::App(appid) => {
+            if body.kind.as_deref().is_some_and(|k| k != "jsapi") {
+                return Err(ApiError::bad_request(
+                    "invalid_kind",
+                    "official accounts sign with the jsapi ticket only",
+                ));
+            }
+            ("jsapi", appid)
+        }
+        Account::Corp { corpid, .. } => match body.kind.as_deref() {
+            None | Some("jsapi") => ("jsapi", corpid),
+            Some("agent_config") => ("agent_config", corpid),
+            Some(_) => {
+                return Err(ApiError::bad_request(
+                    "invalid_kind",
+                    "kind must be \"jsapi\" or \"agent_config\"",
+                ))
+            }
+        },
+    };
+    let id = resolve(context, account, Some(kind))?;
+    let served = context
+        .hub
+        .credential(id)
+        .slot
+        .load()
+        .ok_or_else(not_ready)?;
+    let now = Timestamp::now();
+    if served.expires_in(now).is_none() {
+        return Err(not_ready());
+    }
+    let nonce = jssdk::nonce();
+    let timestamp = now.as_secs();
+    let signature = jssdk::signature(&served.value, &nonce, timestamp, url);
+    let mut answer = serde_json::json!({
+        "appId": app_id,
+        "timestamp": timestamp,
+        "nonceStr": nonce,
+        "signature": signature,
+    });
+    if let (Account::Corp { agentid, .. }, "agent_config") = (account, kind) {
+        answer["agentId"] = serde_json::Value::from(agentid);
+    }
+    Ok(json_ok(Bytes::from(answer.to_string())))
+}
+
+async fn refresh(
+    context: &ApiContext,
+    headers: &HeaderMap,
+    account: Account<'_>,
+) -> Result<Response, ApiError> {
+    authorize(context, headers, Scope::Admin, Some(account))?;
+    let id = resolve(context, account, None)?;
+    let served = context
+        .engine
+        .refresh_now(id)
+        .await
+        .map_err(refresh_failed)?;
+    let answer = serde_json::json!({
+        "key": context.hub.credential(id).key.to_string(),
+        "generation": served.generation,
+        "expires_at": served.expires_at.to_rfc3339(),
+    });
+    Ok(json_ok(Bytes::from(answer.to_string())))
+}
+
+/// `GET /v1/apps/{appid}/access_token`
+pub async fn app_access_token(
+    State(context): State<ApiState>,
+    Path(appid): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let result = read(&context, &headers, Account::App(&appid), None);
+    finish(&context, Route::AccessToken, result)
+}
+
+/// `POST /v1/apps/{appid}/access_token/invalidate`
+pub async fn app_access_token_invalidate(
+    State(context): State<ApiState>,
+    Path(appid): Path<String>,
+    headers: HeaderMap,
+    request: Request,
+) -> Response {
+    let result = invalidate(&context, &headers, Account::App(&appid), None, request).await;
+    finish(&context, Route::AccessTokenInvalidate, result)
+}
+
+/// `GET /v1/apps/{appid}/tickets/{kind}`
+pub async fn app_ticket(
+    State(context): State<ApiState>,
+    Path((appid, kind)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    let result = read(&context, &headers, Account::App(&appid), Some(&kind));
+    finish(&context, Route::Ticket, result)
+}
+
+/// `POST /v1/apps/{appid}/tickets/{kind}/invalidate`
+pub async fn app_ticket_invalidate(
+    State(context): State<ApiState>,
+    Path((appid, kind)): Path<(String, String)>,
+    headers: HeaderMap,
+    request: Request,
+) -> Response {
+    let result = invalidate(
+        &context,
+        &headers,
+        Account::App(&appid),
+        Some(&kind),
+        request,
+    )
+    .await;
+    finish(&context, Route::TicketInvalidate, result)
+}
+
+/// `POST /v1/apps/{appid}/jssdk/signature`
+pub async fn app_jssdk_signature(
+    State(context): State<ApiState>,
+    Path(appid): Path<String>,
+    headers: HeaderMap,
+    request: Request,
+) -> Response {
+    let result = sign(&context, &headers, Account::App(&appid), request).await;
+    finish(&context, Route::JssdkSignature, result)
+}
+
+/// `POST /v1/apps/{appid}/refresh` (admin)
+pub async fn app_refresh(
+    State(context): State<ApiState>,
+    Path(appid): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let result = refresh(&context, &headers, Account::App(&appid)).await;
+    finish(&context, Route::AdminRefresh, result)
+}
+
+/// `GET /v1/corps/{corpid}/agents/{agentid}/access_token`
+pub async fn corp_access_token(
+    State(context): State<ApiState>,
+    Path((corpid, agentid)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    let account = Account::Corp {
+        corpid: &corpid,
+        agentid: &agentid,
+    };
+    let result = read(&context, &headers, account, None);
+    finish(&context, Route::AccessToken, result)
+}
+
+/// `POST /v1/corps/{corpid}/agents/{agentid}/access_token/invalidate`
+pub async fn corp_access_token_invalidate(
+    State(context): State<ApiState>,
+    Path((corpid, agentid)): Path<(String, String)>,
+    headers: HeaderMap,
+    request: Request,
+) -> Response {
+    let account = Account::Corp {
+        corpid: &corpid,
+        agentid: &agentid,
+    };
+    let result = invalidate(&context, &headers, account, None, request).await;
+    finish(&context, Route::AccessTokenInvalidate, result)
+}
+
+/// `GET /v1/corps/{corpid}/agents/{agentid}/tickets/{kind}`
+pub async fn corp_ticket(
+    State(context): State<ApiState>,
+    Path((corpid, agentid, kind)): Path<(String, String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    let account = Account::Corp {
+        corpid: &corpid,
+        agentid: &agentid,
+    };
+    let result = read(&context, &headers, account, Some(&kind));
+    finish(&context, Route::Ticket, result)
+}
+
+/// `POST /v1/corps/{corpid}/agents/{agentid}/tickets/{kind}/invalidate`
+pub async fn corp_ticket_invalidate(
+    State(context): State<ApiState>,
+    Path((corpid, agentid, kind)): Path<(String, String, String)>,
+    headers: HeaderMap,
+    request: Request,
+) -> Response {
+    let account = Account::Corp {
+        corpid: &corpid,
+        agentid: &agentid,
+    };
+    let result = invalidate(&context, &headers, account, Some(&kind), request).await;
+    finish(&context, Route::TicketInvalidate, result)
+}
+
+/// `POST /v1/corps/{corpid}/agents/{agentid}/jssdk/signature`
+pub async fn corp_jssdk_signature(
+    State(context): State<ApiState>,
+    Path((corpid, agentid)): Path<(String, String)>,
+    headers: HeaderMap,
+    request: Request,
+) -> Response {
+    let account = Account::Corp {
+        corpid: &corpid,
+        agentid: &agentid,
+    };
+    let result = sign(&context, &headers, account, request).await;
+    finish(&context, Route::JssdkSignature, result)
+}
+
+/// `POST /v1/corps/{corpid}/agents/{agentid}/refresh` (admin)
+pub async fn corp_refresh(
+    State(context): State<ApiState>,
+    Path((corpid, agentid)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    let account = Account::Corp {
+        corpid: &corpid,
+        agentid: &agentid,
+    };
+    let result = refresh(&context, &headers, account).await;
+    finish(&context, Route::AdminRefresh, result)
+}
+
+/// `GET /v1/credentials` (admin): every credential's state, never a secret or token value.
+pub async fn list_credentials(State(context): State<ApiState>, headers: HeaderMap) -> Response {
+    let result = authorize(&context, &headers, Scope::Admin, None).map(|_| {
+        let body = serde_json::json!({ "credentials": context.engine.credentials() });
+        json_ok(Bytes::from(body.to_string()))
+    });
+    finish(&context, Route::Credentials, result)
+}

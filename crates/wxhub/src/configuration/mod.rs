@@ -1,0 +1,525 @@
+//! Configuration: the TOML file of DESIGN §4 and its environment overrides.
+//!
+//! [`Settings::load`] reads the file, applies the `WXHUB_<SECTION>_<KEY>` overrides, resolves the
+//! secrets (inline, `"${ENV_NAME}"` or `secret_file`) and validates everything before the hub
+//! starts: every mistake is one [`ConfigError`] naming the file, the line (or the environment
+//! variable) and the key. Secrets are wrapped in [`Secret`], which never prints its value.
+
+mod duration;
+mod error;
+mod render;
+mod source;
+mod validate;
+
+#[cfg(test)]
+mod tests;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::credential::{CorpTicketKind, TicketKind};
+
+pub use duration::{format_duration, parse_duration, DurationError};
+pub use error::ConfigError;
+
+/// The whole validated configuration of one hub process.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Settings {
+    /// `[server]`: where the HTTP API listens.
+    pub server: ServerSettings,
+    /// `[store]`: where tokens and durable secrets are kept.
+    pub store: StoreSettings,
+    /// `[wechat]`: how to reach WeChat (or the mock that stands in for it).
+    pub wechat: WechatSettings,
+    /// `[refresh]`: the timing of the refresh engine.
+    pub refresh: RefreshSettings,
+    /// `[[apps]]`: the official accounts and mini programs whose tokens the hub keeps.
+    pub apps: Vec<AppSettings>,
+    /// `[[corps]]`: the Work WeChat apps whose tokens the hub keeps.
+    pub corps: Vec<CorpSettings>,
+    /// `[[consumers]]`: the business servers allowed to read credentials, and what they may read.
+    pub consumers: Vec<ConsumerSettings>,
+}
+
+/// `[server]`: the HTTP listener consumers talk to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServerSettings {
+    /// The address the API binds to (default `127.0.0.1:8080`: private unless asked otherwise).
+    pub listen: SocketAddr,
+    /// The longest any request may take before it is answered with an error (default 10 s).
+    pub request_timeout: Duration,
+}
+
+/// `[store]`: which store implementation keeps the tokens.
+#[derive(Clone, PartialEq, Eq)]
+pub enum StoreSettings {
+    /// Tokens live only in this process (tests, throw-away runs).
+    Memory,
+    /// The embedded single-node store (the default).
+    Sqlite {
+        /// The database file (default `wxhub.db`; a relative path is resolved against the
+        /// configuration file's directory, so the hub finds it whatever its working directory).
+        path: PathBuf,
+    },
+    /// A Redis server shared by several hub nodes.
+    Redis {
+        /// `redis://`, `rediss://` or `unix://` URL; it may carry a password, so `Debug` and
+        /// [`Settings::render_masked`] mask it.
+        url: String,
+        /// Prefix of every key the hub writes, so several hubs can share one Redis (default
+        /// `wxhub`).
+        namespace: String,
+    },
+}
+
+/// `[wechat]`: WeChat's HTTP endpoints.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WechatSettings {
+    /// Base URL of the official-account API, without a trailing slash (default
+    /// `https://api.weixin.qq.com`; tests point it at `wechat-mock`).
+    pub api_base: String,
+    /// Base URL of the Work WeChat API, without a trailing slash (default
+    /// `https://qyapi.weixin.qq.com`).
+    pub work_api_base: String,
+    /// Timeout of each upstream request (default 5 s); store leases outlive it.
+    pub timeout: Duration,
+}
+
+/// `[refresh]`: when and how often the engine refreshes (DESIGN §3).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RefreshSettings {
+    /// How long before expiry a credential is refreshed, at most half its lifetime (default 30 m).
+    pub refresh_before_expired: Duration,
+    /// The ceiling of the retry backoff after transient failures (default 60 s).
+    pub refresh_retry_interval: Duration,
+    /// A token younger than this is never force-refreshed on a consumer's report (default 30 s):
+    /// protects the daily quota against consumers that report every token as dead.
+    pub min_refresh_interval: Duration,
+    /// How many refreshes may run at once (default 16, at least 1).
+    pub concurrency: usize,
+}
+
+/// How an official account's access token is obtained.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum TokenMode {
+    /// `cgi-bin/stable_token`: rotation only near expiry, safe alongside other fetchers (default).
+    #[default]
+    Stable,
+    /// `cgi-bin/token`: every fetch rotates the token (for accounts that must keep the old API).
+    Legacy,
+}
+
+/// `[[apps]]`: one official account or mini program.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AppSettings {
+    /// The account's appid; unique in the file.
+    pub appid: String,
+    /// The AppSecret the tokens are fetched with.
+    pub secret: Secret,
+    /// Which token endpoint to use.
+    pub mode: TokenMode,
+    /// The JS-SDK tickets to keep fresh besides the access token.
+    pub tickets: Vec<TicketKind>,
+}
+
+/// `[[corps]]`: one Work WeChat app (a corpid and one of its agents' secret).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CorpSettings {
+    /// The enterprise's corpid.
+    pub corpid: String,
+    /// The app's agentid, as text (`1000002`); (corpid, agentid) is unique in the file.
+    pub agentid: String,
+    /// The app's secret: Work WeChat issues one token per (corpid, secret).
+    pub secret: Secret,
+    /// The JS-SDK tickets to keep fresh besides the access token.
+    pub tickets: Vec<CorpTicketKind>,
+}
+
+/// What a consumer may do (DESIGN §5).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Scope {
+    /// Read tokens, tickets and JS-SDK signatures.
+    Read,
+    /// Report a token WeChat refused, which may trigger a refresh.
+    Invalidate,
+    /// List every credential's state and force refreshes.
+    Admin,
+}
+
+/// Which accounts a consumer may use.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum AppGrant {
+    /// `"*"`: every configured app and corp app.
+    All,
+    /// One official account or mini program, by appid.
+    App(String),
+    /// One Work WeChat app, written `"corpid/agentid"`.
+    CorpAgent {
+        /// The enterprise's corpid.
+        corpid: String,
+        /// The app's agentid.
+        agentid: String,
+    },
+}
+
+/// `[[consumers]]`: one business server allowed to talk to the hub.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConsumerSettings {
+    /// A unique name for logs and metrics.
+    pub name: String,
+    /// SHA-256 of the consumer's bearer key: the hub never stores the key itself.
+    pub key_sha256: [u8; 32],
+    /// The accounts this consumer may use.
+    pub apps: Vec<AppGrant>,
+    /// What this consumer may do with them.
+    pub scopes: Vec<Scope>,
+}
+
+/// A secret value (AppSecret, corp secret): `Debug` and `Display` print `***` and nothing else,
+/// so a secret cannot leak through a log line or an error message by accident.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret {
+    value: String,
+    source: SecretSource,
+}
+
+/// Where a [`Secret`] was read from; shown by `check-config`, never the value itself.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SecretSource {
+    /// Written in the configuration file (or built in code).
+    Inline,
+    /// `secret = "${NAME}"`: the environment variable `NAME`.
+    Env(String),
+    /// `secret_file = "…"`: the resolved path of that file.
+    File(PathBuf),
+}
+
+/// The default `[server] listen`.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+/// The default `[wechat] api_base`.
+pub const DEFAULT_API_BASE: &str = "https://api.weixin.qq.com";
+/// The default `[wechat] work_api_base`.
+pub const DEFAULT_WORK_API_BASE: &str = "https://qyapi.weixin.qq.com";
+/// The default `[store] path` of the sqlite store.
+pub const DEFAULT_SQLITE_PATH: &str = "wxhub.db";
+/// The default `[store] namespace` of the redis store.
+pub const DEFAULT_REDIS_NAMESPACE: &str = "wxhub";
+
+impl Settings {
+    /// Reads and validates the file, with overrides and `${ENV}` secrets taken from the process
+    /// environment. A `WXHUB_<SECTION>_<KEY>` variable with an unknown key is an error.
+    pub fn load(path: &Path) -> Result<Settings, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigError::new(
+                path,
+                error::Place::Nowhere,
+                None,
+                format!("cannot read the configuration file: {e}"),
+            )
+        })?;
+        let names = std::env::vars_os().filter_map(|(name, _)| name.into_string().ok());
+        check_override_names(path, names)?;
+        Settings::parse(&text, path, &|name| std::env::var(name).ok())
+    }
+
+    /// Same as [`Settings::load`] from text; `origin` names the file in messages (and its
+    /// directory anchors relative paths); `env` looks up environment variables, so tests pass a
+    /// closure over a map instead of touching the process environment.
+    pub fn parse(
+        text: &str,
+        origin: &Path,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Settings, ConfigError> {
+        let mut root = source::parse_document(text, origin)?;
+        source::apply_overrides(&mut root, origin, env)?;
+        validate::settings(&root, origin, env)
+    }
+
+    /// The effective configuration as TOML text with every secret shown as `"***"` (plus where it
+    /// came from), the Redis password masked and consumer key hashes shortened: what
+    /// `wxhub check-config` prints.
+    pub fn render_masked(&self) -> String {
+        render::masked(self)
+    }
+
+    /// The consumer whose bearer key this is, if any. Every configured hash is compared in
+    /// constant time, and all of them are compared whatever matches.
+    pub fn find_consumer(&self, bearer_key: &str) -> Option<&ConsumerSettings> {
+        let digest = consumer_key_digest(bearer_key);
+        let mut found = None;
+        for consumer in &self.consumers {
+            if consumer.key_matches(&digest) {
+                found = Some(consumer);
+            }
+        }
+        found
+    }
+}
+
+/// Refuses process environment variables named `WXHUB_<SECTION>_<KEY>` (section one of
+/// `server`, `store`, `wechat`, `refresh`) whose key that section does not have: a typo in an
+/// override would otherwise be silently ignored. Other `WXHUB_*` variables pass. `origin` names
+/// the configuration file in the message. [`Settings::load`] runs this over the environment.
+pub fn check_override_names<I, S>(origin: &Path, names: I) -> Result<(), ConfigError>
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<str>,
+{
+    source::check_override_names(origin, names)
+}
+
+/// Hex SHA-256 of a consumer bearer key: what `wxhub hash-key` prints and `key_sha256` holds.
+pub fn consumer_key_sha256(key: &str) -> String {
+    hex::encode(consumer_key_digest(key))
+}
+
+/// SHA-256 of a consumer bearer key, as [`ConsumerSettings::key_sha256`] holds it.
+pub fn consumer_key_digest(key: &str) -> [u8; 32] {
+    Sha256::digest(key.as_bytes()).into()
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        ServerSettings {
+            listen: DEFAULT_LISTEN.parse().expect("valid default address"),
+            request_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+impl Default for WechatSettings {
+    fn default() -> Self {
+        WechatSettings {
+            api_base: DEFAULT_API_BASE.into(),
+            work_api_base: DEFAULT_WORK_API_BASE.into(),
+            timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+impl Default for RefreshSettings {
+    fn default() -> Self {
+        RefreshSettings {
+            refresh_before_expired: Duration::from_secs(30 * 60),
+            refresh_retry_interval: Duration::from_secs(60),
+            min_refresh_interval: Duration::from_secs(30),
+            concurrency: 16,
+        }
+    }
+}
+
+impl StoreSettings {
+    /// The store's kind as the configuration spells it: `memory`, `sqlite` or `redis`.
+    pub fn kind_name(&self) -> &'static str {
+        match self {
+            StoreSettings::Memory => "memory",
+            StoreSettings::Sqlite { .. } => "sqlite",
+            StoreSettings::Redis { .. } => "redis",
+        }
+    }
+}
+
+impl fmt::Debug for StoreSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StoreSettings::Memory => f.write_str("Memory"),
+            StoreSettings::Sqlite { path } => f.debug_struct("Sqlite").field("path", path).finish(),
+            StoreSettings::Redis { url, namespace } => f
+                .debug_struct("Redis")
+                .field("url", &mask_url_password(url))
+                .field("namespace", namespace)
+                .finish(),
+        }
+    }
+}
+
+/// `redis://user:password@host/0` → `redis://user:***@host/0`; other URLs unchanged.
+pub(crate) fn mask_url_password(url: &str) -> String {
+    let Some(scheme_end) = url.find("://") else {
+        return url.to_string();
+    };
+    let authority_start = scheme_end + 3;
+    let authority_end = url[authority_start..]
+        .find(['/', '?', '#'])
+        .map_or(url.len(), |i| authority_start + i);
+    let authority = &url[authority_start..authority_end];
+    let Some(at) = authority.rfind('@') else {
+        return url.to_string();
+    };
+    let userinfo = &authority[..at];
+    let user = userinfo.split_once(':').map_or(userinfo, |(user, _)| user);
+    let masked = if userinfo.contains(':') {
+        format!("{user}:***")
+    } else {
+        // `redis://password@host` is how some clients spell a password without a user.
+        "***".to_string()
+    };
+    format!(
+        "{}{masked}{}",
+        &url[..authority_start],
+        &url[authority_start + at..]
+    )
+}
+
+impl TokenMode {
+    /// The mode as the configuration spells it: `stable` or `legacy`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenMode::Stable => "stable",
+            TokenMode::Legacy => "legacy",
+        }
+    }
+}
+
+impl FromStr for TokenMode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "stable" => Ok(TokenMode::Stable),
+            "legacy" => Ok(TokenMode::Legacy),
+            other => Err(format!(
+                "unknown mode {other:?}; expected \"stable\" or \"legacy\""
+            )),
+        }
+    }
+}
+
+impl fmt::Display for TokenMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Scope {
+    /// The scope as the configuration spells it: `read`, `invalidate` or `admin`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Read => "read",
+            Scope::Invalidate => "invalidate",
+            Scope::Admin => "admin",
+        }
+    }
+}
+
+impl FromStr for Scope {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "read" => Ok(Scope::Read),
+            "invalidate" => Ok(Scope::Invalidate),
+            "admin" => Ok(Scope::Admin),
+            other => Err(format!(
+                "unknown scope {other:?}; expected \"read\", \"invalidate\" or \"admin\""
+            )),
+        }
+    }
+}
+
+impl fmt::Display for Scope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl AppGrant {
+    /// Whether this grant covers the official account `appid`.
+    pub fn covers_app(&self, appid: &str) -> bool {
+        match self {
+            AppGrant::All => true,
+            AppGrant::App(granted) => granted == appid,
+            AppGrant::CorpAgent { .. } => false,
+        }
+    }
+
+    /// Whether this grant covers the Work WeChat app (`corpid`, `agentid`).
+    pub fn covers_corp(&self, corpid: &str, agentid: &str) -> bool {
+        match self {
+            AppGrant::All => true,
+            AppGrant::App(_) => false,
+            AppGrant::CorpAgent {
+                corpid: c,
+                agentid: a,
+            } => c == corpid && a == agentid,
+        }
+    }
+}
+
+impl fmt::Display for AppGrant {
+    /// The grant as the configuration spells it: `*`, an appid or `corpid/agentid`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AppGrant::All => f.write_str("*"),
+            AppGrant::App(appid) => f.write_str(appid),
+            AppGrant::CorpAgent { corpid, agentid } => write!(f, "{corpid}/{agentid}"),
+        }
+    }
+}
+
+impl ConsumerSettings {
+    /// Whether `digest` (see [`consumer_key_digest`]) is this consumer's key, compared in constant
+    /// time.
+    pub fn key_matches(&self, digest: &[u8; 32]) -> bool {
+        bool::from(self.key_sha256.ct_eq(digest))
+    }
+
+    /// Whether this consumer holds `scope` (scopes are independent: `admin` does not imply `read`).
+    pub fn has_scope(&self, scope: Scope) -> bool {
+        self.scopes.contains(&scope)
+    }
+
+    /// Whether this consumer may use the official account `appid`.
+    pub fn may_use_app(&self, appid: &str) -> bool {
+        self.apps.iter().any(|grant| grant.covers_app(appid))
+    }
+
+    /// Whether this consumer may use the Work WeChat app (`corpid`, `agentid`).
+    pub fn may_use_corp(&self, corpid: &str, agentid: &str) -> bool {
+        self.apps
+            .iter()
+            .any(|grant| grant.covers_corp(corpid, agentid))
+    }
+}
+
+impl Secret {
+    /// Wraps a secret value given in code (its source is [`SecretSource::Inline`]).
+    pub fn new(value: String) -> Self {
+        Secret {
+            value,
+            source: SecretSource::Inline,
+        }
+    }
+
+    pub(crate) fn with_source(value: String, source: SecretSource) -> Self {
+        Secret { value, source }
+    }
+
+    /// The secret value itself, for the one place that must send it (the upstream request).
+    pub fn expose(&self) -> &str {
+        &self.value
+    }
+
+    /// Where the secret was read from.
+    pub fn source(&self) -> &SecretSource {
+        &self.source
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}

@@ -1,0 +1,97 @@
+//! `wxhub check-config` output: the effective configuration as TOML, with nothing secret in it.
+
+use std::fmt::Write as _;
+
+use super::{format_duration, mask_url_password, SecretSource, Settings, StoreSettings};
+
+/// A TOML string literal.
+fn quote(text: &str) -> String {
+    toml::Value::String(text.to_string()).to_string()
+}
+
+fn quote_list<T: ToString>(items: &[T]) -> String {
+    let quoted: Vec<String> = items.iter().map(|i| quote(&i.to_string())).collect();
+    format!("[{}]", quoted.join(", "))
+}
+
+/// `secret = "***"` and a comment saying where the secret was read from.
+fn secret_line(out: &mut String, source: &SecretSource) {
+    let from = match source {
+        SecretSource::Inline => "given inline".to_string(),
+        SecretSource::Env(name) => format!("from environment variable {name}"),
+        SecretSource::File(path) => format!("from file {}", path.display()),
+    };
+    let _ = writeln!(out, "secret = \"***\"  # {from}");
+}
+
+pub(super) fn masked(settings: &Settings) -> String {
+    let mut out = String::new();
+    let s = &settings.server;
+    let _ = writeln!(out, "[server]");
+    let _ = writeln!(out, "listen = {}", quote(&s.listen.to_string()));
+    let _ = writeln!(
+        out,
+        "request_timeout = {}",
+        quote(&format_duration(s.request_timeout))
+    );
+
+    let _ = writeln!(out, "\n[store]");
+    let _ = writeln!(out, "kind = {}", quote(settings.store.kind_name()));
+    match &settings.store {
+        StoreSettings::Memory => {}
+        StoreSettings::Sqlite { path } => {
+            let _ = writeln!(out, "path = {}", quote(&path.display().to_string()));
+        }
+        StoreSettings::Redis { url, namespace } => {
+            let _ = writeln!(out, "url = {}", quote(&mask_url_password(url)));
+            let _ = writeln!(out, "namespace = {}", quote(namespace));
+        }
+    }
+
+    let w = &settings.wechat;
+    let _ = writeln!(out, "\n[wechat]");
+    let _ = writeln!(out, "api_base = {}", quote(&w.api_base));
+    let _ = writeln!(out, "work_api_base = {}", quote(&w.work_api_base));
+    let _ = writeln!(out, "timeout = {}", quote(&format_duration(w.timeout)));
+
+    let r = &settings.refresh;
+    let _ = writeln!(out, "\n[refresh]");
+    for (key, value) in [
+        ("refresh_before_expired", r.refresh_before_expired),
+        ("refresh_retry_interval", r.refresh_retry_interval),
+        ("min_refresh_interval", r.min_refresh_interval),
+    ] {
+        let _ = writeln!(out, "{key} = {}", quote(&format_duration(value)));
+    }
+    let _ = writeln!(out, "concurrency = {}", r.concurrency);
+
+    for app in &settings.apps {
+        let _ = writeln!(out, "\n[[apps]]");
+        let _ = writeln!(out, "appid = {}", quote(&app.appid));
+        secret_line(&mut out, app.secret.source());
+        let _ = writeln!(out, "mode = {}", quote(app.mode.as_str()));
+        let _ = writeln!(out, "tickets = {}", quote_list(&app.tickets));
+    }
+
+    for corp in &settings.corps {
+        let _ = writeln!(out, "\n[[corps]]");
+        let _ = writeln!(out, "corpid = {}", quote(&corp.corpid));
+        let _ = writeln!(out, "agentid = {}", quote(&corp.agentid));
+        secret_line(&mut out, corp.secret.source());
+        let _ = writeln!(out, "tickets = {}", quote_list(&corp.tickets));
+    }
+
+    for consumer in &settings.consumers {
+        let _ = writeln!(out, "\n[[consumers]]");
+        let _ = writeln!(out, "name = {}", quote(&consumer.name));
+        let short = hex::encode(&consumer.key_sha256[..4]);
+        let _ = writeln!(
+            out,
+            "key_sha256 = {}  # shortened",
+            quote(&format!("{short}…"))
+        );
+        let _ = writeln!(out, "apps = {}", quote_list(&consumer.apps));
+        let _ = writeln!(out, "scopes = {}", quote_list(&consumer.scopes));
+    }
+    out
+}

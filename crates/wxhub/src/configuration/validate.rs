@@ -1,0 +1,825 @@
+//! From the raw tree to typed [`Settings`]: every rule of DESIGN §4, each failure placed at the
+//! line (or environment variable) of the value that breaks it.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::error::{ConfigError, Place};
+use super::source::{section_keys, Entry, Node, Value};
+use super::{
+    AppGrant, AppSettings, ConsumerSettings, CorpSettings, RefreshSettings, Scope, Secret,
+    SecretSource, ServerSettings, Settings, StoreSettings, TokenMode, WechatSettings,
+    DEFAULT_REDIS_NAMESPACE, DEFAULT_SQLITE_PATH,
+};
+use crate::credential::{CorpTicketKind, TicketKind};
+
+const TOP_KEYS: &[&str] = &[
+    "server",
+    "store",
+    "wechat",
+    "refresh",
+    "apps",
+    "corps",
+    "consumers",
+];
+const APP_KEYS: &[&str] = &["appid", "secret", "secret_file", "mode", "tickets"];
+const CORP_KEYS: &[&str] = &["corpid", "agentid", "secret", "secret_file", "tickets"];
+const CONSUMER_KEYS: &[&str] = &["name", "key_sha256", "apps", "scopes"];
+
+/// Validates the whole tree. `file` names the configuration file; its directory anchors relative
+/// paths. `env` resolves `${NAME}` secrets.
+pub(super) fn settings(
+    root: &Node,
+    file: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Settings, ConfigError> {
+    let cx = Cx {
+        file,
+        dir: file.parent().map(Path::to_path_buf).unwrap_or_default(),
+        env,
+    };
+    let top = cx.table(root, String::new(), TOP_KEYS)?;
+    let server = cx.server(top.get("server"))?;
+    let store = cx.store(top.get("store"))?;
+    let wechat = cx.wechat(top.get("wechat"))?;
+    let refresh = cx.refresh(top.get("refresh"))?;
+    let apps = cx.apps(top.get("apps"))?;
+    let corps = cx.corps(top.get("corps"))?;
+    let consumers = cx.consumers(top.get("consumers"), &apps, &corps)?;
+    Ok(Settings {
+        server,
+        store,
+        wechat,
+        refresh,
+        apps,
+        corps,
+        consumers,
+    })
+}
+
+/// The validation context: what every error needs to name its file, and what secrets need.
+struct Cx<'a> {
+    file: &'a Path,
+    dir: PathBuf,
+    env: &'a dyn Fn(&str) -> Option<String>,
+}
+
+/// A table being read, with its key path (`apps[1]`) for messages.
+struct Table<'n> {
+    path: String,
+    place: &'n Place,
+    entries: &'n [Entry],
+}
+
+impl<'n> Table<'n> {
+    fn get(&self, key: &str) -> Option<&'n Node> {
+        self.entries.iter().find(|e| e.key == key).map(|e| &e.node)
+    }
+
+    fn key_path(&self, key: &str) -> String {
+        if self.path.is_empty() {
+            key.to_string()
+        } else {
+            format!("{}.{key}", self.path)
+        }
+    }
+}
+
+/// How the first occurrence of a duplicated value is named: "line 8".
+fn first_defined(place: &Place) -> String {
+    match place {
+        Place::Line(line) => format!("line {line}"),
+        Place::Env(var) => format!("environment variable {var}"),
+        Place::Nowhere => "elsewhere".into(),
+    }
+}
+
+fn is_identifier(text: &str) -> bool {
+    text.chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+}
+
+/// `${NAME}` → `Some(Ok(NAME))`; something that starts like a reference but is not one →
+/// `Some(Err(()))`; anything else (an inline secret) → `None`.
+fn env_reference(text: &str) -> Option<Result<&str, ()>> {
+    let inner = text.strip_prefix("${")?;
+    let name = inner.strip_suffix('}');
+    Some(match name {
+        Some(name)
+            if !name.is_empty()
+                && !name.starts_with(|c: char| c.is_ascii_digit())
+                && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') =>
+        {
+            Ok(name)
+        }
+        _ => Err(()),
+    })
+}
+
+impl Cx<'_> {
+    fn err(
+        &self,
+        place: &Place,
+        key: impl Into<String>,
+        message: impl Into<String>,
+    ) -> ConfigError {
+        ConfigError::new(self.file, place.clone(), Some(key.into()), message)
+    }
+
+    fn resolve(&self, path: &str) -> PathBuf {
+        let path = Path::new(path);
+        if path.is_absolute() {
+            path.to_path_buf()
+        } else {
+            self.dir.join(path)
+        }
+    }
+
+    fn table<'n>(
+        &self,
+        node: &'n Node,
+        path: String,
+        allowed: &[&str],
+    ) -> Result<Table<'n>, ConfigError> {
+        let Value::Table(entries) = &node.value else {
+            return Err(self.err(
+                &node.place,
+                path,
+                format!("expected a table, found {}", node.value.type_name()),
+            ));
+        };
+        let table = Table {
+            path,
+            place: &node.place,
+            entries,
+        };
+        for entry in entries {
+            if !allowed.contains(&entry.key.as_str()) {
+                return Err(self.err(
+                    &entry.place,
+                    table.key_path(&entry.key),
+                    format!("unknown key; expected one of: {}", allowed.join(", ")),
+                ));
+            }
+        }
+        Ok(table)
+    }
+
+    fn required<'n>(&self, table: &Table<'n>, key: &str) -> Result<&'n Node, ConfigError> {
+        table
+            .get(key)
+            .ok_or_else(|| self.err(table.place, table.key_path(key), "required key is missing"))
+    }
+
+    fn string<'n>(&self, node: &'n Node, path: &str) -> Result<&'n str, ConfigError> {
+        match &node.value {
+            Value::Str(s) => Ok(s),
+            other => Err(self.err(
+                &node.place,
+                path,
+                format!("expected a string, found {}", other.type_name()),
+            )),
+        }
+    }
+
+    /// The elements of an array, each with its key path (`apps[0]`).
+    fn array<'n>(
+        &self,
+        node: &'n Node,
+        path: &str,
+    ) -> Result<Vec<(String, &'n Node)>, ConfigError> {
+        match &node.value {
+            Value::Array(items) => Ok(items
+                .iter()
+                .enumerate()
+                .map(|(i, item)| (format!("{path}[{i}]"), item))
+                .collect()),
+            other => Err(self.err(
+                &node.place,
+                path,
+                format!("expected an array, found {}", other.type_name()),
+            )),
+        }
+    }
+
+    /// An array of distinct strings parsed by `parse`; each element's error names its index.
+    fn string_set<T: PartialEq>(
+        &self,
+        node: &Node,
+        path: &str,
+        parse: impl Fn(&str) -> Result<T, String>,
+    ) -> Result<Vec<T>, ConfigError> {
+        let mut seen: Vec<(&str, T)> = Vec::new();
+        for (item_path, item) in self.array(node, path)? {
+            let text = self.string(item, &item_path)?;
+            let value = parse(text).map_err(|what| self.err(&item.place, &item_path, what))?;
+            if seen.iter().any(|(_, v)| *v == value) {
+                return Err(self.err(&item.place, &item_path, format!("{text:?} is listed twice")));
+            }
+            seen.push((text, value));
+        }
+        Ok(seen.into_iter().map(|(_, v)| v).collect())
+    }
+
+    fn duration(&self, node: &Node, path: &str) -> Result<Duration, ConfigError> {
+        match &node.value {
+            Value::Str(text) => super::parse_duration(text).map_err(|e| {
+                self.err(&node.place, path, format!("invalid duration {text:?}: {e}"))
+            }),
+            Value::Int(n) => Err(self.err(
+                &node.place,
+                path,
+                format!("a bare number ({n}) is ambiguous; use a unit, e.g. \"30s\""),
+            )),
+            other => Err(self.err(
+                &node.place,
+                path,
+                format!(
+                    "expected a duration such as \"30s\", found {}",
+                    other.type_name()
+                ),
+            )),
+        }
+    }
+
+    fn positive_duration(&self, node: &Node, path: &str) -> Result<Duration, ConfigError> {
+        let duration = self.duration(node, path)?;
+        if duration.is_zero() {
+            return Err(self.err(&node.place, path, "must be longer than zero"));
+        }
+        Ok(duration)
+    }
+
+    /// An account id (appid, corpid, agentid): non-empty, and safe inside URL paths and the
+    /// `/`-separated storage keys.
+    fn identifier(&self, node: &Node, path: &str) -> Result<String, ConfigError> {
+        let text = self.string(node, path)?;
+        if text.is_empty() {
+            return Err(self.err(&node.place, path, "must not be empty"));
+        }
+        if !is_identifier(text) {
+            return Err(self.err(
+                &node.place,
+                path,
+                format!("{text:?} may contain only letters, digits, '_', '-' and '.'"),
+            ));
+        }
+        Ok(text.to_string())
+    }
+
+    fn base_url(&self, node: &Node, path: &str) -> Result<String, ConfigError> {
+        let text = self.string(node, path)?;
+        let fail = |why: &str| self.err(&node.place, path, format!("invalid URL {text:?}: {why}"));
+        if !(text.starts_with("http://") || text.starts_with("https://")) {
+            return Err(fail("expected an http:// or https:// URL"));
+        }
+        let url = reqwest::Url::parse(text).map_err(|e| fail(&e.to_string()))?;
+        if url.host_str().is_none_or(str::is_empty) {
+            return Err(fail("no host"));
+        }
+        if url.query().is_some() || url.fragment().is_some() {
+            return Err(fail("a base URL has no query or fragment"));
+        }
+        Ok(text.trim_end_matches('/').to_string())
+    }
+
+    fn server(&self, node: Option<&Node>) -> Result<ServerSettings, ConfigError> {
+        let mut server = ServerSettings::default();
+        let Some(node) = node else {
+            return Ok(server);
+        };
+        let table = self.table(node, "server".into(), &section_keys("server"))?;
+        if let Some(node) = table.get("listen") {
+            let path = table.key_path("listen");
+            let text = self.string(node, &path)?;
+            server.listen = text.parse().map_err(|_| {
+                self.err(
+                    &node.place,
+                    &path,
+                    format!(
+                        "invalid address {text:?}; expected an IP address and port, e.g. \"127.0.0.1:8080\""
+                    ),
+                )
+            })?;
+        }
+        if let Some(node) = table.get("request_timeout") {
+            server.request_timeout =
+                self.positive_duration(node, &table.key_path("request_timeout"))?;
+        }
+        Ok(server)
+    }
+
+    fn store(&self, node: Option<&Node>) -> Result<StoreSettings, ConfigError> {
+        let Some(node) = node else {
+            return Ok(StoreSettings::Sqlite {
+                path: self.resolve(DEFAULT_SQLITE_PATH),
+            });
+        };
+        let table = self.table(node, "store".into(), &section_keys("store"))?;
+        let kind_node = table.get("kind");
+        let kind = match kind_node {
+            Some(node) => {
+                let path = table.key_path("kind");
+                let kind = self.string(node, &path)?;
+                if !matches!(kind, "memory" | "sqlite" | "redis") {
+                    return Err(self.err(
+                        &node.place,
+                        path,
+                        format!("unknown store kind {kind:?}; expected \"memory\", \"sqlite\" or \"redis\""),
+                    ));
+                }
+                kind
+            }
+            None => "sqlite",
+        };
+        let kind_said = match kind_node.map(|n| &n.place) {
+            None => format!("kind = {kind:?} (the default)"),
+            Some(Place::Env(var)) => format!("kind = {kind:?} (set by {var})"),
+            Some(_) => format!("kind = {kind:?}"),
+        };
+        for entry in table.entries {
+            let owner = match entry.key.as_str() {
+                "path" => "sqlite",
+                "url" | "namespace" => "redis",
+                _ => continue,
+            };
+            if owner != kind {
+                return Err(self.err(
+                    &entry.place,
+                    table.key_path(&entry.key),
+                    format!(
+                        "not used with {kind_said}; `{}` belongs to kind {owner:?}",
+                        entry.key
+                    ),
+                ));
+            }
+        }
+        match kind {
+            "memory" => Ok(StoreSettings::Memory),
+            "sqlite" => {
+                let path = match table.get("path") {
+                    Some(node) => {
+                        let key = table.key_path("path");
+                        let text = self.string(node, &key)?;
+                        if text.is_empty() {
+                            return Err(self.err(&node.place, key, "must not be empty"));
+                        }
+                        text
+                    }
+                    None => DEFAULT_SQLITE_PATH,
+                };
+                Ok(StoreSettings::Sqlite {
+                    path: self.resolve(path),
+                })
+            }
+            _ => {
+                let url_path = table.key_path("url");
+                let Some(url_node) = table.get("url") else {
+                    let place = kind_node.map_or(table.place, |n| &n.place);
+                    return Err(self.err(
+                        place,
+                        url_path,
+                        format!(
+                            "required with {kind_said}, e.g. url = \"redis://127.0.0.1:6379/0\""
+                        ),
+                    ));
+                };
+                let url = self.string(url_node, &url_path)?;
+                let scheme_ok = ["redis://", "rediss://", "redis+unix://", "unix://"]
+                    .iter()
+                    .any(|scheme| url.len() > scheme.len() && url.starts_with(scheme));
+                if !scheme_ok {
+                    return Err(self.err(
+                        &url_node.place,
+                        url_path,
+                        "expected a redis://, rediss:// or unix:// URL (the value is not shown: it may hold a password)",
+                    ));
+                }
+                let namespace = match table.get("namespace") {
+                    Some(node) => {
+                        let key = table.key_path("namespace");
+                        let text = self.string(node, &key)?;
+                        if text.is_empty()
+                            || text.chars().any(|c| c.is_whitespace() || c.is_control())
+                        {
+                            return Err(self.err(
+                                &node.place,
+                                key,
+                                format!("{text:?} must be non-empty, without spaces"),
+                            ));
+                        }
+                        text
+                    }
+                    None => DEFAULT_REDIS_NAMESPACE,
+                };
+                Ok(StoreSettings::Redis {
+                    url: url.to_string(),
+                    namespace: namespace.to_string(),
+                })
+            }
+        }
+    }
+
+    fn wechat(&self, node: Option<&Node>) -> Result<WechatSettings, ConfigError> {
+        let mut wechat = WechatSettings::default();
+        let Some(node) = node else {
+            return Ok(wechat);
+        };
+        let table = self.table(node, "wechat".into(), &section_keys("wechat"))?;
+        if let Some(node) = table.get("api_base") {
+            wechat.api_base = self.base_url(node, &table.key_path("api_base"))?;
+        }
+        if let Some(node) = table.get("work_api_base") {
+            wechat.work_api_base = self.base_url(node, &table.key_path("work_api_base"))?;
+        }
+        if let Some(node) = table.get("timeout") {
+            wechat.timeout = self.positive_duration(node, &table.key_path("timeout"))?;
+        }
+        Ok(wechat)
+    }
+
+    fn refresh(&self, node: Option<&Node>) -> Result<RefreshSettings, ConfigError> {
+        let mut refresh = RefreshSettings::default();
+        let Some(node) = node else {
+            return Ok(refresh);
+        };
+        let table = self.table(node, "refresh".into(), &section_keys("refresh"))?;
+        if let Some(node) = table.get("refresh_before_expired") {
+            refresh.refresh_before_expired =
+                self.positive_duration(node, &table.key_path("refresh_before_expired"))?;
+        }
+        if let Some(node) = table.get("refresh_retry_interval") {
+            refresh.refresh_retry_interval =
+                self.positive_duration(node, &table.key_path("refresh_retry_interval"))?;
+        }
+        if let Some(node) = table.get("min_refresh_interval") {
+            refresh.min_refresh_interval =
+                self.duration(node, &table.key_path("min_refresh_interval"))?;
+        }
+        if let Some(node) = table.get("concurrency") {
+            let path = table.key_path("concurrency");
+            refresh.concurrency = match node.value {
+                Value::Int(n) if n >= 1 => usize::try_from(n)
+                    .map_err(|_| self.err(&node.place, &path, format!("{n} is too large")))?,
+                Value::Int(n) => {
+                    return Err(self.err(
+                        &node.place,
+                        path,
+                        format!("must be at least 1 (one refresh worker), found {n}"),
+                    ))
+                }
+                ref other => {
+                    return Err(self.err(
+                        &node.place,
+                        path,
+                        format!("expected an integer, found {}", other.type_name()),
+                    ))
+                }
+            };
+        }
+        Ok(refresh)
+    }
+
+    /// The elements of `[[name]]` (absent: none), each checked to be a table with `allowed` keys.
+    fn entries<'n>(
+        &self,
+        node: Option<&'n Node>,
+        name: &str,
+        allowed: &[&str],
+    ) -> Result<Vec<Table<'n>>, ConfigError> {
+        let Some(node) = node else {
+            return Ok(Vec::new());
+        };
+        if !matches!(node.value, Value::Array(_)) {
+            return Err(self.err(
+                &node.place,
+                name,
+                format!(
+                    "expected an array of tables ([[{name}]]), found {}",
+                    node.value.type_name()
+                ),
+            ));
+        }
+        self.array(node, name)?
+            .into_iter()
+            .map(|(path, item)| self.table(item, path, allowed))
+            .collect()
+    }
+
+    /// `secret = "inline"`, `secret = "${ENV_NAME}"` or `secret_file = "path"`: exactly one.
+    /// No message ever includes the value.
+    fn secret(&self, table: &Table) -> Result<Secret, ConfigError> {
+        let secret_path = table.key_path("secret");
+        let file_path = table.key_path("secret_file");
+        match (table.get("secret"), table.get("secret_file")) {
+            (Some(_), Some(file)) => Err(self.err(
+                &file.place,
+                file_path,
+                "give the secret either as `secret` or as `secret_file`, not both",
+            )),
+            (None, None) => Err(self.err(
+                table.place,
+                secret_path,
+                "required key is missing: give `secret = \"${ENV_NAME}\"`, `secret = \"…\"` or `secret_file = \"path\"`",
+            )),
+            (Some(node), None) => {
+                let text = self.string(node, &secret_path)?;
+                match env_reference(text) {
+                    Some(Ok(name)) => match (self.env)(name) {
+                        None => Err(self.err(
+                            &node.place,
+                            secret_path,
+                            format!("environment variable {name} is not set"),
+                        )),
+                        Some(value) if value.trim().is_empty() => Err(self.err(
+                            &node.place,
+                            secret_path,
+                            format!("environment variable {name} is empty"),
+                        )),
+                        Some(value) => Ok(Secret::with_source(
+                            value.trim().to_string(),
+                            SecretSource::Env(name.to_string()),
+                        )),
+                    },
+                    Some(Err(())) => Err(self.err(
+                        &node.place,
+                        secret_path,
+                        "malformed environment reference: write \"${NAME}\" (letters, digits and '_')",
+                    )),
+                    None if text.trim().is_empty() => {
+                        Err(self.err(&node.place, secret_path, "must not be empty"))
+                    }
+                    None => Ok(Secret::with_source(
+                        text.trim().to_string(),
+                        SecretSource::Inline,
+                    )),
+                }
+            }
+            (None, Some(node)) => {
+                let text = self.string(node, &file_path)?;
+                if text.is_empty() {
+                    return Err(self.err(&node.place, file_path, "must not be empty"));
+                }
+                let path = self.resolve(text);
+                let content = std::fs::read_to_string(&path).map_err(|e| {
+                    self.err(
+                        &node.place,
+                        &file_path,
+                        format!("cannot read secret file {}: {e}", path.display()),
+                    )
+                })?;
+                let value = content.trim();
+                if value.is_empty() {
+                    return Err(self.err(
+                        &node.place,
+                        file_path,
+                        format!("secret file {} is empty", path.display()),
+                    ));
+                }
+                Ok(Secret::with_source(
+                    value.to_string(),
+                    SecretSource::File(path),
+                ))
+            }
+        }
+    }
+
+    fn apps(&self, node: Option<&Node>) -> Result<Vec<AppSettings>, ConfigError> {
+        let mut apps = Vec::new();
+        let mut first: HashMap<String, &Place> = HashMap::new();
+        for table in self.entries(node, "apps", APP_KEYS)? {
+            let appid_node = self.required(&table, "appid")?;
+            let appid_path = table.key_path("appid");
+            let appid = self.identifier(appid_node, &appid_path)?;
+            if let Some(place) = first.get(&appid) {
+                return Err(self.err(
+                    &appid_node.place,
+                    appid_path,
+                    format!(
+                        "duplicate appid {appid:?} (first defined at {})",
+                        first_defined(place)
+                    ),
+                ));
+            }
+            first.insert(appid.clone(), &appid_node.place);
+            let secret = self.secret(&table)?;
+            let mode = match table.get("mode") {
+                Some(node) => {
+                    let path = table.key_path("mode");
+                    let text = self.string(node, &path)?;
+                    text.parse::<TokenMode>()
+                        .map_err(|what| self.err(&node.place, path, what))?
+                }
+                None => TokenMode::default(),
+            };
+            let tickets = match table.get("tickets") {
+                Some(node) => self.string_set(node, &table.key_path("tickets"), |text| {
+                    text.parse::<TicketKind>().map_err(|_| {
+                        format!("unknown ticket {text:?}; expected \"jsapi\" or \"wx_card\"")
+                    })
+                })?,
+                None => Vec::new(),
+            };
+            apps.push(AppSettings {
+                appid,
+                secret,
+                mode,
+                tickets,
+            });
+        }
+        Ok(apps)
+    }
+
+    fn corps(&self, node: Option<&Node>) -> Result<Vec<CorpSettings>, ConfigError> {
+        let mut corps = Vec::new();
+        let mut first: HashMap<(String, String), &Place> = HashMap::new();
+        for table in self.entries(node, "corps", CORP_KEYS)? {
+            let corpid_node = self.required(&table, "corpid")?;
+            let corpid = self.identifier(corpid_node, &table.key_path("corpid"))?;
+            let agentid_node = self.required(&table, "agentid")?;
+            let agentid_path = table.key_path("agentid");
+            let agentid = match agentid_node.value {
+                Value::Int(n) if n >= 0 => n.to_string(),
+                Value::Int(n) => {
+                    return Err(self.err(
+                        &agentid_node.place,
+                        agentid_path,
+                        format!("{n} is negative"),
+                    ))
+                }
+                Value::Str(_) => self.identifier(agentid_node, &agentid_path)?,
+                ref other => {
+                    return Err(self.err(
+                        &agentid_node.place,
+                        agentid_path,
+                        format!(
+                            "expected a string or an integer, found {}",
+                            other.type_name()
+                        ),
+                    ))
+                }
+            };
+            let pair = (corpid.clone(), agentid.clone());
+            if let Some(place) = first.get(&pair) {
+                return Err(self.err(
+                    &agentid_node.place,
+                    agentid_path,
+                    format!(
+                        "duplicate corp app \"{corpid}/{agentid}\" (first defined at {})",
+                        first_defined(place)
+                    ),
+                ));
+            }
+            first.insert(pair, &agentid_node.place);
+            let secret = self.secret(&table)?;
+            let tickets = match table.get("tickets") {
+                Some(node) => self.string_set(node, &table.key_path("tickets"), |text| {
+                    text.parse::<CorpTicketKind>().map_err(|_| {
+                        format!("unknown ticket {text:?}; expected \"jsapi\" or \"agent_config\"")
+                    })
+                })?,
+                None => Vec::new(),
+            };
+            corps.push(CorpSettings {
+                corpid,
+                agentid,
+                secret,
+                tickets,
+            });
+        }
+        Ok(corps)
+    }
+
+    fn key_sha256(&self, node: &Node, path: &str) -> Result<[u8; 32], ConfigError> {
+        const HINT: &str = "put the output of `wxhub hash-key <KEY>` here";
+        let text = self.string(node, path)?;
+        let all_hex = text.bytes().all(|b| b.is_ascii_hexdigit());
+        let what = if text.is_empty() {
+            format!("is empty; {HINT}")
+        } else if all_hex && text.len() == 64 {
+            let mut digest = [0u8; 32];
+            hex::decode_to_slice(text, &mut digest).expect("64 hex digits");
+            return Ok(digest);
+        } else if all_hex {
+            format!(
+                "is {} hex digits long, a SHA-256 has 64; {HINT}",
+                text.len()
+            )
+        } else {
+            format!(
+                "is not a hex SHA-256 and looks like a raw bearer key (not shown); never put the key itself in the file: {HINT}"
+            )
+        };
+        Err(self.err(&node.place, path, what))
+    }
+
+    fn consumers(
+        &self,
+        node: Option<&Node>,
+        apps: &[AppSettings],
+        corps: &[CorpSettings],
+    ) -> Result<Vec<ConsumerSettings>, ConfigError> {
+        let mut consumers = Vec::new();
+        let mut names: HashMap<String, &Place> = HashMap::new();
+        let mut keys: HashMap<[u8; 32], (String, &Place)> = HashMap::new();
+        for table in self.entries(node, "consumers", CONSUMER_KEYS)? {
+            let name_node = self.required(&table, "name")?;
+            let name_path = table.key_path("name");
+            let name = self.string(name_node, &name_path)?;
+            if name.trim().is_empty() || name.chars().any(char::is_control) {
+                return Err(self.err(
+                    &name_node.place,
+                    name_path,
+                    "must be non-empty, without control characters",
+                ));
+            }
+            if let Some(place) = names.get(name) {
+                return Err(self.err(
+                    &name_node.place,
+                    name_path,
+                    format!(
+                        "duplicate consumer name {name:?} (first defined at {})",
+                        first_defined(place)
+                    ),
+                ));
+            }
+            names.insert(name.to_string(), &name_node.place);
+
+            let key_node = self.required(&table, "key_sha256")?;
+            let key_path = table.key_path("key_sha256");
+            let key_sha256 = self.key_sha256(key_node, &key_path)?;
+            if let Some((other, place)) = keys.get(&key_sha256) {
+                return Err(self.err(
+                    &key_node.place,
+                    key_path,
+                    format!(
+                        "same key as consumer {other:?} ({}); every consumer needs its own key",
+                        first_defined(place)
+                    ),
+                ));
+            }
+            keys.insert(key_sha256, (name.to_string(), &key_node.place));
+
+            let grants = match table.get("apps") {
+                Some(node) => self.string_set(node, &table.key_path("apps"), |text| {
+                    grant(text, apps, corps)
+                })?,
+                None => Vec::new(),
+            };
+
+            let scopes_node = self.required(&table, "scopes")?;
+            let scopes_path = table.key_path("scopes");
+            let scopes =
+                self.string_set(scopes_node, &scopes_path, |text| text.parse::<Scope>())?;
+            if scopes.is_empty() {
+                return Err(self.err(
+                    &scopes_node.place,
+                    scopes_path,
+                    "must name at least one of \"read\", \"invalidate\", \"admin\"",
+                ));
+            }
+
+            consumers.push(ConsumerSettings {
+                name: name.to_string(),
+                key_sha256,
+                apps: grants,
+                scopes,
+            });
+        }
+        Ok(consumers)
+    }
+}
+
+/// One entry of a consumer's `apps`: `*`, a configured appid or a configured `corpid/agentid`.
+/// Anything else is refused, so that a typo cannot silently grant nothing.
+fn grant(text: &str, apps: &[AppSettings], corps: &[CorpSettings]) -> Result<AppGrant, String> {
+    if text == "*" {
+        return Ok(AppGrant::All);
+    }
+    if let Some((corpid, agentid)) = text.split_once('/') {
+        if corps
+            .iter()
+            .any(|c| c.corpid == corpid && c.agentid == agentid)
+        {
+            return Ok(AppGrant::CorpAgent {
+                corpid: corpid.to_string(),
+                agentid: agentid.to_string(),
+            });
+        }
+        return Err(format!(
+            "unknown app {text:?}: no [[corps]] entry has this corpid/agentid"
+        ));
+    }
+    if apps.iter().any(|a| a.appid == text) {
+        return Ok(AppGrant::App(text.to_string()));
+    }
+    if corps.iter().any(|c| c.corpid == text) {
+        return Err(format!(
+            "unknown app {text:?}: it is a corpid; grant a Work WeChat app as \"corpid/agentid\""
+        ));
+    }
+    Err(format!(
+        "unknown app {text:?}: no [[apps]] entry has this appid (use \"*\" for every app)"
+    ))
+}

@@ -1,0 +1,283 @@
+//! Prometheus metrics (DESIGN §8), rendered as text by `GET /metrics`.
+//!
+//! Counters touched on the consumer read path are plain atomics in a fixed matrix (route ×
+//! status), so serving a token never takes a lock for bookkeeping. Everything else (refresh
+//! outcomes, upstream latency, errcodes) changes at most a few times per refresh and lives behind
+//! short `std::sync::Mutex` sections. Labels never carry a secret or token value: only key kinds,
+//! appids, routes, statuses and errcodes.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use crate::upstream::UpstreamError;
+
+/// The consumer-facing routes, for the request counters. A closed set keeps the matrix fixed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(usize)]
+pub enum Route {
+    AccessToken,
+    AccessTokenInvalidate,
+    Ticket,
+    TicketInvalidate,
+    JssdkSignature,
+    AdminRefresh,
+    Credentials,
+    Other,
+}
+
+impl Route {
+    const ALL: [Route; 8] = [
+        Route::AccessToken,
+        Route::AccessTokenInvalidate,
+        Route::Ticket,
+        Route::TicketInvalidate,
+        Route::JssdkSignature,
+        Route::AdminRefresh,
+        Route::Credentials,
+        Route::Other,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            Route::AccessToken => "access_token",
+            Route::AccessTokenInvalidate => "access_token_invalidate",
+            Route::Ticket => "ticket",
+            Route::TicketInvalidate => "ticket_invalidate",
+            Route::JssdkSignature => "jssdk_signature",
+            Route::AdminRefresh => "admin_refresh",
+            Route::Credentials => "credentials",
+            Route::Other => "other",
+        }
+    }
+}
+
+/// Statuses the API answers with; anything else is counted as `other`.
+const STATUSES: [u16; 12] = [200, 400, 401, 403, 404, 405, 408, 409, 413, 429, 500, 503];
+
+/// What an invalidation report turned into (DESIGN §3, compare-and-refresh).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InvalidationOutcome {
+    /// The reported token was no longer current: answered with the current one, no upstream call.
+    Stale,
+    /// The report caused (or joined) a refresh.
+    Refreshed,
+    /// The token was younger than `min_refresh_interval`: answered with it, not refreshed.
+    Throttled,
+}
+
+/// Upper bounds of the upstream latency histogram, in seconds.
+const LATENCY_BUCKETS: [f64; 10] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];
+
+/// One latency histogram (Prometheus cumulative buckets are computed at render time).
+#[derive(Default)]
+struct Histogram {
+    /// Observations per bucket (not cumulative); the last slot counts those above every bound.
+    buckets: [u64; LATENCY_BUCKETS.len() + 1],
+    sum: f64,
+    count: u64,
+}
+
+/// Every metric of one hub process.
+pub struct Metrics {
+    /// Consumer requests: `[route][status index]`, the last status slot is "other".
+    requests: [[AtomicU64; STATUSES.len() + 1]; Route::ALL.len()],
+    /// Invalidation reports by outcome.
+    invalidations: [AtomicU64; 3],
+    /// Refresh attempts by (credential kind, outcome).
+    refreshes: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
+    /// Upstream call latency by endpoint.
+    upstream_latency: Mutex<BTreeMap<&'static str, Histogram>>,
+    /// WeChat errcodes seen, by endpoint and errcode.
+    errcodes: Mutex<BTreeMap<(&'static str, i64), u64>>,
+    /// Failed store operations (the store being unreachable is also reflected in `/readyz`).
+    store_errors: AtomicU64,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            requests: std::array::from_fn(|_| std::array::from_fn(|_| AtomicU64::new(0))),
+            invalidations: std::array::from_fn(|_| AtomicU64::new(0)),
+            refreshes: Mutex::default(),
+            upstream_latency: Mutex::default(),
+            errcodes: Mutex::default(),
+            store_errors: AtomicU64::new(0),
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic while holding a metrics lock leaves only counters behind: keep counting.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Metrics {
+    /// Counts one consumer request.
+    pub fn count_request(&self, route: Route, status: u16) {
+        let slot = STATUSES
+            .iter()
+            .position(|s| *s == status)
+            .unwrap_or(STATUSES.len());
+        self.requests[route as usize][slot].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts one invalidation report.
+    pub fn count_invalidation(&self, outcome: InvalidationOutcome) {
+        self.invalidations[outcome as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts one refresh attempt of a credential kind.
+    pub fn count_refresh(&self, kind: &'static str, outcome: &'static str) {
+        *lock(&self.refreshes).entry((kind, outcome)).or_default() += 1;
+    }
+
+    /// Counts one failed store operation.
+    pub fn count_store_error(&self) {
+        self.store_errors.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Records one upstream call.
+    pub fn observe_upstream(
+        &self,
+        endpoint: &'static str,
+        elapsed: Duration,
+        error: Option<&UpstreamError>,
+    ) {
+        let secs = elapsed.as_secs_f64();
+        {
+            let mut latency = lock(&self.upstream_latency);
+            let h = latency.entry(endpoint).or_default();
+            let bucket = LATENCY_BUCKETS
+                .iter()
+                .position(|b| secs <= *b)
+                .unwrap_or(LATENCY_BUCKETS.len());
+            h.buckets[bucket] += 1;
+            h.sum += secs;
+            h.count += 1;
+        }
+        if let Some(code) = error.and_then(UpstreamError::errcode) {
+            *lock(&self.errcodes).entry((endpoint, code)).or_default() += 1;
+        }
+    }
+
+    /// Renders every counter in the Prometheus text format.
+    pub fn render(&self, out: &mut String) {
+        out.push_str("# HELP wxhub_http_requests_total Consumer requests by route and status.\n");
+        out.push_str("# TYPE wxhub_http_requests_total counter\n");
+        for route in Route::ALL {
+            for (i, counter) in self.requests[route as usize].iter().enumerate() {
+                let n = counter.load(Ordering::Relaxed);
+                if n == 0 {
+                    continue;
+                }
+                let status = STATUSES
+                    .get(i)
+                    .map_or_else(|| "other".to_string(), |s| s.to_string());
+                let _ = writeln!(
+                    out,
+                    "wxhub_http_requests_total{{route=\"{}\",status=\"{status}\"}} {n}",
+                    route.name()
+                );
+            }
+        }
+
+        out.push_str("# HELP wxhub_invalidations_total Invalidation reports by outcome.\n");
+        out.push_str("# TYPE wxhub_invalidations_total counter\n");
+        for (i, name) in ["stale", "refreshed", "throttled"].iter().enumerate() {
+            let n = self.invalidations[i].load(Ordering::Relaxed);
+            let _ = writeln!(out, "wxhub_invalidations_total{{outcome=\"{name}\"}} {n}");
+        }
+
+        out.push_str("# HELP wxhub_refreshes_total Refreshes by credential kind and outcome.\n");
+        out.push_str("# TYPE wxhub_refreshes_total counter\n");
+        for ((kind, outcome), n) in lock(&self.refreshes).iter() {
+            let _ = writeln!(
+                out,
+                "wxhub_refreshes_total{{kind=\"{kind}\",outcome=\"{outcome}\"}} {n}"
+            );
+        }
+
+        out.push_str("# HELP wxhub_upstream_seconds Latency of calls to WeChat by endpoint.\n");
+        out.push_str("# TYPE wxhub_upstream_seconds histogram\n");
+        for (endpoint, h) in lock(&self.upstream_latency).iter() {
+            let mut cumulative = 0;
+            for (i, bound) in LATENCY_BUCKETS.iter().enumerate() {
+                cumulative += h.buckets[i];
+                let _ = writeln!(
+                    out,
+                    "wxhub_upstream_seconds_bucket{{endpoint=\"{endpoint}\",le=\"{bound}\"}} {cumulative}"
+                );
+            }
+            let _ = writeln!(
+                out,
+                "wxhub_upstream_seconds_bucket{{endpoint=\"{endpoint}\",le=\"+Inf\"}} {}",
+                h.count
+            );
+            let _ = writeln!(
+                out,
+                "wxhub_upstream_seconds_sum{{endpoint=\"{endpoint}\"}} {}",
+                h.sum
+            );
+            let _ = writeln!(
+                out,
+                "wxhub_upstream_seconds_count{{endpoint=\"{endpoint}\"}} {}",
+                h.count
+            );
+        }
+
+        out.push_str("# HELP wxhub_upstream_errcodes_total WeChat errcodes seen by endpoint.\n");
+        out.push_str("# TYPE wxhub_upstream_errcodes_total counter\n");
+        for ((endpoint, code), n) in lock(&self.errcodes).iter() {
+            let _ = writeln!(
+                out,
+                "wxhub_upstream_errcodes_total{{endpoint=\"{endpoint}\",errcode=\"{code}\"}} {n}"
+            );
+        }
+
+        out.push_str("# HELP wxhub_store_errors_total Failed store operations.\n");
+        out.push_str("# TYPE wxhub_store_errors_total counter\n");
+        let _ = writeln!(
+            out,
+            "wxhub_store_errors_total {}",
+            self.store_errors.load(Ordering::Relaxed)
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_counters_with_labels() {
+        let m = Metrics::default();
+        m.count_request(Route::AccessToken, 200);
+        m.count_request(Route::AccessToken, 200);
+        m.count_request(Route::AccessToken, 418);
+        m.count_invalidation(InvalidationOutcome::Throttled);
+        m.count_refresh("access_token", "ok");
+        m.observe_upstream(
+            "token",
+            Duration::from_millis(20),
+            Some(&UpstreamError::Config {
+                errcode: 40125,
+                message: "invalid appsecret".into(),
+            }),
+        );
+        let mut out = String::new();
+        m.render(&mut out);
+        assert!(out.contains("wxhub_http_requests_total{route=\"access_token\",status=\"200\"} 2"));
+        assert!(
+            out.contains("wxhub_http_requests_total{route=\"access_token\",status=\"other\"} 1")
+        );
+        assert!(out.contains("wxhub_invalidations_total{outcome=\"throttled\"} 1"));
+        assert!(out.contains("wxhub_refreshes_total{kind=\"access_token\",outcome=\"ok\"} 1"));
+        assert!(out.contains("wxhub_upstream_seconds_bucket{endpoint=\"token\",le=\"0.025\"} 1"));
+        assert!(
+            out.contains("wxhub_upstream_errcodes_total{endpoint=\"token\",errcode=\"40125\"} 1")
+        );
+    }
+}

@@ -1,0 +1,149 @@
+//! Wires the parts together into a running hub: store → hub → engine → API.
+//!
+//! [`Application::build`] does everything that can fail at startup (open the store, bind the
+//! port, load stored tokens), so that `wxhub serve` either reports one clear error or runs.
+//! Tests build the same application on port 0.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+
+use crate::api::{self, ApiContext};
+use crate::configuration::{Settings, StoreSettings};
+use crate::engine::{Engine, EngineParts};
+use crate::hub::Hub;
+use crate::metrics::Metrics;
+use crate::store::memory::MemoryStore;
+use crate::store::sqlite::SqliteStore;
+use crate::store::{Store, StoreError};
+use crate::upstream::{Upstream, UpstreamError};
+
+/// Why the hub could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    /// The store could not be opened or read.
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    /// The configured store kind is not available in this build.
+    #[error("store kind {0:?} is not supported by this build")]
+    UnsupportedStore(&'static str),
+    /// The listen address could not be bound.
+    #[error("cannot listen on {address}: {source}")]
+    Bind {
+        address: SocketAddr,
+        source: std::io::Error,
+    },
+    /// The WeChat client could not be built.
+    #[error("upstream client: {0}")]
+    Upstream(#[from] UpstreamError),
+}
+
+/// Opens the store the configuration names.
+pub fn open_store(settings: &StoreSettings) -> Result<Arc<dyn Store>, StartupError> {
+    match settings {
+        StoreSettings::Memory => Ok(Arc::new(MemoryStore::new())),
+        StoreSettings::Sqlite { path } => Ok(Arc::new(SqliteStore::open(path)?)),
+        StoreSettings::Redis { .. } => Err(StartupError::UnsupportedStore("redis")),
+    }
+}
+
+/// A built hub, bound to its port and with stored tokens loaded, ready to serve.
+pub struct Application {
+    /// The bound listener (port 0 in tests resolves here).
+    listener: TcpListener,
+    /// Its actual address.
+    address: SocketAddr,
+    /// The refresh engine (already started).
+    engine: Engine,
+    /// Handler state.
+    context: Arc<ApiContext>,
+    /// The configuration it runs with.
+    settings: Arc<Settings>,
+}
+
+impl Application {
+    /// Opens the configured store and builds the hub.
+    pub async fn build(settings: Settings) -> Result<Application, StartupError> {
+        let store = open_store(&settings.store)?;
+        Self::build_with_store(settings, store).await
+    }
+
+    /// Builds the hub on a given store (tests share one store between "restarts").
+    pub async fn build_with_store(
+        settings: Settings,
+        store: Arc<dyn Store>,
+    ) -> Result<Application, StartupError> {
+        let settings = Arc::new(settings);
+        let metrics = Arc::new(Metrics::default());
+        let upstream = Upstream::new(
+            &settings.wechat.api_base,
+            &settings.wechat.work_api_base,
+            settings.wechat.timeout,
+            metrics.clone(),
+        )?;
+        let hub = Arc::new(Hub::from_settings(&settings));
+        let engine = Engine::new(
+            &settings,
+            EngineParts {
+                hub: hub.clone(),
+                store: store.clone(),
+                upstream,
+                metrics: metrics.clone(),
+            },
+        );
+        let address = settings.server.listen;
+        let listener = TcpListener::bind(address)
+            .await
+            .map_err(|source| StartupError::Bind { address, source })?;
+        let address = listener
+            .local_addr()
+            .map_err(|source| StartupError::Bind { address, source })?;
+        engine.start().await?;
+        tracing::info!(
+            %address,
+            store = store.kind(),
+            credentials = hub.credentials().len(),
+            "wxhub started"
+        );
+        let context = Arc::new(ApiContext {
+            hub,
+            engine: engine.clone(),
+            store,
+            metrics,
+            settings: settings.clone(),
+        });
+        Ok(Application {
+            listener,
+            address,
+            engine,
+            context,
+            settings,
+        })
+    }
+
+    /// The address the API listens on.
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+
+    /// The refresh engine.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Serves until `shutdown` completes, then stops the engine.
+    pub async fn run_until<F>(self, shutdown: F) -> std::io::Result<()>
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let router = api::router(self.context, self.settings.server.request_timeout);
+        let served = axum::serve(self.listener, router)
+            .with_graceful_shutdown(shutdown)
+            .await;
+        self.engine.shutdown();
+        tracing::info!("wxhub stopped");
+        served
+    }
+}

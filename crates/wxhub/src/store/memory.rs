@@ -1,0 +1,207 @@
+//! In-memory store: for tests and throwaway runs.
+//!
+//! Everything lives in one process and is lost when it exits, so it only suits tests, the demo
+//! and a single node that may re-fetch every token after a restart. It follows the full [`Store`]
+//! contract, so code tested against it behaves the same on the persistent backends.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::sync::broadcast;
+
+use super::{generation_follows, CasOutcome, Change, Store, StoreFuture, CHANGE_FEED_CAPACITY};
+use crate::credential::{CredentialKey, Timestamp, Token};
+
+/// A [`Store`] that keeps tokens and leases in process memory.
+///
+/// All state sits behind one `std::sync::Mutex`: every operation is a few map look-ups, so the
+/// critical sections are short and never span an `.await`, and one lock makes compare-and-set and
+/// lease acquisition trivially atomic.
+pub struct MemoryStore {
+    /// Tokens and leases, guarded together so each operation sees one consistent state.
+    state: Mutex<State>,
+    /// The change feed; a successful write is sent while the state lock is held, so subscribers
+    /// see the writes of one key in generation order.
+    changes: broadcast::Sender<Change>,
+}
+
+/// What a [`MemoryStore`] holds.
+#[derive(Default)]
+struct State {
+    /// The current token of every key ever written.
+    tokens: HashMap<CredentialKey, Token>,
+    /// The refresh leases; an expired entry is equivalent to no entry.
+    leases: HashMap<CredentialKey, Lease>,
+}
+
+/// One refresh lease.
+struct Lease {
+    /// Who holds it; only this owner may extend or release it.
+    owner: String,
+    /// Wall-clock end of the lease (wall-clock like the persistent backends, whose leases are
+    /// shared between processes).
+    expires_at: Timestamp,
+}
+
+impl Lease {
+    /// Whether the lease still excludes other owners at `now`.
+    fn is_live_at(&self, now: Timestamp) -> bool {
+        self.expires_at > now
+    }
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> MemoryStore {
+        let (changes, _) = broadcast::channel(CHANGE_FEED_CAPACITY);
+        MemoryStore {
+            state: Mutex::new(State::default()),
+            changes,
+        }
+    }
+
+    /// Locks the state. A panic while the lock was held cannot leave it half-updated (every
+    /// mutation is a single map insert or remove), so a poisoned lock is simply taken over rather
+    /// than turning one panic into a failure of every later call.
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        MemoryStore::new()
+    }
+}
+
+impl Store for MemoryStore {
+    fn kind(&self) -> &'static str {
+        "memory"
+    }
+
+    fn load_all(&self) -> StoreFuture<'_, Vec<(CredentialKey, Token)>> {
+        Box::pin(async move {
+            let state = self.lock();
+            Ok(state
+                .tokens
+                .iter()
+                .map(|(key, token)| (key.clone(), token.clone()))
+                .collect())
+        })
+    }
+
+    fn get<'a>(&'a self, key: &'a CredentialKey) -> StoreFuture<'a, Option<Token>> {
+        Box::pin(async move { Ok(self.lock().tokens.get(key).cloned()) })
+    }
+
+    fn compare_and_set<'a>(
+        &'a self,
+        key: &'a CredentialKey,
+        token: &'a Token,
+    ) -> StoreFuture<'a, CasOutcome> {
+        Box::pin(async move { Ok(self.lock().compare_and_set(key, token, &self.changes)) })
+    }
+
+    fn acquire_lease<'a>(
+        &'a self,
+        key: &'a CredentialKey,
+        owner: &'a str,
+        ttl: Duration,
+    ) -> StoreFuture<'a, bool> {
+        Box::pin(async move { Ok(self.lock().acquire_lease(key, owner, ttl, Timestamp::now())) })
+    }
+
+    /// Reports true only if `owner`'s lease was still live; an expired lease of `owner` is
+    /// removed too, but the caller learns that its work outlived the lease.
+    fn release_lease<'a>(
+        &'a self,
+        key: &'a CredentialKey,
+        owner: &'a str,
+    ) -> StoreFuture<'a, bool> {
+        Box::pin(async move { Ok(self.lock().release_lease(key, owner, Timestamp::now())) })
+    }
+
+    fn subscribe(&self) -> broadcast::Receiver<Change> {
+        self.changes.subscribe()
+    }
+
+    fn ping(&self) -> StoreFuture<'_, ()> {
+        Box::pin(async { Ok(()) })
+    }
+}
+
+/// The operations themselves, synchronous and run under the lock (the futures above only wrap
+/// them, so nothing happens until a future is polled and no lock is held across an `.await`).
+impl State {
+    /// Writes `token` if its generation follows the stored one, publishing it on `changes`.
+    /// Publishing under the lock keeps the writes of one key in generation order on the feed.
+    fn compare_and_set(
+        &mut self,
+        key: &CredentialKey,
+        token: &Token,
+        changes: &broadcast::Sender<Change>,
+    ) -> CasOutcome {
+        let stored = self.tokens.get(key);
+        if !generation_follows(stored, token) {
+            return CasOutcome::Stale {
+                current: stored.cloned(),
+            };
+        }
+        self.tokens.insert(key.clone(), token.clone());
+        // Sending never blocks; an error only means nobody is subscribed.
+        let _ = changes.send(Change {
+            key: key.clone(),
+            token: token.clone(),
+        });
+        CasOutcome::Applied
+    }
+
+    /// Takes or extends the lease of `key` for `owner` unless another owner's is live at `now`.
+    fn acquire_lease(
+        &mut self,
+        key: &CredentialKey,
+        owner: &str,
+        ttl: Duration,
+        now: Timestamp,
+    ) -> bool {
+        let free = match self.leases.get(key) {
+            Some(lease) => lease.owner == owner || !lease.is_live_at(now),
+            None => true,
+        };
+        if free {
+            let lease = Lease {
+                owner: owner.to_owned(),
+                expires_at: now.plus(ttl),
+            };
+            self.leases.insert(key.clone(), lease);
+        }
+        free
+    }
+
+    /// Removes `owner`'s lease of `key`; whether it was still live at `now`.
+    fn release_lease(&mut self, key: &CredentialKey, owner: &str, now: Timestamp) -> bool {
+        match self.leases.get(key) {
+            Some(lease) if lease.owner == owner => {
+                let live = lease.is_live_at(now);
+                self.leases.remove(key);
+                live
+            }
+            _ => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::MemoryStore;
+    use crate::store::conformance::{store_conformance_tests, Fixture};
+
+    fn fixture() -> Fixture {
+        Fixture::new(Arc::new(MemoryStore::new()))
+    }
+
+    store_conformance_tests!(fixture);
+}

@@ -1,0 +1,112 @@
+//! Where tokens and durable secrets live, behind one trait with three implementations:
+//! [`memory`] (tests), [`sqlite`] (the embedded single-node default) and, later, redis (several
+//! nodes).
+//!
+//! The contract (DESIGN §2) is what makes "exactly one refresh per credential" hold across
+//! processes:
+//! - **load all / get** — a restarted node serves what is stored instead of fetching again;
+//! - **compare-and-set on generation** — a token is written only with the stored generation plus
+//!   one, so a slow refresher can never overwrite a newer token;
+//! - **lease** — per key, an owner id and a TTL longer than one upstream call; only the owner may
+//!   release it, and a dead owner's lease simply runs out;
+//! - **change feed** — every successful write is published so every node's in-memory view learns
+//!   of new tokens at once.
+
+#[cfg(test)]
+pub(crate) mod conformance;
+pub mod memory;
+pub mod sqlite;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use tokio::sync::broadcast;
+
+use crate::credential::{CredentialKey, Token};
+
+/// The boxed future every [`Store`] method returns, so the trait stays object-safe
+/// (`Arc<dyn Store>` is chosen at runtime from the configuration).
+pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
+
+/// How many changes a slow subscriber may fall behind before it is told it lagged (and must
+/// reload everything with [`Store::load_all`]).
+pub const CHANGE_FEED_CAPACITY: usize = 4096;
+
+/// A store operation failed. Messages name the operation and the key, never a token value.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The backing store cannot be reached or refused the operation; the caller may retry.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// The store holds data this version cannot read (a corrupt row, a newer schema).
+    #[error("store data is unreadable: {0}")]
+    Corrupt(String),
+}
+
+/// What a [`Store::compare_and_set`] did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CasOutcome {
+    /// The token was written: its generation was exactly one above the stored one (or 1 on an
+    /// empty key).
+    Applied,
+    /// The write was refused because the stored generation is not one below the offered one.
+    /// `current` is what the store holds now (the winner's token to adopt), if anything.
+    Stale { current: Option<Token> },
+}
+
+/// One successful write, as seen on the change feed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Change {
+    /// Which credential changed.
+    pub key: CredentialKey,
+    /// Its new value.
+    pub token: Token,
+}
+
+/// The storage contract shared by every backend. See the module docs for why each part exists.
+pub trait Store: Send + Sync + 'static {
+    /// A short name for logs and `/readyz` (`memory`, `sqlite`, `redis`).
+    fn kind(&self) -> &'static str;
+
+    /// Every stored credential, for a (re)starting node.
+    fn load_all(&self) -> StoreFuture<'_, Vec<(CredentialKey, Token)>>;
+
+    /// One credential, as stored now (re-read after a lease is won).
+    fn get<'a>(&'a self, key: &'a CredentialKey) -> StoreFuture<'a, Option<Token>>;
+
+    /// Writes `token` only if its generation is exactly the stored generation plus one (1 for a key
+    /// with nothing stored). Atomic: two writers offering the same generation cannot both win.
+    /// A successful write is published on the change feed.
+    fn compare_and_set<'a>(
+        &'a self,
+        key: &'a CredentialKey,
+        token: &'a Token,
+    ) -> StoreFuture<'a, CasOutcome>;
+
+    /// Takes the refresh lease of `key` for `owner` for `ttl`, if no other owner holds a live one.
+    /// Returns whether `owner` now holds it. Re-acquiring one's own live lease extends it.
+    fn acquire_lease<'a>(
+        &'a self,
+        key: &'a CredentialKey,
+        owner: &'a str,
+        ttl: Duration,
+    ) -> StoreFuture<'a, bool>;
+
+    /// Releases the lease of `key` if, and only if, `owner` holds it. Returns whether it did.
+    fn release_lease<'a>(&'a self, key: &'a CredentialKey, owner: &'a str)
+        -> StoreFuture<'a, bool>;
+
+    /// The change feed: every successful [`Store::compare_and_set`] from now on, from any node
+    /// sharing this store.
+    fn subscribe(&self) -> broadcast::Receiver<Change>;
+
+    /// Checks that the store is reachable (for `/readyz`).
+    fn ping(&self) -> StoreFuture<'_, ()>;
+}
+
+/// Whether `offered` may follow `stored` under compare-and-set: exactly one generation above.
+/// Shared by the backends that check in Rust (the redis backend checks the same rule in Lua).
+pub fn generation_follows(stored: Option<&Token>, offered: &Token) -> bool {
+    offered.generation == stored.map_or(0, |t| t.generation) + 1
+}

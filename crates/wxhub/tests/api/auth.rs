@@ -1,0 +1,209 @@
+//! Consumer authentication and request validation: 401 / 403 / 404 / 413 / 400, all as JSON, none
+//! leaking a secret.
+
+use std::time::Duration;
+
+use crate::helpers::*;
+
+const APP: &str = "wxauth00000000001";
+const OTHER: &str = "wxauth00000000002";
+
+async fn error_code(response: reqwest::Response) -> (u16, String) {
+    let status = response.status().as_u16();
+    let body: serde_json::Value = response.json().await.expect("errors are JSON");
+    let code = body["error"]["code"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
+        "error has a message: {body}"
+    );
+    (status, code)
+}
+
+#[tokio::test]
+async fn consumers_are_authenticated_and_limited_to_their_apps_and_scopes() {
+    let apps = [TestApp::legacy(APP), TestApp::legacy(OTHER)];
+    let mock = spawn_mock(
+        Duration::from_secs(60),
+        Duration::from_secs(5),
+        &apps,
+        &[],
+        |c| c,
+    )
+    .await;
+    let hub = spawn_app(&mock, HubOptions::new(&apps)).await;
+    hub.wait_ready().await;
+    let token_path = |appid: &str| hub.url(&format!("/v1/apps/{appid}/access_token"));
+
+    // No key, a malformed header, an unknown key: 401.
+    let response = hub.client.get(token_path(APP)).send().await.unwrap();
+    assert!(response.headers().contains_key("www-authenticate"));
+    assert_eq!(error_code(response).await, (401, "unauthorized".into()));
+    let response = hub
+        .client
+        .get(token_path(APP))
+        .header("Authorization", "Basic abc")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_code(response).await, (401, "unauthorized".into()));
+    let response = hub
+        .client
+        .get(token_path(APP))
+        .bearer_auth("not-a-configured-key")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_code(response).await, (401, "unauthorized".into()));
+
+    // The reader may read its app, not another, and may not invalidate or administer.
+    let response = hub
+        .client
+        .get(token_path(APP))
+        .bearer_auth(READER_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let response = hub
+        .client
+        .get(token_path(OTHER))
+        .bearer_auth(READER_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_code(response).await, (403, "forbidden".into()));
+    let response = hub
+        .client
+        .post(hub.url(&format!("/v1/apps/{APP}/access_token/invalidate")))
+        .bearer_auth(READER_KEY)
+        .json(&serde_json::json!({"access_token": "x"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_code(response).await, (403, "forbidden".into()));
+    let response = hub
+        .client
+        .get(hub.url("/v1/credentials"))
+        .bearer_auth(READER_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_code(response).await, (403, "forbidden".into()));
+
+    // Unknown appid, unknown ticket, unknown route: 404.
+    let response = hub.get("/v1/apps/wxnotconfigured0001/access_token").await;
+    assert_eq!(error_code(response).await, (404, "unknown_app".into()));
+    let response = hub.get(&format!("/v1/apps/{APP}/tickets/jsapi")).await;
+    assert_eq!(error_code(response).await, (404, "unknown_ticket".into()));
+    let response = hub.get("/v1/nothing/here").await;
+    assert_eq!(error_code(response).await, (404, "not_found".into()));
+}
+
+#[tokio::test]
+async fn bad_bodies_get_precise_errors_and_change_nothing() {
+    let apps = [TestApp::legacy(APP)];
+    let mock = spawn_mock(
+        Duration::from_secs(60),
+        Duration::from_secs(5),
+        &apps,
+        &[],
+        |c| c,
+    )
+    .await;
+    let hub = spawn_app(&mock, HubOptions::new(&apps)).await;
+    hub.wait_ready().await;
+    let before = hub.token(APP).await;
+    let path = hub.url(&format!("/v1/apps/{APP}/access_token/invalidate"));
+
+    // 1 MiB body: 413.
+    let response = hub
+        .client
+        .post(&path)
+        .bearer_auth(ADMIN_KEY)
+        .header("content-type", "application/json")
+        .body(vec![b'a'; 1024 * 1024])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        error_code(response).await,
+        (413, "payload_too_large".into())
+    );
+
+    // Malformed JSON and the wrong shape: 400.
+    for body in [
+        "{not json",
+        r#"{"token":"abc"}"#,
+        r#"{"access_token":42}"#,
+        "",
+    ] {
+        let response = hub
+            .client
+            .post(&path)
+            .bearer_auth(ADMIN_KEY)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            error_code(response).await,
+            (400, "invalid_json".into()),
+            "{body:?}"
+        );
+    }
+
+    // Nothing was refreshed by any of it.
+    let after = hub.token(APP).await;
+    assert_eq!(after.access_token, before.access_token);
+    assert_eq!(stats(&mock).issued("/cgi-bin/token", APP), 1);
+}
+
+#[tokio::test]
+async fn no_secret_or_token_reaches_listings_metrics_or_errors() {
+    let apps = [TestApp::legacy(APP)];
+    let mock = spawn_mock(
+        Duration::from_secs(60),
+        Duration::from_secs(5),
+        &apps,
+        &[],
+        |c| c,
+    )
+    .await;
+    let hub = spawn_app(&mock, HubOptions::new(&apps)).await;
+    hub.wait_ready().await;
+    let token = hub.token(APP).await.access_token;
+    let secret = secret_of(APP);
+
+    let listing = hub.get("/v1/credentials").await.text().await.unwrap();
+    let metrics = hub
+        .client
+        .get(hub.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let error = hub
+        .get("/v1/apps/wxnotconfigured0001/access_token")
+        .await
+        .text()
+        .await
+        .unwrap();
+    for text in [&listing, &metrics, &error] {
+        assert!(!text.contains(&secret), "a secret leaked: {text}");
+        assert!(!text.contains(&token), "a token leaked: {text}");
+    }
+    assert!(listing.contains(&format!("access_token/{APP}")));
+    assert!(metrics.contains("wxhub_http_requests_total{route=\"access_token\",status=\"200\"}"));
+    assert!(metrics.contains("wxhub_token_remaining_seconds{key=\"access_token/"));
+
+    let health = hub.client.get(hub.url("/healthz")).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+}

@@ -1,0 +1,87 @@
+//! Work WeChat: one token per (corpid, agentid), tokens that work against WeChat's business API,
+//! and both kinds of JS-SDK ticket with signatures.
+
+use std::time::Duration;
+
+use wxhub::credential::CorpTicketKind;
+
+use crate::helpers::*;
+
+const CORPID: &str = "ww00000000000corp1";
+
+fn agent(agentid: &str) -> TestCorp {
+    TestCorp {
+        corpid: CORPID.into(),
+        agentid: agentid.into(),
+        tickets: vec![CorpTicketKind::Jsapi, CorpTicketKind::AgentConfig],
+    }
+}
+
+#[tokio::test]
+async fn each_agent_gets_its_own_working_token_and_tickets() {
+    let corps = [agent("1000002"), agent("1000003")];
+    let mock = spawn_mock(
+        Duration::from_secs(60),
+        Duration::from_secs(5),
+        &[],
+        &corps,
+        |c| c,
+    )
+    .await;
+    let hub = spawn_app(&mock, HubOptions::new(&[]).with_corps(&corps)).await;
+    hub.wait_ready().await;
+
+    let first = hub
+        .token_at(&format!("/v1/corps/{CORPID}/agents/1000002/access_token"))
+        .await;
+    let second = hub
+        .token_at(&format!("/v1/corps/{CORPID}/agents/1000003/access_token"))
+        .await;
+    assert_ne!(first.access_token, second.access_token);
+    for token in [&first.access_token, &second.access_token] {
+        assert_eq!(business_call(&hub.client, &mock, token).await, 0);
+    }
+
+    let corp_ticket = hub
+        .token_at(&format!("/v1/corps/{CORPID}/agents/1000002/tickets/jsapi"))
+        .await;
+    let app_ticket = hub
+        .token_at(&format!(
+            "/v1/corps/{CORPID}/agents/1000002/tickets/agent_config"
+        ))
+        .await;
+    assert!(mock.ticket_valid(&corp_ticket.access_token));
+    assert!(mock.ticket_valid(&app_ticket.access_token));
+
+    let response = hub
+        .post(
+            &format!("/v1/corps/{CORPID}/agents/1000002/jssdk/signature"),
+            serde_json::json!({"url": "https://work.example.com/app", "kind": "agent_config"}),
+        )
+        .await;
+    assert_eq!(response.status(), 200);
+    let answer: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(answer["appId"], CORPID);
+    assert_eq!(answer["agentId"], "1000002");
+    let string1 = format!(
+        "jsapi_ticket={}&noncestr={}&timestamp={}&url=https://work.example.com/app",
+        app_ticket.access_token,
+        answer["nonceStr"].as_str().unwrap(),
+        answer["timestamp"]
+    );
+    let expected: String = <sha1::Sha1 as sha1::Digest>::digest(string1.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(answer["signature"], expected);
+
+    let calls = stats(&mock);
+    assert_eq!(
+        calls.issued("/cgi-bin/gettoken", &format!("{CORPID}/1000002")),
+        1
+    );
+    assert_eq!(
+        calls.issued("/cgi-bin/gettoken", &format!("{CORPID}/1000003")),
+        1
+    );
+}

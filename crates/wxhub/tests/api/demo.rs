@@ -1,0 +1,62 @@
+//! `wxhub demo` works with nothing configured: the printed key reads a token that WeChat (the
+//! mock) accepts.
+
+use wxhub::demo::{self, DemoOptions, LEGACY_APPID, STABLE_APPID};
+
+use crate::helpers::*;
+
+#[tokio::test]
+async fn the_demo_serves_working_tokens_with_its_printed_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let demo = demo::start(DemoOptions {
+        listen: any_port(),
+        database: Some(dir.path().join("demo.db")),
+    })
+    .await
+    .expect("demo starts");
+    let instructions = demo.instructions();
+    assert!(instructions.contains(&demo.consumer_key));
+    let address = format!("http://{}", demo.app.address());
+    assert!(instructions.contains(&address));
+    let key = demo.consumer_key.clone();
+    let mock = demo.mock;
+    tokio::spawn(demo.app.run_until(std::future::pending()));
+
+    let client = reqwest::Client::new();
+    wait_until(
+        std::time::Duration::from_secs(10),
+        "the demo is ready",
+        || async {
+            client
+                .get(format!("{address}/readyz"))
+                .send()
+                .await
+                .is_ok_and(|r| r.status() == 200)
+        },
+    )
+    .await;
+    for appid in [STABLE_APPID, LEGACY_APPID] {
+        let answer: TokenAnswer = client
+            .get(format!("{address}/v1/apps/{appid}/access_token"))
+            .bearer_auth(&key)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(business_call(&client, &mock, &answer.access_token).await, 0);
+    }
+    let signature: serde_json::Value = client
+        .post(format!("{address}/v1/apps/{STABLE_APPID}/jssdk/signature"))
+        .bearer_auth(&key)
+        .json(&serde_json::json!({"url": "https://example.com/page#x"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(signature["appId"], STABLE_APPID);
+    assert_eq!(signature["signature"].as_str().map(str::len), Some(40));
+}

@@ -1,0 +1,383 @@
+//! One way to start the pieces: [`spawn_mock`] and [`spawn_app`] (after zero-to-production's
+//! `spawn_app`), plus a consumer client and condition waits with deadlines.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use wechat_mock::{MockConfig, MockServer, MockStats};
+use wxhub::configuration::{
+    consumer_key_digest, AppGrant, AppSettings, ConsumerSettings, CorpSettings, RefreshSettings,
+    Scope, Secret, ServerSettings, Settings, StoreSettings, TokenMode, WechatSettings,
+};
+use wxhub::credential::{CorpTicketKind, TicketKind};
+use wxhub::startup::Application;
+use wxhub::store::Store;
+
+/// Bearer key of a consumer with every scope on every app.
+pub const ADMIN_KEY: &str = "test-admin-key-0123456789";
+/// Bearer key of a consumer that may only read the first configured app.
+pub const READER_KEY: &str = "test-reader-key-0123456789";
+
+/// The secret the mock expects for every test app; the hub is configured with it unless a test
+/// says otherwise.
+pub fn secret_of(appid: &str) -> String {
+    format!("secret-of-{appid}")
+}
+
+/// Loopback, any free port.
+pub fn any_port() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 0))
+}
+
+/// A test app: appid, mode, tickets.
+#[derive(Clone)]
+pub struct TestApp {
+    pub appid: String,
+    pub mode: TokenMode,
+    pub tickets: Vec<TicketKind>,
+    /// The secret the hub is configured with (defaults to the one the mock expects).
+    pub secret: Option<String>,
+}
+
+impl TestApp {
+    pub fn stable(appid: &str) -> TestApp {
+        TestApp {
+            appid: appid.into(),
+            mode: TokenMode::Stable,
+            tickets: vec![],
+            secret: None,
+        }
+    }
+
+    pub fn legacy(appid: &str) -> TestApp {
+        TestApp {
+            mode: TokenMode::Legacy,
+            ..TestApp::stable(appid)
+        }
+    }
+
+    pub fn with_tickets(mut self, tickets: &[TicketKind]) -> TestApp {
+        self.tickets = tickets.to_vec();
+        self
+    }
+
+    pub fn with_secret(mut self, secret: &str) -> TestApp {
+        self.secret = Some(secret.into());
+        self
+    }
+}
+
+/// A test Work WeChat app.
+#[derive(Clone)]
+pub struct TestCorp {
+    pub corpid: String,
+    pub agentid: String,
+    pub tickets: Vec<CorpTicketKind>,
+}
+
+/// Starts the mock with every app and corp app of the test registered with its expected secret.
+pub async fn spawn_mock(
+    lifetime: Duration,
+    grace: Duration,
+    apps: &[TestApp],
+    corps: &[TestCorp],
+    tune: impl FnOnce(MockConfig) -> MockConfig,
+) -> Arc<MockServer> {
+    let mut config = MockConfig {
+        lifetime,
+        grace,
+        ..MockConfig::default()
+    };
+    for app in apps {
+        config = config.with_app(app.appid.clone(), secret_of(&app.appid));
+    }
+    for corp in corps {
+        let account = format!("{}/{}", corp.corpid, corp.agentid);
+        config = config.with_corp(
+            corp.corpid.clone(),
+            corp.agentid.clone(),
+            secret_of(&account),
+        );
+    }
+    Arc::new(
+        MockServer::start(tune(config), any_port())
+            .await
+            .expect("mock starts"),
+    )
+}
+
+/// How to build the hub under test.
+pub struct HubOptions {
+    pub apps: Vec<TestApp>,
+    pub corps: Vec<TestCorp>,
+    pub store: StoreSettings,
+    pub refresh: RefreshSettings,
+    /// Use this store object instead of opening `store` (to share one between restarts).
+    pub shared_store: Option<Arc<dyn Store>>,
+}
+
+impl HubOptions {
+    pub fn new(apps: &[TestApp]) -> HubOptions {
+        HubOptions {
+            apps: apps.to_vec(),
+            corps: vec![],
+            store: StoreSettings::Memory,
+            refresh: RefreshSettings {
+                min_refresh_interval: Duration::from_secs(1),
+                refresh_retry_interval: Duration::from_secs(2),
+                ..RefreshSettings::default()
+            },
+            shared_store: None,
+        }
+    }
+
+    pub fn with_corps(mut self, corps: &[TestCorp]) -> HubOptions {
+        self.corps = corps.to_vec();
+        self
+    }
+
+    pub fn with_sqlite(mut self, path: PathBuf) -> HubOptions {
+        self.store = StoreSettings::Sqlite { path };
+        self
+    }
+}
+
+/// A running hub and a consumer's view of it.
+pub struct TestHub {
+    pub address: String,
+    pub client: reqwest::Client,
+    shutdown: Option<oneshot::Sender<()>>,
+    handle: Option<JoinHandle<std::io::Result<()>>>,
+}
+
+/// The token answer of the API.
+#[derive(Debug, Deserialize, Clone, PartialEq)]
+pub struct TokenAnswer {
+    #[serde(alias = "ticket")]
+    pub access_token: String,
+    pub expires_in: u64,
+    pub expires_at: String,
+    pub generation: u64,
+}
+
+/// Builds the settings a test hub runs with.
+pub fn settings_for(mock: &MockServer, options: &HubOptions) -> Settings {
+    let first_app = options.apps.first().map(|a| a.appid.clone());
+    Settings {
+        server: ServerSettings {
+            listen: any_port(),
+            request_timeout: Duration::from_secs(10),
+        },
+        store: options.store.clone(),
+        wechat: WechatSettings {
+            api_base: mock.base_url(),
+            work_api_base: mock.base_url(),
+            timeout: Duration::from_secs(2),
+        },
+        refresh: options.refresh.clone(),
+        apps: options
+            .apps
+            .iter()
+            .map(|app| AppSettings {
+                appid: app.appid.clone(),
+                secret: Secret::new(app.secret.clone().unwrap_or_else(|| secret_of(&app.appid))),
+                mode: app.mode,
+                tickets: app.tickets.clone(),
+            })
+            .collect(),
+        corps: options
+            .corps
+            .iter()
+            .map(|corp| CorpSettings {
+                corpid: corp.corpid.clone(),
+                agentid: corp.agentid.clone(),
+                secret: Secret::new(secret_of(&format!("{}/{}", corp.corpid, corp.agentid))),
+                tickets: corp.tickets.clone(),
+            })
+            .collect(),
+        consumers: vec![
+            ConsumerSettings {
+                name: "admin".into(),
+                key_sha256: consumer_key_digest(ADMIN_KEY),
+                apps: vec![AppGrant::All],
+                scopes: vec![Scope::Read, Scope::Invalidate, Scope::Admin],
+            },
+            ConsumerSettings {
+                name: "reader".into(),
+                key_sha256: consumer_key_digest(READER_KEY),
+                apps: first_app.into_iter().map(AppGrant::App).collect(),
+                scopes: vec![Scope::Read],
+            },
+        ],
+    }
+}
+
+/// Builds and starts the hub in-process on port 0.
+pub async fn spawn_app(mock: &MockServer, options: HubOptions) -> TestHub {
+    let settings = settings_for(mock, &options);
+    let app = match options.shared_store {
+        Some(store) => Application::build_with_store(settings, store).await,
+        None => Application::build(settings).await,
+    }
+    .expect("hub builds");
+    let address = format!("http://{}", app.address());
+    let (tx, rx) = oneshot::channel();
+    let handle = tokio::spawn(app.run_until(async {
+        let _ = rx.await;
+    }));
+    TestHub {
+        address,
+        client: reqwest::Client::new(),
+        shutdown: Some(tx),
+        handle: Some(handle),
+    }
+}
+
+impl TestHub {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.address, path)
+    }
+
+    /// `GET path` with the admin key.
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client
+            .get(self.url(path))
+            .bearer_auth(ADMIN_KEY)
+            .send()
+            .await
+            .expect("request reaches the hub")
+    }
+
+    /// `POST path` with a JSON body and the admin key.
+    pub async fn post(&self, path: &str, body: serde_json::Value) -> reqwest::Response {
+        self.client
+            .post(self.url(path))
+            .bearer_auth(ADMIN_KEY)
+            .json(&body)
+            .send()
+            .await
+            .expect("request reaches the hub")
+    }
+
+    /// The access token of `appid` as a consumer receives it.
+    pub async fn token(&self, appid: &str) -> TokenAnswer {
+        self.token_at(&format!("/v1/apps/{appid}/access_token"))
+            .await
+    }
+
+    /// The token or ticket served at `path`.
+    pub async fn token_at(&self, path: &str) -> TokenAnswer {
+        let response = self.get(path).await;
+        assert_eq!(response.status(), 200, "GET {path}");
+        response.json().await.expect("token JSON")
+    }
+
+    /// Reports `token` of `appid` as refused by WeChat.
+    pub async fn invalidate(&self, appid: &str, token: &str) -> reqwest::Response {
+        self.post(
+            &format!("/v1/apps/{appid}/access_token/invalidate"),
+            serde_json::json!({ "access_token": token }),
+        )
+        .await
+    }
+
+    /// The admin credentials listing, entry for `key`.
+    pub async fn credential(&self, key: &str) -> serde_json::Value {
+        let all: serde_json::Value = self.get("/v1/credentials").await.json().await.unwrap();
+        all["credentials"]
+            .as_array()
+            .and_then(|list| list.iter().find(|c| c["key"] == key).cloned())
+            .unwrap_or_else(|| panic!("credential {key} is listed: {all}"))
+    }
+
+    /// Waits until `/readyz` answers 200.
+    pub async fn wait_ready(&self) {
+        wait_until(Duration::from_secs(10), "the hub becomes ready", || async {
+            self.client
+                .get(self.url("/readyz"))
+                .send()
+                .await
+                .is_ok_and(|r| r.status() == 200)
+        })
+        .await;
+    }
+
+    /// Stops the hub and waits for it to finish.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(handle) = self.handle.take() {
+            let _ = handle.await;
+        }
+    }
+}
+
+/// Polls `condition` every 50 ms until it holds; fails the test after `deadline`.
+pub async fn wait_until<F, Fut>(deadline: Duration, what: &str, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let give_up = tokio::time::Instant::now() + deadline;
+    loop {
+        if condition().await {
+            return;
+        }
+        if tokio::time::Instant::now() >= give_up {
+            panic!("timed out after {deadline:?} waiting until {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Calls the mock's business API with `token`, returning WeChat's errcode (0 = success).
+pub async fn business_call(client: &reqwest::Client, mock: &MockServer, token: &str) -> i64 {
+    let body: serde_json::Value = client
+        .get(format!("{}/cgi-bin/get_api_domain_ip", mock.base_url()))
+        .query(&[("access_token", token)])
+        .send()
+        .await
+        .expect("mock answers")
+        .json()
+        .await
+        .expect("mock JSON");
+    body["errcode"].as_i64().unwrap_or(0)
+}
+
+/// The mock's counters.
+pub fn stats(mock: &MockServer) -> MockStats {
+    mock.stats()
+}
+
+/// Seconds from now until an RFC 3339 instant written by the hub (negative if past).
+pub fn seconds_until(rfc3339: &str) -> i64 {
+    let parse = |s: &str| -> Option<i64> {
+        let (date, time) = s.strip_suffix('Z')?.split_once('T')?;
+        let mut d = date.split('-').map(|p| p.parse::<i64>());
+        let (y, m, day) = (d.next()?.ok()?, d.next()?.ok()?, d.next()?.ok()?);
+        let mut t = time.split(':').map(|p| p.parse::<i64>());
+        let (hh, mm, ss) = (t.next()?.ok()?, t.next()?.ok()?, t.next()?.ok()?);
+        // Days from civil (Howard Hinnant).
+        let y = if m <= 2 { y - 1 } else { y };
+        let era = y.div_euclid(400);
+        let yoe = y - era * 400;
+        let mp = (m + 9) % 12;
+        let doy = (153 * mp + 2) / 5 + day - 1;
+        let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+        let days = era * 146_097 + doe - 719_468;
+        Some(days * 86_400 + hh * 3600 + mm * 60 + ss)
+    };
+    let at = parse(rfc3339).unwrap_or_else(|| panic!("RFC 3339 instant: {rfc3339}"));
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    at - now
+}

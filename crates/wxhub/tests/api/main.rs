@@ -1,0 +1,13 @@
+//! Integration tests: `wechat-mock` and the hub run in-process on port 0 with lifetimes of a few
+//! seconds; assertions are on what WeChat saw (the mock's counters) and what consumers saw.
+
+mod helpers;
+
+mod auth;
+mod corps;
+mod demo;
+mod faults;
+mod invalidation;
+mod refresh_cycle;
+mod restart;
+mod tickets;
