@@ -75,19 +75,6 @@ impl Endpoint {
         )
     }
 
-    /// Whether the account is named by an `access_token` query parameter.
-    pub(crate) fn takes_token(self) -> bool {
-        matches!(
-            self,
-            Endpoint::GetTicket
-                | Endpoint::ApiDomainIp
-                | Endpoint::QuotaGet
-                | Endpoint::ClearQuota
-                | Endpoint::CorpJsapiTicket
-                | Endpoint::CorpAgentTicket
-        )
-    }
-
     /// Whether outcomes count in [`crate::MockStats::business`].
     pub(crate) fn is_business(self) -> bool {
         matches!(self, Endpoint::ApiDomainIp | Endpoint::QuotaGet)

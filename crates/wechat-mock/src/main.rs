@@ -1,5 +1,6 @@
 //! `wechat-mock`: the mock of WeChat's servers on its own, for demos, benchmarks and manual tests.
 
+use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -39,10 +40,19 @@ struct Cli {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Registered before anything else, so that a stop request during startup is not lost.
+    let stop = match StopSignal::register() {
+        Ok(stop) => stop,
+        Err(e) => {
+            eprintln!("wechat-mock: cannot listen for signals: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )
+        .with_ansi(std::io::stdout().is_terminal())
         .init();
 
     let config = MockConfig {
@@ -81,10 +91,45 @@ async fn main() -> ExitCode {
     };
     tracing::info!(address = %server.addr(), "wechat-mock listening on {}", server.base_url());
 
-    if let Err(e) = tokio::signal::ctrl_c().await {
-        eprintln!("wechat-mock: cannot wait for Ctrl-C: {e}");
-    }
+    stop.wait().await;
     tracing::info!("shutting down");
     server.shutdown().await;
     ExitCode::SUCCESS
+}
+
+/// Ctrl-C (SIGINT) or, on Unix, SIGTERM as sent by service managers.
+struct StopSignal {
+    #[cfg(unix)]
+    interrupt: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl StopSignal {
+    #[cfg(unix)]
+    fn register() -> std::io::Result<StopSignal> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(StopSignal {
+            interrupt: signal(SignalKind::interrupt())?,
+            terminate: signal(SignalKind::terminate())?,
+        })
+    }
+
+    #[cfg(not(unix))]
+    fn register() -> std::io::Result<StopSignal> {
+        Ok(StopSignal {})
+    }
+
+    #[cfg(unix)]
+    async fn wait(mut self) {
+        tokio::select! {
+            _ = self.interrupt.recv() => {}
+            _ = self.terminate.recv() => {}
+        }
+    }
+
+    #[cfg(not(unix))]
+    async fn wait(self) {
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }

@@ -492,6 +492,16 @@ fn current_or_mint(
     (value, true)
 }
 
+/// A ticket answer: `expires_in` is always the full lifetime, whatever the ticket has left.
+fn ticket_reply(ticket: &str, lifetime: Duration) -> Reply {
+    Reply::success(&Ticket {
+        errcode: 0,
+        errmsg: "ok",
+        ticket,
+        expires_in: lifetime.as_secs(),
+    })
+}
+
 impl AppState {
     /// Clears every daily quota of the account, within the monthly budget of clears.
     fn clear_quotas(&mut self, periods: Periods) -> Result<(), i64> {
@@ -531,13 +541,15 @@ impl State {
                         .find(|(s, _)| s == secret)
                         .map(|(_, account)| account.as_str())
                 }),
-            _ => {
-                debug_assert!(endpoint.takes_token());
-                input
-                    .query("access_token")
-                    .and_then(|t| self.credentials.get(t))
-                    .map(|r| r.account.as_str())
-            }
+            Endpoint::GetTicket
+            | Endpoint::ApiDomainIp
+            | Endpoint::QuotaGet
+            | Endpoint::ClearQuota
+            | Endpoint::CorpJsapiTicket
+            | Endpoint::CorpAgentTicket => input
+                .query("access_token")
+                .and_then(|t| self.credentials.get(t))
+                .map(|r| r.account.as_str()),
         };
         account.unwrap_or("-").to_owned()
     }
@@ -705,12 +717,7 @@ impl State {
         if minted {
             bump(&mut self.stats.issued, Endpoint::GetTicket.path(), &appid);
         }
-        Ok(Reply::success(&Ticket {
-            errcode: 0,
-            errmsg: "ok",
-            ticket: &ticket,
-            expires_in: s.lifetime.as_secs(),
-        }))
+        Ok(ticket_reply(&ticket, s.lifetime))
     }
 
     /// `GET /cgi-bin/get_api_domain_ip`: the business API, for both kinds of token.
@@ -866,12 +873,7 @@ impl State {
                 &account,
             );
         }
-        Ok(Reply::success(&Ticket {
-            errcode: 0,
-            errmsg: "ok",
-            ticket: &ticket,
-            expires_in: s.lifetime.as_secs(),
-        }))
+        Ok(ticket_reply(&ticket, s.lifetime))
     }
 
     /// `GET /cgi-bin/ticket/get?type=agent_config` (spec §5): the app's ticket, 100 per hour.
@@ -908,11 +910,6 @@ impl State {
                 &account,
             );
         }
-        Ok(Reply::success(&Ticket {
-            errcode: 0,
-            errmsg: "ok",
-            ticket: &ticket,
-            expires_in: s.lifetime.as_secs(),
-        }))
+        Ok(ticket_reply(&ticket, s.lifetime))
     }
 }

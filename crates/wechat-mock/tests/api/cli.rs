@@ -1,7 +1,8 @@
 //! The `wechat-mock` binary: argument errors and a real run.
 
+use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const BIN: &str = env!("CARGO_BIN_EXE_wechat-mock");
 
@@ -37,16 +38,11 @@ impl Drop for Child {
 
 #[tokio::test]
 async fn the_binary_serves_the_configured_accounts() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let _child = Child(
+    let mut child = Child(
         Command::new(BIN)
             .args([
                 "--listen",
-                &format!("127.0.0.1:{port}"),
+                "127.0.0.1:0",
                 "--lifetime",
                 "20",
                 "--daily-quota",
@@ -56,23 +52,33 @@ async fn the_binary_serves_the_configured_accounts() {
                 "--corp",
                 "ww1:1000002:cs",
             ])
-            .stdout(Stdio::null())
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
             .unwrap(),
     );
-    let base = format!("http://127.0.0.1:{port}");
-    let client = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Ok(r) = client.get(format!("{base}/mock/stats")).send().await {
-            if r.status().is_success() {
-                break;
+    // The log line "listening on http://IP:PORT" gives the address the binary bound.
+    let stdout = child.0.stdout.take().unwrap();
+    let (found, address) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(rest) = line.split("listening on ").nth(1) {
+                let url = rest
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or_default()
+                    .to_owned();
+                let _ = found.send(url);
             }
         }
-        assert!(Instant::now() < deadline, "the binary did not come up");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    });
+    let base = tokio::task::spawn_blocking(move || address.recv_timeout(Duration::from_secs(30)))
+        .await
+        .unwrap()
+        .expect("the binary logs its address");
+    assert!(base.starts_with("http://127.0.0.1:"), "{base}");
+    let client = reqwest::Client::new();
     let token_url =
         format!("{base}/cgi-bin/token?grant_type=client_credential&appid=wxa&secret=sA");
     let first: serde_json::Value = client

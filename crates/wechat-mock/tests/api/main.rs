@@ -6,6 +6,7 @@ mod cli;
 mod common;
 mod faults;
 mod quota;
+mod server;
 mod stable;
 mod tickets;
 mod token;
