@@ -7,7 +7,7 @@
 //! - [`configuration`] — the TOML file and its environment overrides;
 //! - [`credential`] — typed credential keys and tokens;
 //! - [`upstream`] — WeChat's HTTP endpoints, with classified errors;
-//! - [`store`] — where tokens live (memory, SQLite);
+//! - [`store`] — where tokens live (memory, SQLite, Redis for several instances);
 //! - [`engine`] — the refresh scheduler, single-flight and invalidation;
 //! - [`hub`] — the read side: pre-rendered tokens served at memory speed;
 //! - [`api`] — HTTP routes, consumer authentication, health and metrics;

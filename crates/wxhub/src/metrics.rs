@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -94,6 +94,9 @@ pub struct Metrics {
     errcodes: Mutex<BTreeMap<(&'static str, i64), u64>>,
     /// Failed store operations (the store being unreachable is also reflected in `/readyz`).
     store_errors: AtomicU64,
+    /// Whether the store answered the engine's last health check. While it does not, the hub is
+    /// degraded: it serves what it holds but cannot refresh.
+    store_up: AtomicBool,
 }
 
 impl Default for Metrics {
@@ -105,6 +108,7 @@ impl Default for Metrics {
             upstream_latency: Mutex::default(),
             errcodes: Mutex::default(),
             store_errors: AtomicU64::new(0),
+            store_up: AtomicBool::new(true),
         }
     }
 }
@@ -137,6 +141,16 @@ impl Metrics {
     /// Counts one failed store operation.
     pub fn count_store_error(&self) {
         self.store_errors.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Records whether the store answered its last health check.
+    pub fn set_store_up(&self, up: bool) {
+        self.store_up.store(up, Ordering::Relaxed);
+    }
+
+    /// Whether the store answered its last health check.
+    pub fn store_up(&self) -> bool {
+        self.store_up.load(Ordering::Relaxed)
     }
 
     /// Records one upstream call.
@@ -244,6 +258,17 @@ impl Metrics {
             "wxhub_store_errors_total {}",
             self.store_errors.load(Ordering::Relaxed)
         );
+
+        let up = u8::from(self.store_up());
+        out.push_str("# HELP wxhub_store_up Whether the store answered the last health check.\n");
+        out.push_str("# TYPE wxhub_store_up gauge\n");
+        let _ = writeln!(out, "wxhub_store_up {up}");
+        out.push_str(
+            "# HELP wxhub_degraded 1 while the store does not answer: tokens are served from \
+             memory and refreshes wait.\n",
+        );
+        out.push_str("# TYPE wxhub_degraded gauge\n");
+        let _ = writeln!(out, "wxhub_degraded {}", 1 - up);
     }
 }
 
@@ -279,5 +304,20 @@ mod tests {
         assert!(
             out.contains("wxhub_upstream_errcodes_total{endpoint=\"token\",errcode=\"40125\"} 1")
         );
+    }
+
+    #[test]
+    fn a_store_outage_shows_as_degraded() {
+        let m = Metrics::default();
+        m.set_store_up(false);
+        let mut out = String::new();
+        m.render(&mut out);
+        assert!(out.contains("wxhub_store_up 0\n"), "{out}");
+        assert!(out.contains("wxhub_degraded 1\n"), "{out}");
+        m.set_store_up(true);
+        let mut out = String::new();
+        m.render(&mut out);
+        assert!(out.contains("wxhub_store_up 1\n"), "{out}");
+        assert!(out.contains("wxhub_degraded 0\n"), "{out}");
     }
 }

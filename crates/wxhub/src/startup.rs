@@ -16,6 +16,7 @@ use crate::engine::{Engine, EngineParts};
 use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::store::memory::MemoryStore;
+use crate::store::redis::RedisStore;
 use crate::store::sqlite::SqliteStore;
 use crate::store::{Store, StoreError};
 use crate::upstream::{Upstream, UpstreamError};
@@ -26,9 +27,6 @@ pub enum StartupError {
     /// The store could not be opened or read.
     #[error("store: {0}")]
     Store(#[from] StoreError),
-    /// The configured store kind is not available in this build.
-    #[error("store kind {0:?} is not supported by this build")]
-    UnsupportedStore(&'static str),
     /// The listen address could not be bound.
     #[error("cannot listen on {address}: {source}")]
     Bind {
@@ -40,12 +38,15 @@ pub enum StartupError {
     Upstream(#[from] UpstreamError),
 }
 
-/// Opens the store the configuration names.
-pub fn open_store(settings: &StoreSettings) -> Result<Arc<dyn Store>, StartupError> {
+/// Opens the store the configuration names. Async because the redis store connects (and checks
+/// the server's persistence) before the hub starts.
+pub async fn open_store(settings: &StoreSettings) -> Result<Arc<dyn Store>, StartupError> {
     match settings {
         StoreSettings::Memory => Ok(Arc::new(MemoryStore::new())),
         StoreSettings::Sqlite { path } => Ok(Arc::new(SqliteStore::open(path)?)),
-        StoreSettings::Redis { .. } => Err(StartupError::UnsupportedStore("redis")),
+        StoreSettings::Redis { url, namespace } => {
+            Ok(Arc::new(RedisStore::open(url, namespace).await?))
+        }
     }
 }
 
@@ -66,7 +67,7 @@ pub struct Application {
 impl Application {
     /// Opens the configured store and builds the hub.
     pub async fn build(settings: Settings) -> Result<Application, StartupError> {
-        let store = open_store(&settings.store)?;
+        let store = open_store(&settings.store).await?;
         Self::build_with_store(settings, store).await
     }
 
@@ -113,6 +114,7 @@ impl Application {
             store,
             metrics,
             settings: settings.clone(),
+            keys: api::KeyCache::default(),
         });
         Ok(Application {
             listener,
@@ -138,10 +140,13 @@ impl Application {
     where
         F: Future<Output = ()> + Send + 'static,
     {
-        let router = api::router(self.context, self.settings.server.request_timeout);
-        let served = axum::serve(self.listener, router)
-            .with_graceful_shutdown(shutdown)
-            .await;
+        let service = api::service(self.context, self.settings.server.request_timeout);
+        let served = axum::serve(
+            self.listener,
+            axum::ServiceExt::<axum::extract::Request>::into_make_service(service),
+        )
+        .with_graceful_shutdown(shutdown)
+        .await;
         self.engine.shutdown();
         tracing::info!("wxhub stopped");
         served

@@ -19,19 +19,32 @@ pub async fn healthz() -> &'static str {
     "ok"
 }
 
-/// `GET /readyz`: 200 once the store is reachable and every credential has a usable token.
+/// `GET /readyz`: whether this instance should get consumer traffic.
+///
+/// 200 once every credential has a usable token (the store answered at startup, or the instance
+/// would not have started). The store is pinged on every call: while it does not answer, the
+/// instance still serves every token it holds, so it stays ready but says
+/// `"status":"degraded"` — a load balancer that pulled every instance during a Redis outage would
+/// turn the outage into a complete one. 503 (`"status":"unavailable"`) while some credential has
+/// no usable token.
 pub async fn readyz(State(context): State<ApiState>) -> Response {
     let store_ok = matches!(
         tokio::time::timeout(STORE_PING_TIMEOUT, context.store.ping()).await,
         Ok(Ok(()))
     );
     let tokens_ok = context.hub.all_usable(Timestamp::now());
+    let status = match (tokens_ok, store_ok) {
+        (false, _) => "unavailable",
+        (true, false) => "degraded",
+        (true, true) => "ok",
+    };
     let body = serde_json::json!({
-        "ready": store_ok && tokens_ok,
+        "ready": tokens_ok,
+        "status": status,
         "store": if store_ok { "ok" } else { "unreachable" },
         "credentials": if tokens_ok { "ok" } else { "missing" },
     });
-    let status = if store_ok && tokens_ok {
+    let status = if tokens_ok {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE

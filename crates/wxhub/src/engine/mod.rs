@@ -16,6 +16,11 @@
 //!
 //! Writes use the store's compare-and-set on generation, so a slow refresher can never put an
 //! older token back.
+//!
+//! When the store stops answering (Redis down), every node keeps serving what it holds while it is
+//! valid; refreshes fail without calling WeChat (no lease, no refresh) and are retried, and a
+//! background check ([`run_store_health`]) reports the outage and re-plans them as soon as the
+//! store answers again.
 
 pub mod plan;
 
@@ -45,6 +50,23 @@ const FORCE_REFRESH_DAILY_LIMIT: u32 = 20;
 const DEPENDENCY_MIN_LIFE: Duration = Duration::from_secs(1);
 /// WeChat's day (for the force-refresh budget) is the calendar day in UTC+8.
 const WECHAT_DAY_OFFSET_SECS: i64 = 8 * 3600;
+/// Shortest slice a job waits on the change feed for another node's refresh before it re-reads
+/// the store and tries the lease again (see [`Shared::lease_wait_slice`]).
+const LEASE_WAIT_MIN_SLICE: Duration = Duration::from_millis(250);
+/// First pause between attempts to write a token fetched while the store does not answer; it
+/// doubles up to [`UNWRITTEN_RETRY_MAX`].
+const UNWRITTEN_RETRY_MIN: Duration = Duration::from_millis(100);
+/// Longest pause between those attempts. Short, so that the write lands as soon as the store is
+/// back, before another node takes the (by then expired) lease and fetches again.
+const UNWRITTEN_RETRY_MAX: Duration = Duration::from_millis(500);
+/// How often the engine checks that the store answers: how soon an outage shows as degraded, and
+/// how soon held-back refreshes resume after it.
+const STORE_CHECK_INTERVAL: Duration = Duration::from_millis(500);
+/// How long one of those checks waits for the store's answer.
+const STORE_CHECK_TIMEOUT: Duration = Duration::from_secs(1);
+/// Refreshes that failed on the store are re-planned within this after the store answers again,
+/// spread at random so that the nodes of a cluster do not all ask at the same instant.
+const STORE_RECOVERY_SPREAD: Duration = Duration::from_millis(250);
 
 /// How one credential is obtained from WeChat.
 enum Source {
@@ -106,6 +128,16 @@ enum Reason {
     Admin,
     /// A dependent credential (a ticket) needs a usable token and there is none.
     Dependency,
+}
+
+/// Whether a refresh runs under the key's lease (the rule), or alone because the store does not
+/// answer and the token is about to expire ([`Plan::alone_within`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Coordination {
+    /// The lease is held and renewed before each upstream call; force refreshes are allowed.
+    Leased,
+    /// No lease: only normal-mode calls, which return the same value to every node.
+    Alone,
 }
 
 /// Why a refresh failed, as consumers and operators see it. Never carries a secret or token.
@@ -417,7 +449,7 @@ impl Engine {
     }
 
     /// Loads what the store holds (valid tokens are served at once and not re-fetched), then
-    /// starts the scheduler and the change-feed listener.
+    /// starts the scheduler, the change-feed listener and the store health check.
     pub async fn start(&self) -> Result<(), StoreError> {
         let shared = &self.shared;
         let feed = shared.store.subscribe();
@@ -442,6 +474,7 @@ impl Engine {
         }
         tokio::spawn(run_scheduler(shared.clone()));
         tokio::spawn(run_change_feed(shared.clone(), feed));
+        tokio::spawn(run_store_health(shared.clone()));
         Ok(())
     }
 
@@ -499,7 +532,17 @@ impl Engine {
                     ),
                 }
             };
-            let refreshed = wait_for(receiver).await?;
+            let refreshed = match wait_for(receiver).await {
+                Ok(refreshed) => refreshed,
+                // This node's refresh failed (WeChat or the store did not answer, the lease wait
+                // timed out, the node was frozen past its lease), but another node's may have
+                // replaced the reported token meanwhile: that is what the reporter needs.
+                Err(e) if shared.replaced_elsewhere(id, &reported).await => {
+                    tracing::debug!(error = %e, "refresh failed here, but another node replaced the token");
+                    return shared.answer(id, InvalidationOutcome::Refreshed);
+                }
+                Err(e) => return Err(e),
+            };
             if started || *refreshed.token.value != *reported {
                 return shared.answer(id, InvalidationOutcome::Refreshed);
             }
@@ -691,15 +734,40 @@ impl Shared {
         let known_generation = known.as_ref().map_or(0, |t| t.generation);
         let give_up = Instant::now() + self.lease_ttl * 3;
         loop {
-            if self
+            let acquired = match self
                 .store
                 .acquire_lease(key, &self.node_id, self.lease_ttl)
-                .await?
+                .await
             {
+                Ok(acquired) => acquired,
+                Err(e) => match self.alone_base(id, reason) {
+                    Some(held) => {
+                        tracing::warn!(
+                            key = %key,
+                            error = %e,
+                            "the store does not answer and the token is about to expire: \
+                             refreshing without the lease (WeChat gives every instance the same \
+                             value for this credential)"
+                        );
+                        return self
+                            .fetch_and_write(id, reason, held, Coordination::Alone)
+                            .await;
+                    }
+                    None => return Err(e.into()),
+                },
+            };
+            if acquired {
                 break;
             }
             // Another node is refreshing this key: wait for its write rather than call WeChat.
-            let wait_until = (Instant::now() + self.lease_ttl).min(give_up);
+            // The write may have reached this node before this job subscribed to the feed.
+            if let Some(token) = self.newer_than(id, known_generation) {
+                return Ok(Refreshed {
+                    token,
+                    rotated: true,
+                });
+            }
+            let wait_until = (Instant::now() + self.lease_wait_slice()).min(give_up);
             if let Some(token) = wait_for_change(&mut feed, key, known_generation, wait_until).await
             {
                 return Ok(Refreshed {
@@ -729,6 +797,51 @@ impl Shared {
         result
     }
 
+    /// How long a job waits on the change feed for the lease holder's write before it re-reads
+    /// the store and tries the lease again: a quarter of the lease TTL. Waiting a whole TTL per
+    /// round would let a lease whose holder died sit expired for almost another TTL before anyone
+    /// noticed; a quarter bounds the takeover at TTL + TTL/4 for two cheap store reads per round.
+    fn lease_wait_slice(&self) -> Duration {
+        (self.lease_ttl / 4).max(LEASE_WAIT_MIN_SLICE)
+    }
+
+    /// After this node's refresh for a report of `reported` failed: whether the token has been
+    /// replaced anyway, by another node. The change feed may not have delivered that node's write
+    /// yet (this node may just be waking from a freeze), so the store is asked too, and what it
+    /// holds is adopted.
+    async fn replaced_elsewhere(&self, id: KeyId, reported: &str) -> bool {
+        if self.serves_other_than(id, reported) {
+            return true;
+        }
+        let key = &self.hub.credential(id).key;
+        match self.store.get(key).await {
+            Ok(Some(stored)) if stored.value != reported => {
+                self.apply_change(key.clone(), stored);
+                self.serves_other_than(id, reported)
+            }
+            _ => false,
+        }
+    }
+
+    /// Whether this node holds a token for `id` other than `value`.
+    fn serves_other_than(&self, id: KeyId, value: &str) -> bool {
+        let state = self.lock();
+        state.entries[id]
+            .token
+            .as_ref()
+            .is_some_and(|t| t.value != value)
+    }
+
+    /// The token this node holds for `id`, if its generation is above `generation`.
+    fn newer_than(&self, id: KeyId, generation: u64) -> Option<Token> {
+        let state = self.lock();
+        state.entries[id]
+            .token
+            .as_ref()
+            .filter(|t| t.generation > generation)
+            .cloned()
+    }
+
     async fn refresh_holding_lease(
         self: &Arc<Self>,
         id: KeyId,
@@ -736,7 +849,10 @@ impl Shared {
         known_generation: u64,
     ) -> RefreshResult {
         let key = &self.hub.credential(id).key;
-        let stored = self.store.get(key).await?;
+        let mut stored = self.store.get(key).await?;
+        if let Some(held) = self.held_above(id, stored.as_ref()) {
+            stored = self.restore(key, held).await?;
+        }
         let now = Timestamp::now();
         if let Some(stored) = &stored {
             if stored.generation > known_generation && self.satisfies(id, reason, stored, now) {
@@ -747,7 +863,23 @@ impl Shared {
                 });
             }
         }
-        let fetched = self.fetch(id, reason, stored.as_ref()).await?;
+        self.fetch_and_write(id, reason, stored, Coordination::Leased)
+            .await
+    }
+
+    /// Asks WeChat and writes the result as the generation after `stored` (what the store holds,
+    /// or, alone, what this node holds). A value WeChat re-sent unchanged is not written.
+    async fn fetch_and_write(
+        self: &Arc<Self>,
+        id: KeyId,
+        reason: &Reason,
+        stored: Option<Token>,
+        coordination: Coordination,
+    ) -> RefreshResult {
+        let key = &self.hub.credential(id).key;
+        let fetched = self
+            .fetch(id, reason, stored.as_ref(), coordination)
+            .await?;
         let now = Timestamp::now();
         if let Some(previous) = stored.as_ref().filter(|s| s.value == fetched.value) {
             // WeChat re-sent the value the hub has: keep its first-seen expiry, never extend it.
@@ -764,7 +896,7 @@ impl Shared {
             fetched_at: now,
             generation: stored.as_ref().map_or(0, |s| s.generation) + 1,
         };
-        match self.store.compare_and_set(key, &token).await? {
+        match self.write_fetched(id, key, &token).await? {
             CasOutcome::Applied => Ok(Refreshed {
                 token,
                 rotated: true,
@@ -778,6 +910,123 @@ impl Shared {
             CasOutcome::Stale { current: None } => Err(RefreshError::Store(format!(
                 "compare-and-set of {key} refused with nothing stored"
             ))),
+        }
+    }
+
+    /// When the store does not answer: whether this refresh may go ahead alone, and on which
+    /// token (what this node holds) — `Some` only for a scheduled or dependency refresh (never a
+    /// force refresh) of a renewal WeChat answers the same for every caller, once the token is
+    /// within [`Plan::alone_within`] of expiry. Earlier, waiting for the store is cheaper: every
+    /// instance calling WeChat on its own costs calls, not tokens.
+    fn alone_base(&self, id: KeyId, reason: &Reason) -> Option<Option<Token>> {
+        if !matches!(reason, Reason::Scheduled | Reason::Dependency) {
+            return None;
+        }
+        let renewal = self.sources[id].renewal();
+        let state = self.lock();
+        let held = state.entries[id].token.clone();
+        let near_expiry = held.as_ref().is_none_or(|t| {
+            t.remaining(Timestamp::now()) < self.plan.alone_within(renewal, t.lifetime())
+        });
+        (renewal != Renewal::Legacy && near_expiry).then_some(held)
+    }
+
+    /// The token this node holds for `id` if the store is behind it (holds nothing, or an older
+    /// generation). Every token a node holds came from the store, so this only happens when the
+    /// store lost data (a Redis restarted without persistence) or when a token fetched during an
+    /// outage could not be written.
+    fn held_above(&self, id: KeyId, stored: Option<&Token>) -> Option<Token> {
+        let state = self.lock();
+        let held = state.entries[id].token.as_ref()?;
+        stored
+            .is_none_or(|s| s.generation < held.generation)
+            .then(|| held.clone())
+    }
+
+    /// Puts `held` back into a store that is behind this node ([`Shared::held_above`]), so that
+    /// generations continue from where the cluster is: a fresh generation 1 would be ignored by
+    /// every node holding a higher one, and each would end up fetching its own token. Returns what
+    /// the store holds afterwards.
+    async fn restore(
+        &self,
+        key: &CredentialKey,
+        held: Token,
+    ) -> Result<Option<Token>, RefreshError> {
+        tracing::warn!(
+            key = %key,
+            generation = held.generation,
+            "the store is behind this node (data lost, e.g. Redis restarted without persistence, \
+             or a write failed during an outage); writing back the token held in memory"
+        );
+        match self.store.restore(key, &held).await? {
+            CasOutcome::Applied => Ok(Some(held)),
+            CasOutcome::Stale { current } => Ok(current),
+        }
+    }
+
+    /// Writes a token just fetched from WeChat with compare-and-set.
+    ///
+    /// If the store does not answer, the token is not thrown away: WeChat has issued it (in legacy
+    /// mode the previous one now dies after the overlap), so fetching again once the store is back
+    /// would be a second refresh caused by the outage. This node serves it at once and keeps
+    /// offering it to the store, at short intervals, until the store takes it (or refuses it for a
+    /// newer one, which is then adopted) or until the token itself is due for refresh. Meanwhile
+    /// the job stays in flight, so this node starts no other refresh of the key.
+    async fn write_fetched(
+        &self,
+        id: KeyId,
+        key: &CredentialKey,
+        token: &Token,
+    ) -> Result<CasOutcome, RefreshError> {
+        let mut pause = UNWRITTEN_RETRY_MIN;
+        let mut serving_unwritten = false;
+        let give_up = instant_at(self.plan.due_at(self.sources[id].renewal(), token, 0.0));
+        loop {
+            let error = match self.store.compare_and_set(key, token).await {
+                Ok(CasOutcome::Stale { current })
+                    if current
+                        .as_ref()
+                        .is_none_or(|c| c.generation + 1 < token.generation) =>
+                {
+                    // The store is behind the generation this token follows: it lost data while
+                    // it did not answer (a Redis restarted empty). Put this token back instead.
+                    match self.store.restore(key, token).await {
+                        Ok(outcome) => return Ok(outcome),
+                        Err(e @ StoreError::Corrupt(_)) => return Err(e.into()),
+                        Err(e) => e,
+                    }
+                }
+                Ok(outcome) => {
+                    if serving_unwritten {
+                        tracing::info!(
+                            key = %key,
+                            generation = token.generation,
+                            "the store answers again; the token fetched during the outage is written"
+                        );
+                    }
+                    return Ok(outcome);
+                }
+                Err(e @ StoreError::Corrupt(_)) => return Err(e.into()),
+                Err(e) => e,
+            };
+            self.metrics.count_store_error();
+            if !serving_unwritten {
+                serving_unwritten = true;
+                tracing::warn!(
+                    key = %key,
+                    generation = token.generation,
+                    error = %error,
+                    "fetched a new token but the store does not answer; serving it from this \
+                     node and writing it as soon as the store answers"
+                );
+                let mut state = self.lock();
+                self.serve_in_flight(&mut state, id, token.clone());
+            }
+            if Instant::now() + pause >= give_up {
+                return Err(error.into());
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(UNWRITTEN_RETRY_MAX);
         }
     }
 
@@ -800,15 +1049,17 @@ impl Shared {
         id: KeyId,
         reason: &Reason,
         stored: Option<&Token>,
+        coordination: Coordination,
     ) -> Result<Fetched, RefreshError> {
         let key = &self.hub.credential(id).key;
+        let leased = coordination == Coordination::Leased;
         match &self.sources[id] {
             Source::App {
                 appid,
                 secret,
                 mode: TokenMode::Legacy,
             } => {
-                self.renew_lease(key).await?;
+                self.renew_lease(key, coordination).await?;
                 Ok(self.upstream.get_token(appid, secret.expose()).await?)
             }
             Source::App {
@@ -817,8 +1068,8 @@ impl Shared {
                 mode: TokenMode::Stable,
             } => {
                 let wants_force = matches!(reason, Reason::Invalidated { .. } | Reason::Admin);
-                let force = wants_force && self.take_force_budget(id);
-                self.renew_lease(key).await?;
+                let force = leased && wants_force && self.take_force_budget(id);
+                self.renew_lease(key, coordination).await?;
                 let fetched = self
                     .upstream
                     .get_stable_token(appid, secret.expose(), force)
@@ -829,8 +1080,9 @@ impl Shared {
                     s.value == fetched.value
                         && s.remaining(now) < Plan::stable_poll(s.lifetime()) * 2
                 });
-                if !force && about_to_expire && self.take_force_budget(id) {
-                    self.renew_lease(key).await?;
+                // Never alone: a force refresh kills the token the other instances serve.
+                if leased && !force && about_to_expire && self.take_force_budget(id) {
+                    self.renew_lease(key, coordination).await?;
                     return Ok(self
                         .upstream
                         .get_stable_token(appid, secret.expose(), true)
@@ -839,7 +1091,7 @@ impl Shared {
                 Ok(fetched)
             }
             Source::Corp { corpid, secret } => {
-                self.renew_lease(key).await?;
+                self.renew_lease(key, coordination).await?;
                 Ok(self
                     .upstream
                     .get_corp_token(corpid, secret.expose())
@@ -847,14 +1099,14 @@ impl Shared {
             }
             Source::AppTicket { access_token, kind } => {
                 let kind = *kind;
-                self.fetch_with_token(key, *access_token, |upstream, token| {
+                self.fetch_with_token(key, *access_token, coordination, |upstream, token| {
                     Box::pin(async move { upstream.get_ticket(&token, kind).await })
                 })
                 .await
             }
             Source::CorpTicket { access_token, kind } => {
                 let kind = *kind;
-                self.fetch_with_token(key, *access_token, |upstream, token| {
+                self.fetch_with_token(key, *access_token, coordination, |upstream, token| {
                     Box::pin(async move { upstream.get_corp_ticket(&token, kind).await })
                 })
                 .await
@@ -868,6 +1120,7 @@ impl Shared {
         self: &Arc<Self>,
         key: &CredentialKey,
         dependency: KeyId,
+        coordination: Coordination,
         call: F,
     ) -> Result<Fetched, RefreshError>
     where
@@ -877,14 +1130,14 @@ impl Shared {
         ) -> Pin<Box<dyn Future<Output = Result<Fetched, UpstreamError>> + Send>>,
     {
         let token = self.usable_token(dependency).await?;
-        self.renew_lease(key).await?;
+        self.renew_lease(key, coordination).await?;
         match call(self.upstream.clone(), token.to_string()).await {
             Err(UpstreamError::TokenInvalid { .. }) => {
                 let engine = Engine {
                     shared: self.clone(),
                 };
                 let fresh = engine.invalidate(dependency, &token).await?;
-                self.renew_lease(key).await?;
+                self.renew_lease(key, coordination).await?;
                 Ok(call(self.upstream.clone(), fresh.served.value.to_string()).await?)
             }
             other => Ok(other?),
@@ -907,8 +1160,16 @@ impl Shared {
         Ok(Arc::from(refreshed.token.value.as_str()))
     }
 
-    /// Re-takes (extends) the lease before an upstream call, so it outlives each call.
-    async fn renew_lease(&self, key: &CredentialKey) -> Result<(), RefreshError> {
+    /// Re-takes (extends) the lease before an upstream call, so it outlives each call. Nothing
+    /// to renew for a refresh that runs alone.
+    async fn renew_lease(
+        &self,
+        key: &CredentialKey,
+        coordination: Coordination,
+    ) -> Result<(), RefreshError> {
+        if coordination == Coordination::Alone {
+            return Ok(());
+        }
         if self
             .store
             .acquire_lease(key, &self.node_id, self.lease_ttl)
@@ -1172,36 +1433,113 @@ async fn run_change_feed(shared: Arc<Shared>, mut feed: broadcast::Receiver<Chan
 
 impl Shared {
     /// Adopts a token written elsewhere if it is newer than what this node has.
+    ///
+    /// Newer means a higher generation, or the same generation with another value: that happens
+    /// only when this node serves a token the store never took (fetched while the store did not
+    /// answer, then beaten by another node's write), and the store's word wins.
     fn apply_change(&self, key: CredentialKey, token: Token) {
         let Some(id) = self.hub.find(&key) else {
             return;
         };
         let mut state = self.lock();
-        let newer = state.entries[id]
-            .token
-            .as_ref()
-            .is_none_or(|current| token.generation > current.generation);
+        let newer = state.entries[id].token.as_ref().is_none_or(|current| {
+            token.generation > current.generation
+                || (token.generation == current.generation && token.value != current.value)
+        });
         if !newer {
             return;
         }
         if state.entries[id].in_flight.is_some() {
             // The running job will adopt it through the lease/re-read path; serve it already.
-            state.entries[id].token = Some(token);
-            let next = state.entries[id]
-                .next_refresh
-                .unwrap_or_else(Timestamp::now);
-            let entry_token = state.entries[id].token.clone();
-            if let Some(token) = entry_token {
-                let source = &self.sources[id];
-                let serve_until = self.plan.serve_until(source.renewal(), &token, next);
-                self.hub.credential(id).slot.store(Arc::new(Served::new(
-                    source.field(),
-                    &token,
-                    serve_until,
-                )));
-            }
+            self.serve_in_flight(&mut state, id, token);
             return;
         }
         self.adopt(&mut state, id, token, Timestamp::now());
+    }
+
+    /// Serves `token` for `id` while a job is running, without touching the job's plans: the job
+    /// records its own outcome when it ends.
+    fn serve_in_flight(&self, state: &mut State, id: KeyId, token: Token) {
+        let next = state.entries[id]
+            .next_refresh
+            .unwrap_or_else(Timestamp::now);
+        let source = &self.sources[id];
+        let serve_until = self.plan.serve_until(source.renewal(), &token, next);
+        self.hub.credential(id).slot.store(Arc::new(Served::new(
+            source.field(),
+            &token,
+            serve_until,
+        )));
+        state.entries[id].token = Some(token);
+    }
+
+    /// Re-plans, within [`STORE_RECOVERY_SPREAD`], every refresh that is waiting to retry after
+    /// a store failure: once the store answers there is no reason to wait out the backoff.
+    fn retry_store_failures(&self) {
+        let mut state = self.lock();
+        let now = Instant::now();
+        let waiting: Vec<KeyId> = state
+            .entries
+            .iter()
+            .enumerate()
+            .filter(|(_, entry)| {
+                entry.in_flight.is_none()
+                    && entry.status == Status::Retrying
+                    && entry
+                        .last_error
+                        .as_ref()
+                        .is_some_and(|e| matches!(e.class, "store" | "lease_timeout"))
+            })
+            .map(|(id, _)| id)
+            .collect();
+        for id in waiting {
+            let at = now + STORE_RECOVERY_SPREAD.mul_f64(random_unit());
+            let sooner = state.entries[id].due.is_none_or(|(due, _)| at < due);
+            if sooner {
+                state.schedule(id, at);
+            }
+        }
+        drop(state);
+        self.scheduler_wakeup.notify_one();
+    }
+}
+
+/// Checks every [`STORE_CHECK_INTERVAL`] that the store answers; keeps the `wxhub_store_up` gauge
+/// current, logs each outage once when it starts and once when it ends, and re-plans the
+/// refreshes the outage held back as soon as it ends.
+async fn run_store_health(shared: Arc<Shared>) {
+    let mut up = true;
+    let mut down_since = std::time::Instant::now();
+    loop {
+        tokio::time::sleep(STORE_CHECK_INTERVAL).await;
+        if shared.lock().shutdown {
+            return;
+        }
+        let answered = matches!(
+            tokio::time::timeout(STORE_CHECK_TIMEOUT, shared.store.ping()).await,
+            Ok(Ok(()))
+        );
+        shared.metrics.set_store_up(answered);
+        match (up, answered) {
+            (true, false) => {
+                down_since = std::time::Instant::now();
+                shared.metrics.count_store_error();
+                tracing::warn!(
+                    store = shared.store.kind(),
+                    "the store does not answer: degraded; serving every token from memory while \
+                     it is valid, refreshes wait for the store"
+                );
+            }
+            (false, true) => {
+                tracing::info!(
+                    store = shared.store.kind(),
+                    down_ms = down_since.elapsed().as_millis() as u64,
+                    "the store answers again; resuming refreshes"
+                );
+                shared.retry_store_failures();
+            }
+            _ => {}
+        }
+        up = answered;
     }
 }

@@ -111,6 +111,20 @@ impl Plan {
         }
     }
 
+    /// How close to expiry a credential may be refreshed by one node on its own, without the
+    /// lease, when the store does not answer (DESIGN §2's "at most one refresh in the whole
+    /// cluster" cannot be coordinated then). Only for renewals where WeChat hands every caller the
+    /// same value and a fetch kills nothing: half the rotation window in stable mode, half the
+    /// lead for re-sent values (tickets, Work WeChat tokens). Never in legacy mode, where each
+    /// node's fetch would kill the token the others serve: zero.
+    pub fn alone_within(&self, renewal: Renewal, lifetime: Duration) -> Duration {
+        match renewal {
+            Renewal::Stable => Self::stable_window(lifetime) / 2,
+            Renewal::ReSent => self.lead(lifetime) / 2,
+            Renewal::Legacy => Duration::ZERO,
+        }
+    }
+
     /// When to ask again after WeChat answered with the value the hub already had.
     pub fn after_unchanged(&self, renewal: Renewal, token: &Token, now: Timestamp) -> Timestamp {
         let at = match renewal {
@@ -192,9 +206,11 @@ mod tests {
         // 7200 s: lead 1800 s → due at 5400 s, up to 180 s earlier with jitter.
         let t = token(0, 7200);
         assert_eq!(p.due_at(Renewal::Legacy, &t, 0.0), Timestamp(5_400_000));
+        // Just under 10 % (the jitter is below 1): 179.99982 s earlier, truncated to the
+        // millisecond.
         assert_eq!(
             p.due_at(Renewal::Legacy, &t, 0.999_999),
-            Timestamp(5_220_000)
+            Timestamp(5_220_001)
         );
         // 20 s: lead 10 s → due at 10 s (9 s with full jitter).
         let short = token(0, 20);
@@ -276,6 +292,26 @@ mod tests {
         // Config: about five minutes.
         let config = p.retry_delay(FailureClass::Config, 7, 0.5);
         assert_eq!(config, Duration::from_secs(300));
+    }
+
+    #[test]
+    fn only_idempotent_renewals_may_be_refreshed_alone_and_only_near_expiry() {
+        let p = plan();
+        let long = Duration::from_secs(7200);
+        assert_eq!(
+            p.alone_within(Renewal::Stable, long),
+            Duration::from_secs(150)
+        );
+        assert_eq!(
+            p.alone_within(Renewal::ReSent, long),
+            Duration::from_secs(900)
+        );
+        assert_eq!(p.alone_within(Renewal::Legacy, long), Duration::ZERO);
+        let short = Duration::from_secs(20);
+        assert_eq!(
+            p.alone_within(Renewal::Stable, short),
+            Duration::from_millis(2_500)
+        );
     }
 
     #[test]

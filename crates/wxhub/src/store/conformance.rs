@@ -3,7 +3,8 @@
 //! Each check takes a store (or several handles on one shared store) and panics with a message
 //! naming the broken rule. A backend runs the whole suite with one line,
 //! `store_conformance_tests!(fixture)`, where `fixture` is a function returning a fresh
-//! [`Fixture`]; backend-specific behaviour (persistence, several processes on one store) is tested
+//! [`Fixture`] (or `store_conformance_tests!(async fixture)` for an `async fn`, when opening the
+//! store needs I/O); backend-specific behaviour (persistence, several processes on one store) is tested
 //! beside the backend, reusing these checks where they apply.
 
 use std::any::Any;
@@ -47,13 +48,20 @@ impl Fixture {
 
 /// Generates one `#[tokio::test]` per conformance check, each on a fresh store from `$fixture`.
 macro_rules! store_conformance_tests {
+    (async $fixture:path) => {
+        $crate::store::conformance::store_conformance_tests!(@checks ($fixture().await));
+    };
     ($fixture:path) => {
-        $crate::store::conformance::store_conformance_tests!(@tests $fixture;
+        $crate::store::conformance::store_conformance_tests!(@checks ($fixture()));
+    };
+    (@checks $make:expr) => {
+        $crate::store::conformance::store_conformance_tests!(@tests $make;
             single:
                 get_returns_what_was_written,
                 cas_first_write_is_generation_one,
                 cas_next_write_is_generation_two,
                 cas_refuses_wrong_generations,
+                restore_writes_only_above_the_stored_generation,
                 change_feed_carries_applied_writes_only,
                 load_all_returns_everything,
                 lease_is_exclusive_between_owners,
@@ -68,20 +76,20 @@ macro_rules! store_conformance_tests {
                 lease_race_has_exactly_one_winner
         );
     };
-    (@tests $fixture:path; single: $($single:ident),*; shared: $($shared:ident),*) => {
+    (@tests $make:expr; single: $($single:ident),*; shared: $($shared:ident),*) => {
         mod conformance_suite {
             use super::*;
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $single() {
-                    let fixture = $fixture();
+                    let fixture = $make;
                     $crate::store::conformance::$single(&*fixture.store).await;
                 }
             )*
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $shared() {
-                    let fixture = $fixture();
+                    let fixture = $make;
                     let handles = [fixture.store.clone(), fixture.store.clone()];
                     $crate::store::conformance::$shared(&handles).await;
                 }
@@ -204,6 +212,54 @@ pub(crate) async fn cas_refuses_wrong_generations(store: &dyn Store) {
         );
     }
     assert_eq!(store.get(&key).await.expect("get"), Some(second));
+}
+
+/// `restore` writes on an empty key or above the stored generation (skipping is fine: it puts
+/// back what a node knows), refuses equal and lower generations with the stored token, and
+/// publishes what it writes; afterwards compare-and-set continues from the restored generation.
+pub(crate) async fn restore_writes_only_above_the_stored_generation(store: &dyn Store) {
+    let key = CredentialKey::access_token("wx_restore");
+    let mut rx = store.subscribe();
+
+    let restored = token("value-restore-7", 7);
+    assert_eq!(
+        store.restore(&key, &restored).await.expect("restore"),
+        CasOutcome::Applied,
+        "restoring onto an empty key must be applied"
+    );
+    assert_eq!(store.get(&key).await.expect("get"), Some(restored.clone()));
+    assert_eq!(
+        next_change(&mut rx).await,
+        Change {
+            key: key.clone(),
+            token: restored.clone()
+        }
+    );
+
+    for (generation, why) in [(7, "equal"), (3, "lower")] {
+        let outcome = store
+            .restore(&key, &token("value-restore-x", generation))
+            .await
+            .expect("restore");
+        assert_eq!(
+            outcome,
+            CasOutcome::Stale {
+                current: Some(restored.clone())
+            },
+            "restoring an {why} generation must be refused with the stored token"
+        );
+    }
+
+    let higher = token("value-restore-9", 9);
+    assert_eq!(
+        store.restore(&key, &higher).await.expect("restore"),
+        CasOutcome::Applied
+    );
+    let next = token("value-restore-10", 10);
+    must_apply(store, &key, &next).await;
+    assert_eq!(store.get(&key).await.expect("get"), Some(next.clone()));
+    assert_eq!(next_change(&mut rx).await.token, higher);
+    assert_eq!(next_change(&mut rx).await.token, next);
 }
 
 /// Writers racing with the same next generation (through any of `stores`, which share one

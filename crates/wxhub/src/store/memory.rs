@@ -10,7 +10,10 @@ use std::time::Duration;
 
 use tokio::sync::broadcast;
 
-use super::{generation_follows, CasOutcome, Change, Store, StoreFuture, CHANGE_FEED_CAPACITY};
+use super::{
+    generation_exceeds, generation_follows, CasOutcome, Change, Store, StoreFuture,
+    CHANGE_FEED_CAPACITY,
+};
 use crate::credential::{CredentialKey, Timestamp, Token};
 
 /// A [`Store`] that keeps tokens and leases in process memory.
@@ -100,7 +103,23 @@ impl Store for MemoryStore {
         key: &'a CredentialKey,
         token: &'a Token,
     ) -> StoreFuture<'a, CasOutcome> {
-        Box::pin(async move { Ok(self.lock().compare_and_set(key, token, &self.changes)) })
+        Box::pin(async move {
+            Ok(self
+                .lock()
+                .write_if(generation_follows, key, token, &self.changes))
+        })
+    }
+
+    fn restore<'a>(
+        &'a self,
+        key: &'a CredentialKey,
+        token: &'a Token,
+    ) -> StoreFuture<'a, CasOutcome> {
+        Box::pin(async move {
+            Ok(self
+                .lock()
+                .write_if(generation_exceeds, key, token, &self.changes))
+        })
     }
 
     fn acquire_lease<'a>(
@@ -134,16 +153,18 @@ impl Store for MemoryStore {
 /// The operations themselves, synchronous and run under the lock (the futures above only wrap
 /// them, so nothing happens until a future is polled and no lock is held across an `.await`).
 impl State {
-    /// Writes `token` if its generation follows the stored one, publishing it on `changes`.
-    /// Publishing under the lock keeps the writes of one key in generation order on the feed.
-    fn compare_and_set(
+    /// Writes `token` if `allowed(stored, token)` (the compare-and-set or the restore rule),
+    /// publishing it on `changes`. Publishing under the lock keeps the writes of one key in
+    /// generation order on the feed.
+    fn write_if(
         &mut self,
+        allowed: fn(Option<&Token>, &Token) -> bool,
         key: &CredentialKey,
         token: &Token,
         changes: &broadcast::Sender<Change>,
     ) -> CasOutcome {
         let stored = self.tokens.get(key);
-        if !generation_follows(stored, token) {
+        if !allowed(stored, token) {
             return CasOutcome::Stale {
                 current: stored.cloned(),
             };

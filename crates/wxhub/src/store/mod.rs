@@ -1,6 +1,6 @@
 //! Where tokens and durable secrets live, behind one trait with three implementations:
-//! [`memory`] (tests), [`sqlite`] (the embedded single-node default) and, later, redis (several
-//! nodes).
+//! [`memory`] (tests), [`sqlite`] (the embedded single-node default) and [`redis`] (several
+//! nodes sharing one Redis).
 //!
 //! The contract (DESIGN §2) is what makes "exactly one refresh per credential" hold across
 //! processes:
@@ -10,11 +10,14 @@
 //! - **lease** — per key, an owner id and a TTL longer than one upstream call; only the owner may
 //!   release it, and a dead owner's lease simply runs out;
 //! - **change feed** — every successful write is published so every node's in-memory view learns
-//!   of new tokens at once.
+//!   of new tokens at once;
+//! - **restore** — a node that finds the store *behind* what it holds (a Redis restarted without
+//!   persistence) puts its token back, so generations keep growing instead of restarting at 1.
 
 #[cfg(test)]
 pub(crate) mod conformance;
 pub mod memory;
+pub mod redis;
 pub mod sqlite;
 
 use std::future::Future;
@@ -84,6 +87,21 @@ pub trait Store: Send + Sync + 'static {
         token: &'a Token,
     ) -> StoreFuture<'a, CasOutcome>;
 
+    /// Puts back a token the store has lost: writes `token` only if nothing is stored under `key`
+    /// or the stored generation is lower than `token`'s. Atomic and published like
+    /// [`Store::compare_and_set`]; refused with the stored token otherwise.
+    ///
+    /// Normal writes use compare-and-set. This exists for a store found *behind* what a node
+    /// holds, because it lost data (a Redis restarted without persistence, a flushed database):
+    /// without it the next refresh would write generation 1, which every node holding a higher
+    /// generation ignores as older than what it has, and the nodes would drift apart, each
+    /// fetching its own token.
+    fn restore<'a>(
+        &'a self,
+        key: &'a CredentialKey,
+        token: &'a Token,
+    ) -> StoreFuture<'a, CasOutcome>;
+
     /// Takes the refresh lease of `key` for `owner` for `ttl`, if no other owner holds a live one.
     /// Returns whether `owner` now holds it. Re-acquiring one's own live lease extends it.
     fn acquire_lease<'a>(
@@ -109,4 +127,10 @@ pub trait Store: Send + Sync + 'static {
 /// Shared by the backends that check in Rust (the redis backend checks the same rule in Lua).
 pub fn generation_follows(stored: Option<&Token>, offered: &Token) -> bool {
     offered.generation == stored.map_or(0, |t| t.generation) + 1
+}
+
+/// Whether `offered` may replace `stored` under [`Store::restore`]: nothing stored, or a lower
+/// generation stored.
+pub fn generation_exceeds(stored: Option<&Token>, offered: &Token) -> bool {
+    stored.is_none_or(|t| offered.generation > t.generation)
 }

@@ -22,7 +22,8 @@ use rusqlite::{Connection, ErrorCode, OptionalExtension, Row, TransactionBehavio
 use tokio::sync::broadcast;
 
 use super::{
-    generation_follows, CasOutcome, Change, Store, StoreError, StoreFuture, CHANGE_FEED_CAPACITY,
+    generation_exceeds, generation_follows, CasOutcome, Change, Store, StoreError, StoreFuture,
+    CHANGE_FEED_CAPACITY,
 };
 use crate::credential::{CredentialKey, Timestamp, Token};
 
@@ -42,6 +43,28 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often the store checks the file for writes made by other processes, to publish them on
 /// its change feed. A check that finds nothing new costs one `PRAGMA data_version`.
 const WATCH_INTERVAL: Duration = Duration::from_millis(250);
+
+/// Runs one lease write (a single autocommit statement) without waiting for the disk.
+///
+/// A lease is a coordination hint with a TTL: it needs the atomicity of the write, which SQLite
+/// gives whatever `synchronous` says, not its durability (a lease lost with a power cut belonged
+/// to a process that died with it, and would have expired anyway). Every refresh writes a lease
+/// three times (take, renew before the call, release) and a token once; with a disk sync on each,
+/// the syncs, serialised on the one connection, bound how fast many keys can be refreshed (a
+/// cold start of 100 000 keys). So lease writes commit with `synchronous=NORMAL` (in WAL mode:
+/// no sync; the next token write syncs them along), and the connection is back at `FULL` before
+/// any other operation can run on it.
+fn lease_write<T>(
+    conn: &Connection,
+    write: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+) -> rusqlite::Result<T> {
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    let written = write(conn);
+    let restored = conn.pragma_update(None, "synchronous", "FULL");
+    let value = written?;
+    restored?;
+    Ok(value)
+}
 
 /// Creates the tables of schema version 1.
 const SCHEMA_V1: &str = "
@@ -220,6 +243,61 @@ impl SqliteStore {
                     "{what}: the database task failed: {e}"
                 )))
             })
+        })
+    }
+
+    /// Writes `token` if `allowed(stored, token)` holds (the compare-and-set or the restore
+    /// rule), in one write transaction, and publishes it; `what` names the operation in errors.
+    fn write_if(
+        &self,
+        what: &str,
+        allowed: fn(Option<&Token>, &Token) -> bool,
+        key: &CredentialKey,
+        token: &Token,
+    ) -> StoreFuture<'static, CasOutcome> {
+        let key = key.clone();
+        let token = token.clone();
+        let storage_key = key.storage_key();
+        self.run(format!("{what} {storage_key}"), move |db, changes| {
+            // IMMEDIATE takes the file's write lock before reading, so no other connection can
+            // write between the generation check and the write.
+            let tx = db
+                .conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let stored = read_token(&tx, &storage_key)?;
+            if !allowed(stored.as_ref(), &token) {
+                return Ok(CasOutcome::Stale { current: stored });
+            }
+            let generation = i64::try_from(token.generation).map_err(|_| {
+                StoreError::Corrupt(format!(
+                    "credential row {storage_key:?}: generation would exceed the store's range"
+                ))
+            })?;
+            tx.prepare_cached(
+                "INSERT INTO credentials
+                     (storage_key, value, expires_at_ms, fetched_at_ms, generation, updated_at_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT (storage_key) DO UPDATE SET
+                     value = excluded.value,
+                     expires_at_ms = excluded.expires_at_ms,
+                     fetched_at_ms = excluded.fetched_at_ms,
+                     generation = excluded.generation,
+                     updated_at_ms = excluded.updated_at_ms",
+            )?
+            .execute(rusqlite::params![
+                storage_key,
+                token.value,
+                token.expires_at.as_millis(),
+                token.fetched_at.as_millis(),
+                generation,
+                Timestamp::now().as_millis(),
+            ])?;
+            tx.commit()?;
+            // Published under the connection lock, so this process's changes of one key reach
+            // subscribers in generation order, and the watcher will not publish it again.
+            db.published.insert(storage_key, token.generation);
+            let _ = changes.send(Change { key, token });
+            Ok(CasOutcome::Applied)
         })
     }
 }
@@ -510,53 +588,15 @@ impl Store for SqliteStore {
         key: &'a CredentialKey,
         token: &'a Token,
     ) -> StoreFuture<'a, CasOutcome> {
-        let key = key.clone();
-        let token = token.clone();
-        let storage_key = key.storage_key();
-        self.run(
-            format!("compare_and_set {storage_key}"),
-            move |db, changes| {
-                // IMMEDIATE takes the file's write lock before reading, so no other connection can
-                // write between the generation check and the write.
-                let tx = db
-                    .conn
-                    .transaction_with_behavior(TransactionBehavior::Immediate)?;
-                let stored = read_token(&tx, &storage_key)?;
-                if !generation_follows(stored.as_ref(), &token) {
-                    return Ok(CasOutcome::Stale { current: stored });
-                }
-                let generation = i64::try_from(token.generation).map_err(|_| {
-                    StoreError::Corrupt(format!(
-                        "credential row {storage_key:?}: generation would exceed the store's range"
-                    ))
-                })?;
-                tx.prepare_cached(
-                    "INSERT INTO credentials
-                     (storage_key, value, expires_at_ms, fetched_at_ms, generation, updated_at_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-                 ON CONFLICT (storage_key) DO UPDATE SET
-                     value = excluded.value,
-                     expires_at_ms = excluded.expires_at_ms,
-                     fetched_at_ms = excluded.fetched_at_ms,
-                     generation = excluded.generation,
-                     updated_at_ms = excluded.updated_at_ms",
-                )?
-                .execute(rusqlite::params![
-                    storage_key,
-                    token.value,
-                    token.expires_at.as_millis(),
-                    token.fetched_at.as_millis(),
-                    generation,
-                    Timestamp::now().as_millis(),
-                ])?;
-                tx.commit()?;
-                // Published under the connection lock, so this process's changes of one key reach
-                // subscribers in generation order, and the watcher will not publish it again.
-                db.published.insert(storage_key, token.generation);
-                let _ = changes.send(Change { key, token });
-                Ok(CasOutcome::Applied)
-            },
-        )
+        self.write_if("compare_and_set", generation_follows, key, token)
+    }
+
+    fn restore<'a>(
+        &'a self,
+        key: &'a CredentialKey,
+        token: &'a Token,
+    ) -> StoreFuture<'a, CasOutcome> {
+        self.write_if("restore", generation_exceeds, key, token)
     }
 
     fn acquire_lease<'a>(
@@ -571,9 +611,8 @@ impl Store for SqliteStore {
             // One statement, hence one atomic write: insert a free lease, or take over the row if
             // it is ours or has expired; otherwise change nothing.
             let now = Timestamp::now();
-            let changed = db
-                .conn
-                .prepare_cached(
+            let changed = lease_write(&db.conn, |conn| {
+                conn.prepare_cached(
                     "INSERT INTO leases (storage_key, owner, expires_at_ms) VALUES (?1, ?2, ?3)
                      ON CONFLICT (storage_key) DO UPDATE SET
                          owner = excluded.owner,
@@ -585,7 +624,8 @@ impl Store for SqliteStore {
                     owner,
                     now.plus(ttl).as_millis(),
                     now.as_millis(),
-                ])?;
+                ])
+            })?;
             Ok(changed == 1)
         })
     }
@@ -601,14 +641,14 @@ impl Store for SqliteStore {
         let owner = owner.to_owned();
         self.run(format!("release_lease {storage_key}"), move |db, _| {
             let now = Timestamp::now();
-            let expires_at: Option<i64> = db
-                .conn
-                .prepare_cached(
+            let expires_at: Option<i64> = lease_write(&db.conn, |conn| {
+                conn.prepare_cached(
                     "DELETE FROM leases WHERE storage_key = ?1 AND owner = ?2
                      RETURNING expires_at_ms",
                 )?
                 .query_row(rusqlite::params![storage_key, owner], |r| r.get(0))
-                .optional()?;
+                .optional()
+            })?;
             Ok(expires_at.is_some_and(|at| at > now.as_millis()))
         })
     }
@@ -842,6 +882,28 @@ mod tests {
                 "the database must not be readable by others"
             );
         }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn lease_writes_leave_token_writes_durable() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SqliteStore::open(&dir.path().join("wxhub.db")).expect("open");
+        let key = CredentialKey::access_token("wx_lease");
+        let ttl = Duration::from_secs(5);
+        assert!(store.acquire_lease(&key, "a", ttl).await.expect("acquire"));
+        assert!(!store.acquire_lease(&key, "b", ttl).await.expect("refused"));
+        assert!(store.release_lease(&key, "a").await.expect("release"));
+        assert!(store.acquire_lease(&key, "b", ttl).await.expect("acquire"));
+        let synchronous: i64 = store
+            .shared
+            .lock()
+            .conn
+            .pragma_query_value(None, "synchronous", |r| r.get(0))
+            .expect("synchronous");
+        assert_eq!(
+            synchronous, 2,
+            "token writes after a lease write must sync (FULL)"
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

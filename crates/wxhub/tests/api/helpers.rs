@@ -240,6 +240,18 @@ pub async fn spawn_app(mock: &MockServer, options: HubOptions) -> TestHub {
 }
 
 impl TestHub {
+    /// A consumer's view of a hub that runs elsewhere (another process), at `http://IP:PORT`.
+    /// [`TestHub::stop`] does nothing for it. (Used by the cluster tests.)
+    #[allow(dead_code)]
+    pub fn remote(address: String) -> TestHub {
+        TestHub {
+            address,
+            client: reqwest::Client::new(),
+            shutdown: None,
+            handle: None,
+        }
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.address, path)
     }

@@ -1,0 +1,22 @@
+//! Several hub instances on one Redis behave as one hub: one upstream refresh per credential per
+//! cycle, one refresh per invalidation storm whichever instances the reports land on, and no
+//! consumer-visible failure when an instance dies or Redis goes away for a while.
+//!
+//! Every test runs three instances against one `wechat-mock` and one real `redis-server`, and
+//! asserts on what WeChat saw (the mock's counters) and what consumers saw. Instances run
+//! in-process (each with its own Redis connections, as separate processes would have), except
+//! where an instance must really die: there they are child processes of the `wxhub` binary.
+
+#[allow(dead_code)]
+#[path = "../api/helpers.rs"]
+mod helpers;
+#[allow(dead_code)]
+#[path = "../support/redis.rs"]
+mod redis_server;
+
+mod common;
+
+mod cycle;
+mod lease_holder;
+mod redis_outage;
+mod storm;
