@@ -196,6 +196,25 @@ impl FromStr for MockCorpApp {
     }
 }
 
+/// Parses a list of official accounts, one `APPID:SECRET` per line as for `--app`; blank lines and
+/// lines starting with `#` are skipped. This is the form of the binary's `--apps-file`, which
+/// takes more accounts than a command line can hold (a benchmark with 100 000 of them). Errors
+/// name the line.
+pub fn parse_apps_file(text: &str) -> Result<Vec<MockApp>, ParseAccountError> {
+    let mut apps = Vec::new();
+    for (index, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let app = line
+            .parse::<MockApp>()
+            .map_err(|e| ParseAccountError(format!("line {}: {e}", index + 1)))?;
+        apps.push(app);
+    }
+    Ok(apps)
+}
+
 /// A running mock: owns the listener task and the shared state that its counters come from.
 ///
 /// Dropping it stops the server task (open connections are cut); [`MockServer::shutdown`] stops it
@@ -287,6 +306,17 @@ pub struct MockStats {
     /// success, including token successes that carry no errcode field). Dropped connections and
     /// bare HTTP-status faults have no errcode and are not counted here.
     pub outcomes: BTreeMap<String, BTreeMap<String, u64>>,
+    /// Requests to WeChat endpoints being handled right now (the `/mock/*` endpoints are not
+    /// counted).
+    #[serde(default)]
+    pub in_flight: u64,
+    /// The most requests to WeChat endpoints ever handled at once since the mock started: how
+    /// many calls the code under test had in flight together. The mock answers in microseconds,
+    /// so calls overlap measurably only when a delay fault holds them (for example
+    /// `{"path":"/cgi-bin/stable_token","delay_ms":20}`); it can only undercount the client's
+    /// own concurrency, never overcount it.
+    #[serde(default)]
+    pub max_in_flight: u64,
 }
 
 impl MockStats {
@@ -429,6 +459,27 @@ mod tests {
         );
         assert!("ww1:1000002".parse::<MockCorpApp>().is_err());
         assert!("ww1::s".parse::<MockCorpApp>().is_err());
+    }
+
+    #[test]
+    fn parses_an_apps_file_and_names_the_bad_line() {
+        let apps = parse_apps_file("# accounts\nwxa:sA\n\n  wxb:s:B  \n").unwrap();
+        assert_eq!(
+            apps,
+            vec![
+                MockApp {
+                    appid: "wxa".into(),
+                    secret: "sA".into()
+                },
+                MockApp {
+                    appid: "wxb".into(),
+                    secret: "s:B".into()
+                },
+            ]
+        );
+        assert!(parse_apps_file("").unwrap().is_empty());
+        let error = parse_apps_file("wxa:sA\nwxnocolon\n").unwrap_err();
+        assert!(error.to_string().starts_with("line 2: expected APPID:SECRET"), "{error}");
     }
 
     #[test]

@@ -2,12 +2,13 @@
 
 use std::io::IsTerminal;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
-use wechat_mock::{MockApp, MockConfig, MockCorpApp, MockServer};
+use wechat_mock::{parse_apps_file, MockApp, MockConfig, MockCorpApp, MockServer};
 
 /// A mock of WeChat's token, ticket and business endpoints (official accounts and Work WeChat).
 #[derive(Parser, Debug)]
@@ -32,6 +33,10 @@ struct Cli {
     /// An official account or mini program the mock knows (repeatable).
     #[arg(long = "app", value_name = "APPID:SECRET")]
     apps: Vec<MockApp>,
+    /// A file of more official accounts, one APPID:SECRET per line (blank lines and lines
+    /// starting with # are skipped): for more accounts than a command line can hold.
+    #[arg(long, value_name = "PATH")]
+    apps_file: Option<PathBuf>,
     /// A Work WeChat app the mock knows (repeatable).
     #[arg(long = "corp", value_name = "CORPID:AGENTID:SECRET")]
     corps: Vec<MockCorpApp>,
@@ -39,7 +44,19 @@ struct Cli {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
+    if let Some(path) = &cli.apps_file {
+        let listed = std::fs::read_to_string(path)
+            .map_err(|e| e.to_string())
+            .and_then(|text| parse_apps_file(&text).map_err(|e| e.to_string()));
+        match listed {
+            Ok(apps) => cli.apps.extend(apps),
+            Err(e) => {
+                eprintln!("error: --apps-file {}: {e}", path.display());
+                return ExitCode::from(2);
+            }
+        }
+    }
     // Registered before anything else, so that a stop request during startup is not lost.
     let stop = match StopSignal::register() {
         Ok(stop) => stop,
@@ -74,8 +91,8 @@ async fn main() -> ExitCode {
         lifetime = cli.lifetime,
         grace = cli.grace,
         daily_quota = config.daily_quota,
-        apps = ?apps,
-        corps = ?corps,
+        apps = %listing(&apps),
+        corps = %listing(&corps),
         "starting"
     );
     if config.apps.is_empty() && config.corps.is_empty() {
@@ -95,6 +112,17 @@ async fn main() -> ExitCode {
     tracing::info!("shutting down");
     server.shutdown().await;
     ExitCode::SUCCESS
+}
+
+/// The accounts for the startup log line: their names when there are a few, their number when
+/// there are many (an apps file may hold 100 000).
+fn listing<T: std::fmt::Debug>(names: &[T]) -> String {
+    const LISTED: usize = 20;
+    if names.len() <= LISTED {
+        format!("{names:?}")
+    } else {
+        format!("{} accounts", names.len())
+    }
 }
 
 /// Ctrl-C (SIGINT) or, on Unix, SIGTERM as sent by service managers.

@@ -43,6 +43,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
 
 /// The pipeline of every WeChat endpoint.
 async fn handle(shared: Arc<Shared>, endpoint: Endpoint, request: Request) -> Response {
+    let _in_flight = shared.enter();
     let (parts, body) = request.into_parts();
     let peer = parts.extensions.get::<Peer>().map(|p| p.0.ip());
     let Ok(body) = axum::body::to_bytes(body, MAX_BODY).await else {

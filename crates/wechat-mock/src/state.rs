@@ -7,6 +7,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::io;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -44,6 +45,21 @@ const API_IPS: [&str; 5] = [
 pub(crate) struct Shared {
     settings: Settings,
     state: Mutex<State>,
+    /// Requests to WeChat endpoints being handled now, and the most ever at once. Atomics outside
+    /// the state mutex: a request counts from the moment it arrives, before it queues for the
+    /// lock or sleeps in a delay fault.
+    in_flight: AtomicU64,
+    max_in_flight: AtomicU64,
+}
+
+/// Counts one request as in flight until it is dropped, so that every way out of a handler
+/// (including a dropped connection) ends the count.
+pub(crate) struct InFlight<'a>(&'a Shared);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// The configuration, in the form the rules use.
@@ -378,6 +394,8 @@ impl Shared {
                 faults: Faults::default(),
                 stats: MockStats::default(),
             }),
+            in_flight: AtomicU64::new(0),
+            max_in_flight: AtomicU64::new(0),
         })
     }
 
@@ -387,7 +405,17 @@ impl Shared {
     }
 
     pub fn stats(&self) -> MockStats {
-        self.lock().stats.clone()
+        let mut stats = self.lock().stats.clone();
+        stats.in_flight = self.in_flight.load(Ordering::SeqCst);
+        stats.max_in_flight = self.max_in_flight.load(Ordering::SeqCst);
+        stats
+    }
+
+    /// Counts a request to a WeChat endpoint as in flight for the life of the returned guard.
+    pub fn enter(&self) -> InFlight<'_> {
+        let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        self.max_in_flight.fetch_max(now, Ordering::SeqCst);
+        InFlight(self)
     }
 
     pub fn add_fault(&self, rule: FaultRule) {

@@ -92,6 +92,13 @@ impl Slot {
         self.current.load_full()
     }
 
+    /// The token being served now, borrowed for the duration of one request: cheaper than
+    /// [`Slot::load`] on the read path, since it does not touch the shared reference count that
+    /// every core's readers would otherwise contend on.
+    pub fn peek(&self) -> arc_swap::Guard<Option<Arc<Served>>> {
+        self.current.load()
+    }
+
     /// Replaces what is served (only the engine calls this).
     pub fn store(&self, served: Arc<Served>) {
         self.current.store(Some(served));

@@ -38,8 +38,14 @@ impl Drop for Child {
 
 #[tokio::test]
 async fn the_binary_serves_the_configured_accounts() {
+    let dir = std::env::temp_dir().join(format!("wechat-mock-serve-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let apps_file = dir.join("apps.txt");
+    std::fs::write(&apps_file, "# more accounts\nwxf1:sF1\nwxf2:sF2\n").unwrap();
     let mut child = Child(
         Command::new(BIN)
+            .arg("--apps-file")
+            .arg(&apps_file)
             .args([
                 "--listen",
                 "127.0.0.1:0",
@@ -118,4 +124,43 @@ async fn the_binary_serves_the_configured_accounts() {
         .unwrap();
     assert_eq!(stats.calls("/cgi-bin/token", "wxa"), 2);
     assert_eq!(stats.issued("/cgi-bin/gettoken", "ww1/1000002"), 1);
+    // Requests are answered one after the other: never more than one in flight.
+    assert_eq!(stats.in_flight, 0);
+    assert_eq!(stats.max_in_flight, 1);
+
+    // Accounts from --apps-file are known alongside --app ones.
+    let listed: serde_json::Value = client
+        .get(format!(
+            "{base}/cgi-bin/token?grant_type=client_credential&appid=wxf2&secret=sF2"
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed["expires_in"], 20, "{listed}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_malformed_apps_file_exits_with_2_and_names_the_line() {
+    let dir = std::env::temp_dir().join(format!("wechat-mock-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("apps.txt");
+    std::fs::write(&file, "# accounts\nwxa:sA\nwxnocolon\n").unwrap();
+    let out = Command::new(BIN)
+        .args(["--listen", "127.0.0.1:0", "--apps-file"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("line 3"), "{stderr}");
+    let missing = Command::new(BIN)
+        .args(["--listen", "127.0.0.1:0", "--apps-file", "/nonexistent/apps.txt"])
+        .output()
+        .unwrap();
+    assert_eq!(missing.status.code(), Some(2));
 }

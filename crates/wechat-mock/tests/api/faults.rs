@@ -161,3 +161,37 @@ async fn bad_fault_rules_are_refused() {
         .unwrap()
         .is_empty());
 }
+
+#[tokio::test]
+async fn requests_held_by_a_delay_are_counted_in_flight() {
+    let wx = Wx::start(config(60, 5)).await;
+    wx.mock.add_fault(FaultRule {
+        path: "/cgi-bin/stable_token".into(),
+        delay_ms: Some(1_000),
+        ..FaultRule::default()
+    });
+    let http = reqwest::Client::new();
+    let calls: Vec<_> = [(APPID, SECRET), (APPID_B, SECRET_B), (APPID, SECRET)]
+        .into_iter()
+        .map(|(appid, secret)| {
+            let request = http.post(wx.url("/cgi-bin/stable_token")).json(&json!({
+                "grant_type": "client_credential", "appid": appid, "secret": secret
+            }));
+            tokio::spawn(async move { request.send().await.map(|r| r.status().as_u16()) })
+        })
+        .collect();
+    // Wait (without a time limit on the outcome) until all three are held by the delay.
+    while wx.mock.stats().in_flight < 3 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    for call in calls {
+        assert_eq!(call.await.unwrap().unwrap(), 200);
+    }
+    let stats = wx.mock.stats();
+    assert_eq!(stats.in_flight, 0);
+    assert_eq!(stats.max_in_flight, 3);
+    // The control endpoints are not WeChat's and are not counted.
+    let served = wx.get("/mock/stats").await;
+    assert_eq!(served.json["max_in_flight"], 3);
+    assert_eq!(served.json["in_flight"], 0);
+}

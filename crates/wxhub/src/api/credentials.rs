@@ -54,13 +54,8 @@ fn refresh_failed(error: RefreshError) -> ApiError {
 
 /// Renders what is served for `id` now.
 fn serve_id(context: &ApiContext, id: KeyId) -> Result<Response, ApiError> {
-    let served = context
-        .hub
-        .credential(id)
-        .slot
-        .load()
-        .ok_or_else(not_ready)?;
-    render(&served)
+    let served = context.hub.credential(id).slot.peek();
+    render(served.as_deref().ok_or_else(not_ready)?)
 }
 
 fn render(served: &Served) -> Result<Response, ApiError> {
@@ -70,7 +65,8 @@ fn render(served: &Served) -> Result<Response, ApiError> {
         .ok_or_else(not_ready)
 }
 
-fn read(
+/// A token or ticket read (shared by the router's handlers and the read fast path).
+pub(super) fn read(
     context: &ApiContext,
     headers: &HeaderMap,
     account: Account<'_>,

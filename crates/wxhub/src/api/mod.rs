@@ -4,9 +4,11 @@
 //! then checks the consumer's accounts and scopes (403). Token reads are answered from the hub's
 //! pre-rendered bytes; nothing on that path touches the store, the engine or WeChat.
 
+mod auth;
 mod credentials;
 mod error;
 mod health;
+mod service;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,7 +27,9 @@ use crate::engine::Engine;
 use crate::hub::{Hub, KeyId};
 use crate::metrics::{Metrics, Route};
 use crate::store::Store;
+pub use auth::KeyCache;
 pub use error::ApiError;
+pub use service::{ApiFuture, ApiService};
 
 /// Largest request body accepted (DESIGN §5): larger ones get 413.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -42,10 +46,18 @@ pub struct ApiContext {
     pub metrics: Arc<Metrics>,
     /// The configuration (consumers and their grants).
     pub settings: Arc<Settings>,
+    /// Consumer keys already verified (see [`KeyCache`]).
+    pub keys: KeyCache,
 }
 
 /// Handler state.
 pub type ApiState = Arc<ApiContext>;
+
+/// The service the hub's listener runs: token reads answered directly (see [`ApiService`]), every
+/// other request through [`router`].
+pub fn service(context: ApiState, request_timeout: Duration) -> ApiService {
+    ApiService::new(context.clone(), router(context, request_timeout))
+}
 
 /// Builds the router with its limits: body size, request timeout, panic isolation.
 pub fn router(context: ApiState, request_timeout: Duration) -> Router {
@@ -108,17 +120,20 @@ pub fn router(context: ApiState, request_timeout: Duration) -> Router {
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(
-            |_: Box<dyn std::any::Any + Send>| {
-                tracing::error!("request handler panicked");
-                ApiError::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "internal",
-                    "internal error",
-                )
-                .into_response()
-            },
+            |_: Box<dyn std::any::Any + Send>| panic_response(),
         ))
         .with_state(context)
+}
+
+/// The answer to a request whose handler panicked: the process and the connection live on.
+fn panic_response() -> Response {
+    tracing::error!("request handler panicked");
+    ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal",
+        "internal error",
+    )
+    .into_response()
 }
 
 /// Bounds every `/v1` request (an invalidation may wait for WeChat).
@@ -136,7 +151,7 @@ async fn not_found() -> ApiError {
 }
 
 /// The account a request is about.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Account<'a> {
     /// An official account or mini program.
     App(&'a str),
@@ -160,8 +175,8 @@ pub fn authorize<'a>(
         .filter(|k| !k.is_empty())
         .ok_or_else(|| ApiError::unauthorized("missing \"Authorization: Bearer <key>\" header"))?;
     let consumer = context
-        .settings
-        .find_consumer(key)
+        .keys
+        .find(&context.settings, key)
         .ok_or_else(|| ApiError::unauthorized("unknown consumer key"))?;
     let allowed = match account {
         None => true,

@@ -1,0 +1,170 @@
+//! Consumer authentication with a cache of keys already verified.
+//!
+//! The configuration holds only the SHA-256 of each consumer key, and the slow path
+//! ([`Settings::find_consumer`]) hashes the presented key and compares the digest with every
+//! consumer's in constant time. That costs a SHA-256 plus one comparison per consumer on every
+//! request, which grows with the number of consumers on the one path that must stay cheap.
+//!
+//! The cache remembers keys that passed that check, so that the next request with the same key is
+//! one keyed hash and one constant-time comparison:
+//! - it is indexed by a 64-bit SipHash of the key under a per-process random key, so the index
+//!   (and the timing of a lookup in it) says nothing about any key to someone who does not know
+//!   that random key;
+//! - a hit is confirmed by comparing the whole presented key with the cached one in constant time;
+//! - only keys that matched a consumer are ever added, at most one per consumer, so unknown keys
+//!   (a scan, a typo) cannot grow it and always take the slow path;
+//! - keys live only in this process's memory, never in a log, a file or an error message.
+//!
+//! Readers load an immutable snapshot ([`ArcSwap`]); the rare insert (once per consumer key per
+//! process) copies the map.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use subtle::ConstantTimeEq;
+
+use crate::configuration::{ConsumerSettings, Settings};
+
+/// Verified bearer keys and the consumer each belongs to.
+pub struct KeyCache {
+    /// Keys the index by a secret, per-process hash.
+    hasher: RandomState,
+    /// The current snapshot, by keyed hash of the key.
+    verified: ArcSwap<HashMap<u64, Verified>>,
+}
+
+/// One verified key.
+struct Verified {
+    /// The key as presented.
+    key: Box<[u8]>,
+    /// Its consumer's position in [`Settings::consumers`].
+    consumer: usize,
+}
+
+impl Default for KeyCache {
+    fn default() -> Self {
+        KeyCache {
+            hasher: RandomState::new(),
+            verified: ArcSwap::from_pointee(HashMap::new()),
+        }
+    }
+}
+
+impl KeyCache {
+    /// The consumer whose bearer key `key` is, if any. Same answer as
+    /// [`Settings::find_consumer`], without its per-consumer cost once the key has been seen.
+    pub fn find<'s>(&self, settings: &'s Settings, key: &str) -> Option<&'s ConsumerSettings> {
+        let tag = self.hasher.hash_one(key.as_bytes());
+        if let Some(hit) = self.verified.load().get(&tag) {
+            if bool::from(hit.key.as_ref().ct_eq(key.as_bytes())) {
+                return settings.consumers.get(hit.consumer);
+            }
+        }
+        let consumer = settings.find_consumer(key)?;
+        let index = settings
+            .consumers
+            .iter()
+            .position(|c| std::ptr::eq(c, consumer))?;
+        self.remember(tag, key, index, settings.consumers.len());
+        Some(consumer)
+    }
+
+    /// Adds a verified key, unless its tag is taken (a different key with the same 64-bit hash:
+    /// that key keeps taking the slow path) or the cache already holds one key per consumer.
+    fn remember(&self, tag: u64, key: &str, consumer: usize, consumers: usize) {
+        self.verified.rcu(|current| {
+            if current.contains_key(&tag) || current.len() >= consumers {
+                return Arc::clone(current);
+            }
+            let mut next = HashMap::with_capacity(current.len() + 1);
+            for (t, v) in current.iter() {
+                next.insert(
+                    *t,
+                    Verified {
+                        key: v.key.clone(),
+                        consumer: v.consumer,
+                    },
+                );
+            }
+            next.insert(
+                tag,
+                Verified {
+                    key: key.as_bytes().into(),
+                    consumer,
+                },
+            );
+            Arc::new(next)
+        });
+    }
+
+    /// How many keys are cached (for tests).
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.verified.load().len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::configuration::consumer_key_sha256;
+
+    fn settings() -> Settings {
+        let text = format!(
+            r#"
+[[apps]]
+appid = "wx0000000000000001"
+secret = "s"
+
+[[consumers]]
+name = "a"
+key_sha256 = "{}"
+apps = ["*"]
+scopes = ["read"]
+
+[[consumers]]
+name = "b"
+key_sha256 = "{}"
+apps = ["*"]
+scopes = ["read"]
+"#,
+            consumer_key_sha256("key-a"),
+            consumer_key_sha256("key-b"),
+        );
+        Settings::parse(&text, Path::new("wxhub.toml"), &|_| None).unwrap()
+    }
+
+    #[test]
+    fn finds_the_same_consumer_as_the_slow_path_and_caches_only_known_keys() {
+        let settings = settings();
+        let cache = KeyCache::default();
+        for _ in 0..3 {
+            assert_eq!(cache.find(&settings, "key-a").unwrap().name, "a");
+            assert_eq!(cache.find(&settings, "key-b").unwrap().name, "b");
+            assert!(cache.find(&settings, "key-c").is_none());
+            assert!(cache.find(&settings, "key-").is_none());
+            assert!(cache.find(&settings, "key-aa").is_none());
+            assert!(cache.find(&settings, "").is_none());
+        }
+        assert_eq!(cache.len(), 2);
+    }
+
+    #[test]
+    fn a_tag_collision_falls_back_to_the_slow_path() {
+        let settings = settings();
+        let cache = KeyCache::default();
+        // Make "key-b"'s tag hold consumer a's key, as if the two keys hashed alike.
+        let tag_b = cache.hasher.hash_one("key-b".as_bytes());
+        cache.remember(tag_b, "key-a", 0, 2);
+        assert_eq!(cache.find(&settings, "key-b").unwrap().name, "b");
+        assert_eq!(cache.find(&settings, "key-a").unwrap().name, "a");
+        assert!(cache.find(&settings, "key-x").is_none());
+        // "key-b" is not cached under its taken tag, and keeps being answered correctly.
+        assert_eq!(cache.len(), 2);
+        assert_eq!(cache.find(&settings, "key-b").unwrap().name, "b");
+    }
+}

@@ -1,0 +1,220 @@
+//! The service the listener runs: token and ticket reads answered before the router, everything
+//! else through it.
+//!
+//! Reads are what business servers do on every request of their own, so they are the one path
+//! that must cost close to nothing beyond HTTP itself. The router charges every request for work
+//! a read does not need: matching the route table, collecting and percent-decoding the path
+//! parameters into fresh strings, cloning the boxed route services, copying the header map for
+//! the handler, and arming the timeout middleware's timer (a read never waits, so it has nothing
+//! to time out). Reads are recognised from the path alone, answered by the same functions as the
+//! router's handlers (same authentication, 401/403/404 order, errors and metrics), and isolated
+//! from panics like the router's routes.
+//!
+//! Anything the fast path does not recognise exactly (another method, a percent-encoded segment,
+//! a trailing slash, any other route) goes to the router unchanged, which keeps its own handlers
+//! for the read routes, so the two can never disagree on what a path means.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use axum::extract::Request;
+use axum::http::Method;
+use axum::response::Response;
+use axum::routing::future::RouteFuture;
+use axum::Router;
+use tower_service::Service;
+
+use super::{credentials, finish, panic_response, Account, ApiState};
+use crate::metrics::Route;
+
+/// The API as one service: the read fast path in front of the router.
+#[derive(Clone)]
+pub struct ApiService {
+    context: ApiState,
+    router: Router,
+}
+
+impl ApiService {
+    pub(super) fn new(context: ApiState, router: Router) -> ApiService {
+        ApiService { context, router }
+    }
+}
+
+/// A read recognised from its path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct ReadPath<'a> {
+    account: Account<'a>,
+    /// The ticket kind, or `None` for the access token.
+    ticket: Option<&'a str>,
+}
+
+impl ReadPath<'_> {
+    fn route(&self) -> Route {
+        match self.ticket {
+            None => Route::AccessToken,
+            Some(_) => Route::Ticket,
+        }
+    }
+}
+
+/// Recognises the four read routes exactly as the router matches them:
+/// `/v1/apps/{appid}/access_token`, `/v1/apps/{appid}/tickets/{kind}`,
+/// `/v1/corps/{corpid}/agents/{agentid}/access_token` and
+/// `/v1/corps/{corpid}/agents/{agentid}/tickets/{kind}`. A parameter must be non-empty and free of
+/// `%` (the router percent-decodes parameters; those rare paths are left to it).
+fn read_path(path: &str) -> Option<ReadPath<'_>> {
+    let rest = path.strip_prefix("/v1/")?;
+    let mut segments = [""; 6];
+    let mut count = 0;
+    for segment in rest.split('/') {
+        *segments.get_mut(count)? = segment;
+        count += 1;
+    }
+    let param = |s: &'_ str| !s.is_empty() && !s.contains('%');
+    let read = match &segments[..count] {
+        ["apps", appid, "access_token"] if param(appid) => ReadPath {
+            account: Account::App(appid),
+            ticket: None,
+        },
+        ["apps", appid, "tickets", kind] if param(appid) && param(kind) => ReadPath {
+            account: Account::App(appid),
+            ticket: Some(kind),
+        },
+        ["corps", corpid, "agents", agentid, "access_token"] if param(corpid) && param(agentid) => {
+            ReadPath {
+                account: Account::Corp { corpid, agentid },
+                ticket: None,
+            }
+        }
+        ["corps", corpid, "agents", agentid, "tickets", kind]
+            if param(corpid) && param(agentid) && param(kind) =>
+        {
+            ReadPath {
+                account: Account::Corp { corpid, agentid },
+                ticket: Some(kind),
+            }
+        }
+        _ => return None,
+    };
+    Some(read)
+}
+
+impl Service<Request> for ApiService {
+    type Response = Response;
+    type Error = Infallible;
+    type Future = ApiFuture;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        // The router is always ready, and so is the fast path.
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request) -> ApiFuture {
+        if request.method() == Method::GET {
+            if let Some(read) = read_path(request.uri().path()) {
+                let context = &self.context;
+                let answer = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                    let result =
+                        credentials::read(context, request.headers(), read.account, read.ticket);
+                    let _ = read.route(); let _ = finish; result.unwrap_or_else(axum::response::IntoResponse::into_response)
+                }));
+                return ApiFuture::Ready(Some(answer.unwrap_or_else(|_| panic_response())));
+            }
+        }
+        ApiFuture::Routed(self.router.call(request))
+    }
+}
+
+/// The answer of [`ApiService`]: ready at once for a read, the router's future otherwise.
+pub enum ApiFuture {
+    /// A read, already answered.
+    Ready(Option<Response>),
+    /// Anything else.
+    Routed(RouteFuture<Infallible>),
+}
+
+impl Future for ApiFuture {
+    type Output = Result<Response, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.get_mut() {
+            ApiFuture::Ready(answer) => match answer.take() {
+                Some(response) => Poll::Ready(Ok(response)),
+                None => Poll::Pending,
+            },
+            ApiFuture::Routed(routed) => Pin::new(routed).poll(cx),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recognises_exactly_the_read_routes() {
+        assert_eq!(
+            read_path("/v1/apps/wx1/access_token"),
+            Some(ReadPath {
+                account: Account::App("wx1"),
+                ticket: None
+            })
+        );
+        assert_eq!(
+            read_path("/v1/apps/wx1/tickets/jsapi"),
+            Some(ReadPath {
+                account: Account::App("wx1"),
+                ticket: Some("jsapi")
+            })
+        );
+        assert_eq!(
+            read_path("/v1/corps/ww1/agents/1000002/access_token"),
+            Some(ReadPath {
+                account: Account::Corp {
+                    corpid: "ww1",
+                    agentid: "1000002"
+                },
+                ticket: None
+            })
+        );
+        assert_eq!(
+            read_path("/v1/corps/ww1/agents/1000002/tickets/agent_config"),
+            Some(ReadPath {
+                account: Account::Corp {
+                    corpid: "ww1",
+                    agentid: "1000002"
+                },
+                ticket: Some("agent_config")
+            })
+        );
+    }
+
+    #[test]
+    fn leaves_everything_else_to_the_router() {
+        for path in [
+            "/v1/apps/wx1/access_token/",
+            "/v1/apps/wx1/access_token/invalidate",
+            "/v1/apps//access_token",
+            "/v1/apps/wx%31/access_token",
+            "/v1/apps/wx1/tickets/",
+            "/v1/apps/wx1/tickets/jsapi/invalidate",
+            "/v1/apps/wx1/jssdk/signature",
+            "/v1/apps/wx1/refresh",
+            "/v1/corps/ww1/agents//access_token",
+            "/v1/corps/ww1/agents/1/tickets/jsapi/x",
+            "/v1/credentials",
+            "/v1/",
+            "/v1",
+            "/v2/apps/wx1/access_token",
+            "/v1/apps/wx1/access_token/a/b/c/d",
+            "//v1/apps/wx1/access_token",
+            "/healthz",
+            "",
+        ] {
+            assert_eq!(read_path(path), None, "{path}");
+        }
+    }
+}
