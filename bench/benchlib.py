@@ -42,9 +42,13 @@ def binary(name):
 
 
 def workdir(prefix):
-    """A temporary directory removed at exit."""
+    """A temporary directory (configuration, database, logs), removed at exit unless
+    WXHUB_BENCH_KEEP is set, in which case its path is printed for inspection."""
     path = tempfile.mkdtemp(prefix=prefix)
-    atexit.register(shutil.rmtree, path, True)
+    if os.environ.get("WXHUB_BENCH_KEEP"):
+        log(f"keeping {path}")
+    else:
+        atexit.register(shutil.rmtree, path, True)
     return path
 
 

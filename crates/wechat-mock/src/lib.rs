@@ -479,7 +479,12 @@ mod tests {
         );
         assert!(parse_apps_file("").unwrap().is_empty());
         let error = parse_apps_file("wxa:sA\nwxnocolon\n").unwrap_err();
-        assert!(error.to_string().starts_with("line 2: expected APPID:SECRET"), "{error}");
+        assert!(
+            error
+                .to_string()
+                .starts_with("line 2: expected APPID:SECRET"),
+            "{error}"
+        );
     }
 
     #[test]

@@ -141,12 +141,7 @@ impl Application {
         F: Future<Output = ()> + Send + 'static,
     {
         let service = api::service(self.context, self.settings.server.request_timeout);
-        let served = axum::serve(
-            self.listener,
-            axum::ServiceExt::<axum::extract::Request>::into_make_service(service),
-        )
-        .with_graceful_shutdown(shutdown)
-        .await;
+        let served = api::serve(self.listener, service, shutdown).await;
         self.engine.shutdown();
         tracing::info!("wxhub stopped");
         served

@@ -159,7 +159,12 @@ fn a_malformed_apps_file_exits_with_2_and_names_the_line() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("line 3"), "{stderr}");
     let missing = Command::new(BIN)
-        .args(["--listen", "127.0.0.1:0", "--apps-file", "/nonexistent/apps.txt"])
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--apps-file",
+            "/nonexistent/apps.txt",
+        ])
         .output()
         .unwrap();
     assert_eq!(missing.status.code(), Some(2));

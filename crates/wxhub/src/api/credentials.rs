@@ -53,9 +53,13 @@ fn refresh_failed(error: RefreshError) -> ApiError {
 }
 
 /// Renders what is served for `id` now.
-fn serve_id(context: &ApiContext, id: KeyId) -> Result<Response, ApiError> {
+fn serve_id(context: &ApiContext, id: KeyId) -> Result<Bytes, ApiError> {
     let served = context.hub.credential(id).slot.peek();
-    render(served.as_deref().ok_or_else(not_ready)?)
+    served
+        .as_deref()
+        .ok_or_else(not_ready)?
+        .render(Timestamp::now())
+        .ok_or_else(not_ready)
 }
 
 fn render(served: &Served) -> Result<Response, ApiError> {
@@ -65,15 +69,24 @@ fn render(served: &Served) -> Result<Response, ApiError> {
         .ok_or_else(not_ready)
 }
 
-/// A token or ticket read (shared by the router's handlers and the read fast path).
-pub(super) fn read(
+/// The body of a token or ticket read (shared by the router's handlers and the read fast path).
+pub(super) fn read_body(
+    context: &ApiContext,
+    headers: &HeaderMap,
+    account: Account<'_>,
+    ticket: Option<&str>,
+) -> Result<Bytes, ApiError> {
+    authorize(context, headers, Scope::Read, Some(account))?;
+    serve_id(context, resolve(context, account, ticket)?)
+}
+
+fn read(
     context: &ApiContext,
     headers: &HeaderMap,
     account: Account<'_>,
     ticket: Option<&str>,
 ) -> Result<Response, ApiError> {
-    authorize(context, headers, Scope::Read, Some(account))?;
-    serve_id(context, resolve(context, account, ticket)?)
+    read_body(context, headers, account, ticket).map(json_ok)
 }
 
 async fn invalidate(

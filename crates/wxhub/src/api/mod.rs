@@ -8,11 +8,13 @@ mod auth;
 mod credentials;
 mod error;
 mod health;
+mod serve;
 mod service;
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, FromRequest, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
@@ -29,7 +31,8 @@ use crate::metrics::{Metrics, Route};
 use crate::store::Store;
 pub use auth::KeyCache;
 pub use error::ApiError;
-pub use service::{ApiFuture, ApiService};
+pub use serve::serve;
+pub use service::{ApiBody, ApiFuture, ApiService};
 
 /// Largest request body accepted (DESIGN §5): larger ones get 413.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -53,8 +56,8 @@ pub struct ApiContext {
 /// Handler state.
 pub type ApiState = Arc<ApiContext>;
 
-/// The service the hub's listener runs: token reads answered directly (see [`ApiService`]), every
-/// other request through [`router`].
+/// What the hub's listener ([`serve`]) runs: token reads answered directly (see [`ApiService`]),
+/// every other request through [`router`].
 pub fn service(context: ApiState, request_timeout: Duration) -> ApiService {
     ApiService::new(context.clone(), router(context, request_timeout))
 }
@@ -236,7 +239,12 @@ pub async fn json_body<T: DeserializeOwned>(request: Request, shape: &str) -> Re
 
 /// A JSON `200 OK` with the headers every credential answer carries.
 pub fn json_ok(body: Bytes) -> Response {
-    let mut response = (StatusCode::OK, body).into_response();
+    json_response(Body::from(body))
+}
+
+/// [`json_ok`] for any body type (the read fast path sends its bytes unboxed).
+pub fn json_response<B>(body: B) -> axum::http::Response<B> {
+    let mut response = axum::http::Response::new(body);
     let headers = response.headers_mut();
     headers.insert(
         header::CONTENT_TYPE,

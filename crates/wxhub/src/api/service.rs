@@ -1,14 +1,14 @@
-//! The service the listener runs: token and ticket reads answered before the router, everything
-//! else through it.
+//! What the listener runs for each request: token and ticket reads answered before the router,
+//! everything else through it.
 //!
 //! Reads are what business servers do on every request of their own, so they are the one path
 //! that must cost close to nothing beyond HTTP itself. The router charges every request for work
 //! a read does not need: matching the route table, collecting and percent-decoding the path
-//! parameters into fresh strings, cloning the boxed route services, copying the header map for
-//! the handler, and arming the timeout middleware's timer (a read never waits, so it has nothing
-//! to time out). Reads are recognised from the path alone, answered by the same functions as the
-//! router's handlers (same authentication, 401/403/404 order, errors and metrics), and isolated
-//! from panics like the router's routes.
+//! parameters into fresh strings, cloning the boxed route services, boxing the request and
+//! response bodies, copying the header map for the handler, and arming the timeout middleware's
+//! timer (a read never waits, so it has nothing to time out). Reads are recognised from the path
+//! alone, answered by the same functions as the router's handlers (same authentication,
+//! 401/403/404 order, errors and metrics) and isolated from panics like the router's routes.
 //!
 //! Anything the fast path does not recognise exactly (another method, a percent-encoded segment,
 //! a trailing slash, any other route) goes to the router unchanged, which keeps its own handlers
@@ -20,15 +20,20 @@ use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use axum::extract::Request;
-use axum::http::Method;
-use axum::response::Response;
+use axum::body::Body;
+use axum::http::{Method, Request, Response};
 use axum::routing::future::RouteFuture;
 use axum::Router;
+use bytes::Bytes;
+use http_body_util::{Either, Full};
+use hyper::body::Incoming;
 use tower_service::Service;
 
-use super::{credentials, finish, panic_response, Account, ApiState};
+use super::{credentials, finish, json_response, panic_response, Account, ApiState};
 use crate::metrics::Route;
+
+/// A response body: the bytes of a read as they are, or whatever the router answered.
+pub type ApiBody = Either<Full<Bytes>, Body>;
 
 /// The API as one service: the read fast path in front of the router.
 #[derive(Clone)]
@@ -40,6 +45,33 @@ pub struct ApiService {
 impl ApiService {
     pub(super) fn new(context: ApiState, router: Router) -> ApiService {
         ApiService { context, router }
+    }
+
+    /// Answers one request. A read is answered before this returns; anything else is handed to
+    /// (a clone of) the router, whose answer the returned future yields.
+    pub fn answer(&self, request: Request<Incoming>) -> ApiFuture {
+        if request.method() == Method::GET {
+            if let Some(read) = read_path(request.uri().path()) {
+                return ApiFuture::Ready(Some(self.read(&request, read)));
+            }
+        }
+        let mut router = self.router.clone();
+        ApiFuture::Routed(router.call(request))
+    }
+
+    /// The fast path: the same checks and answers as the router's read handlers.
+    fn read(&self, request: &Request<Incoming>, read: ReadPath<'_>) -> Response<ApiBody> {
+        let context = &self.context;
+        let answer = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            match credentials::read_body(context, request.headers(), read.account, read.ticket) {
+                Ok(body) => {
+                    context.metrics.count_request(read.route(), 200);
+                    json_response(Full::new(body)).map(Either::Left)
+                }
+                Err(error) => finish(context, read.route(), Err(error)).map(Either::Right),
+            }
+        }));
+        answer.unwrap_or_else(|_| panic_response().map(Either::Right))
     }
 }
 
@@ -67,11 +99,17 @@ impl ReadPath<'_> {
 /// `%` (the router percent-decodes parameters; those rare paths are left to it).
 fn read_path(path: &str) -> Option<ReadPath<'_>> {
     let rest = path.strip_prefix("/v1/")?;
+    // Split on '/' by hand: `str::split` sets up a searcher that costs more than these few
+    // dozen bytes do.
     let mut segments = [""; 6];
     let mut count = 0;
-    for segment in rest.split('/') {
-        *segments.get_mut(count)? = segment;
-        count += 1;
+    let mut start = 0;
+    for (i, byte) in rest.bytes().enumerate().chain([(rest.len(), b'/')]) {
+        if byte == b'/' {
+            *segments.get_mut(count)? = &rest[start..i];
+            count += 1;
+            start = i + 1;
+        }
     }
     let param = |s: &'_ str| !s.is_empty() && !s.contains('%');
     let read = match &segments[..count] {
@@ -102,50 +140,27 @@ fn read_path(path: &str) -> Option<ReadPath<'_>> {
     Some(read)
 }
 
-impl Service<Request> for ApiService {
-    type Response = Response;
-    type Error = Infallible;
-    type Future = ApiFuture;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        // The router is always ready, and so is the fast path.
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, request: Request) -> ApiFuture {
-        if request.method() == Method::GET {
-            if let Some(read) = read_path(request.uri().path()) {
-                let context = &self.context;
-                let answer = std::panic::catch_unwind(AssertUnwindSafe(|| {
-                    let result =
-                        credentials::read(context, request.headers(), read.account, read.ticket);
-                    let _ = read.route(); let _ = finish; result.unwrap_or_else(axum::response::IntoResponse::into_response)
-                }));
-                return ApiFuture::Ready(Some(answer.unwrap_or_else(|_| panic_response())));
-            }
-        }
-        ApiFuture::Routed(self.router.call(request))
-    }
-}
-
-/// The answer of [`ApiService`]: ready at once for a read, the router's future otherwise.
+/// The answer of [`ApiService::answer`]: ready at once for a read, the router's future otherwise.
 pub enum ApiFuture {
-    /// A read, already answered.
-    Ready(Option<Response>),
+    /// A read, already answered (taken on the first poll).
+    Ready(Option<Response<ApiBody>>),
     /// Anything else.
     Routed(RouteFuture<Infallible>),
 }
 
 impl Future for ApiFuture {
-    type Output = Result<Response, Infallible>;
+    type Output = Result<Response<ApiBody>, Infallible>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.get_mut() {
             ApiFuture::Ready(answer) => match answer.take() {
                 Some(response) => Poll::Ready(Ok(response)),
+                // Polled again after completion: hyper never does, and a future may then pend.
                 None => Poll::Pending,
             },
-            ApiFuture::Routed(routed) => Pin::new(routed).poll(cx),
+            ApiFuture::Routed(routed) => Pin::new(routed)
+                .poll(cx)
+                .map_ok(|response| response.map(Either::Right)),
         }
     }
 }

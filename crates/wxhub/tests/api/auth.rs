@@ -207,3 +207,119 @@ async fn no_secret_or_token_reaches_listings_metrics_or_errors() {
     let health = hub.client.get(hub.url("/healthz")).send().await.unwrap();
     assert_eq!(health.status(), 200);
 }
+
+/// Token reads are answered ahead of the router; whatever the fast path does not recognise
+/// exactly goes to the router. Both must give the same answers and count the same metrics.
+#[tokio::test]
+async fn reads_answer_alike_whether_or_not_the_fast_path_takes_them() {
+    let apps = [TestApp::legacy(APP), TestApp::legacy(OTHER)];
+    let mock = spawn_mock(
+        Duration::from_secs(60),
+        Duration::from_secs(5),
+        &apps,
+        &[],
+        |c| c,
+    )
+    .await;
+    let hub = spawn_app(&mock, HubOptions::new(&apps)).await;
+    hub.wait_ready().await;
+    let read =
+        |path: String, key: &'static str| hub.client.get(hub.url(&path)).bearer_auth(key).send();
+
+    // The plain path (fast path) and a percent-encoded one (the router) serve the same token,
+    // with the same headers.
+    let encoded_app = format!(
+        "{}%{:02X}",
+        &APP[..APP.len() - 1],
+        APP.as_bytes()[APP.len() - 1]
+    );
+    let mut tokens = Vec::new();
+    for path in [
+        format!("/v1/apps/{APP}/access_token"),
+        format!("/v1/apps/{encoded_app}/access_token"),
+    ] {
+        let response = read(path.clone(), READER_KEY).await.unwrap();
+        assert_eq!(response.status(), 200, "{path}");
+        let headers = response.headers();
+        assert_eq!(headers["content-type"], "application/json", "{path}");
+        assert_eq!(headers["cache-control"], "no-store", "{path}");
+        let body: serde_json::Value = response.json().await.unwrap();
+        tokens.push(body["access_token"].as_str().unwrap().to_string());
+        assert!(body["expires_in"].as_u64().is_some(), "{body}");
+    }
+    assert_eq!(tokens[0], tokens[1]);
+
+    // Errors: the same codes either way.
+    let encoded_other = format!(
+        "{}%{:02X}",
+        &OTHER[..OTHER.len() - 1],
+        OTHER.as_bytes()[OTHER.len() - 1]
+    );
+    for (path, key, expected) in [
+        (
+            format!("/v1/apps/{OTHER}/access_token"),
+            READER_KEY,
+            (403, "forbidden"),
+        ),
+        (
+            format!("/v1/apps/{encoded_other}/access_token"),
+            READER_KEY,
+            (403, "forbidden"),
+        ),
+        (
+            format!("/v1/apps/{APP}/access_token"),
+            "wrong-key",
+            (401, "unauthorized"),
+        ),
+        (
+            "/v1/apps/wxnone/access_token".into(),
+            READER_KEY,
+            (404, "unknown_app"),
+        ),
+        (
+            format!("/v1/apps/{APP}/tickets/jsapi"),
+            READER_KEY,
+            (404, "unknown_ticket"),
+        ),
+        (
+            format!("/v1/apps/{APP}/access_token/"),
+            READER_KEY,
+            (404, "not_found"),
+        ),
+    ] {
+        let response = read(path.clone(), key).await.unwrap();
+        assert_eq!(
+            error_code(response).await,
+            (expected.0, expected.1.into()),
+            "{path}"
+        );
+    }
+
+    // HEAD is the router's (GET routes answer it too).
+    let head = hub
+        .client
+        .head(hub.url(&format!("/v1/apps/{APP}/access_token")))
+        .bearer_auth(READER_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(head.status(), 200);
+
+    // Every read above was counted, by whichever path answered it.
+    let metrics = hub
+        .client
+        .get(hub.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for expected in [
+        "wxhub_http_requests_total{route=\"access_token\",status=\"200\"} 3",
+        "wxhub_http_requests_total{route=\"access_token\",status=\"401\"} 1",
+        "wxhub_http_requests_total{route=\"access_token\",status=\"403\"} 2",
+    ] {
+        assert!(metrics.contains(expected), "{expected} in\n{metrics}");
+    }
+}
