@@ -1,8 +1,6 @@
 //! Consumer authentication and request validation: 401 / 403 / 404 / 413 / 400, all as JSON, none
 //! leaking a secret.
 
-use std::time::Duration;
-
 use crate::helpers::*;
 
 const APP: &str = "wxauth00000000001";
@@ -27,16 +25,7 @@ async fn error_code(response: reqwest::Response) -> (u16, String) {
 #[tokio::test]
 async fn consumers_are_authenticated_and_limited_to_their_apps_and_scopes() {
     let apps = [TestApp::legacy(APP), TestApp::legacy(OTHER)];
-    let mock = spawn_mock(
-        Duration::from_secs(60),
-        Duration::from_secs(5),
-        &apps,
-        &[],
-        |c| c,
-    )
-    .await;
-    let hub = spawn_app(&mock, HubOptions::new(&apps)).await;
-    hub.wait_ready().await;
+    let (_mock, hub) = start_ready(&apps).await;
     let token_path = |appid: &str| hub.url(&format!("/v1/apps/{appid}/access_token"));
 
     // No key, a malformed header, an unknown key: 401.
@@ -107,16 +96,7 @@ async fn consumers_are_authenticated_and_limited_to_their_apps_and_scopes() {
 #[tokio::test]
 async fn bad_bodies_get_precise_errors_and_change_nothing() {
     let apps = [TestApp::legacy(APP)];
-    let mock = spawn_mock(
-        Duration::from_secs(60),
-        Duration::from_secs(5),
-        &apps,
-        &[],
-        |c| c,
-    )
-    .await;
-    let hub = spawn_app(&mock, HubOptions::new(&apps)).await;
-    hub.wait_ready().await;
+    let (mock, hub) = start_ready(&apps).await;
     let before = hub.token(APP).await;
     let path = hub.url(&format!("/v1/apps/{APP}/access_token/invalidate"));
 
@@ -167,16 +147,7 @@ async fn bad_bodies_get_precise_errors_and_change_nothing() {
 #[tokio::test]
 async fn no_secret_or_token_reaches_listings_metrics_or_errors() {
     let apps = [TestApp::legacy(APP)];
-    let mock = spawn_mock(
-        Duration::from_secs(60),
-        Duration::from_secs(5),
-        &apps,
-        &[],
-        |c| c,
-    )
-    .await;
-    let hub = spawn_app(&mock, HubOptions::new(&apps)).await;
-    hub.wait_ready().await;
+    let (_mock, hub) = start_ready(&apps).await;
     let token = hub.token(APP).await.access_token;
     let secret = secret_of(APP);
 
@@ -213,16 +184,7 @@ async fn no_secret_or_token_reaches_listings_metrics_or_errors() {
 #[tokio::test]
 async fn reads_answer_alike_whether_or_not_the_fast_path_takes_them() {
     let apps = [TestApp::legacy(APP), TestApp::legacy(OTHER)];
-    let mock = spawn_mock(
-        Duration::from_secs(60),
-        Duration::from_secs(5),
-        &apps,
-        &[],
-        |c| c,
-    )
-    .await;
-    let hub = spawn_app(&mock, HubOptions::new(&apps)).await;
-    hub.wait_ready().await;
+    let (_mock, hub) = start_ready(&apps).await;
     let read =
         |path: String, key: &'static str| hub.client.get(hub.url(&path)).bearer_auth(key).send();
 

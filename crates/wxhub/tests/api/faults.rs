@@ -12,16 +12,7 @@ use crate::helpers::*;
 async fn transient_failures_are_retried_while_the_old_token_is_served() {
     let appid = "wxfault0000000001";
     let apps = [TestApp::legacy(appid)];
-    let mock = spawn_mock(
-        Duration::from_secs(60),
-        Duration::from_secs(5),
-        &apps,
-        &[],
-        |c| c,
-    )
-    .await;
-    let hub = spawn_app(&mock, HubOptions::new(&apps)).await;
-    hub.wait_ready().await;
+    let (mock, hub) = start_ready(&apps).await;
     let old = hub.token(appid).await;
 
     for rule in [

@@ -218,6 +218,22 @@ pub fn settings_for(mock: &MockServer, options: &HubOptions) -> Settings {
     }
 }
 
+/// The usual setup: a mock with 60 s lifetimes and a 5 s grace, and a ready hub for `apps` on the
+/// memory store.
+pub async fn start_ready(apps: &[TestApp]) -> (Arc<MockServer>, TestHub) {
+    let mock = spawn_mock(
+        Duration::from_secs(60),
+        Duration::from_secs(5),
+        apps,
+        &[],
+        |c| c,
+    )
+    .await;
+    let hub = spawn_app(&mock, HubOptions::new(apps)).await;
+    hub.wait_ready().await;
+    (mock, hub)
+}
+
 /// Builds and starts the hub in-process on port 0.
 pub async fn spawn_app(mock: &MockServer, options: HubOptions) -> TestHub {
     let settings = settings_for(mock, &options);

@@ -30,16 +30,7 @@ async fn let_token_age(hub: &TestHub, appid: &str) {
 async fn fifty_reports_of_the_current_legacy_token_cause_one_fetch() {
     let appid = "wxstorm0000000001";
     let apps = [TestApp::legacy(appid)];
-    let mock = spawn_mock(
-        Duration::from_secs(60),
-        Duration::from_secs(5),
-        &apps,
-        &[],
-        |c| c,
-    )
-    .await;
-    let hub = spawn_app(&mock, HubOptions::new(&apps)).await;
-    hub.wait_ready().await;
+    let (mock, hub) = start_ready(&apps).await;
     let old = hub.token(appid).await.access_token;
     let_token_age(&hub, appid).await;
     let issued_before = stats(&mock).issued("/cgi-bin/token", appid);
@@ -70,16 +61,7 @@ async fn fifty_reports_of_the_current_legacy_token_cause_one_fetch() {
 async fn fifty_reports_of_the_current_stable_token_cause_one_force_refresh() {
     let appid = "wxstorm0000000002";
     let apps = [TestApp::stable(appid)];
-    let mock = spawn_mock(
-        Duration::from_secs(60),
-        Duration::from_secs(5),
-        &apps,
-        &[],
-        |c| c,
-    )
-    .await;
-    let hub = spawn_app(&mock, HubOptions::new(&apps)).await;
-    hub.wait_ready().await;
+    let (mock, hub) = start_ready(&apps).await;
     let old = hub.token(appid).await.access_token;
     let_token_age(&hub, appid).await;
     let calls_before = stats(&mock).calls("/cgi-bin/stable_token", appid);

@@ -112,16 +112,7 @@ async fn a_polled_ticket_carries_its_true_remaining_life_and_is_renewed_each_cyc
 async fn the_signature_verifies_with_an_independent_sha1() {
     let appid = "wxticket000000002";
     let apps = [TestApp::legacy(appid).with_tickets(&[TicketKind::Jsapi, TicketKind::WxCard])];
-    let mock = spawn_mock(
-        Duration::from_secs(60),
-        Duration::from_secs(5),
-        &apps,
-        &[],
-        |c| c,
-    )
-    .await;
-    let hub = spawn_app(&mock, HubOptions::new(&apps)).await;
-    hub.wait_ready().await;
+    let (mock, hub) = start_ready(&apps).await;
 
     let ticket = hub
         .token_at(&format!("/v1/apps/{appid}/tickets/jsapi"))
@@ -175,16 +166,7 @@ async fn the_signature_verifies_with_an_independent_sha1() {
 async fn a_ticket_fetch_refused_for_a_dead_access_token_refreshes_it_once_and_retries() {
     let appid = "wxticket000000003";
     let apps = [TestApp::legacy(appid).with_tickets(&[TicketKind::Jsapi])];
-    let mock = spawn_mock(
-        Duration::from_secs(60),
-        Duration::from_secs(5),
-        &apps,
-        &[],
-        |c| c,
-    )
-    .await;
-    let hub = spawn_app(&mock, HubOptions::new(&apps)).await;
-    hub.wait_ready().await;
+    let (mock, hub) = start_ready(&apps).await;
     let access_token = hub.token(appid).await.access_token;
     let ticket = hub
         .token_at(&format!("/v1/apps/{appid}/tickets/jsapi"))
