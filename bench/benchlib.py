@@ -195,6 +195,24 @@ def load_average():
         return "unknown"
 
 
+def busy_cpus(seconds=1.0):
+    """How many CPUs' worth of time the whole machine was busy over the next `seconds` (from
+    /proc/stat): what else is running, measured now rather than averaged over the last minute."""
+
+    def sample():
+        with open("/proc/stat") as f:
+            fields = [int(x) for x in f.readline().split()[1:]]
+        idle = fields[3] + fields[4]  # idle + iowait
+        return sum(fields) - idle, sum(fields)
+
+    busy0, total0 = sample()
+    time.sleep(seconds)
+    busy1, total1 = sample()
+    if total1 == total0:
+        return 0.0
+    return (busy1 - busy0) / (total1 - total0) * (os.cpu_count() or 1)
+
+
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 

@@ -42,6 +42,10 @@ struct Cli {
     /// Bound on the whole storm, in seconds.
     #[arg(long, default_value_t = 60)]
     timeout: u64,
+    /// The hub's process id (same machine): its CPU time during the storm alone, from the
+    /// release of the reports to the last answer, is printed as `hub_cpu_ms`.
+    #[arg(long)]
+    hub_pid: Option<u32>,
 }
 
 /// One reporter's connection.
@@ -96,6 +100,7 @@ async fn storm(cli: &Cli) -> Result<(), Error> {
     let report = Bytes::from(format!("{{\"access_token\":\"{reported}\"}}"));
 
     let barrier = Arc::new(Barrier::new(cli.reports));
+    let cpu_before = cli.hub_pid.and_then(cpu_ticks);
     let started = Instant::now();
     let mut tasks = Vec::with_capacity(cli.reports);
     for mut connection in connections {
@@ -127,6 +132,7 @@ async fn storm(cli: &Cli) -> Result<(), Error> {
         }
     }
     let wall = started.elapsed();
+    let cpu_after = cli.hub_pid.and_then(cpu_ticks);
     latencies.sort();
 
     println!("reports={}", cli.reports);
@@ -147,7 +153,29 @@ async fn storm(cli: &Cli) -> Result<(), Error> {
     println!("p99_ms={:.2}", millis(percentile(&latencies, 99.0)));
     println!("max_ms={:.2}", millis(percentile(&latencies, 100.0)));
     println!("storm_wall_ms={:.2}", millis(wall));
+    if let (Some(before), Some(after)) = (cpu_before, cpu_after) {
+        println!(
+            "hub_cpu_ms={}",
+            (after - before) * 1000 / CLOCK_TICKS_PER_SEC
+        );
+    }
     Ok(())
+}
+
+/// The unit of `utime` and `stime` in `/proc/<pid>/stat` (`USER_HZ`, 100 on Linux).
+const CLOCK_TICKS_PER_SEC: u64 = 100;
+
+/// User plus system CPU time of process `pid` so far, in clock ticks.
+fn cpu_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may contain spaces: count fields after its closing parenthesis.
+    let fields: Vec<&str> = stat
+        .get(stat.rfind(')')? + 2..)?
+        .split_whitespace()
+        .collect();
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some(utime + stime)
 }
 
 /// Opens one HTTP/1.1 keep-alive connection.

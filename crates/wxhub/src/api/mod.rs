@@ -2,7 +2,8 @@
 //!
 //! Every `/v1` route authenticates the consumer's bearer key (401), resolves the account (404),
 //! then checks the consumer's accounts and scopes (403). Token reads are answered from the hub's
-//! pre-rendered bytes; nothing on that path touches the store, the engine or WeChat.
+//! pre-rendered bytes, ahead of the router ([`ApiService`]) on a listener of our own ([`serve`]);
+//! nothing on that path touches the store, the engine or WeChat, takes a lock or logs.
 
 mod auth;
 mod credentials;
