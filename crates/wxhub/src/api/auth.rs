@@ -17,22 +17,64 @@
 //!
 //! Readers load an immutable snapshot ([`ArcSwap`]); the rare insert (once per consumer key per
 //! process) copies the map.
+//!
+//! The same goes for what a consumer may use: its grants are a list in the configuration, and a
+//! platform may grant one consumer thousands of accounts, so the first request builds each
+//! consumer's grants into sets, and every later check is one lookup.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasher, RandomState};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use arc_swap::ArcSwap;
 use subtle::ConstantTimeEq;
 
-use crate::configuration::{ConsumerSettings, Settings};
+use crate::configuration::{AppGrant, ConsumerSettings, Settings};
 
-/// Verified bearer keys and the consumer each belongs to.
+/// Verified bearer keys and the consumer each belongs to, and every consumer's grants as sets.
+///
+/// One cache serves one [`Settings`]: the one every call passes (the hub's configuration, fixed
+/// for the life of the process).
 pub struct KeyCache {
     /// Keys the index by a secret, per-process hash.
     hasher: RandomState,
     /// The current snapshot, by keyed hash of the key.
     verified: ArcSwap<HashMap<u64, Verified>>,
+    /// Each consumer's grants, by position in [`Settings::consumers`], built on first use.
+    grants: OnceLock<Vec<Grants>>,
+}
+
+/// One consumer's grants as sets.
+#[derive(Default)]
+struct Grants {
+    /// `*`: every account.
+    all: bool,
+    /// Granted appids.
+    apps: HashSet<Box<str>>,
+    /// Granted Work WeChat apps: agentids by corpid.
+    corps: HashMap<Box<str>, HashSet<Box<str>>>,
+}
+
+impl Grants {
+    fn of(consumer: &ConsumerSettings) -> Grants {
+        let mut grants = Grants::default();
+        for grant in &consumer.apps {
+            match grant {
+                AppGrant::All => grants.all = true,
+                AppGrant::App(appid) => {
+                    grants.apps.insert(appid.as_str().into());
+                }
+                AppGrant::CorpAgent { corpid, agentid } => {
+                    grants
+                        .corps
+                        .entry(corpid.as_str().into())
+                        .or_default()
+                        .insert(agentid.as_str().into());
+                }
+            }
+        }
+        grants
+    }
 }
 
 /// One verified key.
@@ -48,18 +90,25 @@ impl Default for KeyCache {
         KeyCache {
             hasher: RandomState::new(),
             verified: ArcSwap::from_pointee(HashMap::new()),
+            grants: OnceLock::new(),
         }
     }
 }
 
 impl KeyCache {
-    /// The consumer whose bearer key `key` is, if any. Same answer as
-    /// [`Settings::find_consumer`], without its per-consumer cost once the key has been seen.
-    pub fn find<'s>(&self, settings: &'s Settings, key: &str) -> Option<&'s ConsumerSettings> {
+    /// The consumer whose bearer key `key` is, if any, with its position in
+    /// [`Settings::consumers`]. Same answer as [`Settings::find_consumer`], without its
+    /// per-consumer cost once the key has been seen.
+    pub fn find<'s>(
+        &self,
+        settings: &'s Settings,
+        key: &str,
+    ) -> Option<(usize, &'s ConsumerSettings)> {
         let tag = self.hasher.hash_one(key.as_bytes());
         if let Some(hit) = self.verified.load().get(&tag) {
             if bool::from(hit.key.as_ref().ct_eq(key.as_bytes())) {
-                return settings.consumers.get(hit.consumer);
+                let consumer = settings.consumers.get(hit.consumer)?;
+                return Some((hit.consumer, consumer));
             }
         }
         let consumer = settings.find_consumer(key)?;
@@ -68,7 +117,37 @@ impl KeyCache {
             .iter()
             .position(|c| std::ptr::eq(c, consumer))?;
         self.remember(tag, key, index, settings.consumers.len());
-        Some(consumer)
+        Some((index, consumer))
+    }
+
+    /// Whether consumer number `consumer` may use the official account `appid` (same answer as
+    /// [`ConsumerSettings::may_use_app`], in one lookup).
+    pub fn may_use_app(&self, settings: &Settings, consumer: usize, appid: &str) -> bool {
+        self.grants(settings)
+            .get(consumer)
+            .is_some_and(|g| g.all || g.apps.contains(appid))
+    }
+
+    /// Whether consumer number `consumer` may use the Work WeChat app (`corpid`, `agentid`) (same
+    /// answer as [`ConsumerSettings::may_use_corp`], in one lookup).
+    pub fn may_use_corp(
+        &self,
+        settings: &Settings,
+        consumer: usize,
+        corpid: &str,
+        agentid: &str,
+    ) -> bool {
+        self.grants(settings).get(consumer).is_some_and(|g| {
+            g.all
+                || g.corps
+                    .get(corpid)
+                    .is_some_and(|agents| agents.contains(agentid))
+        })
+    }
+
+    fn grants(&self, settings: &Settings) -> &[Grants] {
+        self.grants
+            .get_or_init(|| settings.consumers.iter().map(Grants::of).collect())
     }
 
     /// Adds a verified key, unless its tag is taken (a different key with the same 64-bit hash:
@@ -120,6 +199,20 @@ mod tests {
 appid = "wx0000000000000001"
 secret = "s"
 
+[[apps]]
+appid = "wx0000000000000002"
+secret = "s"
+
+[[corps]]
+corpid = "ww1"
+agentid = "1000002"
+secret = "s"
+
+[[corps]]
+corpid = "ww1"
+agentid = "1000003"
+secret = "t"
+
 [[consumers]]
 name = "a"
 key_sha256 = "{}"
@@ -129,11 +222,17 @@ scopes = ["read"]
 [[consumers]]
 name = "b"
 key_sha256 = "{}"
-apps = ["*"]
+apps = ["wx0000000000000002", "ww1/1000003"]
+scopes = ["read"]
+
+[[consumers]]
+name = "c"
+key_sha256 = "{}"
 scopes = ["read"]
 "#,
             consumer_key_sha256("key-a"),
             consumer_key_sha256("key-b"),
+            consumer_key_sha256("key-c"),
         );
         Settings::parse(&text, Path::new("wxhub.toml"), &|_| None).unwrap()
     }
@@ -143,9 +242,9 @@ scopes = ["read"]
         let settings = settings();
         let cache = KeyCache::default();
         for _ in 0..3 {
-            assert_eq!(cache.find(&settings, "key-a").unwrap().name, "a");
-            assert_eq!(cache.find(&settings, "key-b").unwrap().name, "b");
-            assert!(cache.find(&settings, "key-c").is_none());
+            assert_eq!(cache.find(&settings, "key-a").unwrap().1.name, "a");
+            assert_eq!(cache.find(&settings, "key-b").unwrap().1.name, "b");
+            assert!(cache.find(&settings, "key-d").is_none());
             assert!(cache.find(&settings, "key-").is_none());
             assert!(cache.find(&settings, "key-aa").is_none());
             assert!(cache.find(&settings, "").is_none());
@@ -154,17 +253,47 @@ scopes = ["read"]
     }
 
     #[test]
+    fn grants_answer_as_the_configured_lists_do() {
+        let settings = settings();
+        let cache = KeyCache::default();
+        for (index, consumer) in settings.consumers.iter().enumerate() {
+            for appid in ["wx0000000000000001", "wx0000000000000002", "wx9", "ww1", ""] {
+                assert_eq!(
+                    cache.may_use_app(&settings, index, appid),
+                    consumer.may_use_app(appid),
+                    "{} {appid}",
+                    consumer.name
+                );
+            }
+            for (corpid, agentid) in [
+                ("ww1", "1000002"),
+                ("ww1", "1000003"),
+                ("ww2", "1000003"),
+                ("wx0000000000000002", ""),
+            ] {
+                assert_eq!(
+                    cache.may_use_corp(&settings, index, corpid, agentid),
+                    consumer.may_use_corp(corpid, agentid),
+                    "{} {corpid}/{agentid}",
+                    consumer.name
+                );
+            }
+        }
+        assert!(!cache.may_use_app(&settings, 99, "wx0000000000000001"));
+    }
+
+    #[test]
     fn a_tag_collision_falls_back_to_the_slow_path() {
         let settings = settings();
         let cache = KeyCache::default();
         // Make "key-b"'s tag hold consumer a's key, as if the two keys hashed alike.
         let tag_b = cache.hasher.hash_one("key-b".as_bytes());
-        cache.remember(tag_b, "key-a", 0, 2);
-        assert_eq!(cache.find(&settings, "key-b").unwrap().name, "b");
-        assert_eq!(cache.find(&settings, "key-a").unwrap().name, "a");
+        cache.remember(tag_b, "key-a", 0, 3);
+        assert_eq!(cache.find(&settings, "key-b").unwrap().1.name, "b");
+        assert_eq!(cache.find(&settings, "key-a").unwrap().1.name, "a");
         assert!(cache.find(&settings, "key-x").is_none());
         // "key-b" is not cached under its taken tag, and keeps being answered correctly.
         assert_eq!(cache.len(), 2);
-        assert_eq!(cache.find(&settings, "key-b").unwrap().name, "b");
+        assert_eq!(cache.find(&settings, "key-b").unwrap().1.name, "b");
     }
 }

@@ -178,9 +178,10 @@ pub fn authorize<'a>(
         .map(str::trim)
         .filter(|k| !k.is_empty())
         .ok_or_else(|| ApiError::unauthorized("missing \"Authorization: Bearer <key>\" header"))?;
-    let consumer = context
+    let settings = &context.settings;
+    let (index, consumer) = context
         .keys
-        .find(&context.settings, key)
+        .find(settings, key)
         .ok_or_else(|| ApiError::unauthorized("unknown consumer key"))?;
     let allowed = match account {
         None => true,
@@ -188,13 +189,13 @@ pub fn authorize<'a>(
             if context.hub.app(appid).is_none() {
                 return Err(ApiError::unknown_app(appid));
             }
-            consumer.may_use_app(appid)
+            context.keys.may_use_app(settings, index, appid)
         }
         Some(Account::Corp { corpid, agentid }) => {
             if context.hub.corp(corpid, agentid).is_none() {
                 return Err(ApiError::unknown_corp_app(corpid, agentid));
             }
-            consumer.may_use_corp(corpid, agentid)
+            context.keys.may_use_corp(settings, index, corpid, agentid)
         }
     };
     if !allowed {

@@ -1,7 +1,8 @@
 //! From the raw tree to typed [`Settings`]: every rule of DESIGN §4, each failure placed at the
 //! line (or environment variable) of the value that breaks it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::hash::Hash;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -203,23 +204,25 @@ impl Cx<'_> {
         }
     }
 
-    /// An array of distinct strings parsed by `parse`; each element's error names its index.
-    fn string_set<T: PartialEq>(
+    /// An array of distinct strings parsed by `parse`, in order; each element's error names its
+    /// index. Duplicates are found with a hash set: a consumer's `apps` may list thousands.
+    fn string_set<T: Eq + Hash + Clone>(
         &self,
         node: &Node,
         path: &str,
         parse: impl Fn(&str) -> Result<T, String>,
     ) -> Result<Vec<T>, ConfigError> {
-        let mut seen: Vec<(&str, T)> = Vec::new();
+        let mut values = Vec::new();
+        let mut seen = HashSet::new();
         for (item_path, item) in self.array(node, path)? {
             let text = self.string(item, &item_path)?;
             let value = parse(text).map_err(|what| self.err(&item.place, &item_path, what))?;
-            if seen.iter().any(|(_, v)| *v == value) {
+            if !seen.insert(value.clone()) {
                 return Err(self.err(&item.place, &item_path, format!("{text:?} is listed twice")));
             }
-            seen.push((text, value));
+            values.push(value);
         }
-        Ok(seen.into_iter().map(|(_, v)| v).collect())
+        Ok(values)
     }
 
     fn duration(&self, node: &Node, path: &str) -> Result<Duration, ConfigError> {
@@ -721,6 +724,7 @@ impl Cx<'_> {
         corps: &[CorpSettings],
     ) -> Result<Vec<ConsumerSettings>, ConfigError> {
         let mut consumers = Vec::new();
+        let known = Known::new(apps, corps);
         let mut names: HashMap<String, &Place> = HashMap::new();
         let mut keys: HashMap<[u8; 32], (String, &Place)> = HashMap::new();
         for table in self.entries(node, "consumers", CONSUMER_KEYS)? {
@@ -762,9 +766,9 @@ impl Cx<'_> {
             keys.insert(key_sha256, (name.to_string(), &key_node.place));
 
             let grants = match table.get("apps") {
-                Some(node) => self.string_set(node, &table.key_path("apps"), |text| {
-                    grant(text, apps, corps)
-                })?,
+                Some(node) => {
+                    self.string_set(node, &table.key_path("apps"), |text| grant(text, &known))?
+                }
                 None => Vec::new(),
             };
 
@@ -791,17 +795,35 @@ impl Cx<'_> {
     }
 }
 
+/// The configured accounts, indexed for [`grant`]: checking each grant of a consumer against
+/// lists of every account would be quadratic for a platform that grants one consumer thousands.
+struct Known<'a> {
+    apps: HashSet<&'a str>,
+    corpids: HashSet<&'a str>,
+    corp_apps: HashSet<(&'a str, &'a str)>,
+}
+
+impl<'a> Known<'a> {
+    fn new(apps: &'a [AppSettings], corps: &'a [CorpSettings]) -> Known<'a> {
+        Known {
+            apps: apps.iter().map(|a| a.appid.as_str()).collect(),
+            corpids: corps.iter().map(|c| c.corpid.as_str()).collect(),
+            corp_apps: corps
+                .iter()
+                .map(|c| (c.corpid.as_str(), c.agentid.as_str()))
+                .collect(),
+        }
+    }
+}
+
 /// One entry of a consumer's `apps`: `*`, a configured appid or a configured `corpid/agentid`.
 /// Anything else is refused, so that a typo cannot silently grant nothing.
-fn grant(text: &str, apps: &[AppSettings], corps: &[CorpSettings]) -> Result<AppGrant, String> {
+fn grant(text: &str, known: &Known<'_>) -> Result<AppGrant, String> {
     if text == "*" {
         return Ok(AppGrant::All);
     }
     if let Some((corpid, agentid)) = text.split_once('/') {
-        if corps
-            .iter()
-            .any(|c| c.corpid == corpid && c.agentid == agentid)
-        {
+        if known.corp_apps.contains(&(corpid, agentid)) {
             return Ok(AppGrant::CorpAgent {
                 corpid: corpid.to_string(),
                 agentid: agentid.to_string(),
@@ -811,10 +833,10 @@ fn grant(text: &str, apps: &[AppSettings], corps: &[CorpSettings]) -> Result<App
             "unknown app {text:?}: no [[corps]] entry has this corpid/agentid"
         ));
     }
-    if apps.iter().any(|a| a.appid == text) {
+    if known.apps.contains(text) {
         return Ok(AppGrant::App(text.to_string()));
     }
-    if corps.iter().any(|c| c.corpid == text) {
+    if known.corpids.contains(text) {
         return Err(format!(
             "unknown app {text:?}: it is a corpid; grant a Work WeChat app as \"corpid/agentid\""
         ));
