@@ -280,10 +280,7 @@ pub async fn corp_access_token(
     Path((corpid, agentid)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Response {
-    let account = Account::Corp {
-        corpid: &corpid,
-        agentid: &agentid,
-    };
+    let account = Account::corp(&corpid, &agentid);
     let result = read(&context, &headers, account, None);
     finish(&context, Route::AccessToken, result)
 }
@@ -295,10 +292,7 @@ pub async fn corp_access_token_invalidate(
     headers: HeaderMap,
     request: Request,
 ) -> Response {
-    let account = Account::Corp {
-        corpid: &corpid,
-        agentid: &agentid,
-    };
+    let account = Account::corp(&corpid, &agentid);
     let result = invalidate(&context, &headers, account, None, request).await;
     finish(&context, Route::AccessTokenInvalidate, result)
 }
@@ -309,10 +303,7 @@ pub async fn corp_ticket(
     Path((corpid, agentid, kind)): Path<(String, String, String)>,
     headers: HeaderMap,
 ) -> Response {
-    let account = Account::Corp {
-        corpid: &corpid,
-        agentid: &agentid,
-    };
+    let account = Account::corp(&corpid, &agentid);
     let result = read(&context, &headers, account, Some(&kind));
     finish(&context, Route::Ticket, result)
 }
@@ -324,10 +315,7 @@ pub async fn corp_ticket_invalidate(
     headers: HeaderMap,
     request: Request,
 ) -> Response {
-    let account = Account::Corp {
-        corpid: &corpid,
-        agentid: &agentid,
-    };
+    let account = Account::corp(&corpid, &agentid);
     let result = invalidate(&context, &headers, account, Some(&kind), request).await;
     finish(&context, Route::TicketInvalidate, result)
 }
@@ -339,10 +327,7 @@ pub async fn corp_jssdk_signature(
     headers: HeaderMap,
     request: Request,
 ) -> Response {
-    let account = Account::Corp {
-        corpid: &corpid,
-        agentid: &agentid,
-    };
+    let account = Account::corp(&corpid, &agentid);
     let result = sign(&context, &headers, account, request).await;
     finish(&context, Route::JssdkSignature, result)
 }
@@ -353,10 +338,7 @@ pub async fn corp_refresh(
     Path((corpid, agentid)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Response {
-    let account = Account::Corp {
-        corpid: &corpid,
-        agentid: &agentid,
-    };
+    let account = Account::corp(&corpid, &agentid);
     let result = refresh(&context, &headers, account).await;
     finish(&context, Route::AdminRefresh, result)
 }

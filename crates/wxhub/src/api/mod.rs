@@ -163,6 +163,13 @@ pub enum Account<'a> {
     Corp { corpid: &'a str, agentid: &'a str },
 }
 
+impl<'a> Account<'a> {
+    /// A Work WeChat app, from the `{corpid}` and `{agentid}` path segments.
+    pub fn corp(corpid: &'a str, agentid: &'a str) -> Account<'a> {
+        Account::Corp { corpid, agentid }
+    }
+}
+
 /// Authenticates the bearer key, then checks `scope` and access to `account`.
 /// Order: 401 (no or unknown key), 404 (unknown account), 403 (not granted).
 pub fn authorize<'a>(

@@ -1210,6 +1210,20 @@ impl Shared {
         state.entries[id].in_flight = None;
         match result {
             Ok(refreshed) => {
+                // The change feed may have delivered a newer generation while this job ran (another
+                // node refreshed): never step back to the job's older token.
+                let newer = state.entries[id]
+                    .token
+                    .as_ref()
+                    .filter(|current| current.generation > refreshed.token.generation)
+                    .cloned();
+                let refreshed = &match newer {
+                    Some(token) => Refreshed {
+                        token,
+                        rotated: true,
+                    },
+                    None => refreshed.clone(),
+                };
                 let renewal = self.sources[id].renewal();
                 let next = if refreshed.rotated {
                     self.plan.due_at(renewal, &refreshed.token, random_unit())
