@@ -14,8 +14,9 @@ use rand::Rng;
 use wechat_mock::{MockConfig, MockServer};
 
 use crate::configuration::{
-    consumer_key_digest, AppGrant, AppSettings, ConsumerSettings, RefreshSettings, Scope, Secret,
-    ServerSettings, Settings, StoreSettings, TokenMode, WechatSettings,
+    consumer_key_digest, AppGrant, AppSettings, ConsumerSettings, MasterKey, RefreshOverrides,
+    RefreshSettings, Scope, Secret, SecretsSettings, ServerSettings, Settings, StoreSettings,
+    TokenMode, WechatSettings,
 };
 use crate::credential::TicketKind;
 use crate::startup::{Application, StartupError};
@@ -108,12 +109,14 @@ pub async fn start(options: DemoOptions) -> Result<Demo, StartupError> {
                 secret: Secret::new(stable_secret),
                 mode: TokenMode::Stable,
                 tickets: vec![TicketKind::Jsapi],
+                refresh: RefreshOverrides::default(),
             },
             AppSettings {
                 appid: LEGACY_APPID.into(),
                 secret: Secret::new(legacy_secret),
                 mode: TokenMode::Legacy,
                 tickets: vec![],
+                refresh: RefreshOverrides::default(),
             },
         ],
         corps: vec![],
@@ -123,6 +126,10 @@ pub async fn start(options: DemoOptions) -> Result<Demo, StartupError> {
             apps: vec![AppGrant::All],
             scopes: vec![Scope::Read, Scope::Invalidate, Scope::Admin],
         }],
+        // A throwaway master key, so that apps can be added at runtime in the demo.
+        secrets: SecretsSettings {
+            master_key: Some(MasterKey::from_bytes(rand::thread_rng().gen())),
+        },
     };
     let app = Application::build(settings).await?;
     Ok(Demo {

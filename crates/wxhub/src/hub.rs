@@ -1,23 +1,26 @@
 //! The read side: what consumers are served, at memory speed.
 //!
-//! The set of credentials is fixed by the configuration, so the index (appid → slots) is built
-//! once and never locked. Each credential has one [`Slot`] holding an `Arc<Served>` that the engine
-//! swaps atomically when the token (or its refresh plan) changes. A read is: two hash lookups, one
-//! atomic load, one small buffer for the body. It never waits on the store, the engine or WeChat.
+//! Credentials come and go at runtime (the registry adds and removes them), so the index is a
+//! set of concurrent maps whose reads take no lock: an account's entry is found by its appid (or
+//! corpid and agentid) without building a key, and holds the account's credentials. Each
+//! credential has one [`Slot`] holding an `Arc<Served>` that the engine swaps atomically when the
+//! token (or its refresh plan) changes. A read is: two hash lookups, one atomic load, one small
+//! buffer for the body. It never waits on the store, the engine or WeChat. Adding or removing an
+//! account touches only that account's entries.
 
-use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use arc_swap::ArcSwapOption;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use bytes::{BufMut, Bytes, BytesMut};
 
-use crate::configuration::Settings;
-use crate::credential::{CorpTicketKind, CredentialKey, TicketKind, Timestamp, Token};
+use crate::credential::{CredentialKey, Timestamp, Token};
+use crate::registry::{CredentialSpec, Origin};
 
-/// Index of a credential in [`Hub::credentials`] and in the engine's state: both are built in the
-/// same order from the same configuration, so a plain number names a credential everywhere.
-pub type KeyId = usize;
-
+/// A credential's number: unique for the life of the process, never reused, so that a handle of a
+/// removed credential can never be mistaken for a credential added later under the same key.
+pub type CredentialId = u64;
 /// A token as consumers receive it: the value plus the parts of the JSON body that do not change
 /// between requests, rendered once per token generation and refresh plan.
 pub struct Served {
@@ -105,147 +108,241 @@ impl Slot {
     }
 }
 
-/// One credential the hub serves: its key, its id and its slot.
+/// One credential: the handle the registry, the engine and the read side share.
 pub struct Credential {
-    /// Position in [`Hub::credentials`] and in the engine's state.
-    pub id: KeyId,
+    /// Its number (see [`CredentialId`]).
+    pub id: CredentialId,
     /// Which credential this is.
     pub key: CredentialKey,
     /// What is served for it now.
     pub slot: Slot,
+    /// How it is kept fresh; replaced when its account changes (a new secret, mode or timing).
+    spec: ArcSwap<CredentialSpec>,
+    /// Set once it has been removed: a refresh still running for it must not write back.
+    retired: AtomicBool,
 }
 
-/// The credentials of one official account or mini program.
-pub struct AppEntry {
-    /// Its access token.
-    pub access_token: KeyId,
-    /// Its configured JS-SDK tickets.
-    pub tickets: Vec<(TicketKind, KeyId)>,
-}
-
-/// The credentials of one Work WeChat app.
-pub struct CorpEntry {
-    /// Its access token.
-    pub access_token: KeyId,
-    /// Its configured JS-SDK tickets.
-    pub tickets: Vec<(CorpTicketKind, KeyId)>,
-}
-
-/// The read-side index of every credential, built once from the configuration.
-pub struct Hub {
-    /// Every credential, in id order.
-    credentials: Vec<Credential>,
-    /// Official accounts and mini programs by appid.
-    apps: HashMap<Box<str>, AppEntry>,
-    /// Work WeChat apps by corpid, then agentid.
-    corps: HashMap<Box<str>, HashMap<Box<str>, CorpEntry>>,
-    /// Every credential by key, for the paths that start from a key (startup, the change feed).
-    by_key: HashMap<CredentialKey, KeyId>,
-}
-
-impl Hub {
-    /// Builds the index of every credential the configuration asks for: each app's access token
-    /// followed by its tickets, then each corp app's token followed by its tickets.
-    pub fn from_settings(settings: &Settings) -> Hub {
-        let mut hub = Hub {
-            credentials: Vec::new(),
-            apps: HashMap::new(),
-            corps: HashMap::new(),
-            by_key: HashMap::new(),
-        };
-        for app in &settings.apps {
-            let access_token = hub.push(CredentialKey::access_token(&app.appid));
-            let tickets = app
-                .tickets
-                .iter()
-                .map(|&kind| {
-                    let key = CredentialKey::Ticket {
-                        appid: app.appid.clone(),
-                        kind,
-                    };
-                    (kind, hub.push(key))
-                })
-                .collect();
-            hub.apps.insert(
-                app.appid.as_str().into(),
-                AppEntry {
-                    access_token,
-                    tickets,
-                },
-            );
-        }
-        for corp in &settings.corps {
-            let access_token = hub.push(CredentialKey::CorpToken {
-                corpid: corp.corpid.clone(),
-                agentid: corp.agentid.clone(),
-            });
-            let tickets = corp
-                .tickets
-                .iter()
-                .map(|&kind| {
-                    let key = CredentialKey::CorpTicket {
-                        corpid: corp.corpid.clone(),
-                        agentid: corp.agentid.clone(),
-                        kind,
-                    };
-                    (kind, hub.push(key))
-                })
-                .collect();
-            hub.corps
-                .entry(corp.corpid.as_str().into())
-                .or_default()
-                .insert(
-                    corp.agentid.as_str().into(),
-                    CorpEntry {
-                        access_token,
-                        tickets,
-                    },
-                );
-        }
-        hub
-    }
-
-    fn push(&mut self, key: CredentialKey) -> KeyId {
-        let id = self.credentials.len();
-        self.by_key.insert(key.clone(), id);
-        self.credentials.push(Credential {
+impl Credential {
+    /// A new handle with nothing served yet.
+    pub fn new(id: CredentialId, key: CredentialKey, spec: CredentialSpec) -> Credential {
+        Credential {
             id,
             key,
             slot: Slot::default(),
-        });
-        id
+            spec: ArcSwap::from_pointee(spec),
+            retired: AtomicBool::new(false),
+        }
     }
 
-    /// Every credential, in id order.
-    pub fn credentials(&self) -> &[Credential] {
-        &self.credentials
+    /// How it is kept fresh now.
+    pub fn spec(&self) -> Arc<CredentialSpec> {
+        self.spec.load_full()
     }
 
-    /// One credential by id.
-    pub fn credential(&self, id: KeyId) -> &Credential {
-        &self.credentials[id]
+    /// Replaces how it is kept fresh.
+    pub fn set_spec(&self, spec: CredentialSpec) {
+        self.spec.store(Arc::new(spec));
     }
 
-    /// An official account or mini program by appid.
-    pub fn app(&self, appid: &str) -> Option<&AppEntry> {
-        self.apps.get(appid)
+    /// Marks it removed.
+    pub fn retire(&self) {
+        self.retired.store(true, Ordering::SeqCst);
     }
 
-    /// A Work WeChat app by corpid and agentid.
-    pub fn corp(&self, corpid: &str, agentid: &str) -> Option<&CorpEntry> {
-        self.corps.get(corpid)?.get(agentid)
+    /// Whether it has been removed.
+    pub fn is_retired(&self) -> bool {
+        self.retired.load(Ordering::SeqCst)
+    }
+}
+
+/// The credentials of one account as the read side finds them.
+pub struct AccountEntry {
+    /// Its access token.
+    pub access_token: Arc<Credential>,
+    /// Its JS-SDK tickets, by WeChat's name of the kind (`jsapi`, `wx_card`, `agent_config`).
+    pub tickets: Vec<(&'static str, Arc<Credential>)>,
+}
+
+impl AccountEntry {
+    /// The access token (`None`) or the ticket of that kind.
+    pub fn credential(&self, ticket: Option<&str>) -> Result<&Arc<Credential>, Missing> {
+        match ticket {
+            None => Ok(&self.access_token),
+            Some(kind) => self
+                .tickets
+                .iter()
+                .find(|(k, _)| *k == kind)
+                .map(|(_, credential)| credential)
+                .ok_or(Missing::Ticket),
+        }
+    }
+}
+
+/// The account a request is about, borrowed from its path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Account<'a> {
+    /// An official account or mini program.
+    App(&'a str),
+    /// A Work WeChat app.
+    Corp { corpid: &'a str, agentid: &'a str },
+}
+
+impl<'a> Account<'a> {
+    /// A Work WeChat app, from the `{corpid}` and `{agentid}` path segments.
+    pub fn corp(corpid: &'a str, agentid: &'a str) -> Account<'a> {
+        Account::Corp { corpid, agentid }
+    }
+}
+
+/// Why a look-up found nothing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Missing {
+    /// No such account.
+    Account,
+    /// The account has no such ticket.
+    Ticket,
+}
+
+/// Key of the Work WeChat map: (corpid, agentid).
+type CorpAgent = (Box<str>, Box<str>);
+
+/// A borrowed (corpid, agentid) that finds a [`CorpAgent`] without allocating: it hashes exactly
+/// as the tuple does.
+struct CorpRef<'a>(&'a str, &'a str);
+
+impl Hash for CorpRef<'_> {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.0.hash(state);
+        self.1.hash(state);
+    }
+}
+
+impl papaya::Equivalent<CorpAgent> for CorpRef<'_> {
+    fn equivalent(&self, key: &CorpAgent) -> bool {
+        *key.0 == *self.0 && *key.1 == *self.1
+    }
+}
+
+/// The read-side index of every credential.
+#[derive(Default)]
+pub struct Hub {
+    /// Official accounts and mini programs by appid.
+    apps: papaya::HashMap<Box<str>, Arc<AccountEntry>>,
+    /// Work WeChat apps by (corpid, agentid).
+    corps: papaya::HashMap<CorpAgent, Arc<AccountEntry>>,
+    /// Every credential by key, for the paths that start from a key (startup, the change feed).
+    by_key: papaya::HashMap<CredentialKey, Arc<Credential>>,
+}
+
+impl Hub {
+    /// An empty index; the registry fills it.
+    pub fn new() -> Hub {
+        Hub::default()
     }
 
-    /// The id of a credential by key.
-    pub fn find(&self, key: &CredentialKey) -> Option<KeyId> {
-        self.by_key.get(key).copied()
+    /// Runs `f` on `account`'s entry, if it exists, without taking a lock or a reference count.
+    pub fn with_account<R>(
+        &self,
+        account: Account<'_>,
+        f: impl FnOnce(&AccountEntry) -> R,
+    ) -> Option<R> {
+        match account {
+            Account::App(appid) => self.apps.pin().get(appid).map(|entry| f(entry)),
+            Account::Corp { corpid, agentid } => self
+                .corps
+                .pin()
+                .get(&CorpRef(corpid, agentid))
+                .map(|entry| f(entry)),
+        }
     }
 
-    /// Whether every credential has a token that is still valid at `now` (for `/readyz`).
+    /// Whether `account` exists.
+    pub fn contains(&self, account: Account<'_>) -> bool {
+        self.with_account(account, |_| ()).is_some()
+    }
+
+    /// The handle of `account`'s access token (`None`) or ticket.
+    pub fn find(
+        &self,
+        account: Account<'_>,
+        ticket: Option<&str>,
+    ) -> Result<Arc<Credential>, Missing> {
+        self.with_account(account, |entry| entry.credential(ticket).cloned())
+            .unwrap_or(Err(Missing::Account))
+    }
+
+    /// A credential by key.
+    pub fn by_key(&self, key: &CredentialKey) -> Option<Arc<Credential>> {
+        self.by_key.pin().get(key).cloned()
+    }
+
+    /// Every credential (unordered).
+    pub fn credentials(&self) -> Vec<Arc<Credential>> {
+        self.by_key.pin().values().cloned().collect()
+    }
+
+    /// How many credentials there are.
+    pub fn len(&self) -> usize {
+        self.by_key.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.by_key.is_empty()
+    }
+
+    /// Whether every credential defined in the configuration file has a token that is still valid
+    /// at `now` (for `/readyz`: runtime additions never take an instance out of a balancer).
     pub fn all_usable(&self, now: Timestamp) -> bool {
-        self.credentials
-            .iter()
-            .all(|c| c.slot.load().is_some_and(|served| served.expires_at > now))
+        self.by_key.pin().values().all(|c| {
+            c.spec().origin != Origin::Config
+                || c.slot.peek().as_ref().is_some_and(|s| s.expires_at > now)
+        })
+    }
+
+    /// Publishes (or replaces) an account's entry and its credentials (the registry calls this).
+    pub(crate) fn put_account(&self, account: Account<'_>, entry: AccountEntry) {
+        {
+            let by_key = self.by_key.pin();
+            by_key.insert(entry.access_token.key.clone(), entry.access_token.clone());
+            for (_, ticket) in &entry.tickets {
+                by_key.insert(ticket.key.clone(), ticket.clone());
+            }
+        }
+        let entry = Arc::new(entry);
+        match account {
+            Account::App(appid) => {
+                self.apps.pin().insert(appid.into(), entry);
+            }
+            Account::Corp { corpid, agentid } => {
+                self.corps
+                    .pin()
+                    .insert((corpid.into(), agentid.into()), entry);
+            }
+        }
+    }
+
+    /// Removes an account's entry (its credentials are removed with [`Hub::forget`]).
+    pub(crate) fn remove_account(&self, account: Account<'_>) {
+        match account {
+            Account::App(appid) => {
+                self.apps.pin().remove(appid);
+            }
+            Account::Corp { corpid, agentid } => {
+                self.corps.pin().remove(&CorpRef(corpid, agentid));
+            }
+        }
+    }
+
+    /// Removes a credential from the by-key index, if this very handle is there.
+    pub(crate) fn forget(&self, credential: &Credential) {
+        let by_key = self.by_key.pin();
+        if by_key
+            .get(&credential.key)
+            .is_some_and(|c| c.id == credential.id)
+        {
+            by_key.remove(&credential.key);
+        }
     }
 }
 

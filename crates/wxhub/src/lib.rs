@@ -16,12 +16,14 @@
 
 pub mod api;
 pub mod configuration;
+pub mod control;
 pub mod credential;
 pub mod demo;
 pub mod engine;
 pub mod hub;
 pub mod jssdk;
 pub mod metrics;
+pub mod registry;
 pub mod startup;
 pub mod store;
 pub mod telemetry;

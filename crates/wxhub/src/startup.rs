@@ -6,15 +6,21 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, ApiContext};
-use crate::configuration::{Settings, StoreSettings};
+use crate::configuration::{ConfigError, Settings, StoreSettings};
+use crate::control::{Control, ControlError};
+use crate::engine::clock::SystemClock;
 use crate::engine::{Engine, EngineParts};
 use crate::hub::Hub;
 use crate::metrics::Metrics;
+use crate::registry::Registry;
 use crate::store::memory::MemoryStore;
 use crate::store::redis::RedisStore;
 use crate::store::sqlite::SqliteStore;
@@ -36,7 +42,17 @@ pub enum StartupError {
     /// The WeChat client could not be built.
     #[error("upstream client: {0}")]
     Upstream(#[from] UpstreamError),
+    /// The configuration file could not be read.
+    #[error("{0}")]
+    Config(#[from] ConfigError),
+    /// The accounts could not be loaded (a runtime account that does not open with the master
+    /// key, an unreadable stored account).
+    #[error("runtime accounts: {0}")]
+    Accounts(#[from] ControlError),
 }
+
+/// How long running refreshes get to finish at shutdown before they are dropped.
+const ENGINE_SHUTDOWN_DEADLINE: Duration = Duration::from_secs(5);
 
 /// Opens the store the configuration names. Async because the redis store connects (and checks
 /// the server's persistence) before the hub starts.
@@ -58,6 +74,10 @@ pub struct Application {
     address: SocketAddr,
     /// The refresh engine (already started).
     engine: Engine,
+    /// The control plane (runtime accounts, reloads).
+    control: Arc<Control>,
+    /// Stops the account feed at shutdown.
+    cancel: CancellationToken,
     /// Handler state.
     context: Arc<ApiContext>,
     /// The configuration it runs with.
@@ -71,10 +91,27 @@ impl Application {
         Self::build_with_store(settings, store).await
     }
 
+    /// Loads the configuration file at `path` and builds the hub; the file is re-read by a reload
+    /// (SIGHUP or `POST /v1/admin/reload`).
+    pub async fn build_from_file(path: &Path) -> Result<Application, StartupError> {
+        let settings = Settings::load(path)?;
+        let store = open_store(&settings.store).await?;
+        Self::build_with(settings, store, Some(path.to_path_buf())).await
+    }
+
     /// Builds the hub on a given store (tests share one store between "restarts").
     pub async fn build_with_store(
         settings: Settings,
         store: Arc<dyn Store>,
+    ) -> Result<Application, StartupError> {
+        Self::build_with(settings, store, None).await
+    }
+
+    /// Builds the hub on a given store, reloadable from `config_path` if given.
+    pub async fn build_with(
+        settings: Settings,
+        store: Arc<dyn Store>,
+        config_path: Option<PathBuf>,
     ) -> Result<Application, StartupError> {
         let settings = Arc::new(settings);
         let metrics = Arc::new(Metrics::default());
@@ -84,16 +121,25 @@ impl Application {
             settings.wechat.timeout,
             metrics.clone(),
         )?;
-        let hub = Arc::new(Hub::from_settings(&settings));
+        let hub = Arc::new(Hub::new());
         let engine = Engine::new(
             &settings,
             EngineParts {
-                hub: hub.clone(),
                 store: store.clone(),
                 upstream,
                 metrics: metrics.clone(),
+                clock: Arc::new(SystemClock),
+                hub: hub.clone(),
             },
         );
+        let registry = Registry::new(hub.clone(), settings.refresh.clone());
+        let control = Arc::new(Control::new(
+            registry,
+            engine.clone(),
+            store.clone(),
+            settings.clone(),
+            config_path,
+        ));
         let address = settings.server.listen;
         let listener = TcpListener::bind(address)
             .await
@@ -101,11 +147,19 @@ impl Application {
         let address = listener
             .local_addr()
             .map_err(|source| StartupError::Bind { address, source })?;
-        engine.start().await?;
+        let account_feed = store.subscribe_accounts();
+        control.start().await?;
+        engine.start();
+        let cancel = CancellationToken::new();
+        tokio::spawn(
+            control
+                .clone()
+                .run_account_feed(account_feed, cancel.clone()),
+        );
         tracing::info!(
             %address,
             store = store.kind(),
-            credentials = hub.credentials().len(),
+            credentials = hub.len(),
             "wxhub started"
         );
         let context = Arc::new(ApiContext {
@@ -114,15 +168,22 @@ impl Application {
             store,
             metrics,
             settings: settings.clone(),
-            keys: api::KeyCache::default(),
+            control: control.clone(),
         });
         Ok(Application {
             listener,
             address,
             engine,
+            control,
+            cancel,
             context,
             settings,
         })
+    }
+
+    /// The control plane (runtime accounts, reloads).
+    pub fn control(&self) -> &Arc<Control> {
+        &self.control
     }
 
     /// The address the API listens on.
@@ -142,7 +203,8 @@ impl Application {
     {
         let service = api::service(self.context, self.settings.server.request_timeout);
         let served = api::serve(self.listener, service, shutdown).await;
-        self.engine.shutdown();
+        self.cancel.cancel();
+        self.engine.shutdown(ENGINE_SHUTDOWN_DEADLINE).await;
         tracing::info!("wxhub stopped");
         served
     }

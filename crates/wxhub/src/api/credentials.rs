@@ -11,12 +11,13 @@ use bytes::Bytes;
 use serde::Deserialize;
 
 use super::{
-    authorize, finish, json_body, json_ok, resolve, Account, ApiContext, ApiError, ApiState,
+    authorize, finish, json_body, json_ok, missing, resolve, Account, ApiContext, ApiError,
+    ApiState,
 };
 use crate::configuration::Scope;
 use crate::credential::Timestamp;
 use crate::engine::RefreshError;
-use crate::hub::{KeyId, Served};
+use crate::hub::{Missing, Served, Slot};
 use crate::jssdk;
 use crate::metrics::Route;
 
@@ -52,9 +53,9 @@ fn refresh_failed(error: RefreshError) -> ApiError {
     ApiError::unavailable("refresh_failed", format!("refresh failed: {error}"))
 }
 
-/// Renders what is served for `id` now.
-fn serve_id(context: &ApiContext, id: KeyId) -> Result<Bytes, ApiError> {
-    let served = context.hub.credential(id).slot.peek();
+/// Renders what is served from `slot` now.
+fn serve_slot(slot: &Slot) -> Result<Bytes, ApiError> {
+    let served = slot.peek();
     served
         .as_deref()
         .ok_or_else(not_ready)?
@@ -77,7 +78,15 @@ pub(super) fn read_body(
     ticket: Option<&str>,
 ) -> Result<Bytes, ApiError> {
     authorize(context, headers, Scope::Read, Some(account))?;
-    serve_id(context, resolve(context, account, ticket)?)
+    context
+        .hub
+        .with_account(account, |entry| {
+            let credential = entry
+                .credential(ticket)
+                .map_err(|why| missing(account, ticket, why))?;
+            serve_slot(&credential.slot)
+        })
+        .unwrap_or_else(|| Err(missing(account, ticket, Missing::Account)))
 }
 
 fn read(
@@ -97,7 +106,7 @@ async fn invalidate(
     request: Request,
 ) -> Result<Response, ApiError> {
     authorize(context, headers, Scope::Invalidate, Some(account))?;
-    let id = resolve(context, account, ticket)?;
+    let credential = resolve(context, account, ticket)?;
     let reported = match ticket {
         None => {
             json_body::<AccessTokenReport>(
@@ -121,7 +130,7 @@ async fn invalidate(
     }
     let invalidation = context
         .engine
-        .invalidate(id, &reported)
+        .invalidate(&credential, &reported)
         .await
         .map_err(refresh_failed)?;
     render(&invalidation.served)
@@ -158,10 +167,7 @@ async fn sign(
             }
         },
     };
-    let id = resolve(context, account, Some(kind))?;
-    let served = context
-        .hub
-        .credential(id)
+    let served = resolve(context, account, Some(kind))?
         .slot
         .load()
         .ok_or_else(not_ready)?;
@@ -190,14 +196,14 @@ async fn refresh(
     account: Account<'_>,
 ) -> Result<Response, ApiError> {
     authorize(context, headers, Scope::Admin, Some(account))?;
-    let id = resolve(context, account, None)?;
+    let credential = resolve(context, account, None)?;
     let served = context
         .engine
-        .refresh_now(id)
+        .refresh_now(&credential)
         .await
         .map_err(refresh_failed)?;
     let answer = serde_json::json!({
-        "key": context.hub.credential(id).key.to_string(),
+        "key": credential.key.to_string(),
         "generation": served.generation,
         "expires_at": served.expires_at.to_rfc3339(),
     });

@@ -25,9 +25,10 @@ use axum::Router;
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
 
-use crate::configuration::{ConsumerSettings, Scope, Settings};
+use crate::configuration::{Scope, Settings};
+use crate::control::Control;
 use crate::engine::Engine;
-use crate::hub::{Hub, KeyId};
+use crate::hub::{Credential, Hub, Missing};
 use crate::metrics::{Metrics, Route};
 use crate::store::Store;
 pub use auth::KeyCache;
@@ -48,10 +49,10 @@ pub struct ApiContext {
     pub store: Arc<dyn Store>,
     /// Metrics, counted here and rendered by `/metrics`.
     pub metrics: Arc<Metrics>,
-    /// The configuration (consumers and their grants).
+    /// The configuration the hub started with (its limits; consumers live in [`Control`]).
     pub settings: Arc<Settings>,
-    /// Consumer keys already verified (see [`KeyCache`]).
-    pub keys: KeyCache,
+    /// The control plane: runtime accounts, reloads, and the consumers and their grants.
+    pub control: Arc<Control>,
 }
 
 /// Handler state.
@@ -154,30 +155,37 @@ async fn not_found() -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route")
 }
 
-/// The account a request is about.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Account<'a> {
-    /// An official account or mini program.
-    App(&'a str),
-    /// A Work WeChat app.
-    Corp { corpid: &'a str, agentid: &'a str },
-}
-
-impl<'a> Account<'a> {
-    /// A Work WeChat app, from the `{corpid}` and `{agentid}` path segments.
-    pub fn corp(corpid: &'a str, agentid: &'a str) -> Account<'a> {
-        Account::Corp { corpid, agentid }
-    }
-}
+pub use crate::hub::Account;
 
 /// Authenticates the bearer key, then checks `scope` and access to `account`.
 /// Order: 401 (no or unknown key), 404 (unknown account), 403 (not granted).
-pub fn authorize<'a>(
-    context: &'a ApiContext,
+pub fn authorize(
+    context: &ApiContext,
     headers: &HeaderMap,
     scope: Scope,
     account: Option<Account<'_>>,
-) -> Result<&'a ConsumerSettings, ApiError> {
+) -> Result<(), ApiError> {
+    authorize_as(context, headers, scope, account, |_| ())
+}
+
+/// [`authorize`], returning the consumer's name (for admin routes, whose actions are logged).
+pub fn authorize_named(
+    context: &ApiContext,
+    headers: &HeaderMap,
+    scope: Scope,
+    account: Option<Account<'_>>,
+) -> Result<String, ApiError> {
+    authorize_as(context, headers, scope, account, |name| name.to_string())
+}
+
+/// [`authorize`], with `named` given the consumer's name once every check passed.
+fn authorize_as<T>(
+    context: &ApiContext,
+    headers: &HeaderMap,
+    scope: Scope,
+    account: Option<Account<'_>>,
+    named: impl FnOnce(&str) -> T,
+) -> Result<T, ApiError> {
     let key = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -185,24 +193,20 @@ pub fn authorize<'a>(
         .map(str::trim)
         .filter(|k| !k.is_empty())
         .ok_or_else(|| ApiError::unauthorized("missing \"Authorization: Bearer <key>\" header"))?;
-    let settings = &context.settings;
-    let (index, consumer) = context
+    let access = context.control.access().load();
+    let settings = &access.settings;
+    let (index, consumer) = access
         .keys
         .find(settings, key)
         .ok_or_else(|| ApiError::unauthorized("unknown consumer key"))?;
     let allowed = match account {
         None => true,
-        Some(Account::App(appid)) => {
-            if context.hub.app(appid).is_none() {
-                return Err(ApiError::unknown_app(appid));
-            }
-            context.keys.may_use_app(settings, index, appid)
+        Some(account) if !context.hub.contains(account) => {
+            return Err(unknown_account(account));
         }
+        Some(Account::App(appid)) => access.keys.may_use_app(settings, index, appid),
         Some(Account::Corp { corpid, agentid }) => {
-            if context.hub.corp(corpid, agentid).is_none() {
-                return Err(ApiError::unknown_corp_app(corpid, agentid));
-            }
-            context.keys.may_use_corp(settings, index, corpid, agentid)
+            access.keys.may_use_corp(settings, index, corpid, agentid)
         }
     };
     if !allowed {
@@ -217,7 +221,15 @@ pub fn authorize<'a>(
             consumer.name
         )));
     }
-    Ok(consumer)
+    Ok(named(&consumer.name))
+}
+
+/// The 404 for an account the hub does not have.
+fn unknown_account(account: Account<'_>) -> ApiError {
+    match account {
+        Account::App(appid) => ApiError::unknown_app(appid),
+        Account::Corp { corpid, agentid } => ApiError::unknown_corp_app(corpid, agentid),
+    }
 }
 
 /// Reads a JSON body of at most [`MAX_BODY_BYTES`] into `T`. `shape` describes the expected body
@@ -272,49 +284,29 @@ pub fn finish(context: &ApiContext, route: Route, result: Result<Response, ApiEr
     response
 }
 
-/// The credential id of `account`'s access token or ticket.
+/// The error for a look-up that found nothing.
+pub fn missing(account: Account<'_>, ticket: Option<&str>, why: Missing) -> ApiError {
+    match why {
+        Missing::Account => unknown_account(account),
+        Missing::Ticket => ApiError::new(
+            StatusCode::NOT_FOUND,
+            "unknown_ticket",
+            format!(
+                "ticket {:?} is not configured for this account",
+                ticket.unwrap_or_default()
+            ),
+        ),
+    }
+}
+
+/// The handle of `account`'s access token (`None`) or ticket.
 pub fn resolve(
     context: &ApiContext,
     account: Account<'_>,
     ticket: Option<&str>,
-) -> Result<KeyId, ApiError> {
-    let unknown_ticket = |kind: &str| {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            "unknown_ticket",
-            format!("ticket {kind:?} is not configured for this account"),
-        )
-    };
-    match account {
-        Account::App(appid) => {
-            let app = context
-                .hub
-                .app(appid)
-                .ok_or_else(|| ApiError::unknown_app(appid))?;
-            match ticket {
-                None => Ok(app.access_token),
-                Some(kind) => app
-                    .tickets
-                    .iter()
-                    .find(|(k, _)| k.as_str() == kind)
-                    .map(|(_, id)| *id)
-                    .ok_or_else(|| unknown_ticket(kind)),
-            }
-        }
-        Account::Corp { corpid, agentid } => {
-            let corp = context
-                .hub
-                .corp(corpid, agentid)
-                .ok_or_else(|| ApiError::unknown_corp_app(corpid, agentid))?;
-            match ticket {
-                None => Ok(corp.access_token),
-                Some(kind) => corp
-                    .tickets
-                    .iter()
-                    .find(|(k, _)| k.as_str() == kind)
-                    .map(|(_, id)| *id)
-                    .ok_or_else(|| unknown_ticket(kind)),
-            }
-        }
-    }
+) -> Result<Arc<Credential>, ApiError> {
+    context
+        .hub
+        .find(account, ticket)
+        .map_err(|why| missing(account, ticket, why))
 }

@@ -45,6 +45,63 @@ pub struct Settings {
     pub corps: Vec<CorpSettings>,
     /// `[[consumers]]`: the business servers allowed to read credentials, and what they may read.
     pub consumers: Vec<ConsumerSettings>,
+    /// `[secrets]`: the key that seals secrets written at runtime (admin-added apps).
+    pub secrets: SecretsSettings,
+}
+
+/// `[secrets]`: what protects secrets the hub writes to its store itself.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct SecretsSettings {
+    /// `master_key`: 32 bytes (base64 in the file). AppSecrets given through the admin API are
+    /// sealed with it before they reach any store; without it the admin API refuses secrets.
+    pub master_key: Option<MasterKey>,
+}
+
+/// The 32-byte key of `[secrets] master_key`. `Debug` never shows it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct MasterKey(pub(crate) [u8; 32]);
+
+impl MasterKey {
+    /// Wraps raw key bytes (tests and tools; the file gives base64).
+    pub fn from_bytes(bytes: [u8; 32]) -> MasterKey {
+        MasterKey(bytes)
+    }
+
+    /// The key bytes, for the one place that seals and unseals.
+    pub fn expose(&self) -> &[u8; 32] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for MasterKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("MasterKey(***)")
+    }
+}
+
+/// Per-credential refresh timing (`refresh_before_expired`, `refresh_retry_interval` on an
+/// `[[apps]]` or `[[corps]]` entry, or in the admin API), overriding `[refresh]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct RefreshOverrides {
+    /// Overrides `[refresh] refresh_before_expired` for this account's credentials.
+    pub refresh_before_expired: Option<Duration>,
+    /// Overrides `[refresh] refresh_retry_interval` for this account's credentials.
+    pub refresh_retry_interval: Option<Duration>,
+}
+
+impl RefreshOverrides {
+    /// `base` with these overrides applied.
+    pub fn apply(&self, base: &RefreshSettings) -> RefreshSettings {
+        RefreshSettings {
+            refresh_before_expired: self
+                .refresh_before_expired
+                .unwrap_or(base.refresh_before_expired),
+            refresh_retry_interval: self
+                .refresh_retry_interval
+                .unwrap_or(base.refresh_retry_interval),
+            ..base.clone()
+        }
+    }
 }
 
 /// `[server]`: the HTTP listener consumers talk to.
@@ -126,6 +183,8 @@ pub struct AppSettings {
     pub mode: TokenMode,
     /// The JS-SDK tickets to keep fresh besides the access token.
     pub tickets: Vec<TicketKind>,
+    /// Refresh timing of this app's credentials, where it differs from `[refresh]`.
+    pub refresh: RefreshOverrides,
 }
 
 /// `[[corps]]`: one Work WeChat app (a corpid and one of its agents' secret).
@@ -139,6 +198,8 @@ pub struct CorpSettings {
     pub secret: Secret,
     /// The JS-SDK tickets to keep fresh besides the access token.
     pub tickets: Vec<CorpTicketKind>,
+    /// Refresh timing of this app's credentials, where it differs from `[refresh]`.
+    pub refresh: RefreshOverrides,
 }
 
 /// What a consumer may do (DESIGN §5).

@@ -2,7 +2,9 @@
 
 use std::fmt::Write as _;
 
-use super::{format_duration, mask_url_password, SecretSource, Settings, StoreSettings};
+use super::{
+    format_duration, mask_url_password, RefreshOverrides, SecretSource, Settings, StoreSettings,
+};
 
 /// A TOML string literal.
 fn quote(text: &str) -> String {
@@ -22,6 +24,18 @@ fn secret_line(out: &mut String, source: &SecretSource) {
         SecretSource::File(path) => format!("from file {}", path.display()),
     };
     let _ = writeln!(out, "secret = \"***\"  # {from}");
+}
+
+/// An account's own refresh timing, when it has any.
+fn overrides_lines(out: &mut String, overrides: &RefreshOverrides) {
+    for (key, value) in [
+        ("refresh_before_expired", overrides.refresh_before_expired),
+        ("refresh_retry_interval", overrides.refresh_retry_interval),
+    ] {
+        if let Some(value) = value {
+            let _ = writeln!(out, "{key} = {}", quote(&format_duration(value)));
+        }
+    }
 }
 
 pub(super) fn masked(settings: &Settings) -> String {
@@ -65,12 +79,18 @@ pub(super) fn masked(settings: &Settings) -> String {
     }
     let _ = writeln!(out, "concurrency = {}", r.concurrency);
 
+    if settings.secrets.master_key.is_some() {
+        let _ = writeln!(out, "\n[secrets]");
+        let _ = writeln!(out, "master_key = \"***\"");
+    }
+
     for app in &settings.apps {
         let _ = writeln!(out, "\n[[apps]]");
         let _ = writeln!(out, "appid = {}", quote(&app.appid));
         secret_line(&mut out, app.secret.source());
         let _ = writeln!(out, "mode = {}", quote(app.mode.as_str()));
         let _ = writeln!(out, "tickets = {}", quote_list(&app.tickets));
+        overrides_lines(&mut out, &app.refresh);
     }
 
     for corp in &settings.corps {
@@ -79,6 +99,7 @@ pub(super) fn masked(settings: &Settings) -> String {
         let _ = writeln!(out, "agentid = {}", quote(&corp.agentid));
         secret_line(&mut out, corp.secret.source());
         let _ = writeln!(out, "tickets = {}", quote_list(&corp.tickets));
+        overrides_lines(&mut out, &corp.refresh);
     }
 
     for consumer in &settings.consumers {

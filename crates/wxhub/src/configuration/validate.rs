@@ -6,12 +6,14 @@ use std::hash::Hash;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use base64::Engine as _;
+
 use super::error::{ConfigError, Place};
 use super::source::{section_keys, Entry, Node, Value};
 use super::{
-    AppGrant, AppSettings, ConsumerSettings, CorpSettings, RefreshSettings, Scope, Secret,
-    SecretSource, ServerSettings, Settings, StoreSettings, TokenMode, WechatSettings,
-    DEFAULT_REDIS_NAMESPACE, DEFAULT_SQLITE_PATH,
+    AppGrant, AppSettings, ConsumerSettings, CorpSettings, MasterKey, RefreshOverrides,
+    RefreshSettings, Scope, Secret, SecretSource, SecretsSettings, ServerSettings, Settings,
+    StoreSettings, TokenMode, WechatSettings, DEFAULT_REDIS_NAMESPACE, DEFAULT_SQLITE_PATH,
 };
 use crate::credential::{CorpTicketKind, TicketKind};
 
@@ -23,9 +25,27 @@ const TOP_KEYS: &[&str] = &[
     "apps",
     "corps",
     "consumers",
+    "secrets",
 ];
-const APP_KEYS: &[&str] = &["appid", "secret", "secret_file", "mode", "tickets"];
-const CORP_KEYS: &[&str] = &["corpid", "agentid", "secret", "secret_file", "tickets"];
+const APP_KEYS: &[&str] = &[
+    "appid",
+    "secret",
+    "secret_file",
+    "mode",
+    "tickets",
+    "refresh_before_expired",
+    "refresh_retry_interval",
+];
+const CORP_KEYS: &[&str] = &[
+    "corpid",
+    "agentid",
+    "secret",
+    "secret_file",
+    "tickets",
+    "refresh_before_expired",
+    "refresh_retry_interval",
+];
+const SECRETS_KEYS: &[&str] = &["master_key", "master_key_file"];
 const CONSUMER_KEYS: &[&str] = &["name", "key_sha256", "apps", "scopes"];
 
 /// Validates the whole tree. `file` names the configuration file; its directory anchors relative
@@ -48,6 +68,7 @@ pub(super) fn settings(
     let apps = cx.apps(top.get("apps"))?;
     let corps = cx.corps(top.get("corps"))?;
     let consumers = cx.consumers(top.get("consumers"), &apps, &corps)?;
+    let secrets = cx.secrets(top.get("secrets"))?;
     Ok(Settings {
         server,
         store,
@@ -56,6 +77,7 @@ pub(super) fn settings(
         apps,
         corps,
         consumers,
+        secrets,
     })
 }
 
@@ -513,18 +535,24 @@ impl Cx<'_> {
     /// `secret = "inline"`, `secret = "${ENV_NAME}"` or `secret_file = "path"`: exactly one.
     /// No message ever includes the value.
     fn secret(&self, table: &Table) -> Result<Secret, ConfigError> {
-        let secret_path = table.key_path("secret");
-        let file_path = table.key_path("secret_file");
-        match (table.get("secret"), table.get("secret_file")) {
+        self.secret_named(table, "secret")
+    }
+
+    /// [`Cx::secret`] under the key `name` (and `{name}_file`).
+    fn secret_named(&self, table: &Table, name: &str) -> Result<Secret, ConfigError> {
+        let secret_path = table.key_path(name);
+        let file_key = format!("{name}_file");
+        let file_path = table.key_path(&file_key);
+        match (table.get(name), table.get(&file_key)) {
             (Some(_), Some(file)) => Err(self.err(
                 &file.place,
                 file_path,
-                "give the secret either as `secret` or as `secret_file`, not both",
+                format!("give the secret either as `{name}` or as `{file_key}`, not both"),
             )),
             (None, None) => Err(self.err(
                 table.place,
                 secret_path,
-                "required key is missing: give `secret = \"${ENV_NAME}\"`, `secret = \"…\"` or `secret_file = \"path\"`",
+                format!("required key is missing: give `{name} = \"${{ENV_NAME}}\"`, `{name} = \"…\"` or `{file_key} = \"path\"`"),
             )),
             (Some(node), None) => {
                 let text = self.string(node, &secret_path)?;
@@ -624,11 +652,13 @@ impl Cx<'_> {
                 })?,
                 None => Vec::new(),
             };
+            let refresh = self.refresh_overrides(&table)?;
             apps.push(AppSettings {
                 appid,
                 secret,
                 mode,
                 tickets,
+                refresh,
             });
         }
         Ok(apps)
@@ -684,14 +714,60 @@ impl Cx<'_> {
                 })?,
                 None => Vec::new(),
             };
+            let refresh = self.refresh_overrides(&table)?;
             corps.push(CorpSettings {
                 corpid,
                 agentid,
                 secret,
                 tickets,
+                refresh,
             });
         }
         Ok(corps)
+    }
+
+    /// `refresh_before_expired` / `refresh_retry_interval` on one account entry.
+    fn refresh_overrides(&self, table: &Table) -> Result<RefreshOverrides, ConfigError> {
+        let mut overrides = RefreshOverrides::default();
+        if let Some(node) = table.get("refresh_before_expired") {
+            overrides.refresh_before_expired =
+                Some(self.positive_duration(node, &table.key_path("refresh_before_expired"))?);
+        }
+        if let Some(node) = table.get("refresh_retry_interval") {
+            overrides.refresh_retry_interval =
+                Some(self.positive_duration(node, &table.key_path("refresh_retry_interval"))?);
+        }
+        Ok(overrides)
+    }
+
+    /// `[secrets]`: `master_key` (or `master_key_file`), base64 of exactly 32 bytes.
+    fn secrets(&self, node: Option<&Node>) -> Result<SecretsSettings, ConfigError> {
+        let Some(node) = node else {
+            return Ok(SecretsSettings::default());
+        };
+        let table = self.table(node, "secrets".into(), SECRETS_KEYS)?;
+        if table.get("master_key").is_none() && table.get("master_key_file").is_none() {
+            return Ok(SecretsSettings::default());
+        }
+        let secret = self.secret_named(&table, "master_key")?;
+        let place = table
+            .get("master_key")
+            .or_else(|| table.get("master_key_file"))
+            .map_or(table.place, |n| &n.place);
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(secret.expose().trim())
+            .ok()
+            .and_then(|bytes| <[u8; 32]>::try_from(bytes).ok())
+            .ok_or_else(|| {
+                self.err(
+                    place,
+                    table.key_path("master_key"),
+                    "must be 32 bytes in base64 (44 characters); make one with `openssl rand -base64 32`",
+                )
+            })?;
+        Ok(SecretsSettings {
+            master_key: Some(MasterKey(bytes)),
+        })
     }
 
     fn key_sha256(&self, node: &Node, path: &str) -> Result<[u8; 32], ConfigError> {

@@ -48,7 +48,7 @@ pub enum FailureClass {
 }
 
 /// The refresh rules, parameterised by `[refresh]`.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Plan {
     /// `refresh_before_expired`: the longest lead before expiry.
     pub refresh_before_expired: Duration,

@@ -4,14 +4,14 @@
 //! and a single node that may re-fetch every token after a restart. It follows the full [`Store`]
 //! contract, so code tested against it behaves the same on the persistent backends.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use tokio::sync::broadcast;
 
 use super::{
-    generation_exceeds, generation_follows, CasOutcome, Change, Store, StoreFuture,
+    generation_exceeds, generation_follows, AccountChange, CasOutcome, Change, Store, StoreFuture,
     CHANGE_FEED_CAPACITY,
 };
 use crate::credential::{CredentialKey, Timestamp, Token};
@@ -27,6 +27,8 @@ pub struct MemoryStore {
     /// The change feed; a successful write is sent while the state lock is held, so subscribers
     /// see the writes of one key in generation order.
     changes: broadcast::Sender<Change>,
+    /// The account feed, sent under the state lock like the change feed.
+    accounts: broadcast::Sender<AccountChange>,
 }
 
 /// What a [`MemoryStore`] holds.
@@ -36,6 +38,8 @@ struct State {
     tokens: HashMap<CredentialKey, Token>,
     /// The refresh leases; an expired entry is equivalent to no entry.
     leases: HashMap<CredentialKey, Lease>,
+    /// Runtime account definitions by name.
+    accounts: BTreeMap<String, String>,
 }
 
 /// One refresh lease.
@@ -58,9 +62,11 @@ impl MemoryStore {
     /// An empty store.
     pub fn new() -> MemoryStore {
         let (changes, _) = broadcast::channel(CHANGE_FEED_CAPACITY);
+        let (accounts, _) = broadcast::channel(CHANGE_FEED_CAPACITY);
         MemoryStore {
             state: Mutex::new(State::default()),
             changes,
+            accounts,
         }
     }
 
@@ -147,6 +153,55 @@ impl Store for MemoryStore {
 
     fn ping(&self) -> StoreFuture<'_, ()> {
         Box::pin(async { Ok(()) })
+    }
+
+    fn delete<'a>(&'a self, key: &'a CredentialKey) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            let mut state = self.lock();
+            state.tokens.remove(key);
+            state.leases.remove(key);
+            Ok(())
+        })
+    }
+
+    fn put_account<'a>(&'a self, name: &'a str, definition: &'a str) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            let mut state = self.lock();
+            state.accounts.insert(name.into(), definition.into());
+            let _ = self.accounts.send(AccountChange::Put {
+                name: name.into(),
+                definition: definition.into(),
+            });
+            Ok(())
+        })
+    }
+
+    fn remove_account<'a>(&'a self, name: &'a str) -> StoreFuture<'a, bool> {
+        Box::pin(async move {
+            let mut state = self.lock();
+            let existed = state.accounts.remove(name).is_some();
+            if existed {
+                let _ = self
+                    .accounts
+                    .send(AccountChange::Removed { name: name.into() });
+            }
+            Ok(existed)
+        })
+    }
+
+    fn load_accounts(&self) -> StoreFuture<'_, Vec<(String, String)>> {
+        Box::pin(async move {
+            let state = self.lock();
+            Ok(state
+                .accounts
+                .iter()
+                .map(|(name, definition)| (name.clone(), definition.clone()))
+                .collect())
+        })
+    }
+
+    fn subscribe_accounts(&self) -> broadcast::Receiver<AccountChange> {
+        self.accounts.subscribe()
     }
 }
 

@@ -37,7 +37,7 @@ pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>>
 pub const CHANGE_FEED_CAPACITY: usize = 4096;
 
 /// A store operation failed. Messages name the operation and the key, never a token value.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum StoreError {
     /// The backing store cannot be reached or refused the operation; the caller may retry.
     #[error("store unavailable: {0}")]
@@ -65,6 +65,25 @@ pub struct Change {
     pub key: CredentialKey,
     /// Its new value.
     pub token: Token,
+}
+
+/// One change to the accounts defined at runtime, as seen on [`Store::subscribe_accounts`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AccountChange {
+    /// An account was added or changed: its name and stored definition.
+    Put {
+        /// The account's storage name (`app/{appid}`, `corp/{corpid}/{agentid}`).
+        name: String,
+        /// Its definition, as the registry stored it (the secret sealed).
+        definition: String,
+    },
+    /// An account was removed.
+    Removed {
+        /// The account's storage name.
+        name: String,
+    },
+    /// Changes may have been missed (the feed reconnected): reload every account and reconcile.
+    Resync,
 }
 
 /// The storage contract shared by every backend. See the module docs for why each part exists.
@@ -121,6 +140,25 @@ pub trait Store: Send + Sync + 'static {
 
     /// Checks that the store is reachable (for `/readyz`).
     fn ping(&self) -> StoreFuture<'_, ()>;
+
+    /// Deletes the token (and lease) of `key`: its credential was removed. Not published on the
+    /// change feed (the account's removal is).
+    fn delete<'a>(&'a self, key: &'a CredentialKey) -> StoreFuture<'a, ()>;
+
+    /// Stores (adds or replaces) a runtime account's definition under `name`, durably, and
+    /// publishes it on the account feed.
+    fn put_account<'a>(&'a self, name: &'a str, definition: &'a str) -> StoreFuture<'a, ()>;
+
+    /// Removes a runtime account's definition and publishes the removal. Returns whether it
+    /// existed.
+    fn remove_account<'a>(&'a self, name: &'a str) -> StoreFuture<'a, bool>;
+
+    /// Every runtime account definition, by name, for a (re)starting node.
+    fn load_accounts(&self) -> StoreFuture<'_, Vec<(String, String)>>;
+
+    /// The account feed: every [`Store::put_account`] and [`Store::remove_account`] from now on,
+    /// from any node sharing this store.
+    fn subscribe_accounts(&self) -> broadcast::Receiver<AccountChange>;
 }
 
 /// Whether `offered` may follow `stored` under compare-and-set: exactly one generation above.

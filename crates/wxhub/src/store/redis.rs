@@ -35,7 +35,9 @@ use redis::{Client, Script, Value};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, oneshot};
 
-use super::{CasOutcome, Change, Store, StoreError, StoreFuture, CHANGE_FEED_CAPACITY};
+use super::{
+    AccountChange, CasOutcome, Change, Store, StoreError, StoreFuture, CHANGE_FEED_CAPACITY,
+};
 use crate::configuration::mask_url_password;
 use crate::credential::{CredentialKey, Timestamp, Token};
 
@@ -128,6 +130,22 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 ";
 
+/// Stores a runtime account: `HSET KEYS[1] ARGV[1] ARGV[2]`, then publishes `ARGV[4]` on channel
+/// `ARGV[3]`, atomically.
+const PUT_ACCOUNT_SCRIPT: &str = r"
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('PUBLISH', ARGV[3], ARGV[4])
+return 1
+";
+
+/// Removes a runtime account: `HDEL KEYS[1] ARGV[1]`, and if it existed publishes `ARGV[3]` on
+/// channel `ARGV[2]`, atomically. Returns 1 if it existed.
+const REMOVE_ACCOUNT_SCRIPT: &str = r"
+local removed = redis.call('HDEL', KEYS[1], ARGV[1])
+if removed == 1 then redis.call('PUBLISH', ARGV[2], ARGV[3]) end
+return removed
+";
+
 /// Whether the Redis server persists its data, as far as `CONFIG GET` tells.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Persistence {
@@ -157,6 +175,10 @@ struct Keys {
     lease_prefix: String,
     /// `{namespace}:changes` — the pub/sub channel of applied writes.
     channel: String,
+    /// `{namespace}:accounts` — the hash of runtime account definitions by name.
+    accounts: String,
+    /// `{namespace}:accounts:changes` — the pub/sub channel of account changes.
+    accounts_channel: String,
 }
 
 impl Keys {
@@ -167,6 +189,8 @@ impl Keys {
             index: format!("{namespace}:tokens"),
             lease_prefix: format!("{namespace}:lease:"),
             channel: format!("{namespace}:changes"),
+            accounts: format!("{namespace}:accounts"),
+            accounts_channel: format!("{namespace}:accounts:changes"),
         }
     }
 
@@ -197,6 +221,15 @@ struct ChangeMessage {
     generation: u64,
 }
 
+/// One account change as published on the accounts channel.
+#[derive(Serialize, Deserialize)]
+struct AccountMessage {
+    /// The account's storage name.
+    name: String,
+    /// Its new definition, or `None` when it was removed.
+    definition: Option<String>,
+}
+
 /// The compiled scripts, kept together so every operation invokes them by SHA (`EVALSHA`, with
 /// the crate falling back to loading them after a Redis restart emptied its script cache).
 struct Scripts {
@@ -208,6 +241,10 @@ struct Scripts {
     acquire: Script,
     /// [`RELEASE_SCRIPT`].
     release: Script,
+    /// [`PUT_ACCOUNT_SCRIPT`].
+    put_account: Script,
+    /// [`REMOVE_ACCOUNT_SCRIPT`].
+    remove_account: Script,
 }
 
 /// A [`Store`] in a Redis server shared by several hub instances. See the module docs.
@@ -221,6 +258,8 @@ pub struct RedisStore {
     scripts: Arc<Scripts>,
     /// The local change feed, fed by the pub/sub task.
     changes: broadcast::Sender<Change>,
+    /// The local account feed, fed by the pub/sub task.
+    accounts: broadcast::Sender<AccountChange>,
     /// Whether the pub/sub connection is currently subscribed (for logs and tests).
     feed_connected: Arc<AtomicBool>,
     /// The URL with its password masked, for messages.
@@ -259,7 +298,8 @@ impl RedisStore {
 
         let keys = Keys::new(namespace);
         let (changes, _) = broadcast::channel(CHANGE_FEED_CAPACITY);
-        let feed = subscribe(&client, &keys.channel)
+        let (accounts, _) = broadcast::channel(CHANGE_FEED_CAPACITY);
+        let feed = subscribe(&client, &keys)
             .await
             .map_err(|e| unavailable(&format!("subscribing to {display_url}"), &e))?;
         let feed_connected = Arc::new(AtomicBool::new(true));
@@ -272,8 +312,11 @@ impl RedisStore {
                 restore: Script::new(RESTORE_SCRIPT),
                 acquire: Script::new(ACQUIRE_SCRIPT),
                 release: Script::new(RELEASE_SCRIPT),
+                put_account: Script::new(PUT_ACCOUNT_SCRIPT),
+                remove_account: Script::new(REMOVE_ACCOUNT_SCRIPT),
             }),
             changes,
+            accounts,
             feed_connected,
             display_url,
             _stop_feed: stop_feed,
@@ -283,6 +326,7 @@ impl RedisStore {
                 client,
                 reader: store.reader(),
                 changes: store.changes.clone(),
+                accounts: store.accounts.clone(),
                 connected: store.feed_connected.clone(),
             },
             feed,
@@ -567,6 +611,83 @@ impl Store for RedisStore {
         self.changes.subscribe()
     }
 
+    fn delete<'a>(&'a self, key: &'a CredentialKey) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            let storage_key = key.storage_key();
+            let mut conn = self.conn.clone();
+            redis::pipe()
+                .atomic()
+                .del(self.keys.token(&storage_key))
+                .del(self.keys.lease(&storage_key))
+                .srem(&self.keys.index, &storage_key)
+                .query_async::<()>(&mut conn)
+                .await
+                .map_err(|e| unavailable(&format!("delete {storage_key}"), &e))
+        })
+    }
+
+    fn put_account<'a>(&'a self, name: &'a str, definition: &'a str) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            let what = format!("put_account {name}");
+            let message = serde_json::to_string(&AccountMessage {
+                name: name.to_owned(),
+                definition: Some(definition.to_owned()),
+            })
+            .map_err(|e| StoreError::Unavailable(format!("{what}: encoding: {e}")))?;
+            let mut conn = self.conn.clone();
+            self.scripts
+                .put_account
+                .key(&self.keys.accounts)
+                .arg(name)
+                .arg(definition)
+                .arg(&self.keys.accounts_channel)
+                .arg(message)
+                .invoke_async::<i64>(&mut conn)
+                .await
+                .map_err(|e| unavailable(&what, &e))?;
+            Ok(())
+        })
+    }
+
+    fn remove_account<'a>(&'a self, name: &'a str) -> StoreFuture<'a, bool> {
+        Box::pin(async move {
+            let what = format!("remove_account {name}");
+            let message = serde_json::to_string(&AccountMessage {
+                name: name.to_owned(),
+                definition: None,
+            })
+            .map_err(|e| StoreError::Unavailable(format!("{what}: encoding: {e}")))?;
+            let mut conn = self.conn.clone();
+            let removed: i64 = self
+                .scripts
+                .remove_account
+                .key(&self.keys.accounts)
+                .arg(name)
+                .arg(&self.keys.accounts_channel)
+                .arg(message)
+                .invoke_async(&mut conn)
+                .await
+                .map_err(|e| unavailable(&what, &e))?;
+            Ok(removed == 1)
+        })
+    }
+
+    fn load_accounts(&self) -> StoreFuture<'_, Vec<(String, String)>> {
+        Box::pin(async move {
+            let mut conn = self.conn.clone();
+            let all: Vec<(String, String)> = redis::cmd("HGETALL")
+                .arg(&self.keys.accounts)
+                .query_async(&mut conn)
+                .await
+                .map_err(|e| unavailable("load_accounts", &e))?;
+            Ok(all)
+        })
+    }
+
+    fn subscribe_accounts(&self) -> broadcast::Receiver<AccountChange> {
+        self.accounts.subscribe()
+    }
+
     fn ping(&self) -> StoreFuture<'_, ()> {
         Box::pin(async move {
             let mut conn = self.conn.clone();
@@ -678,6 +799,18 @@ fn decode_write_reply(storage_key: &str, reply: Value) -> Result<CasOutcome, Sto
     }
 }
 
+/// Decodes one message of the accounts channel.
+fn decode_account_change(payload: &[u8]) -> Option<AccountChange> {
+    let message: AccountMessage = serde_json::from_slice(payload).ok()?;
+    Some(match message.definition {
+        Some(definition) => AccountChange::Put {
+            name: message.name,
+            definition,
+        },
+        None => AccountChange::Removed { name: message.name },
+    })
+}
+
 /// Decodes one message of the change channel.
 fn decode_change(payload: &[u8]) -> Option<Change> {
     let message: ChangeMessage = serde_json::from_slice(payload).ok()?;
@@ -693,15 +826,16 @@ fn decode_change(payload: &[u8]) -> Option<Change> {
     })
 }
 
-/// Opens a pub/sub connection subscribed to `channel`, within [`CONNECT_TIMEOUT`] +
-/// [`RESPONSE_TIMEOUT`].
+/// Opens a pub/sub connection subscribed to the token and account channels, within
+/// [`CONNECT_TIMEOUT`] + [`RESPONSE_TIMEOUT`].
 async fn subscribe(
     client: &Client,
-    channel: &str,
+    keys: &Keys,
 ) -> Result<(PubSubSink, PubSubStream), redis::RedisError> {
     let attempt = async {
         let (mut sink, stream) = client.get_async_pubsub().await?.split();
-        sink.subscribe(channel).await?;
+        sink.subscribe(&[&keys.channel, &keys.accounts_channel])
+            .await?;
         Ok((sink, stream))
     };
     match tokio::time::timeout(CONNECT_TIMEOUT + RESPONSE_TIMEOUT, attempt).await {
@@ -721,6 +855,8 @@ struct FeedTask {
     reader: Reader,
     /// The local feed the messages are forwarded to.
     changes: broadcast::Sender<Change>,
+    /// The local account feed.
+    accounts: broadcast::Sender<AccountChange>,
     /// Set while subscribed.
     connected: Arc<AtomicBool>,
 }
@@ -784,9 +920,11 @@ impl FeedTask {
     /// feed was down are among them. Subscribing first means nothing written in between is lost
     /// either (it is then seen twice, which the engine ignores).
     async fn reconnect(&self) -> Result<(PubSubSink, PubSubStream), StoreError> {
-        let connected = subscribe(&self.client, &self.reader.keys.channel)
+        let connected = subscribe(&self.client, &self.reader.keys)
             .await
             .map_err(|e| unavailable("subscribing to the change channel", &e))?;
+        // Account changes made meanwhile are reconciled by whoever follows the account feed.
+        let _ = self.accounts.send(AccountChange::Resync);
         let all = self.reader.load_all().await?;
         let count = all.len();
         for (key, token) in all {
@@ -817,6 +955,15 @@ impl FeedTask {
                     let Some(message) = message else {
                         return PumpEnd::Disconnected;
                     };
+                    if message.get_channel_name() == self.reader.keys.accounts_channel {
+                        match decode_account_change(message.get_payload_bytes()) {
+                            Some(change) => {
+                                let _ = self.accounts.send(change);
+                            }
+                            None => tracing::warn!("Redis account feed: ignoring an undecodable message"),
+                        }
+                        continue;
+                    }
                     match decode_change(message.get_payload_bytes()) {
                         Some(change) => {
                             let _ = self.changes.send(change);

@@ -22,14 +22,14 @@ use rusqlite::{Connection, ErrorCode, OptionalExtension, Row, TransactionBehavio
 use tokio::sync::broadcast;
 
 use super::{
-    generation_exceeds, generation_follows, CasOutcome, Change, Store, StoreError, StoreFuture,
-    CHANGE_FEED_CAPACITY,
+    generation_exceeds, generation_follows, AccountChange, CasOutcome, Change, Store, StoreError,
+    StoreFuture, CHANGE_FEED_CAPACITY,
 };
 use crate::credential::{CredentialKey, Timestamp, Token};
 
 /// The schema this version writes and reads, kept in `PRAGMA user_version`. A file with a higher
 /// number was written by a newer wxhub and is refused rather than misread.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// Marks the file as a wxhub database (`PRAGMA application_id`, the ASCII bytes `wxhb`), so that
 /// pointing `store.path` at some other application's SQLite file fails instead of writing into it.
@@ -83,6 +83,15 @@ const SCHEMA_V1: &str = "
     );
 ";
 
+/// Adds what schema version 2 has on top of version 1: runtime account definitions.
+const SCHEMA_V2: &str = "
+    CREATE TABLE accounts (
+        name          TEXT    NOT NULL PRIMARY KEY,
+        definition    TEXT    NOT NULL,
+        updated_at_ms INTEGER NOT NULL
+    );
+";
+
 /// A [`Store`] in one SQLite file.
 ///
 /// Rows that cannot be read back (a storage key that does not parse, a value of the wrong type,
@@ -105,6 +114,9 @@ struct Shared {
     db: Mutex<Db>,
     /// The change feed: this process's own writes and, via the watcher, other processes' writes.
     changes: broadcast::Sender<Change>,
+    /// The account feed: this process's account writes (one process owns a SQLite file's
+    /// accounts; other processes sharing the file see them at their next start).
+    accounts: broadcast::Sender<AccountChange>,
 }
 
 impl Shared {
@@ -193,6 +205,7 @@ impl SqliteStore {
         let data_version = data_version(&conn).map_err(|e| db_error(&at("reading"), e))?;
 
         let (changes, _) = broadcast::channel(CHANGE_FEED_CAPACITY);
+        let (accounts, _) = broadcast::channel(CHANGE_FEED_CAPACITY);
         let shared = Arc::new(Shared {
             db: Mutex::new(Db {
                 conn,
@@ -200,6 +213,7 @@ impl SqliteStore {
                 data_version,
             }),
             changes,
+            accounts,
         });
         let (stop_watcher, stop) = mpsc::channel();
         let weak = Arc::downgrade(&shared);
@@ -360,6 +374,7 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<(), OpError> {
             return Err(foreign("it has tables but no wxhub schema version").into());
         }
         tx.execute_batch(SCHEMA_V1)?;
+        tx.execute_batch(SCHEMA_V2)?;
         tx.pragma_update(None, "application_id", APPLICATION_ID)?;
         tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     } else if application_id != APPLICATION_ID {
@@ -371,6 +386,10 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<(), OpError> {
             path.display()
         ))
         .into());
+    } else if version == 1 {
+        tx.execute_batch(SCHEMA_V2)?;
+        tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+        tracing::info!(path = %path.display(), "SQLite store upgraded to schema version 2");
     } else if version < 0 {
         return Err(StoreError::Corrupt(format!(
             "{} has an invalid schema version {version}",
@@ -655,6 +674,71 @@ impl Store for SqliteStore {
 
     fn subscribe(&self) -> broadcast::Receiver<Change> {
         self.shared.changes.subscribe()
+    }
+
+    fn delete<'a>(&'a self, key: &'a CredentialKey) -> StoreFuture<'a, ()> {
+        let storage_key = key.storage_key();
+        self.run(format!("delete {storage_key}"), move |db, _| {
+            let tx = db.conn.transaction()?;
+            tx.execute(
+                "DELETE FROM credentials WHERE storage_key = ?1",
+                [&storage_key],
+            )?;
+            tx.execute("DELETE FROM leases WHERE storage_key = ?1", [&storage_key])?;
+            tx.commit()?;
+            db.published.remove(&storage_key);
+            Ok(())
+        })
+    }
+
+    fn put_account<'a>(&'a self, name: &'a str, definition: &'a str) -> StoreFuture<'a, ()> {
+        let name = name.to_owned();
+        let definition = definition.to_owned();
+        let accounts = self.shared.accounts.clone();
+        self.run(format!("put_account {name}"), move |db, _| {
+            db.conn
+                .prepare_cached(
+                    "INSERT INTO accounts (name, definition, updated_at_ms) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (name) DO UPDATE SET
+                         definition = excluded.definition,
+                         updated_at_ms = excluded.updated_at_ms",
+                )?
+                .execute(rusqlite::params![
+                    name,
+                    definition,
+                    Timestamp::now().as_millis()
+                ])?;
+            let _ = accounts.send(AccountChange::Put { name, definition });
+            Ok(())
+        })
+    }
+
+    fn remove_account<'a>(&'a self, name: &'a str) -> StoreFuture<'a, bool> {
+        let name = name.to_owned();
+        let accounts = self.shared.accounts.clone();
+        self.run(format!("remove_account {name}"), move |db, _| {
+            let removed = db
+                .conn
+                .execute("DELETE FROM accounts WHERE name = ?1", [&name])?;
+            if removed > 0 {
+                let _ = accounts.send(AccountChange::Removed { name });
+            }
+            Ok(removed > 0)
+        })
+    }
+
+    fn load_accounts(&self) -> StoreFuture<'_, Vec<(String, String)>> {
+        self.run("load_accounts".to_owned(), |db, _| {
+            let mut stmt = db
+                .conn
+                .prepare_cached("SELECT name, definition FROM accounts ORDER BY name")?;
+            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            Ok(rows.collect::<Result<Vec<(String, String)>, _>>()?)
+        })
+    }
+
+    fn subscribe_accounts(&self) -> broadcast::Receiver<AccountChange> {
+        self.shared.accounts.subscribe()
     }
 
     /// Reads the schema version from the file: fails if the file became unreachable or was

@@ -12,8 +12,9 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use wechat_mock::{MockConfig, MockServer, MockStats};
 use wxhub::configuration::{
-    consumer_key_digest, AppGrant, AppSettings, ConsumerSettings, CorpSettings, RefreshSettings,
-    Scope, Secret, ServerSettings, Settings, StoreSettings, TokenMode, WechatSettings,
+    consumer_key_digest, AppGrant, AppSettings, ConsumerSettings, CorpSettings, MasterKey,
+    RefreshOverrides, RefreshSettings, Scope, Secret, SecretsSettings, ServerSettings, Settings,
+    StoreSettings, TokenMode, WechatSettings,
 };
 use wxhub::credential::{CorpTicketKind, TicketKind};
 use wxhub::startup::Application;
@@ -120,6 +121,13 @@ pub struct HubOptions {
     pub refresh: RefreshSettings,
     /// Use this store object instead of opening `store` (to share one between restarts).
     pub shared_store: Option<Arc<dyn Store>>,
+    /// `[secrets] master_key` (the test key unless a test says otherwise).
+    pub master_key: Option<MasterKey>,
+}
+
+/// The `[secrets] master_key` test hubs run with.
+pub fn test_master_key() -> MasterKey {
+    MasterKey::from_bytes([7; 32])
 }
 
 impl HubOptions {
@@ -134,6 +142,7 @@ impl HubOptions {
                 ..RefreshSettings::default()
             },
             shared_store: None,
+            master_key: Some(test_master_key()),
         }
     }
 
@@ -189,6 +198,7 @@ pub fn settings_for(mock: &MockServer, options: &HubOptions) -> Settings {
                 secret: Secret::new(app.secret.clone().unwrap_or_else(|| secret_of(&app.appid))),
                 mode: app.mode,
                 tickets: app.tickets.clone(),
+                refresh: RefreshOverrides::default(),
             })
             .collect(),
         corps: options
@@ -199,6 +209,7 @@ pub fn settings_for(mock: &MockServer, options: &HubOptions) -> Settings {
                 agentid: corp.agentid.clone(),
                 secret: Secret::new(secret_of(&format!("{}/{}", corp.corpid, corp.agentid))),
                 tickets: corp.tickets.clone(),
+                refresh: RefreshOverrides::default(),
             })
             .collect(),
         consumers: vec![
@@ -215,6 +226,9 @@ pub fn settings_for(mock: &MockServer, options: &HubOptions) -> Settings {
                 scopes: vec![Scope::Read],
             },
         ],
+        secrets: SecretsSettings {
+            master_key: options.master_key.clone(),
+        },
     }
 }
 

@@ -1,0 +1,513 @@
+//! The control plane: every way the set of accounts changes while the hub runs — the admin API,
+//! a configuration reload, and other instances' changes arriving on the store's account feed —
+//! goes through [`Control`], which keeps the registry, the engine, the store and the consumers'
+//! grants in step. See `docs/architecture.md#the-registry`.
+//!
+//! Runtime accounts are stored (their secret sealed with `[secrets] master_key`) so that every
+//! instance sharing the store, and every restart, has them. Accounts defined in the configuration
+//! file are changed only by a reload of that file.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use serde::Serialize;
+use tokio::sync::broadcast;
+
+use crate::api::KeyCache;
+use crate::configuration::{ConfigError, RefreshOverrides, Secret, Settings, TokenMode};
+use crate::credential::{CredentialKey, Token};
+use crate::engine::{Engine, RefreshError};
+use crate::registry::seal::{SealError, Sealer};
+use crate::registry::{AccountId, AccountSpec, Diff, Origin, Registry, StoredAccount};
+use crate::store::{AccountChange, Store, StoreError};
+
+/// Who may call what, switched as a whole by a reload: the consumers and a key cache that serves
+/// exactly them.
+pub struct Access {
+    /// The configuration the consumers come from.
+    pub settings: Arc<Settings>,
+    /// Verified keys and grants of those consumers.
+    pub keys: KeyCache,
+}
+
+impl Access {
+    /// Access as `settings` defines it.
+    pub fn new(settings: Arc<Settings>) -> Access {
+        Access {
+            settings,
+            keys: KeyCache::default(),
+        }
+    }
+}
+
+/// Why a control operation was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    /// The account is defined in the configuration file.
+    #[error("{0} is defined in the configuration file; change it there and reload")]
+    FromConfig(AccountId),
+    /// No such account.
+    #[error("no runtime account {0}")]
+    NotFound(AccountId),
+    /// Secrets cannot be accepted without a master key to seal them.
+    #[error(
+        "this hub has no [secrets] master_key, so it cannot store secrets given at runtime; \
+         set one (32 bytes, base64) on every instance"
+    )]
+    NoMasterKey,
+    /// The store failed; nothing was changed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A stored account could not be read back.
+    #[error(transparent)]
+    Seal(#[from] SealError),
+    /// A stored account is not in a format this version reads.
+    #[error("stored account {0} is unreadable")]
+    Unreadable(String),
+    /// The configuration file is broken; nothing was changed.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The hub was not started from a file, so there is nothing to reload.
+    #[error("this hub was not started from a configuration file")]
+    NoFile,
+}
+
+/// What a reload changed, for its log line and `POST /v1/admin/reload`.
+#[derive(Debug, Default, Serialize)]
+pub struct ReloadSummary {
+    /// Accounts added.
+    pub added: Vec<String>,
+    /// Accounts removed.
+    pub removed: Vec<String>,
+    /// Accounts changed (secret, mode, tickets, timing).
+    pub changed: Vec<String>,
+    /// Whether the consumers or their grants changed.
+    pub consumers_changed: bool,
+    /// Sections that changed but take effect only at a restart.
+    pub needs_restart: Vec<&'static str>,
+}
+
+/// The outcome of adding or changing a runtime account.
+#[derive(Debug, Serialize)]
+pub struct PutOutcome {
+    /// Whether the account is new.
+    pub created: bool,
+    /// The account.
+    pub account: String,
+    /// Its first refresh failed with this (the account is kept and retried).
+    pub error: Option<String>,
+}
+
+/// See the module docs.
+pub struct Control {
+    /// Which credentials exist.
+    registry: Registry,
+    /// Keeps them fresh.
+    engine: Engine,
+    /// Where runtime accounts live.
+    store: Arc<dyn Store>,
+    /// Seals runtime secrets (`None` without a master key).
+    sealer: Option<Sealer>,
+    /// The configuration file, for reloads.
+    config_path: Option<PathBuf>,
+    /// The configuration now in force (the base of the next reload's diff).
+    settings: ArcSwap<Settings>,
+    /// The consumers and their grants, shared with the API.
+    access: Arc<ArcSwap<Access>>,
+    /// Serialises changes, so a reload and an admin call never interleave.
+    changing: tokio::sync::Mutex<()>,
+}
+
+impl Control {
+    /// A control plane over these parts; [`Control::start`] loads the accounts.
+    pub fn new(
+        registry: Registry,
+        engine: Engine,
+        store: Arc<dyn Store>,
+        settings: Arc<Settings>,
+        config_path: Option<PathBuf>,
+    ) -> Control {
+        let sealer = settings.secrets.master_key.as_ref().map(Sealer::new);
+        Control {
+            registry,
+            engine,
+            store,
+            sealer,
+            config_path,
+            access: Arc::new(ArcSwap::from_pointee(Access::new(settings.clone()))),
+            settings: ArcSwap::new(settings),
+            changing: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// The registry.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// The consumers and their grants (swapped by a reload).
+    pub fn access(&self) -> &Arc<ArcSwap<Access>> {
+        &self.access
+    }
+
+    /// Registers every account of the configuration and every runtime account in the store,
+    /// serving the valid tokens the store holds (without fetching them again). Fails if a stored
+    /// secret does not open with the master key.
+    pub async fn start(&self) -> Result<(), ControlError> {
+        let settings = self.settings.load_full();
+        let stored: BTreeMap<CredentialKey, Token> =
+            self.store.load_all().await?.into_iter().collect();
+        let mut diff = Diff::default();
+        for spec in config_accounts(&settings) {
+            diff.extend(self.registry.upsert(spec, Origin::Config));
+        }
+        for (name, definition) in self.store.load_accounts().await? {
+            let spec = self.open(&name, &definition)?;
+            if self.registry.origin(&spec.id()) == Some(Origin::Config) {
+                tracing::warn!(account = %name, "a runtime account is also defined in the configuration file; the file wins");
+                continue;
+            }
+            diff.extend(self.registry.upsert(spec, Origin::Runtime));
+        }
+        self.engine.apply(diff, &stored).await;
+        Ok(())
+    }
+
+    /// Follows other instances' account changes until `cancel` fires.
+    pub async fn run_account_feed(
+        self: Arc<Self>,
+        mut feed: broadcast::Receiver<AccountChange>,
+        cancel: tokio_util::sync::CancellationToken,
+    ) {
+        loop {
+            let received = tokio::select! {
+                received = feed.recv() => received,
+                _ = cancel.cancelled() => return,
+            };
+            let result = match received {
+                Ok(AccountChange::Put { name, definition }) => {
+                    self.apply_remote_put(&name, &definition).await
+                }
+                Ok(AccountChange::Removed { name }) => {
+                    self.apply_remote_removal(&name).await;
+                    Ok(())
+                }
+                Ok(AccountChange::Resync) | Err(broadcast::error::RecvError::Lagged(_)) => {
+                    self.resync().await
+                }
+                Err(broadcast::error::RecvError::Closed) => return,
+            };
+            if let Err(e) = result {
+                tracing::warn!(error = %e, "could not apply a runtime account change");
+            }
+        }
+    }
+
+    /// Adds or changes a runtime app or Work app, stores it (sealed) for every instance, and
+    /// waits for its first token (or failure).
+    pub async fn put(&self, spec: AccountSpec) -> Result<PutOutcome, ControlError> {
+        let _changing = self.changing.lock().await;
+        let id = spec.id();
+        let created = match self.registry.origin(&id) {
+            Some(Origin::Config) => return Err(ControlError::FromConfig(id)),
+            Some(Origin::Runtime) => false,
+            None => true,
+        };
+        let sealer = self.sealer.as_ref().ok_or(ControlError::NoMasterKey)?;
+        let name = id.storage_name();
+        let stored = stored_account(&spec, sealer.seal(&name, spec.secret()));
+        let definition =
+            serde_json::to_string(&stored).map_err(|_| ControlError::Unreadable(name.clone()))?;
+        self.store.put_account(&name, &definition).await?;
+        let diff = self.registry.upsert(spec, Origin::Runtime);
+        self.apply_loading(diff).await;
+        drop(_changing);
+        let credentials = self.registry.credentials_of(&id);
+        let error = match credentials.first() {
+            Some(token) => self.engine.first_result(token).await.err(),
+            None => None,
+        }
+        .map(|e: RefreshError| e.to_string());
+        tracing::info!(account = %id, created, "runtime account stored");
+        Ok(PutOutcome {
+            created,
+            account: name,
+            error,
+        })
+    }
+
+    /// Removes a runtime account everywhere: its definition, its tokens, its refreshes.
+    pub async fn delete(&self, id: &AccountId) -> Result<(), ControlError> {
+        let _changing = self.changing.lock().await;
+        match self.registry.origin(id) {
+            Some(Origin::Config) => return Err(ControlError::FromConfig(id.clone())),
+            Some(Origin::Runtime) => {}
+            None => return Err(ControlError::NotFound(id.clone())),
+        }
+        self.store.remove_account(&id.storage_name()).await?;
+        if let Some(diff) = self.registry.remove(id) {
+            self.engine.apply(diff, &BTreeMap::new()).await;
+        }
+        tracing::info!(account = %id, "runtime account removed");
+        Ok(())
+    }
+
+    /// Re-reads the configuration file and applies what changed. A broken file changes nothing.
+    pub async fn reload(&self) -> Result<ReloadSummary, ControlError> {
+        let path = self.config_path.as_ref().ok_or(ControlError::NoFile)?;
+        let new = Arc::new(Settings::load(path)?);
+        let _changing = self.changing.lock().await;
+        let old = self.settings.load_full();
+        let mut summary = ReloadSummary {
+            needs_restart: restart_sections(&old, &new),
+            consumers_changed: old.consumers != new.consumers,
+            ..ReloadSummary::default()
+        };
+        let before: BTreeMap<AccountId, AccountSpec> = config_accounts(&old)
+            .into_iter()
+            .map(|s| (s.id(), s))
+            .collect();
+        let mut diff = Diff::default();
+        let mut kept = std::collections::BTreeSet::new();
+        for spec in config_accounts(&new) {
+            let id = spec.id();
+            kept.insert(id.clone());
+            match before.get(&id) {
+                Some(previous) if *previous == spec => continue,
+                Some(_) => summary.changed.push(id.to_string()),
+                None => {
+                    if self.registry.origin(&id) == Some(Origin::Runtime) {
+                        // The file takes the account over; its stored definition goes.
+                        self.store.remove_account(&id.storage_name()).await?;
+                    }
+                    summary.added.push(id.to_string());
+                }
+            }
+            diff.extend(self.registry.upsert(spec, Origin::Config));
+        }
+        for id in before.keys().filter(|id| !kept.contains(*id)) {
+            if let Some(removed) = self.registry.remove(id) {
+                summary.removed.push(id.to_string());
+                diff.extend(removed);
+            }
+        }
+        self.apply_loading(diff).await;
+        if summary.consumers_changed {
+            self.access.store(Arc::new(Access::new(new.clone())));
+        }
+        self.settings.store(new);
+        tracing::info!(
+            added = ?summary.added,
+            removed = ?summary.removed,
+            changed = ?summary.changed,
+            consumers_changed = summary.consumers_changed,
+            needs_restart = ?summary.needs_restart,
+            "configuration reloaded"
+        );
+        Ok(summary)
+    }
+
+    /// Applies a diff, serving what the store already holds for added credentials.
+    async fn apply_loading(&self, diff: Diff) {
+        let mut stored = BTreeMap::new();
+        for credential in &diff.added {
+            if let Ok(Some(token)) = self.store.get(&credential.key).await {
+                stored.insert(credential.key.clone(), token);
+            }
+        }
+        self.engine.apply(diff, &stored).await;
+    }
+
+    /// Another instance stored a runtime account.
+    async fn apply_remote_put(&self, name: &str, definition: &str) -> Result<(), ControlError> {
+        let spec = self.open(name, definition)?;
+        let _changing = self.changing.lock().await;
+        if self.registry.origin(&spec.id()) == Some(Origin::Config) {
+            return Ok(());
+        }
+        if self
+            .registry
+            .spec(&spec.id())
+            .is_some_and(|(current, _)| current == spec)
+        {
+            return Ok(());
+        }
+        let diff = self.registry.upsert(spec, Origin::Runtime);
+        self.apply_loading(diff).await;
+        Ok(())
+    }
+
+    /// Another instance removed a runtime account.
+    async fn apply_remote_removal(&self, name: &str) {
+        let Some(id) = AccountId::parse(name) else {
+            return;
+        };
+        let _changing = self.changing.lock().await;
+        if self.registry.origin(&id) != Some(Origin::Runtime) {
+            return;
+        }
+        if let Some(diff) = self.registry.remove(&id) {
+            // The removing instance deleted the tokens; only stop here.
+            self.engine.apply(diff, &BTreeMap::new()).await;
+        }
+    }
+
+    /// The feed may have missed changes: make the runtime accounts what the store says.
+    async fn resync(&self) -> Result<(), ControlError> {
+        let stored = self.store.load_accounts().await?;
+        let mut present = std::collections::BTreeSet::new();
+        for (name, definition) in &stored {
+            if let Some(id) = AccountId::parse(name) {
+                present.insert(id);
+            }
+            self.apply_remote_put(name, definition).await?;
+        }
+        let gone: Vec<AccountId> = self
+            .registry
+            .accounts()
+            .into_iter()
+            .filter(|(id, origin)| *origin == Origin::Runtime && !present.contains(id))
+            .map(|(id, _)| id)
+            .collect();
+        for id in gone {
+            self.apply_remote_removal(&id.storage_name()).await;
+        }
+        Ok(())
+    }
+
+    /// Reads a stored runtime account and opens its secret.
+    fn open(&self, name: &str, definition: &str) -> Result<AccountSpec, ControlError> {
+        let unreadable = || ControlError::Unreadable(name.to_string());
+        let stored: StoredAccount = serde_json::from_str(definition).map_err(|_| unreadable())?;
+        let sealer = self.sealer.as_ref().ok_or(ControlError::NoMasterKey)?;
+        let secret = sealer.open(name, &stored.sealed_secret)?;
+        let spec = spec_of(stored, secret).ok_or_else(unreadable)?;
+        if spec.id().storage_name() != name {
+            return Err(unreadable());
+        }
+        Ok(spec)
+    }
+
+    /// The engine.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+}
+
+/// The accounts a configuration defines.
+fn config_accounts(settings: &Settings) -> Vec<AccountSpec> {
+    settings
+        .apps
+        .iter()
+        .map(AccountSpec::from_app)
+        .chain(settings.corps.iter().map(AccountSpec::from_corp))
+        .collect()
+}
+
+/// The sections a reload cannot apply (listener, store, WeChat client, engine sizing).
+fn restart_sections(old: &Settings, new: &Settings) -> Vec<&'static str> {
+    let mut sections = Vec::new();
+    if old.server != new.server {
+        sections.push("server");
+    }
+    if old.store != new.store {
+        sections.push("store");
+    }
+    if old.wechat != new.wechat {
+        sections.push("wechat");
+    }
+    if old.refresh != new.refresh {
+        sections.push("refresh");
+    }
+    if old.secrets != new.secrets {
+        sections.push("secrets");
+    }
+    sections
+}
+
+/// The stored form of a runtime account.
+fn stored_account(spec: &AccountSpec, sealed_secret: String) -> StoredAccount {
+    let millis = |d: Option<Duration>| d.map(|d| d.as_millis() as u64);
+    match spec {
+        AccountSpec::App {
+            appid,
+            mode,
+            tickets,
+            refresh,
+            ..
+        } => StoredAccount {
+            version: 1,
+            kind: "app".into(),
+            id: appid.clone(),
+            agentid: None,
+            mode: Some(mode.as_str().into()),
+            tickets: tickets.iter().map(|t| t.as_str().to_string()).collect(),
+            refresh_before_expired_ms: millis(refresh.refresh_before_expired),
+            refresh_retry_interval_ms: millis(refresh.refresh_retry_interval),
+            sealed_secret,
+        },
+        AccountSpec::Corp {
+            corpid,
+            agentid,
+            tickets,
+            refresh,
+            ..
+        } => StoredAccount {
+            version: 1,
+            kind: "corp".into(),
+            id: corpid.clone(),
+            agentid: Some(agentid.clone()),
+            mode: None,
+            tickets: tickets.iter().map(|t| t.as_str().to_string()).collect(),
+            refresh_before_expired_ms: millis(refresh.refresh_before_expired),
+            refresh_retry_interval_ms: millis(refresh.refresh_retry_interval),
+            sealed_secret,
+        },
+    }
+}
+
+/// The account a stored record describes, with its opened secret.
+fn spec_of(stored: StoredAccount, secret: Secret) -> Option<AccountSpec> {
+    let duration = |ms: Option<u64>| ms.map(Duration::from_millis);
+    let refresh = RefreshOverrides {
+        refresh_before_expired: duration(stored.refresh_before_expired_ms),
+        refresh_retry_interval: duration(stored.refresh_retry_interval_ms),
+    };
+    if stored.version != 1 {
+        return None;
+    }
+    match stored.kind.as_str() {
+        "app" => Some(AccountSpec::App {
+            appid: stored.id,
+            secret,
+            mode: stored
+                .mode
+                .as_deref()
+                .map_or(Ok(TokenMode::default()), str::parse)
+                .ok()?,
+            tickets: stored
+                .tickets
+                .iter()
+                .map(|t| t.parse())
+                .collect::<Result<_, _>>()
+                .ok()?,
+            refresh,
+        }),
+        "corp" => Some(AccountSpec::Corp {
+            corpid: stored.id,
+            agentid: stored.agentid?,
+            secret,
+            tickets: stored
+                .tickets
+                .iter()
+                .map(|t| t.parse())
+                .collect::<Result<_, _>>()
+                .ok()?,
+            refresh,
+        }),
+        _ => None,
+    }
+}

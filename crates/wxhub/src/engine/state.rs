@@ -1,0 +1,445 @@
+//! What the engine knows about each credential, and the deadline queue — plain data under the
+//! engine's one mutex, with the decisions that change it as methods of their own: when a key is
+//! due, what a success or a failure does to its plan, how a consumer's report is judged. Nothing
+//! here waits, reads a clock or does I/O: time is an argument, so the rules are tested with a
+//! fake clock and no sleeps (see the tests below).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use serde::Serialize;
+use tokio::sync::watch;
+
+use super::error::{ErrorClass, RefreshError};
+use super::plan::{FailureClass, Plan, Renewal};
+use crate::credential::{Timestamp, Token};
+use crate::hub::{Credential, CredentialId};
+
+/// A successful refresh: the token to serve, and whether WeChat gave a different value than the
+/// hub had (a `stable_token` poll or a ticket may come back unchanged).
+#[derive(Clone, Debug)]
+pub struct Refreshed {
+    /// The token now current.
+    pub token: Token,
+    /// Whether it differs from the one the refresh started from.
+    pub rotated: bool,
+}
+
+/// What a refresh job yields to everyone waiting on it.
+pub type RefreshResult = Result<Refreshed, RefreshError>;
+
+/// The lifecycle state shown in `/v1/credentials`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// No refresh has completed yet (startup, just added).
+    Pending,
+    /// The token is current and the next refresh is planned.
+    Fresh,
+    /// A refresh is running.
+    Refreshing,
+    /// The last refresh failed transiently (or on quota); the old token is still served.
+    Retrying,
+    /// WeChat rejected the configuration: an operator must act.
+    NeedsAttention,
+}
+
+/// The last failure of a credential, as shown to operators.
+#[derive(Clone, Debug, Serialize)]
+pub struct LastError {
+    /// What kind of failure.
+    pub class: ErrorClass,
+    /// WeChat's errcode, if WeChat answered.
+    pub errcode: Option<i64>,
+    /// WeChat's message (or the transport error), never a secret.
+    pub message: String,
+    /// When it happened (RFC 3339).
+    pub at: String,
+}
+
+/// Per-credential mutable state.
+pub struct Entry {
+    /// The credential (its key, slot and spec).
+    pub credential: Arc<Credential>,
+    /// What is known to be current (from the store, a refresh, or the change feed).
+    pub token: Option<Token>,
+    /// Lifecycle state.
+    pub status: Status,
+    /// This key's place in [`State::deadlines`], if scheduled.
+    pub due: Option<(Timestamp, u64)>,
+    /// The next planned refresh, for display and for consumer `expires_in`.
+    pub next_refresh: Option<Timestamp>,
+    /// Consecutive failures, for backoff.
+    pub attempts: u32,
+    /// The last failure.
+    pub last_error: Option<LastError>,
+    /// The running refresh job, which later requests join (single-flight in process).
+    pub in_flight: Option<watch::Receiver<Option<RefreshResult>>>,
+    /// WeChat day (UTC+8) the force counter belongs to, and force refreshes used that day.
+    pub force_day: i64,
+    /// Force refreshes used on `force_day`.
+    pub force_used: u32,
+    /// A condition worth an operator's attention that is not an error.
+    pub warning: Option<String>,
+}
+
+/// How a consumer's report of a dead value is answered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReportDecision {
+    /// The reported value is not the current one: answer with the current one, no refresh.
+    Stale,
+    /// The current value is younger than `min_refresh_interval`: answer with it, do not refresh.
+    Throttled,
+    /// Refresh (or join the running refresh).
+    Refresh,
+}
+
+impl Entry {
+    /// A credential with nothing known yet.
+    pub fn new(credential: Arc<Credential>) -> Entry {
+        Entry {
+            credential,
+            token: None,
+            status: Status::Pending,
+            due: None,
+            next_refresh: None,
+            attempts: 0,
+            last_error: None,
+            in_flight: None,
+            force_day: 0,
+            force_used: 0,
+            warning: None,
+        }
+    }
+
+    /// Judges a report that `reported` was refused by WeChat.
+    pub fn judge_report(&self, reported: &str, plan: &Plan, now: Timestamp) -> ReportDecision {
+        match &self.token {
+            Some(current) if *current.value != *reported => ReportDecision::Stale,
+            Some(current) if self.in_flight.is_none() && plan.too_young_to_force(current, now) => {
+                ReportDecision::Throttled
+            }
+            _ => ReportDecision::Refresh,
+        }
+    }
+
+    /// Records a successful refresh and returns when the next one is due. `jitter` is uniform in
+    /// `[0, 1)`.
+    pub fn record_success(
+        &mut self,
+        refreshed: &Refreshed,
+        renewal: Renewal,
+        plan: &Plan,
+        now: Timestamp,
+        jitter: f64,
+    ) -> Timestamp {
+        let next = if refreshed.rotated {
+            plan.due_at(renewal, &refreshed.token, jitter)
+        } else {
+            plan.after_unchanged(renewal, &refreshed.token, now)
+        };
+        self.token = Some(refreshed.token.clone());
+        self.status = Status::Fresh;
+        self.attempts = 0;
+        self.last_error = None;
+        next
+    }
+
+    /// Records a failed refresh and returns when to try again, and whether the failure repeats
+    /// the previous one (config errors are then logged quietly). `random` is uniform in `[0, 1)`.
+    pub fn record_failure(
+        &mut self,
+        error: &RefreshError,
+        plan: &Plan,
+        now: Timestamp,
+        random: f64,
+    ) -> (Timestamp, bool) {
+        let class = error.failure_class();
+        self.attempts += 1;
+        let delay = plan.retry_delay(class, self.attempts, random);
+        let repeated = self
+            .last_error
+            .as_ref()
+            .is_some_and(|last| last.errcode == error.errcode() && last.class == error.class());
+        self.status = match class {
+            FailureClass::Config => Status::NeedsAttention,
+            FailureClass::Quota | FailureClass::Transient => Status::Retrying,
+        };
+        self.last_error = Some(LastError {
+            class: error.class(),
+            errcode: error.errcode(),
+            message: error.to_string(),
+            at: now.to_rfc3339(),
+        });
+        (now.plus(delay), repeated)
+    }
+
+    /// Whether this credential waits to retry after a failure on the store's side.
+    pub fn waits_for_store(&self) -> bool {
+        self.in_flight.is_none()
+            && self.status == Status::Retrying
+            && self
+                .last_error
+                .as_ref()
+                .is_some_and(|e| e.class.waits_for_store())
+    }
+}
+
+/// Everything the engine mutates, under one mutex.
+#[derive(Default)]
+pub struct State {
+    /// Per-credential state.
+    pub entries: HashMap<CredentialId, Entry>,
+    /// Deadlines of every scheduled credential. The sequence number keeps entries with equal
+    /// instants apart.
+    deadlines: BTreeMap<(Timestamp, u64), CredentialId>,
+    /// Next sequence number for [`State::deadlines`].
+    next_seq: u64,
+    /// Set at shutdown; the scheduler exits when it sees it.
+    pub shutdown: bool,
+}
+
+impl State {
+    /// Starts tracking `credential` (nothing scheduled yet); an existing entry is kept.
+    pub fn insert(&mut self, credential: Arc<Credential>) -> &mut Entry {
+        self.entries
+            .entry(credential.id)
+            .or_insert_with(|| Entry::new(credential))
+    }
+
+    /// Stops tracking `id`: it leaves the queue, and a job still running for it finds no entry
+    /// when it ends.
+    pub fn remove(&mut self, id: CredentialId) -> Option<Entry> {
+        self.unschedule(id);
+        self.entries.remove(&id)
+    }
+
+    /// Puts `id` in the deadline queue at `at`, replacing its previous place.
+    pub fn schedule(&mut self, id: CredentialId, at: Timestamp) {
+        let Some(entry) = self.entries.get_mut(&id) else {
+            return;
+        };
+        if let Some(previous) = entry.due.take() {
+            self.deadlines.remove(&previous);
+        }
+        let place = (at, self.next_seq);
+        self.next_seq += 1;
+        self.deadlines.insert(place, id);
+        entry.due = Some(place);
+    }
+
+    /// Takes `id` out of the deadline queue.
+    pub fn unschedule(&mut self, id: CredentialId) {
+        if let Some(previous) = self.entries.get_mut(&id).and_then(|e| e.due.take()) {
+            self.deadlines.remove(&previous);
+        }
+    }
+
+    /// The earliest deadline, if any.
+    pub fn next_deadline(&self) -> Option<Timestamp> {
+        self.deadlines.first_key_value().map(|(&(at, _), _)| at)
+    }
+
+    /// Takes the earliest credential due at `now` out of the queue.
+    pub fn pop_due(&mut self, now: Timestamp) -> Option<CredentialId> {
+        let (&(at, seq), &id) = self.deadlines.first_key_value()?;
+        if at > now {
+            return None;
+        }
+        self.deadlines.remove(&(at, seq));
+        if let Some(entry) = self.entries.get_mut(&id) {
+            entry.due = None;
+        }
+        Some(id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::configuration::{RefreshOverrides, RefreshSettings, Secret, TokenMode};
+    use crate::engine::clock::{Clock, ManualClock};
+    use crate::registry::{AccountSpec, Origin};
+    use crate::upstream::UpstreamError;
+
+    fn plan() -> Plan {
+        Plan::new(&RefreshSettings::default())
+    }
+
+    fn credential(id: CredentialId, appid: &str) -> Arc<Credential> {
+        let spec = AccountSpec::App {
+            appid: appid.into(),
+            secret: Secret::new("s".into()),
+            mode: TokenMode::Legacy,
+            tickets: vec![],
+            refresh: RefreshOverrides::default(),
+        };
+        let (key, spec) = spec
+            .credentials(&RefreshSettings::default(), Origin::Config)
+            .remove(0);
+        Arc::new(Credential::new(id, key, spec))
+    }
+
+    fn token(value: &str, fetched: Timestamp, lifetime: Duration) -> Token {
+        Token {
+            value: value.into(),
+            fetched_at: fetched,
+            expires_at: fetched.plus(lifetime),
+            generation: 1,
+        }
+    }
+
+    const START: Timestamp = Timestamp(1_800_000_000_000);
+    const HOUR2: Duration = Duration::from_secs(7200);
+
+    #[test]
+    fn keys_become_due_in_deadline_order_as_the_clock_moves() {
+        let clock = ManualClock::at(START);
+        let mut state = State::default();
+        for (id, appid) in [(1, "wx1"), (2, "wx2"), (3, "wx3")] {
+            state.insert(credential(id, appid));
+        }
+        state.schedule(1, START.plus(Duration::from_secs(30)));
+        state.schedule(2, START.plus(Duration::from_secs(10)));
+        state.schedule(3, START.plus(Duration::from_secs(20)));
+        // Re-scheduling replaces the earlier place.
+        state.schedule(3, START.plus(Duration::from_secs(40)));
+        assert_eq!(state.pop_due(clock.now()), None);
+        assert_eq!(
+            state.next_deadline(),
+            Some(START.plus(Duration::from_secs(10)))
+        );
+        clock.advance(Duration::from_secs(35));
+        assert_eq!(state.pop_due(clock.now()), Some(2));
+        assert_eq!(state.pop_due(clock.now()), Some(1));
+        assert_eq!(state.pop_due(clock.now()), None);
+        clock.advance(Duration::from_secs(5));
+        assert_eq!(state.pop_due(clock.now()), Some(3));
+        assert_eq!(state.next_deadline(), None);
+    }
+
+    #[test]
+    fn a_success_plans_the_next_refresh_at_the_lead_and_clears_failures() {
+        let clock = ManualClock::at(START);
+        let mut entry = Entry::new(credential(1, "wx1"));
+        entry.attempts = 3;
+        entry.status = Status::Retrying;
+        let refreshed = Refreshed {
+            token: token("t1", clock.now(), HOUR2),
+            rotated: true,
+        };
+        let next = entry.record_success(&refreshed, Renewal::Legacy, &plan(), clock.now(), 0.0);
+        // lead = min(30 min, lifetime / 2) with no jitter.
+        assert_eq!(next, START.plus(HOUR2 - Duration::from_secs(1800)));
+        assert_eq!(entry.status, Status::Fresh);
+        assert_eq!(entry.attempts, 0);
+        assert!(entry.last_error.is_none());
+    }
+
+    #[test]
+    fn transient_failures_back_off_exponentially_up_to_the_retry_interval() {
+        let clock = ManualClock::at(START);
+        let mut entry = Entry::new(credential(1, "wx1"));
+        let error = RefreshError::Upstream(UpstreamError::Transient {
+            errcode: Some(-1),
+            message: "system busy".into(),
+        });
+        let mut delays = Vec::new();
+        for _ in 0..8 {
+            let (next, _) = entry.record_failure(&error, &plan(), clock.now(), 0.999);
+            delays.push(next.since(clock.now()));
+            clock.advance(next.since(clock.now()));
+        }
+        assert_eq!(entry.status, Status::Retrying);
+        assert_eq!(entry.attempts, 8);
+        assert!(delays.windows(2).all(|w| w[1] >= w[0]), "{delays:?}");
+        assert!(delays[0] <= Duration::from_secs(1));
+        assert!(*delays.last().unwrap() <= Duration::from_secs(60));
+        assert!(*delays.last().unwrap() >= Duration::from_secs(59));
+    }
+
+    #[test]
+    fn a_config_error_needs_attention_retries_in_minutes_and_repeats_quietly() {
+        let clock = ManualClock::at(START);
+        let mut entry = Entry::new(credential(1, "wx1"));
+        let error = RefreshError::Upstream(UpstreamError::Config {
+            errcode: 40125,
+            message: "invalid appsecret".into(),
+        });
+        let (next, repeated) = entry.record_failure(&error, &plan(), clock.now(), 0.5);
+        assert!(!repeated);
+        assert_eq!(entry.status, Status::NeedsAttention);
+        assert!(next.since(clock.now()) >= Duration::from_secs(240));
+        let last = entry.last_error.as_ref().unwrap();
+        assert_eq!(
+            (last.class, last.errcode),
+            (ErrorClass::Config, Some(40125))
+        );
+        clock.advance(next.since(clock.now()));
+        let (_, repeated) = entry.record_failure(&error, &plan(), clock.now(), 0.5);
+        assert!(repeated);
+    }
+
+    #[test]
+    fn reports_are_stale_throttled_or_refresh_by_value_and_age() {
+        let clock = ManualClock::at(START);
+        let mut entry = Entry::new(credential(1, "wx1"));
+        assert_eq!(
+            entry.judge_report("t1", &plan(), clock.now()),
+            ReportDecision::Refresh
+        );
+        entry.token = Some(token("t1", clock.now(), HOUR2));
+        assert_eq!(
+            entry.judge_report("t0", &plan(), clock.now()),
+            ReportDecision::Stale
+        );
+        clock.advance(Duration::from_secs(10));
+        assert_eq!(
+            entry.judge_report("t1", &plan(), clock.now()),
+            ReportDecision::Throttled
+        );
+        clock.advance(Duration::from_secs(30));
+        assert_eq!(
+            entry.judge_report("t1", &plan(), clock.now()),
+            ReportDecision::Refresh
+        );
+    }
+
+    #[test]
+    fn a_removed_credential_leaves_the_queue_and_is_never_due() {
+        let clock = ManualClock::at(START);
+        let mut state = State::default();
+        state.insert(credential(1, "wx1"));
+        state.insert(credential(2, "wx2"));
+        state.schedule(1, clock.now());
+        state.schedule(2, clock.now().plus(Duration::from_secs(1)));
+        assert!(state.remove(1).is_some());
+        clock.advance(Duration::from_secs(5));
+        assert_eq!(state.pop_due(clock.now()), Some(2));
+        assert_eq!(state.pop_due(clock.now()), None);
+        // Scheduling an id that is gone does nothing.
+        state.schedule(1, clock.now());
+        assert_eq!(state.pop_due(clock.now()), None);
+        assert!(state.remove(1).is_none());
+    }
+
+    #[test]
+    fn store_failures_are_told_apart_from_upstream_failures_by_type() {
+        let clock = ManualClock::at(START);
+        let mut entry = Entry::new(credential(1, "wx1"));
+        entry.record_failure(&RefreshError::LeaseTimeout, &plan(), clock.now(), 0.5);
+        assert!(entry.waits_for_store());
+        entry.record_failure(
+            &RefreshError::Upstream(UpstreamError::Transient {
+                errcode: None,
+                message: "timeout".into(),
+            }),
+            &plan(),
+            clock.now(),
+            0.5,
+        );
+        assert!(!entry.waits_for_store());
+    }
+}

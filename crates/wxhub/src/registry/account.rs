@@ -1,0 +1,390 @@
+//! Accounts — the unit that is added and removed — and the credentials each one needs.
+//!
+//! An account is an official account or mini program, or a Work WeChat app. It is defined in the
+//! configuration file or at runtime through the admin API, and it owns several credentials (its
+//! access token, its JS-SDK tickets). [`AccountSpec::credentials`] is the one place that knows
+//! which credentials an account kind needs and how each is fetched: adding an account kind means
+//! adding a variant here, not a case in every route.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::configuration::{
+    AppSettings, CorpSettings, RefreshOverrides, RefreshSettings, Secret, TokenMode,
+};
+use crate::credential::{CorpTicketKind, CredentialKey, TicketKind};
+use crate::engine::plan::{Plan, Renewal};
+
+/// Which account, by WeChat's identifiers.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum AccountId {
+    /// An official account or mini program.
+    App {
+        /// Its appid.
+        appid: String,
+    },
+    /// A Work WeChat app: one (corpid, agentid).
+    Corp {
+        /// The enterprise.
+        corpid: String,
+        /// The app within it.
+        agentid: String,
+    },
+}
+
+impl AccountId {
+    /// The name under which a runtime definition is stored: `app/{appid}` or
+    /// `corp/{corpid}/{agentid}`.
+    pub fn storage_name(&self) -> String {
+        self.to_string()
+    }
+
+    /// Parses [`AccountId::storage_name`].
+    pub fn parse(name: &str) -> Option<AccountId> {
+        let mut parts = name.split('/');
+        let id = match (parts.next()?, parts.next(), parts.next()) {
+            ("app", Some(appid), None) if !appid.is_empty() => AccountId::App {
+                appid: appid.into(),
+            },
+            ("corp", Some(corpid), Some(agentid)) if !corpid.is_empty() && !agentid.is_empty() => {
+                AccountId::Corp {
+                    corpid: corpid.into(),
+                    agentid: agentid.into(),
+                }
+            }
+            _ => return None,
+        };
+        parts.next().is_none().then_some(id)
+    }
+}
+
+impl fmt::Display for AccountId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AccountId::App { appid } => write!(f, "app/{appid}"),
+            AccountId::Corp { corpid, agentid } => write!(f, "corp/{corpid}/{agentid}"),
+        }
+    }
+}
+
+/// Where an account's definition comes from. It decides who may change it (the admin API answers
+/// 409 for file-defined accounts) and whether its credentials gate `/readyz`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Origin {
+    /// `[[apps]]` / `[[corps]]` in the configuration file: changed only by a reload.
+    Config,
+    /// Added through the admin API and stored (sealed) so every instance and restart has it.
+    Runtime,
+}
+
+/// Everything needed to keep one account's credentials fresh.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AccountSpec {
+    /// An official account or mini program.
+    App {
+        /// Its appid.
+        appid: String,
+        /// Its AppSecret.
+        secret: Secret,
+        /// Which token endpoint.
+        mode: TokenMode,
+        /// The JS-SDK tickets kept besides the token.
+        tickets: Vec<TicketKind>,
+        /// Its own refresh timing.
+        refresh: RefreshOverrides,
+    },
+    /// A Work WeChat app.
+    Corp {
+        /// The enterprise.
+        corpid: String,
+        /// The app.
+        agentid: String,
+        /// The app's secret.
+        secret: Secret,
+        /// The JS-SDK tickets kept besides the token.
+        tickets: Vec<CorpTicketKind>,
+        /// Its own refresh timing.
+        refresh: RefreshOverrides,
+    },
+}
+
+/// How one credential is obtained from WeChat.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// An official account's token, with its AppSecret.
+    AppToken {
+        appid: String,
+        secret: Secret,
+        mode: TokenMode,
+    },
+    /// A JS-SDK ticket, fetched with the account's access token (its `fetched_with`).
+    AppTicket { kind: TicketKind },
+    /// A Work WeChat app's token, with the app's secret.
+    CorpToken { corpid: String, secret: Secret },
+    /// A Work WeChat ticket, fetched with the app's token (its `fetched_with`).
+    CorpTicket { kind: CorpTicketKind },
+}
+
+impl Source {
+    /// The timing rules this source follows.
+    pub fn renewal(&self) -> Renewal {
+        match self {
+            Source::AppToken {
+                mode: TokenMode::Stable,
+                ..
+            } => Renewal::Stable,
+            Source::AppToken {
+                mode: TokenMode::Legacy,
+                ..
+            } => Renewal::Legacy,
+            Source::AppTicket { .. } | Source::CorpToken { .. } | Source::CorpTicket { .. } => {
+                Renewal::ReSent
+            }
+        }
+    }
+
+    /// The JSON field consumers receive the value under.
+    pub fn field(&self) -> &'static str {
+        match self {
+            Source::AppToken { .. } | Source::CorpToken { .. } => "access_token",
+            Source::AppTicket { .. } | Source::CorpTicket { .. } => "ticket",
+        }
+    }
+}
+
+/// How one credential is kept fresh. Replaced as a whole when its account changes (a new secret
+/// takes effect at the next refresh).
+#[derive(Clone, Debug)]
+pub struct CredentialSpec {
+    /// How WeChat is asked.
+    pub source: Source,
+    /// The credentials it is fetched with, in order (a ticket: its access token; an authorizer
+    /// token will need the component token and its refresh token).
+    pub fetched_with: Vec<CredentialKey>,
+    /// Whether WeChat pushes the value instead of the hub fetching it (the platform's verify
+    /// ticket): such a credential is never scheduled.
+    pub pushed: bool,
+    /// Whether the value cannot be re-created if lost (an authorizer refresh token): written
+    /// before anything is acknowledged, deleted only on revocation.
+    pub durable: bool,
+    /// Its refresh rules (`[refresh]` with the account's overrides).
+    pub plan: Plan,
+    /// Where its account is defined.
+    pub origin: Origin,
+}
+
+impl AccountSpec {
+    /// Which account this is.
+    pub fn id(&self) -> AccountId {
+        match self {
+            AccountSpec::App { appid, .. } => AccountId::App {
+                appid: appid.clone(),
+            },
+            AccountSpec::Corp {
+                corpid, agentid, ..
+            } => AccountId::Corp {
+                corpid: corpid.clone(),
+                agentid: agentid.clone(),
+            },
+        }
+    }
+
+    /// The account's secret.
+    pub fn secret(&self) -> &Secret {
+        match self {
+            AccountSpec::App { secret, .. } | AccountSpec::Corp { secret, .. } => secret,
+        }
+    }
+
+    /// The account's own refresh timing.
+    fn overrides(&self) -> &RefreshOverrides {
+        match self {
+            AccountSpec::App { refresh, .. } | AccountSpec::Corp { refresh, .. } => refresh,
+        }
+    }
+
+    /// Every credential this account needs, its access token first.
+    pub fn credentials(
+        &self,
+        base: &RefreshSettings,
+        origin: Origin,
+    ) -> Vec<(CredentialKey, CredentialSpec)> {
+        let plan = Plan::new(&self.overrides().apply(base));
+        let spec = |source: Source, fetched_with: Vec<CredentialKey>| CredentialSpec {
+            source,
+            fetched_with,
+            pushed: false,
+            durable: false,
+            plan: plan.clone(),
+            origin,
+        };
+        match self {
+            AccountSpec::App {
+                appid,
+                secret,
+                mode,
+                tickets,
+                ..
+            } => {
+                let token = CredentialKey::access_token(appid);
+                let mut all = vec![(
+                    token.clone(),
+                    spec(
+                        Source::AppToken {
+                            appid: appid.clone(),
+                            secret: secret.clone(),
+                            mode: *mode,
+                        },
+                        vec![],
+                    ),
+                )];
+                for &kind in tickets {
+                    all.push((
+                        CredentialKey::Ticket {
+                            appid: appid.clone(),
+                            kind,
+                        },
+                        spec(Source::AppTicket { kind }, vec![token.clone()]),
+                    ));
+                }
+                all
+            }
+            AccountSpec::Corp {
+                corpid,
+                agentid,
+                secret,
+                tickets,
+                ..
+            } => {
+                let token = CredentialKey::CorpToken {
+                    corpid: corpid.clone(),
+                    agentid: agentid.clone(),
+                };
+                let mut all = vec![(
+                    token.clone(),
+                    spec(
+                        Source::CorpToken {
+                            corpid: corpid.clone(),
+                            secret: secret.clone(),
+                        },
+                        vec![],
+                    ),
+                )];
+                for &kind in tickets {
+                    all.push((
+                        CredentialKey::CorpTicket {
+                            corpid: corpid.clone(),
+                            agentid: agentid.clone(),
+                            kind,
+                        },
+                        spec(Source::CorpTicket { kind }, vec![token.clone()]),
+                    ));
+                }
+                all
+            }
+        }
+    }
+
+    /// The account of an `[[apps]]` entry.
+    pub fn from_app(app: &AppSettings) -> AccountSpec {
+        AccountSpec::App {
+            appid: app.appid.clone(),
+            secret: app.secret.clone(),
+            mode: app.mode,
+            tickets: app.tickets.clone(),
+            refresh: app.refresh,
+        }
+    }
+
+    /// The account of a `[[corps]]` entry.
+    pub fn from_corp(corp: &CorpSettings) -> AccountSpec {
+        AccountSpec::Corp {
+            corpid: corp.corpid.clone(),
+            agentid: corp.agentid.clone(),
+            secret: corp.secret.clone(),
+            tickets: corp.tickets.clone(),
+            refresh: corp.refresh,
+        }
+    }
+}
+
+/// A runtime account as stored: everything but the secret in the clear, the secret sealed.
+/// Versioned so a later format can be told apart.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct StoredAccount {
+    /// Format version (1).
+    pub version: u32,
+    /// `app` or `corp`.
+    pub kind: String,
+    /// The appid or corpid.
+    pub id: String,
+    /// The Work WeChat agentid.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agentid: Option<String>,
+    /// `stable` or `legacy` (apps).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
+    /// Ticket kinds by WeChat's names.
+    #[serde(default)]
+    pub tickets: Vec<String>,
+    /// `refresh_before_expired` in milliseconds, if overridden.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh_before_expired_ms: Option<u64>,
+    /// `refresh_retry_interval` in milliseconds, if overridden.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh_retry_interval_ms: Option<u64>,
+    /// The secret, sealed with the master key (see `registry::seal`).
+    pub sealed_secret: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn account_names_round_trip() {
+        for id in [
+            AccountId::App {
+                appid: "wx1".into(),
+            },
+            AccountId::Corp {
+                corpid: "ww1".into(),
+                agentid: "1000002".into(),
+            },
+        ] {
+            assert_eq!(AccountId::parse(&id.storage_name()), Some(id));
+        }
+        for bad in ["", "app", "app/", "corp/ww1", "corp/ww1/", "app/a/b", "x/y"] {
+            assert_eq!(AccountId::parse(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn an_app_needs_its_token_then_each_ticket_fetched_with_it() {
+        let spec = AccountSpec::App {
+            appid: "wx1".into(),
+            secret: Secret::new("s".into()),
+            mode: TokenMode::Legacy,
+            tickets: vec![TicketKind::Jsapi],
+            refresh: RefreshOverrides {
+                refresh_before_expired: Some(std::time::Duration::from_secs(60)),
+                refresh_retry_interval: None,
+            },
+        };
+        let credentials = spec.credentials(&RefreshSettings::default(), Origin::Runtime);
+        assert_eq!(credentials.len(), 2);
+        assert_eq!(credentials[0].0, CredentialKey::access_token("wx1"));
+        assert_eq!(credentials[0].1.source.renewal(), Renewal::Legacy);
+        assert_eq!(
+            credentials[0].1.plan.refresh_before_expired,
+            std::time::Duration::from_secs(60)
+        );
+        assert_eq!(
+            credentials[1].1.fetched_with,
+            vec![CredentialKey::access_token("wx1")]
+        );
+        assert_eq!(credentials[1].1.source.field(), "ticket");
+    }
+}

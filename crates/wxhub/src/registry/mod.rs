@@ -1,0 +1,321 @@
+//! The registry: the one owner of *which credentials exist*.
+//!
+//! Credentials come and go while the hub runs: the configuration file defines some (and a reload
+//! changes them), the admin API adds and removes others, and later the platform's pushes will add
+//! authorizers. Each of those goes through [`Registry::upsert`] or [`Registry::remove`], which
+//! update the read side's index ([`Hub`]) and return a [`Diff`] for the engine to start, stop or
+//! re-plan the credentials concerned. Nothing else creates a [`Credential`].
+//!
+//! See `docs/architecture.md#the-registry` for why credentials are runtime facts.
+
+mod account;
+pub mod seal;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+pub use account::{AccountId, AccountSpec, CredentialSpec, Origin, Source, StoredAccount};
+
+use crate::configuration::RefreshSettings;
+use crate::hub::{Account, AccountEntry, Credential, CredentialId, Hub};
+
+/// What one change to the set of accounts did to credentials.
+#[derive(Default)]
+pub struct Diff {
+    /// Credentials that did not exist before: the engine starts them.
+    pub added: Vec<Arc<Credential>>,
+    /// Credentials that no longer exist: the engine stops them and their tokens are deleted.
+    pub removed: Vec<Arc<Credential>>,
+    /// Credentials whose spec changed (secret, mode, timing): the engine re-plans them.
+    pub changed: Vec<Arc<Credential>>,
+}
+
+impl Diff {
+    /// Whether nothing changed.
+    pub fn is_empty(&self) -> bool {
+        self.added.is_empty() && self.removed.is_empty() && self.changed.is_empty()
+    }
+
+    /// Appends another diff.
+    pub fn extend(&mut self, other: Diff) {
+        self.added.extend(other.added);
+        self.removed.extend(other.removed);
+        self.changed.extend(other.changed);
+    }
+}
+
+/// One registered account.
+struct Registered {
+    /// Its definition.
+    spec: AccountSpec,
+    /// Where it was defined.
+    origin: Origin,
+    /// Its credentials, the access token first.
+    credentials: Vec<Arc<Credential>>,
+}
+
+/// What the registry mutates, under one mutex (never held across an `.await`).
+struct State {
+    /// Every account.
+    accounts: BTreeMap<AccountId, Registered>,
+    /// The next [`CredentialId`].
+    next_id: CredentialId,
+}
+
+/// The one owner of which credentials exist. See the module docs.
+pub struct Registry {
+    /// The read side it keeps in step.
+    hub: Arc<Hub>,
+    /// `[refresh]`, which each account's overrides apply to.
+    refresh: RefreshSettings,
+    /// The accounts.
+    state: Mutex<State>,
+}
+
+impl Registry {
+    /// An empty registry over `hub`.
+    pub fn new(hub: Arc<Hub>, refresh: RefreshSettings) -> Registry {
+        Registry {
+            hub,
+            refresh,
+            state: Mutex::new(State {
+                accounts: BTreeMap::new(),
+                next_id: 1,
+            }),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // Every critical section leaves the maps consistent before it can panic.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The read side.
+    pub fn hub(&self) -> &Arc<Hub> {
+        &self.hub
+    }
+
+    /// Where `id` is defined, if it exists.
+    pub fn origin(&self, id: &AccountId) -> Option<Origin> {
+        self.lock().accounts.get(id).map(|r| r.origin)
+    }
+
+    /// The definition of `id`, if it exists.
+    pub fn spec(&self, id: &AccountId) -> Option<(AccountSpec, Origin)> {
+        self.lock()
+            .accounts
+            .get(id)
+            .map(|r| (r.spec.clone(), r.origin))
+    }
+
+    /// Every account with its origin.
+    pub fn accounts(&self) -> Vec<(AccountId, Origin)> {
+        self.lock()
+            .accounts
+            .iter()
+            .map(|(id, r)| (id.clone(), r.origin))
+            .collect()
+    }
+
+    /// The credentials of `id`, its access token first.
+    pub fn credentials_of(&self, id: &AccountId) -> Vec<Arc<Credential>> {
+        self.lock()
+            .accounts
+            .get(id)
+            .map(|r| r.credentials.clone())
+            .unwrap_or_default()
+    }
+
+    /// Adds `spec`, or changes it in place: credentials it keeps keep their handles (and so their
+    /// tokens), the ones it drops are removed, new ones are added.
+    pub fn upsert(&self, spec: AccountSpec, origin: Origin) -> Diff {
+        let id = spec.id();
+        let wanted = spec.credentials(&self.refresh, origin);
+        let mut diff = Diff::default();
+        let mut state = self.lock();
+        let mut old: BTreeMap<_, Arc<Credential>> = state
+            .accounts
+            .remove(&id)
+            .map(|r| {
+                r.credentials
+                    .into_iter()
+                    .map(|c| (c.key.clone(), c))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut credentials = Vec::with_capacity(wanted.len());
+        for (key, credential_spec) in wanted {
+            match old.remove(&key) {
+                Some(existing) => {
+                    let before = existing.spec();
+                    let changed = before.source != credential_spec.source
+                        || before.plan != credential_spec.plan
+                        || before.origin != credential_spec.origin;
+                    if changed {
+                        existing.set_spec(credential_spec);
+                        diff.changed.push(existing.clone());
+                    }
+                    credentials.push(existing);
+                }
+                None => {
+                    let handle = Arc::new(Credential::new(state.next_id, key, credential_spec));
+                    state.next_id += 1;
+                    diff.added.push(handle.clone());
+                    credentials.push(handle);
+                }
+            }
+        }
+        for (_, dropped) in old {
+            dropped.retire();
+            self.hub.forget(&dropped);
+            diff.removed.push(dropped);
+        }
+        let mut all = credentials.iter();
+        if let Some(access_token) = all.next() {
+            let tickets = all
+                .map(|c| (ticket_name(&c.spec().source), c.clone()))
+                .collect();
+            self.hub.put_account(
+                account_of(&id),
+                AccountEntry {
+                    access_token: access_token.clone(),
+                    tickets,
+                },
+            );
+        }
+        state.accounts.insert(
+            id,
+            Registered {
+                spec,
+                origin,
+                credentials,
+            },
+        );
+        diff
+    }
+
+    /// Removes `id` and its credentials; `None` if it does not exist.
+    pub fn remove(&self, id: &AccountId) -> Option<Diff> {
+        let mut state = self.lock();
+        let registered = state.accounts.remove(id)?;
+        self.hub.remove_account(account_of(id));
+        for credential in &registered.credentials {
+            credential.retire();
+            self.hub.forget(credential);
+        }
+        Some(Diff {
+            removed: registered.credentials,
+            ..Diff::default()
+        })
+    }
+}
+
+/// The read side's view of an account id.
+fn account_of(id: &AccountId) -> Account<'_> {
+    match id {
+        AccountId::App { appid } => Account::App(appid),
+        AccountId::Corp { corpid, agentid } => Account::corp(corpid, agentid),
+    }
+}
+
+/// WeChat's name of a ticket credential's kind (`jsapi`, …); empty for a token.
+fn ticket_name(source: &Source) -> &'static str {
+    match source {
+        Source::AppTicket { kind } => kind.as_str(),
+        Source::CorpTicket { kind } => kind.as_str(),
+        Source::AppToken { .. } | Source::CorpToken { .. } => "",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::configuration::{RefreshOverrides, Secret, TokenMode};
+    use crate::credential::{CredentialKey, TicketKind};
+
+    fn app(appid: &str, secret: &str, tickets: &[TicketKind]) -> AccountSpec {
+        AccountSpec::App {
+            appid: appid.into(),
+            secret: Secret::new(secret.into()),
+            mode: TokenMode::Stable,
+            tickets: tickets.to_vec(),
+            refresh: RefreshOverrides::default(),
+        }
+    }
+
+    fn registry() -> Registry {
+        Registry::new(Arc::new(Hub::new()), RefreshSettings::default())
+    }
+
+    #[test]
+    fn an_added_account_is_found_by_the_read_side_and_by_key() {
+        let registry = registry();
+        let diff = registry.upsert(app("wx1", "s", &[TicketKind::Jsapi]), Origin::Runtime);
+        assert_eq!(diff.added.len(), 2);
+        let hub = registry.hub();
+        let token = hub.find(Account::App("wx1"), None).unwrap();
+        assert_eq!(token.key, CredentialKey::access_token("wx1"));
+        assert!(hub.find(Account::App("wx1"), Some("jsapi")).is_ok());
+        assert!(hub.find(Account::App("wx1"), Some("wx_card")).is_err());
+        assert!(hub
+            .by_key(&CredentialKey::access_token("wx1"))
+            .is_some_and(|c| c.id == token.id));
+    }
+
+    #[test]
+    fn changing_an_account_keeps_the_handles_it_keeps_and_retires_the_rest() {
+        let registry = registry();
+        registry.upsert(app("wx1", "s", &[TicketKind::Jsapi]), Origin::Runtime);
+        let token = registry.hub().find(Account::App("wx1"), None).unwrap();
+        let ticket = registry
+            .hub()
+            .find(Account::App("wx1"), Some("jsapi"))
+            .unwrap();
+        let diff = registry.upsert(
+            app("wx1", "new-secret", &[TicketKind::WxCard]),
+            Origin::Runtime,
+        );
+        assert_eq!(diff.added.len(), 1);
+        assert_eq!(diff.removed.len(), 1);
+        assert_eq!(diff.changed.len(), 1);
+        assert!(ticket.is_retired());
+        assert!(!token.is_retired());
+        let after = registry.hub().find(Account::App("wx1"), None).unwrap();
+        assert_eq!(after.id, token.id);
+        assert!(matches!(
+            &after.spec().source,
+            Source::AppToken { secret, .. } if secret.expose() == "new-secret"
+        ));
+        assert!(registry
+            .hub()
+            .by_key(&CredentialKey::Ticket {
+                appid: "wx1".into(),
+                kind: TicketKind::Jsapi
+            })
+            .is_none());
+    }
+
+    #[test]
+    fn a_removed_account_is_gone_everywhere_and_ids_are_never_reused() {
+        let registry = registry();
+        registry.upsert(app("wx1", "s", &[]), Origin::Runtime);
+        let first = registry.hub().find(Account::App("wx1"), None).unwrap();
+        let diff = registry
+            .remove(&AccountId::App {
+                appid: "wx1".into(),
+            })
+            .unwrap();
+        assert_eq!(diff.removed.len(), 1);
+        assert!(first.is_retired());
+        assert!(!registry.hub().contains(Account::App("wx1")));
+        assert!(registry.hub().is_empty());
+        registry.upsert(app("wx1", "s", &[]), Origin::Runtime);
+        let second = registry.hub().find(Account::App("wx1"), None).unwrap();
+        assert_ne!(first.id, second.id);
+        assert!(registry
+            .remove(&AccountId::App {
+                appid: "wx9".into()
+            })
+            .is_none());
+    }
+}
