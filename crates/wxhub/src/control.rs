@@ -20,6 +20,7 @@ use crate::api::KeyCache;
 use crate::configuration::{ConfigError, RefreshOverrides, Secret, Settings, TokenMode};
 use crate::credential::{CredentialKey, Token};
 use crate::engine::{Engine, RefreshError};
+use crate::hub::Credential;
 use crate::registry::seal::{SealError, Sealer};
 use crate::registry::{AccountId, AccountSpec, Diff, Origin, Registry, StoredAccount};
 use crate::store::{AccountChange, Store, StoreError};
@@ -91,7 +92,7 @@ pub struct ReloadSummary {
 }
 
 /// The outcome of adding or changing a runtime account.
-#[derive(Debug, Serialize)]
+#[derive(Serialize)]
 pub struct PutOutcome {
     /// Whether the account is new.
     pub created: bool,
@@ -99,6 +100,9 @@ pub struct PutOutcome {
     pub account: String,
     /// Its first refresh failed with this (the account is kept and retried).
     pub error: Option<String>,
+    /// Its credentials, the access token first.
+    #[serde(skip)]
+    pub credentials: Vec<Arc<Credential>>,
 }
 
 /// See the module docs.
@@ -236,6 +240,7 @@ impl Control {
             created,
             account: name,
             error,
+            credentials,
         })
     }
 

@@ -1,4 +1,5 @@
-//! The `wxhub` command line (DESIGN §6): `serve`, `demo`, `check-config`, `hash-key`.
+//! The `wxhub` command line (docs/architecture.md#command-line): `serve`, `demo`, `check-config`,
+//! `hash-key`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -68,15 +69,13 @@ fn main() -> ExitCode {
         },
         Command::Serve { config } => {
             telemetry::init(cli.log_format);
-            let settings = match Settings::load(&config) {
-                Ok(settings) => settings,
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    return ExitCode::FAILURE;
-                }
-            };
+            if let Err(e) = Settings::load(&config) {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
             run(async move {
-                let app = Application::build(settings).await?;
+                let app = Application::build_from_file(&config).await?;
+                reload_on_sighup(app.control().clone());
                 app.run_until(shutdown_signal()).await?;
                 Ok(())
             })
@@ -121,6 +120,26 @@ fn run(
             ExitCode::FAILURE
         }
     }
+}
+
+/// Re-reads the configuration file on every SIGHUP. A broken file is logged and changes nothing.
+fn reload_on_sighup(control: std::sync::Arc<wxhub::control::Control>) {
+    #[cfg(unix)]
+    tokio::spawn(async move {
+        let Ok(mut hangups) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        else {
+            tracing::warn!("cannot listen for SIGHUP; use POST /v1/admin/reload to reload");
+            return;
+        };
+        while hangups.recv().await.is_some() {
+            if let Err(e) = control.reload().await {
+                tracing::error!(error = %e, "SIGHUP: the configuration was not reloaded; nothing changed");
+            }
+        }
+    });
+    #[cfg(not(unix))]
+    let _ = control;
 }
 
 /// Completes on Ctrl-C or SIGTERM.

@@ -26,11 +26,12 @@ pub enum Route {
     JssdkSignature,
     AdminRefresh,
     Credentials,
+    Admin,
     Other,
 }
 
 impl Route {
-    const ALL: [Route; 8] = [
+    const ALL: [Route; 9] = [
         Route::AccessToken,
         Route::AccessTokenInvalidate,
         Route::Ticket,
@@ -38,6 +39,7 @@ impl Route {
         Route::JssdkSignature,
         Route::AdminRefresh,
         Route::Credentials,
+        Route::Admin,
         Route::Other,
     ];
 
@@ -50,6 +52,7 @@ impl Route {
             Route::JssdkSignature => "jssdk_signature",
             Route::AdminRefresh => "admin_refresh",
             Route::Credentials => "credentials",
+            Route::Admin => "admin",
             Route::Other => "other",
         }
     }

@@ -5,6 +5,7 @@
 //! pre-rendered bytes, ahead of the router ([`ApiService`]) on a listener of our own ([`serve`]);
 //! nothing on that path touches the store, the engine or WeChat, takes a lock or logs.
 
+mod admin;
 mod auth;
 mod credentials;
 mod error;
@@ -20,7 +21,7 @@ use axum::extract::{DefaultBodyLimit, FromRequest, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::Router;
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
@@ -113,6 +114,19 @@ pub fn router(context: ApiState, request_timeout: Duration) -> Router {
             post(credentials::corp_refresh),
         )
         .route("/v1/credentials", get(credentials::list_credentials))
+        .route(
+            "/v1/admin/apps/{appid}",
+            put(admin::put_app).delete(admin::delete_app),
+        )
+        .route(
+            "/v1/admin/apps/{appid}/access_token",
+            put(admin::import_app_token),
+        )
+        .route(
+            "/v1/admin/corps/{corpid}/agents/{agentid}",
+            put(admin::put_corp).delete(admin::delete_corp),
+        )
+        .route("/v1/admin/reload", post(admin::reload))
         .layer(middleware::from_fn_with_state(
             request_timeout,
             enforce_timeout,

@@ -153,9 +153,25 @@ impl Shared {
             armed: true,
         };
         let started = std::time::Instant::now();
+        let known_generation = known.as_ref().map_or(0, |t| t.generation);
         let result = tokio::select! {
             result = self.refresh(&credential, &reason, known) => result,
             _ = self.cancel.cancelled() => Err(RefreshError::Aborted),
+        };
+        let result = match result {
+            // The job failed, but a newer token arrived while it ran (another node's refresh, an
+            // import): that token is the outcome, not a failure to retry.
+            Err(error) => match self.newer_than(credential.id, known_generation) {
+                Some(token) if !matches!(error, RefreshError::Removed | RefreshError::Aborted) => {
+                    tracing::debug!(key = %credential.key, error = %error, "refresh failed, but a newer token arrived meanwhile");
+                    Ok(Refreshed {
+                        token,
+                        rotated: true,
+                    })
+                }
+                _ => Err(error),
+            },
+            ok => ok,
         };
         self.finish(&credential, &reason, &result, started.elapsed());
         guard.disarm();

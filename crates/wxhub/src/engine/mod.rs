@@ -445,40 +445,24 @@ impl Engine {
 
     /// Every credential's state, for operators, in key order.
     pub fn credentials(&self) -> Vec<CredentialStatus> {
-        let shared = &self.shared;
-        let state = shared.lock();
-        let today = wechat_day(shared.clock.now());
-        let mut all: Vec<CredentialStatus> = state
-            .entries
-            .values()
-            .map(|entry| {
-                let key = &entry.credential.key;
-                CredentialStatus {
-                    key: key.to_string(),
-                    kind: key.kind_name(),
-                    origin: entry.credential.spec().origin,
-                    state: if entry.in_flight.is_some() {
-                        Status::Refreshing
-                    } else {
-                        entry.status
-                    },
-                    generation: entry.token.as_ref().map(|t| t.generation),
-                    expires_at: entry.token.as_ref().map(|t| t.expires_at.to_rfc3339()),
-                    next_refresh: entry.next_refresh.map(Timestamp::to_rfc3339),
-                    attempts: entry.attempts,
-                    last_error: entry.last_error.clone(),
-                    warning: entry.warning.clone(),
-                    force_refreshes_today: if entry.force_day == today {
-                        entry.force_used
-                    } else {
-                        0
-                    },
-                }
-            })
-            .collect();
+        let today = wechat_day(self.shared.clock.now());
+        let state = self.shared.lock();
+        let mut all: Vec<CredentialStatus> =
+            state.entries.values().map(|e| status_of(e, today)).collect();
         drop(state);
         all.sort_by(|a, b| a.key.cmp(&b.key));
         all
+    }
+
+    /// The state of these credentials (those still tracked), in the order given.
+    pub fn credentials_of(&self, credentials: &[Arc<Credential>]) -> Vec<CredentialStatus> {
+        let today = wechat_day(self.shared.clock.now());
+        let state = self.shared.lock();
+        credentials
+            .iter()
+            .filter_map(|c| state.entries.get(&c.id))
+            .map(|e| status_of(e, today))
+            .collect()
     }
 
     /// Seconds of life left per credential (for the metrics gauge).
@@ -501,6 +485,32 @@ impl Engine {
     /// Whether the engine tracks `id` (for tests of removal).
     pub fn tracks(&self, id: CredentialId) -> bool {
         self.shared.lock().entries.contains_key(&id)
+    }
+}
+
+/// What operators see of one credential on WeChat day `today`.
+fn status_of(entry: &state::Entry, today: i64) -> CredentialStatus {
+    let key = &entry.credential.key;
+    CredentialStatus {
+        key: key.to_string(),
+        kind: key.kind_name(),
+        origin: entry.credential.spec().origin,
+        state: if entry.in_flight.is_some() {
+            Status::Refreshing
+        } else {
+            entry.status
+        },
+        generation: entry.token.as_ref().map(|t| t.generation),
+        expires_at: entry.token.as_ref().map(|t| t.expires_at.to_rfc3339()),
+        next_refresh: entry.next_refresh.map(Timestamp::to_rfc3339),
+        attempts: entry.attempts,
+        last_error: entry.last_error.clone(),
+        warning: entry.warning.clone(),
+        force_refreshes_today: if entry.force_day == today {
+            entry.force_used
+        } else {
+            0
+        },
     }
 }
 

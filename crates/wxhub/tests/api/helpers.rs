@@ -307,6 +307,23 @@ impl TestHub {
             .expect("request reaches the hub")
     }
 
+    /// `method path` with an optional JSON body and the admin key.
+    pub async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> reqwest::Response {
+        let mut request = self
+            .client
+            .request(method, self.url(path))
+            .bearer_auth(ADMIN_KEY);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        request.send().await.expect("request reaches the hub")
+    }
+
     /// The access token of `appid` as a consumer receives it.
     pub async fn token(&self, appid: &str) -> TokenAnswer {
         self.token_at(&format!("/v1/apps/{appid}/access_token"))

@@ -10,4 +10,5 @@ mod faults;
 mod invalidation;
 mod refresh_cycle;
 mod restart;
+mod runtime;
 mod tickets;

@@ -1,0 +1,310 @@
+//! Admin routes that change which credentials exist: runtime apps and Work apps, imported tokens,
+//! and configuration reloads. Every change goes through the control plane
+//! ([`crate::control::Control`]), which keeps every instance sharing the store in step.
+
+use std::time::Duration;
+
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use serde::Deserialize;
+
+use super::{authorize_named, finish, json_body, resolve, Account, ApiError, ApiState};
+use crate::configuration::{parse_duration, RefreshOverrides, Scope, Secret, TokenMode};
+use crate::control::ControlError;
+use crate::credential::{CorpTicketKind, TicketKind};
+use crate::engine::ImportError;
+use crate::metrics::Route;
+use crate::registry::{AccountId, AccountSpec};
+
+
+/// The body of `PUT /v1/admin/apps/{appid}` and `PUT /v1/admin/corps/{corpid}/agents/{agentid}`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AccountBody {
+    /// The AppSecret (or the Work app's secret).
+    secret: String,
+    /// `stable` (default) or `legacy`; apps only.
+    #[serde(default)]
+    mode: Option<String>,
+    /// JS-SDK tickets to keep fresh.
+    #[serde(default)]
+    tickets: Vec<String>,
+    /// e.g. `"20m"`, overriding `[refresh] refresh_before_expired`.
+    #[serde(default)]
+    refresh_before_expired: Option<String>,
+    /// e.g. `"30s"`, overriding `[refresh] refresh_retry_interval`.
+    #[serde(default)]
+    refresh_retry_interval: Option<String>,
+}
+
+/// The body of `PUT /v1/admin/apps/{appid}/access_token`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ImportBody {
+    /// The live token another system fetched.
+    access_token: String,
+    /// Its remaining life in seconds.
+    expires_in: u64,
+    /// Refuse the import if the store holds a generation above this.
+    #[serde(default)]
+    generation: Option<u64>,
+}
+
+const ACCOUNT_SHAPE: &str = r#"{"secret":"…","mode":"stable|legacy","tickets":["jsapi"]}"#;
+
+/// Checks an identifier from the path the way the configuration checks appids.
+fn identifier<'a>(what: &str, text: &'a str) -> Result<&'a str, ApiError> {
+    let valid = !text.is_empty()
+        && text.len() <= 64
+        && text
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+    if valid {
+        Ok(text)
+    } else {
+        Err(ApiError::bad_request(
+            "invalid_account",
+            format!("{what} may contain only letters, digits, '_', '-' and '.' (at most 64)"),
+        ))
+    }
+}
+
+fn overrides(body: &AccountBody) -> Result<RefreshOverrides, ApiError> {
+    let duration = |field: &str, text: &Option<String>| -> Result<Option<Duration>, ApiError> {
+        text.as_deref()
+            .map(|t| match parse_duration(t) {
+                Ok(d) if !d.is_zero() => Ok(d),
+                _ => Err(ApiError::bad_request(
+                    "invalid_duration",
+                    format!("{field} must be a positive duration such as \"20m\" or \"30s\""),
+                )),
+            })
+            .transpose()
+    };
+    Ok(RefreshOverrides {
+        refresh_before_expired: duration("refresh_before_expired", &body.refresh_before_expired)?,
+        refresh_retry_interval: duration("refresh_retry_interval", &body.refresh_retry_interval)?,
+    })
+}
+
+fn secret(body: &AccountBody) -> Result<Secret, ApiError> {
+    let secret = body.secret.trim();
+    if secret.is_empty() {
+        return Err(ApiError::bad_request(
+            "invalid_secret",
+            "secret must not be empty",
+        ));
+    }
+    Ok(Secret::new(secret.to_string()))
+}
+
+fn tickets<T: std::str::FromStr>(names: &[String], expected: &str) -> Result<Vec<T>, ApiError> {
+    let mut kinds = Vec::new();
+    for name in names {
+        let kind = name.parse().map_err(|_| {
+            ApiError::bad_request(
+                "invalid_ticket",
+                format!("unknown ticket {name:?}; expected {expected}"),
+            )
+        })?;
+        if !kinds.iter().any(|k: &T| std::mem::discriminant(k) == std::mem::discriminant(&kind)) {
+            kinds.push(kind);
+        }
+    }
+    Ok(kinds)
+}
+
+fn control_error(error: ControlError) -> ApiError {
+    let message = error.to_string();
+    match error {
+        ControlError::FromConfig(_) => {
+            ApiError::new(StatusCode::CONFLICT, "defined_in_configuration", message)
+        }
+        ControlError::NotFound(_) => ApiError::new(StatusCode::NOT_FOUND, "unknown_account", message),
+        ControlError::NoMasterKey => ApiError::bad_request("no_master_key", message),
+        ControlError::Config(_) => ApiError::bad_request("invalid_configuration", message),
+        ControlError::NoFile => ApiError::new(StatusCode::CONFLICT, "no_configuration_file", message),
+        ControlError::Store(_) => ApiError::unavailable("store_unavailable", message),
+        ControlError::Seal(_) | ControlError::Unreadable(_) => {
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
+        }
+    }
+}
+
+async fn put_account(
+    context: &ApiState,
+    headers: &HeaderMap,
+    request: Request,
+    build: impl FnOnce(AccountBody) -> Result<AccountSpec, ApiError>,
+) -> Result<Response, ApiError> {
+    let consumer = authorize_named(context, headers, Scope::Admin, None)?;
+    let body: AccountBody = json_body(request, ACCOUNT_SHAPE).await?;
+    let spec = build(body)?;
+    let id = spec.id();
+    let outcome = context.control.put(spec).await.map_err(control_error)?;
+    tracing::info!(consumer, account = %id, created = outcome.created, "admin: account stored");
+    let credentials = context.engine.credentials_of(&outcome.credentials);
+    let status = if outcome.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    let body = serde_json::json!({
+        "account": outcome.account,
+        "created": outcome.created,
+        "first_refresh_error": outcome.error,
+        "credentials": credentials,
+    });
+    Ok((status, super::json_ok(Bytes::from(body.to_string()))).into_response())
+}
+
+async fn delete_account(
+    context: &ApiState,
+    headers: &HeaderMap,
+    id: AccountId,
+) -> Result<Response, ApiError> {
+    let consumer = authorize_named(context, headers, Scope::Admin, None)?;
+    context.control.delete(&id).await.map_err(control_error)?;
+    tracing::info!(consumer, account = %id, "admin: account removed");
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// `PUT /v1/admin/apps/{appid}`
+pub async fn put_app(
+    State(context): State<ApiState>,
+    Path(appid): Path<String>,
+    headers: HeaderMap,
+    request: Request,
+) -> Response {
+    let result = put_account(&context, &headers, request, |body| {
+        let mode = match body.mode.as_deref() {
+            None => TokenMode::default(),
+            Some(text) => text
+                .parse()
+                .map_err(|why: String| ApiError::bad_request("invalid_mode", why))?,
+        };
+        Ok(AccountSpec::App {
+            appid: identifier("appid", &appid)?.to_string(),
+            secret: secret(&body)?,
+            mode,
+            tickets: tickets::<TicketKind>(&body.tickets, "\"jsapi\" or \"wx_card\"")?,
+            refresh: overrides(&body)?,
+        })
+    })
+    .await;
+    finish(&context, Route::Admin, result)
+}
+
+/// `DELETE /v1/admin/apps/{appid}`
+pub async fn delete_app(
+    State(context): State<ApiState>,
+    Path(appid): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let result = delete_account(&context, &headers, AccountId::App { appid }).await;
+    finish(&context, Route::Admin, result)
+}
+
+/// `PUT /v1/admin/corps/{corpid}/agents/{agentid}`
+pub async fn put_corp(
+    State(context): State<ApiState>,
+    Path((corpid, agentid)): Path<(String, String)>,
+    headers: HeaderMap,
+    request: Request,
+) -> Response {
+    let result = put_account(&context, &headers, request, |body| {
+        if body.mode.is_some() {
+            return Err(ApiError::bad_request(
+                "invalid_mode",
+                "Work WeChat apps have no mode",
+            ));
+        }
+        Ok(AccountSpec::Corp {
+            corpid: identifier("corpid", &corpid)?.to_string(),
+            agentid: identifier("agentid", &agentid)?.to_string(),
+            secret: secret(&body)?,
+            tickets: tickets::<CorpTicketKind>(&body.tickets, "\"jsapi\" or \"agent_config\"")?,
+            refresh: overrides(&body)?,
+        })
+    })
+    .await;
+    finish(&context, Route::Admin, result)
+}
+
+/// `DELETE /v1/admin/corps/{corpid}/agents/{agentid}`
+pub async fn delete_corp(
+    State(context): State<ApiState>,
+    Path((corpid, agentid)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    let result = delete_account(&context, &headers, AccountId::Corp { corpid, agentid }).await;
+    finish(&context, Route::Admin, result)
+}
+
+/// `PUT /v1/admin/apps/{appid}/access_token`: imports a live token fetched by another system.
+pub async fn import_app_token(
+    State(context): State<ApiState>,
+    Path(appid): Path<String>,
+    headers: HeaderMap,
+    request: Request,
+) -> Response {
+    let result = async {
+        let account = Account::App(&appid);
+        let consumer = authorize_named(&context, &headers, Scope::Admin, Some(account))?;
+        let body: ImportBody = json_body(
+            request,
+            r#"{"access_token":"<the live token>","expires_in":<seconds>}"#,
+        )
+        .await?;
+        if body.access_token.trim().is_empty() {
+            return Err(ApiError::bad_request(
+                "invalid_json",
+                "access_token must not be empty",
+            ));
+        }
+        let credential = resolve(&context, account, None)?;
+        let token = context
+            .engine
+            .import(
+                &credential,
+                body.access_token,
+                Duration::from_secs(body.expires_in),
+                body.generation,
+            )
+            .await
+            .map_err(|e| match e {
+                ImportError::Busy | ImportError::Newer { .. } => {
+                    ApiError::new(StatusCode::CONFLICT, "conflict", e.to_string())
+                }
+                ImportError::Lifetime => ApiError::bad_request("invalid_expires_in", e.to_string()),
+                ImportError::Store(_) => ApiError::unavailable("store_unavailable", e.to_string()),
+            })?;
+        tracing::info!(consumer, key = %credential.key, generation = token.generation, "admin: token imported");
+        let body = serde_json::json!({
+            "key": credential.key.to_string(),
+            "generation": token.generation,
+            "expires_at": token.expires_at.to_rfc3339(),
+        });
+        Ok(super::json_ok(Bytes::from(body.to_string())))
+    }
+    .await;
+    finish(&context, Route::Admin, result)
+}
+
+/// `POST /v1/admin/reload`: re-reads the configuration file, as SIGHUP does.
+pub async fn reload(State(context): State<ApiState>, headers: HeaderMap) -> Response {
+    let result = async {
+        let consumer = authorize_named(&context, &headers, Scope::Admin, None)?;
+        let summary = context.control.reload().await.map_err(|e| {
+            tracing::warn!(consumer, error = %e, "admin: reload refused");
+            control_error(e)
+        })?;
+        tracing::info!(consumer, "admin: configuration reloaded");
+        let body = serde_json::to_string(&summary).unwrap_or_default();
+        Ok(super::json_ok(Bytes::from(body)))
+    }
+    .await;
+    finish(&context, Route::Admin, result)
+}

@@ -1,0 +1,513 @@
+//! Credentials at runtime: apps and Work apps added and removed through the admin API, imported
+//! tokens, and configuration reloads — on one instance (the cluster tests cover three).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use reqwest::Method;
+use serde_json::json;
+use wechat_mock::FaultRule;
+use wxhub::configuration::{consumer_key_sha256, MasterKey};
+use wxhub::credential::CredentialKey;
+use wxhub::startup::Application;
+use wxhub::store::sqlite::SqliteStore;
+use wxhub::store::Store;
+
+use crate::helpers::*;
+
+/// The mock knows `runtime`'s secret; the hub is configured only with `configured`.
+async fn mock_and_hub(
+    configured: &[TestApp],
+    runtime: &[TestApp],
+    corps: &[TestCorp],
+    options: impl FnOnce(HubOptions) -> HubOptions,
+) -> (Arc<wechat_mock::MockServer>, TestHub) {
+    let all: Vec<TestApp> = configured.iter().chain(runtime).cloned().collect();
+    let mock = spawn_mock(
+        Duration::from_secs(6),
+        Duration::from_secs(2),
+        &all,
+        corps,
+        |c| c,
+    )
+    .await;
+    let hub = spawn_app(&mock, options(HubOptions::new(configured))).await;
+    hub.wait_ready().await;
+    (mock, hub)
+}
+
+fn put_app_body(appid: &str) -> serde_json::Value {
+    json!({ "secret": secret_of(appid), "mode": "legacy", "tickets": ["jsapi"] })
+}
+
+#[tokio::test]
+async fn an_app_added_at_runtime_is_served_at_once_and_a_deleted_one_is_gone() {
+    let fixed = TestApp::stable("wxfixed0000000001");
+    let added = "wxadded0000000001";
+    let (mock, hub) = mock_and_hub(&[fixed], &[TestApp::legacy(added)], &[], |o| o).await;
+
+    let response = hub
+        .send(
+            Method::PUT,
+            &format!("/v1/admin/apps/{added}"),
+            Some(put_app_body(added)),
+        )
+        .await;
+    assert_eq!(response.status(), 201);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["created"], true);
+    assert_eq!(body["first_refresh_error"], serde_json::Value::Null);
+    assert!(!body.to_string().contains(&secret_of(added)), "{body}");
+    // Served when the PUT returns: one upstream round trip.
+    let token = hub.token(added).await;
+    assert_eq!(business_call(&hub.client, &mock, &token.access_token).await, 0);
+    let ticket = hub
+        .token_at(&format!("/v1/apps/{added}/tickets/jsapi"))
+        .await;
+    assert!(mock.ticket_valid(&ticket.access_token));
+    assert_eq!(stats(&mock).issued("/cgi-bin/token", added), 1);
+    let listed = hub.credential(&format!("access_token/{added}")).await;
+    assert_eq!(listed["origin"], "runtime");
+
+    // The same PUT again changes nothing and answers 200.
+    let again = hub
+        .send(
+            Method::PUT,
+            &format!("/v1/admin/apps/{added}"),
+            Some(put_app_body(added)),
+        )
+        .await;
+    assert_eq!(again.status(), 200);
+    assert_eq!(hub.token(added).await.access_token, token.access_token);
+
+    let deleted = hub
+        .send(Method::DELETE, &format!("/v1/admin/apps/{added}"), None)
+        .await;
+    assert_eq!(deleted.status(), 204);
+    let gone = hub.get(&format!("/v1/apps/{added}/access_token")).await;
+    assert_eq!(gone.status(), 404);
+    let calls = stats(&mock).calls("/cgi-bin/token", added);
+    // Past the moment the token would have been refreshed (lifetime 6 s): nothing more.
+    tokio::time::sleep_until(
+        tokio::time::Instant::now() + Duration::from_secs(seconds_until(&token.expires_at).max(0) as u64 + 1),
+    )
+    .await;
+    assert_eq!(stats(&mock).calls("/cgi-bin/token", added), calls);
+    let again = hub
+        .send(Method::DELETE, &format!("/v1/admin/apps/{added}"), None)
+        .await;
+    assert_eq!(again.status(), 404);
+}
+
+#[tokio::test]
+async fn a_work_app_comes_and_goes_like_an_app() {
+    let corp = TestCorp {
+        corpid: "wwruntime00000001".into(),
+        agentid: "1000002".into(),
+        tickets: vec![],
+    };
+    let fixed = TestApp::stable("wxfixed0000000002");
+    let (mock, hub) = mock_and_hub(&[fixed], &[], std::slice::from_ref(&corp), |o| o).await;
+    let path = format!("/v1/admin/corps/{}/agents/{}", corp.corpid, corp.agentid);
+    let secret = secret_of(&format!("{}/{}", corp.corpid, corp.agentid));
+    let response = hub
+        .send(
+            Method::PUT,
+            &path,
+            Some(json!({ "secret": secret, "tickets": ["agent_config"] })),
+        )
+        .await;
+    assert_eq!(response.status(), 201, "{:?}", response.text().await);
+    let token_path = format!(
+        "/v1/corps/{}/agents/{}/access_token",
+        corp.corpid, corp.agentid
+    );
+    let token = hub.token_at(&token_path).await;
+    assert_eq!(business_call(&hub.client, &mock, &token.access_token).await, 0);
+    hub.token_at(&format!(
+        "/v1/corps/{}/agents/{}/tickets/agent_config",
+        corp.corpid, corp.agentid
+    ))
+    .await;
+    assert_eq!(hub.send(Method::DELETE, &path, None).await.status(), 204);
+    assert_eq!(hub.get(&token_path).await.status(), 404);
+}
+
+#[tokio::test]
+async fn apps_from_the_file_are_read_only_and_secrets_need_a_master_key() {
+    let fixed = TestApp::stable("wxfixed0000000003");
+    let other = "wxother0000000003";
+    let (_mock, hub) = mock_and_hub(
+        std::slice::from_ref(&fixed),
+        &[TestApp::legacy(other)],
+        &[],
+        |o| HubOptions {
+            master_key: None,
+            ..o
+        },
+    )
+    .await;
+    let put = hub
+        .send(
+            Method::PUT,
+            &format!("/v1/admin/apps/{}", fixed.appid),
+            Some(put_app_body(&fixed.appid)),
+        )
+        .await;
+    assert_eq!(put.status(), 409);
+    let delete = hub
+        .send(Method::DELETE, &format!("/v1/admin/apps/{}", fixed.appid), None)
+        .await;
+    assert_eq!(delete.status(), 409);
+    let refused = hub
+        .send(
+            Method::PUT,
+            &format!("/v1/admin/apps/{other}"),
+            Some(put_app_body(other)),
+        )
+        .await;
+    assert_eq!(refused.status(), 400);
+    let body: serde_json::Value = refused.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "no_master_key");
+    assert_eq!(
+        hub.get(&format!("/v1/apps/{other}/access_token"))
+            .await
+            .status(),
+        404
+    );
+    for (body, code) in [
+        (json!({ "secret": "" }), "invalid_secret"),
+        (json!({ "secret": "s", "mode": "fast" }), "invalid_mode"),
+        (json!({ "secret": "s", "tickets": ["sms"] }), "invalid_ticket"),
+        (json!({ "secret": "s", "refresh_before_expired": "soon" }), "invalid_duration"),
+        (json!({ "secret": "s", "extra": 1 }), "invalid_json"),
+    ] {
+        let response = hub
+            .send(Method::PUT, &format!("/v1/admin/apps/{other}"), Some(body))
+            .await;
+        assert_eq!(response.status(), 400);
+        let answer: serde_json::Value = response.json().await.unwrap();
+        assert_eq!(answer["error"]["code"], code, "{answer}");
+    }
+    let reader = hub
+        .client
+        .put(hub.url(&format!("/v1/admin/apps/{other}")))
+        .bearer_auth(READER_KEY)
+        .json(&put_app_body(other))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reader.status(), 403);
+}
+
+#[tokio::test]
+async fn runtime_apps_survive_a_restart_without_a_fetch_and_a_wrong_master_key_stops_startup() {
+    let fixed = TestApp::stable("wxfixed0000000004");
+    let added = "wxadded0000000004";
+    let mock = spawn_mock(
+        Duration::from_secs(120),
+        Duration::from_secs(5),
+        &[fixed.clone(), TestApp::legacy(added)],
+        &[],
+        |c| c,
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let database = dir.path().join("wxhub.db");
+    let options = || HubOptions::new(std::slice::from_ref(&fixed)).with_sqlite(database.clone());
+
+    let first = spawn_app(&mock, options()).await;
+    first.wait_ready().await;
+    let put = first
+        .send(
+            Method::PUT,
+            &format!("/v1/admin/apps/{added}"),
+            Some(put_app_body(added)),
+        )
+        .await;
+    assert_eq!(put.status(), 201);
+    let before = first.token(added).await;
+    first.stop().await;
+    let calls = stats(&mock).calls;
+
+    let second = spawn_app(&mock, options()).await;
+    let after = second.token(added).await;
+    assert_eq!(after.access_token, before.access_token);
+    assert_eq!(after.generation, before.generation);
+    assert_eq!(stats(&mock).calls, calls, "nothing fetched after the restart");
+    second.stop().await;
+
+    // The stored secret is sealed: not in the file in the clear.
+    let raw = std::fs::read(&database).unwrap();
+    let secret = secret_of(added);
+    assert!(!raw.windows(secret.len()).any(|w| w == secret.as_bytes()));
+
+    let mut settings = settings_for(
+        &mock,
+        &HubOptions {
+            master_key: Some(MasterKey::from_bytes([9; 32])),
+            ..options()
+        },
+    );
+    settings.server.listen = any_port();
+    let error = match Application::build(settings).await {
+        Ok(_) => panic!("a wrong master key must stop startup"),
+        Err(e) => e.to_string(),
+    };
+    assert!(error.contains("master_key"), "{error}");
+    assert!(error.contains(added), "{error}");
+}
+
+#[tokio::test]
+async fn a_removed_apps_refresh_in_flight_is_not_written_back() {
+    let fixed = TestApp::stable("wxfixed0000000005");
+    let added = "wxadded0000000005";
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> =
+        Arc::new(SqliteStore::open(&dir.path().join("wxhub.db")).unwrap());
+    let (mock, hub) = mock_and_hub(
+        &[fixed],
+        &[TestApp::legacy(added)],
+        &[],
+        |o| HubOptions {
+            shared_store: Some(store.clone()),
+            ..o
+        },
+    )
+    .await;
+    mock.add_fault(FaultRule {
+        path: "/cgi-bin/token".into(),
+        account: Some(added.into()),
+        delay_ms: Some(1500),
+        count: Some(1),
+        ..FaultRule::default()
+    });
+    let put = {
+        let client = hub.client.clone();
+        let url = hub.url(&format!("/v1/admin/apps/{added}"));
+        tokio::spawn(async move {
+            client
+                .put(url)
+                .bearer_auth(ADMIN_KEY)
+                .json(&put_app_body(added))
+                .send()
+                .await
+                .unwrap()
+                .status()
+        })
+    };
+    wait_until(Duration::from_secs(5), "the refresh is held by the mock", || async {
+        stats(&mock).in_flight >= 1
+    })
+    .await;
+    let deleted = hub
+        .send(Method::DELETE, &format!("/v1/admin/apps/{added}"), None)
+        .await;
+    assert_eq!(deleted.status(), 204);
+    assert_eq!(put.await.unwrap(), 201);
+    wait_until(Duration::from_secs(5), "the held call returned", || async {
+        stats(&mock).in_flight == 0 && stats(&mock).issued("/cgi-bin/token", added) == 1
+    })
+    .await;
+    // The job has seen its result by now; give its write path every chance, then check.
+    wait_until(Duration::from_secs(2), "the job finished", || async {
+        !hub.get("/v1/credentials")
+            .await
+            .text()
+            .await
+            .unwrap()
+            .contains(added)
+    })
+    .await;
+    assert_eq!(
+        store
+            .get(&CredentialKey::access_token(added))
+            .await
+            .unwrap(),
+        None,
+        "a removed credential's refresh must not be written back"
+    );
+    assert_eq!(
+        hub.get(&format!("/v1/apps/{added}/access_token"))
+            .await
+            .status(),
+        404
+    );
+}
+
+#[tokio::test]
+async fn an_imported_token_is_served_unchanged_until_its_planned_refresh() {
+    let appid = "wximport000000001";
+    let app = TestApp::legacy(appid);
+    let mock = spawn_mock(
+        Duration::from_secs(120),
+        Duration::from_secs(5),
+        std::slice::from_ref(&app),
+        &[],
+        |c| c,
+    )
+    .await;
+    // Another system holds a live token, fetched straight from WeChat.
+    let live: serde_json::Value = reqwest::Client::new()
+        .get(format!("{}/cgi-bin/token", mock.base_url()))
+        .query(&[
+            ("grant_type", "client_credential"),
+            ("appid", appid),
+            ("secret", &secret_of(appid)),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let live = live["access_token"].as_str().unwrap().to_string();
+    // Before the hub's first refresh lands, import the live token.
+    mock.add_fault(FaultRule {
+        path: "/cgi-bin/token".into(),
+        account: Some(appid.into()),
+        errcode: Some(-1),
+        count: Some(1000),
+        ..FaultRule::default()
+    });
+    let hub = spawn_app(&mock, HubOptions::new(std::slice::from_ref(&app))).await;
+    let imported = hub
+        .send(
+            Method::PUT,
+            &format!("/v1/admin/apps/{appid}/access_token"),
+            Some(json!({ "access_token": live, "expires_in": 110 })),
+        )
+        .await;
+    assert_eq!(imported.status(), 200, "{:?}", imported.text().await);
+    mock.clear_faults();
+    let issued = stats(&mock).issued("/cgi-bin/token", appid);
+    let served = hub.token(appid).await;
+    assert_eq!(served.access_token, live);
+    assert!(served.expires_in <= 110);
+    assert_eq!(business_call(&hub.client, &mock, &live).await, 0);
+    // Its planned refresh is far away (lead 30 min capped at half its life): nothing fetched.
+    let listed = hub.credential(&format!("access_token/{appid}")).await;
+    assert!(seconds_until(listed["next_refresh"].as_str().unwrap()) > 30, "{listed}");
+    assert_eq!(stats(&mock).issued("/cgi-bin/token", appid), issued);
+
+    // A stale expectation is refused.
+    let stale = hub
+        .send(
+            Method::PUT,
+            &format!("/v1/admin/apps/{appid}/access_token"),
+            Some(json!({ "access_token": "x", "expires_in": 100, "generation": 0 })),
+        )
+        .await;
+    assert_eq!(stale.status(), 409);
+    let bad = hub
+        .send(
+            Method::PUT,
+            &format!("/v1/admin/apps/{appid}/access_token"),
+            Some(json!({ "access_token": "x", "expires_in": 0 })),
+        )
+        .await;
+    assert_eq!(bad.status(), 400);
+}
+
+/// The configuration file of the reload test.
+fn config_text(mock: &wechat_mock::MockServer, apps: &[(&str, &str)], readers: &[&str]) -> String {
+    let mut text = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n\n[store]\nkind = \"memory\"\n\n[wechat]\napi_base = \"{0}\"\nwork_api_base = \"{0}\"\ntimeout = \"2s\"\n\n[refresh]\nmin_refresh_interval = \"1s\"\n",
+        mock.base_url()
+    );
+    for (appid, secret) in apps {
+        text.push_str(&format!(
+            "\n[[apps]]\nappid = \"{appid}\"\nsecret = \"{secret}\"\nmode = \"legacy\"\n"
+        ));
+    }
+    text.push_str(&format!(
+        "\n[[consumers]]\nname = \"admin\"\nkey_sha256 = \"{}\"\napps = [\"*\"]\nscopes = [\"read\", \"admin\"]\n",
+        consumer_key_sha256(ADMIN_KEY)
+    ));
+    let readers: Vec<String> = readers.iter().map(|a| format!("\"{a}\"")).collect();
+    text.push_str(&format!(
+        "\n[[consumers]]\nname = \"reader\"\nkey_sha256 = \"{}\"\napps = [{}]\nscopes = [\"read\"]\n",
+        consumer_key_sha256(READER_KEY),
+        readers.join(", ")
+    ));
+    text
+}
+
+#[tokio::test]
+async fn a_reload_applies_the_diff_and_a_broken_file_changes_nothing() {
+    let (a, b, c) = ("wxreload000000001", "wxreload000000002", "wxreload000000003");
+    let apps = [TestApp::legacy(a), TestApp::legacy(b), TestApp::legacy(c)];
+    let mock = spawn_mock(Duration::from_secs(60), Duration::from_secs(5), &apps, &[], |m| m).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("wxhub.toml");
+    std::fs::write(
+        &path,
+        config_text(&mock, &[(a, &secret_of(a)), (b, "wrong-secret")], &[a]),
+    )
+    .unwrap();
+    let app = Application::build_from_file(&path).await.expect("hub builds");
+    let hub_url = format!("http://{}", app.address());
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let handle = tokio::spawn(app.run_until(async {
+        let _ = rx.await;
+    }));
+    let hub = TestHub::remote(hub_url);
+    wait_until(Duration::from_secs(5), "a is served", || async {
+        hub.get(&format!("/v1/apps/{a}/access_token")).await.status() == 200
+    })
+    .await;
+    wait_until(Duration::from_secs(5), "b needs attention", || async {
+        hub.credential(&format!("access_token/{b}")).await["state"] == "needs_attention"
+    })
+    .await;
+    let reader_get = |appid: &'static str| {
+        let client = hub.client.clone();
+        let url = hub.url(&format!("/v1/apps/{appid}/access_token"));
+        async move {
+            client
+                .get(url)
+                .bearer_auth(READER_KEY)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    assert_eq!(reader_get(c).await, 404);
+
+    // Remove a, fix b's secret, add c, and grant the reader c instead of a.
+    std::fs::write(
+        &path,
+        config_text(&mock, &[(b, &secret_of(b)), (c, &secret_of(c))], &[c]),
+    )
+    .unwrap();
+    let reloaded = hub.send(Method::POST, "/v1/admin/reload", None).await;
+    assert_eq!(reloaded.status(), 200);
+    let summary: serde_json::Value = reloaded.json().await.unwrap();
+    assert_eq!(summary["added"], json!([format!("app/{c}")]));
+    assert_eq!(summary["removed"], json!([format!("app/{a}")]));
+    assert_eq!(summary["changed"], json!([format!("app/{b}")]));
+    assert_eq!(summary["consumers_changed"], true);
+    assert_eq!(hub.get(&format!("/v1/apps/{a}/access_token")).await.status(), 404);
+    let c_token = hub.token(c).await;
+    assert_eq!(business_call(&hub.client, &mock, &c_token.access_token).await, 0);
+    // The changed secret takes effect at the next refresh.
+    hub.post(&format!("/v1/apps/{b}/refresh"), json!({})).await;
+    let b_token = hub.token(b).await;
+    assert_eq!(business_call(&hub.client, &mock, &b_token.access_token).await, 0);
+    assert_eq!(reader_get(c).await, 200);
+    assert_eq!(reader_get(b).await, 403);
+
+    // A broken file: refused with its line, nothing changes, the hub keeps serving.
+    std::fs::write(&path, "[server]\nlisten = \"127.0.0.1:0\"\n[[apps]\nappid = 1\n").unwrap();
+    let refused = hub.send(Method::POST, "/v1/admin/reload", None).await;
+    assert_eq!(refused.status(), 400);
+    let error: serde_json::Value = refused.json().await.unwrap();
+    let message = error["error"]["message"].as_str().unwrap();
+    assert!(message.contains("wxhub.toml:3"), "{message}");
+    assert_eq!(hub.token(c).await.access_token, c_token.access_token);
+    assert_eq!(reader_get(c).await, 200);
+
+    let _ = tx.send(());
+    handle.await.unwrap().unwrap();
+}
