@@ -18,7 +18,6 @@ use crate::engine::ImportError;
 use crate::metrics::Route;
 use crate::registry::{AccountId, AccountSpec};
 
-
 /// The body of `PUT /v1/admin/apps/{appid}` and `PUT /v1/admin/corps/{corpid}/agents/{agentid}`.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -109,7 +108,10 @@ fn tickets<T: std::str::FromStr>(names: &[String], expected: &str) -> Result<Vec
                 format!("unknown ticket {name:?}; expected {expected}"),
             )
         })?;
-        if !kinds.iter().any(|k: &T| std::mem::discriminant(k) == std::mem::discriminant(&kind)) {
+        if !kinds
+            .iter()
+            .any(|k: &T| std::mem::discriminant(k) == std::mem::discriminant(&kind))
+        {
             kinds.push(kind);
         }
     }
@@ -122,10 +124,14 @@ fn control_error(error: ControlError) -> ApiError {
         ControlError::FromConfig(_) => {
             ApiError::new(StatusCode::CONFLICT, "defined_in_configuration", message)
         }
-        ControlError::NotFound(_) => ApiError::new(StatusCode::NOT_FOUND, "unknown_account", message),
+        ControlError::NotFound(_) => {
+            ApiError::new(StatusCode::NOT_FOUND, "unknown_account", message)
+        }
         ControlError::NoMasterKey => ApiError::bad_request("no_master_key", message),
         ControlError::Config(_) => ApiError::bad_request("invalid_configuration", message),
-        ControlError::NoFile => ApiError::new(StatusCode::CONFLICT, "no_configuration_file", message),
+        ControlError::NoFile => {
+            ApiError::new(StatusCode::CONFLICT, "no_configuration_file", message)
+        }
         ControlError::Store(_) => ApiError::unavailable("store_unavailable", message),
         ControlError::Seal(_) | ControlError::Unreadable(_) => {
             ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)

@@ -447,8 +447,11 @@ impl Engine {
     pub fn credentials(&self) -> Vec<CredentialStatus> {
         let today = wechat_day(self.shared.clock.now());
         let state = self.shared.lock();
-        let mut all: Vec<CredentialStatus> =
-            state.entries.values().map(|e| status_of(e, today)).collect();
+        let mut all: Vec<CredentialStatus> = state
+            .entries
+            .values()
+            .map(|e| status_of(e, today))
+            .collect();
         drop(state);
         all.sort_by(|a, b| a.key.cmp(&b.key));
         all

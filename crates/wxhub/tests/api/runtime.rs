@@ -60,7 +60,10 @@ async fn an_app_added_at_runtime_is_served_at_once_and_a_deleted_one_is_gone() {
     assert!(!body.to_string().contains(&secret_of(added)), "{body}");
     // Served when the PUT returns: one upstream round trip.
     let token = hub.token(added).await;
-    assert_eq!(business_call(&hub.client, &mock, &token.access_token).await, 0);
+    assert_eq!(
+        business_call(&hub.client, &mock, &token.access_token).await,
+        0
+    );
     let ticket = hub
         .token_at(&format!("/v1/apps/{added}/tickets/jsapi"))
         .await;
@@ -89,7 +92,8 @@ async fn an_app_added_at_runtime_is_served_at_once_and_a_deleted_one_is_gone() {
     let calls = stats(&mock).calls("/cgi-bin/token", added);
     // Past the moment the token would have been refreshed (lifetime 6 s): nothing more.
     tokio::time::sleep_until(
-        tokio::time::Instant::now() + Duration::from_secs(seconds_until(&token.expires_at).max(0) as u64 + 1),
+        tokio::time::Instant::now()
+            + Duration::from_secs(seconds_until(&token.expires_at).max(0) as u64 + 1),
     )
     .await;
     assert_eq!(stats(&mock).calls("/cgi-bin/token", added), calls);
@@ -123,7 +127,10 @@ async fn a_work_app_comes_and_goes_like_an_app() {
         corp.corpid, corp.agentid
     );
     let token = hub.token_at(&token_path).await;
-    assert_eq!(business_call(&hub.client, &mock, &token.access_token).await, 0);
+    assert_eq!(
+        business_call(&hub.client, &mock, &token.access_token).await,
+        0
+    );
     hub.token_at(&format!(
         "/v1/corps/{}/agents/{}/tickets/agent_config",
         corp.corpid, corp.agentid
@@ -156,7 +163,11 @@ async fn apps_from_the_file_are_read_only_and_secrets_need_a_master_key() {
         .await;
     assert_eq!(put.status(), 409);
     let delete = hub
-        .send(Method::DELETE, &format!("/v1/admin/apps/{}", fixed.appid), None)
+        .send(
+            Method::DELETE,
+            &format!("/v1/admin/apps/{}", fixed.appid),
+            None,
+        )
         .await;
     assert_eq!(delete.status(), 409);
     let refused = hub
@@ -178,8 +189,14 @@ async fn apps_from_the_file_are_read_only_and_secrets_need_a_master_key() {
     for (body, code) in [
         (json!({ "secret": "" }), "invalid_secret"),
         (json!({ "secret": "s", "mode": "fast" }), "invalid_mode"),
-        (json!({ "secret": "s", "tickets": ["sms"] }), "invalid_ticket"),
-        (json!({ "secret": "s", "refresh_before_expired": "soon" }), "invalid_duration"),
+        (
+            json!({ "secret": "s", "tickets": ["sms"] }),
+            "invalid_ticket",
+        ),
+        (
+            json!({ "secret": "s", "refresh_before_expired": "soon" }),
+            "invalid_duration",
+        ),
         (json!({ "secret": "s", "extra": 1 }), "invalid_json"),
     ] {
         let response = hub
@@ -234,7 +251,11 @@ async fn runtime_apps_survive_a_restart_without_a_fetch_and_a_wrong_master_key_s
     let after = second.token(added).await;
     assert_eq!(after.access_token, before.access_token);
     assert_eq!(after.generation, before.generation);
-    assert_eq!(stats(&mock).calls, calls, "nothing fetched after the restart");
+    assert_eq!(
+        stats(&mock).calls,
+        calls,
+        "nothing fetched after the restart"
+    );
     second.stop().await;
 
     // The stored secret is sealed: not in the file in the clear.
@@ -263,17 +284,11 @@ async fn a_removed_apps_refresh_in_flight_is_not_written_back() {
     let fixed = TestApp::stable("wxfixed0000000005");
     let added = "wxadded0000000005";
     let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn Store> =
-        Arc::new(SqliteStore::open(&dir.path().join("wxhub.db")).unwrap());
-    let (mock, hub) = mock_and_hub(
-        &[fixed],
-        &[TestApp::legacy(added)],
-        &[],
-        |o| HubOptions {
-            shared_store: Some(store.clone()),
-            ..o
-        },
-    )
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.path().join("wxhub.db")).unwrap());
+    let (mock, hub) = mock_and_hub(&[fixed], &[TestApp::legacy(added)], &[], |o| HubOptions {
+        shared_store: Some(store.clone()),
+        ..o
+    })
     .await;
     mock.add_fault(FaultRule {
         path: "/cgi-bin/token".into(),
@@ -296,9 +311,11 @@ async fn a_removed_apps_refresh_in_flight_is_not_written_back() {
                 .status()
         })
     };
-    wait_until(Duration::from_secs(5), "the refresh is held by the mock", || async {
-        stats(&mock).in_flight >= 1
-    })
+    wait_until(
+        Duration::from_secs(5),
+        "the refresh is held by the mock",
+        || async { stats(&mock).in_flight >= 1 },
+    )
     .await;
     let deleted = hub
         .send(Method::DELETE, &format!("/v1/admin/apps/{added}"), None)
@@ -387,7 +404,10 @@ async fn an_imported_token_is_served_unchanged_until_its_planned_refresh() {
     assert_eq!(business_call(&hub.client, &mock, &live).await, 0);
     // Its planned refresh is far away (lead 30 min capped at half its life): nothing fetched.
     let listed = hub.credential(&format!("access_token/{appid}")).await;
-    assert!(seconds_until(listed["next_refresh"].as_str().unwrap()) > 30, "{listed}");
+    assert!(
+        seconds_until(listed["next_refresh"].as_str().unwrap()) > 30,
+        "{listed}"
+    );
     assert_eq!(stats(&mock).issued("/cgi-bin/token", appid), issued);
 
     // A stale expectation is refused.
@@ -435,9 +455,20 @@ fn config_text(mock: &wechat_mock::MockServer, apps: &[(&str, &str)], readers: &
 
 #[tokio::test]
 async fn a_reload_applies_the_diff_and_a_broken_file_changes_nothing() {
-    let (a, b, c) = ("wxreload000000001", "wxreload000000002", "wxreload000000003");
+    let (a, b, c) = (
+        "wxreload000000001",
+        "wxreload000000002",
+        "wxreload000000003",
+    );
     let apps = [TestApp::legacy(a), TestApp::legacy(b), TestApp::legacy(c)];
-    let mock = spawn_mock(Duration::from_secs(60), Duration::from_secs(5), &apps, &[], |m| m).await;
+    let mock = spawn_mock(
+        Duration::from_secs(60),
+        Duration::from_secs(5),
+        &apps,
+        &[],
+        |m| m,
+    )
+    .await;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("wxhub.toml");
     std::fs::write(
@@ -445,7 +476,9 @@ async fn a_reload_applies_the_diff_and_a_broken_file_changes_nothing() {
         config_text(&mock, &[(a, &secret_of(a)), (b, "wrong-secret")], &[a]),
     )
     .unwrap();
-    let app = Application::build_from_file(&path).await.expect("hub builds");
+    let app = Application::build_from_file(&path)
+        .await
+        .expect("hub builds");
     let hub_url = format!("http://{}", app.address());
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let handle = tokio::spawn(app.run_until(async {
@@ -453,7 +486,10 @@ async fn a_reload_applies_the_diff_and_a_broken_file_changes_nothing() {
     }));
     let hub = TestHub::remote(hub_url);
     wait_until(Duration::from_secs(5), "a is served", || async {
-        hub.get(&format!("/v1/apps/{a}/access_token")).await.status() == 200
+        hub.get(&format!("/v1/apps/{a}/access_token"))
+            .await
+            .status()
+            == 200
     })
     .await;
     wait_until(Duration::from_secs(5), "b needs attention", || async {
@@ -488,18 +524,33 @@ async fn a_reload_applies_the_diff_and_a_broken_file_changes_nothing() {
     assert_eq!(summary["removed"], json!([format!("app/{a}")]));
     assert_eq!(summary["changed"], json!([format!("app/{b}")]));
     assert_eq!(summary["consumers_changed"], true);
-    assert_eq!(hub.get(&format!("/v1/apps/{a}/access_token")).await.status(), 404);
+    assert_eq!(
+        hub.get(&format!("/v1/apps/{a}/access_token"))
+            .await
+            .status(),
+        404
+    );
     let c_token = hub.token(c).await;
-    assert_eq!(business_call(&hub.client, &mock, &c_token.access_token).await, 0);
+    assert_eq!(
+        business_call(&hub.client, &mock, &c_token.access_token).await,
+        0
+    );
     // The changed secret takes effect at the next refresh.
     hub.post(&format!("/v1/apps/{b}/refresh"), json!({})).await;
     let b_token = hub.token(b).await;
-    assert_eq!(business_call(&hub.client, &mock, &b_token.access_token).await, 0);
+    assert_eq!(
+        business_call(&hub.client, &mock, &b_token.access_token).await,
+        0
+    );
     assert_eq!(reader_get(c).await, 200);
     assert_eq!(reader_get(b).await, 403);
 
     // A broken file: refused with its line, nothing changes, the hub keeps serving.
-    std::fs::write(&path, "[server]\nlisten = \"127.0.0.1:0\"\n[[apps]\nappid = 1\n").unwrap();
+    std::fs::write(
+        &path,
+        "[server]\nlisten = \"127.0.0.1:0\"\n[[apps]\nappid = 1\n",
+    )
+    .unwrap();
     let refused = hub.send(Method::POST, "/v1/admin/reload", None).await;
     assert_eq!(refused.status(), 400);
     let error: serde_json::Value = refused.json().await.unwrap();

@@ -19,4 +19,5 @@ mod common;
 mod cycle;
 mod lease_holder;
 mod redis_outage;
+mod runtime;
 mod storm;
