@@ -37,6 +37,7 @@ mod credentials;
 mod endpoint;
 mod errors;
 mod faults;
+mod input;
 mod reply;
 mod routes;
 mod server;
