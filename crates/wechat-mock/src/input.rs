@@ -78,6 +78,15 @@ impl Input {
         }
     }
 
+    /// A non-negative integer body field (`offset`, `count`): `None` when missing, 47001 when of
+    /// another type, negative or fractional.
+    pub fn body_u64(&self, key: &str) -> Result<Option<u64>, i64> {
+        match self.body.as_ref().and_then(|b| b.get(key)) {
+            None | Some(Value::Null) => Ok(None),
+            Some(v) => v.as_u64().map(Some).ok_or(DATA_FORMAT),
+        }
+    }
+
     /// A string body field: `None` when missing, 47001 when of another type.
     pub fn body_str(&self, key: &str) -> Result<Option<&str>, i64> {
         match self.field(key) {

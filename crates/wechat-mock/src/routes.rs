@@ -34,6 +34,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         );
     }
     router
+        .merge(crate::authorize::routes())
         .route("/mock/stats", get(stats))
         .route(
             "/mock/faults",

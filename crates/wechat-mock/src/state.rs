@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use crate::component::{self, Platform, PlatformSettings};
 use crate::credentials::{Credentials, Kind};
 use crate::endpoint::Endpoint;
 use crate::errors::code::*;
@@ -70,6 +71,8 @@ struct Settings {
     ticket_quota: u32,
     /// corpid → (secret, `corpid/agentid`) of each of its apps.
     corp_secrets: HashMap<String, Vec<(String, String)>>,
+    /// The third-party platforms' configuration.
+    platform: PlatformSettings,
 }
 
 struct State {
@@ -81,6 +84,27 @@ struct State {
     corps: HashMap<String, CorpState>,
     faults: Faults,
     stats: MockStats,
+    /// The third-party platforms: tickets, tokens and authorizers.
+    platform: Platform,
+}
+
+/// Everything under the lock that the third-party platform's rules touch.
+pub(crate) struct PlatformCtx<'a> {
+    pub platform: &'a mut Platform,
+    pub credentials: &'a mut Credentials,
+    pub stats: &'a mut MockStats,
+    apps: &'a mut HashMap<String, AppState>,
+}
+
+impl PlatformCtx<'_> {
+    /// Makes an authorizer a known official account, so that its tokens work on every API an
+    /// account's token works on (tickets, quotas). Its AppSecret is random: nobody knows it.
+    pub fn ensure_account(&mut self, appid: &str) {
+        if !self.apps.contains_key(appid) {
+            let secret = crate::credentials::random_secret();
+            self.apps.insert(appid.to_owned(), AppState::new(secret));
+        }
+    }
 }
 
 /// One official account.
@@ -106,6 +130,21 @@ struct DayUsage {
     stable: u32,
     ticket: u32,
     force: u32,
+}
+
+impl AppState {
+    fn new(secret: String) -> AppState {
+        AppState {
+            secret,
+            legacy: Vec::new(),
+            stable: Vec::new(),
+            last_force: None,
+            jsapi_ticket: None,
+            card_ticket: None,
+            usage: DayUsage::default(),
+            clears: MonthCount::default(),
+        }
+    }
 }
 
 impl DayUsage {
@@ -227,16 +266,7 @@ impl Shared {
                     app.appid
                 )));
             }
-            let state = AppState {
-                secret: app.secret.clone(),
-                legacy: Vec::new(),
-                stable: Vec::new(),
-                last_force: None,
-                jsapi_ticket: None,
-                card_ticket: None,
-                usage: DayUsage::default(),
-                clears: MonthCount::default(),
-            };
+            let state = AppState::new(app.secret.clone());
             if apps.insert(app.appid.clone(), state).is_some() {
                 return Err(invalid(format!("app {:?} is configured twice", app.appid)));
             }
@@ -280,6 +310,21 @@ impl Shared {
             .lifetime
             .mul_f64(30.0 / 7200.0)
             .max(Duration::from_secs(1));
+        let platform_settings = PlatformSettings::new(config).map_err(invalid)?;
+        let mut state = State {
+            credentials: Credentials::new(config.lifetime),
+            apps,
+            corp_apps,
+            corps,
+            faults: Faults::default(),
+            stats: MockStats::default(),
+            platform: Platform::default(),
+        };
+        component::start(
+            &platform_settings,
+            &mut state.platform_ctx(),
+            Instant::now(),
+        );
         Ok(Shared {
             settings: Settings {
                 lifetime: config.lifetime,
@@ -289,15 +334,9 @@ impl Shared {
                 force_limit: config.force_refresh_daily_limit,
                 ticket_quota: config.ticket_daily_quota,
                 corp_secrets,
+                platform: platform_settings,
             },
-            state: Mutex::new(State {
-                credentials: Credentials::new(config.lifetime),
-                apps,
-                corp_apps,
-                corps,
-                faults: Faults::default(),
-                stats: MockStats::default(),
-            }),
+            state: Mutex::new(state),
             in_flight: AtomicU64::new(0),
             max_in_flight: AtomicU64::new(0),
         })
@@ -306,6 +345,20 @@ impl Shared {
     fn lock(&self) -> MutexGuard<'_, State> {
         // A panic elsewhere must not take every later request down with it.
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The third-party platforms' configuration, readable without the lock (the pushers use it).
+    pub fn platform_settings(&self) -> &PlatformSettings {
+        &self.settings.platform
+    }
+
+    /// Runs `f` on the platform state under the lock (never across an await).
+    pub fn with_platform<R>(
+        &self,
+        f: impl FnOnce(&PlatformSettings, &mut PlatformCtx<'_>) -> R,
+    ) -> R {
+        let mut state = self.lock();
+        f(&self.settings.platform, &mut state.platform_ctx())
     }
 
     pub fn stats(&self) -> MockStats {
@@ -380,6 +433,7 @@ impl Shared {
             Endpoint::CorpToken => state.corp_token(s, input, now),
             Endpoint::CorpJsapiTicket => state.corp_jsapi_ticket(s, input, now, periods),
             Endpoint::CorpAgentTicket => state.corp_agent_ticket(s, input, now, periods),
+            _ => component::serve(&s.platform, endpoint, input, &mut state.platform_ctx(), now),
         };
         let reply = result.unwrap_or_else(|code| {
             Reply::error(code, endpoint, endpoint.flavor(account), input.peer())
@@ -390,7 +444,7 @@ impl Shared {
 }
 
 /// Adds one to `map[outer][inner]`, allocating keys only the first time.
-fn bump(map: &mut BTreeMap<String, BTreeMap<String, u64>>, outer: &str, inner: &str) {
+pub(crate) fn bump(map: &mut BTreeMap<String, BTreeMap<String, u64>>, outer: &str, inner: &str) {
     let counts = match map.get_mut(outer) {
         Some(counts) => counts,
         None => map.entry(outer.to_owned()).or_default(),
@@ -456,6 +510,15 @@ impl AppState {
 }
 
 impl State {
+    fn platform_ctx(&mut self) -> PlatformCtx<'_> {
+        PlatformCtx {
+            platform: &mut self.platform,
+            credentials: &mut self.credentials,
+            stats: &mut self.stats,
+            apps: &mut self.apps,
+        }
+    }
+
     /// The account a request is about, for counters and fault matching: a configured appid,
     /// the `corpid/agentid` of a corp secret, or the owner of the token it carries; else `-`.
     fn identify(&self, s: &Settings, endpoint: Endpoint, input: &Input) -> String {
@@ -482,6 +545,7 @@ impl State {
                 .query("access_token")
                 .and_then(|t| self.credentials.get(t))
                 .map(|r| r.account.as_str()),
+            _ => component::identify(&s.platform, &self.credentials, input),
         };
         account.unwrap_or("-").to_owned()
     }
