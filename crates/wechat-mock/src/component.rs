@@ -205,22 +205,24 @@ pub(crate) fn component_stats<'a>(stats: &'a mut MockStats, appid: &str) -> &'a 
         .expect("the entry was just inserted")
 }
 
-/// The platform a component request is about: its `component_appid` when configured, else the
-/// owner of the component token it carries.
+/// The platform a component request is about: the owner of the component token it carries,
+/// else its `component_appid` when that names a configured platform.
 pub(crate) fn identify<'a>(
     ps: &PlatformSettings,
     credentials: &'a Credentials,
     input: &'a Input,
 ) -> Option<&'a str> {
-    if let Ok(Some(appid)) = input.body_str("component_appid") {
-        if ps.components.contains_key(appid) {
-            return Some(appid);
-        }
-    }
     component_token(input)
         .and_then(|t| credentials.get(t))
         .filter(|r| r.kind == Kind::Component)
         .map(|r| r.account.as_str())
+        .or_else(|| {
+            input
+                .body_str("component_appid")
+                .ok()
+                .flatten()
+                .filter(|appid| ps.components.contains_key(*appid))
+        })
 }
 
 /// The token of a component request: old documents put it in `component_access_token`, newer

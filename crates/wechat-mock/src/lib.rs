@@ -639,6 +639,28 @@ mod tests {
     }
 
     #[test]
+    fn parses_component_arguments_without_repeating_secrets() {
+        let key = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG";
+        let c: MockComponent = format!("wxc:s3cret:tok:{key}").parse().unwrap();
+        assert_eq!(
+            (c.appid.as_str(), c.secret.as_str(), c.token.as_str()),
+            ("wxc", "s3cret", "tok")
+        );
+        assert_eq!(c.encoding_aes_key, key);
+        let shown = format!("{c:?}");
+        assert!(shown.contains("wxc") && !shown.contains("s3cret") && !shown.contains(key));
+        for bad in [
+            "wxc:s3cret:tok".to_owned(),
+            format!("wxc:s3cret:tok:{key}:more"),
+            format!("wxc::tok:{key}"),
+            "wxc:s3cret:tok:short".to_owned(),
+        ] {
+            let error = bad.parse::<MockComponent>().unwrap_err().to_string();
+            assert!(!error.contains("s3cret"), "{error}");
+        }
+    }
+
+    #[test]
     fn parses_an_apps_file_and_names_the_bad_line() {
         let apps = parse_apps_file("# accounts\nwxa:sA\n\n  wxb:s:B  \n").unwrap();
         assert_eq!(
