@@ -204,8 +204,22 @@ fn prefixed(prefix: &str, rng: &mut impl Rng, len: usize) -> String {
     s
 }
 
+/// Appends `len` random characters of the URL-safe alphabet. The bytes come from the generator
+/// in bulk (the alphabet has 64 symbols, so the low six bits of a byte pick one uniformly):
+/// minting 100 000 refresh tokens at start stays fast in unoptimized test builds.
 fn push_random(s: &mut String, rng: &mut impl Rng, len: usize) {
-    s.extend((0..len).map(|_| char::from(URL_SAFE[rng.gen_range(0..URL_SAFE.len())])));
+    let mut buf = [0u8; 64];
+    let mut left = len;
+    while left > 0 {
+        let n = left.min(buf.len());
+        rng.fill_bytes(&mut buf[..n]);
+        s.extend(
+            buf[..n]
+                .iter()
+                .map(|b| char::from(URL_SAFE[usize::from(b & 63)])),
+        );
+        left -= n;
+    }
 }
 
 #[cfg(test)]
