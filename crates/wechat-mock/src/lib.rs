@@ -2,8 +2,10 @@
 //!
 //! The mock is a second implementation of the rules in `spec/wechat-api.md`: the token endpoints
 //! (`cgi-bin/token`, `cgi-bin/stable_token`), the JS-SDK ticket endpoint, a business API that checks
-//! tokens the way every WeChat API does, the quota-management APIs and the Work WeChat (企业微信)
-//! token and ticket endpoints, all on one listener. Where WeChat is strict the mock is strict too:
+//! tokens the way every WeChat API does, the quota-management APIs, the Work WeChat (企业微信)
+//! token and ticket endpoints and the third-party platform (开放平台: component endpoints,
+//! encrypted event pushes to the platform's URL, account owners played through
+//! `/mock/authorize`), all on one listener. Where WeChat is strict the mock is strict too:
 //! a hub that passes its tests against a lenient mock would fail in production.
 //!
 //! Tests start it in-process on port 0 and read its counters:
@@ -400,8 +402,9 @@ impl MockServer {
 
 /// The mock's counters, for tests that assert how the code under test used WeChat.
 ///
-/// Accounts are named by appid for official accounts and by `corpid/agentid` for Work WeChat apps;
-/// `-` stands for a request whose account could not be identified (an unknown appid, a garbage
+/// Accounts are named by appid for official accounts (authorizers of a platform included) and by
+/// `corpid/agentid` for Work WeChat apps; calls to the component endpoints count under the
+/// platform's appid. `-` stands for a request whose account could not be identified (an unknown appid, a garbage
 /// token). Paths are the request paths, such as `/cgi-bin/token`.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
 pub struct MockStats {
@@ -563,7 +566,8 @@ pub struct FaultRule {
     /// The request path the rule applies to, for example `/cgi-bin/token` (exact match).
     pub path: String,
     /// When set, only requests of this account match: the appid, or `corpid/agentid` for Work
-    /// WeChat. For token-carrying requests the account is the one the token belongs to.
+    /// WeChat, or the component appid on the component endpoints. For token-carrying requests
+    /// the account is the one the token belongs to.
     #[serde(default)]
     pub account: Option<String>,
     /// The WeChat errcode to answer with, for example -1 (system busy) or 45009.

@@ -468,3 +468,53 @@ async fn faults_apply_to_the_platform_endpoints() {
     assert_eq!(stats.component(COMPONENT).component_tokens_issued, 1);
     assert_eq!(stats.component(COMPONENT).authorizer_tokens_issued, 1);
 }
+
+#[tokio::test]
+async fn authorizer_and_component_tokens_expire_like_account_tokens() {
+    let receiver = Receiver::start().await;
+    let wx = Wx::start(MockConfig {
+        authorizers_per_component: 1,
+        ..platform_config(2, 1, &receiver)
+    })
+    .await;
+    let token = wx.fresh_component_token(&receiver).await;
+    let listed = list(
+        &wx,
+        &token,
+        json!({"component_appid": COMPONENT, "count": 1}),
+    )
+    .await;
+    let r1 = listed.json["list"][0]["refresh_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let r = refresh(&wx, &token, &authorizer_appid(0, 1), &r1).await;
+    let minted = Instant::now();
+    let authorizer_token = r.str("authorizer_access_token");
+    let ticket_url =
+        format!("/cgi-bin/ticket/getticket?access_token={authorizer_token}&type=jsapi");
+    assert!(!wx.get(&ticket_url).await.ticket().is_empty());
+    assert_ok_wechat(&wx.business(&authorizer_token).await);
+
+    sleep_until(minted + Duration::from_secs(2) + MARGIN).await;
+    assert_error(
+        &wx.business(&authorizer_token).await,
+        42001,
+        "access_token expired",
+    );
+    assert_error(&wx.get(&ticket_url).await, 42001, "access_token expired");
+    let r = wx
+        .component(
+            "api_create_preauthcode",
+            &token,
+            json!({"component_appid": COMPONENT}),
+        )
+        .await;
+    assert_error(&r, 42001, "access_token expired");
+    let stats = wx.mock.stats();
+    assert_eq!(stats.business(&authorizer_appid(0, 1), 42001), 1);
+    assert_eq!(
+        stats.issued("/cgi-bin/ticket/getticket", &authorizer_appid(0, 1)),
+        1
+    );
+}
