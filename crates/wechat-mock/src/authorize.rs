@@ -36,13 +36,16 @@ pub(crate) fn routes() -> Router<Arc<Shared>> {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Body {
+    /// The platform concerned.
     component_appid: String,
+    /// The account; required except for `/mock/authorize`, which makes one up.
     #[serde(default)]
     authorizer_appid: Option<String>,
     /// Permission-set ids, as numbers (`[1, 2]`) or as WeChat writes them
     /// (`[{"funcscope_category":{"id":1}}]`).
     #[serde(default)]
     func_info: Option<Vec<Value>>,
+    /// The pre-auth code of the link the owner followed (`/mock/authorize` only).
     #[serde(default)]
     pre_auth_code: Option<String>,
 }

@@ -43,11 +43,17 @@ pub(crate) struct PlatformSettings {
     pub components: HashMap<String, ComponentSettings>,
     /// Component appids in configuration order (the index in pre-created authorizer appids).
     pub order: Vec<String>,
+    /// Time between verify-ticket pushes.
     pub push_interval: Duration,
+    /// Whether `api_authorizer_token` hands out a new refresh token each time.
     rotate_refresh_tokens: bool,
+    /// How long a pushed verify ticket works.
     verify_ticket_lifetime: Duration,
+    /// How long a `pre_auth_code` works.
     pre_auth_code_lifetime: Duration,
+    /// How long an authorization code works.
     authorization_code_lifetime: Duration,
+    /// Accounts authorized on each platform at start.
     authorizers_per_component: u32,
     /// The mock's token lifetime and overlap, which component and authorizer tokens follow.
     lifetime: Duration,
@@ -56,6 +62,7 @@ pub(crate) struct PlatformSettings {
 
 /// One platform's secrets and push destination.
 pub(crate) struct ComponentSettings {
+    /// The AppSecret that `api_component_token` and `api_start_push_ticket` check.
     secret: String,
     /// Seals and signs this platform's pushes.
     pub crypt: MessageCrypt,
@@ -120,6 +127,7 @@ pub(crate) struct Platform {
     components: HashMap<String, ComponentState>,
 }
 
+/// One platform's tickets, tokens, codes and authorizers.
 #[derive(Default)]
 struct ComponentState {
     /// Possibly-live component tokens, oldest first.
@@ -194,15 +202,7 @@ pub(crate) fn start(ps: &PlatformSettings, ctx: &mut PlatformCtx<'_>, now: Insta
 
 /// The counters of one platform.
 pub(crate) fn component_stats<'a>(stats: &'a mut MockStats, appid: &str) -> &'a mut ComponentStats {
-    if !stats.components.contains_key(appid) {
-        stats
-            .components
-            .insert(appid.to_owned(), ComponentStats::default());
-    }
-    stats
-        .components
-        .get_mut(appid)
-        .expect("the entry was just inserted")
+    stats.components.entry(appid.to_owned()).or_default()
 }
 
 /// The platform a component request is about: the owner of the component token it carries,
@@ -660,6 +660,7 @@ pub(crate) enum ControlError {
 
 /// What an account owner does on the authorization page.
 pub(crate) struct AuthorizeRequest {
+    /// The platform being authorized.
     pub component_appid: String,
     /// The account; a random appid when absent.
     pub authorizer_appid: Option<String>,
@@ -671,10 +672,15 @@ pub(crate) struct AuthorizeRequest {
 
 /// The result of an authorization or its update: what the push carries and the caller is told.
 pub(crate) struct Granted {
+    /// The account that authorized.
     pub authorizer_appid: String,
+    /// The code to exchange with `api_query_auth`.
     pub authorization_code: String,
+    /// The code's lifetime in seconds.
     pub code_expires_in: u64,
+    /// The pre-auth code of the authorization link.
     pub pre_auth_code: String,
+    /// The permission sets now granted.
     pub func_info: Vec<u32>,
     /// The `authorized` / `updateauthorized` push to send.
     pub push: PushMessage,

@@ -75,6 +75,7 @@ pub(crate) struct PushMessage {
     pub component_appid: String,
     /// `CreateTime`, in Unix seconds.
     pub create_time: u64,
+    /// What the push is about.
     pub info_type: InfoType,
     /// The elements after `InfoType`, in order.
     pub fields: Vec<(&'static str, PushField)>,
@@ -166,7 +167,9 @@ pub(crate) fn seal(
 /// Where one platform's pushes go: a plain-HTTP URL.
 #[derive(Clone, Debug)]
 pub(crate) struct PushTarget {
+    /// The host to connect to (a name or an IP address, without IPv6 brackets).
     host: String,
+    /// The port to connect to (80 when the URL names none).
     port: u16,
     /// `host:port` as the URL wrote it, for the `Host` header.
     authority: String,

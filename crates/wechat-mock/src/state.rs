@@ -90,9 +90,13 @@ struct State {
 
 /// Everything under the lock that the third-party platform's rules touch.
 pub(crate) struct PlatformCtx<'a> {
+    /// The platforms' own state.
     pub platform: &'a mut Platform,
+    /// Where tickets, codes and tokens are minted and judged.
     pub credentials: &'a mut Credentials,
+    /// The counters.
     pub stats: &'a mut MockStats,
+    /// The official accounts, which every authorizer joins.
     apps: &'a mut HashMap<String, AppState>,
 }
 

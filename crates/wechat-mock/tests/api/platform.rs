@@ -62,8 +62,11 @@ impl Push {
 
 /// What the receiver answers, and where opened pushes go.
 struct ReceiverState {
+    /// By platform appid.
     crypts: HashMap<String, MessageCrypt>,
+    /// The status and body every push is answered with.
     answer: Mutex<(StatusCode, String)>,
+    /// Where opened pushes (or why one was rejected) go.
     pushes: mpsc::UnboundedSender<Result<Push, String>>,
 }
 
@@ -77,10 +80,13 @@ type Inbox = (
 /// A hub's event endpoint in miniature: checks `signature` and `msg_signature`, opens the
 /// envelope, checks the appids and answers `success` (or what the test set).
 pub struct Receiver {
+    /// Where it listens.
     addr: SocketAddr,
+    /// Shared with the request handler.
     state: Arc<ReceiverState>,
     /// Opened pushes, and those a test has not asked for yet.
     pushes: tokio::sync::Mutex<Inbox>,
+    /// The server, stopped when the receiver is dropped.
     task: tokio::task::JoinHandle<()>,
 }
 
