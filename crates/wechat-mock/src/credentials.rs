@@ -17,6 +17,17 @@ pub(crate) enum Kind {
     Corp,
     /// A JS-SDK, card or agent_config ticket.
     Ticket,
+    /// A third-party platform's `component_access_token`: it works only on the component
+    /// endpoints, never on business APIs.
+    Component,
+    /// A `component_verify_ticket` the mock pushed (`ticket@@@…`).
+    VerifyTicket,
+    /// A `pre_auth_code` (`preauthcode@@@…`): the start of an authorization link.
+    PreAuthCode,
+    /// An authorization code (`queryauthcode@@@…`), exchanged by `api_query_auth`.
+    AuthorizationCode,
+    /// An `authorizer_refresh_token` (`refreshtoken@@@…`): it lives as long as the authorization.
+    RefreshToken,
 }
 
 /// One minted token or ticket.
@@ -106,7 +117,7 @@ impl Credentials {
         let mut rng = rand::thread_rng();
         let value = loop {
             let candidate = match kind {
-                Kind::Official => {
+                Kind::Official | Kind::Component => {
                     let mut v = self.next_prefix.to_string();
                     v.push('_');
                     push_random(&mut v, &mut rng, 136);
@@ -114,12 +125,16 @@ impl Credentials {
                 }
                 Kind::Corp => random_string(&mut rng, 172),
                 Kind::Ticket => random_string(&mut rng, 86),
+                Kind::VerifyTicket => prefixed("ticket@@@", &mut rng, 86),
+                Kind::PreAuthCode => prefixed("preauthcode@@@", &mut rng, 86),
+                Kind::AuthorizationCode => prefixed("queryauthcode@@@", &mut rng, 86),
+                Kind::RefreshToken => prefixed("refreshtoken@@@", &mut rng, 43),
             };
             if !self.map.contains_key(&candidate) {
                 break candidate;
             }
         };
-        if kind == Kind::Official {
+        if matches!(kind, Kind::Official | Kind::Component) {
             self.next_prefix += 1;
         }
         self.map.insert(
@@ -171,14 +186,40 @@ impl Credentials {
     }
 }
 
+/// A random 32-character secret, for accounts whose secret nobody is meant to know.
+pub(crate) fn random_secret() -> String {
+    random_string(&mut rand::thread_rng(), 32)
+}
+
 fn random_string(rng: &mut impl Rng, len: usize) -> String {
     let mut s = String::with_capacity(len);
     push_random(&mut s, rng, len);
     s
 }
 
+fn prefixed(prefix: &str, rng: &mut impl Rng, len: usize) -> String {
+    let mut s = String::with_capacity(prefix.len() + len);
+    s.push_str(prefix);
+    push_random(&mut s, rng, len);
+    s
+}
+
+/// Appends `len` random characters of the URL-safe alphabet. The bytes come from the generator
+/// in bulk (the alphabet has 64 symbols, so the low six bits of a byte pick one uniformly):
+/// minting 100 000 refresh tokens at start stays fast in unoptimized test builds.
 fn push_random(s: &mut String, rng: &mut impl Rng, len: usize) {
-    s.extend((0..len).map(|_| char::from(URL_SAFE[rng.gen_range(0..URL_SAFE.len())])));
+    let mut buf = [0u8; 64];
+    let mut left = len;
+    while left > 0 {
+        let n = left.min(buf.len());
+        rng.fill_bytes(&mut buf[..n]);
+        s.extend(
+            buf[..n]
+                .iter()
+                .map(|b| char::from(URL_SAFE[usize::from(b & 63)])),
+        );
+        left -= n;
+    }
 }
 
 #[cfg(test)]

@@ -23,6 +23,22 @@ pub(crate) enum Endpoint {
     CorpJsapiTicket,
     /// `GET /cgi-bin/ticket/get?type=agent_config`: Work WeChat app ticket.
     CorpAgentTicket,
+    /// `POST /cgi-bin/component/api_component_token`: a platform's token, for its verify ticket.
+    ComponentToken,
+    /// `POST /cgi-bin/component/api_create_preauthcode`: the code of an authorization link.
+    CreatePreAuthCode,
+    /// `POST /cgi-bin/component/api_query_auth`: an authorization code for the authorizer's
+    /// tokens.
+    QueryAuth,
+    /// `POST /cgi-bin/component/api_authorizer_token`: an authorizer token for its refresh token.
+    AuthorizerToken,
+    /// `POST /cgi-bin/component/api_get_authorizer_info`: one authorizer's account and grant.
+    GetAuthorizerInfo,
+    /// `POST /cgi-bin/component/api_get_authorizer_list`: every authorizer and its refresh token,
+    /// page by page.
+    GetAuthorizerList,
+    /// `POST /cgi-bin/component/api_start_push_ticket`: ask for a verify-ticket push now.
+    StartPushTicket,
 }
 
 /// Which platform's conventions an answer follows: official accounts omit nothing special, but
@@ -36,7 +52,7 @@ pub(crate) enum Flavor {
 }
 
 impl Endpoint {
-    pub(crate) const ALL: [Endpoint; 10] = [
+    pub(crate) const ALL: [Endpoint; 17] = [
         Endpoint::Token,
         Endpoint::StableToken,
         Endpoint::GetTicket,
@@ -47,6 +63,13 @@ impl Endpoint {
         Endpoint::CorpToken,
         Endpoint::CorpJsapiTicket,
         Endpoint::CorpAgentTicket,
+        Endpoint::ComponentToken,
+        Endpoint::CreatePreAuthCode,
+        Endpoint::QueryAuth,
+        Endpoint::AuthorizerToken,
+        Endpoint::GetAuthorizerInfo,
+        Endpoint::GetAuthorizerList,
+        Endpoint::StartPushTicket,
     ];
 
     pub(crate) fn path(self) -> &'static str {
@@ -61,6 +84,13 @@ impl Endpoint {
             Endpoint::CorpToken => "/cgi-bin/gettoken",
             Endpoint::CorpJsapiTicket => "/cgi-bin/get_jsapi_ticket",
             Endpoint::CorpAgentTicket => "/cgi-bin/ticket/get",
+            Endpoint::ComponentToken => "/cgi-bin/component/api_component_token",
+            Endpoint::CreatePreAuthCode => "/cgi-bin/component/api_create_preauthcode",
+            Endpoint::QueryAuth => "/cgi-bin/component/api_query_auth",
+            Endpoint::AuthorizerToken => "/cgi-bin/component/api_authorizer_token",
+            Endpoint::GetAuthorizerInfo => "/cgi-bin/component/api_get_authorizer_info",
+            Endpoint::GetAuthorizerList => "/cgi-bin/component/api_get_authorizer_list",
+            Endpoint::StartPushTicket => "/cgi-bin/component/api_start_push_ticket",
         }
     }
 
@@ -72,6 +102,20 @@ impl Endpoint {
                 | Endpoint::QuotaGet
                 | Endpoint::ClearQuota
                 | Endpoint::ClearQuotaV2
+        ) || self.is_component()
+    }
+
+    /// Whether the endpoint belongs to the third-party platform (all POST with a JSON body).
+    pub(crate) fn is_component(self) -> bool {
+        matches!(
+            self,
+            Endpoint::ComponentToken
+                | Endpoint::CreatePreAuthCode
+                | Endpoint::QueryAuth
+                | Endpoint::AuthorizerToken
+                | Endpoint::GetAuthorizerInfo
+                | Endpoint::GetAuthorizerList
+                | Endpoint::StartPushTicket
         )
     }
 

@@ -28,6 +28,16 @@ pub(crate) mod code {
     pub const DATA_FORMAT: i64 = 47001;
     pub const CLEAR_QUOTA_LIMIT: i64 = 48006;
     pub const CGI_PATH_NOT_FOUND: i64 = 76021;
+    pub const ARGS_COUNT_EXCEEDED: i64 = 40170;
+    pub const CODE_MISSING: i64 = 41008;
+    pub const COMPONENT_APPID_MISSING: i64 = 41018;
+    pub const NOT_AUTHORIZED: i64 = 61003;
+    pub const COMPONENT_TICKET_EXPIRED: i64 = 61005;
+    pub const COMPONENT_TICKET_INVALID: i64 = 61006;
+    pub const CODE_INVALID: i64 = 61009;
+    pub const CODE_EXPIRED: i64 = 61010;
+    pub const INVALID_COMPONENT: i64 = 61011;
+    pub const REFRESH_TOKEN_INVALID: i64 = 61023;
 }
 
 /// The pointer to `stable_token` that WeChat has appended to some `cgi-bin/token` errors since 2023.
@@ -71,6 +81,18 @@ pub(crate) fn base_text(code: i64, flavor: Flavor, endpoint: Endpoint) -> &'stat
         (_, 48001) => "api unauthorized",
         (_, CLEAR_QUOTA_LIMIT) => "forbid to clear quota because of reaching the limit",
         (_, CGI_PATH_NOT_FOUND) => "cgi_path not found, please check",
+        (_, ARGS_COUNT_EXCEEDED) => "args count exceed count limit",
+        (_, CODE_MISSING) => "missing code",
+        (_, COMPONENT_APPID_MISSING) => "missing component_appid",
+        (_, 61004) => "access clientip is not registered",
+        (_, NOT_AUTHORIZED) => "component is not authorized by this account",
+        (_, COMPONENT_TICKET_EXPIRED) => "component ticket is expired",
+        (_, COMPONENT_TICKET_INVALID) => "component ticket is invalid",
+        (_, 61007) => "api is unauthorized to component",
+        (_, CODE_INVALID) => "code is invalid",
+        (_, CODE_EXPIRED) => "code is expired",
+        (_, INVALID_COMPONENT) => "invalid component",
+        (_, REFRESH_TOKEN_INVALID) => "refresh_token is invalid",
         _ => "mock error",
     }
 }

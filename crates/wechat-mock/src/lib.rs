@@ -2,8 +2,10 @@
 //!
 //! The mock is a second implementation of the rules in `spec/wechat-api.md`: the token endpoints
 //! (`cgi-bin/token`, `cgi-bin/stable_token`), the JS-SDK ticket endpoint, a business API that checks
-//! tokens the way every WeChat API does, the quota-management APIs and the Work WeChat (企业微信)
-//! token and ticket endpoints, all on one listener. Where WeChat is strict the mock is strict too:
+//! tokens the way every WeChat API does, the quota-management APIs, the Work WeChat (企业微信)
+//! token and ticket endpoints and the third-party platform (开放平台: component endpoints,
+//! encrypted event pushes to the platform's URL, account owners played through
+//! `/mock/authorize`), all on one listener. Where WeChat is strict the mock is strict too:
 //! a hub that passes its tests against a lenient mock would fail in production.
 //!
 //! Tests start it in-process on port 0 and read its counters:
@@ -33,10 +35,14 @@
 
 #![warn(missing_docs)]
 
+mod authorize;
+mod component;
 mod credentials;
 mod endpoint;
 mod errors;
 mod faults;
+mod input;
+mod push;
 mod reply;
 mod routes;
 mod server;
@@ -78,6 +84,28 @@ pub struct MockConfig {
     pub apps: Vec<MockApp>,
     /// Work WeChat apps the mock knows; a corp app is identified by its corpid and secret.
     pub corps: Vec<MockCorpApp>,
+    /// Third-party platforms (开放平台 components) the mock plays WeChat for.
+    pub components: Vec<MockComponent>,
+    /// Where the platforms' event pushes go (the "authorization event URL"), for example
+    /// `http://127.0.0.1:8080/v1/components/{component_appid}/events`; `{component_appid}` is
+    /// replaced by each platform's appid. Plain `http://` only. Without it nothing is pushed.
+    pub push_url: Option<String>,
+    /// How often a `component_verify_ticket` is pushed to each platform (WeChat: 600 s). The first
+    /// push goes out as soon as the mock starts.
+    pub push_interval: Duration,
+    /// Accounts already authorized on each platform when the mock starts, for scale tests; their
+    /// appids are [`authorizer_appid`]`(platform index, 1..=N)`.
+    pub authorizers_per_component: u32,
+    /// When set, every `api_authorizer_token` call returns a new `authorizer_refresh_token` and
+    /// the one it was called with stops working after `grace`. WeChat keeps the refresh token for
+    /// the life of the authorization; this option exercises clients that store rotated ones.
+    pub rotate_refresh_tokens: bool,
+    /// How long a pushed verify ticket can be used (WeChat: 12 h).
+    pub verify_ticket_lifetime: Duration,
+    /// Lifetime of a `pre_auth_code` (WeChat's text says 1800 s, its example 600 s).
+    pub pre_auth_code_lifetime: Duration,
+    /// Lifetime of an authorization code (WeChat: about an hour).
+    pub authorization_code_lifetime: Duration,
 }
 
 impl Default for MockConfig {
@@ -90,6 +118,14 @@ impl Default for MockConfig {
             ticket_daily_quota: 10_000,
             apps: Vec::new(),
             corps: Vec::new(),
+            components: Vec::new(),
+            push_url: None,
+            push_interval: Duration::from_secs(600),
+            authorizers_per_component: 0,
+            rotate_refresh_tokens: false,
+            verify_ticket_lifetime: Duration::from_secs(12 * 3600),
+            pre_auth_code_lifetime: Duration::from_secs(1800),
+            authorization_code_lifetime: Duration::from_secs(3600),
         }
     }
 }
@@ -118,6 +154,85 @@ impl MockConfig {
             secret: secret.into(),
         });
         self
+    }
+
+    /// Adds a third-party platform with its AppSecret, message token and EncodingAESKey.
+    pub fn with_component(
+        mut self,
+        appid: impl Into<String>,
+        secret: impl Into<String>,
+        token: impl Into<String>,
+        encoding_aes_key: impl Into<String>,
+    ) -> Self {
+        self.components.push(MockComponent {
+            appid: appid.into(),
+            secret: secret.into(),
+            token: token.into(),
+            encoding_aes_key: encoding_aes_key.into(),
+        });
+        self
+    }
+}
+
+/// The appid of the `n`th account (from 1) authorized in advance on the platform at `index` in
+/// [`MockConfig::components`] (see [`MockConfig::authorizers_per_component`]): `wx`, the index as
+/// 4 hex digits, `n` as 12. Tests compute the appids they expect with it.
+pub fn authorizer_appid(index: usize, n: u64) -> String {
+    format!("wx{index:04x}{n:012x}")
+}
+
+/// A third-party platform (开放平台 component): what `api_component_token` checks and what its
+/// pushes are signed and sealed with.
+#[derive(Clone, PartialEq, Eq)]
+pub struct MockComponent {
+    /// The platform's appid, also the key of its counters in [`MockStats::components`].
+    pub appid: String,
+    /// The platform's AppSecret (`component_appsecret`).
+    pub secret: String,
+    /// The message-check token that push signatures are computed with.
+    pub token: String,
+    /// The 43-character EncodingAESKey that pushes are sealed with.
+    pub encoding_aes_key: String,
+}
+
+impl fmt::Debug for MockComponent {
+    /// Names the platform, never its secrets.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MockComponent")
+            .field("appid", &self.appid)
+            .finish_non_exhaustive()
+    }
+}
+
+impl FromStr for MockComponent {
+    type Err = ParseAccountError;
+
+    /// Parses `APPID:SECRET:TOKEN:AESKEY`, the form of the binary's `--component` option. The
+    /// error never repeats the secret, the token or the key.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let parts: Vec<&str> = s.split(':').collect();
+        let [appid, secret, token, key] = parts[..] else {
+            return Err(ParseAccountError(format!(
+                "expected APPID:SECRET:TOKEN:AESKEY (four fields separated by ':'), got {} field(s)",
+                parts.len()
+            )));
+        };
+        if [appid, secret, token, key].iter().any(|p| p.is_empty()) {
+            return Err(ParseAccountError(format!(
+                "component {appid:?}: APPID, SECRET, TOKEN and AESKEY must all be non-empty"
+            )));
+        }
+        if let Err(e) = wechat_crypto::EncodingAesKey::parse(key) {
+            return Err(ParseAccountError(format!(
+                "component {appid:?}: bad EncodingAESKey: {e}"
+            )));
+        }
+        Ok(MockComponent {
+            appid: appid.to_owned(),
+            secret: secret.to_owned(),
+            token: token.to_owned(),
+            encoding_aes_key: key.to_owned(),
+        })
     }
 }
 
@@ -223,22 +338,26 @@ pub struct MockServer {
     addr: SocketAddr,
     shared: Arc<Shared>,
     server: server::ServerHandle,
+    /// The platforms' verify-ticket pushers, stopped with the server.
+    pushers: push::Pushers,
 }
 
 impl MockServer {
     /// Binds `listen` (use `127.0.0.1:0` in tests) and serves until shutdown or drop.
     ///
     /// Fails with `InvalidInput` when the configuration is unusable (a zero lifetime, a duplicated
-    /// appid or corp app), and with the bind error when the address cannot be bound.
+    /// appid, corp app or component, a bad EncodingAESKey or push URL), and with the bind error when the address cannot be bound.
     pub async fn start(config: MockConfig, listen: SocketAddr) -> std::io::Result<MockServer> {
         let shared = Arc::new(Shared::new(&config)?);
         let listener = tokio::net::TcpListener::bind(listen).await?;
         let addr = listener.local_addr()?;
         let server = server::spawn(listener, routes::router(shared.clone()));
+        let pushers = push::spawn(&shared);
         Ok(MockServer {
             addr,
             shared,
             server,
+            pushers,
         })
     }
 
@@ -276,14 +395,16 @@ impl MockServer {
     /// Stops accepting connections, lets requests in flight finish (up to a few seconds) and
     /// waits for the server task to end.
     pub async fn shutdown(self) {
+        drop(self.pushers);
         self.server.shutdown().await;
     }
 }
 
 /// The mock's counters, for tests that assert how the code under test used WeChat.
 ///
-/// Accounts are named by appid for official accounts and by `corpid/agentid` for Work WeChat apps;
-/// `-` stands for a request whose account could not be identified (an unknown appid, a garbage
+/// Accounts are named by appid for official accounts (authorizers of a platform included) and by
+/// `corpid/agentid` for Work WeChat apps; calls to the component endpoints count under the
+/// platform's appid. `-` stands for a request whose account could not be identified (an unknown appid, a garbage
 /// token). Paths are the request paths, such as `/cgi-bin/token`.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
 pub struct MockStats {
@@ -317,6 +438,50 @@ pub struct MockStats {
     /// own concurrency, never overcount it.
     #[serde(default)]
     pub max_in_flight: u64,
+    /// The third-party platforms' own counters (pushes, tokens, authorizations), by component
+    /// appid. Calls per path and errcodes are in `calls` and `outcomes` as for every endpoint.
+    #[serde(default)]
+    pub components: BTreeMap<String, ComponentStats>,
+}
+
+/// What happened on one third-party platform: the counters a hub test asserts on. No token,
+/// ticket or code appears here.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+pub struct ComponentStats {
+    /// Pushes by InfoType (`component_verify_ticket`, `authorized`, `updateauthorized`,
+    /// `unauthorized`).
+    pub pushes: BTreeMap<String, PushCounts>,
+    /// Why the last failed push failed (an HTTP status, a wrong answer, a network error), for
+    /// debugging a receiver.
+    pub last_push_failure: Option<String>,
+    /// `component_access_token`s minted.
+    pub component_tokens_issued: u64,
+    /// `pre_auth_code`s handed out by `api_create_preauthcode`.
+    pub pre_auth_codes_issued: u64,
+    /// Authorizer access tokens minted (by `api_query_auth` and `api_authorizer_token`).
+    pub authorizer_tokens_issued: u64,
+    /// Authorizer refresh tokens replaced by a rotating `api_authorizer_token`.
+    pub refresh_tokens_rotated: u64,
+    /// Accounts that authorized the platform (`/mock/authorize`).
+    pub authorizations: u64,
+    /// Authorizations whose permissions changed (`/mock/updateauthorize`).
+    pub update_authorizations: u64,
+    /// Authorizations withdrawn (`/mock/unauthorize`).
+    pub unauthorizations: u64,
+    /// Accounts authorized right now, those created at start included.
+    pub authorizers: u64,
+}
+
+/// The fate of one kind of push.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PushCounts {
+    /// Pushes attempted.
+    pub sent: u64,
+    /// Pushes the receiver answered with HTTP 200 and exactly `success`.
+    pub acknowledged: u64,
+    /// Pushes that got anything else: another answer or status, a network error, no answer in
+    /// time. WeChat does not retry them; the next verify ticket comes at the next interval.
+    pub failed: u64,
 }
 
 impl MockStats {
@@ -365,6 +530,21 @@ impl MockStats {
     pub fn faults_injected(&self, path: &str) -> u64 {
         self.faults_injected.get(path).copied().unwrap_or(0)
     }
+
+    /// The counters of the platform `component_appid` (all zero for an unknown one).
+    pub fn component(&self, component_appid: &str) -> ComponentStats {
+        self.components
+            .get(component_appid)
+            .cloned()
+            .unwrap_or_default()
+    }
+}
+
+impl ComponentStats {
+    /// The counts of pushes of `info_type`, for example `component_verify_ticket`.
+    pub fn pushes(&self, info_type: &str) -> PushCounts {
+        self.pushes.get(info_type).copied().unwrap_or_default()
+    }
 }
 
 fn nested(map: &BTreeMap<String, BTreeMap<String, u64>>, outer: &str, inner: &str) -> u64 {
@@ -386,7 +566,8 @@ pub struct FaultRule {
     /// The request path the rule applies to, for example `/cgi-bin/token` (exact match).
     pub path: String,
     /// When set, only requests of this account match: the appid, or `corpid/agentid` for Work
-    /// WeChat. For token-carrying requests the account is the one the token belongs to.
+    /// WeChat, or the component appid on the component endpoints. For token-carrying requests
+    /// the account is the one the token belongs to.
     #[serde(default)]
     pub account: Option<String>,
     /// The WeChat errcode to answer with, for example -1 (system busy) or 45009.
@@ -459,6 +640,28 @@ mod tests {
         );
         assert!("ww1:1000002".parse::<MockCorpApp>().is_err());
         assert!("ww1::s".parse::<MockCorpApp>().is_err());
+    }
+
+    #[test]
+    fn parses_component_arguments_without_repeating_secrets() {
+        let key = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG";
+        let c: MockComponent = format!("wxc:s3cret:tok:{key}").parse().unwrap();
+        assert_eq!(
+            (c.appid.as_str(), c.secret.as_str(), c.token.as_str()),
+            ("wxc", "s3cret", "tok")
+        );
+        assert_eq!(c.encoding_aes_key, key);
+        let shown = format!("{c:?}");
+        assert!(shown.contains("wxc") && !shown.contains("s3cret") && !shown.contains(key));
+        for bad in [
+            "wxc:s3cret:tok".to_owned(),
+            format!("wxc:s3cret:tok:{key}:more"),
+            format!("wxc::tok:{key}"),
+            "wxc:s3cret:tok:short".to_owned(),
+        ] {
+            let error = bad.parse::<MockComponent>().unwrap_err().to_string();
+            assert!(!error.contains("s3cret"), "{error}");
+        }
     }
 
     #[test]

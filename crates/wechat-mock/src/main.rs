@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
-use wechat_mock::{parse_apps_file, MockApp, MockConfig, MockCorpApp, MockServer};
+use wechat_mock::{parse_apps_file, MockApp, MockComponent, MockConfig, MockCorpApp, MockServer};
 
 /// A mock of WeChat's token, ticket and business endpoints (official accounts and Work WeChat).
 #[derive(Parser, Debug)]
@@ -40,6 +40,27 @@ struct Cli {
     /// A Work WeChat app the mock knows (repeatable).
     #[arg(long = "corp", value_name = "CORPID:AGENTID:SECRET")]
     corps: Vec<MockCorpApp>,
+    /// A third-party platform (开放平台 component) with its AppSecret, message token and
+    /// 43-character EncodingAESKey (repeatable).
+    // Parsed after clap, whose errors would repeat the raw value, secrets included.
+    #[arg(long = "component", value_name = "APPID:SECRET:TOKEN:AESKEY")]
+    components: Vec<String>,
+    /// Where the platforms' encrypted event pushes go (http:// only); {component_appid} in it is
+    /// replaced by each platform's appid. Without it nothing is pushed.
+    #[arg(long, value_name = "URL")]
+    push_url: Option<String>,
+    /// Seconds between verify-ticket pushes to each platform (the first goes out at start).
+    #[arg(long, value_name = "SECS", default_value_t = 600,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    push_interval: u64,
+    /// Accounts already authorized on each platform at start (for scale tests); their appids are
+    /// wx + the platform's index as 4 hex digits + the account's number (from 1) as 12.
+    #[arg(long = "authorizers", value_name = "N", default_value_t = 0)]
+    authorizers: u32,
+    /// api_authorizer_token returns a new refresh token each time; the old one stops working
+    /// after the grace.
+    #[arg(long)]
+    rotate_refresh_tokens: bool,
 }
 
 #[tokio::main]
@@ -57,6 +78,18 @@ async fn main() -> ExitCode {
             }
         }
     }
+    let components = match cli
+        .components
+        .iter()
+        .map(|c| c.parse::<MockComponent>())
+        .collect::<Result<Vec<_>, _>>()
+    {
+        Ok(components) => components,
+        Err(e) => {
+            eprintln!("error: --component: {e}");
+            return ExitCode::from(2);
+        }
+    };
     // Registered before anything else, so that a stop request during startup is not lost.
     let stop = match StopSignal::register() {
         Ok(stop) => stop,
@@ -79,6 +112,11 @@ async fn main() -> ExitCode {
         force_refresh_daily_limit: cli.force_refresh_limit,
         apps: cli.apps,
         corps: cli.corps,
+        components,
+        push_url: cli.push_url,
+        push_interval: Duration::from_secs(cli.push_interval),
+        authorizers_per_component: cli.authorizers,
+        rotate_refresh_tokens: cli.rotate_refresh_tokens,
         ..MockConfig::default()
     };
     let apps: Vec<&str> = config.apps.iter().map(|a| a.appid.as_str()).collect();
@@ -87,16 +125,26 @@ async fn main() -> ExitCode {
         .iter()
         .map(|c| format!("{}/{}", c.corpid, c.agentid))
         .collect();
+    let components: Vec<&str> = config.components.iter().map(|c| c.appid.as_str()).collect();
     tracing::info!(
         lifetime = cli.lifetime,
         grace = cli.grace,
         daily_quota = config.daily_quota,
         apps = %listing(&apps),
         corps = %listing(&corps),
+        components = %listing(&components),
+        push_url = config.push_url.as_deref().unwrap_or("-"),
         "starting"
     );
-    if config.apps.is_empty() && config.corps.is_empty() {
-        tracing::warn!("no --app or --corp given: every token request will be refused");
+    if !config.components.is_empty() && config.push_url.is_none() {
+        tracing::warn!(
+            "no --push-url given: verify tickets and authorization events are not pushed"
+        );
+    }
+    if config.apps.is_empty() && config.corps.is_empty() && config.components.is_empty() {
+        tracing::warn!(
+            "no --app, --corp or --component given: every token request will be refused"
+        );
     }
 
     let server = match MockServer::start(config, cli.listen).await {

@@ -14,9 +14,10 @@ use serde_json::{json, Value};
 
 use crate::endpoint::Endpoint;
 use crate::errors;
+use crate::input::Input;
 use crate::reply::Reply;
 use crate::server::Peer;
-use crate::state::{Input, Shared};
+use crate::state::Shared;
 use crate::{FaultRule, MockStats};
 
 /// Bodies WeChat accepts are small; anything larger is refused before it is parsed.
@@ -33,6 +34,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         );
     }
     router
+        .merge(crate::authorize::routes())
         .route("/mock/stats", get(stats))
         .route(
             "/mock/faults",

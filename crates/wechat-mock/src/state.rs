@@ -6,20 +6,18 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::io;
-use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use axum::extract::Query;
-use axum::http::{Method, Uri};
 use serde::Serialize;
-use serde_json::{Map, Value};
 
+use crate::component::{self, Platform, PlatformSettings};
 use crate::credentials::{Credentials, Kind};
 use crate::endpoint::Endpoint;
 use crate::errors::code::*;
 use crate::faults::Faults;
+use crate::input::{Field, Input};
 use crate::reply::{Reply, Status};
 use crate::time::Periods;
 use crate::{FaultRule, MockConfig, MockStats};
@@ -73,6 +71,8 @@ struct Settings {
     ticket_quota: u32,
     /// corpid → (secret, `corpid/agentid`) of each of its apps.
     corp_secrets: HashMap<String, Vec<(String, String)>>,
+    /// The third-party platforms' configuration.
+    platform: PlatformSettings,
 }
 
 struct State {
@@ -84,6 +84,31 @@ struct State {
     corps: HashMap<String, CorpState>,
     faults: Faults,
     stats: MockStats,
+    /// The third-party platforms: tickets, tokens and authorizers.
+    platform: Platform,
+}
+
+/// Everything under the lock that the third-party platform's rules touch.
+pub(crate) struct PlatformCtx<'a> {
+    /// The platforms' own state.
+    pub platform: &'a mut Platform,
+    /// Where tickets, codes and tokens are minted and judged.
+    pub credentials: &'a mut Credentials,
+    /// The counters.
+    pub stats: &'a mut MockStats,
+    /// The official accounts, which every authorizer joins.
+    apps: &'a mut HashMap<String, AppState>,
+}
+
+impl PlatformCtx<'_> {
+    /// Makes an authorizer a known official account, so that its tokens work on every API an
+    /// account's token works on (tickets, quotas). Its AppSecret is random: nobody knows it.
+    pub fn ensure_account(&mut self, appid: &str) {
+        if !self.apps.contains_key(appid) {
+            let secret = crate::credentials::random_secret();
+            self.apps.insert(appid.to_owned(), AppState::new(secret));
+        }
+    }
 }
 
 /// One official account.
@@ -109,6 +134,21 @@ struct DayUsage {
     stable: u32,
     ticket: u32,
     force: u32,
+}
+
+impl AppState {
+    fn new(secret: String) -> AppState {
+        AppState {
+            secret,
+            legacy: Vec::new(),
+            stable: Vec::new(),
+            last_force: None,
+            jsapi_ticket: None,
+            card_ticket: None,
+            usage: DayUsage::default(),
+            clears: MonthCount::default(),
+        }
+    }
 }
 
 impl DayUsage {
@@ -162,99 +202,6 @@ struct CorpAppState {
 struct CorpState {
     jsapi_ticket: Option<String>,
     jsapi_tickets: HourCount,
-}
-
-/// A request's parameters: its query string and, for POST endpoints, its JSON body.
-pub(crate) struct Input {
-    method: Method,
-    query: HashMap<String, String>,
-    body: Option<Map<String, Value>>,
-    peer: Option<IpAddr>,
-}
-
-/// A JSON body field, as WeChat's parser sees it.
-enum Field<'a> {
-    Missing,
-    Str(&'a str),
-    Bool(bool),
-    Other,
-}
-
-impl Input {
-    /// Parses what `endpoint` reads. A body that is not a JSON object (form-encoded, say) reads
-    /// as having no fields, which is why WeChat answers such a `stable_token` call with 41002.
-    pub fn new(
-        endpoint: Endpoint,
-        method: Method,
-        uri: &Uri,
-        body: &[u8],
-        peer: Option<IpAddr>,
-    ) -> Input {
-        let query = Query::<HashMap<String, String>>::try_from_uri(uri)
-            .map(|q| q.0)
-            .unwrap_or_default();
-        let body = if endpoint.takes_json_body() {
-            match serde_json::from_slice(body) {
-                Ok(Value::Object(map)) => Some(map),
-                _ => None,
-            }
-        } else {
-            None
-        };
-        Input {
-            method,
-            query,
-            body,
-            peer,
-        }
-    }
-
-    pub fn peer(&self) -> Option<IpAddr> {
-        self.peer
-    }
-
-    /// A non-empty query parameter.
-    fn query(&self, key: &str) -> Option<&str> {
-        self.query
-            .get(key)
-            .map(String::as_str)
-            .filter(|v| !v.is_empty())
-    }
-
-    fn field(&self, key: &str) -> Field<'_> {
-        match self.body.as_ref().and_then(|b| b.get(key)) {
-            None | Some(Value::Null) => Field::Missing,
-            Some(Value::String(s)) if s.is_empty() => Field::Missing,
-            Some(Value::String(s)) => Field::Str(s),
-            Some(Value::Bool(b)) => Field::Bool(*b),
-            Some(_) => Field::Other,
-        }
-    }
-
-    /// A string body field: `None` when missing, 47001 when of another type.
-    fn body_str(&self, key: &str) -> Result<Option<&str>, i64> {
-        match self.field(key) {
-            Field::Missing => Ok(None),
-            Field::Str(s) => Ok(Some(s)),
-            Field::Bool(_) | Field::Other => Err(DATA_FORMAT),
-        }
-    }
-
-    /// A parameter accepted in the query string or in the JSON body (the query wins).
-    fn query_or_body(&self, key: &str) -> Result<Option<&str>, i64> {
-        match self.query(key) {
-            Some(v) => Ok(Some(v)),
-            None => self.body_str(key),
-        }
-    }
-
-    fn require_post(&self) -> Result<(), i64> {
-        if self.method == Method::POST {
-            Ok(())
-        } else {
-            Err(REQUIRE_POST)
-        }
-    }
 }
 
 #[derive(Serialize)]
@@ -323,16 +270,7 @@ impl Shared {
                     app.appid
                 )));
             }
-            let state = AppState {
-                secret: app.secret.clone(),
-                legacy: Vec::new(),
-                stable: Vec::new(),
-                last_force: None,
-                jsapi_ticket: None,
-                card_ticket: None,
-                usage: DayUsage::default(),
-                clears: MonthCount::default(),
-            };
+            let state = AppState::new(app.secret.clone());
             if apps.insert(app.appid.clone(), state).is_some() {
                 return Err(invalid(format!("app {:?} is configured twice", app.appid)));
             }
@@ -376,6 +314,21 @@ impl Shared {
             .lifetime
             .mul_f64(30.0 / 7200.0)
             .max(Duration::from_secs(1));
+        let platform_settings = PlatformSettings::new(config).map_err(invalid)?;
+        let mut state = State {
+            credentials: Credentials::new(config.lifetime),
+            apps,
+            corp_apps,
+            corps,
+            faults: Faults::default(),
+            stats: MockStats::default(),
+            platform: Platform::default(),
+        };
+        component::start(
+            &platform_settings,
+            &mut state.platform_ctx(),
+            Instant::now(),
+        );
         Ok(Shared {
             settings: Settings {
                 lifetime: config.lifetime,
@@ -385,15 +338,9 @@ impl Shared {
                 force_limit: config.force_refresh_daily_limit,
                 ticket_quota: config.ticket_daily_quota,
                 corp_secrets,
+                platform: platform_settings,
             },
-            state: Mutex::new(State {
-                credentials: Credentials::new(config.lifetime),
-                apps,
-                corp_apps,
-                corps,
-                faults: Faults::default(),
-                stats: MockStats::default(),
-            }),
+            state: Mutex::new(state),
             in_flight: AtomicU64::new(0),
             max_in_flight: AtomicU64::new(0),
         })
@@ -402,6 +349,20 @@ impl Shared {
     fn lock(&self) -> MutexGuard<'_, State> {
         // A panic elsewhere must not take every later request down with it.
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The third-party platforms' configuration, readable without the lock (the pushers use it).
+    pub fn platform_settings(&self) -> &PlatformSettings {
+        &self.settings.platform
+    }
+
+    /// Runs `f` on the platform state under the lock (never across an await).
+    pub fn with_platform<R>(
+        &self,
+        f: impl FnOnce(&PlatformSettings, &mut PlatformCtx<'_>) -> R,
+    ) -> R {
+        let mut state = self.lock();
+        f(&self.settings.platform, &mut state.platform_ctx())
     }
 
     pub fn stats(&self) -> MockStats {
@@ -476,6 +437,7 @@ impl Shared {
             Endpoint::CorpToken => state.corp_token(s, input, now),
             Endpoint::CorpJsapiTicket => state.corp_jsapi_ticket(s, input, now, periods),
             Endpoint::CorpAgentTicket => state.corp_agent_ticket(s, input, now, periods),
+            _ => component::serve(&s.platform, endpoint, input, &mut state.platform_ctx(), now),
         };
         let reply = result.unwrap_or_else(|code| {
             Reply::error(code, endpoint, endpoint.flavor(account), input.peer())
@@ -486,7 +448,7 @@ impl Shared {
 }
 
 /// Adds one to `map[outer][inner]`, allocating keys only the first time.
-fn bump(map: &mut BTreeMap<String, BTreeMap<String, u64>>, outer: &str, inner: &str) {
+pub(crate) fn bump(map: &mut BTreeMap<String, BTreeMap<String, u64>>, outer: &str, inner: &str) {
     let counts = match map.get_mut(outer) {
         Some(counts) => counts,
         None => map.entry(outer.to_owned()).or_default(),
@@ -552,6 +514,15 @@ impl AppState {
 }
 
 impl State {
+    fn platform_ctx(&mut self) -> PlatformCtx<'_> {
+        PlatformCtx {
+            platform: &mut self.platform,
+            credentials: &mut self.credentials,
+            stats: &mut self.stats,
+            apps: &mut self.apps,
+        }
+    }
+
     /// The account a request is about, for counters and fault matching: a configured appid,
     /// the `corpid/agentid` of a corp secret, or the owner of the token it carries; else `-`.
     fn identify(&self, s: &Settings, endpoint: Endpoint, input: &Input) -> String {
@@ -578,6 +549,7 @@ impl State {
                 .query("access_token")
                 .and_then(|t| self.credentials.get(t))
                 .map(|r| r.account.as_str()),
+            _ => component::identify(&s.platform, &self.credentials, input),
         };
         account.unwrap_or("-").to_owned()
     }

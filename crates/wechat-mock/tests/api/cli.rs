@@ -4,6 +4,8 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use crate::platform::*;
+
 const BIN: &str = env!("CARGO_BIN_EXE_wechat-mock");
 
 #[test]
@@ -13,6 +15,15 @@ fn malformed_accounts_exit_with_2_and_say_why() {
         &["--listen", "127.0.0.1:0", "--corp", "ww1:1000002"][..],
         &["--listen", "nowhere"][..],
         &["--listen", "127.0.0.1:0", "--lifetime", "0"][..],
+        &["--listen", "127.0.0.1:0", "--component", "wxc:secret:token"][..],
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--component",
+            "wxc:secret:token:tooshort",
+        ][..],
+        &["--listen", "127.0.0.1:0", "--push-interval", "0"][..],
+        &["--listen", "127.0.0.1:0", "--authorizers", "-1"][..],
     ] {
         let out = Command::new(BIN).args(args).output().unwrap();
         assert_eq!(out.status.code(), Some(2), "{args:?}");
@@ -24,6 +35,134 @@ fn malformed_accounts_exit_with_2_and_say_why() {
         .output()
         .unwrap();
     assert!(String::from_utf8_lossy(&out.stderr).contains("APPID:SECRET"));
+    // The error names the problem without repeating the secret.
+    let out = Command::new(BIN)
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--component",
+            "wxc:topsecret:token:tooshort",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("EncodingAESKey"), "{stderr}");
+    assert!(!stderr.contains("topsecret"), "{stderr}");
+}
+
+#[tokio::test]
+async fn the_binary_pushes_tickets_and_serves_a_platform() {
+    let receiver = Receiver::start().await;
+    let component = format!("{COMPONENT}:{COMPONENT_SECRET}:{COMPONENT_TOKEN}:{COMPONENT_KEY}");
+    let mut child = Child(
+        Command::new(BIN)
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--lifetime",
+                "20",
+                "--grace",
+                "1",
+            ])
+            .args([
+                "--component",
+                &component,
+                "--push-url",
+                &receiver.push_url(),
+            ])
+            .args([
+                "--push-interval",
+                "1",
+                "--authorizers",
+                "3",
+                "--rotate-refresh-tokens",
+            ])
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let base = address_of(&mut child).await;
+    // A ticket at start and another a second later.
+    receiver.next("component_verify_ticket").await;
+    let ticket = receiver.next("component_verify_ticket").await;
+    let client = reqwest::Client::new();
+    let post = |path: String, body: serde_json::Value| {
+        let request = client.post(format!("{base}{path}")).json(&body);
+        async move {
+            request
+                .send()
+                .await
+                .unwrap()
+                .json::<serde_json::Value>()
+                .await
+                .unwrap()
+        }
+    };
+    let token = post(
+        "/cgi-bin/component/api_component_token".into(),
+        serde_json::json!({"component_appid": COMPONENT, "component_appsecret": COMPONENT_SECRET,
+                           "component_verify_ticket": ticket.get("ComponentVerifyTicket")}),
+    )
+    .await;
+    assert_eq!(token["expires_in"], 20, "{token}");
+    let token = token["component_access_token"].as_str().unwrap().to_owned();
+    let listed = post(
+        format!("/cgi-bin/component/api_get_authorizer_list?access_token={token}"),
+        serde_json::json!({"component_appid": COMPONENT, "count": 500}),
+    )
+    .await;
+    assert_eq!(listed["total_count"], 3, "{listed}");
+    let first = &listed["list"][0];
+    assert_eq!(
+        first["authorizer_appid"],
+        wechat_mock::authorizer_appid(0, 1)
+    );
+    let refreshed = post(
+        format!("/cgi-bin/component/api_authorizer_token?component_access_token={token}"),
+        serde_json::json!({"component_appid": COMPONENT, "authorizer_appid": first["authorizer_appid"],
+                           "authorizer_refresh_token": first["refresh_token"]}),
+    )
+    .await;
+    assert_ne!(
+        refreshed["authorizer_refresh_token"], first["refresh_token"],
+        "--rotate-refresh-tokens: {refreshed}"
+    );
+    let stats: wechat_mock::MockStats = client
+        .get(format!("{base}/mock/stats"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let c = stats.component(COMPONENT);
+    assert!(c.pushes("component_verify_ticket").acknowledged >= 2);
+    assert_eq!(c.refresh_tokens_rotated, 1);
+    assert_eq!(c.authorizers, 3);
+}
+
+/// The address the binary bound, from its log line "listening on http://IP:PORT".
+async fn address_of(child: &mut Child) -> String {
+    let stdout = child.0.stdout.take().unwrap();
+    let (found, address) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(rest) = line.split("listening on ").nth(1) {
+                let url = rest
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or_default()
+                    .to_owned();
+                let _ = found.send(url);
+            }
+        }
+    });
+    tokio::task::spawn_blocking(move || address.recv_timeout(Duration::from_secs(30)))
+        .await
+        .unwrap()
+        .expect("the binary logs its address")
 }
 
 /// Kills the child when the test ends, however it ends.
@@ -64,25 +203,7 @@ async fn the_binary_serves_the_configured_accounts() {
             .spawn()
             .unwrap(),
     );
-    // The log line "listening on http://IP:PORT" gives the address the binary bound.
-    let stdout = child.0.stdout.take().unwrap();
-    let (found, address) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Some(rest) = line.split("listening on ").nth(1) {
-                let url = rest
-                    .split_whitespace()
-                    .next()
-                    .unwrap_or_default()
-                    .to_owned();
-                let _ = found.send(url);
-            }
-        }
-    });
-    let base = tokio::task::spawn_blocking(move || address.recv_timeout(Duration::from_secs(30)))
-        .await
-        .unwrap()
-        .expect("the binary logs its address");
+    let base = address_of(&mut child).await;
     assert!(base.starts_with("http://127.0.0.1:"), "{base}");
     let client = reqwest::Client::new();
     let token_url =
