@@ -18,7 +18,7 @@ use crate::credential::Timestamp;
 use crate::engine::RefreshError;
 use crate::hub::{KeyId, Served};
 use crate::jssdk;
-use crate::metrics::Route;
+use crate::metrics::{InvalidationOutcome, Route};
 
 /// The body of an access-token report.
 #[derive(Deserialize)]
@@ -96,7 +96,7 @@ async fn invalidate(
     ticket: Option<&str>,
     request: Request,
 ) -> Result<Response, ApiError> {
-    authorize(context, headers, Scope::Invalidate, Some(account))?;
+    let consumer = authorize(context, headers, Scope::Invalidate, Some(account))?;
     let id = resolve(context, account, ticket)?;
     let reported = match ticket {
         None => {
@@ -124,7 +124,33 @@ async fn invalidate(
         .invalidate(id, &reported)
         .await
         .map_err(refresh_failed)?;
-    render(&invalidation.served)
+    if consumer.has_scope(Scope::Read) {
+        render(&invalidation.served)
+    } else {
+        report_without_value(&invalidation.served, invalidation.outcome)
+    }
+}
+
+/// The answer to a report by a consumer without the `read` scope: what the report turned into and
+/// which generation is now served, never the value itself (the `invalidate` scope must not be a
+/// way to read credentials).
+fn report_without_value(
+    served: &Served,
+    outcome: InvalidationOutcome,
+) -> Result<Response, ApiError> {
+    let outcome = match outcome {
+        InvalidationOutcome::Stale => "stale",
+        InvalidationOutcome::Refreshed => "refreshed",
+        InvalidationOutcome::Throttled => "throttled",
+    };
+    let expires_in = served.expires_in(Timestamp::now()).ok_or_else(not_ready)?;
+    let answer = serde_json::json!({
+        "outcome": outcome,
+        "generation": served.generation,
+        "expires_at": served.expires_at.to_rfc3339(),
+        "expires_in": expires_in,
+    });
+    Ok(json_ok(Bytes::from(answer.to_string())))
 }
 
 async fn sign(

@@ -181,9 +181,7 @@ pub fn authorize<'a>(
     let key = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim)
-        .filter(|k| !k.is_empty())
+        .and_then(bearer_key)
         .ok_or_else(|| ApiError::unauthorized("missing \"Authorization: Bearer <key>\" header"))?;
     let settings = &context.settings;
     let (index, consumer) = context
@@ -218,6 +216,17 @@ pub fn authorize<'a>(
         )));
     }
     Ok(consumer)
+}
+
+/// The key of an `Authorization: Bearer <key>` header value. The scheme is matched without
+/// regard to case (RFC 7235: `bearer` and `BEARER` are the same scheme); the key is what follows
+/// the separating spaces, and must not be empty.
+fn bearer_key(value: &str) -> Option<&str> {
+    let (scheme, key) = value.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("Bearer") {
+        return None;
+    }
+    Some(key.trim()).filter(|key| !key.is_empty())
 }
 
 /// Reads a JSON body of at most [`MAX_BODY_BYTES`] into `T`. `shape` describes the expected body
@@ -315,6 +324,29 @@ pub fn resolve(
                     .map(|(_, id)| *id)
                     .ok_or_else(|| unknown_ticket(kind)),
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bearer_key;
+
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive() {
+        for value in ["Bearer k1", "bearer k1", "BEARER k1", "bEaReR   k1 "] {
+            assert_eq!(bearer_key(value), Some("k1"), "{value:?}");
+        }
+        for value in [
+            "Basic k1",
+            "Bearerk1",
+            "bearer",
+            "bearer  ",
+            "Bearer\tk1",
+            "",
+            " k1",
+        ] {
+            assert_eq!(bearer_key(value), None, "{value:?}");
         }
     }
 }

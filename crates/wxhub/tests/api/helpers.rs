@@ -23,6 +23,8 @@ use wxhub::store::Store;
 pub const ADMIN_KEY: &str = "test-admin-key-0123456789";
 /// Bearer key of a consumer that may only read the first configured app.
 pub const READER_KEY: &str = "test-reader-key-0123456789";
+/// Bearer key of a consumer that may only report tokens (`invalidate`, no `read`) on every app.
+pub const REPORTER_KEY: &str = "test-reporter-key-0123456789";
 
 /// The secret the mock expects for every test app; the hub is configured with it unless a test
 /// says otherwise.
@@ -213,6 +215,12 @@ pub fn settings_for(mock: &MockServer, options: &HubOptions) -> Settings {
                 key_sha256: consumer_key_digest(READER_KEY),
                 apps: first_app.into_iter().map(AppGrant::App).collect(),
                 scopes: vec![Scope::Read],
+            },
+            ConsumerSettings {
+                name: "reporter".into(),
+                key_sha256: consumer_key_digest(REPORTER_KEY),
+                apps: vec![AppGrant::All],
+                scopes: vec![Scope::Invalidate],
             },
         ],
     }
