@@ -122,6 +122,10 @@ pub struct HubOptions {
     pub refresh: RefreshSettings,
     /// Use this store object instead of opening `store` (to share one between restarts).
     pub shared_store: Option<Arc<dyn Store>>,
+    /// WeChat's address for the hub, when it is not the mock's (a hostile upstream).
+    pub api_base: Option<String>,
+    /// `[server]` apart from `listen` (connection limits and timeouts).
+    pub server: ServerSettings,
 }
 
 impl HubOptions {
@@ -136,6 +140,11 @@ impl HubOptions {
                 ..RefreshSettings::default()
             },
             shared_store: None,
+            api_base: None,
+            server: ServerSettings {
+                request_timeout: Duration::from_secs(10),
+                ..ServerSettings::default()
+            },
         }
     }
 
@@ -174,12 +183,12 @@ pub fn settings_for(mock: &MockServer, options: &HubOptions) -> Settings {
     Settings {
         server: ServerSettings {
             listen: any_port(),
-            request_timeout: Duration::from_secs(10),
+            ..options.server.clone()
         },
         store: options.store.clone(),
         wechat: WechatSettings {
-            api_base: mock.base_url(),
-            work_api_base: mock.base_url(),
+            api_base: options.api_base.clone().unwrap_or_else(|| mock.base_url()),
+            work_api_base: options.api_base.clone().unwrap_or_else(|| mock.base_url()),
             timeout: Duration::from_secs(2),
         },
         refresh: options.refresh.clone(),

@@ -4,3 +4,4 @@
 
 mod auth_scheme;
 mod scopes;
+mod upstream;
