@@ -76,6 +76,9 @@ impl Application {
         settings: Settings,
         store: Arc<dyn Store>,
     ) -> Result<Application, StartupError> {
+        for warning in settings.warnings() {
+            tracing::warn!("configuration: {warning}");
+        }
         let settings = Arc::new(settings);
         let metrics = Arc::new(Metrics::default());
         let upstream = Upstream::new(

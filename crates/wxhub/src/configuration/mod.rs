@@ -10,6 +10,7 @@ mod error;
 mod render;
 mod source;
 mod validate;
+mod warnings;
 
 #[cfg(test)]
 mod tests;
@@ -336,6 +337,26 @@ impl fmt::Debug for StoreSettings {
                 .field("namespace", namespace)
                 .finish(),
         }
+    }
+}
+
+/// `https://user:password@host/x` → `https://***@host/x`: the whole userinfo masked (for the
+/// WeChat base URLs, where a user name is as private as the password); other URLs unchanged.
+pub(crate) fn mask_url_userinfo(url: &str) -> String {
+    let Some(scheme_end) = url.find("://") else {
+        return url.to_string();
+    };
+    let authority_start = scheme_end + 3;
+    let authority_end = url[authority_start..]
+        .find(['/', '?', '#'])
+        .map_or(url.len(), |i| authority_start + i);
+    match url[authority_start..authority_end].rfind('@') {
+        Some(at) => format!(
+            "{}***{}",
+            &url[..authority_start],
+            &url[authority_start + at..]
+        ),
+        None => url.to_string(),
     }
 }
 

@@ -2,7 +2,9 @@
 
 use std::fmt::Write as _;
 
-use super::{format_duration, mask_url_password, SecretSource, Settings, StoreSettings};
+use super::{
+    format_duration, mask_url_password, mask_url_userinfo, SecretSource, Settings, StoreSettings,
+};
 
 /// A TOML string literal.
 fn quote(text: &str) -> String {
@@ -50,8 +52,12 @@ pub(super) fn masked(settings: &Settings) -> String {
 
     let w = &settings.wechat;
     let _ = writeln!(out, "\n[wechat]");
-    let _ = writeln!(out, "api_base = {}", quote(&w.api_base));
-    let _ = writeln!(out, "work_api_base = {}", quote(&w.work_api_base));
+    let _ = writeln!(out, "api_base = {}", quote(&mask_url_userinfo(&w.api_base)));
+    let _ = writeln!(
+        out,
+        "work_api_base = {}",
+        quote(&mask_url_userinfo(&w.work_api_base))
+    );
     let _ = writeln!(out, "timeout = {}", quote(&format_duration(w.timeout)));
 
     let r = &settings.refresh;

@@ -978,3 +978,51 @@ fn url_passwords_are_masked() {
     );
     assert_eq!(mask_url_password("redis://pw@h"), "redis://***@h");
 }
+
+#[test]
+fn credentials_in_a_wechat_base_url_are_masked() {
+    let settings = parse(
+        "[wechat]\napi_base = \"https://user:pass@proxy.example.com/wx\"\nwork_api_base = \"https://token@qy.example.com\"\n",
+    )
+    .unwrap();
+    let rendered = settings.render_masked();
+    assert!(!rendered.contains("pass"), "{rendered}");
+    assert!(!rendered.contains("user"), "{rendered}");
+    assert!(!rendered.contains("token@"), "{rendered}");
+    assert!(
+        rendered.contains("api_base = \"https://***@proxy.example.com/wx\""),
+        "{rendered}"
+    );
+    assert!(
+        rendered.contains("work_api_base = \"https://***@qy.example.com\""),
+        "{rendered}"
+    );
+    // Nor does an invalid one echo them.
+    let err = parse("[wechat]\napi_base = \"https://user:pass@h/x?q=1\"\n").unwrap_err();
+    assert!(!err.to_string().contains("pass"), "{err}");
+    assert_eq!(mask_url_userinfo("https://h/a@b"), "https://h/a@b");
+}
+
+#[test]
+fn plain_http_beyond_loopback_is_warned_about() {
+    let warnings = |api_base: &str| {
+        parse(&format!("[wechat]\napi_base = \"{api_base}\"\n"))
+            .unwrap()
+            .warnings()
+    };
+    for quiet in [
+        "https://api.weixin.qq.com",
+        "http://127.0.0.1:9000",
+        "http://127.0.0.2:9000",
+        "http://[::1]:9000",
+        "http://localhost:9000",
+    ] {
+        assert_eq!(warnings(quiet), Vec::<String>::new(), "{quiet}");
+    }
+    let found = warnings("http://u:secretpw@10.0.0.5:9000");
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(found[0].starts_with("wechat.api_base: "), "{found:?}");
+    assert!(found[0].contains("https://"), "{found:?}");
+    assert!(!found[0].contains("secretpw"), "{found:?}");
+    assert_eq!(warnings("http://api.weixin.qq.com").len(), 1);
+}

@@ -9,9 +9,9 @@ use std::time::Duration;
 use super::error::{ConfigError, Place};
 use super::source::{section_keys, Entry, Node, Value};
 use super::{
-    AppGrant, AppSettings, ConsumerSettings, CorpSettings, RefreshSettings, Scope, Secret,
-    SecretSource, ServerSettings, Settings, StoreSettings, TokenMode, WechatSettings,
-    DEFAULT_REDIS_NAMESPACE, DEFAULT_SQLITE_PATH,
+    mask_url_userinfo, AppGrant, AppSettings, ConsumerSettings, CorpSettings, RefreshSettings,
+    Scope, Secret, SecretSource, ServerSettings, Settings, StoreSettings, TokenMode,
+    WechatSettings, DEFAULT_REDIS_NAMESPACE, DEFAULT_SQLITE_PATH,
 };
 use crate::credential::{CorpTicketKind, TicketKind};
 
@@ -273,7 +273,8 @@ impl Cx<'_> {
 
     fn base_url(&self, node: &Node, path: &str) -> Result<String, ConfigError> {
         let text = self.string(node, path)?;
-        let fail = |why: &str| self.err(&node.place, path, format!("invalid URL {text:?}: {why}"));
+        let shown = mask_url_userinfo(text);
+        let fail = |why: &str| self.err(&node.place, path, format!("invalid URL {shown:?}: {why}"));
         if !(text.starts_with("http://") || text.starts_with("https://")) {
             return Err(fail("expected an http:// or https:// URL"));
         }

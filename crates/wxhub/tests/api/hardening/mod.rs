@@ -3,5 +3,6 @@
 //! parsing of the authentication header.
 
 mod auth_scheme;
+mod files;
 mod scopes;
 mod upstream;
