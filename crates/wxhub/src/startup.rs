@@ -11,8 +11,9 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 
 use crate::api::{self, ApiContext};
-use crate::configuration::{Settings, StoreSettings};
+use crate::configuration::{ServerSettings, Settings, StoreSettings};
 use crate::engine::{Engine, EngineParts};
+use crate::fdlimit;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::store::memory::MemoryStore;
@@ -62,6 +63,8 @@ pub struct Application {
     context: Arc<ApiContext>,
     /// The configuration it runs with.
     settings: Arc<Settings>,
+    /// The listener's limits, with `max_connections` resolved against the descriptor limit.
+    limits: api::Limits,
 }
 
 impl Application {
@@ -104,7 +107,14 @@ impl Application {
         let address = listener
             .local_addr()
             .map_err(|source| StartupError::Bind { address, source })?;
+        let limits = listener_limits(&settings.server);
         engine.start().await?;
+        tracing::info!(
+            max_connections = limits.max_connections,
+            header_read_timeout = ?limits.deadlines.header_read_timeout,
+            idle_timeout = ?limits.deadlines.idle_timeout,
+            "connection limits"
+        );
         tracing::info!(
             %address,
             store = store.kind(),
@@ -125,6 +135,7 @@ impl Application {
             engine,
             context,
             settings,
+            limits,
         })
     }
 
@@ -144,9 +155,50 @@ impl Application {
         F: Future<Output = ()> + Send + 'static,
     {
         let service = api::service(self.context, self.settings.server.request_timeout);
-        let served = api::serve(self.listener, service, shutdown).await;
+        let served = api::serve(self.listener, service, self.limits, shutdown).await;
         self.engine.shutdown();
         tracing::info!("wxhub stopped");
         served
+    }
+}
+
+/// The listener's limits: `[server]`'s timeouts, and its connection cap checked against the
+/// file-descriptor limit, which is first raised as far as the process may (logged either way).
+fn listener_limits(server: &ServerSettings) -> api::Limits {
+    let budget = match fdlimit::raise() {
+        Ok(limit) => {
+            tracing::info!(
+                before = limit.before,
+                now = limit.now,
+                "file-descriptor limit"
+            );
+            Some(fdlimit::connection_budget(limit.now))
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read or raise the file-descriptor limit");
+            None
+        }
+    };
+    let max_connections = match (server.max_connections, budget) {
+        (Some(wanted), Some(budget)) if wanted > budget => {
+            tracing::warn!(
+                max_connections = wanted,
+                allowed = budget,
+                "server.max_connections is more than the file-descriptor limit leaves room for; \
+                 serving at most the allowed number"
+            );
+            budget
+        }
+        (Some(wanted), _) => wanted,
+        (None, Some(budget)) => budget,
+        (None, None) => fdlimit::connection_budget(1024),
+    };
+    api::Limits {
+        deadlines: api::Deadlines {
+            header_read_timeout: server.header_read_timeout,
+            idle_timeout: server.idle_timeout,
+        },
+        max_connections,
+        drain_timeout: server.request_timeout,
     }
 }

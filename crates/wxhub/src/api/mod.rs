@@ -6,6 +6,7 @@
 //! nothing on that path touches the store, the engine or WeChat, takes a lock or logs.
 
 mod auth;
+mod connection;
 mod credentials;
 mod error;
 mod health;
@@ -31,8 +32,9 @@ use crate::hub::{Hub, KeyId};
 use crate::metrics::{Metrics, Route};
 use crate::store::Store;
 pub use auth::KeyCache;
+pub use connection::Deadlines;
 pub use error::ApiError;
-pub use serve::serve;
+pub use serve::{serve, Limits};
 pub use service::{ApiBody, ApiFuture, ApiService};
 
 /// Largest request body accepted (DESIGN §5): larger ones get 413.

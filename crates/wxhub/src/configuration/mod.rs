@@ -54,7 +54,18 @@ pub struct ServerSettings {
     /// The address the API binds to (default `127.0.0.1:8080`: private unless asked otherwise).
     pub listen: SocketAddr,
     /// The longest any request may take before it is answered with an error (default 10 s).
+    /// Also how long shutdown waits for requests in progress before closing their connections.
     pub request_timeout: Duration,
+    /// How long a client has to send a request's headers (default 10 s): from the connection's
+    /// start for its first request, from the first byte for later ones. Slower clients are
+    /// disconnected, so a trickle of header bytes cannot hold a connection open.
+    pub header_read_timeout: Duration,
+    /// How long a kept-alive connection may wait for its next request (default 60 s).
+    pub idle_timeout: Duration,
+    /// How many connections are served at once; more are answered 503 and closed. `None` (the
+    /// default) derives it from the file-descriptor limit, so connections alone can never use up
+    /// the descriptors the store and the WeChat client need.
+    pub max_connections: Option<usize>,
 }
 
 /// `[store]`: which store implementation keeps the tokens.
@@ -290,6 +301,9 @@ impl Default for ServerSettings {
         ServerSettings {
             listen: DEFAULT_LISTEN.parse().expect("valid default address"),
             request_timeout: Duration::from_secs(10),
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            max_connections: None,
         }
     }
 }

@@ -36,6 +36,23 @@ pub(super) fn masked(settings: &Settings) -> String {
         "request_timeout = {}",
         quote(&format_duration(s.request_timeout))
     );
+    for (key, value) in [
+        ("header_read_timeout", s.header_read_timeout),
+        ("idle_timeout", s.idle_timeout),
+    ] {
+        let _ = writeln!(out, "{key} = {}", quote(&format_duration(value)));
+    }
+    match s.max_connections {
+        Some(n) => {
+            let _ = writeln!(out, "max_connections = {n}");
+        }
+        None => {
+            let _ = writeln!(
+                out,
+                "# max_connections: derived from the file-descriptor limit at start"
+            );
+        }
+    }
 
     let _ = writeln!(out, "\n[store]");
     let _ = writeln!(out, "kind = {}", quote(settings.store.kind_name()));

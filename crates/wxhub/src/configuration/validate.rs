@@ -311,6 +311,36 @@ impl Cx<'_> {
             server.request_timeout =
                 self.positive_duration(node, &table.key_path("request_timeout"))?;
         }
+        if let Some(node) = table.get("header_read_timeout") {
+            server.header_read_timeout =
+                self.positive_duration(node, &table.key_path("header_read_timeout"))?;
+        }
+        if let Some(node) = table.get("idle_timeout") {
+            server.idle_timeout = self.positive_duration(node, &table.key_path("idle_timeout"))?;
+        }
+        if let Some(node) = table.get("max_connections") {
+            let path = table.key_path("max_connections");
+            server.max_connections = Some(match node.value {
+                Value::Int(n) if n >= 1 => usize::try_from(n)
+                    .ok()
+                    .filter(|n| u32::try_from(*n).is_ok())
+                    .ok_or_else(|| self.err(&node.place, &path, format!("{n} is too large")))?,
+                Value::Int(n) => {
+                    return Err(self.err(
+                        &node.place,
+                        path,
+                        format!("must be at least 1, found {n}"),
+                    ))
+                }
+                ref other => {
+                    return Err(self.err(
+                        &node.place,
+                        path,
+                        format!("expected an integer, found {}", other.type_name()),
+                    ))
+                }
+            });
+        }
         Ok(server)
     }
 

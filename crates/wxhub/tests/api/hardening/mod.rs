@@ -4,5 +4,6 @@
 
 mod auth_scheme;
 mod files;
+mod listener;
 mod scopes;
 mod upstream;
