@@ -173,22 +173,27 @@ pub struct Supervised<C> {
     connection: Pin<Box<C>>,
     activity: Arc<Activity>,
     deadlines: Deadlines,
-    /// The phase last seen, and the timer of its deadline (`None` while busy).
+    /// The phase last seen.
     phase: Phase,
+    /// When the current phase must end (`None` while busy).
+    deadline: Option<Instant>,
+    /// A timer that fires at or before `deadline`. It is moved only to an earlier instant: a
+    /// later deadline (the next idle period, after every response) is left to the timer to find
+    /// when it fires, so that a request costs no timer update in the common case.
     timer: Pin<Box<Sleep>>,
-    armed: bool,
 }
 
 impl<C: Future> Supervised<C> {
     /// Supervises `connection`, accepted just now, whose socket and service share `activity`.
     pub fn new(connection: C, activity: Arc<Activity>, deadlines: Deadlines) -> Supervised<C> {
+        let deadline = Instant::now() + deadlines.header_read_timeout;
         Supervised {
             connection: Box::pin(connection),
             activity,
             deadlines,
             phase: Phase::First,
-            timer: Box::pin(tokio::time::sleep(deadlines.header_read_timeout)),
-            armed: true,
+            deadline: Some(deadline),
+            timer: Box::pin(tokio::time::sleep_until(deadline)),
         }
     }
 
@@ -209,9 +214,11 @@ impl<C: Future> Supervised<C> {
             Phase::First | Phase::Reading(_) => Some(self.deadlines.header_read_timeout),
             Phase::Idle(_) => Some(self.deadlines.idle_timeout),
         };
-        self.armed = allowed.is_some();
-        if let Some(allowed) = allowed {
-            self.timer.as_mut().reset(Instant::now() + allowed);
+        self.deadline = allowed.map(|allowed| Instant::now() + allowed);
+        if let Some(deadline) = self.deadline {
+            if deadline < self.timer.deadline() || self.timer.is_elapsed() {
+                self.timer.as_mut().reset(deadline);
+            }
         }
     }
 }
@@ -224,8 +231,15 @@ impl<C: Future> Future for Supervised<C> {
             return Poll::Ready(Ended::Finished);
         }
         self.follow_phase();
-        if self.armed && self.timer.as_mut().poll(cx).is_ready() {
-            return Poll::Ready(Ended::TimedOut);
+        while let Some(deadline) = self.deadline {
+            if self.timer.as_mut().poll(cx).is_pending() {
+                break;
+            }
+            if Instant::now() >= deadline {
+                return Poll::Ready(Ended::TimedOut);
+            }
+            // The timer was set for an earlier phase: move it to this one's deadline.
+            self.timer.as_mut().reset(deadline);
         }
         Poll::Pending
     }

@@ -155,6 +155,17 @@ async fn slow_and_silent_header_senders_are_closed_on_the_header_deadline() {
         );
     }
     assert_served(&hub).await;
+
+    // On a kept-alive connection, the next request's headers are timed from its first byte.
+    let mut stream = TcpStream::connect(&address).await.unwrap();
+    assert!(healthz_on(&mut stream).await.starts_with("HTTP/1.1 200"));
+    let (took, _) = until_closed(stream, slow_header.as_bytes(), Duration::from_secs(5))
+        .await
+        .expect("a slow second request is cut off");
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(4),
+        "closed after {took:?}"
+    );
     hub.stop().await;
 }
 
