@@ -90,8 +90,8 @@ pub enum StoreSettings {
     },
 }
 
-/// `[wechat]`: WeChat's HTTP endpoints.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// `[wechat]`: WeChat's HTTP endpoints. `Debug` masks any login in the URLs.
+#[derive(Clone, PartialEq, Eq)]
 pub struct WechatSettings {
     /// Base URL of the official-account API, without a trailing slash (default
     /// `https://api.weixin.qq.com`; tests point it at `wechat-mock`).
@@ -337,6 +337,16 @@ impl StoreSettings {
             StoreSettings::Sqlite { .. } => "sqlite",
             StoreSettings::Redis { .. } => "redis",
         }
+    }
+}
+
+impl fmt::Debug for WechatSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WechatSettings")
+            .field("api_base", &mask_url_userinfo(&self.api_base))
+            .field("work_api_base", &mask_url_userinfo(&self.work_api_base))
+            .field("timeout", &self.timeout)
+            .finish()
     }
 }
 

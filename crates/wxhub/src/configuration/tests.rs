@@ -997,6 +997,7 @@ fn credentials_in_a_wechat_base_url_are_masked() {
         rendered.contains("work_api_base = \"https://***@qy.example.com\""),
         "{rendered}"
     );
+    assert!(!format!("{settings:?}").contains("pass"));
     // Nor does an invalid one echo them.
     let err = parse("[wechat]\napi_base = \"https://user:pass@h/x?q=1\"\n").unwrap_err();
     assert!(!err.to_string().contains("pass"), "{err}");
