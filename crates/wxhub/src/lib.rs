@@ -12,6 +12,7 @@
 //! - [`hub`] — the read side: pre-rendered tokens served at memory speed;
 //! - [`api`] — HTTP routes, consumer authentication, health and metrics;
 //! - [`startup`] — wires them together into a running application;
+//! - [`fdlimit`] — the file-descriptor limit, raised at start, and the connections it allows;
 //! - [`demo`] — the hub against an in-process `wechat-mock`, nothing to configure.
 
 pub mod api;
@@ -20,6 +21,7 @@ pub mod control;
 pub mod credential;
 pub mod demo;
 pub mod engine;
+pub mod fdlimit;
 pub mod hub;
 pub mod jssdk;
 pub mod metrics;

@@ -59,6 +59,9 @@ fn main() -> ExitCode {
         Command::CheckConfig { config } => match Settings::load(&config) {
             Ok(settings) => {
                 print!("{}", settings.render_masked());
+                for warning in settings.warnings() {
+                    eprintln!("warning: {}: {warning}", config.display());
+                }
                 eprintln!("{}: configuration is valid", config.display());
                 ExitCode::SUCCESS
             }

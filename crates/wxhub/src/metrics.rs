@@ -104,6 +104,52 @@ pub enum InvalidationOutcome {
     Throttled,
 }
 
+/// The errcodes that get a metric series of their own: those WeChat documents for the endpoints
+/// the hub calls. The errcode comes from the upstream's answer, so any other number shares the
+/// series `other`; otherwise every distinct number a broken or hostile upstream sends would add
+/// a series for good.
+const KNOWN_ERRCODES: [(i64, &str); 31] = [
+    (-1, "-1"),
+    (40001, "40001"),
+    (40002, "40002"),
+    (40013, "40013"),
+    (40014, "40014"),
+    (40091, "40091"),
+    (40125, "40125"),
+    (40164, "40164"),
+    (40243, "40243"),
+    (41001, "41001"),
+    (41002, "41002"),
+    (41004, "41004"),
+    (41018, "41018"),
+    (42001, "42001"),
+    (43002, "43002"),
+    (45009, "45009"),
+    (45011, "45011"),
+    (45033, "45033"),
+    (47001, "47001"),
+    (48001, "48001"),
+    (48006, "48006"),
+    (61004, "61004"),
+    (61005, "61005"),
+    (61006, "61006"),
+    (61007, "61007"),
+    (61011, "61011"),
+    (61023, "61023"),
+    (89501, "89501"),
+    (89503, "89503"),
+    (89506, "89506"),
+    (89507, "89507"),
+];
+
+/// The `errcode` label of `code`: its number if it is a [`KNOWN_ERRCODES`] one, else `other`.
+fn errcode_label(code: i64) -> &'static str {
+    KNOWN_ERRCODES
+        .iter()
+        .find(|(known, _)| *known == code)
+        .map_or("other", |(_, label)| label)
+}
+
 /// Upper bounds of the upstream latency histogram, in seconds.
 const LATENCY_BUCKETS: [f64; 10] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];
 
@@ -126,8 +172,8 @@ pub struct Metrics {
     refreshes: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
     /// Upstream call latency by endpoint.
     upstream_latency: Mutex<BTreeMap<&'static str, Histogram>>,
-    /// WeChat errcodes seen, by endpoint and errcode.
-    errcodes: Mutex<BTreeMap<(&'static str, i64), u64>>,
+    /// WeChat errcodes seen, by endpoint and errcode label ([`errcode_label`]).
+    errcodes: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
     /// Failed store operations (the store being unreachable is also reflected in `/readyz`).
     store_errors: AtomicU64,
     /// Whether the store answered the engine's last health check. While it does not, the hub is
@@ -209,7 +255,9 @@ impl Metrics {
             h.count += 1;
         }
         if let Some(code) = error.and_then(UpstreamError::errcode) {
-            *lock(&self.errcodes).entry((endpoint, code)).or_default() += 1;
+            *lock(&self.errcodes)
+                .entry((endpoint, errcode_label(code)))
+                .or_default() += 1;
         }
     }
 
@@ -348,6 +396,36 @@ mod tests {
         assert!(
             out.contains("wxhub_upstream_errcodes_total{endpoint=\"token\",errcode=\"40125\"} 1")
         );
+    }
+
+    #[test]
+    fn unknown_errcodes_share_one_series() {
+        let m = Metrics::default();
+        let error = |errcode| UpstreamError::Config {
+            errcode,
+            message: "m".into(),
+        };
+        for code in 0..300 {
+            m.observe_upstream("token", Duration::ZERO, Some(&error(70_000 + code)));
+        }
+        m.observe_upstream("token", Duration::ZERO, Some(&error(45009)));
+        m.observe_upstream("token", Duration::ZERO, Some(&error(i64::MIN)));
+        let mut out = String::new();
+        m.render(&mut out);
+        let series: Vec<&str> = out
+            .lines()
+            .filter(|l| l.starts_with("wxhub_upstream_errcodes_total{"))
+            .collect();
+        assert_eq!(
+            series,
+            [
+                "wxhub_upstream_errcodes_total{endpoint=\"token\",errcode=\"45009\"} 1",
+                "wxhub_upstream_errcodes_total{endpoint=\"token\",errcode=\"other\"} 301",
+            ]
+        );
+        for (code, label) in KNOWN_ERRCODES {
+            assert_eq!(label, code.to_string());
+        }
     }
 
     #[test]

@@ -11,15 +11,15 @@ use bytes::Bytes;
 use serde::Deserialize;
 
 use super::{
-    authorize, finish, json_body, json_ok, missing, resolve, Account, ApiContext, ApiError,
-    ApiState,
+    authorize, authorize_reading, finish, json_body, json_ok, missing, resolve, Account,
+    ApiContext, ApiError, ApiState,
 };
 use crate::configuration::Scope;
 use crate::credential::Timestamp;
 use crate::engine::RefreshError;
 use crate::hub::{Missing, Served, Slot};
 use crate::jssdk;
-use crate::metrics::Route;
+use crate::metrics::{InvalidationOutcome, Route};
 
 /// The body of an access-token report.
 #[derive(Deserialize)]
@@ -105,7 +105,7 @@ async fn invalidate(
     ticket: Option<&str>,
     request: Request,
 ) -> Result<Response, ApiError> {
-    authorize(context, headers, Scope::Invalidate, Some(account))?;
+    let may_read = authorize_reading(context, headers, Scope::Invalidate, Some(account))?;
     let credential = resolve(context, account, ticket)?;
     let reported = match ticket {
         None => {
@@ -133,7 +133,33 @@ async fn invalidate(
         .invalidate(&credential, &reported)
         .await
         .map_err(refresh_failed)?;
-    render(&invalidation.served)
+    if may_read {
+        render(&invalidation.served)
+    } else {
+        report_without_value(&invalidation.served, invalidation.outcome)
+    }
+}
+
+/// The answer to a report by a consumer without the `read` scope: what the report turned into and
+/// which generation is now served, never the value itself (the `invalidate` scope must not be a
+/// way to read credentials).
+fn report_without_value(
+    served: &Served,
+    outcome: InvalidationOutcome,
+) -> Result<Response, ApiError> {
+    let outcome = match outcome {
+        InvalidationOutcome::Stale => "stale",
+        InvalidationOutcome::Refreshed => "refreshed",
+        InvalidationOutcome::Throttled => "throttled",
+    };
+    let expires_in = served.expires_in(Timestamp::now()).ok_or_else(not_ready)?;
+    let answer = serde_json::json!({
+        "outcome": outcome,
+        "generation": served.generation,
+        "expires_at": served.expires_at.to_rfc3339(),
+        "expires_in": expires_in,
+    });
+    Ok(json_ok(Bytes::from(answer.to_string())))
 }
 
 async fn sign(

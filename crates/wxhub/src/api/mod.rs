@@ -7,6 +7,7 @@
 
 mod admin;
 mod auth;
+mod connection;
 mod credentials;
 mod error;
 mod health;
@@ -26,15 +27,16 @@ use axum::Router;
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
 
-use crate::configuration::{Scope, Settings};
+use crate::configuration::{ConsumerSettings, Scope, Settings};
 use crate::control::Control;
 use crate::engine::Engine;
 use crate::hub::{Credential, Hub, Missing};
 use crate::metrics::{Metrics, Route};
 use crate::store::Store;
 pub use auth::KeyCache;
+pub use connection::Deadlines;
 pub use error::ApiError;
-pub use serve::serve;
+pub use serve::{serve, Limits};
 pub use service::{ApiBody, ApiFuture, ApiService};
 
 /// Largest request body accepted (DESIGN §5): larger ones get 413.
@@ -182,6 +184,19 @@ pub fn authorize(
     authorize_as(context, headers, scope, account, |_| ())
 }
 
+/// [`authorize`], returning whether the consumer may also read values (an `invalidate`-only
+/// consumer is answered without them).
+pub fn authorize_reading(
+    context: &ApiContext,
+    headers: &HeaderMap,
+    scope: Scope,
+    account: Option<Account<'_>>,
+) -> Result<bool, ApiError> {
+    authorize_as(context, headers, scope, account, |consumer| {
+        consumer.has_scope(Scope::Read)
+    })
+}
+
 /// [`authorize`], returning the consumer's name (for admin routes, whose actions are logged).
 pub fn authorize_named(
     context: &ApiContext,
@@ -189,23 +204,23 @@ pub fn authorize_named(
     scope: Scope,
     account: Option<Account<'_>>,
 ) -> Result<String, ApiError> {
-    authorize_as(context, headers, scope, account, |name| name.to_string())
+    authorize_as(context, headers, scope, account, |consumer| {
+        consumer.name.clone()
+    })
 }
 
-/// [`authorize`], with `named` given the consumer's name once every check passed.
+/// [`authorize`], with `granted` given the consumer once every check passed.
 fn authorize_as<T>(
     context: &ApiContext,
     headers: &HeaderMap,
     scope: Scope,
     account: Option<Account<'_>>,
-    named: impl FnOnce(&str) -> T,
+    granted: impl FnOnce(&ConsumerSettings) -> T,
 ) -> Result<T, ApiError> {
     let key = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim)
-        .filter(|k| !k.is_empty())
+        .and_then(bearer_key)
         .ok_or_else(|| ApiError::unauthorized("missing \"Authorization: Bearer <key>\" header"))?;
     let access = context.control.access().load();
     let settings = &access.settings;
@@ -235,7 +250,7 @@ fn authorize_as<T>(
             consumer.name
         )));
     }
-    Ok(named(&consumer.name))
+    Ok(granted(consumer))
 }
 
 /// The 404 for an account the hub does not have.
@@ -244,6 +259,17 @@ fn unknown_account(account: Account<'_>) -> ApiError {
         Account::App(appid) => ApiError::unknown_app(appid),
         Account::Corp { corpid, agentid } => ApiError::unknown_corp_app(corpid, agentid),
     }
+}
+
+/// The key of an `Authorization: Bearer <key>` header value. The scheme is matched without
+/// regard to case (RFC 7235: `bearer` and `BEARER` are the same scheme); the key is what follows
+/// the separating spaces, and must not be empty.
+fn bearer_key(value: &str) -> Option<&str> {
+    let (scheme, key) = value.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("Bearer") {
+        return None;
+    }
+    Some(key.trim()).filter(|key| !key.is_empty())
 }
 
 /// Reads a JSON body of at most [`MAX_BODY_BYTES`] into `T`. `shape` describes the expected body
@@ -323,4 +349,27 @@ pub fn resolve(
         .hub
         .find(account, ticket)
         .map_err(|why| missing(account, ticket, why))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bearer_key;
+
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive() {
+        for value in ["Bearer k1", "bearer k1", "BEARER k1", "bEaReR   k1 "] {
+            assert_eq!(bearer_key(value), Some("k1"), "{value:?}");
+        }
+        for value in [
+            "Basic k1",
+            "Bearerk1",
+            "bearer",
+            "bearer  ",
+            "Bearer\tk1",
+            "",
+            " k1",
+        ] {
+            assert_eq!(bearer_key(value), None, "{value:?}");
+        }
+    }
 }

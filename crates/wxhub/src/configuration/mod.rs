@@ -10,6 +10,7 @@ mod error;
 mod render;
 mod source;
 mod validate;
+mod warnings;
 
 #[cfg(test)]
 mod tests;
@@ -110,7 +111,18 @@ pub struct ServerSettings {
     /// The address the API binds to (default `127.0.0.1:8080`: private unless asked otherwise).
     pub listen: SocketAddr,
     /// The longest any request may take before it is answered with an error (default 10 s).
+    /// Also how long shutdown waits for requests in progress before closing their connections.
     pub request_timeout: Duration,
+    /// How long a client has to send a request's headers (default 10 s): from the connection's
+    /// start for its first request, from the first byte for later ones. Slower clients are
+    /// disconnected, so a trickle of header bytes cannot hold a connection open.
+    pub header_read_timeout: Duration,
+    /// How long a kept-alive connection may wait for its next request (default 60 s).
+    pub idle_timeout: Duration,
+    /// How many connections are served at once; more are answered 503 and closed. `None` (the
+    /// default) derives it from the file-descriptor limit, so connections alone can never use up
+    /// the descriptors the store and the WeChat client need.
+    pub max_connections: Option<usize>,
 }
 
 /// `[store]`: which store implementation keeps the tokens.
@@ -135,8 +147,8 @@ pub enum StoreSettings {
     },
 }
 
-/// `[wechat]`: WeChat's HTTP endpoints.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// `[wechat]`: WeChat's HTTP endpoints. `Debug` masks any login in the URLs.
+#[derive(Clone, PartialEq, Eq)]
 pub struct WechatSettings {
     /// Base URL of the official-account API, without a trailing slash (default
     /// `https://api.weixin.qq.com`; tests point it at `wechat-mock`).
@@ -350,6 +362,9 @@ impl Default for ServerSettings {
         ServerSettings {
             listen: DEFAULT_LISTEN.parse().expect("valid default address"),
             request_timeout: Duration::from_secs(10),
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            max_connections: None,
         }
     }
 }
@@ -386,6 +401,16 @@ impl StoreSettings {
     }
 }
 
+impl fmt::Debug for WechatSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WechatSettings")
+            .field("api_base", &mask_url_userinfo(&self.api_base))
+            .field("work_api_base", &mask_url_userinfo(&self.work_api_base))
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
 impl fmt::Debug for StoreSettings {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -397,6 +422,26 @@ impl fmt::Debug for StoreSettings {
                 .field("namespace", namespace)
                 .finish(),
         }
+    }
+}
+
+/// `https://user:password@host/x` → `https://***@host/x`: the whole userinfo masked (for the
+/// WeChat base URLs, where a user name is as private as the password); other URLs unchanged.
+pub(crate) fn mask_url_userinfo(url: &str) -> String {
+    let Some(scheme_end) = url.find("://") else {
+        return url.to_string();
+    };
+    let authority_start = scheme_end + 3;
+    let authority_end = url[authority_start..]
+        .find(['/', '?', '#'])
+        .map_or(url.len(), |i| authority_start + i);
+    match url[authority_start..authority_end].rfind('@') {
+        Some(at) => format!(
+            "{}***{}",
+            &url[..authority_start],
+            &url[authority_start + at..]
+        ),
+        None => url.to_string(),
     }
 }
 

@@ -60,7 +60,13 @@ pub(super) enum Kind {
 pub(super) const SECTIONS: &[(&str, &[(&str, Kind)])] = &[
     (
         "server",
-        &[("listen", Kind::Text), ("request_timeout", Kind::Text)],
+        &[
+            ("listen", Kind::Text),
+            ("request_timeout", Kind::Text),
+            ("header_read_timeout", Kind::Text),
+            ("idle_timeout", Kind::Text),
+            ("max_connections", Kind::Integer),
+        ],
     ),
     (
         "store",

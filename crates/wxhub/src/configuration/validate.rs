@@ -11,9 +11,10 @@ use base64::Engine as _;
 use super::error::{ConfigError, Place};
 use super::source::{section_keys, Entry, Node, Value};
 use super::{
-    AppGrant, AppSettings, ConsumerSettings, CorpSettings, MasterKey, RefreshOverrides,
-    RefreshSettings, Scope, Secret, SecretSource, SecretsSettings, ServerSettings, Settings,
-    StoreSettings, TokenMode, WechatSettings, DEFAULT_REDIS_NAMESPACE, DEFAULT_SQLITE_PATH,
+    mask_url_userinfo, AppGrant, AppSettings, ConsumerSettings, CorpSettings, MasterKey,
+    RefreshOverrides, RefreshSettings, Scope, Secret, SecretSource, SecretsSettings,
+    ServerSettings, Settings, StoreSettings, TokenMode, WechatSettings, DEFAULT_REDIS_NAMESPACE,
+    DEFAULT_SQLITE_PATH,
 };
 use crate::credential::{CorpTicketKind, TicketKind};
 
@@ -295,7 +296,8 @@ impl Cx<'_> {
 
     fn base_url(&self, node: &Node, path: &str) -> Result<String, ConfigError> {
         let text = self.string(node, path)?;
-        let fail = |why: &str| self.err(&node.place, path, format!("invalid URL {text:?}: {why}"));
+        let shown = mask_url_userinfo(text);
+        let fail = |why: &str| self.err(&node.place, path, format!("invalid URL {shown:?}: {why}"));
         if !(text.starts_with("http://") || text.starts_with("https://")) {
             return Err(fail("expected an http:// or https:// URL"));
         }
@@ -331,6 +333,36 @@ impl Cx<'_> {
         if let Some(node) = table.get("request_timeout") {
             server.request_timeout =
                 self.positive_duration(node, &table.key_path("request_timeout"))?;
+        }
+        if let Some(node) = table.get("header_read_timeout") {
+            server.header_read_timeout =
+                self.positive_duration(node, &table.key_path("header_read_timeout"))?;
+        }
+        if let Some(node) = table.get("idle_timeout") {
+            server.idle_timeout = self.positive_duration(node, &table.key_path("idle_timeout"))?;
+        }
+        if let Some(node) = table.get("max_connections") {
+            let path = table.key_path("max_connections");
+            server.max_connections = Some(match node.value {
+                Value::Int(n) if n >= 1 => usize::try_from(n)
+                    .ok()
+                    .filter(|n| u32::try_from(*n).is_ok())
+                    .ok_or_else(|| self.err(&node.place, &path, format!("{n} is too large")))?,
+                Value::Int(n) => {
+                    return Err(self.err(
+                        &node.place,
+                        path,
+                        format!("must be at least 1, found {n}"),
+                    ))
+                }
+                ref other => {
+                    return Err(self.err(
+                        &node.place,
+                        path,
+                        format!("expected an integer, found {}", other.type_name()),
+                    ))
+                }
+            });
         }
         Ok(server)
     }

@@ -7,6 +7,7 @@ mod auth;
 mod corps;
 mod demo;
 mod faults;
+mod hardening;
 mod invalidation;
 mod refresh_cycle;
 mod restart;
