@@ -10,6 +10,7 @@
 //! - [`store`] — where tokens live (memory, SQLite, Redis for several instances);
 //! - [`engine`] — the refresh scheduler, single-flight and invalidation;
 //! - [`hub`] — the read side: pre-rendered tokens served at memory speed;
+//! - [`history`] — each credential's refreshes of the last hour, for operators;
 //! - [`api`] — HTTP routes, consumer authentication, health and metrics;
 //! - [`startup`] — wires them together into a running application;
 //! - [`demo`] — the hub against an in-process `wechat-mock`, nothing to configure.
@@ -19,6 +20,7 @@ pub mod configuration;
 pub mod credential;
 pub mod demo;
 pub mod engine;
+pub mod history;
 pub mod hub;
 pub mod jssdk;
 pub mod metrics;

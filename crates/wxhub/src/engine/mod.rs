@@ -37,6 +37,7 @@ use tokio::time::Instant;
 
 use crate::configuration::{Secret, Settings, TokenMode};
 use crate::credential::{CorpTicketKind, CredentialKey, TicketKind, Timestamp, Token};
+use crate::history::{History, HistoryPoint};
 use crate::hub::{Hub, KeyId, Served};
 use crate::metrics::{InvalidationOutcome, Metrics};
 use crate::store::{CasOutcome, Change, Store, StoreError};
@@ -252,6 +253,10 @@ pub struct CredentialStatus {
     pub warning: Option<String>,
     /// Force refreshes used today (stable mode).
     pub force_refreshes_today: u32,
+    /// When the token served was obtained; with `expires_at` it gives the token's lifetime.
+    pub fetched_at: Option<String>,
+    /// Refreshes that finished in the last hour, oldest first (bounded, see [`History`]).
+    pub history: Vec<HistoryPoint>,
 }
 
 /// Per-key mutable state.
@@ -275,6 +280,8 @@ struct Entry {
     force_used: u32,
     /// A condition worth an operator's attention that is not an error.
     warning: Option<String>,
+    /// Recently finished refreshes, for operators.
+    history: History,
 }
 
 impl Entry {
@@ -290,6 +297,7 @@ impl Entry {
             force_day: 0,
             force_used: 0,
             warning: None,
+            history: History::new(),
         }
     }
 }
@@ -570,7 +578,8 @@ impl Engine {
     pub fn credentials(&self) -> Vec<CredentialStatus> {
         let shared = &self.shared;
         let state = shared.lock();
-        let today = wechat_day(Timestamp::now());
+        let now = Timestamp::now();
+        let today = wechat_day(now);
         state
             .entries
             .iter()
@@ -596,6 +605,8 @@ impl Engine {
                     } else {
                         0
                     },
+                    fetched_at: entry.token.as_ref().map(|t| t.fetched_at.to_rfc3339()),
+                    history: entry.history.recent(now),
                 }
             })
             .collect()
@@ -1240,6 +1251,7 @@ impl Shared {
                 entry.last_error = None;
                 self.plan_next(&mut state, id, next);
                 let outcome = if refreshed.rotated { "ok" } else { "unchanged" };
+                state.entries[id].history.record(now, outcome);
                 self.metrics.count_refresh(key.kind_name(), outcome);
                 tracing::info!(
                     key = %key,
@@ -1278,6 +1290,7 @@ impl Shared {
                     self.metrics.count_store_error();
                 }
                 self.plan_next(&mut state, id, now.plus(delay));
+                state.entries[id].history.record(now, error.class_name());
                 self.metrics
                     .count_refresh(key.kind_name(), error.class_name());
                 // Config errors repeat every few minutes until fixed: log them once.
