@@ -255,7 +255,8 @@ pub struct CredentialStatus {
     pub force_refreshes_today: u32,
     /// When the token served was obtained; with `expires_at` it gives the token's lifetime.
     pub fetched_at: Option<String>,
-    /// Refreshes that finished in the last hour, oldest first (bounded, see [`History`]).
+    /// Refreshes this instance finished in the last hour, oldest first (bounded, see
+    /// [`History`]). Tokens adopted from another instance's refresh are not among them.
     pub history: Vec<HistoryPoint>,
 }
 

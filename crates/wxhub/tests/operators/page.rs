@@ -340,3 +340,56 @@ fn submit_key(browser: &mut Browser, key: &str) {
          }})()"
     ));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_listing_is_capped_and_can_be_filtered() {
+    let apps: Vec<TestApp> = (0..350)
+        .map(|i| TestApp::legacy(&format!("wxmany0000000{i:03}")))
+        .collect();
+    let mock = spawn_mock(
+        Duration::from_secs(600),
+        Duration::from_secs(5),
+        &apps,
+        &[],
+        |c| c,
+    )
+    .await;
+    let hub = spawn_app(&mock, HubOptions::new(&apps)).await;
+    hub.wait_ready().await;
+
+    let mut browser = Browser::launch();
+    browser.navigate(&hub.url("/status"));
+    submit_key(&mut browser, ADMIN_KEY);
+    let shown = browser.wait_for(
+        "document.querySelectorAll('#rows tr').length === 300
+           && document.getElementById('shown').textContent",
+        "the first 300 credentials are shown",
+    );
+    assert_eq!(shown, "showing 300 of 350 matching (filter to narrow)");
+    assert_eq!(
+        browser.eval("document.querySelector('#counts li b').textContent"),
+        "350",
+        "the counts cover every credential"
+    );
+
+    browser.eval(
+        "(() => {
+           const filter = document.getElementById('filter');
+           filter.value = 'wxmany000000034';
+           filter.dispatchEvent(new Event('input'));
+           return true;
+         })()",
+    );
+    let filtered = browser.eval(
+        "({rows: [...document.querySelectorAll('#rows tr')].map(r => r.dataset.key),
+          shown: document.getElementById('shown').textContent})",
+    );
+    let expected: Vec<String> = (340..350)
+        .map(|i| format!("access_token/wxmany0000000{i:03}"))
+        .collect();
+    assert_eq!(filtered["rows"], json!(expected), "{filtered}");
+    assert_eq!(filtered["shown"], "showing 10 of 350");
+
+    drop(browser);
+    hub.stop().await;
+}
