@@ -232,6 +232,23 @@ async fn the_page_shows_every_credential_in_colour_and_never_a_secret() {
         .contains(wrong_key));
     browser.screenshot(&target_dir().join("status-page-wrong-key.png"));
 
+    // A key without the admin scope: told so, and dropped too.
+    submit_key(&mut browser, READER_KEY);
+    let error = browser.wait_for(
+        "document.getElementById('error').textContent.includes('HTTP 403')
+           && document.getElementById('error').textContent",
+        "the page reports the missing admin scope",
+    );
+    assert!(
+        error.as_str().unwrap_or_default().contains("admin scope"),
+        "{error}"
+    );
+    assert_eq!(browser.eval("sessionStorage.length"), 0);
+    assert_eq!(
+        browser.eval("document.querySelectorAll('#rows tr').length"),
+        0
+    );
+
     // The admin key: every credential, each in its state.
     submit_key(&mut browser, ADMIN_KEY);
     let states = Value::Object(expected.clone()).to_string();
