@@ -10,6 +10,7 @@
 //! - [`store`] — where tokens live (memory, SQLite, Redis for several instances);
 //! - [`engine`] — the refresh scheduler, single-flight and invalidation;
 //! - [`hub`] — the read side: pre-rendered tokens served at memory speed;
+//! - [`history`] — each credential's refreshes of the last hour, for operators;
 //! - [`api`] — HTTP routes, consumer authentication, health and metrics;
 //! - [`startup`] — wires them together into a running application;
 //! - [`fdlimit`] — the file-descriptor limit, raised at start, and the connections it allows;
@@ -22,6 +23,7 @@ pub mod credential;
 pub mod demo;
 pub mod engine;
 pub mod fdlimit;
+pub mod history;
 pub mod hub;
 pub mod jssdk;
 pub mod metrics;

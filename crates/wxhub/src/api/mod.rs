@@ -13,6 +13,7 @@ mod error;
 mod health;
 mod serve;
 mod service;
+mod status;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -138,6 +139,7 @@ pub fn router(context: ApiState, request_timeout: Duration) -> Router {
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
+        .route("/status", get(status::status_page))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(

@@ -224,6 +224,7 @@ impl Shared {
                     random_unit(),
                 );
                 let outcome = if refreshed.rotated { "ok" } else { "unchanged" };
+                entry.history.record(now, outcome);
                 self.metrics.count_refresh(key.kind_name(), outcome);
                 tracing::info!(
                     key = %key,
@@ -240,6 +241,7 @@ impl Shared {
                 let (next, repeated) = entry.record_failure(error, &spec.plan, now, random_unit());
                 let attempts = entry.attempts;
                 let class = error.class();
+                entry.history.record(now, class.as_str());
                 if class == super::ErrorClass::Store {
                     self.metrics.count_store_error();
                 }

@@ -39,6 +39,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::configuration::Settings;
 use crate::credential::{CredentialKey, Timestamp, Token};
+use crate::history::HistoryPoint;
 use crate::hub::{Credential, CredentialId, Hub, Served};
 use crate::metrics::{InvalidationOutcome, Metrics};
 use crate::registry::Diff;
@@ -114,6 +115,11 @@ pub struct CredentialStatus {
     pub warning: Option<String>,
     /// Force refreshes used today (stable mode).
     pub force_refreshes_today: u32,
+    /// When the token served was obtained; with `expires_at` it gives the token's lifetime.
+    pub fetched_at: Option<String>,
+    /// Refreshes this instance finished in the last hour, oldest first (bounded, see
+    /// `crate::history::History`). Tokens adopted from another instance's refresh are not among them.
+    pub history: Vec<HistoryPoint>,
 }
 
 /// Why an imported token was refused.
@@ -445,12 +451,12 @@ impl Engine {
 
     /// Every credential's state, for operators, in key order.
     pub fn credentials(&self) -> Vec<CredentialStatus> {
-        let today = wechat_day(self.shared.clock.now());
+        let now = self.shared.clock.now();
         let state = self.shared.lock();
         let mut all: Vec<CredentialStatus> = state
             .entries
             .values()
-            .map(|e| status_of(e, today))
+            .map(|e| status_of(e, now))
             .collect();
         drop(state);
         all.sort_by(|a, b| a.key.cmp(&b.key));
@@ -459,12 +465,12 @@ impl Engine {
 
     /// The state of these credentials (those still tracked), in the order given.
     pub fn credentials_of(&self, credentials: &[Arc<Credential>]) -> Vec<CredentialStatus> {
-        let today = wechat_day(self.shared.clock.now());
+        let now = self.shared.clock.now();
         let state = self.shared.lock();
         credentials
             .iter()
             .filter_map(|c| state.entries.get(&c.id))
-            .map(|e| status_of(e, today))
+            .map(|e| status_of(e, now))
             .collect()
     }
 
@@ -492,7 +498,8 @@ impl Engine {
 }
 
 /// What operators see of one credential on WeChat day `today`.
-fn status_of(entry: &state::Entry, today: i64) -> CredentialStatus {
+fn status_of(entry: &state::Entry, now: Timestamp) -> CredentialStatus {
+    let today = wechat_day(now);
     let key = &entry.credential.key;
     CredentialStatus {
         key: key.to_string(),
@@ -514,6 +521,8 @@ fn status_of(entry: &state::Entry, today: i64) -> CredentialStatus {
         } else {
             0
         },
+        fetched_at: entry.token.as_ref().map(|t| t.fetched_at.to_rfc3339()),
+        history: entry.history.recent(now),
     }
 }
 

@@ -13,6 +13,7 @@ use tokio::sync::watch;
 use super::error::{ErrorClass, RefreshError};
 use super::plan::{FailureClass, Plan, Renewal};
 use crate::credential::{Timestamp, Token};
+use crate::history::History;
 use crate::hub::{Credential, CredentialId};
 
 /// A successful refresh: the token to serve, and whether WeChat gave a different value than the
@@ -81,6 +82,8 @@ pub struct Entry {
     pub force_used: u32,
     /// A condition worth an operator's attention that is not an error.
     pub warning: Option<String>,
+    /// Recently finished refreshes, for operators.
+    pub history: History,
 }
 
 /// How a consumer's report of a dead value is answered.
@@ -109,6 +112,7 @@ impl Entry {
             force_day: 0,
             force_used: 0,
             warning: None,
+            history: History::new(),
         }
     }
 
