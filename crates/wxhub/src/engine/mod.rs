@@ -382,6 +382,16 @@ impl Engine {
         shared.answer(credential, InvalidationOutcome::Refreshed)
     }
 
+    /// Compare-and-refresh for a report that carries WeChat's own answer for `reported` (the
+    /// gateway saw WeChat refuse it): no verification call is needed before the refresh.
+    pub async fn invalidate_verified(
+        &self,
+        credential: &Arc<Credential>,
+        reported: &str,
+    ) -> Result<Invalidation, RefreshError> {
+        self.invalidate(credential, reported).await
+    }
+
     /// Refreshes `credential` now (still single-flight) and returns what is served afterwards.
     pub async fn refresh_now(
         &self,
