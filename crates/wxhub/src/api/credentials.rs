@@ -89,13 +89,30 @@ pub(super) fn read_body(
         .unwrap_or_else(|| Err(missing(account, ticket, Missing::Account)))
 }
 
-fn read(
+/// A read as the router answers it: like [`read_body`], except that a read landing between an
+/// expired value and its successor waits (bounded) for the successor instead of answering 503.
+async fn read(
     context: &ApiContext,
     headers: &HeaderMap,
     account: Account<'_>,
     ticket: Option<&str>,
 ) -> Result<Response, ApiError> {
-    read_body(context, headers, account, ticket).map(json_ok)
+    match read_body(context, headers, account, ticket) {
+        Err(error) if error.is_not_ready() => {}
+        other => return other.map(json_ok),
+    }
+    let credential = resolve(context, account, ticket)?;
+    let give_up = tokio::time::Instant::now() + super::rollover_wait(&context.settings);
+    loop {
+        let changed = credential.served_changed();
+        match serve_slot(&credential.slot) {
+            Err(error) if error.is_not_ready() => {}
+            other => return other.map(json_ok),
+        }
+        if tokio::time::timeout_at(give_up, changed).await.is_err() {
+            return serve_slot(&credential.slot).map(json_ok);
+        }
+    }
 }
 
 async fn invalidate(
@@ -242,7 +259,7 @@ pub async fn app_access_token(
     Path(appid): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    let result = read(&context, &headers, Account::App(&appid), None);
+    let result = read(&context, &headers, Account::App(&appid), None).await;
     finish(&context, Route::AccessToken, result)
 }
 
@@ -263,7 +280,7 @@ pub async fn app_ticket(
     Path((appid, kind)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Response {
-    let result = read(&context, &headers, Account::App(&appid), Some(&kind));
+    let result = read(&context, &headers, Account::App(&appid), Some(&kind)).await;
     finish(&context, Route::Ticket, result)
 }
 
@@ -313,7 +330,7 @@ pub async fn corp_access_token(
     headers: HeaderMap,
 ) -> Response {
     let account = Account::corp(&corpid, &agentid);
-    let result = read(&context, &headers, account, None);
+    let result = read(&context, &headers, account, None).await;
     finish(&context, Route::AccessToken, result)
 }
 
@@ -336,7 +353,7 @@ pub async fn corp_ticket(
     headers: HeaderMap,
 ) -> Response {
     let account = Account::corp(&corpid, &agentid);
-    let result = read(&context, &headers, account, Some(&kind));
+    let result = read(&context, &headers, account, Some(&kind)).await;
     finish(&context, Route::Ticket, result)
 }
 

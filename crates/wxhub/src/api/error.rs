@@ -16,6 +16,13 @@ pub struct ApiError {
 }
 
 impl ApiError {
+    /// Whether this is the "no usable value right now" answer, which a read may wait out.
+    pub fn is_not_ready(&self) -> bool {
+        self.code == "not_ready"
+    }
+}
+
+impl ApiError {
     /// An error with the given status, code and message.
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
         ApiError {

@@ -40,6 +40,12 @@ pub use error::ApiError;
 pub use serve::{serve, Limits};
 pub use service::{ApiBody, ApiFuture, ApiService};
 
+/// How long a read that lands between an expired value and its successor waits for it: about one
+/// upstream call, plus a margin for the store write.
+pub fn rollover_wait(settings: &Settings) -> Duration {
+    settings.wechat.timeout + Duration::from_secs(1)
+}
+
 /// Largest request body accepted (DESIGN §5): larger ones get 413.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 

@@ -463,11 +463,8 @@ impl Engine {
     pub fn credentials(&self) -> Vec<CredentialStatus> {
         let now = self.shared.clock.now();
         let state = self.shared.lock();
-        let mut all: Vec<CredentialStatus> = state
-            .entries
-            .values()
-            .map(|e| status_of(e, now))
-            .collect();
+        let mut all: Vec<CredentialStatus> =
+            state.entries.values().map(|e| status_of(e, now)).collect();
         drop(state);
         all.sort_by(|a, b| a.key.cmp(&b.key));
         all
@@ -660,7 +657,7 @@ impl Shared {
 fn serve(credential: &Credential, token: &Token, next: Timestamp) {
     let spec = credential.spec();
     let serve_until = spec.plan.serve_until(spec.source.renewal(), token, next);
-    credential.slot.store(Arc::new(Served::new(
+    credential.serve(Arc::new(Served::new(
         spec.source.field(),
         token,
         serve_until,

@@ -11,5 +11,6 @@ mod hardening;
 mod invalidation;
 mod refresh_cycle;
 mod restart;
+mod rollover;
 mod runtime;
 mod tickets;
