@@ -102,6 +102,28 @@ pub enum InvalidationOutcome {
     Refreshed,
     /// The token was younger than `min_refresh_interval`: answered with it, not refreshed.
     Throttled,
+    /// WeChat still accepts the reported token: answered with it, not refreshed.
+    Rejected,
+}
+
+impl InvalidationOutcome {
+    /// Every outcome, in the order of its counter.
+    const ALL: [InvalidationOutcome; 4] = [
+        InvalidationOutcome::Stale,
+        InvalidationOutcome::Refreshed,
+        InvalidationOutcome::Throttled,
+        InvalidationOutcome::Rejected,
+    ];
+
+    /// The outcome's name in metrics and answers.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InvalidationOutcome::Stale => "stale",
+            InvalidationOutcome::Refreshed => "refreshed",
+            InvalidationOutcome::Throttled => "throttled",
+            InvalidationOutcome::Rejected => "rejected",
+        }
+    }
 }
 
 /// The errcodes that get a metric series of their own: those WeChat documents for the endpoints
@@ -167,7 +189,7 @@ pub struct Metrics {
     /// Consumer requests, in [`REQUEST_SHARDS`] shards summed when rendered.
     requests: Box<[RequestShard; REQUEST_SHARDS]>,
     /// Invalidation reports by outcome.
-    invalidations: [AtomicU64; 3],
+    invalidations: [AtomicU64; InvalidationOutcome::ALL.len()],
     /// Refresh attempts by (credential kind, outcome).
     refreshes: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
     /// Upstream call latency by endpoint.
@@ -288,8 +310,9 @@ impl Metrics {
 
         out.push_str("# HELP wxhub_invalidations_total Invalidation reports by outcome.\n");
         out.push_str("# TYPE wxhub_invalidations_total counter\n");
-        for (i, name) in ["stale", "refreshed", "throttled"].iter().enumerate() {
-            let n = self.invalidations[i].load(Ordering::Relaxed);
+        for outcome in InvalidationOutcome::ALL {
+            let n = self.invalidations[outcome as usize].load(Ordering::Relaxed);
+            let name = outcome.as_str();
             let _ = writeln!(out, "wxhub_invalidations_total{{outcome=\"{name}\"}} {n}");
         }
 

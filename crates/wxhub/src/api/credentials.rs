@@ -4,15 +4,15 @@
 //! Official-account routes and Work WeChat routes share one implementation per action; the
 //! handlers only turn their path into an [`Account`].
 
-use axum::extract::{Path, Request, State};
-use axum::http::HeaderMap;
+use axum::extract::{Path, RawQuery, Request, State};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use bytes::Bytes;
 use serde::Deserialize;
 
 use super::{
-    authorize, authorize_reading, finish, json_body, json_ok, missing, resolve, Account,
-    ApiContext, ApiError, ApiState,
+    authorize, authorize_named, authorize_reading, finish, json_body, json_ok, missing, resolve,
+    Account, ApiContext, ApiError, ApiState,
 };
 use crate::configuration::Scope;
 use crate::credential::Timestamp;
@@ -164,11 +164,7 @@ fn report_without_value(
     served: &Served,
     outcome: InvalidationOutcome,
 ) -> Result<Response, ApiError> {
-    let outcome = match outcome {
-        InvalidationOutcome::Stale => "stale",
-        InvalidationOutcome::Refreshed => "refreshed",
-        InvalidationOutcome::Throttled => "throttled",
-    };
+    let outcome = outcome.as_str();
     let expires_in = served.expires_in(Timestamp::now()).ok_or_else(not_ready)?;
     let answer = serde_json::json!({
         "outcome": outcome,
@@ -233,16 +229,48 @@ async fn sign(
     Ok(json_ok(Bytes::from(answer.to_string())))
 }
 
+/// Whether the query string says `force=true`.
+fn forced(query: Option<&str>) -> Result<bool, ApiError> {
+    let mut force = false;
+    for pair in query
+        .unwrap_or_default()
+        .split('&')
+        .filter(|p| !p.is_empty())
+    {
+        match pair {
+            "force=true" => force = true,
+            "force=false" => force = false,
+            _ => {
+                return Err(ApiError::bad_request(
+                    "invalid_query",
+                    "the only parameter is force=true|false",
+                ))
+            }
+        }
+    }
+    Ok(force)
+}
+
 async fn refresh(
     context: &ApiContext,
     headers: &HeaderMap,
     account: Account<'_>,
+    query: Option<&str>,
 ) -> Result<Response, ApiError> {
-    authorize(context, headers, Scope::Admin, Some(account))?;
+    let consumer = authorize_named(context, headers, Scope::Admin, Some(account))?;
+    let force = forced(query)?;
     let credential = resolve(context, account, None)?;
+    if !force && context.engine.too_young_to_refresh(&credential) {
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_soon",
+            "the token is younger than min_refresh_interval; add ?force=true to refresh it anyway",
+        ));
+    }
+    tracing::info!(consumer, key = %credential.key, force, "admin: refresh requested");
     let served = context
         .engine
-        .refresh_now(&credential)
+        .refresh_now(&credential, force)
         .await
         .map_err(refresh_failed)?;
     let answer = serde_json::json!({
@@ -317,9 +345,10 @@ pub async fn app_jssdk_signature(
 pub async fn app_refresh(
     State(context): State<ApiState>,
     Path(appid): Path<String>,
+    RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Response {
-    let result = refresh(&context, &headers, Account::App(&appid)).await;
+    let result = refresh(&context, &headers, Account::App(&appid), query.as_deref()).await;
     finish(&context, Route::AdminRefresh, result)
 }
 
@@ -385,10 +414,11 @@ pub async fn corp_jssdk_signature(
 pub async fn corp_refresh(
     State(context): State<ApiState>,
     Path((corpid, agentid)): Path<(String, String)>,
+    RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Response {
     let account = Account::corp(&corpid, &agentid);
-    let result = refresh(&context, &headers, account).await;
+    let result = refresh(&context, &headers, account, query.as_deref()).await;
     finish(&context, Route::AdminRefresh, result)
 }
 

@@ -172,6 +172,9 @@ pub struct RefreshSettings {
     pub min_refresh_interval: Duration,
     /// How many refreshes may run at once (default 16, at least 1).
     pub concurrency: usize,
+    /// Stable-mode force refreshes a day kept for verified invalidations (default 5, at most
+    /// 19): admin refreshes and last-resort renewals stop at 20 minus this.
+    pub force_reserve: u32,
 }
 
 /// How an official account's access token is obtained.
@@ -386,6 +389,7 @@ impl Default for RefreshSettings {
             refresh_retry_interval: Duration::from_secs(60),
             min_refresh_interval: Duration::from_secs(30),
             concurrency: 16,
+            force_reserve: 5,
         }
     }
 }

@@ -100,6 +100,7 @@ pub(super) fn masked(settings: &Settings) -> String {
         let _ = writeln!(out, "{key} = {}", quote(&format_duration(value)));
     }
     let _ = writeln!(out, "concurrency = {}", r.concurrency);
+    let _ = writeln!(out, "force_reserve = {}", r.force_reserve);
 
     if settings.secrets.master_key.is_some() {
         let _ = writeln!(out, "\n[secrets]");

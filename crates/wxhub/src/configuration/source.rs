@@ -92,6 +92,7 @@ pub(super) const SECTIONS: &[(&str, &[(&str, Kind)])] = &[
             ("refresh_retry_interval", Kind::Text),
             ("min_refresh_interval", Kind::Text),
             ("concurrency", Kind::Integer),
+            ("force_reserve", Kind::Integer),
         ],
     ),
 ];

@@ -146,6 +146,7 @@ fn the_design_example_parses() {
             refresh_retry_interval: Duration::from_secs(60),
             min_refresh_interval: Duration::from_secs(30),
             concurrency: 16,
+            force_reserve: 5,
         }
     );
     assert_eq!(settings.apps.len(), 1);

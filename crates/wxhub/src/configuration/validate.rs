@@ -535,6 +535,26 @@ impl Cx<'_> {
                 }
             };
         }
+        if let Some(node) = table.get("force_reserve") {
+            let path = table.key_path("force_reserve");
+            refresh.force_reserve = match node.value {
+                Value::Int(n) if (0..=19).contains(&n) => n as u32,
+                Value::Int(n) => {
+                    return Err(self.err(
+                        &node.place,
+                        path,
+                        format!("must be between 0 and 19 (of WeChat's 20 a day), found {n}"),
+                    ))
+                }
+                ref other => {
+                    return Err(self.err(
+                        &node.place,
+                        path,
+                        format!("expected an integer, found {}", other.type_name()),
+                    ))
+                }
+            };
+        }
         Ok(refresh)
     }
 

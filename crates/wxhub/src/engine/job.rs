@@ -609,7 +609,7 @@ impl Shared {
                 spec.plan.due_at(spec.source.renewal(), stored, 0.0) > now
             }
             Reason::Dependency => stored.is_valid_at(now.plus(DEPENDENCY_MIN_LIFE)),
-            Reason::Admin => false,
+            Reason::Admin { .. } => false,
         }
     }
 

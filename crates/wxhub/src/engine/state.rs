@@ -84,6 +84,24 @@ pub struct Entry {
     pub warning: Option<String>,
     /// Recently finished refreshes, for operators.
     pub history: History,
+    /// The running check of a reported value with WeChat, which later reports join.
+    pub verifying: Option<watch::Receiver<Option<Verdict>>>,
+    /// The value WeChat last confirmed alive, and when: reports of it soon after are rejected
+    /// without asking again.
+    pub confirmed_alive: Option<(String, Timestamp)>,
+    /// Reports rejected because WeChat still accepted the value.
+    pub rejected_reports: u64,
+}
+
+/// What WeChat said of a reported value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// It still accepts the value: the report was mistaken.
+    Alive,
+    /// It refuses it (40001/40014/42001): refresh.
+    Dead,
+    /// The check failed (network, busy): refresh, as before checks existed.
+    Unknown,
 }
 
 /// How a consumer's report of a dead value is answered.
@@ -113,6 +131,9 @@ impl Entry {
             force_used: 0,
             warning: None,
             history: History::new(),
+            verifying: None,
+            confirmed_alive: None,
+            rejected_reports: 0,
         }
     }
 

@@ -156,6 +156,16 @@ pub trait Store: Send + Sync + 'static {
     /// Every runtime account definition, by name, for a (re)starting node.
     fn load_accounts(&self) -> StoreFuture<'_, Vec<(String, String)>>;
 
+    /// Spends one of the stable-mode force refreshes of `name` (an access token's storage key) on
+    /// WeChat day `day`, for the whole cluster: atomically, only while fewer than `limit` are
+    /// used. Returns how many are used after this one, or `None` when `limit` already were.
+    fn spend_force<'a>(
+        &'a self,
+        name: &'a str,
+        day: i64,
+        limit: u32,
+    ) -> StoreFuture<'a, Option<u32>>;
+
     /// The account feed: every [`Store::put_account`] and [`Store::remove_account`] from now on,
     /// from any node sharing this store.
     fn subscribe_accounts(&self) -> broadcast::Receiver<AccountChange>;

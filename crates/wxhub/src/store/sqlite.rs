@@ -83,12 +83,19 @@ const SCHEMA_V1: &str = "
     );
 ";
 
-/// Adds what schema version 2 has on top of version 1: runtime account definitions.
+/// Adds what schema version 2 has on top of version 1: runtime account definitions and the
+/// cluster-wide stable-mode force budget.
 const SCHEMA_V2: &str = "
     CREATE TABLE accounts (
         name          TEXT    NOT NULL PRIMARY KEY,
         definition    TEXT    NOT NULL,
         updated_at_ms INTEGER NOT NULL
+    );
+    CREATE TABLE force_budget (
+        name          TEXT    NOT NULL,
+        day           INTEGER NOT NULL,
+        used          INTEGER NOT NULL,
+        PRIMARY KEY (name, day)
     );
 ";
 
@@ -785,6 +792,39 @@ impl Store for SqliteStore {
                 .prepare_cached("SELECT name, definition FROM accounts ORDER BY name")?;
             let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
             Ok(rows.collect::<Result<Vec<(String, String)>, _>>()?)
+        })
+    }
+
+    fn spend_force<'a>(
+        &'a self,
+        name: &'a str,
+        day: i64,
+        limit: u32,
+    ) -> StoreFuture<'a, Option<u32>> {
+        let name = name.to_owned();
+        self.run(format!("spend_force {name}"), move |db, _| {
+            let tx = db
+                .conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)?;
+            tx.execute("DELETE FROM force_budget WHERE day < ?1", [day - 1])?;
+            let used: i64 = tx
+                .query_row(
+                    "SELECT used FROM force_budget WHERE name = ?1 AND day = ?2",
+                    rusqlite::params![name, day],
+                    |r| r.get(0),
+                )
+                .optional()?
+                .unwrap_or(0);
+            if used >= i64::from(limit) {
+                return Ok(None);
+            }
+            tx.execute(
+                "INSERT INTO force_budget (name, day, used) VALUES (?1, ?2, 1)
+                 ON CONFLICT (name, day) DO UPDATE SET used = used + 1",
+                rusqlite::params![name, day],
+            )?;
+            tx.commit()?;
+            Ok(Some(u32::try_from(used + 1).unwrap_or(u32::MAX)))
         })
     }
 

@@ -65,7 +65,7 @@ async fn assert_report_hides_the_value(hub: &TestHub, read_path: &str, field: &s
         assert!(body.get("ticket").is_none(), "{text}");
         let outcome = body["outcome"].as_str().unwrap_or_default();
         assert!(
-            ["stale", "refreshed", "throttled"].contains(&outcome),
+            ["stale", "refreshed", "throttled", "rejected"].contains(&outcome),
             "outcome: {text}"
         );
         assert!(
