@@ -30,7 +30,7 @@ pub struct Served {
     pub generation: u64,
     /// When WeChat stops accepting it.
     pub expires_at: Timestamp,
-    /// Until when a consumer may keep using it without asking again (DESIGN §3, "what consumers
+    /// Until when a consumer may keep using it without asking again (docs/architecture.md#what-consumers-are-told, "what consumers
     /// are told"): never after `expires_at`, and shortly after the hub's next planned refresh.
     pub serve_until: Timestamp,
     /// `{"access_token":"…","expires_in":` — everything before the one per-request number.

@@ -3,7 +3,7 @@
 //! One service holds the AppSecrets, keeps every WeChat credential fresh and hands the credentials
 //! to any number of business servers, which never call WeChat's token endpoints themselves.
 //!
-//! The modules follow the architecture of DESIGN §2:
+//! The modules follow the architecture of docs/architecture.md#parts:
 //! - [`configuration`] — the TOML file and its environment overrides;
 //! - [`credential`] — typed credential keys and tokens;
 //! - [`upstream`] — WeChat's HTTP endpoints, with classified errors;

@@ -1,4 +1,4 @@
-//! Prometheus metrics (DESIGN §8), rendered as text by `GET /metrics`.
+//! Prometheus metrics (docs/architecture.md#observability), rendered as text by `GET /metrics`.
 //!
 //! Counters touched on the consumer read path are plain atomics in a fixed matrix (route ×
 //! status), one copy per thread, so serving a token never takes a lock for bookkeeping nor writes
@@ -93,7 +93,7 @@ fn shard() -> usize {
 /// Statuses the API answers with; anything else is counted as `other`.
 const STATUSES: [u16; 12] = [200, 400, 401, 403, 404, 405, 408, 409, 413, 429, 500, 503];
 
-/// What an invalidation report turned into (DESIGN §3, compare-and-refresh).
+/// What an invalidation report turned into (docs/architecture.md#compare-and-refresh).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum InvalidationOutcome {
     /// The reported token was no longer current: answered with the current one, no upstream call.

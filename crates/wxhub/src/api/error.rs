@@ -1,5 +1,5 @@
 //! The API's error answers: `{"error":{"code":"…","message":"…"}}` with a fitting status
-//! (DESIGN §5). Messages name what is wrong and never carry a secret or a token value.
+//! (docs/architecture.md#error-model). Messages name what is wrong and never carry a secret or a token value.
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};

@@ -1,5 +1,5 @@
 //! Liveness, readiness and metrics: unauthenticated, for load balancers and Prometheus (bind the
-//! hub to a private address, DESIGN §5).
+//! hub to a private address, docs/architecture.md#health-readiness-and-metrics).
 
 use std::fmt::Write as _;
 use std::time::Duration;

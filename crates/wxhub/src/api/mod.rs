@@ -1,4 +1,4 @@
-//! The HTTP API of DESIGN §5: consumer routes under `/v1`, health, readiness and metrics.
+//! The HTTP API of docs/architecture.md#http-api: consumer routes under `/v1`, health, readiness and metrics.
 //!
 //! Every `/v1` route authenticates the consumer's bearer key (401), resolves the account (404),
 //! then checks the consumer's accounts and scopes (403). Token reads are answered from the hub's
@@ -46,7 +46,7 @@ pub fn rollover_wait(settings: &Settings) -> Duration {
     settings.wechat.timeout + Duration::from_secs(1)
 }
 
-/// Largest request body accepted (DESIGN §5): larger ones get 413.
+/// Largest request body accepted (docs/architecture.md#error-model): larger ones get 413.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// What every handler needs, shared behind one `Arc`.

@@ -1,4 +1,4 @@
-//! Configuration: the TOML file of DESIGN §4 and its environment overrides.
+//! Configuration: the TOML file of docs/architecture.md#configuration and its environment overrides.
 //!
 //! [`Settings::load`] reads the file, applies the `WXHUB_<SECTION>_<KEY>` overrides, resolves the
 //! secrets (inline, `"${ENV_NAME}"` or `secret_file`) and validates everything before the hub
@@ -160,7 +160,7 @@ pub struct WechatSettings {
     pub timeout: Duration,
 }
 
-/// `[refresh]`: when and how often the engine refreshes (DESIGN §3).
+/// `[refresh]`: when and how often the engine refreshes (docs/architecture.md#refresh-rules).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RefreshSettings {
     /// How long before expiry a credential is refreshed, at most half its lifetime (default 30 m).
@@ -217,7 +217,7 @@ pub struct CorpSettings {
     pub refresh: RefreshOverrides,
 }
 
-/// What a consumer may do (DESIGN §5).
+/// What a consumer may do (docs/architecture.md#authentication-and-scopes).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Scope {
     /// Read tokens, tickets and JS-SDK signatures.

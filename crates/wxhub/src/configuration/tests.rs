@@ -8,7 +8,7 @@ const ORDERS_KEY: &str = "orders-service-bearer-key";
 const WX_SECRET: &str = "0123456789abcdef-main-secret";
 const WW_SECRET: &str = "ww-corp-secret-value";
 
-/// DESIGN §4's example, with a real key hash in place of the placeholder.
+/// The README's configuration example, with a real key hash in place of the placeholder.
 fn example() -> String {
     format!(
         r#"[server]

@@ -1,4 +1,4 @@
-//! From the raw tree to typed [`Settings`]: every rule of DESIGN §4, each failure placed at the
+//! From the raw tree to typed [`Settings`]: every rule of docs/architecture.md#configuration, each failure placed at the
 //! line (or environment variable) of the value that breaks it.
 
 use std::collections::{HashMap, HashSet};

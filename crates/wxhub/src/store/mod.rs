@@ -2,7 +2,7 @@
 //! [`memory`] (tests), [`sqlite`] (the embedded single-node default) and [`redis`] (several
 //! nodes sharing one Redis).
 //!
-//! The contract (DESIGN §2) is what makes "exactly one refresh per credential" hold across
+//! The contract (docs/architecture.md#store-contract) is what makes "exactly one refresh per credential" hold across
 //! processes:
 //! - **load all / get** — a restarted node serves what is stored instead of fetching again;
 //! - **compare-and-set on generation** — a token is written only with the stored generation plus

@@ -1,6 +1,6 @@
 //! WeChat's HTTP endpoints: one function per endpoint, typed results, classified errors.
 //!
-//! Every failure is sorted into one of the four classes of DESIGN §3 ([`UpstreamError`]), because
+//! Every failure is sorted into one of the four classes of docs/wechat.md#errcode-classes ([`UpstreamError`]), because
 //! the class alone decides what the engine does next (retry soon, back off for minutes, ask an
 //! operator, or refresh the token that was used). Base URLs come from the configuration so tests
 //! point the client at `wechat-mock`.
@@ -115,7 +115,7 @@ enum Authenticates {
     WithAccessToken,
 }
 
-/// Sorts a WeChat errcode into its class (spec §1, §5, §7).
+/// Sorts a WeChat errcode into its class (docs/wechat.md#errcode-classes).
 fn classify(errcode: i64, errmsg: &str, auth: Authenticates) -> UpstreamError {
     let message = untrusted(errmsg);
     match errcode {
