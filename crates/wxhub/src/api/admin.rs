@@ -36,6 +36,12 @@ struct AccountBody {
     /// e.g. `"30s"`, overriding `[refresh] refresh_retry_interval`.
     #[serde(default)]
     refresh_retry_interval: Option<String>,
+    /// A live token another system fetched, served instead of a first fetch (a new app only).
+    #[serde(default)]
+    access_token: Option<String>,
+    /// That token's remaining life in seconds.
+    #[serde(default)]
+    expires_in: Option<u64>,
 }
 
 /// The body of `PUT /v1/admin/apps/{appid}/access_token`.
@@ -132,6 +138,7 @@ fn control_error(error: ControlError) -> ApiError {
         ControlError::NoFile => {
             ApiError::new(StatusCode::CONFLICT, "no_configuration_file", message)
         }
+        ControlError::NotNew(_) => ApiError::new(StatusCode::CONFLICT, "conflict", message),
         ControlError::Store(_) => ApiError::unavailable("store_unavailable", message),
         ControlError::Seal(_) | ControlError::Unreadable(_) => {
             ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
@@ -147,9 +154,25 @@ async fn put_account(
 ) -> Result<Response, ApiError> {
     let consumer = authorize_named(context, headers, Scope::Admin, None)?;
     let body: AccountBody = json_body(request, ACCOUNT_SHAPE).await?;
+    let live_token = match (body.access_token.clone(), body.expires_in) {
+        (None, None) => None,
+        (Some(token), Some(secs)) if !token.trim().is_empty() && (1..=7200).contains(&secs) => {
+            Some((token, Duration::from_secs(secs)))
+        }
+        _ => {
+            return Err(ApiError::bad_request(
+                "invalid_json",
+                "access_token and expires_in (1 to 7200 seconds) go together",
+            ))
+        }
+    };
     let spec = build(body)?;
     let id = spec.id();
-    let outcome = context.control.put(spec).await.map_err(control_error)?;
+    let outcome = context
+        .control
+        .put(spec, live_token)
+        .await
+        .map_err(control_error)?;
     tracing::info!(consumer, account = %id, created = outcome.created, "admin: account stored");
     let credentials = context.engine.credentials_of(&outcome.credentials);
     let status = if outcome.created {

@@ -562,3 +562,45 @@ async fn a_reload_applies_the_diff_and_a_broken_file_changes_nothing() {
     let _ = tx.send(());
     handle.await.unwrap().unwrap();
 }
+
+#[tokio::test]
+async fn a_new_legacy_app_starts_from_a_live_token_without_a_fetch() {
+    let fixed = TestApp::stable("wxfixed0000000006");
+    let added = "wxadded0000000006";
+    let (mock, hub) = mock_and_hub(&[fixed], &[TestApp::legacy(added)], &[], |o| o).await;
+    let live: serde_json::Value = reqwest::Client::new()
+        .get(format!("{}/cgi-bin/token", mock.base_url()))
+        .query(&[
+            ("grant_type", "client_credential"),
+            ("appid", added),
+            ("secret", &secret_of(added)),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let live = live["access_token"].as_str().unwrap().to_string();
+    let path = format!("/v1/admin/apps/{added}");
+    let body = json!({ "secret": secret_of(added), "mode": "legacy", "access_token": live, "expires_in": 5 });
+    let put = hub.send(Method::PUT, &path, Some(body.clone())).await;
+    assert_eq!(put.status(), 201, "{:?}", put.text().await);
+    assert_eq!(hub.token(added).await.access_token, live);
+    assert_eq!(
+        stats(&mock).issued("/cgi-bin/token", added),
+        1,
+        "only the other system's fetch"
+    );
+    // An existing app cannot be re-created from a token.
+    let again = hub.send(Method::PUT, &path, Some(body)).await;
+    assert_eq!(again.status(), 409);
+    let half = hub
+        .send(
+            Method::PUT,
+            &path,
+            Some(json!({ "secret": "s", "access_token": "t" })),
+        )
+        .await;
+    assert_eq!(half.status(), 400);
+}
