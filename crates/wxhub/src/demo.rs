@@ -25,6 +25,8 @@ use crate::startup::{Application, StartupError};
 pub const STABLE_APPID: &str = "wxd0000000000000a1";
 /// The legacy-mode demo app.
 pub const LEGACY_APPID: &str = "wxd0000000000000b2";
+/// An app the mock knows but the hub's configuration does not: the demo adds it at runtime.
+pub const RUNTIME_APPID: &str = "wxd0000000000000c3";
 /// Token lifetime the demo's mock grants.
 const DEMO_LIFETIME: Duration = Duration::from_secs(120);
 /// How long the demo's mock keeps a superseded token valid.
@@ -49,6 +51,8 @@ pub struct Demo {
     pub consumer_key: String,
     /// The SQLite file in use.
     pub database: PathBuf,
+    /// The AppSecret of [`RUNTIME_APPID`], for the printed admin call that adds it.
+    pub runtime_secret: String,
 }
 
 /// Starts the mock and builds the hub on it.
@@ -62,13 +66,15 @@ pub async fn start(options: DemoOptions) -> Result<Demo, StartupError> {
     };
     let stable_secret = secret(STABLE_APPID);
     let legacy_secret = secret(LEGACY_APPID);
+    let runtime_secret = secret(RUNTIME_APPID);
     let mock_config = MockConfig {
         lifetime: DEMO_LIFETIME,
         grace: DEMO_GRACE,
         ..MockConfig::default()
     }
     .with_app(STABLE_APPID, stable_secret.clone())
-    .with_app(LEGACY_APPID, legacy_secret.clone());
+    .with_app(LEGACY_APPID, legacy_secret.clone())
+    .with_app(RUNTIME_APPID, runtime_secret.clone());
     let mock = MockServer::start(mock_config, SocketAddr::from(([127, 0, 0, 1], 0)))
         .await
         .map_err(|source| StartupError::Bind {
@@ -137,6 +143,7 @@ pub async fn start(options: DemoOptions) -> Result<Demo, StartupError> {
         app,
         consumer_key,
         database,
+        runtime_secret,
     })
 }
 
@@ -163,9 +170,15 @@ Sign a page for wx.config:
 Use the token against WeChat (the mock) the way a business server would:
   T=$(curl -s {auth} {hub}/v1/apps/{legacy}/access_token | sed 's/.*\"access_token\":\"\\([^\"]*\\)\".*/\\1/')
   curl -s \"{mock}/cgi-bin/get_api_domain_ip?access_token=$T\"
-Report a token WeChat refused (40001): one refresh, however many report it:
+Report a token WeChat refused (40001): the hub checks it with WeChat first (this one is alive,
+so the report is \"rejected\"); a dead one is refreshed once, however many report it:
   curl -s {auth} -d \"{{\\\"access_token\\\":\\\"$T\\\"}}\" {hub}/v1/apps/{legacy}/access_token/invalidate
-Operator views:
+Add an app at runtime (its secret sealed and stored; every instance would follow), use it, remove it:
+  curl -s -X PUT {auth} -d '{{\"secret\":\"{runtime_secret}\",\"mode\":\"legacy\"}}' {hub}/v1/admin/apps/{runtime}
+  curl -s {auth} {hub}/v1/apps/{runtime}/access_token
+  curl -s -X DELETE {auth} {hub}/v1/admin/apps/{runtime}
+Operator views (the status page asks for the consumer key above):
+  {hub}/status
   curl -s {auth} {hub}/v1/credentials
   curl -s {hub}/metrics
 Press Ctrl-C to stop.
@@ -175,6 +188,8 @@ Press Ctrl-C to stop.
             key = self.consumer_key,
             stable = STABLE_APPID,
             legacy = LEGACY_APPID,
+            runtime = RUNTIME_APPID,
+            runtime_secret = self.runtime_secret,
         )
     }
 }
