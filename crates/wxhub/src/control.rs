@@ -17,6 +17,7 @@ use serde::Serialize;
 use tokio::sync::broadcast;
 
 use crate::api::KeyCache;
+use crate::audit::AuditLog;
 use crate::configuration::{
     ConfigError, RefreshOverrides, RefreshSettings, Secret, Settings, TokenMode,
 };
@@ -128,6 +129,8 @@ pub struct Control {
     access: Arc<ArcSwap<Access>>,
     /// Serialises changes, so a reload and an admin call never interleave.
     changing: tokio::sync::Mutex<()>,
+    /// Admin actions and authorization changes.
+    audit: AuditLog,
 }
 
 impl Control {
@@ -149,7 +152,13 @@ impl Control {
             access: Arc::new(ArcSwap::from_pointee(Access::new(settings.clone()))),
             settings: ArcSwap::new(settings),
             changing: tokio::sync::Mutex::new(()),
+            audit: AuditLog::default(),
         }
+    }
+
+    /// The audit trail.
+    pub fn audit(&self) -> &AuditLog {
+        &self.audit
     }
 
     /// The registry.

@@ -146,13 +146,43 @@ fn control_error(error: ControlError) -> ApiError {
     }
 }
 
+/// Records an admin action that passed authorization, whatever its outcome (its error code), and
+/// passes its result on.
+fn audited<T>(
+    context: &ApiState,
+    consumer: &str,
+    action: &'static str,
+    target: &str,
+    result: Result<T, ApiError>,
+) -> Result<T, ApiError> {
+    let outcome = match &result {
+        Ok(_) => "ok",
+        Err(error) => error.code,
+    };
+    context
+        .control
+        .audit()
+        .record(consumer, action, target, outcome);
+    result
+}
+
 async fn put_account(
     context: &ApiState,
     headers: &HeaderMap,
     request: Request,
+    target: String,
     build: impl FnOnce(AccountBody) -> Result<AccountSpec, ApiError>,
 ) -> Result<Response, ApiError> {
     let consumer = authorize_named(context, headers, Scope::Admin, None)?;
+    let result = store_account(context, request, build).await;
+    audited(context, &consumer, "put_account", &target, result)
+}
+
+async fn store_account(
+    context: &ApiState,
+    request: Request,
+    build: impl FnOnce(AccountBody) -> Result<AccountSpec, ApiError>,
+) -> Result<Response, ApiError> {
     let body: AccountBody = json_body(request, ACCOUNT_SHAPE).await?;
     let live_token = match (body.access_token.clone(), body.expires_in) {
         (None, None) => None,
@@ -167,13 +197,11 @@ async fn put_account(
         }
     };
     let spec = build(body)?;
-    let id = spec.id();
     let outcome = context
         .control
         .put(spec, live_token)
         .await
         .map_err(control_error)?;
-    tracing::info!(consumer, account = %id, created = outcome.created, "admin: account stored");
     let credentials = context.engine.credentials_of(&outcome.credentials);
     let status = if outcome.created {
         StatusCode::CREATED
@@ -195,9 +223,19 @@ async fn delete_account(
     id: AccountId,
 ) -> Result<Response, ApiError> {
     let consumer = authorize_named(context, headers, Scope::Admin, None)?;
-    context.control.delete(&id).await.map_err(control_error)?;
-    tracing::info!(consumer, account = %id, "admin: account removed");
-    Ok(StatusCode::NO_CONTENT.into_response())
+    let result = context
+        .control
+        .delete(&id)
+        .await
+        .map(|()| StatusCode::NO_CONTENT.into_response())
+        .map_err(control_error);
+    audited(
+        context,
+        &consumer,
+        "delete_account",
+        &id.to_string(),
+        result,
+    )
 }
 
 /// `PUT /v1/admin/apps/{appid}`
@@ -207,7 +245,11 @@ pub async fn put_app(
     headers: HeaderMap,
     request: Request,
 ) -> Response {
-    let result = put_account(&context, &headers, request, |body| {
+    let target = AccountId::App {
+        appid: appid.clone(),
+    }
+    .to_string();
+    let result = put_account(&context, &headers, request, target, |body| {
         let mode = match body.mode.as_deref() {
             None => TokenMode::default(),
             Some(text) => text
@@ -243,7 +285,12 @@ pub async fn put_corp(
     headers: HeaderMap,
     request: Request,
 ) -> Response {
-    let result = put_account(&context, &headers, request, |body| {
+    let target = AccountId::Corp {
+        corpid: corpid.clone(),
+        agentid: agentid.clone(),
+    }
+    .to_string();
+    let result = put_account(&context, &headers, request, target, |body| {
         if body.mode.is_some() {
             return Err(ApiError::bad_request(
                 "invalid_mode",
@@ -279,9 +326,28 @@ pub async fn import_app_token(
     headers: HeaderMap,
     request: Request,
 ) -> Response {
+    let account = Account::App(&appid);
     let result = async {
-        let account = Account::App(&appid);
         let consumer = authorize_named(&context, &headers, Scope::Admin, Some(account))?;
+        let result = import(&context, account, request).await;
+        audited(
+            &context,
+            &consumer,
+            "import_token",
+            &format!("access_token/{appid}"),
+            result,
+        )
+    }
+    .await;
+    finish(&context, Route::Admin, result)
+}
+
+async fn import(
+    context: &ApiState,
+    account: Account<'_>,
+    request: Request,
+) -> Result<Response, ApiError> {
+    {
         let body: ImportBody = json_body(
             request,
             r#"{"access_token":"<the live token>","expires_in":<seconds>}"#,
@@ -293,7 +359,7 @@ pub async fn import_app_token(
                 "access_token must not be empty",
             ));
         }
-        let credential = resolve(&context, account, None)?;
+        let credential = resolve(context, account, None)?;
         let token = context
             .engine
             .import(
@@ -310,7 +376,6 @@ pub async fn import_app_token(
                 ImportError::Lifetime => ApiError::bad_request("invalid_expires_in", e.to_string()),
                 ImportError::Store(_) => ApiError::unavailable("store_unavailable", e.to_string()),
             })?;
-        tracing::info!(consumer, key = %credential.key, generation = token.generation, "admin: token imported");
         let body = serde_json::json!({
             "key": credential.key.to_string(),
             "generation": token.generation,
@@ -318,22 +383,32 @@ pub async fn import_app_token(
         });
         Ok(super::json_ok(Bytes::from(body.to_string())))
     }
-    .await;
-    finish(&context, Route::Admin, result)
 }
 
 /// `POST /v1/admin/reload`: re-reads the configuration file, as SIGHUP does.
 pub async fn reload(State(context): State<ApiState>, headers: HeaderMap) -> Response {
     let result = async {
         let consumer = authorize_named(&context, &headers, Scope::Admin, None)?;
-        let summary = context.control.reload().await.map_err(|e| {
-            tracing::warn!(consumer, error = %e, "admin: reload refused");
-            control_error(e)
-        })?;
-        tracing::info!(consumer, "admin: configuration reloaded");
-        let body = serde_json::to_string(&summary).unwrap_or_default();
-        Ok(super::json_ok(Bytes::from(body)))
+        let result = context
+            .control
+            .reload()
+            .await
+            .map(|summary| {
+                let body = serde_json::to_string(&summary).unwrap_or_default();
+                super::json_ok(Bytes::from(body))
+            })
+            .map_err(control_error);
+        audited(&context, &consumer, "reload", "configuration", result)
     }
     .await;
+    finish(&context, Route::Admin, result)
+}
+
+/// `GET /v1/admin/audit`: the last admin actions and authorization changes, oldest first.
+pub async fn audit(State(context): State<ApiState>, headers: HeaderMap) -> Response {
+    let result = authorize_named(&context, &headers, Scope::Admin, None).map(|_| {
+        let body = serde_json::json!({ "entries": context.control.audit().entries() });
+        super::json_ok(Bytes::from(body.to_string()))
+    });
     finish(&context, Route::Admin, result)
 }

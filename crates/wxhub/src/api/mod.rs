@@ -136,6 +136,7 @@ pub fn router(context: ApiState, request_timeout: Duration) -> Router {
             put(admin::put_corp).delete(admin::delete_corp),
         )
         .route("/v1/admin/reload", post(admin::reload))
+        .route("/v1/admin/audit", get(admin::audit))
         .layer(middleware::from_fn_with_state(
             request_timeout,
             enforce_timeout,

@@ -604,3 +604,86 @@ async fn a_new_legacy_app_starts_from_a_live_token_without_a_fetch() {
         .await;
     assert_eq!(half.status(), 400);
 }
+
+#[tokio::test]
+async fn every_admin_action_leaves_exactly_one_audit_entry() {
+    let fixed = TestApp::legacy("wxfixed0000000007");
+    let added = "wxadded0000000007";
+    let (_mock, hub) = mock_and_hub(
+        std::slice::from_ref(&fixed),
+        &[TestApp::legacy(added)],
+        &[],
+        |o| o,
+    )
+    .await;
+    let app_path = format!("/v1/admin/apps/{added}");
+    let actions = [
+        (
+            Method::PUT,
+            app_path.clone(),
+            Some(put_app_body(added)),
+            201,
+        ),
+        (
+            Method::PUT,
+            app_path.clone(),
+            Some(json!({ "secret": "" })),
+            400,
+        ),
+        (
+            Method::POST,
+            format!("/v1/apps/{}/refresh?force=true", fixed.appid),
+            None,
+            200,
+        ),
+        (
+            Method::PUT,
+            format!("/v1/admin/apps/{}/access_token", fixed.appid),
+            Some(json!({ "access_token": "x", "expires_in": 60, "generation": 0 })),
+            409,
+        ),
+        (Method::POST, "/v1/admin/reload".to_string(), None, 409),
+        (Method::DELETE, app_path.clone(), None, 204),
+    ];
+    for (method, path, body, status) in &actions {
+        let response = hub.send(method.clone(), path, body.clone()).await;
+        assert_eq!(response.status(), *status, "{method} {path}");
+    }
+    // Reads are not actions, and an unauthenticated call is no one's action.
+    hub.get("/v1/credentials").await;
+    hub.client
+        .delete(hub.url(&app_path))
+        .bearer_auth("not-a-key")
+        .send()
+        .await
+        .unwrap();
+    let audit: serde_json::Value = hub.get("/v1/admin/audit").await.json().await.unwrap();
+    let entries = audit["entries"].as_array().unwrap();
+    let seen: Vec<(String, String, String)> = entries
+        .iter()
+        .map(|e| {
+            (
+                e["action"].as_str().unwrap().to_string(),
+                e["target"].as_str().unwrap().to_string(),
+                e["outcome"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let app = format!("app/{added}");
+    let token = format!("access_token/{}", fixed.appid);
+    let expected = vec![
+        ("put_account", app.as_str(), "ok"),
+        ("put_account", app.as_str(), "invalid_secret"),
+        ("refresh_forced", token.as_str(), "ok"),
+        ("import_token", token.as_str(), "conflict"),
+        ("reload", "configuration", "no_configuration_file"),
+        ("delete_account", app.as_str(), "ok"),
+    ];
+    let expected: Vec<(String, String, String)> = expected
+        .into_iter()
+        .map(|(a, t, o)| (a.into(), t.into(), o.into()))
+        .collect();
+    assert_eq!(seen, expected);
+    assert!(entries.iter().all(|e| e["consumer"] == "admin"));
+    assert!(!audit.to_string().contains(&secret_of(added)));
+}
