@@ -71,6 +71,21 @@ async fn an_app_added_at_runtime_is_served_at_once_and_a_deleted_one_is_gone() {
     assert_eq!(stats(&mock).issued("/cgi-bin/token", added), 1);
     let listed = hub.credential(&format!("access_token/{added}")).await;
     assert_eq!(listed["origin"], "runtime");
+    // Per-credential series only for the configuration's credentials; runtime ones are counted in
+    // the aggregates.
+    let metrics = hub.get("/metrics").await.text().await.unwrap();
+    assert!(
+        metrics.contains("wxhub_token_remaining_seconds{key=\"access_token/wxfixed0000000001\"")
+    );
+    assert!(
+        !metrics.contains(&format!("key=\"access_token/{added}\"")),
+        "{metrics}"
+    );
+    assert!(metrics.contains("wxhub_token_remaining_seconds_min{kind=\"access_token\"}"));
+    assert!(
+        metrics.contains("wxhub_credentials{kind=\"ticket\",state=\"fresh\"} 1"),
+        "{metrics}"
+    );
 
     // The same PUT again changes nothing and answers 200.
     let again = hub
