@@ -12,6 +12,10 @@ use super::{rollover_wait, ApiState};
 use crate::credential::Timestamp;
 use crate::registry::Origin;
 
+/// The most configured credentials that get a remaining-life series each (see
+/// [`remaining_lives`]).
+pub const PER_CREDENTIAL_SERIES_LIMIT: usize = 2_000;
+
 /// How long `/readyz` waits for the store to answer.
 const STORE_PING_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -64,13 +68,14 @@ pub async fn readyz(State(context): State<ApiState>) -> Response {
 /// per credential of the configuration file, and the shortest remaining life per kind over all
 /// credentials, so that 100,000 runtime credentials (authorizers) add a handful of series, not
 /// 100,000.
+///
+/// A configuration with more than [`PER_CREDENTIAL_SERIES_LIMIT`] credentials gets the aggregates
+/// only: a scrape of hundreds of thousands of series is a problem for Prometheus, not a help.
 fn remaining_lives(context: &ApiState, out: &mut String) {
     let now = Timestamp::now();
     let mut shortest = std::collections::BTreeMap::<&'static str, f64>::new();
-    out.push_str(
-        "# HELP wxhub_token_remaining_seconds Remaining life of each configured credential's token.\n",
-    );
-    out.push_str("# TYPE wxhub_token_remaining_seconds gauge\n");
+    let mut series = String::new();
+    let mut configured = 0usize;
     context.hub.for_each(|credential| {
         let Some(expires_at) = credential.slot.peek().as_ref().map(|s| s.expires_at) else {
             return;
@@ -80,13 +85,23 @@ fn remaining_lives(context: &ApiState, out: &mut String) {
         let min = shortest.entry(kind).or_insert(remaining);
         *min = min.min(remaining);
         if credential.spec().origin == Origin::Config {
-            let _ = writeln!(
-                out,
-                "wxhub_token_remaining_seconds{{key=\"{}\",kind=\"{kind}\"}} {remaining:.3}",
-                credential.key
-            );
+            configured += 1;
+            if configured <= PER_CREDENTIAL_SERIES_LIMIT {
+                let _ = writeln!(
+                    series,
+                    "wxhub_token_remaining_seconds{{key=\"{}\",kind=\"{kind}\"}} {remaining:.3}",
+                    credential.key
+                );
+            }
         }
     });
+    if configured <= PER_CREDENTIAL_SERIES_LIMIT {
+        out.push_str(
+            "# HELP wxhub_token_remaining_seconds Remaining life of each configured credential's token.\n",
+        );
+        out.push_str("# TYPE wxhub_token_remaining_seconds gauge\n");
+        out.push_str(&series);
+    }
     out.push_str(
         "# HELP wxhub_token_remaining_seconds_min Shortest remaining life over all credentials of a kind.\n",
     );
