@@ -45,7 +45,7 @@ impl Served {
         let value_json = serde_json::Value::String(token.value.clone()).to_string();
         let body_prefix = format!("{{\"{field}\":{value_json},\"expires_in\":");
         let body_suffix = format!(
-            ",\"expires_at\":\"{}\",\"generation\":{}}}",
+            ",\"expires_at\":\"{}\",\"generation\":{}}}\n",
             token.expires_at.to_rfc3339(),
             token.generation
         );

@@ -79,7 +79,7 @@ fn json_string(s: &str) -> String {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = format!(
-            "{{\"error\":{{\"code\":{},\"message\":{}}}}}",
+            "{{\"error\":{{\"code\":{},\"message\":{}}}}}\n",
             json_string(self.code),
             json_string(&self.message)
         );

@@ -308,8 +308,16 @@ pub async fn json_body<T: DeserializeOwned>(request: Request, shape: &str) -> Re
 }
 
 /// A JSON `200 OK` with the headers every credential answer carries.
+///
+/// Every JSON body ends with a newline, so that `curl` output does not run into the prompt.
 pub fn json_ok(body: Bytes) -> Response {
-    json_response(Body::from(body))
+    if body.ends_with(b"\n") {
+        return json_response(Body::from(body));
+    }
+    let mut with_newline = Vec::with_capacity(body.len() + 1);
+    with_newline.extend_from_slice(&body);
+    with_newline.push(b'\n');
+    json_response(Body::from(with_newline))
 }
 
 /// [`json_ok`] for any body type (the read fast path sends its bytes unboxed).

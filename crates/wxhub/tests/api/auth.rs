@@ -285,3 +285,18 @@ async fn reads_answer_alike_whether_or_not_the_fast_path_takes_them() {
         assert!(metrics.contains(expected), "{expected} in\n{metrics}");
     }
 }
+
+#[tokio::test]
+async fn every_json_answer_ends_with_a_newline_for_curl() {
+    let appid = "wxnewline00000001";
+    let (_mock, hub) = start_ready(&[TestApp::stable(appid)]).await;
+    for path in [
+        format!("/v1/apps/{appid}/access_token"),
+        "/v1/apps/wxunknown/access_token".to_string(),
+        "/v1/credentials".to_string(),
+        "/readyz".to_string(),
+    ] {
+        let body = hub.get(&path).await.text().await.unwrap();
+        assert!(body.ends_with("}\n"), "{path}: {body:?}");
+    }
+}
