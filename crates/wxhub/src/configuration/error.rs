@@ -28,6 +28,9 @@ pub struct ConfigError {
     place: Place,
     key: Option<String>,
     message: String,
+    /// Mistakes found in other sections of the same file, each displayed on a line of its own
+    /// after this one, so that one run of `check-config` reports them all.
+    others: Vec<ConfigError>,
 }
 
 impl ConfigError {
@@ -42,7 +45,20 @@ impl ConfigError {
             place,
             key,
             message: message.into(),
+            others: Vec::new(),
         }
+    }
+
+    /// The first of `errors`, carrying the rest (there is at least one).
+    pub(super) fn all(mut errors: Vec<ConfigError>) -> ConfigError {
+        let mut first = errors.remove(0);
+        first.others = errors;
+        first
+    }
+
+    /// The mistakes found besides this one, in file order of their sections.
+    pub fn others(&self) -> &[ConfigError] {
+        &self.others
     }
 
     /// The configuration file the error is about (as named by the caller of `load`/`parse`).
@@ -89,7 +105,11 @@ impl fmt::Display for ConfigError {
         if let Place::Env(var) = &self.place {
             write!(f, " (from environment variable {var})")?;
         }
-        write!(f, ": {}", self.message)
+        write!(f, ": {}", self.message)?;
+        for other in &self.others {
+            write!(f, "\n{other}")?;
+        }
+        Ok(())
     }
 }
 

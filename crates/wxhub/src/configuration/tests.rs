@@ -1084,3 +1084,25 @@ fn connection_limits_are_read_checked_and_overridable() {
     assert_eq!(value["server"]["idle_timeout"].as_str(), Some("1m"));
     assert_eq!(value["server"]["header_read_timeout"].as_str(), Some("10s"));
 }
+
+#[test]
+fn a_mistake_in_each_section_is_reported_together() {
+    let text = "[server]\nlisten = \"nowhere\"\n\n[refresh]\nconcurrency = 0\n\n[[apps]]\nappid = \"wx1\"\n";
+    let error = Settings::parse(text, Path::new("wxhub.toml"), &|_| None).unwrap_err();
+    let shown = error.to_string();
+    assert_eq!(shown.lines().count(), 3, "{shown}");
+    assert!(
+        shown
+            .lines()
+            .next()
+            .unwrap()
+            .starts_with("wxhub.toml:2: server.listen"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("wxhub.toml:5: refresh.concurrency"),
+        "{shown}"
+    );
+    assert!(shown.contains("wxhub.toml:7: apps[0].secret"), "{shown}");
+    assert_eq!(error.others().len(), 2);
+}

@@ -62,14 +62,37 @@ pub(super) fn settings(
         env,
     };
     let top = cx.table(root, String::new(), TOP_KEYS)?;
-    let server = cx.server(top.get("server"))?;
-    let store = cx.store(top.get("store"))?;
-    let wechat = cx.wechat(top.get("wechat"))?;
-    let refresh = cx.refresh(top.get("refresh"))?;
-    let apps = cx.apps(top.get("apps"))?;
-    let corps = cx.corps(top.get("corps"))?;
-    let consumers = cx.consumers(top.get("consumers"), &apps, &corps)?;
-    let secrets = cx.secrets(top.get("secrets"))?;
+    // Every section is checked, so that one run reports a mistake in each of them.
+    let mut errors = Vec::new();
+    let server = keep(&mut errors, cx.server(top.get("server")));
+    let store = keep(&mut errors, cx.store(top.get("store")));
+    let wechat = keep(&mut errors, cx.wechat(top.get("wechat")));
+    let refresh = keep(&mut errors, cx.refresh(top.get("refresh")));
+    let apps = keep(&mut errors, cx.apps(top.get("apps")));
+    let corps = keep(&mut errors, cx.corps(top.get("corps")));
+    let secrets = keep(&mut errors, cx.secrets(top.get("secrets")));
+    // Grants name apps and corps: checked only against a valid list of them.
+    let consumers = match (&apps, &corps) {
+        (Some(apps), Some(corps)) => {
+            keep(&mut errors, cx.consumers(top.get("consumers"), apps, corps))
+        }
+        _ => None,
+    };
+    let (
+        Some(server),
+        Some(store),
+        Some(wechat),
+        Some(refresh),
+        Some(apps),
+        Some(corps),
+        Some(consumers),
+        Some(secrets),
+    ) = (
+        server, store, wechat, refresh, apps, corps, consumers, secrets,
+    )
+    else {
+        return Err(ConfigError::all(errors));
+    };
     Ok(Settings {
         server,
         store,
@@ -80,6 +103,17 @@ pub(super) fn settings(
         consumers,
         secrets,
     })
+}
+
+/// The value of a section that validated, or `None` with its error collected into `errors`.
+fn keep<T>(errors: &mut Vec<ConfigError>, result: Result<T, ConfigError>) -> Option<T> {
+    match result {
+        Ok(value) => Some(value),
+        Err(error) => {
+            errors.push(error);
+            None
+        }
+    }
 }
 
 /// The validation context: what every error needs to name its file, and what secrets need.
