@@ -394,10 +394,7 @@ fn store_kinds_and_their_keys() {
         parse("[store]\nkind = \"redis\"\nurl = \"redis://127.0.0.1:6379/0\"\n")
             .unwrap()
             .store,
-        StoreSettings::Redis {
-            url: "redis://127.0.0.1:6379/0".into(),
-            namespace: "wxhub".into()
-        }
+        StoreSettings::Redis(RedisSettings::url("redis://127.0.0.1:6379/0"))
     );
     fails_at(
         "[store]\nkind = \"redis\"\nnamespace = \"hub\"\n",
@@ -805,10 +802,7 @@ fn environment_overrides_apply() {
     let settings = parse_with("", &env).unwrap();
     assert_eq!(
         settings.store,
-        StoreSettings::Redis {
-            url: "redis://:pw@10.0.0.1/1".into(),
-            namespace: "hub-a".into()
-        }
+        StoreSettings::Redis(RedisSettings::url("redis://:pw@10.0.0.1/1").with_namespace("hub-a"))
     );
     let env = env_of(&[("WXHUB_STORE_PATH", "state/hub.db")]);
     assert_eq!(
