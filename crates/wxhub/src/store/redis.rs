@@ -985,6 +985,7 @@ impl FeedTask {
 }
 
 #[cfg(test)]
+#[allow(dead_code)]
 #[path = "../../tests/support/redis.rs"]
 mod test_redis;
 

@@ -20,4 +20,5 @@ mod cycle;
 mod lease_holder;
 mod redis_outage;
 mod runtime;
+mod sentinel;
 mod storm;
