@@ -18,6 +18,7 @@ mod common;
 
 mod cycle;
 mod lease_holder;
+mod redis_access;
 mod redis_outage;
 mod runtime;
 mod sentinel;
