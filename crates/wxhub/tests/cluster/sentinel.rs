@@ -1,6 +1,7 @@
-//! Redis run highly available with Sentinel: the master dies mid-run, the Sentinels promote its
-//! replica, and the instances follow — their command connections and their change feeds move to
-//! the new master, consumers keep being served, and generations continue from where they were.
+//! Redis run highly available with Sentinel: the master dies mid-run (or an operator switches
+//! over while it is alive), the Sentinels promote its replica, and the instances follow — their
+//! command connections and their change feeds move to the new master, consumers keep being
+//! served, and generations continue from where they were.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -125,4 +126,65 @@ async fn instances_follow_a_sentinel_failover_and_nothing_is_lost() {
         );
     }
     assert_eq!(stats.force_refreshes(stable), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_switchover_moves_the_instances_off_a_master_that_stays_up() {
+    let appid = "wxcluster0sentinel3";
+    let apps = [TestApp::legacy(appid)];
+    let group = tokio::task::spawn_blocking(SentinelGroup::start)
+        .await
+        .expect("starting the Sentinel group");
+    let namespace = unique_namespace("switchover");
+    let mock = spawn_mock(
+        Duration::from_secs(8),
+        Duration::from_secs(4),
+        &apps,
+        &[],
+        |c| c,
+    )
+    .await;
+    let mut hubs = Vec::new();
+    for _ in 0..INSTANCES {
+        hubs.push(spawn_app(&mock, sentinel_options(&apps, &group, &namespace)).await);
+    }
+    for hub in &hubs {
+        hub.wait_ready().await;
+    }
+    let hubs = Arc::new(hubs);
+    let (running, consumers) = start_consumers(&hubs, &mock, &[appid], 2);
+
+    let before = converged(&hubs, appid).await;
+    let replica_port = group.replica.port();
+    group.switchover();
+    wait_until(
+        Duration::from_secs(20),
+        "the Sentinels promote the replica",
+        || async { group.master_port() == Some(replica_port) },
+    )
+    .await;
+
+    // The old master is up, now a read-only replica: the instances must write elsewhere.
+    let after = generation_above(&hubs, appid, before.generation + 1).await;
+    let key = format!("access_token/{appid}");
+    wait_until(
+        Duration::from_secs(10),
+        "the new master holds the current generation",
+        || async {
+            let current = converged(&hubs, appid).await;
+            stored(&group.replica.url(), &namespace, &key).await
+                == Some((current.generation, current.access_token))
+        },
+    )
+    .await;
+    finish_consumers(running, consumers).await;
+    let stats = stats(&mock);
+    let current = converged(&hubs, appid).await;
+    assert!(current.generation >= after.generation);
+    assert_eq!(
+        stats.issued("/cgi-bin/token", appid),
+        current.generation,
+        "one token per generation across the switchover"
+    );
+    assert_eq!(stats.business_failures(appid), 0, "{:?}", stats.business);
 }

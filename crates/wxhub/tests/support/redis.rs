@@ -544,6 +544,18 @@ impl SentinelGroup {
         })
     }
 
+    /// Asks a Sentinel for a switchover (`SENTINEL FAILOVER`): the replica is promoted while the
+    /// master is alive, and the master becomes its replica.
+    pub fn switchover(&self) {
+        let address = SocketAddr::from(([127, 0, 0, 1], self.ports[0]));
+        let reply = query(address, &format!("SENTINEL FAILOVER {}", Self::MASTER_NAME));
+        assert!(
+            reply.as_deref().is_some_and(|r| r.starts_with("+OK")),
+            "SENTINEL FAILOVER answered {reply:?}\n{}",
+            self.logs()
+        );
+    }
+
     /// Every Sentinel's log, to explain a failure.
     pub fn logs(&self) -> String {
         self.ports
