@@ -463,8 +463,11 @@ impl Engine {
     pub fn credentials(&self) -> Vec<CredentialStatus> {
         let now = self.shared.clock.now();
         let state = self.shared.lock();
-        let mut all: Vec<CredentialStatus> =
-            state.entries.values().map(|e| status_of(e, now)).collect();
+        let mut all: Vec<CredentialStatus> = state
+            .entries
+            .values()
+            .map(|e| status_of(e, now))
+            .collect();
         drop(state);
         all.sort_by(|a, b| a.key.cmp(&b.key));
         all
