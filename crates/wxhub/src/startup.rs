@@ -61,9 +61,7 @@ pub async fn open_store(settings: &StoreSettings) -> Result<Arc<dyn Store>, Star
     match settings {
         StoreSettings::Memory => Ok(Arc::new(MemoryStore::new())),
         StoreSettings::Sqlite { path } => Ok(Arc::new(SqliteStore::open(path)?)),
-        StoreSettings::Redis { url, namespace } => {
-            Ok(Arc::new(RedisStore::open(url, namespace).await?))
-        }
+        StoreSettings::Redis(redis) => Ok(Arc::new(RedisStore::open_with(redis).await?)),
     }
 }
 

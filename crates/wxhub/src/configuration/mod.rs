@@ -7,6 +7,7 @@
 
 mod duration;
 mod error;
+mod redis;
 mod render;
 mod source;
 mod validate;
@@ -28,6 +29,7 @@ use crate::credential::{CorpTicketKind, TicketKind};
 
 pub use duration::{format_duration, parse_duration, DurationError};
 pub use error::ConfigError;
+pub use redis::{RedisSettings, RedisTarget};
 
 /// The whole validated configuration of one hub process.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -136,15 +138,9 @@ pub enum StoreSettings {
         /// configuration file's directory, so the hub finds it whatever its working directory).
         path: PathBuf,
     },
-    /// A Redis server shared by several hub nodes.
-    Redis {
-        /// `redis://`, `rediss://` or `unix://` URL; it may carry a password, so `Debug` and
-        /// [`Settings::render_masked`] mask it.
-        url: String,
-        /// Prefix of every key the hub writes, so several hubs can share one Redis (default
-        /// `wxhub`).
-        namespace: String,
-    },
+    /// A Redis server (or a Sentinel-managed group) shared by several hub nodes. `Debug` and
+    /// [`Settings::render_masked`] mask its passwords.
+    Redis(RedisSettings),
 }
 
 /// `[wechat]`: WeChat's HTTP endpoints. `Debug` masks any login in the URLs.
@@ -400,7 +396,7 @@ impl StoreSettings {
         match self {
             StoreSettings::Memory => "memory",
             StoreSettings::Sqlite { .. } => "sqlite",
-            StoreSettings::Redis { .. } => "redis",
+            StoreSettings::Redis(_) => "redis",
         }
     }
 }
@@ -420,11 +416,7 @@ impl fmt::Debug for StoreSettings {
         match self {
             StoreSettings::Memory => f.write_str("Memory"),
             StoreSettings::Sqlite { path } => f.debug_struct("Sqlite").field("path", path).finish(),
-            StoreSettings::Redis { url, namespace } => f
-                .debug_struct("Redis")
-                .field("url", &mask_url_password(url))
-                .field("namespace", namespace)
-                .finish(),
+            StoreSettings::Redis(redis) => redis.fmt(f),
         }
     }
 }

@@ -3,8 +3,8 @@
 use std::fmt::Write as _;
 
 use super::{
-    format_duration, mask_url_password, mask_url_userinfo, RefreshOverrides, SecretSource,
-    Settings, StoreSettings,
+    format_duration, mask_url_password, mask_url_userinfo, RedisSettings, RedisTarget,
+    RefreshOverrides, SecretSource, Settings, StoreSettings,
 };
 
 /// A TOML string literal.
@@ -19,12 +19,41 @@ fn quote_list<T: ToString>(items: &[T]) -> String {
 
 /// `secret = "***"` and a comment saying where the secret was read from.
 fn secret_line(out: &mut String, source: &SecretSource) {
+    masked_line(out, "secret", source);
+}
+
+/// `{key} = "***"` and a comment saying where the value was read from.
+fn masked_line(out: &mut String, key: &str, source: &SecretSource) {
     let from = match source {
         SecretSource::Inline => "given inline".to_string(),
         SecretSource::Env(name) => format!("from environment variable {name}"),
         SecretSource::File(path) => format!("from file {}", path.display()),
     };
-    let _ = writeln!(out, "secret = \"***\"  # {from}");
+    let _ = writeln!(out, "{key} = \"***\"  # {from}");
+}
+
+/// The redis store's keys, every password masked.
+fn redis_lines(out: &mut String, redis: &RedisSettings) {
+    match &redis.target {
+        RedisTarget::Url(url) => {
+            let _ = writeln!(out, "url = {}", quote(&mask_url_password(url)));
+        }
+        RedisTarget::Sentinel { master, sentinels } => {
+            let _ = writeln!(out, "sentinel_master = {}", quote(master));
+            let masked: Vec<String> = sentinels.iter().map(|s| mask_url_password(s)).collect();
+            let _ = writeln!(out, "sentinels = {}", quote_list(&masked));
+        }
+    }
+    let _ = writeln!(out, "namespace = {}", quote(&redis.namespace));
+    if let Some(username) = &redis.username {
+        let _ = writeln!(out, "username = {}", quote(username));
+    }
+    if let Some(password) = &redis.password {
+        masked_line(out, "password", password.source());
+    }
+    if let Some(ca_file) = &redis.ca_file {
+        let _ = writeln!(out, "ca_file = {}", quote(&ca_file.display().to_string()));
+    }
 }
 
 /// An account's own refresh timing, when it has any.
@@ -74,10 +103,7 @@ pub(super) fn masked(settings: &Settings) -> String {
         StoreSettings::Sqlite { path } => {
             let _ = writeln!(out, "path = {}", quote(&path.display().to_string()));
         }
-        StoreSettings::Redis { url, namespace } => {
-            let _ = writeln!(out, "url = {}", quote(&mask_url_password(url)));
-            let _ = writeln!(out, "namespace = {}", quote(namespace));
-        }
+        StoreSettings::Redis(redis) => redis_lines(&mut out, redis),
     }
 
     let w = &settings.wechat;

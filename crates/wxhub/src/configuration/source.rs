@@ -75,6 +75,13 @@ pub(super) const SECTIONS: &[(&str, &[(&str, Kind)])] = &[
             ("path", Kind::Text),
             ("url", Kind::Text),
             ("namespace", Kind::Text),
+            ("sentinel_master", Kind::Text),
+            // An override gives the Sentinels as one comma-separated string.
+            ("sentinels", Kind::Text),
+            ("username", Kind::Text),
+            ("password", Kind::Text),
+            ("password_file", Kind::Text),
+            ("ca_file", Kind::Text),
         ],
     ),
     (

@@ -20,7 +20,8 @@
 //!
 //! Commands go through the `redis` crate's [`ConnectionManager`], which reconnects by itself; while
 //! Redis is down every operation fails fast with [`StoreError::Unavailable`] and the engine keeps
-//! serving what it has.
+//! serving what it has. How the connections are opened — one URL, TLS, ACL credentials, or the
+//! master of a Sentinel group followed across failovers — is the [`connection`] module's concern.
 //!
 //! Replies are always read as raw [`Value`]s and decoded here, so that no error message can echo a
 //! token value back (the crate's typed conversions quote the reply they could not convert).
@@ -30,16 +31,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig, PubSubSink, PubSubStream};
-use redis::{Client, Script, Value};
+use redis::aio::{PubSubSink, PubSubStream};
+use redis::{Script, Value};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, oneshot};
 
 use super::{
     AccountChange, CasOutcome, Change, Store, StoreError, StoreFuture, CHANGE_FEED_CAPACITY,
 };
-use crate::configuration::mask_url_password;
+use crate::configuration::RedisSettings;
 use crate::credential::{CredentialKey, Timestamp, Token};
+
+mod connection;
+
+use connection::{Commands, Connector};
 
 /// How long one attempt to open a connection may take before it counts as failed. Redis answers
 /// a connect within milliseconds on a healthy network; waiting longer only delays the fallback to
@@ -267,8 +272,8 @@ struct Scripts {
 /// A [`Store`] in a Redis server shared by several hub instances. See the module docs.
 pub struct RedisStore {
     /// The command connection; cloning it is cheap and every clone shares one reconnecting
-    /// multiplexed connection.
-    conn: ConnectionManager,
+    /// multiplexed connection (to the current master, with Sentinel).
+    conn: Commands,
     /// Key and channel names.
     keys: Keys,
     /// The scripts.
@@ -279,44 +284,34 @@ pub struct RedisStore {
     accounts: broadcast::Sender<AccountChange>,
     /// Whether the pub/sub connection is currently subscribed (for logs and tests).
     feed_connected: Arc<AtomicBool>,
-    /// The URL with its password masked, for messages.
+    /// Where the store connects (URLs with their passwords masked), for messages.
     display_url: String,
     /// Dropping this (with the store) stops the pub/sub task.
     _stop_feed: oneshot::Sender<()>,
 }
 
 impl RedisStore {
-    /// Connects to the Redis at `url`, subscribes to the change feed of `namespace`, and checks
-    /// (and logs) whether Redis persists its data.
-    ///
-    /// Fails with [`StoreError::Unavailable`] if the URL is unusable or Redis cannot be reached:
-    /// an instance that starts without its store has nothing to serve.
+    /// Connects to the Redis at `url` (no separate credentials, no CA file) under `namespace`:
+    /// [`RedisStore::open_with`] for the common case.
     pub async fn open(url: &str, namespace: &str) -> Result<RedisStore, StoreError> {
-        let display_url = mask_url_password(url);
-        if url.starts_with("rediss://") {
-            return Err(StoreError::Unavailable(format!(
-                "{display_url}: TLS to Redis (rediss://) is not supported by this build; reach \
-                 Redis over a private network or a local TLS tunnel and use redis://"
-            )));
-        }
-        let client = Client::open(url).map_err(|e| {
-            StoreError::Unavailable(format!("invalid Redis URL {display_url}: {e}"))
-        })?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(CONNECT_TIMEOUT))
-            .set_response_timeout(Some(RESPONSE_TIMEOUT))
-            .set_number_of_retries(CONNECT_RETRIES)
-            .set_min_delay(Duration::from_millis(50))
-            .set_max_delay(Duration::from_millis(500));
-        let conn = client
-            .get_connection_manager_with_config(config)
-            .await
-            .map_err(|e| unavailable(&format!("connecting to {display_url}"), &e))?;
+        Self::open_with(&RedisSettings::url(url).with_namespace(namespace)).await
+    }
+
+    /// Connects as `settings` say (one server, or the master of a Sentinel group), subscribes to
+    /// the change feed of its namespace, and checks (and logs) whether Redis persists its data.
+    ///
+    /// Fails with [`StoreError::Unavailable`] if the settings are unusable or Redis cannot be
+    /// reached or refuses the credentials: an instance that starts without its store has nothing
+    /// to serve. No message shows a password.
+    pub async fn open_with(settings: &RedisSettings) -> Result<RedisStore, StoreError> {
+        let display_url = settings.display_target();
+        let namespace = settings.namespace.as_str();
+        let (connector, conn) = Connector::open(settings).await?;
 
         let keys = Keys::new(namespace);
         let (changes, _) = broadcast::channel(CHANGE_FEED_CAPACITY);
         let (accounts, _) = broadcast::channel(CHANGE_FEED_CAPACITY);
-        let feed = subscribe(&client, &keys)
+        let feed = subscribe(&connector, &keys)
             .await
             .map_err(|e| unavailable(&format!("subscribing to {display_url}"), &e))?;
         let feed_connected = Arc::new(AtomicBool::new(true));
@@ -341,7 +336,7 @@ impl RedisStore {
         };
         tokio::spawn(run_feed(
             FeedTask {
-                client,
+                connector,
                 reader: store.reader(),
                 changes: store.changes.clone(),
                 accounts: store.accounts.clone(),
@@ -458,7 +453,7 @@ impl RedisStore {
 #[derive(Clone)]
 struct Reader {
     /// A clone of the store's command connection.
-    conn: ConnectionManager,
+    conn: Commands,
     /// Key names.
     keys: Keys,
 }
@@ -868,11 +863,11 @@ fn decode_change(payload: &[u8]) -> Option<Change> {
 /// Opens a pub/sub connection subscribed to the token and account channels, within
 /// [`CONNECT_TIMEOUT`] + [`RESPONSE_TIMEOUT`].
 async fn subscribe(
-    client: &Client,
+    connector: &Connector,
     keys: &Keys,
 ) -> Result<(PubSubSink, PubSubStream), redis::RedisError> {
     let attempt = async {
-        let (mut sink, stream) = client.get_async_pubsub().await?.split();
+        let (mut sink, stream) = connector.pubsub().await?.split();
         sink.subscribe(&[&keys.channel, &keys.accounts_channel])
             .await?;
         Ok((sink, stream))
@@ -888,8 +883,8 @@ async fn subscribe(
 
 /// What the pub/sub task owns.
 struct FeedTask {
-    /// Opens new pub/sub connections.
-    client: Client,
+    /// Opens new pub/sub connections (to the current master).
+    connector: Connector,
     /// Re-reads every stored token after a reconnect.
     reader: Reader,
     /// The local feed the messages are forwarded to.
@@ -959,7 +954,7 @@ impl FeedTask {
     /// feed was down are among them. Subscribing first means nothing written in between is lost
     /// either (it is then seen twice, which the engine ignores).
     async fn reconnect(&self) -> Result<(PubSubSink, PubSubStream), StoreError> {
-        let connected = subscribe(&self.client, &self.reader.keys)
+        let connected = subscribe(&self.connector, &self.reader.keys)
             .await
             .map_err(|e| unavailable("subscribing to the change channel", &e))?;
         // Account changes made meanwhile are reconciled by whoever follows the account feed.
@@ -987,11 +982,17 @@ impl FeedTask {
         let mut ping = tokio::time::interval(FEED_PING_INTERVAL);
         ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         ping.tick().await;
+        let mut master = self.connector.master_changes();
+        master.mark_unchanged();
         loop {
             tokio::select! {
                 _ = &mut *stop => return PumpEnd::Stopped,
+                // Sentinel named another master: subscribe there (the old one may be alive but
+                // no longer written to).
+                _ = master.changed() => return PumpEnd::Disconnected,
                 message = stream.next() => {
                     let Some(message) = message else {
+                        self.connector.suspect();
                         return PumpEnd::Disconnected;
                     };
                     if message.get_channel_name() == self.reader.keys.accounts_channel {
@@ -1013,6 +1014,7 @@ impl FeedTask {
                 _ = ping.tick() => {
                     let answered = tokio::time::timeout(RESPONSE_TIMEOUT, sink.ping::<Value>()).await;
                     if !matches!(answered, Ok(Ok(_))) {
+                        self.connector.suspect();
                         return PumpEnd::Disconnected;
                     }
                 }
@@ -1022,6 +1024,7 @@ impl FeedTask {
 }
 
 #[cfg(test)]
+#[allow(dead_code)]
 #[path = "../../tests/support/redis.rs"]
 mod test_redis;
 
@@ -1058,7 +1061,7 @@ mod tests {
 
     /// A plain connection, to look at (or damage) what the store wrote.
     async fn raw(url: &str) -> redis::aio::MultiplexedConnection {
-        Client::open(url)
+        redis::Client::open(url)
             .expect("client")
             .get_multiplexed_async_connection()
             .await
@@ -1353,9 +1356,18 @@ mod tests {
             Err(other) => panic!("expected Unavailable, got {other}"),
             Ok(_) => panic!("opened a store on a closed port"),
         }
-        match RedisStore::open("rediss://127.0.0.1:6379/0", "wxhub").await {
-            Err(StoreError::Unavailable(message)) => assert!(message.contains("TLS"), "{message}"),
-            _ => panic!("rediss:// must be refused by a build without TLS"),
+        // A TLS client against a server that does not speak TLS: refused at open, cleanly.
+        let plain = TestRedis::get();
+        let tls_url = plain
+            .url()
+            .replacen("redis://", "rediss://user:hunter2@", 1);
+        match RedisStore::open(&tls_url, "wxhub").await {
+            Err(StoreError::Unavailable(message)) => {
+                assert!(!message.contains("hunter2"), "{message}");
+                assert!(message.contains("rediss://user:***@"), "{message}");
+            }
+            Err(other) => panic!("expected Unavailable, got {other}"),
+            Ok(_) => panic!("opened a TLS store on a plain-text server"),
         }
     }
 }

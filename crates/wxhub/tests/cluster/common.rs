@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 use wechat_mock::MockServer;
-use wxhub::configuration::StoreSettings;
+use wxhub::configuration::{RedisSettings, StoreSettings};
 
 use crate::helpers::*;
 
@@ -21,10 +21,7 @@ pub const LEASE_TTL: Duration = Duration::from_secs(4);
 /// Hub options for `apps` on the Redis at `url`, under `namespace`.
 pub fn redis_options(apps: &[TestApp], url: &str, namespace: &str) -> HubOptions {
     let mut options = HubOptions::new(apps);
-    options.store = StoreSettings::Redis {
-        url: url.to_string(),
-        namespace: namespace.to_string(),
-    };
+    options.store = StoreSettings::Redis(RedisSettings::url(url).with_namespace(namespace));
     options
 }
 

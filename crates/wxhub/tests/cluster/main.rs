@@ -18,7 +18,9 @@ mod common;
 
 mod cycle;
 mod lease_holder;
+mod redis_access;
 mod redis_outage;
 mod runtime;
+mod sentinel;
 mod storm;
 mod tickets;
