@@ -119,6 +119,18 @@ pub async fn metrics(State(context): State<ApiState>) -> Response {
     let mut out = String::with_capacity(4096);
     context.metrics.render(&mut out);
     remaining_lives(&context, &mut out);
+    if let Some(budgets) = context.engine.force_budgets(PER_CREDENTIAL_SERIES_LIMIT) {
+        out.push_str(
+            "# HELP wxhub_force_refresh_budget_remaining Stable-mode force refreshes left today.\n",
+        );
+        out.push_str("# TYPE wxhub_force_refresh_budget_remaining gauge\n");
+        for (key, left) in budgets {
+            let _ = writeln!(
+                out,
+                "wxhub_force_refresh_budget_remaining{{key=\"{key}\"}} {left}"
+            );
+        }
+    }
     out.push_str("# HELP wxhub_credentials Credentials by kind and state.\n");
     out.push_str("# TYPE wxhub_credentials gauge\n");
     for ((kind, state), n) in context.engine.state_counts() {

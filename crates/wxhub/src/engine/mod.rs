@@ -558,6 +558,36 @@ impl Engine {
         counts
     }
 
+    /// Stable-mode force refreshes left today for each access token defined in the configuration
+    /// file (as this instance last learned from the store), while there are at most `limit` of
+    /// them; `None` above that (the metrics then carry aggregates only).
+    pub fn force_budgets(&self, limit: usize) -> Option<Vec<(String, u32)>> {
+        let today = wechat_day(self.shared.clock.now());
+        let state = self.shared.lock();
+        let mut budgets = Vec::new();
+        for entry in state.entries.values() {
+            let spec = entry.credential.spec();
+            if spec.origin != crate::registry::Origin::Config
+                || spec.source.renewal() != plan::Renewal::Stable
+            {
+                continue;
+            }
+            if budgets.len() == limit {
+                return None;
+            }
+            let used = if entry.force_day == today {
+                entry.force_used
+            } else {
+                0
+            };
+            budgets.push((
+                entry.credential.key.to_string(),
+                FORCE_REFRESH_DAILY_LIMIT.saturating_sub(used),
+            ));
+        }
+        Some(budgets)
+    }
+
     /// Whether the engine tracks `id` (for tests of removal).
     pub fn tracks(&self, id: CredentialId) -> bool {
         self.shared.lock().entries.contains_key(&id)
