@@ -120,6 +120,7 @@ pub async fn start(options: DemoOptions) -> Result<Demo, StartupError> {
             },
         ],
         corps: vec![],
+        components: vec![],
         consumers: vec![ConsumerSettings {
             name: "demo".into(),
             key_sha256: consumer_key_digest(&consumer_key),

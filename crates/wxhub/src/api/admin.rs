@@ -133,7 +133,8 @@ fn control_error(error: ControlError) -> ApiError {
             ApiError::new(StatusCode::CONFLICT, "no_configuration_file", message)
         }
         ControlError::Store(_) => ApiError::unavailable("store_unavailable", message),
-        ControlError::Seal(_) | ControlError::Unreadable(_) => {
+        ControlError::WrongKind(_) => ApiError::bad_request("wrong_kind", message),
+        ControlError::Seal(_) | ControlError::Unreadable(_) | ControlError::UnknownComponent(_) => {
             ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
         }
     }

@@ -147,7 +147,10 @@ async fn sign(
     let url =
         jssdk::page_url(&body.url).map_err(|why| ApiError::bad_request("invalid_url", why))?;
     let (kind, app_id) = match account {
-        Account::App(appid) => {
+        Account::App(appid)
+        | Account::Authorizer {
+            authorizer: appid, ..
+        } => {
             if body.kind.as_deref().is_some_and(|k| k != "jsapi") {
                 return Err(ApiError::bad_request(
                     "invalid_kind",
@@ -166,6 +169,12 @@ async fn sign(
                 ))
             }
         },
+        Account::Component(_) => {
+            return Err(ApiError::bad_request(
+                "invalid_kind",
+                "a platform has no JS-SDK ticket; sign with one of its authorizers",
+            ))
+        }
     };
     let served = resolve(context, account, Some(kind))?
         .slot

@@ -216,12 +216,21 @@ fn authorize_as<T>(
     let allowed = match account {
         None => true,
         Some(account) if !context.hub.contains(account) => {
-            return Err(unknown_account(account));
+            return Err(unknown_account_in(&context.hub, account));
         }
         Some(Account::App(appid)) => access.keys.may_use_app(settings, index, appid),
         Some(Account::Corp { corpid, agentid }) => {
             access.keys.may_use_corp(settings, index, corpid, agentid)
         }
+        Some(Account::Component(component)) => {
+            access.keys.may_use_component(settings, index, component)
+        }
+        Some(Account::Authorizer {
+            component,
+            authorizer,
+        }) => access
+            .keys
+            .may_use_authorizer(settings, index, component, authorizer),
     };
     if !allowed {
         return Err(ApiError::forbidden(format!(
@@ -243,6 +252,34 @@ fn unknown_account(account: Account<'_>) -> ApiError {
     match account {
         Account::App(appid) => ApiError::unknown_app(appid),
         Account::Corp { corpid, agentid } => ApiError::unknown_corp_app(corpid, agentid),
+        Account::Component(component) => ApiError::new(
+            StatusCode::NOT_FOUND,
+            "unknown_component",
+            format!("no [[components]] entry has component_appid {component:?}"),
+        ),
+        Account::Authorizer {
+            component,
+            authorizer,
+        } => ApiError::new(
+            StatusCode::NOT_FOUND,
+            "unknown_authorizer",
+            format!("{authorizer:?} has not authorized the platform {component:?}"),
+        ),
+    }
+}
+
+/// [`unknown_account`], or 410 for an authorizer that withdrew its authorization.
+fn unknown_account_in(hub: &Hub, account: Account<'_>) -> ApiError {
+    match account {
+        Account::Authorizer {
+            component,
+            authorizer,
+        } if hub.is_revoked(component, authorizer) => ApiError::new(
+            StatusCode::GONE,
+            "authorizer_revoked",
+            format!("{authorizer:?} withdrew its authorization of the platform {component:?}"),
+        ),
+        other => unknown_account(other),
     }
 }
 

@@ -60,7 +60,11 @@ pub(super) enum Kind {
 pub(super) const SECTIONS: &[(&str, &[(&str, Kind)])] = &[
     (
         "server",
-        &[("listen", Kind::Text), ("request_timeout", Kind::Text)],
+        &[
+            ("listen", Kind::Text),
+            ("request_timeout", Kind::Text),
+            ("events_listen", Kind::Text),
+        ],
     ),
     (
         "store",

@@ -11,7 +11,7 @@ use base64::Engine as _;
 use super::error::{ConfigError, Place};
 use super::source::{section_keys, Entry, Node, Value};
 use super::{
-    AppGrant, AppSettings, ConsumerSettings, CorpSettings, MasterKey, RefreshOverrides,
+    AppGrant, AppSettings, ComponentSettings, ConsumerSettings, CorpSettings, MasterKey, RefreshOverrides,
     RefreshSettings, Scope, Secret, SecretSource, SecretsSettings, ServerSettings, Settings,
     StoreSettings, TokenMode, WechatSettings, DEFAULT_REDIS_NAMESPACE, DEFAULT_SQLITE_PATH,
 };
@@ -26,6 +26,7 @@ const TOP_KEYS: &[&str] = &[
     "corps",
     "consumers",
     "secrets",
+    "components",
 ];
 const APP_KEYS: &[&str] = &[
     "appid",
@@ -42,6 +43,20 @@ const CORP_KEYS: &[&str] = &[
     "secret",
     "secret_file",
     "tickets",
+    "refresh_before_expired",
+    "refresh_retry_interval",
+];
+const COMPONENT_KEYS: &[&str] = &[
+    "component_appid",
+    "secret",
+    "secret_file",
+    "token",
+    "token_file",
+    "encoding_aes_key",
+    "encoding_aes_key_file",
+    "previous_encoding_aes_key",
+    "previous_encoding_aes_key_file",
+    "authorizer_tickets",
     "refresh_before_expired",
     "refresh_retry_interval",
 ];
@@ -67,7 +82,8 @@ pub(super) fn settings(
     let refresh = cx.refresh(top.get("refresh"))?;
     let apps = cx.apps(top.get("apps"))?;
     let corps = cx.corps(top.get("corps"))?;
-    let consumers = cx.consumers(top.get("consumers"), &apps, &corps)?;
+    let components = cx.components(top.get("components"), &apps)?;
+    let consumers = cx.consumers(top.get("consumers"), &apps, &corps, &components)?;
     let secrets = cx.secrets(top.get("secrets"))?;
     Ok(Settings {
         server,
@@ -76,6 +92,7 @@ pub(super) fn settings(
         refresh,
         apps,
         corps,
+        components,
         consumers,
         secrets,
     })
@@ -331,6 +348,19 @@ impl Cx<'_> {
         if let Some(node) = table.get("request_timeout") {
             server.request_timeout =
                 self.positive_duration(node, &table.key_path("request_timeout"))?;
+        }
+        if let Some(node) = table.get("events_listen") {
+            let path = table.key_path("events_listen");
+            let text = self.string(node, &path)?;
+            server.events_listen = Some(text.parse().map_err(|_| {
+                self.err(
+                    &node.place,
+                    &path,
+                    format!(
+                        "invalid address {text:?}; expected an IP address and port, e.g. \"0.0.0.0:8443\""
+                    ),
+                )
+            })?);
         }
         Ok(server)
     }
@@ -726,6 +756,87 @@ impl Cx<'_> {
         Ok(corps)
     }
 
+    fn components(
+        &self,
+        node: Option<&Node>,
+        apps: &[AppSettings],
+    ) -> Result<Vec<ComponentSettings>, ConfigError> {
+        let mut components = Vec::new();
+        let mut first: HashMap<String, &Place> = HashMap::new();
+        for table in self.entries(node, "components", COMPONENT_KEYS)? {
+            let appid_node = self.required(&table, "component_appid")?;
+            let appid_path = table.key_path("component_appid");
+            let component_appid = self.identifier(appid_node, &appid_path)?;
+            if let Some(place) = first.get(&component_appid) {
+                return Err(self.err(
+                    &appid_node.place,
+                    appid_path,
+                    format!(
+                        "duplicate component_appid {component_appid:?} (first defined at {})",
+                        first_defined(place)
+                    ),
+                ));
+            }
+            if apps.iter().any(|a| a.appid == component_appid) {
+                return Err(self.err(
+                    &appid_node.place,
+                    appid_path,
+                    format!("{component_appid:?} is also an [[apps]] appid; a platform's appid is its own"),
+                ));
+            }
+            first.insert(component_appid.clone(), &appid_node.place);
+            let secret = self.secret(&table)?;
+            let token = self.secret_named(&table, "token")?;
+            let encoding_aes_key = self.aes_key(&table, "encoding_aes_key")?;
+            let previous_encoding_aes_key = if table.get("previous_encoding_aes_key").is_some()
+                || table.get("previous_encoding_aes_key_file").is_some()
+            {
+                Some(self.aes_key(&table, "previous_encoding_aes_key")?)
+            } else {
+                None
+            };
+            let authorizer_tickets = match table.get("authorizer_tickets") {
+                Some(node) => {
+                    self.string_set(node, &table.key_path("authorizer_tickets"), |text| {
+                        text.parse::<TicketKind>().map_err(|_| {
+                            format!("unknown ticket {text:?}; expected \"jsapi\" or \"wx_card\"")
+                        })
+                    })?
+                }
+                None => Vec::new(),
+            };
+            let refresh = self.refresh_overrides(&table)?;
+            components.push(ComponentSettings {
+                component_appid,
+                secret,
+                token,
+                encoding_aes_key,
+                previous_encoding_aes_key,
+                authorizer_tickets,
+                refresh,
+            });
+        }
+        Ok(components)
+    }
+
+    /// An EncodingAESKey given like a secret under `name`: 43 characters of base64 that decode
+    /// to 32 bytes. The message never includes the value.
+    fn aes_key(&self, table: &Table, name: &str) -> Result<Secret, ConfigError> {
+        let secret = self.secret_named(table, name)?;
+        if wechat_crypto::EncodingAesKey::parse(secret.expose()).is_err() {
+            let place = table
+                .get(name)
+                .or_else(|| table.get(&format!("{name}_file")))
+                .map_or(table.place, |n| &n.place);
+            return Err(self.err(
+                place,
+                table.key_path(name),
+                "must be the platform's 43-character EncodingAESKey (letters and digits); the value is not shown",
+            ));
+        }
+        Ok(secret)
+    }
+
     /// `refresh_before_expired` / `refresh_retry_interval` on one account entry.
     fn refresh_overrides(&self, table: &Table) -> Result<RefreshOverrides, ConfigError> {
         let mut overrides = RefreshOverrides::default();
@@ -798,9 +909,10 @@ impl Cx<'_> {
         node: Option<&Node>,
         apps: &[AppSettings],
         corps: &[CorpSettings],
+        components: &[ComponentSettings],
     ) -> Result<Vec<ConsumerSettings>, ConfigError> {
         let mut consumers = Vec::new();
-        let known = Known::new(apps, corps);
+        let known = Known::new(apps, corps, components);
         let mut names: HashMap<String, &Place> = HashMap::new();
         let mut keys: HashMap<[u8; 32], (String, &Place)> = HashMap::new();
         for table in self.entries(node, "consumers", CONSUMER_KEYS)? {
@@ -856,7 +968,7 @@ impl Cx<'_> {
                 return Err(self.err(
                     &scopes_node.place,
                     scopes_path,
-                    "must name at least one of \"read\", \"invalidate\", \"admin\"",
+                    "must name at least one of \"read\", \"invalidate\", \"admin\", \"authorize\"",
                 ));
             }
 
@@ -877,11 +989,20 @@ struct Known<'a> {
     apps: HashSet<&'a str>,
     corpids: HashSet<&'a str>,
     corp_apps: HashSet<(&'a str, &'a str)>,
+    components: HashSet<&'a str>,
 }
 
 impl<'a> Known<'a> {
-    fn new(apps: &'a [AppSettings], corps: &'a [CorpSettings]) -> Known<'a> {
+    fn new(
+        apps: &'a [AppSettings],
+        corps: &'a [CorpSettings],
+        components: &'a [ComponentSettings],
+    ) -> Known<'a> {
         Known {
+            components: components
+                .iter()
+                .map(|c| c.component_appid.as_str())
+                .collect(),
             apps: apps.iter().map(|a| a.appid.as_str()).collect(),
             corpids: corps.iter().map(|c| c.corpid.as_str()).collect(),
             corp_apps: corps
@@ -897,6 +1018,25 @@ impl<'a> Known<'a> {
 fn grant(text: &str, known: &Known<'_>) -> Result<AppGrant, String> {
     if text == "*" {
         return Ok(AppGrant::All);
+    }
+    if known.components.contains(text) {
+        return Ok(AppGrant::Component(text.to_string()));
+    }
+    if let Some((component, authorizer)) = text.split_once('/') {
+        if known.components.contains(component) {
+            if authorizer == "*" {
+                return Ok(AppGrant::AllAuthorizers(component.to_string()));
+            }
+            if !authorizer.is_empty() && is_identifier(authorizer) {
+                return Ok(AppGrant::Authorizer {
+                    component_appid: component.to_string(),
+                    authorizer_appid: authorizer.to_string(),
+                });
+            }
+            return Err(format!(
+                "unknown app {text:?}: write \"{component}/*\" or \"{component}/<authorizer appid>\""
+            ));
+        }
     }
     if let Some((corpid, agentid)) = text.split_once('/') {
         if known.corp_apps.contains(&(corpid, agentid)) {

@@ -24,6 +24,7 @@ pub mod error;
 mod fetch;
 mod job;
 pub mod plan;
+mod platform;
 pub mod state;
 mod tasks;
 
@@ -240,6 +241,8 @@ impl Engine {
                     .filter(|t| t.is_valid_at(now.plus(DEPENDENCY_MIN_LIFE)))
                 {
                     Some(token) => shared.adopt(&mut state, credential.id, token, now),
+                    // A pushed value (a verify ticket, a refresh token) cannot be fetched.
+                    None if credential.spec().pushed => {}
                     None => state.schedule(credential.id, now),
                 }
             }
@@ -567,6 +570,14 @@ impl Shared {
         let Some(entry) = state.entries.get_mut(&id) else {
             return;
         };
+        if entry.credential.spec().pushed {
+            // Pushed by WeChat, never scheduled: see `platform::PushedValue`.
+            entry.next_refresh = None;
+            if let Some(token) = &entry.token {
+                serve(&entry.credential, token, token.expires_at);
+            }
+            return;
+        }
         entry.next_refresh = Some(next);
         if let Some(token) = &entry.token {
             serve(&entry.credential, token, next);

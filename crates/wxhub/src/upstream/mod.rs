@@ -9,6 +9,8 @@
 //! `cgi-bin/token`) are stripped from transport errors, and WeChat's own `errmsg` never echoes a
 //! secret.
 
+mod component;
+
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
@@ -16,6 +18,8 @@ use serde::Deserialize;
 use crate::credential::{CorpTicketKind, TicketKind};
 use crate::metrics::Metrics;
 use std::sync::Arc;
+
+pub use component::{AuthorizerPage, AuthorizerTokens, Authorization, ListedAuthorizer};
 
 /// Largest response body accepted from WeChat; real token responses are well under 1 KiB.
 const MAX_RESPONSE_BYTES: usize = 64 * 1024;
