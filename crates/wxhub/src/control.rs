@@ -473,16 +473,11 @@ fn config_accounts(settings: &Settings) -> Vec<AccountSpec> {
         .iter()
         .map(AccountSpec::from_app)
         .chain(settings.corps.iter().map(AccountSpec::from_corp))
-        .chain(
-            settings
-                .components
-                .iter()
-                .map(|c| AccountSpec::Component {
-                    component_appid: c.component_appid.clone(),
-                    secret: c.secret.clone(),
-                    refresh: c.refresh,
-                }),
-        )
+        .chain(settings.components.iter().map(|c| AccountSpec::Component {
+            component_appid: c.component_appid.clone(),
+            secret: c.secret.clone(),
+            refresh: c.refresh,
+        }))
         .collect()
 }
 

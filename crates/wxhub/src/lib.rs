@@ -10,6 +10,7 @@
 //! - [`store`] — where tokens live (memory, SQLite, Redis for several instances);
 //! - [`engine`] — the refresh scheduler, single-flight and invalidation;
 //! - [`hub`] — the read side: pre-rendered tokens served at memory speed;
+//! - [`platform`] — the third-party platform: pushes, authorizers, revocation;
 //! - [`api`] — HTTP routes, consumer authentication, health and metrics;
 //! - [`startup`] — wires them together into a running application;
 //! - [`demo`] — the hub against an in-process `wechat-mock`, nothing to configure.
@@ -23,6 +24,7 @@ pub mod engine;
 pub mod hub;
 pub mod jssdk;
 pub mod metrics;
+pub mod platform;
 pub mod registry;
 pub mod startup;
 pub mod store;

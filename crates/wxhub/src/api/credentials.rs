@@ -89,7 +89,7 @@ pub(super) fn read_body(
         .unwrap_or_else(|| Err(missing(account, ticket, Missing::Account)))
 }
 
-fn read(
+pub(super) fn read(
     context: &ApiContext,
     headers: &HeaderMap,
     account: Account<'_>,
@@ -98,7 +98,7 @@ fn read(
     read_body(context, headers, account, ticket).map(json_ok)
 }
 
-async fn invalidate(
+pub(super) async fn invalidate(
     context: &ApiContext,
     headers: &HeaderMap,
     account: Account<'_>,
@@ -136,7 +136,7 @@ async fn invalidate(
     render(&invalidation.served)
 }
 
-async fn sign(
+pub(super) async fn sign(
     context: &ApiContext,
     headers: &HeaderMap,
     account: Account<'_>,

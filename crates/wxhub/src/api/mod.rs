@@ -10,6 +10,7 @@ mod auth;
 mod credentials;
 mod error;
 mod health;
+mod platform;
 mod serve;
 mod service;
 
@@ -54,6 +55,8 @@ pub struct ApiContext {
     pub settings: Arc<Settings>,
     /// The control plane: runtime accounts, reloads, and the consumers and their grants.
     pub control: Arc<Control>,
+    /// The third-party platforms: pushes, authorizations, authorizers.
+    pub platform: Arc<crate::platform::Platform>,
 }
 
 /// Handler state.
@@ -127,15 +130,79 @@ pub fn router(context: ApiState, request_timeout: Duration) -> Router {
             put(admin::put_corp).delete(admin::delete_corp),
         )
         .route("/v1/admin/reload", post(admin::reload))
+        .route(
+            "/v1/components/{component}/access_token",
+            get(platform::component_token),
+        )
+        .route(
+            "/v1/components/{component}/access_token/invalidate",
+            post(platform::component_token_invalidate),
+        )
+        .route(
+            "/v1/components/{component}/pre_auth_code",
+            post(platform::pre_auth_code),
+        )
+        .route(
+            "/v1/components/{component}/authorizations",
+            post(platform::authorizations),
+        )
+        .route(
+            "/v1/components/{component}/authorizers",
+            get(platform::list_authorizers),
+        )
+        .route(
+            "/v1/components/{component}/authorizers/{appid}/access_token",
+            get(platform::authorizer_token),
+        )
+        .route(
+            "/v1/components/{component}/authorizers/{appid}/access_token/invalidate",
+            post(platform::authorizer_token_invalidate),
+        )
+        .route(
+            "/v1/components/{component}/authorizers/{appid}/tickets/{kind}",
+            get(platform::authorizer_ticket),
+        )
+        .route(
+            "/v1/components/{component}/authorizers/{appid}/tickets/{kind}/invalidate",
+            post(platform::authorizer_ticket_invalidate),
+        )
+        .route(
+            "/v1/components/{component}/authorizers/{appid}/jssdk/signature",
+            post(platform::authorizer_jssdk_signature),
+        )
         .layer(middleware::from_fn_with_state(
             request_timeout,
             enforce_timeout,
         ));
     Router::new()
         .merge(v1)
+        .merge(events_routes())
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+            |_: Box<dyn std::any::Any + Send>| panic_response(),
+        ))
+        .with_state(context)
+}
+
+/// WeChat's event receiver: signed by WeChat, no consumer key, its own timeout.
+fn events_routes() -> Router<ApiState> {
+    Router::new().route(
+        "/wechat/components/{component}/events",
+        post(platform::events),
+    )
+}
+
+/// The router of `[server] events_listen`: the event receiver alone, with the same limits.
+pub fn events_router(context: ApiState, request_timeout: Duration) -> Router {
+    events_routes()
+        .layer(middleware::from_fn_with_state(
+            request_timeout,
+            enforce_timeout,
+        ))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(

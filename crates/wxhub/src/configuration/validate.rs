@@ -11,9 +11,10 @@ use base64::Engine as _;
 use super::error::{ConfigError, Place};
 use super::source::{section_keys, Entry, Node, Value};
 use super::{
-    AppGrant, AppSettings, ComponentSettings, ConsumerSettings, CorpSettings, MasterKey, RefreshOverrides,
-    RefreshSettings, Scope, Secret, SecretSource, SecretsSettings, ServerSettings, Settings,
-    StoreSettings, TokenMode, WechatSettings, DEFAULT_REDIS_NAMESPACE, DEFAULT_SQLITE_PATH,
+    AppGrant, AppSettings, ComponentSettings, ConsumerSettings, CorpSettings, MasterKey,
+    RefreshOverrides, RefreshSettings, Scope, Secret, SecretSource, SecretsSettings,
+    ServerSettings, Settings, StoreSettings, TokenMode, WechatSettings, DEFAULT_REDIS_NAMESPACE,
+    DEFAULT_SQLITE_PATH,
 };
 use crate::credential::{CorpTicketKind, TicketKind};
 

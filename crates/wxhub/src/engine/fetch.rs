@@ -110,14 +110,12 @@ impl Shared {
                 self.fetch_component_token(credential, component_appid, secret, coordination)
                     .await
             }
-            Source::AuthorizerRefreshToken => Err(RefreshError::Upstream(
-                UpstreamError::Config {
-                    errcode: 61023,
-                    message: "no refresh token is stored for this authorizer; it must \
+            Source::AuthorizerRefreshToken => Err(RefreshError::Upstream(UpstreamError::Config {
+                errcode: 61023,
+                message: "no refresh token is stored for this authorizer; it must \
                               authorize again or be recovered with authorizers/sync"
-                        .into(),
-                },
-            )),
+                    .into(),
+            })),
             Source::AuthorizerToken {
                 component_appid,
                 authorizer_appid,

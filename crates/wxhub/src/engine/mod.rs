@@ -47,6 +47,7 @@ use crate::store::{CasOutcome, Store, StoreError};
 use crate::upstream::Upstream;
 use clock::Clock;
 pub use error::{ErrorClass, RefreshError};
+pub use platform::{refresh_token_expiry, Written};
 use state::{LastError, ReportDecision, State, Status};
 
 /// Daily budget of `stable_token` force refreshes per appid (docs/wechat.md#stable_token).

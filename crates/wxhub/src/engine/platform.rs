@@ -35,7 +35,11 @@ pub enum Written {
 
 impl Shared {
     /// A verify ticket cannot be fetched: asks WeChat to push one, and says so.
-    pub(super) async fn ask_for_push(&self, component_appid: &str, secret: &Secret) -> RefreshError {
+    pub(super) async fn ask_for_push(
+        &self,
+        component_appid: &str,
+        secret: &Secret,
+    ) -> RefreshError {
         let asked = self
             .upstream
             .start_push_ticket(component_appid, secret.expose())
@@ -112,13 +116,21 @@ impl Shared {
         else {
             return Err(RefreshError::Removed);
         };
-        let component = self.hub.by_key(component_key).ok_or(RefreshError::Removed)?;
+        let component = self
+            .hub
+            .by_key(component_key)
+            .ok_or(RefreshError::Removed)?;
         let refresh = self.refresh_token(refresh_key).await?;
         let mut component_token = self.usable_token(&component).await?;
         self.renew_lease(&credential.key, coordination).await?;
         let mut answer = self
             .upstream
-            .authorizer_token(component_appid, &component_token, authorizer_appid, &refresh)
+            .authorizer_token(
+                component_appid,
+                &component_token,
+                authorizer_appid,
+                &refresh,
+            )
             .await;
         if let Err(UpstreamError::TokenInvalid { .. }) = answer {
             let engine = Engine {
@@ -133,14 +145,21 @@ impl Shared {
             self.renew_lease(&credential.key, coordination).await?;
             answer = self
                 .upstream
-                .authorizer_token(component_appid, &component_token, authorizer_appid, &refresh)
+                .authorizer_token(
+                    component_appid,
+                    &component_token,
+                    authorizer_appid,
+                    &refresh,
+                )
                 .await;
         }
         let tokens = answer?;
         if let Some(rotated) = tokens.refresh_token.filter(|r| *r != refresh) {
             let now = self.clock.now();
-            self.write_durable(refresh_key, rotated, refresh_token_expiry(now), now, |_| true)
-                .await?;
+            self.write_durable(refresh_key, rotated, refresh_token_expiry(now), now, |_| {
+                true
+            })
+            .await?;
         }
         Ok(tokens.access_token)
     }

@@ -180,10 +180,16 @@ pub enum Source {
     CorpTicket { kind: CorpTicketKind },
     /// A platform's `component_verify_ticket`: pushed by WeChat, never fetched. A "refresh"
     /// asks WeChat to push again (`api_start_push_ticket`).
-    VerifyTicket { component_appid: String, secret: Secret },
+    VerifyTicket {
+        component_appid: String,
+        secret: Secret,
+    },
     /// A platform's `component_access_token`, fetched with its secret and verify ticket (its
     /// `fetched_with`).
-    ComponentToken { component_appid: String, secret: Secret },
+    ComponentToken {
+        component_appid: String,
+        secret: Secret,
+    },
     /// An authorizer's refresh token: written from WeChat's answers, never fetched on its own.
     AuthorizerRefreshToken,
     /// An authorizer's access token, fetched with the component token and the authorizer's

@@ -109,7 +109,7 @@ impl Registry {
     }
 
     /// One page of the authorizers of `component_appid`, in appid order: those after `after`
-    /// (exclusive) that `keep` accepts, at most `limit`, each with its credentials, and whether
+    /// (exclusive) that `keep` accepts, at most `limit`, and whether
     /// more may follow. Walks only the page (the accounts are ordered), never every account.
     pub fn authorizers_page(
         &self,
@@ -117,7 +117,7 @@ impl Registry {
         after: Option<&str>,
         limit: usize,
         keep: impl Fn(&AccountSpec) -> bool,
-    ) -> (Vec<(AccountSpec, Vec<Arc<Credential>>)>, bool) {
+    ) -> (Vec<AccountSpec>, bool) {
         use std::ops::Bound;
         let id = |a: &str| AccountId::Authorizer {
             component_appid: component_appid.to_string(),
@@ -144,7 +144,7 @@ impl Registry {
                 more = true;
                 break;
             }
-            page.push((registered.spec.clone(), registered.credentials.clone()));
+            page.push(registered.spec.clone());
         }
         (page, more)
     }

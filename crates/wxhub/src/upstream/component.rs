@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{classify, transport_error, Authenticates, Fetched, Upstream, UpstreamError};
 use super::MAX_RESPONSE_BYTES;
+use super::{classify, transport_error, Authenticates, Fetched, Upstream, UpstreamError};
 
 /// What `api_query_auth` returns for an authorization code.
 #[derive(Clone)]
@@ -198,9 +198,8 @@ impl Upstream {
             )
             .await?;
         Ok(AuthorizerTokens {
-            access_token: fetched(&value, "authorizer_access_token").ok_or_else(|| {
-                malformed("an authorizer_access_token and a positive expires_in")
-            })?,
+            access_token: fetched(&value, "authorizer_access_token")
+                .ok_or_else(|| malformed("an authorizer_access_token and a positive expires_in"))?,
             refresh_token: value["authorizer_refresh_token"]
                 .as_str()
                 .filter(|r| !r.is_empty())

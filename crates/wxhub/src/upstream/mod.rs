@@ -19,7 +19,7 @@ use crate::credential::{CorpTicketKind, TicketKind};
 use crate::metrics::Metrics;
 use std::sync::Arc;
 
-pub use component::{AuthorizerPage, AuthorizerTokens, Authorization, ListedAuthorizer};
+pub use component::{Authorization, AuthorizerPage, AuthorizerTokens, ListedAuthorizer};
 
 /// Largest response body accepted from WeChat; real token responses are well under 1 KiB.
 const MAX_RESPONSE_BYTES: usize = 64 * 1024;

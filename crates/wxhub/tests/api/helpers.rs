@@ -12,9 +12,9 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use wechat_mock::{MockConfig, MockServer, MockStats};
 use wxhub::configuration::{
-    consumer_key_digest, AppGrant, AppSettings, ConsumerSettings, CorpSettings, MasterKey,
-    RefreshOverrides, RefreshSettings, Scope, Secret, SecretsSettings, ServerSettings, Settings,
-    StoreSettings, TokenMode, WechatSettings,
+    consumer_key_digest, AppGrant, AppSettings, ComponentSettings, ConsumerSettings, CorpSettings,
+    MasterKey, RefreshOverrides, RefreshSettings, Scope, Secret, SecretsSettings, ServerSettings,
+    Settings, StoreSettings, TokenMode, WechatSettings,
 };
 use wxhub::credential::{CorpTicketKind, TicketKind};
 use wxhub::startup::Application;
@@ -123,6 +123,8 @@ pub struct HubOptions {
     pub shared_store: Option<Arc<dyn Store>>,
     /// `[secrets] master_key` (the test key unless a test says otherwise).
     pub master_key: Option<MasterKey>,
+    /// `[[components]]`: third-party platforms.
+    pub components: Vec<ComponentSettings>,
 }
 
 /// The `[secrets] master_key` test hubs run with.
@@ -143,6 +145,7 @@ impl HubOptions {
             },
             shared_store: None,
             master_key: Some(test_master_key()),
+            components: vec![],
         }
     }
 
@@ -182,6 +185,7 @@ pub fn settings_for(mock: &MockServer, options: &HubOptions) -> Settings {
         server: ServerSettings {
             listen: any_port(),
             request_timeout: Duration::from_secs(10),
+            events_listen: None,
         },
         store: options.store.clone(),
         wechat: WechatSettings {
@@ -212,12 +216,18 @@ pub fn settings_for(mock: &MockServer, options: &HubOptions) -> Settings {
                 refresh: RefreshOverrides::default(),
             })
             .collect(),
+        components: options.components.clone(),
         consumers: vec![
             ConsumerSettings {
                 name: "admin".into(),
                 key_sha256: consumer_key_digest(ADMIN_KEY),
                 apps: vec![AppGrant::All],
-                scopes: vec![Scope::Read, Scope::Invalidate, Scope::Admin],
+                scopes: vec![
+                    Scope::Read,
+                    Scope::Invalidate,
+                    Scope::Admin,
+                    Scope::Authorize,
+                ],
             },
             ConsumerSettings {
                 name: "reader".into(),

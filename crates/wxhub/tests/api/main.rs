@@ -8,6 +8,7 @@ mod corps;
 mod demo;
 mod faults;
 mod invalidation;
+mod platform;
 mod refresh_cycle;
 mod restart;
 mod runtime;

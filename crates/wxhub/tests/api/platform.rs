@@ -1,0 +1,641 @@
+//! The third-party platform end to end: `wechat-mock` plays WeChat's platform and pushes to the
+//! hub's event receiver through a small relay (the mock must know where to push before the hub,
+//! which needs the mock's address, exists); the hub keeps the verify ticket, the component token
+//! and every authorizer's tokens, and serves them.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::http::Uri;
+use axum::response::IntoResponse;
+use axum::routing::post;
+use serde_json::{json, Value};
+use wechat_crypto::{EncodingAesKey, MessageCrypt};
+use wechat_mock::{MockConfig, MockServer};
+use wxhub::configuration::{ComponentSettings, RefreshOverrides, Secret};
+use wxhub::credential::TicketKind;
+
+use crate::helpers::*;
+
+const COMPONENT: &str = "wxc0000000000000001";
+const COMPONENT_SECRET: &str = "componentSecretA";
+const COMPONENT_TOKEN: &str = "pamtest";
+const COMPONENT_KEY: &str = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG";
+const OTHER_KEY: &str = "ZYXWVUTSRQPONMLKJIHGFEDCBA9876543210zyxwvut";
+
+/// Forwards the mock's pushes to the hubs it is pointed at; answers what the first one answers
+/// (or 503 while it points nowhere).
+#[derive(Clone, Default)]
+pub struct Relay {
+    targets: Arc<Mutex<Vec<String>>>,
+    address: String,
+}
+
+impl Relay {
+    pub async fn start() -> Relay {
+        let targets: Arc<Mutex<Vec<String>>> = Arc::default();
+        let listener = tokio::net::TcpListener::bind(any_port()).await.unwrap();
+        let address = format!("http://{}", listener.local_addr().unwrap());
+        let app = axum::Router::new()
+            .route("/{*path}", post(forward))
+            .with_state(targets.clone());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Relay { targets, address }
+    }
+
+    /// The push URL the mock is given.
+    pub fn push_url(&self) -> String {
+        format!(
+            "{}/wechat/components/{{component_appid}}/events",
+            self.address
+        )
+    }
+
+    pub fn point_at(&self, hubs: &[&TestHub]) {
+        *self.targets.lock().unwrap() = hubs.iter().map(|h| h.address.clone()).collect();
+    }
+}
+
+async fn forward(
+    State(targets): State<Arc<Mutex<Vec<String>>>>,
+    uri: Uri,
+    body: Bytes,
+) -> axum::response::Response {
+    let targets = targets.lock().unwrap().clone();
+    let client = reqwest::Client::new();
+    let mut answers = Vec::new();
+    for target in &targets {
+        let sent = client
+            .post(format!("{target}{uri}"))
+            .body(body.clone())
+            .send()
+            .await;
+        answers.push(match sent {
+            Ok(r) => (r.status().as_u16(), r.text().await.unwrap_or_default()),
+            Err(e) => (502, e.to_string()),
+        });
+    }
+    match answers.into_iter().next() {
+        Some((status, text)) => (StatusCode::from_u16(status).unwrap(), text).into_response(),
+        None => (StatusCode::SERVICE_UNAVAILABLE, "no hub yet").into_response(),
+    }
+}
+
+pub fn component_settings(tickets: &[TicketKind]) -> ComponentSettings {
+    ComponentSettings {
+        component_appid: COMPONENT.into(),
+        secret: Secret::new(COMPONENT_SECRET.into()),
+        token: Secret::new(COMPONENT_TOKEN.into()),
+        encoding_aes_key: Secret::new(COMPONENT_KEY.into()),
+        previous_encoding_aes_key: None,
+        authorizer_tickets: tickets.to_vec(),
+        refresh: RefreshOverrides::default(),
+    }
+}
+
+/// A mock platform pushing every `push_every` through `relay`, tokens living `lifetime`.
+pub async fn platform_mock(
+    relay: &Relay,
+    lifetime: Duration,
+    push_every: Duration,
+    tune: impl FnOnce(MockConfig) -> MockConfig,
+) -> Arc<MockServer> {
+    let push_url = relay.push_url();
+    spawn_mock(lifetime, Duration::from_secs(2), &[], &[], move |c| {
+        tune(
+            MockConfig {
+                push_url: Some(push_url),
+                push_interval: push_every,
+                ..c
+            }
+            .with_component(
+                COMPONENT,
+                COMPONENT_SECRET,
+                COMPONENT_TOKEN,
+                COMPONENT_KEY,
+            ),
+        )
+    })
+    .await
+}
+
+pub fn platform_options(tickets: &[TicketKind]) -> HubOptions {
+    let mut options = HubOptions::new(&[]);
+    options.components = vec![component_settings(tickets)];
+    options
+}
+
+/// Mock, relay and a hub serving the component token.
+async fn platform(
+    lifetime: Duration,
+    push_every: Duration,
+    tickets: &[TicketKind],
+    tune: impl FnOnce(MockConfig) -> MockConfig,
+) -> (Arc<MockServer>, Relay, TestHub) {
+    let relay = Relay::start().await;
+    let mock = platform_mock(&relay, lifetime, push_every, tune).await;
+    let hub = spawn_app(&mock, platform_options(tickets)).await;
+    relay.point_at(&[&hub]);
+    wait_for_component_token(&hub).await;
+    (mock, relay, hub)
+}
+
+async fn wait_for_component_token(hub: &TestHub) {
+    wait_until(
+        Duration::from_secs(15),
+        "the component token is served",
+        || async {
+            hub.get(&format!("/v1/components/{COMPONENT}/access_token"))
+                .await
+                .status()
+                == 200
+        },
+    )
+    .await;
+}
+
+fn authorizer_path(authorizer: &str, rest: &str) -> String {
+    format!("/v1/components/{COMPONENT}/authorizers/{authorizer}/{rest}")
+}
+
+/// `POST /mock/{action}` on the mock (an account owner acting); the mock answers once its push
+/// was answered.
+async fn owner(mock: &MockServer, action: &str, body: Value) -> Value {
+    let response = reqwest::Client::new()
+        .post(format!("{}/mock/{action}", mock.base_url()))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200, "/mock/{action}");
+    response.json().await.unwrap()
+}
+
+async fn authorize(mock: &MockServer) -> String {
+    let answer = owner(mock, "authorize", json!({ "component_appid": COMPONENT })).await;
+    assert_eq!(answer["push"]["acknowledged"], true, "{answer}");
+    answer["authorizer_appid"].as_str().unwrap().to_string()
+}
+
+/// The generation of the verify ticket the hub holds.
+async fn ticket_generation(hub: &TestHub) -> u64 {
+    hub.credential(&format!("component_verify_ticket/{COMPONENT}"))
+        .await["generation"]
+        .as_u64()
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn pushed_verify_tickets_are_stored_and_each_newer_one_replaces_the_last() {
+    let (mock, _relay, hub) = platform(
+        Duration::from_secs(60),
+        Duration::from_millis(700),
+        &[],
+        |c| c,
+    )
+    .await;
+    let first = ticket_generation(&hub).await;
+    assert!(first >= 1);
+    wait_until(
+        Duration::from_secs(10),
+        "three more tickets are stored",
+        || async { ticket_generation(&hub).await >= first + 3 },
+    )
+    .await;
+    let pushes = stats(&mock).component(COMPONENT).pushes["component_verify_ticket"];
+    assert!(pushes.acknowledged >= 4, "{pushes:?}");
+    assert!(
+        ticket_generation(&hub).await <= pushes.acknowledged,
+        "one write per acknowledged push at most"
+    );
+}
+
+#[tokio::test]
+async fn the_component_token_is_renewed_over_three_lifetimes_without_a_dead_token() {
+    let lifetime = Duration::from_secs(4);
+    let (mock, _relay, hub) = platform(lifetime, Duration::from_secs(1), &[], |c| c).await;
+    let client = reqwest::Client::new();
+    let deadline = tokio::time::Instant::now() + lifetime * 3;
+    let mut calls = 0;
+    while tokio::time::Instant::now() < deadline {
+        let token = hub
+            .token_at(&format!("/v1/components/{COMPONENT}/access_token"))
+            .await;
+        // A component API call with the served token, as a consumer would make.
+        let answer: Value = client
+            .post(format!(
+                "{}/cgi-bin/component/api_create_preauthcode?component_access_token={}",
+                mock.base_url(),
+                token.access_token
+            ))
+            .json(&json!({ "component_appid": COMPONENT }))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(answer["errcode"].as_i64().unwrap_or(0), 0, "{answer}");
+        calls += 1;
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(calls > 10);
+    // Renewed like a legacy token: at about half its life (lead = lifetime / 2 when the
+    // lifetime is short), so two per lifetime, plus the first.
+    let issued = stats(&mock).component(COMPONENT).component_tokens_issued;
+    assert!(
+        (4..=8).contains(&issued),
+        "component tokens issued: {issued}"
+    );
+}
+
+#[tokio::test]
+async fn the_pre_auth_code_route_needs_the_authorize_scope_and_returns_a_code() {
+    let (mock, _relay, hub) = platform(
+        Duration::from_secs(60),
+        Duration::from_secs(600),
+        &[],
+        |c| c,
+    )
+    .await;
+    let response = hub
+        .post(
+            &format!("/v1/components/{COMPONENT}/pre_auth_code"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    assert!(!body["pre_auth_code"].as_str().unwrap().is_empty());
+    assert!(body["expires_in"].as_u64().unwrap() > 0);
+    let reader = hub
+        .client
+        .post(hub.url(&format!("/v1/components/{COMPONENT}/pre_auth_code")))
+        .bearer_auth(READER_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reader.status(), 403);
+    assert_eq!(stats(&mock).component(COMPONENT).pre_auth_codes_issued, 1);
+}
+
+/// Seals `xml` for the receiver as WeChat would, with `token` and `key`.
+fn seal(token: &str, key: &str, appid: &str, xml: &str) -> (String, String) {
+    let crypt = MessageCrypt::new(token, EncodingAesKey::parse(key).unwrap(), appid);
+    let encrypt = crypt.encrypt(xml);
+    let (timestamp, nonce) = ("1700000000", "42");
+    let query = format!(
+        "timestamp={timestamp}&nonce={nonce}&encrypt_type=aes&msg_signature={}",
+        crypt.msg_signature(timestamp, nonce, &encrypt)
+    );
+    let body = format!(
+        "<xml><AppId><![CDATA[{appid}]]></AppId><Encrypt><![CDATA[{encrypt}]]></Encrypt></xml>"
+    );
+    (query, body)
+}
+
+fn ticket_push(create_time: i64, ticket: &str) -> String {
+    format!("<xml><AppId><![CDATA[{COMPONENT}]]></AppId><CreateTime>{create_time}</CreateTime><InfoType><![CDATA[component_verify_ticket]]></InfoType><ComponentVerifyTicket><![CDATA[{ticket}]]></ComponentVerifyTicket></xml>")
+}
+
+async fn push(hub: &TestHub, component: &str, query: &str, body: String) -> reqwest::Response {
+    hub.client
+        .post(hub.url(&format!("/wechat/components/{component}/events?{query}")))
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn forged_misaddressed_or_replayed_pushes_store_nothing() {
+    let (_mock, _relay, hub) = platform(
+        Duration::from_secs(60),
+        Duration::from_secs(600),
+        &[],
+        |c| c,
+    )
+    .await;
+    let before = ticket_generation(&hub).await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+
+    // Signed with another Token: 403.
+    let (query, body) = seal(
+        "forged",
+        COMPONENT_KEY,
+        COMPONENT,
+        &ticket_push(now, "t@@@forged"),
+    );
+    assert_eq!(push(&hub, COMPONENT, &query, body).await.status(), 403);
+    // Signed right, sealed with another key: 400.
+    let (query, body) = seal(
+        COMPONENT_TOKEN,
+        OTHER_KEY,
+        COMPONENT,
+        &ticket_push(now, "t@@@key"),
+    );
+    assert_eq!(push(&hub, COMPONENT, &query, body).await.status(), 400);
+    // Sealed for another platform: 400.
+    let (query, body) = seal(
+        COMPONENT_TOKEN,
+        COMPONENT_KEY,
+        "wxother",
+        &ticket_push(now, "t@@@other"),
+    );
+    assert_eq!(push(&hub, COMPONENT, &query, body).await.status(), 400);
+    // Addressed to a platform the hub does not have: 404.
+    let (query, body) = seal(
+        COMPONENT_TOKEN,
+        COMPONENT_KEY,
+        COMPONENT,
+        &ticket_push(now, "t@@@x"),
+    );
+    assert_eq!(
+        push(&hub, "wxnotconfigured", &query, body).await.status(),
+        404
+    );
+    // Garbage: 400 or 403, never 5xx.
+    for garbage in [
+        "",
+        "<xml>",
+        "not xml at all",
+        "<xml><Encrypt>AAAA</Encrypt></xml>",
+    ] {
+        let status = push(&hub, COMPONENT, &query, garbage.to_string())
+            .await
+            .status();
+        assert!(status == 400 || status == 403, "{garbage:?}: {status}");
+    }
+    assert_eq!(ticket_generation(&hub).await, before, "nothing was stored");
+
+    // A valid push older than the stored ticket does not replace it; a newer one does.
+    let (query, body) = seal(
+        COMPONENT_TOKEN,
+        COMPONENT_KEY,
+        COMPONENT,
+        &ticket_push(1, "t@@@ancient"),
+    );
+    let answer = push(&hub, COMPONENT, &query, body).await;
+    assert_eq!(answer.status(), 200);
+    assert_eq!(answer.text().await.unwrap(), "success");
+    assert_eq!(ticket_generation(&hub).await, before);
+    let (query, body) = seal(
+        COMPONENT_TOKEN,
+        COMPONENT_KEY,
+        COMPONENT,
+        &ticket_push(now + 5, "t@@@newer"),
+    );
+    assert_eq!(
+        push(&hub, COMPONENT, &query.clone(), body.clone())
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(ticket_generation(&hub).await, before + 1);
+    // The same push replayed: acknowledged, not written again.
+    assert_eq!(push(&hub, COMPONENT, &query, body).await.status(), 200);
+    assert_eq!(ticket_generation(&hub).await, before + 1);
+}
+
+#[tokio::test]
+async fn an_authorizer_is_served_once_the_push_is_acknowledged_and_its_token_works() {
+    let (mock, _relay, hub) = platform(
+        Duration::from_secs(60),
+        Duration::from_secs(600),
+        &[TicketKind::Jsapi],
+        |c| c,
+    )
+    .await;
+    let authorizer = authorize(&mock).await;
+    // No waiting: the push was acknowledged only after the authorizer was registered.
+    let token = hub
+        .token_at(&authorizer_path(&authorizer, "access_token"))
+        .await;
+    assert_eq!(
+        business_call(&hub.client, &mock, &token.access_token).await,
+        0
+    );
+    let ticket = hub
+        .token_at(&authorizer_path(&authorizer, "tickets/jsapi"))
+        .await;
+    assert!(mock.ticket_valid(&ticket.access_token));
+    let signature = hub
+        .post(
+            &authorizer_path(&authorizer, "jssdk/signature"),
+            json!({ "url": "https://example.com/page" }),
+        )
+        .await;
+    assert_eq!(signature.status(), 200);
+    let signature: Value = signature.json().await.unwrap();
+    assert_eq!(signature["appId"], authorizer.as_str());
+
+    // The admin listing shows it, without any token.
+    let listing = hub
+        .get(&format!("/v1/components/{COMPONENT}/authorizers"))
+        .await;
+    assert_eq!(listing.status(), 200);
+    let text = listing.text().await.unwrap();
+    assert!(!text.contains(&token.access_token));
+    let listing: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(
+        listing["authorizers"][0]["authorizer_appid"],
+        authorizer.as_str()
+    );
+    assert_eq!(listing["authorizers"][0]["state"], "active");
+    // Refresh tokens appear nowhere in the credentials listing either (values never do).
+    let credentials = hub.get("/v1/credentials").await.text().await.unwrap();
+    assert!(!credentials.contains(&token.access_token));
+}
+
+#[tokio::test]
+async fn the_redirect_code_registers_the_authorizer() {
+    let (mock, _relay, hub) = platform(
+        Duration::from_secs(60),
+        Duration::from_secs(600),
+        &[],
+        |c| c,
+    )
+    .await;
+    let code: Value = hub
+        .post(
+            &format!("/v1/components/{COMPONENT}/pre_auth_code"),
+            json!({}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let granted = owner(
+        &mock,
+        "authorize",
+        json!({ "component_appid": COMPONENT, "pre_auth_code": code["pre_auth_code"], "func_info": [1, 15] }),
+    )
+    .await;
+    let response = hub
+        .post(
+            &format!("/v1/components/{COMPONENT}/authorizations"),
+            json!({ "authorization_code": granted["authorization_code"] }),
+        )
+        .await;
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["authorizer_appid"], granted["authorizer_appid"]);
+    assert_eq!(body["state"], "active");
+    assert_eq!(body["func_info"], json!([1, 15]));
+    let bad = hub
+        .post(
+            &format!("/v1/components/{COMPONENT}/authorizations"),
+            json!({ "authorization_code": "no-such-code" }),
+        )
+        .await;
+    assert!(
+        bad.status().is_client_error() || bad.status() == 502,
+        "{}",
+        bad.status()
+    );
+}
+
+#[tokio::test]
+async fn updateauthorized_serves_a_new_token_at_once_and_unauthorized_revokes() {
+    let lifetime = Duration::from_secs(6);
+    let (mock, _relay, hub) = platform(lifetime, Duration::from_secs(600), &[], |c| c).await;
+    let authorizer = authorize(&mock).await;
+    let before = hub
+        .token_at(&authorizer_path(&authorizer, "access_token"))
+        .await;
+    let updated = owner(
+        &mock,
+        "updateauthorize",
+        json!({ "component_appid": COMPONENT, "authorizer_appid": authorizer, "func_info": [1] }),
+    )
+    .await;
+    assert_eq!(updated["push"]["acknowledged"], true, "{updated}");
+    let after = hub
+        .token_at(&authorizer_path(&authorizer, "access_token"))
+        .await;
+    assert_ne!(after.access_token, before.access_token);
+    assert!(after.generation > before.generation);
+    assert_eq!(
+        business_call(&hub.client, &mock, &after.access_token).await,
+        0
+    );
+
+    let revoked = owner(
+        &mock,
+        "unauthorize",
+        json!({ "component_appid": COMPONENT, "authorizer_appid": authorizer }),
+    )
+    .await;
+    assert_eq!(revoked["push"]["acknowledged"], true, "{revoked}");
+    let gone = hub.get(&authorizer_path(&authorizer, "access_token")).await;
+    assert_eq!(gone.status(), 410);
+    let body: Value = gone.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "authorizer_revoked");
+    let listing: Value = hub
+        .get(&format!(
+            "/v1/components/{COMPONENT}/authorizers?state=revoked"
+        ))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        listing["authorizers"][0]["authorizer_appid"],
+        authorizer.as_str()
+    );
+    // No further fetch for it over more than a lifetime.
+    let issued = stats(&mock).calls("/cgi-bin/component/api_authorizer_token", COMPONENT);
+    let tokens = stats(&mock).component(COMPONENT).authorizer_tokens_issued;
+    tokio::time::sleep(lifetime + Duration::from_secs(1)).await;
+    assert_eq!(
+        stats(&mock).component(COMPONENT).authorizer_tokens_issued,
+        tokens,
+        "no authorizer token fetched after revocation ({issued} calls before)"
+    );
+}
+
+#[tokio::test]
+async fn authorizer_tokens_are_renewed_with_rotating_refresh_tokens() {
+    let lifetime = Duration::from_secs(4);
+    let (mock, _relay, hub) = platform(lifetime, Duration::from_secs(1), &[], |c| MockConfig {
+        rotate_refresh_tokens: true,
+        ..c
+    })
+    .await;
+    let authorizer = authorize(&mock).await;
+    let deadline = tokio::time::Instant::now() + lifetime * 3;
+    while tokio::time::Instant::now() < deadline {
+        let token = hub
+            .token_at(&authorizer_path(&authorizer, "access_token"))
+            .await;
+        assert_eq!(
+            business_call(&hub.client, &mock, &token.access_token).await,
+            0
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let component = stats(&mock).component(COMPONENT);
+    assert!(component.refresh_tokens_rotated >= 2, "{component:?}");
+    assert_eq!(
+        stats(&mock).outcome("/cgi-bin/component/api_authorizer_token", 61023),
+        0
+    );
+    assert_eq!(stats(&mock).business(&authorizer, 40001), 0);
+}
+
+#[tokio::test]
+async fn an_acknowledged_authorizer_survives_a_restart_on_sqlite() {
+    let relay = Relay::start().await;
+    let mock = platform_mock(
+        &relay,
+        Duration::from_secs(6),
+        Duration::from_secs(600),
+        |c| MockConfig {
+            rotate_refresh_tokens: true,
+            ..c
+        },
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let database = dir.path().join("wxhub.db");
+    let first = spawn_app(&mock, platform_options(&[]).with_sqlite(database.clone())).await;
+    relay.point_at(&[&first]);
+    wait_for_component_token(&first).await;
+    let authorizer = authorize(&mock).await;
+    let before = first
+        .token_at(&authorizer_path(&authorizer, "access_token"))
+        .await;
+    // Killed right after the acknowledgement.
+    first.stop().await;
+
+    let second = spawn_app(&mock, platform_options(&[]).with_sqlite(database)).await;
+    relay.point_at(&[&second]);
+    let after = second
+        .token_at(&authorizer_path(&authorizer, "access_token"))
+        .await;
+    assert_eq!(after.access_token, before.access_token);
+    // And it is renewed: the stored refresh token (rotated at every renewal) is the live one.
+    let path = authorizer_path(&authorizer, "access_token");
+    wait_until(
+        Duration::from_secs(10),
+        "the authorizer token is renewed twice",
+        || async { second.token_at(&path).await.generation >= after.generation + 2 },
+    )
+    .await;
+    let refreshed = second.token_at(&path).await;
+    assert_eq!(
+        business_call(&second.client, &mock, &refreshed.access_token).await,
+        0
+    );
+    assert_eq!(
+        stats(&mock).component(COMPONENT).authorizations,
+        1,
+        "never re-authorized"
+    );
+}
