@@ -171,13 +171,6 @@ impl Application {
                 .clone()
                 .run_account_feed(account_feed, cancel.clone()),
         );
-        crate::platform::run_watchdogs(
-            &settings,
-            engine.clone(),
-            hub.clone(),
-            platform_upstream.clone(),
-            cancel.clone(),
-        );
         tracing::info!(
             %address,
             store = store.kind(),
@@ -188,8 +181,16 @@ impl Application {
             control.clone(),
             engine.clone(),
             hub.clone(),
-            platform_upstream,
+            platform_upstream.clone(),
         ));
+        crate::platform::run_watchdogs(
+            &settings,
+            platform.clone(),
+            engine.clone(),
+            hub.clone(),
+            platform_upstream,
+            cancel.clone(),
+        );
         let context = Arc::new(ApiContext {
             platform,
             hub,

@@ -151,6 +151,10 @@ pub fn router(context: ApiState, request_timeout: Duration) -> Router {
             get(platform::list_authorizers),
         )
         .route(
+            "/v1/components/{component}/authorizers/sync",
+            post(platform::sync_authorizers),
+        )
+        .route(
             "/v1/components/{component}/authorizers/{appid}/access_token",
             get(platform::authorizer_token),
         )

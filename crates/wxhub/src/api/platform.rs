@@ -276,3 +276,23 @@ pub async fn authorizer_jssdk_signature(
     let result = sign(&context, &headers, authorizer(&component, &appid), request).await;
     finish(&context, Route::JssdkSignature, result)
 }
+
+/// `POST /v1/components/{c}/authorizers/sync` (admin): reconciles with WeChat's list.
+pub async fn sync_authorizers(
+    State(context): State<ApiState>,
+    Path(component): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let result = async {
+        authorize(&context, &headers, Scope::Admin, None)?;
+        let summary = context
+            .platform
+            .sync(&component)
+            .await
+            .map_err(platform_error)?;
+        let body = serde_json::to_string(&summary).unwrap_or_default();
+        Ok(json_ok(Bytes::from(body)))
+    }
+    .await;
+    finish(&context, Route::Admin, result)
+}

@@ -18,6 +18,8 @@ use crate::upstream::{Fetched, UpstreamError};
 const TICKET_EXPIRED: i64 = 61005;
 /// `api_component_token`: the verify ticket is invalid.
 const TICKET_INVALID: i64 = 61006;
+/// `api_authorizer_token`: the refresh token is not (or no longer) valid.
+const REFRESH_TOKEN_INVALID: i64 = 61023;
 /// How many times a durable write is retried after losing a compare-and-set to a concurrent
 /// writer of another value.
 const DURABLE_WRITE_ROUNDS: usize = 5;
@@ -152,6 +154,41 @@ impl Shared {
                     &refresh,
                 )
                 .await;
+        }
+        let mut refresh = refresh;
+        if matches!(&answer, Err(e) if e.errcode() == Some(REFRESH_TOKEN_INVALID)) {
+            // The stored refresh token is stale (lost a rotation, restored from an old backup):
+            // WeChat still knows the current one. Recover it before anyone is told to re-authorize.
+            let current = self
+                .upstream
+                .authorizer_refresh_token(component_appid, &component_token, authorizer_appid)
+                .await?;
+            if let Some(current) = current.filter(|c| *c != refresh) {
+                tracing::warn!(
+                    key = %credential.key,
+                    "the stored refresh token was refused (61023); the current one was recovered from WeChat"
+                );
+                let now = self.clock.now();
+                self.write_durable(
+                    refresh_key,
+                    current.clone(),
+                    refresh_token_expiry(now),
+                    now,
+                    |_| true,
+                )
+                .await?;
+                refresh = current;
+                self.renew_lease(&credential.key, coordination).await?;
+                answer = self
+                    .upstream
+                    .authorizer_token(
+                        component_appid,
+                        &component_token,
+                        authorizer_appid,
+                        &refresh,
+                    )
+                    .await;
+            }
         }
         let tokens = answer?;
         if let Some(rotated) = tokens.refresh_token.filter(|r| *r != refresh) {

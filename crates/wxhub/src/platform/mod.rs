@@ -25,6 +25,22 @@ use crate::upstream::{Authorization, Upstream, UpstreamError};
 pub use receiver::{Push, PushKind, Refused};
 pub use watchdog::run_watchdogs;
 
+/// Authorizers per `api_get_authorizer_list` page (WeChat's maximum).
+const LIST_PAGE: u64 = 500;
+/// Local authorizers compared per registry page while looking for revoked ones.
+const LOCAL_PAGE: usize = 1000;
+
+/// What a reconciliation with `api_get_authorizer_list` did.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct SyncSummary {
+    /// Known authorizers whose stored refresh token was missing or stale and was replaced.
+    pub recovered: u64,
+    /// Authorizers WeChat lists that the hub did not have.
+    pub added: u64,
+    /// Authorizers the hub had that WeChat no longer lists.
+    pub revoked: u64,
+}
+
 /// How long a pushed verify ticket is valid (WeChat: 12 h).
 pub const VERIFY_TICKET_LIFETIME: Duration = Duration::from_secs(12 * 3600);
 
@@ -351,6 +367,148 @@ impl Platform {
             "authorizer revoked"
         );
         Ok(())
+    }
+
+    /// Reconciles the hub's authorizers of `component_appid` with `api_get_authorizer_list`
+    /// (500 a page): stores every refresh token WeChat holds that the store lacks or holds an
+    /// older one of, registers the authorizers the hub does not know, and revokes the ones WeChat
+    /// no longer lists.
+    pub async fn sync(&self, component_appid: &str) -> Result<SyncSummary, PlatformError> {
+        let settings = self.settings(component_appid)?;
+        let mut summary = SyncSummary::default();
+        let mut listed = std::collections::HashSet::new();
+        let mut offset = 0;
+        loop {
+            let page = self
+                .with_component_token(component_appid, |token| async move {
+                    self.upstream
+                        .authorizer_list(component_appid, &token, offset, LIST_PAGE)
+                        .await
+                })
+                .await?;
+            let count = page.list.len() as u64;
+            for entry in page.list {
+                listed.insert(entry.authorizer_appid.clone());
+                if entry.refresh_token.is_empty() {
+                    continue;
+                }
+                self.reconcile(&settings, entry, &mut summary).await?;
+            }
+            offset += count;
+            if count == 0 || offset >= page.total_count {
+                break;
+            }
+        }
+        let mut cursor: Option<String> = None;
+        loop {
+            let (page, more) = self.control.registry().authorizers_page(
+                component_appid,
+                cursor.as_deref(),
+                LOCAL_PAGE,
+                |spec| matches!(spec, AccountSpec::Authorizer { revoked: false, .. }),
+            );
+            for spec in &page {
+                if let AccountSpec::Authorizer {
+                    authorizer_appid, ..
+                } = spec
+                {
+                    if !listed.contains(authorizer_appid) {
+                        self.revoke(component_appid, authorizer_appid, 0).await?;
+                        summary.revoked += 1;
+                    }
+                }
+            }
+            cursor = page.last().and_then(|spec| match spec {
+                AccountSpec::Authorizer {
+                    authorizer_appid, ..
+                } => Some(authorizer_appid.clone()),
+                _ => None,
+            });
+            if !more || cursor.is_none() {
+                break;
+            }
+        }
+        tracing::info!(
+            component = component_appid,
+            recovered = summary.recovered,
+            added = summary.added,
+            revoked = summary.revoked,
+            "authorizers reconciled with WeChat's list"
+        );
+        Ok(summary)
+    }
+
+    /// One listed authorizer: its refresh token stored, the authorizer registered.
+    async fn reconcile(
+        &self,
+        settings: &ComponentSettings,
+        entry: crate::upstream::ListedAuthorizer,
+        summary: &mut SyncSummary,
+    ) -> Result<(), PlatformError> {
+        let component_appid = settings.component_appid.as_str();
+        let id = crate::registry::AccountId::Authorizer {
+            component_appid: component_appid.to_string(),
+            authorizer_appid: entry.authorizer_appid.clone(),
+        };
+        let known = match self.control.registry().spec(&id) {
+            Some((spec @ AccountSpec::Authorizer { revoked: false, .. }, _)) => Some(spec),
+            _ => None,
+        };
+        let key = CredentialKey::AuthorizerRefreshToken {
+            component_appid: component_appid.to_string(),
+            authorizer_appid: entry.authorizer_appid.clone(),
+        };
+        let now = Timestamp::now();
+        let written = self
+            .engine
+            .write_pushed(
+                &key,
+                entry.refresh_token,
+                crate::engine::refresh_token_expiry(now),
+                now,
+                |_| true,
+            )
+            .await?;
+        match known {
+            Some(_) => {
+                if written != crate::engine::Written::AlreadyStored {
+                    summary.recovered += 1;
+                }
+                let account = Account::Authorizer {
+                    component: component_appid,
+                    authorizer: &entry.authorizer_appid,
+                };
+                if let Ok(token) = self.hub.find(account, None) {
+                    self.engine.kick(&token);
+                }
+            }
+            None => {
+                let spec = AccountSpec::Authorizer {
+                    component_appid: component_appid.to_string(),
+                    authorizer_appid: entry.authorizer_appid,
+                    tickets: settings.authorizer_tickets.clone(),
+                    refresh: settings.refresh,
+                    func_info: Vec::new(),
+                    authorized_at: entry.auth_time,
+                    revoked: false,
+                };
+                self.control.put_authorizer(spec).await?;
+                summary.added += 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether the hub has no active authorizer of `component_appid` (a new install, or a store
+    /// that lost its data): then WeChat's list is the one place the refresh tokens still are.
+    pub fn has_no_authorizers(&self, component_appid: &str) -> bool {
+        self.control
+            .registry()
+            .authorizers_page(component_appid, None, 1, |spec| {
+                matches!(spec, AccountSpec::Authorizer { revoked: false, .. })
+            })
+            .0
+            .is_empty()
     }
 
     /// One page of a platform's authorizers (`state`: `active`, `revoked`, `needs_attention`,

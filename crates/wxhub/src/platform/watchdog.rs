@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
+use super::Platform;
 use crate::configuration::Settings;
 use crate::credential::{CredentialKey, Timestamp};
 use crate::engine::Engine;
@@ -21,14 +22,30 @@ const CHECK_EVERY: Duration = Duration::from_secs(60);
 /// A platform with no ticket at all asks for a push this soon after start.
 const FIRST_CHECK: Duration = Duration::from_millis(200);
 
-/// Starts one watchdog per configured platform; they end when `cancel` fires.
+/// First pause between attempts of the startup recovery; doubles up to [`RECOVERY_MAX_PAUSE`].
+const RECOVERY_FIRST_PAUSE: Duration = Duration::from_secs(1);
+/// Longest pause between attempts of the startup recovery.
+const RECOVERY_MAX_PAUSE: Duration = Duration::from_secs(60);
+
+/// Starts one watchdog per configured platform, and for a platform the store holds no
+/// authorizer of, the recovery from WeChat's authorizer list; they end when `cancel` fires.
 pub fn run_watchdogs(
     settings: &Settings,
+    platform: Arc<Platform>,
     engine: Engine,
     hub: Arc<Hub>,
     upstream: Upstream,
     cancel: CancellationToken,
 ) {
+    for component in &settings.components {
+        if platform.has_no_authorizers(&component.component_appid) {
+            tokio::spawn(recover(
+                platform.clone(),
+                component.component_appid.clone(),
+                cancel.clone(),
+            ));
+        }
+    }
     for component in &settings.components {
         let appid = component.component_appid.clone();
         let secret = component.secret.clone();
@@ -71,5 +88,24 @@ pub fn run_watchdogs(
                 engine.set_warning(&ticket, Some(warning));
             }
         });
+    }
+}
+
+/// Recovers a platform's authorizers from WeChat's list at startup, retrying (the component
+/// token may first need a pushed verify ticket) until it succeeds or the hub stops.
+async fn recover(platform: Arc<Platform>, component_appid: String, cancel: CancellationToken) {
+    let mut pause = RECOVERY_FIRST_PAUSE;
+    loop {
+        match platform.sync(&component_appid).await {
+            Ok(_) => return,
+            Err(e) => {
+                tracing::warn!(component = %component_appid, error = %e, "recovering the authorizers from WeChat's list failed; retrying");
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(pause) => {}
+            _ = cancel.cancelled() => return,
+        }
+        pause = (pause * 2).min(RECOVERY_MAX_PAUSE);
     }
 }

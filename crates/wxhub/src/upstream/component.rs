@@ -207,6 +207,32 @@ impl Upstream {
         })
     }
 
+    /// `api_get_authorizer_info`: the authorizer's current refresh token as WeChat holds it
+    /// (`None` if WeChat lists none: the code was never exchanged).
+    pub async fn authorizer_refresh_token(
+        &self,
+        component_appid: &str,
+        component_token: &str,
+        authorizer_appid: &str,
+    ) -> Result<Option<String>, UpstreamError> {
+        let body = json!({
+            "component_appid": component_appid,
+            "authorizer_appid": authorizer_appid,
+        });
+        let value = self
+            .component_call(
+                "api_get_authorizer_info",
+                Some(component_token),
+                body,
+                Authenticates::WithAccessToken,
+            )
+            .await?;
+        Ok(value["authorization_info"]["authorizer_refresh_token"]
+            .as_str()
+            .filter(|r| !r.is_empty())
+            .map(str::to_string))
+    }
+
     /// `api_get_authorizer_list`: one page (`count` at most 500) of the platform's authorizers
     /// with their current refresh tokens.
     pub async fn authorizer_list(

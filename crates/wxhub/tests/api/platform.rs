@@ -639,3 +639,142 @@ async fn an_acknowledged_authorizer_survives_a_restart_on_sqlite() {
         "never re-authorized"
     );
 }
+
+#[tokio::test]
+async fn a_hub_on_an_empty_store_recovers_every_authorizer_from_wechats_list() {
+    let relay = Relay::start().await;
+    let mock = platform_mock(
+        &relay,
+        Duration::from_secs(60),
+        Duration::from_secs(600),
+        |c| MockConfig {
+            authorizers_per_component: 3,
+            ..c
+        },
+    )
+    .await;
+    // The store holds nothing: a new install, or a store that was wiped.
+    let hub = spawn_app(&mock, platform_options(&[])).await;
+    relay.point_at(&[&hub]);
+    for n in 1..=3 {
+        let authorizer = wechat_mock::authorizer_appid(0, n);
+        let path = authorizer_path(&authorizer, "access_token");
+        wait_until(
+            Duration::from_secs(15),
+            "a listed authorizer is served",
+            || async { hub.get(&path).await.status() == 200 },
+        )
+        .await;
+        let token = hub.token_at(&path).await;
+        assert_eq!(
+            business_call(&hub.client, &mock, &token.access_token).await,
+            0
+        );
+    }
+
+    // Nothing left to reconcile.
+    let synced: Value = hub
+        .post(
+            &format!("/v1/components/{COMPONENT}/authorizers/sync"),
+            json!({}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(synced, json!({ "recovered": 0, "added": 0, "revoked": 0 }));
+
+    // An account withdraws while the hub cannot be reached: the next sync revokes it.
+    relay.point_at(&[]);
+    let gone = wechat_mock::authorizer_appid(0, 2);
+    let answer = owner(
+        &mock,
+        "unauthorize",
+        json!({ "component_appid": COMPONENT, "authorizer_appid": gone }),
+    )
+    .await;
+    assert_eq!(answer["push"]["acknowledged"], false);
+    assert_eq!(
+        hub.get(&authorizer_path(&gone, "access_token"))
+            .await
+            .status(),
+        200
+    );
+    let synced: Value = hub
+        .post(
+            &format!("/v1/components/{COMPONENT}/authorizers/sync"),
+            json!({}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(synced, json!({ "recovered": 0, "added": 0, "revoked": 1 }));
+    assert_eq!(
+        hub.get(&authorizer_path(&gone, "access_token"))
+            .await
+            .status(),
+        410
+    );
+    assert_eq!(
+        stats(&mock).component(COMPONENT).authorizations,
+        0,
+        "nobody re-authorized"
+    );
+}
+
+#[tokio::test]
+async fn a_stale_refresh_token_is_recovered_from_wechat_instead_of_needing_the_owner() {
+    let relay = Relay::start().await;
+    let lifetime = Duration::from_secs(4);
+    let mock = platform_mock(&relay, lifetime, Duration::from_secs(600), |c| MockConfig {
+        rotate_refresh_tokens: true,
+        grace: Duration::from_millis(500),
+        ..c
+    })
+    .await;
+    let store: Arc<dyn wxhub::store::Store> = Arc::new(wxhub::store::memory::MemoryStore::new());
+    let mut options = platform_options(&[]);
+    options.shared_store = Some(store.clone());
+    let hub = spawn_app(&mock, options).await;
+    relay.point_at(&[&hub]);
+    wait_for_component_token(&hub).await;
+    let authorizer = authorize(&mock).await;
+    let key: wxhub::credential::CredentialKey =
+        format!("authorizer_refresh_token/{COMPONENT}/{authorizer}")
+            .parse()
+            .unwrap();
+    let original = store.get(&key).await.unwrap().unwrap();
+    // Let the hub renew (rotating the refresh token) until the original is dead, then put the
+    // original back, as a restore from an old backup would.
+    let path = authorizer_path(&authorizer, "access_token");
+    let first = hub.token_at(&path).await.generation;
+    wait_until(Duration::from_secs(10), "two renewals", || async {
+        hub.token_at(&path).await.generation >= first + 2
+    })
+    .await;
+    let current = store.get(&key).await.unwrap().unwrap();
+    let stale = wxhub::credential::Token {
+        value: original.value.clone(),
+        generation: current.generation + 1,
+        ..current
+    };
+    store.compare_and_set(&key, &stale).await.unwrap();
+    let before = hub.token_at(&path).await.generation;
+    wait_until(
+        Duration::from_secs(10),
+        "renewed past the stale refresh token",
+        || async { hub.token_at(&path).await.generation >= before + 1 },
+    )
+    .await;
+    let token = hub.token_at(&path).await;
+    assert_eq!(
+        business_call(&hub.client, &mock, &token.access_token).await,
+        0
+    );
+    assert!(stats(&mock).outcome("/cgi-bin/component/api_authorizer_token", 61023) >= 1);
+    assert_ne!(
+        store.get(&key).await.unwrap().unwrap().value,
+        original.value
+    );
+}
