@@ -9,6 +9,7 @@ mod demo;
 mod faults;
 mod invalidation;
 mod platform;
+mod platform_support;
 mod refresh_cycle;
 mod restart;
 mod runtime;
