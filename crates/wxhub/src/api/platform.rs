@@ -77,8 +77,13 @@ pub async fn events(
             );
             response
         }
+        // Anyone can post here: refusals are not worth a warning each, and the path is quoted.
+        Err(error @ (PlatformError::Refused(_) | PlatformError::UnknownComponent(_))) => {
+            tracing::debug!(component = ?component, error = %error, "push refused");
+            platform_error(error).into_response()
+        }
         Err(error) => {
-            tracing::warn!(component = %component, error = %error, "push refused");
+            tracing::warn!(component = ?component, error = %error, "push not stored; not acknowledged");
             platform_error(error).into_response()
         }
     };

@@ -122,8 +122,24 @@ impl Shared {
             .hub
             .by_key(component_key)
             .ok_or(RefreshError::Removed)?;
-        let refresh = self.refresh_token(refresh_key).await?;
         let mut component_token = self.usable_token(&component).await?;
+        let stored = self.refresh_token(refresh_key).await?;
+        self.renew_lease(&credential.key, coordination).await?;
+        let mut refresh = match stored {
+            Some(refresh) => refresh,
+            // Lost (a store that lost its data): WeChat still knows it.
+            None => {
+                self.recover_refresh_token(
+                    credential,
+                    refresh_key,
+                    component_appid,
+                    &component_token,
+                    authorizer_appid,
+                    None,
+                )
+                .await?
+            }
+        };
         self.renew_lease(&credential.key, coordination).await?;
         let mut answer = self
             .upstream
@@ -155,40 +171,29 @@ impl Shared {
                 )
                 .await;
         }
-        let mut refresh = refresh;
         if matches!(&answer, Err(e) if e.errcode() == Some(REFRESH_TOKEN_INVALID)) {
             // The stored refresh token is stale (lost a rotation, restored from an old backup):
             // WeChat still knows the current one. Recover it before anyone is told to re-authorize.
-            let current = self
-                .upstream
-                .authorizer_refresh_token(component_appid, &component_token, authorizer_appid)
-                .await?;
-            if let Some(current) = current.filter(|c| *c != refresh) {
-                tracing::warn!(
-                    key = %credential.key,
-                    "the stored refresh token was refused (61023); the current one was recovered from WeChat"
-                );
-                let now = self.clock.now();
-                self.write_durable(
+            refresh = self
+                .recover_refresh_token(
+                    credential,
                     refresh_key,
-                    current.clone(),
-                    refresh_token_expiry(now),
-                    now,
-                    |_| true,
+                    component_appid,
+                    &component_token,
+                    authorizer_appid,
+                    Some(&refresh),
                 )
                 .await?;
-                refresh = current;
-                self.renew_lease(&credential.key, coordination).await?;
-                answer = self
-                    .upstream
-                    .authorizer_token(
-                        component_appid,
-                        &component_token,
-                        authorizer_appid,
-                        &refresh,
-                    )
-                    .await;
-            }
+            self.renew_lease(&credential.key, coordination).await?;
+            answer = self
+                .upstream
+                .authorizer_token(
+                    component_appid,
+                    &component_token,
+                    authorizer_appid,
+                    &refresh,
+                )
+                .await;
         }
         let tokens = answer?;
         if let Some(rotated) = tokens.refresh_token.filter(|r| *r != refresh) {
@@ -202,20 +207,54 @@ impl Shared {
     }
 
     /// The authorizer's refresh token as the store holds it (another instance may have stored a
-    /// rotated one), else as this node holds it.
-    async fn refresh_token(&self, key: &CredentialKey) -> Result<String, RefreshError> {
+    /// rotated one), else as this node holds it; `None` if neither has one.
+    async fn refresh_token(&self, key: &CredentialKey) -> Result<Option<String>, RefreshError> {
         if let Some(stored) = self.store.get(key).await? {
-            return Ok(stored.value);
+            return Ok(Some(stored.value));
         }
-        let held = self
+        Ok(self
             .hub
             .by_key(key)
             .and_then(|c| c.slot.load())
-            .map(|s| s.value.to_string());
-        held.ok_or(RefreshError::Upstream(UpstreamError::Config {
-            errcode: 61023,
-            message: "no refresh token is stored for this authorizer".into(),
-        }))
+            .map(|s| s.value.to_string()))
+    }
+
+    /// Reads the authorizer's current refresh token back from WeChat (`api_get_authorizer_info`)
+    /// and stores it durably. Fails with 61023 if WeChat has none, or only the one `refused`.
+    async fn recover_refresh_token(
+        &self,
+        credential: &Credential,
+        refresh_key: &CredentialKey,
+        component_appid: &str,
+        component_token: &str,
+        authorizer_appid: &str,
+        refused: Option<&str>,
+    ) -> Result<String, RefreshError> {
+        let current = self
+            .upstream
+            .authorizer_refresh_token(component_appid, component_token, authorizer_appid)
+            .await?
+            .filter(|c| Some(c.as_str()) != refused)
+            .ok_or(RefreshError::Upstream(UpstreamError::Config {
+                errcode: REFRESH_TOKEN_INVALID,
+                message: "the refresh token is missing or refused and WeChat lists no other; \
+                          the account must authorize the platform again"
+                    .into(),
+            }))?;
+        tracing::warn!(
+            key = %credential.key,
+            "the stored refresh token was missing or refused; the current one was recovered from WeChat"
+        );
+        let now = self.clock.now();
+        self.write_durable(
+            refresh_key,
+            current.clone(),
+            refresh_token_expiry(now),
+            now,
+            |_| true,
+        )
+        .await?;
+        Ok(current)
     }
 
     /// Writes `value` under `key` as the next generation, durably (compare-and-set), unless the

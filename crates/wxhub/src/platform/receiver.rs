@@ -382,7 +382,15 @@ mod tests {
     proptest! {
         #[test]
         fn arbitrary_input_never_panics_and_never_opens(query in ".{0,200}", body in proptest::collection::vec(any::<u8>(), 0..600)) {
-            let _ = open(&settings(None), &query, &body);
+            // Random bytes cannot carry a valid signature: nothing is ever accepted.
+            prop_assert!(open(&settings(None), &query, &body).is_err());
+        }
+
+        #[test]
+        fn arbitrary_envelopes_with_a_plausible_query_are_refused(encrypt in "[A-Za-z0-9+/=]{0,400}", appid in "[a-z0-9]{0,20}") {
+            let body = format!("<xml><AppId><![CDATA[{appid}]]></AppId><Encrypt><![CDATA[{encrypt}]]></Encrypt></xml>");
+            prop_assume!(encrypt != VECTOR_ENCRYPT);
+            prop_assert!(open(&settings(None), VECTOR_QUERY, body.as_bytes()).is_err());
         }
 
         #[test]
