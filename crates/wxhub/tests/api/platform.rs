@@ -626,3 +626,57 @@ async fn a_stale_refresh_token_is_recovered_from_wechat_instead_of_needing_the_o
         original.value
     );
 }
+
+#[tokio::test]
+async fn the_event_listener_serves_the_receiver_and_nothing_else() {
+    let relay = Relay::start().await;
+    let mock = platform_mock(
+        &relay,
+        Duration::from_secs(60),
+        Duration::from_secs(600),
+        |c| c,
+    )
+    .await;
+    let mut settings = settings_for(&mock, &platform_options(&[]));
+    settings.server.events_listen = Some(any_port());
+    let app = wxhub::startup::Application::build(settings).await.unwrap();
+    let events = format!("http://{}", app.events_address().unwrap());
+    let api = format!("http://{}", app.address());
+    tokio::spawn(app.run_until(std::future::pending()));
+    // WeChat's pushes go to the event listener only.
+    *relay.targets() = vec![events.clone()];
+    let client = reqwest::Client::new();
+    wait_until(
+        Duration::from_secs(15),
+        "the component token is served",
+        || async {
+            client
+                .get(format!("{api}/v1/components/{COMPONENT}/access_token"))
+                .bearer_auth(ADMIN_KEY)
+                .send()
+                .await
+                .is_ok_and(|r| r.status() == 200)
+        },
+    )
+    .await;
+    let consumer_route = client
+        .get(format!("{events}/v1/components/{COMPONENT}/access_token"))
+        .bearer_auth(ADMIN_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        consumer_route.status(),
+        404,
+        "the consumer API is not on the event listener"
+    );
+    assert_eq!(
+        client
+            .get(format!("{events}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+}

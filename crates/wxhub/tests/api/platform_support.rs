@@ -51,6 +51,11 @@ impl Relay {
         )
     }
 
+    /// Points the relay at raw addresses (`http://IP:PORT`).
+    pub fn targets(&self) -> std::sync::MutexGuard<'_, Vec<String>> {
+        self.targets.lock().unwrap()
+    }
+
     pub fn point_at(&self, hubs: &[&TestHub]) {
         *self.targets.lock().unwrap() = hubs.iter().map(|h| h.address.clone()).collect();
     }
