@@ -680,3 +680,38 @@ async fn the_event_listener_serves_the_receiver_and_nothing_else() {
         404
     );
 }
+
+#[tokio::test]
+async fn a_refused_verify_ticket_asks_for_a_push_and_keeps_serving_the_old_component_token() {
+    let lifetime = Duration::from_secs(6);
+    let (mock, _relay, hub) = platform(lifetime, Duration::from_secs(600), &[], |c| c).await;
+    let path = format!("/v1/components/{COMPONENT}/access_token");
+    let first = hub.token_at(&path).await;
+    let asked_before = stats(&mock).total_calls("/cgi-bin/component/api_start_push_ticket");
+    mock.add_fault(wechat_mock::FaultRule {
+        path: "/cgi-bin/component/api_component_token".into(),
+        errcode: Some(61006),
+        count: Some(2),
+        ..Default::default()
+    });
+    // The planned renewal is refused twice; the old token is served meanwhile, WeChat is asked
+    // for a push, and the renewal succeeds after it.
+    wait_until(
+        Duration::from_secs(15),
+        "the component token is renewed",
+        || async {
+            let response = hub.get(&path).await;
+            assert_eq!(response.status(), 200, "the old token is served meanwhile");
+            response.json::<TokenAnswer>().await.unwrap().generation > first.generation
+        },
+    )
+    .await;
+    assert_eq!(
+        stats(&mock).faults_injected("/cgi-bin/component/api_component_token"),
+        2
+    );
+    assert!(
+        stats(&mock).total_calls("/cgi-bin/component/api_start_push_ticket") > asked_before,
+        "a push was asked for"
+    );
+}
