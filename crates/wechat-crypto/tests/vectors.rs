@@ -1,4 +1,4 @@
-//! Published and derived test vectors (spec §4.4 A, B, D).
+//! Published and derived test vectors (vectors A, B and D of docs/wechat.md#test-vectors).
 
 mod common;
 

@@ -1,4 +1,4 @@
-//! WeChat's errcodes, their errmsg texts (spec §1, §2, §5, §6, §7) and the request-id suffixes
+//! WeChat's errcodes, their errmsg texts (docs/wechat.md#errcodes) and the request-id suffixes
 //! real errmsgs carry.
 
 use std::fmt::Write as _;

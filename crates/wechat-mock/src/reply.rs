@@ -1,5 +1,5 @@
 //! Answers in WeChat's wire shape: HTTP 200, `application/json; encoding=utf-8`, and the JSON bodies
-//! of spec §0 (no errcode on token successes, `errcode: 0` elsewhere).
+//! of docs/wechat.md#wire-conventions (no errcode on token successes, `errcode: 0` elsewhere).
 
 use std::net::IpAddr;
 

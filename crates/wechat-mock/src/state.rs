@@ -22,13 +22,13 @@ use crate::reply::{Reply, Status};
 use crate::time::Periods;
 use crate::{FaultRule, MockConfig, MockStats};
 
-/// `stable_token` calls per appid per day (spec §2: 500 000/day).
+/// `stable_token` calls per appid per day (docs/wechat.md#stable_token: 500 000/day).
 const STABLE_DAILY_LIMIT: u32 = 500_000;
-/// Quota clears per appid per calendar month, API and console together (spec §6).
+/// Quota clears per appid per calendar month, API and console together (docs/wechat.md#quota-apis).
 const CLEARS_PER_MONTH: u32 = 10;
-/// Work WeChat corp ticket fetches per corp per hour (spec §5).
+/// Work WeChat corp ticket fetches per corp per hour (docs/wechat.md#work-wechat).
 const CORP_TICKETS_PER_HOUR: u32 = 400;
-/// Work WeChat agent_config ticket fetches per app per hour (spec §5).
+/// Work WeChat agent_config ticket fetches per app per hour (docs/wechat.md#work-wechat).
 const AGENT_TICKETS_PER_HOUR: u32 = 100;
 /// The answer of `get_api_domain_ip`: addresses of WeChat's API servers.
 const API_IPS: [&str; 5] = [
@@ -567,7 +567,7 @@ impl State {
         }
     }
 
-    /// `GET /cgi-bin/token` (spec §1).
+    /// `GET /cgi-bin/token` (docs/wechat.md#access_token).
     fn token(
         &mut self,
         s: &Settings,
@@ -603,7 +603,7 @@ impl State {
         }))
     }
 
-    /// `POST /cgi-bin/stable_token` (spec §2).
+    /// `POST /cgi-bin/stable_token` (docs/wechat.md#stable_token).
     fn stable_token(
         &mut self,
         s: &Settings,
@@ -681,7 +681,7 @@ impl State {
         }))
     }
 
-    /// `GET /cgi-bin/ticket/getticket` (spec §3): the same ticket, with the full lifetime as
+    /// `GET /cgi-bin/ticket/getticket` (docs/wechat.md#js-sdk-tickets): the same ticket, with the full lifetime as
     /// `expires_in`, until it really expires.
     fn get_ticket(
         &mut self,
@@ -737,7 +737,7 @@ impl State {
         })
     }
 
-    /// `POST /cgi-bin/openapi/quota/get` (spec §6), for the APIs whose quota the mock keeps.
+    /// `POST /cgi-bin/openapi/quota/get` (docs/wechat.md#quota-apis), for the APIs whose quota the mock keeps.
     fn quota_get(
         &mut self,
         s: &Settings,
@@ -770,7 +770,7 @@ impl State {
         }))
     }
 
-    /// `POST /cgi-bin/clear_quota?access_token=` with `{"appid"}` (spec §6).
+    /// `POST /cgi-bin/clear_quota?access_token=` with `{"appid"}` (docs/wechat.md#quota-apis).
     fn clear_quota(&mut self, input: &Input, now: Instant, periods: Periods) -> Result<Reply, i64> {
         input.require_post()?;
         let owner = &self
@@ -786,7 +786,7 @@ impl State {
         Ok(Reply::success(&Status::OK))
     }
 
-    /// `POST /cgi-bin/clear_quota/v2` with appid and appsecret in the query or the body (spec §6).
+    /// `POST /cgi-bin/clear_quota/v2` with appid and appsecret in the query or the body (docs/wechat.md#quota-apis).
     fn clear_quota_v2(&mut self, input: &Input, periods: Periods) -> Result<Reply, i64> {
         input.require_post()?;
         let appid = input.query_or_body("appid")?.ok_or(APPID_MISSING)?;
@@ -799,7 +799,7 @@ impl State {
         Ok(Reply::success(&Status::OK))
     }
 
-    /// `GET /cgi-bin/gettoken` (spec §5): one token per app secret, the same until it expires.
+    /// `GET /cgi-bin/gettoken` (docs/wechat.md#work-wechat): one token per app secret, the same until it expires.
     /// Like the ticket endpoints, a repeated fetch gets the same answer, full `expires_in`
     /// included, although the token dies at its first expiry.
     fn corp_token(&mut self, s: &Settings, input: &Input, now: Instant) -> Result<Reply, i64> {
@@ -840,7 +840,7 @@ impl State {
             .clone())
     }
 
-    /// `GET /cgi-bin/get_jsapi_ticket` (spec §5): the corp's ticket, 400 fetches per hour.
+    /// `GET /cgi-bin/get_jsapi_ticket` (docs/wechat.md#work-wechat): the corp's ticket, 400 fetches per hour.
     fn corp_jsapi_ticket(
         &mut self,
         s: &Settings,
@@ -876,7 +876,7 @@ impl State {
         Ok(ticket_reply(&ticket, s.lifetime))
     }
 
-    /// `GET /cgi-bin/ticket/get?type=agent_config` (spec §5): the app's ticket, 100 per hour.
+    /// `GET /cgi-bin/ticket/get?type=agent_config` (docs/wechat.md#work-wechat): the app's ticket, 100 per hour.
     fn corp_agent_ticket(
         &mut self,
         s: &Settings,

@@ -329,7 +329,7 @@ impl FromStr for CredentialKey {
 ///
 /// `generation` orders every write of one key across the whole cluster: a token is only ever
 /// written with the stored generation plus one, so a slow refresher can never put an older token
-/// back (DESIGN §3, "never go backwards").
+/// back (docs/architecture.md#never-go-backwards).
 #[derive(Clone, PartialEq, Eq)]
 pub struct Token {
     /// The secret value handed to consumers. Never logged: `Debug` redacts it.

@@ -30,7 +30,7 @@ pub struct Served {
     pub generation: u64,
     /// When WeChat stops accepting it.
     pub expires_at: Timestamp,
-    /// Until when a consumer may keep using it without asking again (DESIGN §3, "what consumers
+    /// Until when a consumer may keep using it without asking again (docs/architecture.md#what-consumers-are-told, "what consumers
     /// are told"): never after `expires_at`, and shortly after the hub's next planned refresh.
     pub serve_until: Timestamp,
     /// `{"access_token":"…","expires_in":` — everything before the one per-request number.
@@ -120,6 +120,9 @@ pub struct Credential {
     spec: ArcSwap<CredentialSpec>,
     /// Set once it has been removed: a refresh still running for it must not write back.
     retired: AtomicBool,
+    /// Woken whenever what is served changes: a read that lands between an expired value and
+    /// its successor waits on it (docs/architecture.md#rollover).
+    served_changed: tokio::sync::Notify,
 }
 
 impl Credential {
@@ -131,7 +134,19 @@ impl Credential {
             slot: Slot::default(),
             spec: ArcSwap::from_pointee(spec),
             retired: AtomicBool::new(false),
+            served_changed: tokio::sync::Notify::new(),
         }
+    }
+
+    /// Serves `served` from now on and wakes every read waiting for a new value.
+    pub fn serve(&self, served: Arc<Served>) {
+        self.slot.store(served);
+        self.served_changed.notify_waiters();
+    }
+
+    /// Waits until what is served changes (register before checking, see `Notify::notified`).
+    pub fn served_changed(&self) -> tokio::sync::futures::Notified<'_> {
+        self.served_changed.notified()
     }
 
     /// How it is kept fresh now.
@@ -335,12 +350,18 @@ impl Hub {
         self.by_key.is_empty()
     }
 
-    /// Whether every credential defined in the configuration file has a token that is still valid
-    /// at `now` (for `/readyz`: runtime additions never take an instance out of a balancer).
-    pub fn all_usable(&self, now: Timestamp) -> bool {
+    /// Whether every credential defined in the configuration file has a usable token at `now`
+    /// (for `/readyz`: runtime additions never take an instance out of a balancer). A value that
+    /// expired less than `rollover` ago still counts: its successor is on its way (WeChat issues
+    /// a re-sent value's successor only once it died), and readiness must not flap on every
+    /// cluster member at each expiry.
+    pub fn all_usable(&self, now: Timestamp, rollover: std::time::Duration) -> bool {
         self.by_key.pin().values().all(|c| {
             c.spec().origin != Origin::Config
-                || c.slot.peek().as_ref().is_some_and(|s| s.expires_at > now)
+                || c.slot
+                    .peek()
+                    .as_ref()
+                    .is_some_and(|s| s.expires_at.plus(rollover) > now)
         })
     }
 

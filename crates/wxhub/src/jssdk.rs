@@ -1,4 +1,4 @@
-//! JS-SDK configuration signatures (spec §3): what a web page passes to `wx.config` and
+//! JS-SDK configuration signatures (docs/wechat.md#js-sdk-signature): what a web page passes to `wx.config` and
 //! `wx.agentConfig`.
 
 use rand::distributions::Alphanumeric;

@@ -3,7 +3,7 @@
 //! One service holds the AppSecrets, keeps every WeChat credential fresh and hands the credentials
 //! to any number of business servers, which never call WeChat's token endpoints themselves.
 //!
-//! The modules follow the architecture of DESIGN §2:
+//! The modules follow the architecture of docs/architecture.md#parts:
 //! - [`configuration`] — the TOML file and its environment overrides;
 //! - [`credential`] — typed credential keys and tokens;
 //! - [`upstream`] — WeChat's HTTP endpoints, with classified errors;
@@ -11,8 +11,10 @@
 //! - [`engine`] — the refresh scheduler, single-flight and invalidation;
 //! - [`hub`] — the read side: pre-rendered tokens served at memory speed;
 //! - [`platform`] — the third-party platform: pushes, authorizers, revocation;
+//! - [`history`] — each credential's refreshes of the last hour, for operators;
 //! - [`api`] — HTTP routes, consumer authentication, health and metrics;
 //! - [`startup`] — wires them together into a running application;
+//! - [`fdlimit`] — the file-descriptor limit, raised at start, and the connections it allows;
 //! - [`demo`] — the hub against an in-process `wechat-mock`, nothing to configure.
 
 pub mod api;
@@ -21,6 +23,8 @@ pub mod control;
 pub mod credential;
 pub mod demo;
 pub mod engine;
+pub mod fdlimit;
+pub mod history;
 pub mod hub;
 pub mod jssdk;
 pub mod metrics;

@@ -1,11 +1,13 @@
 //! The `wxhub` command line (docs/architecture.md#command-line): `serve`, `demo`, `check-config`,
-//! `hash-key`.
+//! `hash-key`, `new-key`.
 
+use std::io::{IsTerminal, Read};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use rand::RngCore;
 use wxhub::configuration::{consumer_key_sha256, Settings};
 use wxhub::demo::{self, DemoOptions};
 use wxhub::startup::Application;
@@ -44,21 +46,56 @@ enum Command {
     },
     /// Print the key_sha256 to put in [[consumers]] for a consumer's bearer key.
     HashKey {
-        /// The consumer's bearer key.
-        key: String,
+        /// The consumer's bearer key; read from standard input when absent (so that it stays out
+        /// of the shell history and the process list).
+        key: Option<String>,
     },
+    /// Generate a consumer key (256 random bits) and print it with its key_sha256.
+    NewKey,
 }
+
+/// Shortest consumer key `hash-key` accepts: 32 characters (128 bits as hex), so that a key
+/// cannot be guessed from its hash.
+const MIN_KEY_CHARS: usize = 32;
+/// Longest key read from standard input; anything longer is not a key someone pasted.
+const MAX_KEY_BYTES: u64 = 4096;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::HashKey { key } => {
+            let key = match key.map_or_else(read_key_from_stdin, Ok) {
+                Ok(key) => key,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            if let Err(e) = check_key(&key) {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
             println!("{}", consumer_key_sha256(&key));
+            ExitCode::SUCCESS
+        }
+        Command::NewKey => {
+            let mut bytes = [0u8; 32];
+            rand::rngs::OsRng.fill_bytes(&mut bytes);
+            let key = hex::encode(bytes);
+            println!("key: {key}");
+            println!("key_sha256: {}", consumer_key_sha256(&key));
+            eprintln!(
+                "give the key to the consumer (Authorization: Bearer <key>); put key_sha256 in \
+                 its [[consumers]] entry"
+            );
             ExitCode::SUCCESS
         }
         Command::CheckConfig { config } => match Settings::load(&config) {
             Ok(settings) => {
                 print!("{}", settings.render_masked());
+                for warning in settings.warnings() {
+                    eprintln!("warning: {}: {warning}", config.display());
+                }
                 eprintln!("{}: configuration is valid", config.display());
                 ExitCode::SUCCESS
             }
@@ -100,6 +137,63 @@ fn main() -> ExitCode {
             })
         }
     }
+}
+
+/// Reads a key from standard input: everything up to the end, without its trailing line break.
+fn read_key_from_stdin() -> Result<String, String> {
+    let mut stdin = std::io::stdin();
+    if stdin.is_terminal() {
+        eprintln!("reading the key from standard input (end with Ctrl-D)");
+    }
+    let mut raw = Vec::new();
+    stdin
+        .by_ref()
+        .take(MAX_KEY_BYTES + 1)
+        .read_to_end(&mut raw)
+        .map_err(|e| format!("cannot read the key from standard input: {e}"))?;
+    if raw.len() as u64 > MAX_KEY_BYTES {
+        return Err(format!(
+            "the key on standard input is longer than {MAX_KEY_BYTES} bytes"
+        ));
+    }
+    let mut key =
+        String::from_utf8(raw).map_err(|_| "the key on standard input is not UTF-8".to_string())?;
+    if key.ends_with('\n') {
+        key.pop();
+        if key.ends_with('\r') {
+            key.pop();
+        }
+    }
+    Ok(key)
+}
+
+/// Refuses keys that would be weak or could never be sent: empty, shorter than
+/// [`MIN_KEY_CHARS`], or with characters an `Authorization` header cannot carry as they are.
+fn check_key(key: &str) -> Result<(), String> {
+    let hint = "generate one with `wxhub new-key`";
+    if key.is_empty() {
+        return Err(format!("the key is empty; {hint}"));
+    }
+    if key.trim() != key {
+        return Err(
+            "the key starts or ends with whitespace, which an Authorization header drops"
+                .to_string(),
+        );
+    }
+    if !key.chars().all(|c| c.is_ascii_graphic()) {
+        return Err(
+            "the key may only contain visible ASCII characters (no spaces or control characters)"
+                .to_string(),
+        );
+    }
+    let length = key.chars().count();
+    if length < MIN_KEY_CHARS {
+        return Err(format!(
+            "the key is {length} characters long; a consumer key needs at least \
+             {MIN_KEY_CHARS}; {hint}"
+        ));
+    }
+    Ok(())
 }
 
 /// Runs `main_task` on a multi-threaded runtime and turns its error into an exit code.

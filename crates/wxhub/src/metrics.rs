@@ -1,4 +1,4 @@
-//! Prometheus metrics (DESIGN §8), rendered as text by `GET /metrics`.
+//! Prometheus metrics (docs/architecture.md#observability), rendered as text by `GET /metrics`.
 //!
 //! Counters touched on the consumer read path are plain atomics in a fixed matrix (route ×
 //! status), one copy per thread, so serving a token never takes a lock for bookkeeping nor writes
@@ -93,7 +93,7 @@ fn shard() -> usize {
 /// Statuses the API answers with; anything else is counted as `other`.
 const STATUSES: [u16; 12] = [200, 400, 401, 403, 404, 405, 408, 409, 413, 429, 500, 503];
 
-/// What an invalidation report turned into (DESIGN §3, compare-and-refresh).
+/// What an invalidation report turned into (docs/architecture.md#compare-and-refresh).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum InvalidationOutcome {
     /// The reported token was no longer current: answered with the current one, no upstream call.
@@ -102,6 +102,74 @@ pub enum InvalidationOutcome {
     Refreshed,
     /// The token was younger than `min_refresh_interval`: answered with it, not refreshed.
     Throttled,
+    /// WeChat still accepts the reported token: answered with it, not refreshed.
+    Rejected,
+}
+
+impl InvalidationOutcome {
+    /// Every outcome, in the order of its counter.
+    const ALL: [InvalidationOutcome; 4] = [
+        InvalidationOutcome::Stale,
+        InvalidationOutcome::Refreshed,
+        InvalidationOutcome::Throttled,
+        InvalidationOutcome::Rejected,
+    ];
+
+    /// The outcome's name in metrics and answers.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InvalidationOutcome::Stale => "stale",
+            InvalidationOutcome::Refreshed => "refreshed",
+            InvalidationOutcome::Throttled => "throttled",
+            InvalidationOutcome::Rejected => "rejected",
+        }
+    }
+}
+
+/// The errcodes that get a metric series of their own: those WeChat documents for the endpoints
+/// the hub calls. The errcode comes from the upstream's answer, so any other number shares the
+/// series `other`; otherwise every distinct number a broken or hostile upstream sends would add
+/// a series for good.
+const KNOWN_ERRCODES: [(i64, &str); 31] = [
+    (-1, "-1"),
+    (40001, "40001"),
+    (40002, "40002"),
+    (40013, "40013"),
+    (40014, "40014"),
+    (40091, "40091"),
+    (40125, "40125"),
+    (40164, "40164"),
+    (40243, "40243"),
+    (41001, "41001"),
+    (41002, "41002"),
+    (41004, "41004"),
+    (41018, "41018"),
+    (42001, "42001"),
+    (43002, "43002"),
+    (45009, "45009"),
+    (45011, "45011"),
+    (45033, "45033"),
+    (47001, "47001"),
+    (48001, "48001"),
+    (48006, "48006"),
+    (61004, "61004"),
+    (61005, "61005"),
+    (61006, "61006"),
+    (61007, "61007"),
+    (61011, "61011"),
+    (61023, "61023"),
+    (89501, "89501"),
+    (89503, "89503"),
+    (89506, "89506"),
+    (89507, "89507"),
+];
+
+/// The `errcode` label of `code`: its number if it is a [`KNOWN_ERRCODES`] one, else `other`.
+fn errcode_label(code: i64) -> &'static str {
+    KNOWN_ERRCODES
+        .iter()
+        .find(|(known, _)| *known == code)
+        .map_or("other", |(_, label)| label)
 }
 
 /// Upper bounds of the upstream latency histogram, in seconds.
@@ -121,13 +189,13 @@ pub struct Metrics {
     /// Consumer requests, in [`REQUEST_SHARDS`] shards summed when rendered.
     requests: Box<[RequestShard; REQUEST_SHARDS]>,
     /// Invalidation reports by outcome.
-    invalidations: [AtomicU64; 3],
+    invalidations: [AtomicU64; InvalidationOutcome::ALL.len()],
     /// Refresh attempts by (credential kind, outcome).
     refreshes: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
     /// Upstream call latency by endpoint.
     upstream_latency: Mutex<BTreeMap<&'static str, Histogram>>,
-    /// WeChat errcodes seen, by endpoint and errcode.
-    errcodes: Mutex<BTreeMap<(&'static str, i64), u64>>,
+    /// WeChat errcodes seen, by endpoint and errcode label ([`errcode_label`]).
+    errcodes: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
     /// Failed store operations (the store being unreachable is also reflected in `/readyz`).
     store_errors: AtomicU64,
     /// Whether the store answered the engine's last health check. While it does not, the hub is
@@ -209,7 +277,9 @@ impl Metrics {
             h.count += 1;
         }
         if let Some(code) = error.and_then(UpstreamError::errcode) {
-            *lock(&self.errcodes).entry((endpoint, code)).or_default() += 1;
+            *lock(&self.errcodes)
+                .entry((endpoint, errcode_label(code)))
+                .or_default() += 1;
         }
     }
 
@@ -240,8 +310,9 @@ impl Metrics {
 
         out.push_str("# HELP wxhub_invalidations_total Invalidation reports by outcome.\n");
         out.push_str("# TYPE wxhub_invalidations_total counter\n");
-        for (i, name) in ["stale", "refreshed", "throttled"].iter().enumerate() {
-            let n = self.invalidations[i].load(Ordering::Relaxed);
+        for outcome in InvalidationOutcome::ALL {
+            let n = self.invalidations[outcome as usize].load(Ordering::Relaxed);
+            let name = outcome.as_str();
             let _ = writeln!(out, "wxhub_invalidations_total{{outcome=\"{name}\"}} {n}");
         }
 
@@ -348,6 +419,36 @@ mod tests {
         assert!(
             out.contains("wxhub_upstream_errcodes_total{endpoint=\"token\",errcode=\"40125\"} 1")
         );
+    }
+
+    #[test]
+    fn unknown_errcodes_share_one_series() {
+        let m = Metrics::default();
+        let error = |errcode| UpstreamError::Config {
+            errcode,
+            message: "m".into(),
+        };
+        for code in 0..300 {
+            m.observe_upstream("token", Duration::ZERO, Some(&error(70_000 + code)));
+        }
+        m.observe_upstream("token", Duration::ZERO, Some(&error(45009)));
+        m.observe_upstream("token", Duration::ZERO, Some(&error(i64::MIN)));
+        let mut out = String::new();
+        m.render(&mut out);
+        let series: Vec<&str> = out
+            .lines()
+            .filter(|l| l.starts_with("wxhub_upstream_errcodes_total{"))
+            .collect();
+        assert_eq!(
+            series,
+            [
+                "wxhub_upstream_errcodes_total{endpoint=\"token\",errcode=\"45009\"} 1",
+                "wxhub_upstream_errcodes_total{endpoint=\"token\",errcode=\"other\"} 301",
+            ]
+        );
+        for (code, label) in KNOWN_ERRCODES {
+            assert_eq!(label, code.to_string());
+        }
     }
 
     #[test]

@@ -14,10 +14,11 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, ApiContext};
-use crate::configuration::{ConfigError, Settings, StoreSettings};
+use crate::configuration::{ConfigError, ServerSettings, Settings, StoreSettings};
 use crate::control::{Control, ControlError};
 use crate::engine::clock::SystemClock;
 use crate::engine::{Engine, EngineParts};
+use crate::fdlimit;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::registry::Registry;
@@ -84,6 +85,8 @@ pub struct Application {
     context: Arc<ApiContext>,
     /// The configuration it runs with.
     settings: Arc<Settings>,
+    /// The listener's limits, with `max_connections` resolved against the descriptor limit.
+    limits: api::Limits,
 }
 
 impl Application {
@@ -115,6 +118,9 @@ impl Application {
         store: Arc<dyn Store>,
         config_path: Option<PathBuf>,
     ) -> Result<Application, StartupError> {
+        for warning in settings.warnings() {
+            tracing::warn!("configuration: {warning}");
+        }
         let settings = Arc::new(settings);
         let metrics = Arc::new(Metrics::default());
         let upstream = Upstream::new(
@@ -162,6 +168,7 @@ impl Application {
             }
             None => None,
         };
+        let limits = listener_limits(&settings.server);
         let account_feed = store.subscribe_accounts();
         control.start().await?;
         engine.start();
@@ -170,6 +177,12 @@ impl Application {
             control
                 .clone()
                 .run_account_feed(account_feed, cancel.clone()),
+        );
+        tracing::info!(
+            max_connections = limits.max_connections,
+            header_read_timeout = ?limits.deadlines.header_read_timeout,
+            idle_timeout = ?limits.deadlines.idle_timeout,
+            "connection limits"
         );
         tracing::info!(
             %address,
@@ -209,6 +222,7 @@ impl Application {
             cancel,
             context,
             settings,
+            limits,
         })
     }
 
@@ -248,7 +262,7 @@ impl Application {
             })
         });
         let service = api::service(self.context, timeout);
-        let served = api::serve(self.listener, service, shutdown).await;
+        let served = api::serve(self.listener, service, self.limits, shutdown).await;
         self.cancel.cancel();
         if let Some(events) = events {
             let _ = events.await;
@@ -256,5 +270,46 @@ impl Application {
         self.engine.shutdown(ENGINE_SHUTDOWN_DEADLINE).await;
         tracing::info!("wxhub stopped");
         served
+    }
+}
+
+/// The listener's limits: `[server]`'s timeouts, and its connection cap checked against the
+/// file-descriptor limit, which is first raised as far as the process may (logged either way).
+fn listener_limits(server: &ServerSettings) -> api::Limits {
+    let budget = match fdlimit::raise() {
+        Ok(limit) => {
+            tracing::info!(
+                before = limit.before,
+                now = limit.now,
+                "file-descriptor limit"
+            );
+            Some(fdlimit::connection_budget(limit.now))
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read or raise the file-descriptor limit");
+            None
+        }
+    };
+    let max_connections = match (server.max_connections, budget) {
+        (Some(wanted), Some(budget)) if wanted > budget => {
+            tracing::warn!(
+                max_connections = wanted,
+                allowed = budget,
+                "server.max_connections is more than the file-descriptor limit leaves room for; \
+                 serving at most the allowed number"
+            );
+            budget
+        }
+        (Some(wanted), _) => wanted,
+        (None, Some(budget)) => budget,
+        (None, None) => fdlimit::connection_budget(1024),
+    };
+    api::Limits {
+        deadlines: api::Deadlines {
+            header_read_timeout: server.header_read_timeout,
+            idle_timeout: server.idle_timeout,
+        },
+        max_connections,
+        drain_timeout: server.request_timeout,
     }
 }

@@ -4,22 +4,22 @@
 //! Official-account routes and Work WeChat routes share one implementation per action; the
 //! handlers only turn their path into an [`Account`].
 
-use axum::extract::{Path, Request, State};
-use axum::http::HeaderMap;
+use axum::extract::{Path, RawQuery, Request, State};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use bytes::Bytes;
 use serde::Deserialize;
 
 use super::{
-    authorize, finish, json_body, json_ok, missing, resolve, Account, ApiContext, ApiError,
-    ApiState,
+    authorize, authorize_named, authorize_reading, finish, json_body, json_ok, missing, resolve,
+    Account, ApiContext, ApiError, ApiState,
 };
 use crate::configuration::Scope;
 use crate::credential::Timestamp;
 use crate::engine::RefreshError;
 use crate::hub::{Missing, Served, Slot};
 use crate::jssdk;
-use crate::metrics::Route;
+use crate::metrics::{InvalidationOutcome, Route};
 
 /// The body of an access-token report.
 #[derive(Deserialize)]
@@ -89,13 +89,30 @@ pub(super) fn read_body(
         .unwrap_or_else(|| Err(missing(account, ticket, Missing::Account)))
 }
 
-pub(super) fn read(
+/// A read as the router answers it: like [`read_body`], except that a read landing between an
+/// expired value and its successor waits (bounded) for the successor instead of answering 503.
+pub(super) async fn read(
     context: &ApiContext,
     headers: &HeaderMap,
     account: Account<'_>,
     ticket: Option<&str>,
 ) -> Result<Response, ApiError> {
-    read_body(context, headers, account, ticket).map(json_ok)
+    match read_body(context, headers, account, ticket) {
+        Err(error) if error.is_not_ready() => {}
+        other => return other.map(json_ok),
+    }
+    let credential = resolve(context, account, ticket)?;
+    let give_up = tokio::time::Instant::now() + super::rollover_wait(&context.settings);
+    loop {
+        let changed = credential.served_changed();
+        match serve_slot(&credential.slot) {
+            Err(error) if error.is_not_ready() => {}
+            other => return other.map(json_ok),
+        }
+        if tokio::time::timeout_at(give_up, changed).await.is_err() {
+            return serve_slot(&credential.slot).map(json_ok);
+        }
+    }
 }
 
 pub(super) async fn invalidate(
@@ -105,7 +122,7 @@ pub(super) async fn invalidate(
     ticket: Option<&str>,
     request: Request,
 ) -> Result<Response, ApiError> {
-    authorize(context, headers, Scope::Invalidate, Some(account))?;
+    let may_read = authorize_reading(context, headers, Scope::Invalidate, Some(account))?;
     let credential = resolve(context, account, ticket)?;
     let reported = match ticket {
         None => {
@@ -133,7 +150,29 @@ pub(super) async fn invalidate(
         .invalidate(&credential, &reported)
         .await
         .map_err(refresh_failed)?;
-    render(&invalidation.served)
+    if may_read {
+        render(&invalidation.served)
+    } else {
+        report_without_value(&invalidation.served, invalidation.outcome)
+    }
+}
+
+/// The answer to a report by a consumer without the `read` scope: what the report turned into and
+/// which generation is now served, never the value itself (the `invalidate` scope must not be a
+/// way to read credentials).
+fn report_without_value(
+    served: &Served,
+    outcome: InvalidationOutcome,
+) -> Result<Response, ApiError> {
+    let outcome = outcome.as_str();
+    let expires_in = served.expires_in(Timestamp::now()).ok_or_else(not_ready)?;
+    let answer = serde_json::json!({
+        "outcome": outcome,
+        "generation": served.generation,
+        "expires_at": served.expires_at.to_rfc3339(),
+        "expires_in": expires_in,
+    });
+    Ok(json_ok(Bytes::from(answer.to_string())))
 }
 
 pub(super) async fn sign(
@@ -199,16 +238,48 @@ pub(super) async fn sign(
     Ok(json_ok(Bytes::from(answer.to_string())))
 }
 
+/// Whether the query string says `force=true`.
+fn forced(query: Option<&str>) -> Result<bool, ApiError> {
+    let mut force = false;
+    for pair in query
+        .unwrap_or_default()
+        .split('&')
+        .filter(|p| !p.is_empty())
+    {
+        match pair {
+            "force=true" => force = true,
+            "force=false" => force = false,
+            _ => {
+                return Err(ApiError::bad_request(
+                    "invalid_query",
+                    "the only parameter is force=true|false",
+                ))
+            }
+        }
+    }
+    Ok(force)
+}
+
 async fn refresh(
     context: &ApiContext,
     headers: &HeaderMap,
     account: Account<'_>,
+    query: Option<&str>,
 ) -> Result<Response, ApiError> {
-    authorize(context, headers, Scope::Admin, Some(account))?;
+    let consumer = authorize_named(context, headers, Scope::Admin, Some(account))?;
+    let force = forced(query)?;
     let credential = resolve(context, account, None)?;
+    if !force && context.engine.too_young_to_refresh(&credential) {
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_soon",
+            "the token is younger than min_refresh_interval; add ?force=true to refresh it anyway",
+        ));
+    }
+    tracing::info!(consumer, key = %credential.key, force, "admin: refresh requested");
     let served = context
         .engine
-        .refresh_now(&credential)
+        .refresh_now(&credential, force)
         .await
         .map_err(refresh_failed)?;
     let answer = serde_json::json!({
@@ -225,7 +296,7 @@ pub async fn app_access_token(
     Path(appid): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    let result = read(&context, &headers, Account::App(&appid), None);
+    let result = read(&context, &headers, Account::App(&appid), None).await;
     finish(&context, Route::AccessToken, result)
 }
 
@@ -246,7 +317,7 @@ pub async fn app_ticket(
     Path((appid, kind)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Response {
-    let result = read(&context, &headers, Account::App(&appid), Some(&kind));
+    let result = read(&context, &headers, Account::App(&appid), Some(&kind)).await;
     finish(&context, Route::Ticket, result)
 }
 
@@ -283,9 +354,10 @@ pub async fn app_jssdk_signature(
 pub async fn app_refresh(
     State(context): State<ApiState>,
     Path(appid): Path<String>,
+    RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Response {
-    let result = refresh(&context, &headers, Account::App(&appid)).await;
+    let result = refresh(&context, &headers, Account::App(&appid), query.as_deref()).await;
     finish(&context, Route::AdminRefresh, result)
 }
 
@@ -296,7 +368,7 @@ pub async fn corp_access_token(
     headers: HeaderMap,
 ) -> Response {
     let account = Account::corp(&corpid, &agentid);
-    let result = read(&context, &headers, account, None);
+    let result = read(&context, &headers, account, None).await;
     finish(&context, Route::AccessToken, result)
 }
 
@@ -319,7 +391,7 @@ pub async fn corp_ticket(
     headers: HeaderMap,
 ) -> Response {
     let account = Account::corp(&corpid, &agentid);
-    let result = read(&context, &headers, account, Some(&kind));
+    let result = read(&context, &headers, account, Some(&kind)).await;
     finish(&context, Route::Ticket, result)
 }
 
@@ -351,10 +423,11 @@ pub async fn corp_jssdk_signature(
 pub async fn corp_refresh(
     State(context): State<ApiState>,
     Path((corpid, agentid)): Path<(String, String)>,
+    RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Response {
     let account = Account::corp(&corpid, &agentid);
-    let result = refresh(&context, &headers, account).await;
+    let result = refresh(&context, &headers, account, query.as_deref()).await;
     finish(&context, Route::AdminRefresh, result)
 }
 

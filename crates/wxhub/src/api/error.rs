@@ -1,5 +1,5 @@
 //! The API's error answers: `{"error":{"code":"…","message":"…"}}` with a fitting status
-//! (DESIGN §5). Messages name what is wrong and never carry a secret or a token value.
+//! (docs/architecture.md#error-model). Messages name what is wrong and never carry a secret or a token value.
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -13,6 +13,13 @@ pub struct ApiError {
     pub code: &'static str,
     /// Human-readable explanation.
     pub message: String,
+}
+
+impl ApiError {
+    /// Whether this is the "no usable value right now" answer, which a read may wait out.
+    pub fn is_not_ready(&self) -> bool {
+        self.code == "not_ready"
+    }
 }
 
 impl ApiError {

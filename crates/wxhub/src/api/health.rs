@@ -1,5 +1,5 @@
 //! Liveness, readiness and metrics: unauthenticated, for load balancers and Prometheus (bind the
-//! hub to a private address, DESIGN §5).
+//! hub to a private address, docs/architecture.md#health-readiness-and-metrics).
 
 use std::fmt::Write as _;
 use std::time::Duration;
@@ -8,7 +8,7 @@ use axum::extract::State;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
-use super::ApiState;
+use super::{rollover_wait, ApiState};
 use crate::credential::Timestamp;
 
 /// How long `/readyz` waits for the store to answer.
@@ -32,7 +32,9 @@ pub async fn readyz(State(context): State<ApiState>) -> Response {
         tokio::time::timeout(STORE_PING_TIMEOUT, context.store.ping()).await,
         Ok(Ok(()))
     );
-    let tokens_ok = context.hub.all_usable(Timestamp::now());
+    let tokens_ok = context
+        .hub
+        .all_usable(Timestamp::now(), rollover_wait(&context.settings));
     let status = match (tokens_ok, store_ok) {
         (false, _) => "unavailable",
         (true, false) => "degraded",

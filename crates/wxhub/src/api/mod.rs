@@ -1,4 +1,4 @@
-//! The HTTP API of DESIGN §5: consumer routes under `/v1`, health, readiness and metrics.
+//! The HTTP API of docs/architecture.md#http-api: consumer routes under `/v1`, health, readiness and metrics.
 //!
 //! Every `/v1` route authenticates the consumer's bearer key (401), resolves the account (404),
 //! then checks the consumer's accounts and scopes (403). Token reads are answered from the hub's
@@ -7,12 +7,14 @@
 
 mod admin;
 mod auth;
+mod connection;
 mod credentials;
 mod error;
 mod health;
 mod platform;
 mod serve;
 mod service;
+mod status;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,18 +29,25 @@ use axum::Router;
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
 
-use crate::configuration::{Scope, Settings};
+use crate::configuration::{ConsumerSettings, Scope, Settings};
 use crate::control::Control;
 use crate::engine::Engine;
 use crate::hub::{Credential, Hub, Missing};
 use crate::metrics::{Metrics, Route};
 use crate::store::Store;
 pub use auth::KeyCache;
+pub use connection::Deadlines;
 pub use error::ApiError;
-pub use serve::serve;
+pub use serve::{serve, Limits};
 pub use service::{ApiBody, ApiFuture, ApiService};
 
-/// Largest request body accepted (DESIGN §5): larger ones get 413.
+/// How long a read that lands between an expired value and its successor waits for it: about one
+/// upstream call, plus a margin for the store write.
+pub fn rollover_wait(settings: &Settings) -> Duration {
+    settings.wechat.timeout + Duration::from_secs(1)
+}
+
+/// Largest request body accepted (docs/architecture.md#error-model): larger ones get 413.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// What every handler needs, shared behind one `Arc`.
@@ -184,6 +193,7 @@ pub fn router(context: ApiState, request_timeout: Duration) -> Router {
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
+        .route("/status", get(status::status_page))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(
@@ -253,6 +263,19 @@ pub fn authorize(
     authorize_as(context, headers, scope, account, |_| ())
 }
 
+/// [`authorize`], returning whether the consumer may also read values (an `invalidate`-only
+/// consumer is answered without them).
+pub fn authorize_reading(
+    context: &ApiContext,
+    headers: &HeaderMap,
+    scope: Scope,
+    account: Option<Account<'_>>,
+) -> Result<bool, ApiError> {
+    authorize_as(context, headers, scope, account, |consumer| {
+        consumer.has_scope(Scope::Read)
+    })
+}
+
 /// [`authorize`], returning the consumer's name (for admin routes, whose actions are logged).
 pub fn authorize_named(
     context: &ApiContext,
@@ -260,23 +283,23 @@ pub fn authorize_named(
     scope: Scope,
     account: Option<Account<'_>>,
 ) -> Result<String, ApiError> {
-    authorize_as(context, headers, scope, account, |name| name.to_string())
+    authorize_as(context, headers, scope, account, |consumer| {
+        consumer.name.clone()
+    })
 }
 
-/// [`authorize`], with `named` given the consumer's name once every check passed.
+/// [`authorize`], with `granted` given the consumer once every check passed.
 fn authorize_as<T>(
     context: &ApiContext,
     headers: &HeaderMap,
     scope: Scope,
     account: Option<Account<'_>>,
-    named: impl FnOnce(&str) -> T,
+    granted: impl FnOnce(&ConsumerSettings) -> T,
 ) -> Result<T, ApiError> {
     let key = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim)
-        .filter(|k| !k.is_empty())
+        .and_then(bearer_key)
         .ok_or_else(|| ApiError::unauthorized("missing \"Authorization: Bearer <key>\" header"))?;
     let access = context.control.access().load();
     let settings = &access.settings;
@@ -315,7 +338,7 @@ fn authorize_as<T>(
             consumer.name
         )));
     }
-    Ok(named(&consumer.name))
+    Ok(granted(consumer))
 }
 
 /// The 404 for an account the hub does not have.
@@ -352,6 +375,17 @@ fn unknown_account_in(hub: &Hub, account: Account<'_>) -> ApiError {
         ),
         other => unknown_account(other),
     }
+}
+
+/// The key of an `Authorization: Bearer <key>` header value. The scheme is matched without
+/// regard to case (RFC 7235: `bearer` and `BEARER` are the same scheme); the key is what follows
+/// the separating spaces, and must not be empty.
+fn bearer_key(value: &str) -> Option<&str> {
+    let (scheme, key) = value.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("Bearer") {
+        return None;
+    }
+    Some(key.trim()).filter(|key| !key.is_empty())
 }
 
 /// Reads a JSON body of at most [`MAX_BODY_BYTES`] into `T`. `shape` describes the expected body
@@ -431,4 +465,27 @@ pub fn resolve(
         .hub
         .find(account, ticket)
         .map_err(|why| missing(account, ticket, why))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bearer_key;
+
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive() {
+        for value in ["Bearer k1", "bearer k1", "BEARER k1", "bEaReR   k1 "] {
+            assert_eq!(bearer_key(value), Some("k1"), "{value:?}");
+        }
+        for value in [
+            "Basic k1",
+            "Bearerk1",
+            "bearer",
+            "bearer  ",
+            "Bearer\tk1",
+            "",
+            " k1",
+        ] {
+            assert_eq!(bearer_key(value), None, "{value:?}");
+        }
+    }
 }

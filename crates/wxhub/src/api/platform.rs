@@ -99,7 +99,7 @@ pub async fn component_token(
     Path(component): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    let result = read(&context, &headers, Account::Component(&component), None);
+    let result = read(&context, &headers, Account::Component(&component), None).await;
     finish(&context, Route::AccessToken, result)
 }
 
@@ -228,7 +228,7 @@ pub async fn authorizer_token(
     Path((component, appid)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Response {
-    let result = read(&context, &headers, authorizer(&component, &appid), None);
+    let result = read(&context, &headers, authorizer(&component, &appid), None).await;
     finish(&context, Route::AccessToken, result)
 }
 
@@ -255,7 +255,8 @@ pub async fn authorizer_ticket(
         &headers,
         authorizer(&component, &appid),
         Some(&kind),
-    );
+    )
+    .await;
     finish(&context, Route::Ticket, result)
 }
 

@@ -5,8 +5,20 @@
 //! request (two reference counts that every core then writes to, on the hottest path there is),
 //! boxes every request body, and wraps every connection for HTTP/2 and upgrades, which the hub
 //! does not speak. Here each connection borrows the one service, and a read's answer goes out as
-//! the bytes it is. Shutdown is axum's: stop accepting, let every connection finish the request
-//! it is on (idle keep-alive connections close at once), then return.
+//! the bytes it is.
+//!
+//! No client can hold the hub's resources for long ([`Limits`]):
+//! - each connection is held to a header-read and an idle deadline (see [`super::connection`]);
+//! - at most `max_connections` are served at once. One more is still accepted, answered
+//!   `503 Service Unavailable` and closed at once, rather than left in the kernel's backlog: the
+//!   client learns at once that it should retry (or go to another instance), and the backlog
+//!   never fills with connections nobody will answer for a while;
+//! - accept errors (out of file descriptors, say) pause the listener, with a backoff that grows
+//!   to one second, instead of spinning on them.
+//!
+//! Shutdown stops accepting, lets every connection finish the request it is on (idle kept-alive
+//! connections close at once) for at most `drain_timeout`, then closes whatever is left, so a
+//! client that never finishes its request cannot keep the process alive.
 
 use std::future::Future;
 use std::io;
@@ -17,85 +29,228 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
 
+use super::connection::{Activity, Deadlines, Ended, Supervised, Tracked, Watched};
 use super::ApiService;
 
-/// How long the listener pauses after an accept error that is not about one connection (out of
-/// file descriptors, say), instead of spinning on it.
-const ACCEPT_ERROR_PAUSE: Duration = Duration::from_secs(1);
+/// The first pause after an accept error that is not about one connection; it doubles with each
+/// further error, up to [`ACCEPT_ERROR_MAX_PAUSE`], and starts over after a successful accept.
+const ACCEPT_ERROR_FIRST_PAUSE: Duration = Duration::from_millis(10);
 
-/// Serves `service` on `listener` until `shutdown` completes, then waits for the open connections
-/// to finish their requests.
-pub async fn serve<F>(listener: TcpListener, service: ApiService, shutdown: F) -> io::Result<()>
+/// The longest pause after repeated accept errors.
+const ACCEPT_ERROR_MAX_PAUSE: Duration = Duration::from_secs(1);
+
+/// How often at most the listener logs that it is turning connections away.
+const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+/// What a connection over the limit is told before it is closed.
+const BUSY_RESPONSE: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nconnection: close\r\ncontent-type: application/json\r\ncontent-length: 86\r\n\r\n{\"error\":{\"code\":\"overloaded\",\"message\":\"too many open connections; try again later\"}}";
+
+/// The listener's limits, from `[server]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Each connection's header-read and idle deadlines.
+    pub deadlines: Deadlines,
+    /// Connections served at once (at least 1).
+    pub max_connections: usize,
+    /// How long shutdown waits for requests in progress before closing their connections.
+    pub drain_timeout: Duration,
+}
+
+/// What the listener tells its connections.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Phase {
+    /// Serve requests.
+    Serving,
+    /// Finish the request in progress, then close.
+    Draining,
+    /// Close now.
+    Closing,
+}
+
+/// Serves `service` on `listener` within `limits` until `shutdown` completes, then drains the
+/// open connections (for at most `limits.drain_timeout`).
+pub async fn serve<F>(
+    listener: TcpListener,
+    service: ApiService,
+    limits: Limits,
+    shutdown: F,
+) -> io::Result<()>
 where
     F: Future<Output = ()> + Send + 'static,
 {
     let service = Arc::new(service);
-    // Every connection task holds a receiver of each: `stop` tells them to finish, and the
-    // listener learns that the last one ended when `open` has no receivers left.
-    let (stop_sender, stop) = watch::channel(false);
-    let (open_sender, open) = watch::channel(());
+    // At most `u32::MAX`: shutdown takes back every permit in one `acquire_many`.
+    let max_connections = limits
+        .max_connections
+        .clamp(1, Semaphore::MAX_PERMITS.min(u32::MAX as usize));
+    // One permit per open connection: the connection task holds it until it ends.
+    let open = Arc::new(Semaphore::new(max_connections));
+    let (phase_sender, phase) = watch::channel(Phase::Serving);
+    let mut refusals = Refusals::default();
+    let mut pause = ACCEPT_ERROR_FIRST_PAUSE;
     tokio::pin!(shutdown);
     loop {
         let stream = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => stream,
+                Err(e) if is_about_one_connection(&e) => continue,
                 Err(e) => {
-                    accept_error(e).await;
+                    tracing::error!(error = %e, pause = ?pause, "accept failed; pausing before the next accept");
+                    tokio::select! {
+                        () = tokio::time::sleep(pause) => {}
+                        () = &mut shutdown => break,
+                    }
+                    pause = (pause * 2).min(ACCEPT_ERROR_MAX_PAUSE);
                     continue;
                 }
             },
             () = &mut shutdown => break,
         };
-        tokio::spawn(serve_connection(
-            stream,
-            service.clone(),
-            stop.clone(),
-            open.clone(),
-        ));
+        pause = ACCEPT_ERROR_FIRST_PAUSE;
+        match open.clone().try_acquire_owned() {
+            Ok(permit) => {
+                tokio::spawn(serve_connection(
+                    stream,
+                    service.clone(),
+                    limits.deadlines,
+                    phase.clone(),
+                    permit,
+                ));
+            }
+            Err(_) => {
+                refuse(stream);
+                refusals.count(max_connections);
+            }
+        }
     }
     drop(listener);
-    let _ = stop_sender.send(true);
-    drop(open);
-    open_sender.closed().await;
+    drain(&open, max_connections, &phase_sender, limits.drain_timeout).await;
     Ok(())
 }
 
-/// Serves one connection until the peer closes it or, after `stop`, until its request in
-/// progress is answered.
+/// Asks every connection to finish, waits up to `deadline` for them to, then closes the rest.
+async fn drain(
+    open: &Semaphore,
+    max_connections: usize,
+    phase: &watch::Sender<Phase>,
+    deadline: Duration,
+) {
+    let all = u32::try_from(max_connections).unwrap_or(u32::MAX);
+    let _ = phase.send(Phase::Draining);
+    if tokio::time::timeout(deadline, open.acquire_many(all))
+        .await
+        .is_ok()
+    {
+        return;
+    }
+    let left = max_connections - open.available_permits();
+    tracing::warn!(
+        connections = left,
+        ?deadline,
+        "requests still in progress after the shutdown deadline; closing their connections"
+    );
+    let _ = phase.send(Phase::Closing);
+    // Every connection task closes as soon as it sees the phase; this only waits for them to run.
+    let _ = open.acquire_many(all).await;
+}
+
+/// Serves one connection until the peer closes it, it misses a deadline, or the listener says
+/// so (after `Draining`, once its request in progress is answered; at `Closing`, at once).
 async fn serve_connection(
     stream: TcpStream,
     service: Arc<ApiService>,
-    mut stop: watch::Receiver<bool>,
-    _open: watch::Receiver<()>,
+    deadlines: Deadlines,
+    mut phase: watch::Receiver<Phase>,
+    _permit: OwnedSemaphorePermit,
 ) {
-    let answer = service_fn(move |request| service.answer(request));
-    let connection = http1::Builder::new().serve_connection(TokioIo::new(stream), answer);
-    tokio::pin!(connection);
-    tokio::select! {
-        // Checked in order, so the connection (polled on every wake-up) is not preceded by a
-        // random draw and a look at `stop` each time.
-        biased;
-        _ = connection.as_mut() => return,
-        // A change, or the listener gone: either way, time to finish.
-        _ = stop.changed() => {}
+    let activity = Arc::new(Activity::default());
+    let io = TokioIo::new(Watched::new(stream, activity.clone()));
+    let tracked = activity.clone();
+    let answer = service_fn(move |request| Tracked::new(service.answer(request), tracked.clone()));
+    let connection = http1::Builder::new().serve_connection(io, answer);
+    let mut supervised = Supervised::new(connection, activity, deadlines);
+    if *phase.borrow() == Phase::Serving {
+        tokio::select! {
+            // Checked in order, so the connection (polled on every wake-up) is not preceded by a
+            // random draw and a look at `phase` each time.
+            biased;
+            ended = &mut supervised => return log_end(ended),
+            // A change, or the listener gone: either way, time to finish.
+            _ = phase.wait_for(|p| *p != Phase::Serving) => {}
+        }
     }
-    connection.as_mut().graceful_shutdown();
-    let _ = connection.await;
+    supervised.connection().graceful_shutdown();
+    tokio::select! {
+        biased;
+        ended = &mut supervised => log_end(ended),
+        _ = phase.wait_for(|p| *p == Phase::Closing) => {}
+    }
+}
+
+fn log_end(ended: Ended) {
+    if ended == Ended::TimedOut {
+        tracing::debug!("connection closed: the client was too slow or idle too long");
+    }
+}
+
+/// Answers a connection over the limit with a 503 if its socket takes it at once (a new socket's
+/// send buffer is empty, so it does), and closes it.
+fn refuse(stream: TcpStream) {
+    let _ = stream.try_write(BUSY_RESPONSE);
+}
+
+/// Connections turned away since the last log line about them.
+#[derive(Default)]
+struct Refusals {
+    since_log: u64,
+    last_log: Option<Instant>,
+}
+
+impl Refusals {
+    fn count(&mut self, max_connections: usize) {
+        self.since_log += 1;
+        let now = Instant::now();
+        if self
+            .last_log
+            .is_some_and(|at| now.duration_since(at) < REFUSAL_LOG_INTERVAL)
+        {
+            return;
+        }
+        tracing::warn!(
+            max_connections,
+            refused = self.since_log,
+            "connection limit reached; refusing new connections with 503"
+        );
+        self.since_log = 0;
+        self.last_log = Some(now);
+    }
 }
 
 /// Errors about one connection (reset before it was accepted) are nothing to act on; anything
-/// else (out of file descriptors) is logged and waited out, as `axum::serve` does.
-async fn accept_error(e: io::Error) {
-    if matches!(
+/// else (out of file descriptors) is about the listener.
+fn is_about_one_connection(e: &io::Error) -> bool {
+    matches!(
         e.kind(),
         io::ErrorKind::ConnectionRefused
             | io::ErrorKind::ConnectionAborted
             | io::ErrorKind::ConnectionReset
-    ) {
-        return;
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::BUSY_RESPONSE;
+
+    #[test]
+    fn the_busy_response_is_well_formed() {
+        let text = std::str::from_utf8(BUSY_RESPONSE).unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        assert!(head.starts_with("HTTP/1.1 503 "));
+        assert!(head.contains(&format!("content-length: {}", body.len())));
+        let json: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(json["error"]["code"], "overloaded");
     }
-    tracing::error!(error = %e, "accept failed; pausing before the next accept");
-    tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
 }

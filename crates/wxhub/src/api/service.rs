@@ -52,26 +52,31 @@ impl ApiService {
     pub fn answer(&self, request: Request<Incoming>) -> ApiFuture {
         if request.method() == Method::GET {
             if let Some(read) = read_path(request.uri().path()) {
-                return ApiFuture::Ready(Some(self.read(&request, read)));
+                // A value between expiry and successor is waited for by the router's handler.
+                if let Some(answer) = self.read(&request, read) {
+                    return ApiFuture::Ready(Some(answer));
+                }
             }
         }
         let mut router = self.router.clone();
         ApiFuture::Routed(router.call(request))
     }
 
-    /// The fast path: the same checks and answers as the router's read handlers.
-    fn read(&self, request: &Request<Incoming>, read: ReadPath<'_>) -> Response<ApiBody> {
+    /// The fast path: the same checks and answers as the router's read handlers. `None` when
+    /// there is no usable value right now: the router's handler, which may wait, answers then.
+    fn read(&self, request: &Request<Incoming>, read: ReadPath<'_>) -> Option<Response<ApiBody>> {
         let context = &self.context;
         let answer = std::panic::catch_unwind(AssertUnwindSafe(|| {
             match credentials::read_body(context, request.headers(), read.account, read.ticket) {
                 Ok(body) => {
                     context.metrics.count_request(read.route(), 200);
-                    json_response(Full::new(body)).map(Either::Left)
+                    Some(json_response(Full::new(body)).map(Either::Left))
                 }
-                Err(error) => finish(context, read.route(), Err(error)).map(Either::Right),
+                Err(error) if error.is_not_ready() => None,
+                Err(error) => Some(finish(context, read.route(), Err(error)).map(Either::Right)),
             }
         }));
-        answer.unwrap_or_else(|_| panic_response().map(Either::Right))
+        answer.unwrap_or_else(|_| Some(panic_response().map(Either::Right)))
     }
 }
 

@@ -1,4 +1,4 @@
-//! Configuration: the TOML file of DESIGN §4 and its environment overrides.
+//! Configuration: the TOML file of docs/architecture.md#configuration and its environment overrides.
 //!
 //! [`Settings::load`] reads the file, applies the `WXHUB_<SECTION>_<KEY>` overrides, resolves the
 //! secrets (inline, `"${ENV_NAME}"` or `secret_file`) and validates everything before the hub
@@ -10,6 +10,7 @@ mod error;
 mod render;
 mod source;
 mod validate;
+mod warnings;
 
 #[cfg(test)]
 mod tests;
@@ -113,10 +114,21 @@ pub struct ServerSettings {
     /// The address the API binds to (default `127.0.0.1:8080`: private unless asked otherwise).
     pub listen: SocketAddr,
     /// The longest any request may take before it is answered with an error (default 10 s).
+    /// Also how long shutdown waits for requests in progress before closing their connections.
     pub request_timeout: Duration,
     /// `events_listen`: an optional second listener serving only WeChat's event receiver, so
     /// the consumer API can stay on a private address while WeChat reaches the receiver.
     pub events_listen: Option<SocketAddr>,
+    /// How long a client has to send a request's headers (default 10 s): from the connection's
+    /// start for its first request, from the first byte for later ones. Slower clients are
+    /// disconnected, so a trickle of header bytes cannot hold a connection open.
+    pub header_read_timeout: Duration,
+    /// How long a kept-alive connection may wait for its next request (default 60 s).
+    pub idle_timeout: Duration,
+    /// How many connections are served at once; more are answered 503 and closed. `None` (the
+    /// default) derives it from the file-descriptor limit, so connections alone can never use up
+    /// the descriptors the store and the WeChat client need.
+    pub max_connections: Option<usize>,
 }
 
 /// `[store]`: which store implementation keeps the tokens.
@@ -141,8 +153,8 @@ pub enum StoreSettings {
     },
 }
 
-/// `[wechat]`: WeChat's HTTP endpoints.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// `[wechat]`: WeChat's HTTP endpoints. `Debug` masks any login in the URLs.
+#[derive(Clone, PartialEq, Eq)]
 pub struct WechatSettings {
     /// Base URL of the official-account API, without a trailing slash (default
     /// `https://api.weixin.qq.com`; tests point it at `wechat-mock`).
@@ -154,7 +166,7 @@ pub struct WechatSettings {
     pub timeout: Duration,
 }
 
-/// `[refresh]`: when and how often the engine refreshes (DESIGN §3).
+/// `[refresh]`: when and how often the engine refreshes (docs/architecture.md#refresh-rules).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RefreshSettings {
     /// How long before expiry a credential is refreshed, at most half its lifetime (default 30 m).
@@ -166,6 +178,9 @@ pub struct RefreshSettings {
     pub min_refresh_interval: Duration,
     /// How many refreshes may run at once (default 16, at least 1).
     pub concurrency: usize,
+    /// Stable-mode force refreshes a day kept for verified invalidations (default 5, at most
+    /// 19): admin refreshes and last-resort renewals stop at 20 minus this.
+    pub force_reserve: u32,
 }
 
 /// How an official account's access token is obtained.
@@ -228,7 +243,7 @@ pub struct ComponentSettings {
     pub refresh: RefreshOverrides,
 }
 
-/// What a consumer may do (DESIGN §5).
+/// What a consumer may do (docs/architecture.md#authentication-and-scopes).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Scope {
     /// Read tokens, tickets and JS-SDK signatures.
@@ -390,6 +405,9 @@ impl Default for ServerSettings {
             listen: DEFAULT_LISTEN.parse().expect("valid default address"),
             request_timeout: Duration::from_secs(10),
             events_listen: None,
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            max_connections: None,
         }
     }
 }
@@ -411,6 +429,7 @@ impl Default for RefreshSettings {
             refresh_retry_interval: Duration::from_secs(60),
             min_refresh_interval: Duration::from_secs(30),
             concurrency: 16,
+            force_reserve: 5,
         }
     }
 }
@@ -426,6 +445,16 @@ impl StoreSettings {
     }
 }
 
+impl fmt::Debug for WechatSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WechatSettings")
+            .field("api_base", &mask_url_userinfo(&self.api_base))
+            .field("work_api_base", &mask_url_userinfo(&self.work_api_base))
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
 impl fmt::Debug for StoreSettings {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -437,6 +466,26 @@ impl fmt::Debug for StoreSettings {
                 .field("namespace", namespace)
                 .finish(),
         }
+    }
+}
+
+/// `https://user:password@host/x` → `https://***@host/x`: the whole userinfo masked (for the
+/// WeChat base URLs, where a user name is as private as the password); other URLs unchanged.
+pub(crate) fn mask_url_userinfo(url: &str) -> String {
+    let Some(scheme_end) = url.find("://") else {
+        return url.to_string();
+    };
+    let authority_start = scheme_end + 3;
+    let authority_end = url[authority_start..]
+        .find(['/', '?', '#'])
+        .map_or(url.len(), |i| authority_start + i);
+    match url[authority_start..authority_end].rfind('@') {
+        Some(at) => format!(
+            "{}***{}",
+            &url[..authority_start],
+            &url[authority_start + at..]
+        ),
+        None => url.to_string(),
     }
 }
 

@@ -3,7 +3,8 @@
 use std::fmt::Write as _;
 
 use super::{
-    format_duration, mask_url_password, RefreshOverrides, SecretSource, Settings, StoreSettings,
+    format_duration, mask_url_password, mask_url_userinfo, RefreshOverrides, SecretSource,
+    Settings, StoreSettings,
 };
 
 /// A TOML string literal.
@@ -48,6 +49,23 @@ pub(super) fn masked(settings: &Settings) -> String {
         "request_timeout = {}",
         quote(&format_duration(s.request_timeout))
     );
+    for (key, value) in [
+        ("header_read_timeout", s.header_read_timeout),
+        ("idle_timeout", s.idle_timeout),
+    ] {
+        let _ = writeln!(out, "{key} = {}", quote(&format_duration(value)));
+    }
+    match s.max_connections {
+        Some(n) => {
+            let _ = writeln!(out, "max_connections = {n}");
+        }
+        None => {
+            let _ = writeln!(
+                out,
+                "# max_connections: derived from the file-descriptor limit at start"
+            );
+        }
+    }
     if let Some(events) = s.events_listen {
         let _ = writeln!(out, "events_listen = {}", quote(&events.to_string()));
     }
@@ -67,8 +85,12 @@ pub(super) fn masked(settings: &Settings) -> String {
 
     let w = &settings.wechat;
     let _ = writeln!(out, "\n[wechat]");
-    let _ = writeln!(out, "api_base = {}", quote(&w.api_base));
-    let _ = writeln!(out, "work_api_base = {}", quote(&w.work_api_base));
+    let _ = writeln!(out, "api_base = {}", quote(&mask_url_userinfo(&w.api_base)));
+    let _ = writeln!(
+        out,
+        "work_api_base = {}",
+        quote(&mask_url_userinfo(&w.work_api_base))
+    );
     let _ = writeln!(out, "timeout = {}", quote(&format_duration(w.timeout)));
 
     let r = &settings.refresh;
@@ -81,6 +103,7 @@ pub(super) fn masked(settings: &Settings) -> String {
         let _ = writeln!(out, "{key} = {}", quote(&format_duration(value)));
     }
     let _ = writeln!(out, "concurrency = {}", r.concurrency);
+    let _ = writeln!(out, "force_reserve = {}", r.force_reserve);
 
     if settings.secrets.master_key.is_some() {
         let _ = writeln!(out, "\n[secrets]");

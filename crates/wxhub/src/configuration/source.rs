@@ -63,6 +63,9 @@ pub(super) const SECTIONS: &[(&str, &[(&str, Kind)])] = &[
         &[
             ("listen", Kind::Text),
             ("request_timeout", Kind::Text),
+            ("header_read_timeout", Kind::Text),
+            ("idle_timeout", Kind::Text),
+            ("max_connections", Kind::Integer),
             ("events_listen", Kind::Text),
         ],
     ),
@@ -90,6 +93,7 @@ pub(super) const SECTIONS: &[(&str, &[(&str, Kind)])] = &[
             ("refresh_retry_interval", Kind::Text),
             ("min_refresh_interval", Kind::Text),
             ("concurrency", Kind::Integer),
+            ("force_reserve", Kind::Integer),
         ],
     ),
 ];

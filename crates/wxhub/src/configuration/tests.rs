@@ -8,7 +8,7 @@ const ORDERS_KEY: &str = "orders-service-bearer-key";
 const WX_SECRET: &str = "0123456789abcdef-main-secret";
 const WW_SECRET: &str = "ww-corp-secret-value";
 
-/// DESIGN §4's example, with a real key hash in place of the placeholder.
+/// The README's configuration example, with a real key hash in place of the placeholder.
 fn example() -> String {
     format!(
         r#"[server]
@@ -146,6 +146,7 @@ fn the_design_example_parses() {
             refresh_retry_interval: Duration::from_secs(60),
             min_refresh_interval: Duration::from_secs(30),
             concurrency: 16,
+            force_reserve: 5,
         }
     );
     assert_eq!(settings.apps.len(), 1);
@@ -263,7 +264,7 @@ fn unknown_keys_are_refused_everywhere() {
         "[server]\nlisten = \"127.0.0.1:1\"\nlistn = \"x\"\n",
         3,
         "server.listn",
-        "expected one of: listen, request_timeout",
+        "expected one of: listen, request_timeout, header_read_timeout, idle_timeout, max_connections",
     );
     fails_at(
         "[refresh]\nconcurency = 4\n",
@@ -1062,4 +1063,109 @@ fn component_mistakes_name_their_line() {
         "consumers[0].apps[0]",
         "unknown app",
     );
+}
+
+#[test]
+fn credentials_in_a_wechat_base_url_are_masked() {
+    let settings = parse(
+        "[wechat]\napi_base = \"https://user:pass@proxy.example.com/wx\"\nwork_api_base = \"https://token@qy.example.com\"\n",
+    )
+    .unwrap();
+    let rendered = settings.render_masked();
+    assert!(!rendered.contains("pass"), "{rendered}");
+    assert!(!rendered.contains("user"), "{rendered}");
+    assert!(!rendered.contains("token@"), "{rendered}");
+    assert!(
+        rendered.contains("api_base = \"https://***@proxy.example.com/wx\""),
+        "{rendered}"
+    );
+    assert!(
+        rendered.contains("work_api_base = \"https://***@qy.example.com\""),
+        "{rendered}"
+    );
+    assert!(!format!("{settings:?}").contains("pass"));
+    // Nor does an invalid one echo them.
+    let err = parse("[wechat]\napi_base = \"https://user:pass@h/x?q=1\"\n").unwrap_err();
+    assert!(!err.to_string().contains("pass"), "{err}");
+    assert_eq!(mask_url_userinfo("https://h/a@b"), "https://h/a@b");
+}
+
+#[test]
+fn plain_http_beyond_loopback_is_warned_about() {
+    let warnings = |api_base: &str| {
+        parse(&format!("[wechat]\napi_base = \"{api_base}\"\n"))
+            .unwrap()
+            .warnings()
+    };
+    for quiet in [
+        "https://api.weixin.qq.com",
+        "http://127.0.0.1:9000",
+        "http://127.0.0.2:9000",
+        "http://[::1]:9000",
+        "http://localhost:9000",
+    ] {
+        assert_eq!(warnings(quiet), Vec::<String>::new(), "{quiet}");
+    }
+    let found = warnings("http://u:secretpw@10.0.0.5:9000");
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(found[0].starts_with("wechat.api_base: "), "{found:?}");
+    assert!(found[0].contains("https://"), "{found:?}");
+    assert!(!found[0].contains("secretpw"), "{found:?}");
+    assert_eq!(warnings("http://api.weixin.qq.com").len(), 1);
+}
+
+#[test]
+fn connection_limits_are_read_checked_and_overridable() {
+    let settings = parse(
+        "[server]\nheader_read_timeout = \"2s\"\nidle_timeout = \"90s\"\nmax_connections = 500\n",
+    )
+    .unwrap();
+    assert_eq!(settings.server.header_read_timeout, Duration::from_secs(2));
+    assert_eq!(settings.server.idle_timeout, Duration::from_secs(90));
+    assert_eq!(settings.server.max_connections, Some(500));
+    let defaults = parse("").unwrap().server;
+    assert_eq!(defaults.header_read_timeout, Duration::from_secs(10));
+    assert_eq!(defaults.idle_timeout, Duration::from_secs(60));
+    assert_eq!(defaults.max_connections, None);
+
+    fails_at(
+        "[server]\n\nheader_read_timeout = \"0s\"\n",
+        3,
+        "server.header_read_timeout",
+        "longer than zero",
+    );
+    fails_at(
+        "[server]\nidle_timeout = 60\n",
+        2,
+        "server.idle_timeout",
+        "use a unit",
+    );
+    fails_at(
+        "[server]\nmax_connections = 0\n",
+        2,
+        "server.max_connections",
+        "at least 1",
+    );
+    fails_at(
+        "[server]\nmax_connections = \"many\"\n",
+        2,
+        "server.max_connections",
+        "expected an integer",
+    );
+
+    let env = env_of(&[
+        ("WXHUB_SERVER_IDLE_TIMEOUT", "5s"),
+        ("WXHUB_SERVER_MAX_CONNECTIONS", "64"),
+    ]);
+    let settings = parse_with("", &env).unwrap();
+    assert_eq!(settings.server.idle_timeout, Duration::from_secs(5));
+    assert_eq!(settings.server.max_connections, Some(64));
+
+    let rendered = parse("[server]\nmax_connections = 7\n")
+        .unwrap()
+        .render_masked();
+    let value: toml::Table = rendered.parse().unwrap();
+    assert_eq!(value["server"]["max_connections"].as_integer(), Some(7));
+    assert_eq!(value["server"]["idle_timeout"].as_str(), Some("1m"));
+    assert_eq!(value["server"]["header_read_timeout"].as_str(), Some("10s"));
 }

@@ -1,4 +1,4 @@
-//! From the raw tree to typed [`Settings`]: every rule of DESIGN §4, each failure placed at the
+//! From the raw tree to typed [`Settings`]: every rule of docs/architecture.md#configuration, each failure placed at the
 //! line (or environment variable) of the value that breaks it.
 
 use std::collections::{HashMap, HashSet};
@@ -11,8 +11,8 @@ use base64::Engine as _;
 use super::error::{ConfigError, Place};
 use super::source::{section_keys, Entry, Node, Value};
 use super::{
-    AppGrant, AppSettings, ComponentSettings, ConsumerSettings, CorpSettings, MasterKey,
-    RefreshOverrides, RefreshSettings, Scope, Secret, SecretSource, SecretsSettings,
+    mask_url_userinfo, AppGrant, AppSettings, ComponentSettings, ConsumerSettings, CorpSettings,
+    MasterKey, RefreshOverrides, RefreshSettings, Scope, Secret, SecretSource, SecretsSettings,
     ServerSettings, Settings, StoreSettings, TokenMode, WechatSettings, DEFAULT_REDIS_NAMESPACE,
     DEFAULT_SQLITE_PATH,
 };
@@ -313,7 +313,8 @@ impl Cx<'_> {
 
     fn base_url(&self, node: &Node, path: &str) -> Result<String, ConfigError> {
         let text = self.string(node, path)?;
-        let fail = |why: &str| self.err(&node.place, path, format!("invalid URL {text:?}: {why}"));
+        let shown = mask_url_userinfo(text);
+        let fail = |why: &str| self.err(&node.place, path, format!("invalid URL {shown:?}: {why}"));
         if !(text.starts_with("http://") || text.starts_with("https://")) {
             return Err(fail("expected an http:// or https:// URL"));
         }
@@ -362,6 +363,36 @@ impl Cx<'_> {
                     ),
                 )
             })?);
+        }
+        if let Some(node) = table.get("header_read_timeout") {
+            server.header_read_timeout =
+                self.positive_duration(node, &table.key_path("header_read_timeout"))?;
+        }
+        if let Some(node) = table.get("idle_timeout") {
+            server.idle_timeout = self.positive_duration(node, &table.key_path("idle_timeout"))?;
+        }
+        if let Some(node) = table.get("max_connections") {
+            let path = table.key_path("max_connections");
+            server.max_connections = Some(match node.value {
+                Value::Int(n) if n >= 1 => usize::try_from(n)
+                    .ok()
+                    .filter(|n| u32::try_from(*n).is_ok())
+                    .ok_or_else(|| self.err(&node.place, &path, format!("{n} is too large")))?,
+                Value::Int(n) => {
+                    return Err(self.err(
+                        &node.place,
+                        path,
+                        format!("must be at least 1, found {n}"),
+                    ))
+                }
+                ref other => {
+                    return Err(self.err(
+                        &node.place,
+                        path,
+                        format!("expected an integer, found {}", other.type_name()),
+                    ))
+                }
+            });
         }
         Ok(server)
     }
@@ -523,6 +554,26 @@ impl Cx<'_> {
                         &node.place,
                         path,
                         format!("must be at least 1 (one refresh worker), found {n}"),
+                    ))
+                }
+                ref other => {
+                    return Err(self.err(
+                        &node.place,
+                        path,
+                        format!("expected an integer, found {}", other.type_name()),
+                    ))
+                }
+            };
+        }
+        if let Some(node) = table.get("force_reserve") {
+            let path = table.key_path("force_reserve");
+            refresh.force_reserve = match node.value {
+                Value::Int(n) if (0..=19).contains(&n) => n as u32,
+                Value::Int(n) => {
+                    return Err(self.err(
+                        &node.place,
+                        path,
+                        format!("must be between 0 and 19 (of WeChat's 20 a day), found {n}"),
                     ))
                 }
                 ref other => {

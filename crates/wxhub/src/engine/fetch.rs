@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use super::job::{wait_for, Coordination};
 use super::plan::Plan;
-use super::{Engine, Reason, RefreshError, Shared, DEPENDENCY_MIN_LIFE};
+use super::{Engine, ForcePurpose, Reason, RefreshError, Shared, DEPENDENCY_MIN_LIFE};
 use crate::configuration::TokenMode;
 use crate::credential::{CredentialKey, Token};
 use crate::hub::Credential;
@@ -45,13 +45,36 @@ impl Shared {
                 secret,
                 mode: TokenMode::Stable,
             } => {
-                let wants_force = matches!(reason, Reason::Invalidated { .. } | Reason::Admin);
-                let force = leased && wants_force && self.take_force_budget(credential.id);
+                let force = match reason {
+                    Reason::Admin { force: true } if leased => {
+                        self.take_force_budget(credential, ForcePurpose::Unreserved)
+                            .await
+                    }
+                    _ => false,
+                };
                 self.renew_lease(key, coordination).await?;
                 let fetched = self
                     .upstream
                     .get_stable_token(appid, secret.expose(), force)
                     .await?;
+                // A confirmed-dead token has usually been replaced already (another party forced
+                // a refresh): normal mode then returns the live one and spends no budget. Only
+                // when WeChat hands back the reported value is a force refresh spent on it.
+                if let Reason::Invalidated { reported } = reason {
+                    if leased
+                        && *fetched.value == **reported
+                        && self
+                            .take_force_budget(credential, ForcePurpose::Verified)
+                            .await
+                    {
+                        self.renew_lease(key, coordination).await?;
+                        return Ok(self
+                            .upstream
+                            .get_stable_token(appid, secret.expose(), true)
+                            .await?);
+                    }
+                    return Ok(fetched);
+                }
                 // Last resort: normal mode has not rotated a token that is about to expire.
                 let now = self.clock.now();
                 let about_to_expire = stored.is_some_and(|s| {
@@ -59,7 +82,13 @@ impl Shared {
                         && s.remaining(now) < Plan::stable_poll(s.lifetime()) * 2
                 });
                 // Never alone: a force refresh kills the token the other instances serve.
-                if leased && !force && about_to_expire && self.take_force_budget(credential.id) {
+                if leased
+                    && !force
+                    && about_to_expire
+                    && self
+                        .take_force_budget(credential, ForcePurpose::Unreserved)
+                        .await
+                {
                     self.renew_lease(key, coordination).await?;
                     return Ok(self
                         .upstream
@@ -151,7 +180,8 @@ impl Shared {
                 let engine = Engine {
                     shared: self.clone(),
                 };
-                let fresh = engine.invalidate(&dependency, &token).await?;
+                // WeChat itself refused the token: a verified report.
+                let fresh = engine.invalidate_verified(&dependency, &token).await?;
                 self.renew_lease(&credential.key, coordination).await?;
                 Ok(call(self.upstream.clone(), fresh.served.value.to_string()).await?)
             }

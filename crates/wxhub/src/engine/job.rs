@@ -23,6 +23,7 @@ use super::{random_unit, JobReceiver, Reason, RefreshError, Shared, DEPENDENCY_M
 use crate::credential::{CredentialKey, Token};
 use crate::hub::{Credential, CredentialId};
 use crate::store::{CasOutcome, Change, StoreError};
+use crate::upstream::UpstreamError;
 
 /// Shortest slice a job waits on the change feed for another node's refresh before it re-reads
 /// the store and tries the lease again (see [`Shared::lease_wait_slice`]).
@@ -224,6 +225,7 @@ impl Shared {
                     random_unit(),
                 );
                 let outcome = if refreshed.rotated { "ok" } else { "unchanged" };
+                entry.history.record(now, outcome);
                 self.metrics.count_refresh(key.kind_name(), outcome);
                 tracing::info!(
                     key = %key,
@@ -240,6 +242,7 @@ impl Shared {
                 let (next, repeated) = entry.record_failure(error, &spec.plan, now, random_unit());
                 let attempts = entry.attempts;
                 let class = error.class();
+                entry.history.record(now, class.as_str());
                 if class == super::ErrorClass::Store {
                     self.metrics.count_store_error();
                 }
@@ -426,6 +429,8 @@ impl Shared {
             .await?;
         let now = self.clock.now();
         if let Some(previous) = stored.as_ref().filter(|s| s.value == fetched.value) {
+            // An `expires_in` of 0 says the same thing: the value ends now; ask again at once
+            // (`Plan::after_unchanged` spaces the asks).
             // WeChat re-sent the value the hub has: keep its first-seen expiry, never extend it.
             let mut token = previous.clone();
             token.expires_at = previous.expires_at.min(now.plus(fetched.expires_in));
@@ -433,6 +438,12 @@ impl Shared {
                 token,
                 rotated: false,
             });
+        }
+        if fetched.expires_in.is_zero() {
+            return Err(RefreshError::Upstream(UpstreamError::Transient {
+                errcode: None,
+                message: "malformed answer: a new value with expires_in 0".into(),
+            }));
         }
         let token = Token {
             value: fetched.value,
@@ -598,7 +609,7 @@ impl Shared {
                 spec.plan.due_at(spec.source.renewal(), stored, 0.0) > now
             }
             Reason::Dependency => stored.is_valid_at(now.plus(DEPENDENCY_MIN_LIFE)),
-            Reason::Admin => false,
+            Reason::Admin { .. } => false,
         }
     }
 

@@ -40,21 +40,25 @@ use tokio_util::task::TaskTracker;
 
 use crate::configuration::Settings;
 use crate::credential::{CredentialKey, Timestamp, Token};
+use crate::history::HistoryPoint;
 use crate::hub::{Credential, CredentialId, Hub, Served};
 use crate::metrics::{InvalidationOutcome, Metrics};
 use crate::registry::Diff;
 use crate::store::{CasOutcome, Store, StoreError};
 use crate::upstream::Upstream;
+use crate::upstream::UpstreamError;
 use clock::Clock;
 pub use error::{ErrorClass, RefreshError};
 pub use platform::{refresh_token_expiry, Written};
-use state::{LastError, ReportDecision, State, Status};
+use state::{LastError, ReportDecision, State, Status, Verdict};
 
 /// Daily budget of `stable_token` force refreshes per appid (docs/wechat.md#stable_token).
 const FORCE_REFRESH_DAILY_LIMIT: u32 = 20;
 /// A token with less life than this left is not handed to a dependent fetch (a ticket fetch):
 /// it could die on the way.
 const DEPENDENCY_MIN_LIFE: Duration = Duration::from_secs(1);
+/// How long WeChat's word that a value is alive answers further reports of it without a new check.
+const ALIVE_REUSE: Duration = Duration::from_secs(5);
 /// WeChat's day (for the force-refresh budget) is the calendar day in UTC+8.
 const WECHAT_DAY_OFFSET_SECS: i64 = 8 * 3600;
 
@@ -66,8 +70,8 @@ enum Reason {
     Scheduled,
     /// A consumer reported this value as dead (compare-and-refresh).
     Invalidated { reported: Arc<str> },
-    /// An operator asked for a refresh now.
-    Admin,
+    /// An operator asked for a refresh now; `force` asks stable mode for a force refresh.
+    Admin { force: bool },
     /// A dependent credential (a ticket) needs a usable token and there is none.
     Dependency,
 }
@@ -77,7 +81,7 @@ impl Reason {
         match self {
             Reason::Scheduled => "scheduled",
             Reason::Invalidated { .. } => "invalidated",
-            Reason::Admin => "admin",
+            Reason::Admin { .. } => "admin",
             Reason::Dependency => "dependency",
         }
     }
@@ -87,8 +91,17 @@ impl Reason {
 pub struct Invalidation {
     /// The token to hand back (the current one, possibly just refreshed).
     pub served: Arc<Served>,
-    /// Whether the report was stale, caused a refresh, or was throttled.
+    /// Whether the report was stale, caused a refresh, was throttled or rejected.
     pub outcome: InvalidationOutcome,
+}
+
+/// What a force refresh is for: it decides how much of the day's budget it may use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ForcePurpose {
+    /// A report WeChat confirmed: may use the whole budget.
+    Verified,
+    /// An admin refresh or a last-resort renewal: stops short of `force_reserve`.
+    Unreserved,
 }
 
 /// One credential in `/v1/credentials`. Never a secret or token value.
@@ -114,8 +127,15 @@ pub struct CredentialStatus {
     pub last_error: Option<LastError>,
     /// A condition an operator should know about (another party fetching tokens, force budget).
     pub warning: Option<String>,
-    /// Force refreshes used today (stable mode).
+    /// Force refreshes used today (stable mode), as this instance last learned from the store.
     pub force_refreshes_today: u32,
+    /// Reports rejected because WeChat still accepted the reported value.
+    pub rejected_reports: u64,
+    /// When the token served was obtained; with `expires_at` it gives the token's lifetime.
+    pub fetched_at: Option<String>,
+    /// Refreshes this instance finished in the last hour, oldest first (bounded, see
+    /// `crate::history::History`). Tokens adopted from another instance's refresh are not among them.
+    pub history: Vec<HistoryPoint>,
 }
 
 /// Why an imported token was refused.
@@ -155,6 +175,8 @@ struct Shared {
     lease_ttl: Duration,
     /// This process's lease owner id (unique per start).
     node_id: String,
+    /// `[refresh] force_reserve`.
+    force_reserve: u32,
     /// Where refreshes and invalidations are counted.
     metrics: Arc<Metrics>,
     /// What time it is.
@@ -206,6 +228,7 @@ impl Engine {
                 upstream,
                 lease_ttl: settings.wechat.timeout + Duration::from_secs(2),
                 node_id: format!("{:016x}", rand::thread_rng().gen::<u64>()),
+                force_reserve: settings.refresh.force_reserve,
                 metrics,
                 clock,
                 hub,
@@ -311,19 +334,44 @@ impl Engine {
     }
 
     /// Compare-and-refresh (docs/architecture.md#compare-and-refresh): a consumer reports that
-    /// `reported` was rejected by WeChat.
+    /// `reported` was rejected by WeChat. A report of the current token is first checked with
+    /// WeChat (one call, shared by concurrent reports): a token WeChat still accepts is answered
+    /// unchanged and the report counted as rejected, so mistaken or hostile reports cannot spend
+    /// the quota or the force budget.
     pub async fn invalidate(
         &self,
         credential: &Arc<Credential>,
         reported: &str,
     ) -> Result<Invalidation, RefreshError> {
+        self.report(credential, reported, false).await
+    }
+
+    /// Compare-and-refresh for a report that carries WeChat's own refusal of `reported` (the
+    /// gateway saw WeChat refuse it): no check is needed before the refresh.
+    pub async fn invalidate_verified(
+        &self,
+        credential: &Arc<Credential>,
+        reported: &str,
+    ) -> Result<Invalidation, RefreshError> {
+        self.report(credential, reported, true).await
+    }
+
+    /// [`Engine::invalidate`], with the check skipped when `verified`.
+    async fn report(
+        &self,
+        credential: &Arc<Credential>,
+        reported: &str,
+        verified: bool,
+    ) -> Result<Invalidation, RefreshError> {
         let shared = &self.shared;
         let reported: Arc<str> = Arc::from(reported);
-        // Two rounds at most: a joined refresh (say a stable-mode poll) may return the reported
-        // value unchanged; the second round then asks for it to be replaced. A refresh started
-        // for this report is final: WeChat re-sending the value means there is no other.
-        for _ in 0..2 {
-            let (receiver, started) = {
+        let mut checked = verified;
+        // Two refresh rounds at most: a joined refresh (say a stable-mode poll) may return the
+        // reported value unchanged; the second round then asks for it to be replaced. A refresh
+        // started for this report is final: WeChat re-sending the value means there is no other.
+        let mut rounds = 0;
+        while rounds < 2 {
+            let job = {
                 let mut state = shared.lock();
                 let now = shared.clock.now();
                 let plan = credential.spec().plan.clone();
@@ -350,6 +398,9 @@ impl Engine {
                         drop(state);
                         return shared.answer(credential, InvalidationOutcome::Throttled);
                     }
+                    // The current value, and no refresh running to join: ask WeChat first
+                    // whether it really is dead, then judge again.
+                    ReportDecision::Refresh if !checked && entry.in_flight.is_none() => None,
                     ReportDecision::Refresh => shared
                         .start_or_join(
                             &mut state,
@@ -359,9 +410,18 @@ impl Engine {
                             },
                             None,
                         )
-                        .ok_or(RefreshError::Removed)?,
+                        .ok_or(RefreshError::Removed)
+                        .map(Some)?,
                 }
             };
+            let Some((receiver, started)) = job else {
+                checked = true;
+                if shared.verify(credential, &reported).await == Some(Verdict::Alive) {
+                    return shared.answer(credential, InvalidationOutcome::Rejected);
+                }
+                continue;
+            };
+            rounds += 1;
             let refreshed = match job::wait_for(receiver).await {
                 Ok(refreshed) => refreshed,
                 // This node's refresh failed (WeChat or the store did not answer, the lease wait
@@ -380,15 +440,30 @@ impl Engine {
         shared.answer(credential, InvalidationOutcome::Refreshed)
     }
 
+    /// Whether `credential`'s token is younger than `min_refresh_interval` (an admin refresh then
+    /// needs `force`).
+    pub fn too_young_to_refresh(&self, credential: &Credential) -> bool {
+        let state = self.shared.lock();
+        let now = self.shared.clock.now();
+        state
+            .entries
+            .get(&credential.id)
+            .and_then(|e| e.token.as_ref())
+            .is_some_and(|t| credential.spec().plan.too_young_to_force(t, now))
+    }
+
     /// Refreshes `credential` now (still single-flight) and returns what is served afterwards.
+    /// With `force`, a stable-mode token is force-refreshed (within the budget outside
+    /// `force_reserve`).
     pub async fn refresh_now(
         &self,
         credential: &Arc<Credential>,
+        force: bool,
     ) -> Result<Arc<Served>, RefreshError> {
         let receiver = {
             let mut state = self.shared.lock();
             self.shared
-                .start_or_join(&mut state, credential, Reason::Admin, None)
+                .start_or_join(&mut state, credential, Reason::Admin { force }, None)
         };
         let (receiver, _) = receiver.ok_or(RefreshError::Removed)?;
         job::wait_for(receiver).await?;
@@ -449,13 +524,10 @@ impl Engine {
 
     /// Every credential's state, for operators, in key order.
     pub fn credentials(&self) -> Vec<CredentialStatus> {
-        let today = wechat_day(self.shared.clock.now());
+        let now = self.shared.clock.now();
         let state = self.shared.lock();
-        let mut all: Vec<CredentialStatus> = state
-            .entries
-            .values()
-            .map(|e| status_of(e, today))
-            .collect();
+        let mut all: Vec<CredentialStatus> =
+            state.entries.values().map(|e| status_of(e, now)).collect();
         drop(state);
         all.sort_by(|a, b| a.key.cmp(&b.key));
         all
@@ -463,12 +535,12 @@ impl Engine {
 
     /// The state of these credentials (those still tracked), in the order given.
     pub fn credentials_of(&self, credentials: &[Arc<Credential>]) -> Vec<CredentialStatus> {
-        let today = wechat_day(self.shared.clock.now());
+        let now = self.shared.clock.now();
         let state = self.shared.lock();
         credentials
             .iter()
             .filter_map(|c| state.entries.get(&c.id))
-            .map(|e| status_of(e, today))
+            .map(|e| status_of(e, now))
             .collect()
     }
 
@@ -496,7 +568,8 @@ impl Engine {
 }
 
 /// What operators see of one credential on WeChat day `today`.
-fn status_of(entry: &state::Entry, today: i64) -> CredentialStatus {
+fn status_of(entry: &state::Entry, now: Timestamp) -> CredentialStatus {
+    let today = wechat_day(now);
     let key = &entry.credential.key;
     CredentialStatus {
         key: key.to_string(),
@@ -518,6 +591,9 @@ fn status_of(entry: &state::Entry, today: i64) -> CredentialStatus {
         } else {
             0
         },
+        rejected_reports: entry.rejected_reports,
+        fetched_at: entry.token.as_ref().map(|t| t.fetched_at.to_rfc3339()),
+        history: entry.history.recent(now),
     }
 }
 
@@ -626,25 +702,144 @@ impl Shared {
         entry.token = Some(token);
     }
 
-    /// Spends one of today's `stable_token` force refreshes, if any are left.
-    fn take_force_budget(&self, id: CredentialId) -> bool {
+    /// Spends one of today's `stable_token` force refreshes of `credential`, counted in the store
+    /// for the whole cluster, if `purpose` may still use one.
+    async fn take_force_budget(&self, credential: &Credential, purpose: ForcePurpose) -> bool {
         let today = wechat_day(self.clock.now());
+        let limit = match purpose {
+            ForcePurpose::Verified => FORCE_REFRESH_DAILY_LIMIT,
+            ForcePurpose::Unreserved => {
+                FORCE_REFRESH_DAILY_LIMIT.saturating_sub(self.force_reserve)
+            }
+        };
+        let spent = self
+            .store
+            .spend_force(&credential.key.storage_key(), today, limit)
+            .await;
         let mut state = self.lock();
-        let Some(entry) = state.entries.get_mut(&id) else {
+        let Some(entry) = state.entries.get_mut(&credential.id) else {
             return false;
         };
-        if entry.force_day != today {
-            entry.force_day = today;
-            entry.force_used = 0;
+        match spent {
+            Ok(Some(used)) => {
+                entry.force_day = today;
+                entry.force_used = used;
+                true
+            }
+            Ok(None) => {
+                entry.force_day = today;
+                entry.force_used = entry.force_used.max(limit);
+                entry.warning = Some(match purpose {
+                    ForcePurpose::Verified => format!(
+                        "the daily budget of {FORCE_REFRESH_DAILY_LIMIT} force refreshes is spent"
+                    ),
+                    ForcePurpose::Unreserved => format!(
+                        "force refreshes other than for confirmed invalidations stop at {limit} a \
+                         day ({} kept in reserve)",
+                        self.force_reserve
+                    ),
+                });
+                false
+            }
+            Err(e) => {
+                self.metrics.count_store_error();
+                tracing::warn!(key = %credential.key, error = %e, "cannot count a force refresh in the store; not forcing");
+                false
+            }
         }
-        if entry.force_used >= FORCE_REFRESH_DAILY_LIMIT {
-            entry.warning = Some(format!(
-                "the daily budget of {FORCE_REFRESH_DAILY_LIMIT} force refreshes is spent"
-            ));
-            return false;
+    }
+
+    /// Checks a reported value with WeChat, if it is the current token of a credential WeChat can
+    /// be asked about: one check at a time per credential (later reports join it), and a value
+    /// confirmed alive in the last [`ALIVE_REUSE`] is not checked again. `None` when no check
+    /// applies (the value is not current, a refresh is already running, or it is a ticket).
+    async fn verify(
+        self: &Arc<Self>,
+        credential: &Arc<Credential>,
+        reported: &str,
+    ) -> Option<Verdict> {
+        let work = match credential.spec().source {
+            crate::registry::Source::AppToken { .. } => false,
+            // An authorizer's token is an official account's token: checked the same way.
+            crate::registry::Source::AuthorizerToken { .. } => false,
+            crate::registry::Source::CorpToken { .. } => true,
+            _ => return None,
+        };
+        let mut receiver = {
+            let mut state = self.lock();
+            let now = self.clock.now();
+            let entry = state.entries.get_mut(&credential.id)?;
+            let current = entry.token.as_ref()?;
+            if current.value != reported || entry.in_flight.is_some() {
+                return None;
+            }
+            if entry
+                .confirmed_alive
+                .as_ref()
+                .is_some_and(|(value, at)| value == reported && now.since(*at) < ALIVE_REUSE)
+            {
+                entry.rejected_reports += 1;
+                return Some(Verdict::Alive);
+            }
+            match &entry.verifying {
+                Some(running) => running.clone(),
+                None => {
+                    let (sender, receiver) = watch::channel(None);
+                    entry.verifying = Some(receiver.clone());
+                    let task = self.clone().run_check(
+                        credential.clone(),
+                        reported.to_string(),
+                        work,
+                        sender,
+                    );
+                    self.tasks.spawn(task);
+                    receiver
+                }
+            }
+        };
+        let verdict = loop {
+            if let Some(verdict) = *receiver.borrow_and_update() {
+                break verdict;
+            }
+            if receiver.changed().await.is_err() {
+                break Verdict::Unknown;
+            }
+        };
+        if verdict == Verdict::Alive {
+            if let Some(entry) = self.lock().entries.get_mut(&credential.id) {
+                entry.rejected_reports += 1;
+            }
+            tracing::info!(
+                key = %credential.key,
+                "a token reported invalid is still accepted by WeChat; report rejected, nothing refreshed"
+            );
         }
-        entry.force_used += 1;
-        true
+        Some(verdict)
+    }
+
+    /// One check of `value` with WeChat, shared by every report that joined it.
+    async fn run_check(
+        self: Arc<Self>,
+        credential: Arc<Credential>,
+        value: String,
+        work: bool,
+        sender: watch::Sender<Option<Verdict>>,
+    ) {
+        let verdict = match self.upstream.check_token(work, &value).await {
+            Ok(()) => Verdict::Alive,
+            Err(UpstreamError::TokenInvalid { .. }) => Verdict::Dead,
+            Err(e) => {
+                tracing::warn!(key = %credential.key, error = %e, "could not check a reported token with WeChat; refreshing as reported");
+                Verdict::Unknown
+            }
+        };
+        if let Some(entry) = self.lock().entries.get_mut(&credential.id) {
+            entry.verifying = None;
+            if verdict == Verdict::Alive {
+                entry.confirmed_alive = Some((value, self.clock.now()));
+            }
+        }
+        let _ = sender.send(Some(verdict));
     }
 }
 
@@ -653,7 +848,7 @@ impl Shared {
 fn serve(credential: &Credential, token: &Token, next: Timestamp) {
     let spec = credential.spec();
     let serve_until = spec.plan.serve_until(spec.source.renewal(), token, next);
-    credential.slot.store(Arc::new(Served::new(
+    credential.serve(Arc::new(Served::new(
         spec.source.field(),
         token,
         serve_until,

@@ -1,4 +1,4 @@
-//! The refresh rules of DESIGN §3 as pure functions of a token, the configuration and a random
+//! The refresh rules of docs/architecture.md#refresh-rules as pure functions of a token, the configuration and a random
 //! number: when a credential is due, how long consumers may keep it, and how long to wait after a
 //! failure. Kept free of I/O and clocks so each rule is tested on its own.
 
@@ -112,7 +112,7 @@ impl Plan {
     }
 
     /// How close to expiry a credential may be refreshed by one node on its own, without the
-    /// lease, when the store does not answer (DESIGN §2's "at most one refresh in the whole
+    /// lease, when the store does not answer (docs/architecture.md#store-outages: "at most one refresh in the whole
     /// cluster" cannot be coordinated then). Only for renewals where WeChat hands every caller the
     /// same value and a fetch kills nothing: half the rotation window in stable mode, half the
     /// lead for re-sent values (tickets, Work WeChat tokens). Never in legacy mode, where each
@@ -135,7 +135,7 @@ impl Plan {
         at.max(now.plus(RETRY_FLOOR))
     }
 
-    /// Until when consumers may keep `token`, given the next planned refresh (DESIGN §3):
+    /// Until when consumers may keep `token`, given the next planned refresh (docs/architecture.md#what-consumers-are-told):
     /// `min(expiry, next refresh + min(60 s, lead / 10))`. A value that a new fetch does not kill
     /// ([`Renewal::ReSent`]) may be kept until it expires.
     pub fn serve_until(

@@ -13,6 +13,7 @@ use tokio::sync::watch;
 use super::error::{ErrorClass, RefreshError};
 use super::plan::{FailureClass, Plan, Renewal};
 use crate::credential::{Timestamp, Token};
+use crate::history::History;
 use crate::hub::{Credential, CredentialId};
 
 /// A successful refresh: the token to serve, and whether WeChat gave a different value than the
@@ -81,6 +82,26 @@ pub struct Entry {
     pub force_used: u32,
     /// A condition worth an operator's attention that is not an error.
     pub warning: Option<String>,
+    /// Recently finished refreshes, for operators.
+    pub history: History,
+    /// The running check of a reported value with WeChat, which later reports join.
+    pub verifying: Option<watch::Receiver<Option<Verdict>>>,
+    /// The value WeChat last confirmed alive, and when: reports of it soon after are rejected
+    /// without asking again.
+    pub confirmed_alive: Option<(String, Timestamp)>,
+    /// Reports rejected because WeChat still accepted the value.
+    pub rejected_reports: u64,
+}
+
+/// What WeChat said of a reported value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// It still accepts the value: the report was mistaken.
+    Alive,
+    /// It refuses it (40001/40014/42001): refresh.
+    Dead,
+    /// The check failed (network, busy): refresh, as before checks existed.
+    Unknown,
 }
 
 /// How a consumer's report of a dead value is answered.
@@ -109,6 +130,10 @@ impl Entry {
             force_day: 0,
             force_used: 0,
             warning: None,
+            history: History::new(),
+            verifying: None,
+            confirmed_alive: None,
+            rejected_reports: 0,
         }
     }
 

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{broadcast, Barrier};
 
-use super::{CasOutcome, Change, Store};
+use super::{AccountChange, CasOutcome, Change, Store};
 use crate::credential::{CorpTicketKind, CredentialKey, TicketKind, Timestamp, Token};
 
 /// How long a check waits for something that should happen promptly (a change to arrive, a lease
@@ -70,10 +70,14 @@ macro_rules! store_conformance_tests {
                 lease_release_only_by_owner,
                 expired_lease_can_be_taken_by_another_owner,
                 leases_are_per_key,
-                ping_succeeds;
+                ping_succeeds,
+                delete_removes_the_token_and_its_lease,
+                accounts_are_stored_published_and_removed,
+                force_budget_stops_at_its_limit_per_name_and_day;
             shared:
                 cas_race_has_exactly_one_winner,
-                lease_race_has_exactly_one_winner
+                lease_race_has_exactly_one_winner,
+                force_budget_race_never_overspends
         );
     };
     (@tests $make:expr; single: $($single:ident),*; shared: $($shared:ident),*) => {
@@ -567,4 +571,130 @@ pub(crate) async fn lease_race_has_exactly_one_winner(stores: &[Arc<dyn Store>])
 pub(crate) async fn ping_succeeds(store: &dyn Store) {
     store.ping().await.expect("ping");
     assert!(!store.kind().is_empty());
+}
+
+pub(crate) async fn delete_removes_the_token_and_its_lease(store: &dyn Store) {
+    let key = CredentialKey::access_token("wxdelete");
+    let other = CredentialKey::access_token("wxkept");
+    must_apply(store, &key, &token("a", 1)).await;
+    must_apply(store, &other, &token("b", 1)).await;
+    assert!(store
+        .acquire_lease(&key, "node-a", Duration::from_secs(30))
+        .await
+        .unwrap());
+    store.delete(&key).await.unwrap();
+    assert_eq!(store.get(&key).await.unwrap(), None);
+    assert!(store
+        .load_all()
+        .await
+        .unwrap()
+        .iter()
+        .all(|(k, _)| *k != key));
+    assert!(
+        store
+            .acquire_lease(&key, "node-b", Duration::from_secs(30))
+            .await
+            .unwrap(),
+        "the deleted key's lease is gone"
+    );
+    assert_eq!(store.get(&other).await.unwrap(), Some(token("b", 1)));
+    // A deleted key starts again at generation 1.
+    must_apply(store, &key, &token("c", 1)).await;
+    // Deleting what does not exist is not an error.
+    store
+        .delete(&CredentialKey::access_token("wxnever"))
+        .await
+        .unwrap();
+}
+
+pub(crate) async fn accounts_are_stored_published_and_removed(store: &dyn Store) {
+    let mut feed = store.subscribe_accounts();
+    store.put_account("app/wx1", "{\"v\":1}").await.unwrap();
+    store.put_account("app/wx2", "{\"v\":2}").await.unwrap();
+    store.put_account("app/wx1", "{\"v\":3}").await.unwrap();
+    let mut all = store.load_accounts().await.unwrap();
+    all.sort();
+    assert_eq!(
+        all,
+        vec![
+            ("app/wx1".to_string(), "{\"v\":3}".to_string()),
+            ("app/wx2".to_string(), "{\"v\":2}".to_string())
+        ]
+    );
+    assert!(store.remove_account("app/wx2").await.unwrap());
+    assert!(!store.remove_account("app/wx2").await.unwrap());
+    assert_eq!(store.load_accounts().await.unwrap().len(), 1);
+    let mut seen = Vec::new();
+    while seen.len() < 4 {
+        match tokio::time::timeout(DEADLINE, feed.recv()).await {
+            Ok(Ok(AccountChange::Resync)) => {}
+            Ok(Ok(change)) => seen.push(change),
+            other => panic!("account feed: {other:?}"),
+        }
+    }
+    assert_eq!(
+        seen,
+        vec![
+            AccountChange::Put {
+                name: "app/wx1".into(),
+                definition: "{\"v\":1}".into()
+            },
+            AccountChange::Put {
+                name: "app/wx2".into(),
+                definition: "{\"v\":2}".into()
+            },
+            AccountChange::Put {
+                name: "app/wx1".into(),
+                definition: "{\"v\":3}".into()
+            },
+            AccountChange::Removed {
+                name: "app/wx2".into()
+            },
+        ]
+    );
+}
+
+pub(crate) async fn force_budget_stops_at_its_limit_per_name_and_day(store: &dyn Store) {
+    for expected in 1..=3 {
+        assert_eq!(
+            store.spend_force("access_token/wx1", 100, 3).await.unwrap(),
+            Some(expected)
+        );
+    }
+    assert_eq!(
+        store.spend_force("access_token/wx1", 100, 3).await.unwrap(),
+        None
+    );
+    // A higher limit (the reserve for verified invalidations) allows more on the same count.
+    assert_eq!(
+        store.spend_force("access_token/wx1", 100, 5).await.unwrap(),
+        Some(4)
+    );
+    // Another name and another day are counted apart.
+    assert_eq!(
+        store.spend_force("access_token/wx2", 100, 3).await.unwrap(),
+        Some(1)
+    );
+    assert_eq!(
+        store.spend_force("access_token/wx1", 101, 3).await.unwrap(),
+        Some(1)
+    );
+}
+
+pub(crate) async fn force_budget_race_never_overspends(stores: &[Arc<dyn Store>]) {
+    let spends = (0..40).map(|i| {
+        let store = stores[i % stores.len()].clone();
+        async move {
+            store
+                .spend_force("access_token/wxrace", 7, 20)
+                .await
+                .unwrap()
+        }
+    });
+    let results = futures_util::future::join_all(spends).await;
+    let granted: Vec<u32> = results.into_iter().flatten().collect();
+    assert_eq!(granted.len(), 20, "exactly the limit is granted");
+    let mut sorted = granted.clone();
+    sorted.sort_unstable();
+    assert_eq!(sorted, (1..=20).collect::<Vec<u32>>());
 }

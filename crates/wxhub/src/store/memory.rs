@@ -40,6 +40,8 @@ struct State {
     leases: HashMap<CredentialKey, Lease>,
     /// Runtime account definitions by name.
     accounts: BTreeMap<String, String>,
+    /// Force refreshes used, by (name, WeChat day).
+    force: HashMap<(String, i64), u32>,
 }
 
 /// One refresh lease.
@@ -197,6 +199,24 @@ impl Store for MemoryStore {
                 .iter()
                 .map(|(name, definition)| (name.clone(), definition.clone()))
                 .collect())
+        })
+    }
+
+    fn spend_force<'a>(
+        &'a self,
+        name: &'a str,
+        day: i64,
+        limit: u32,
+    ) -> StoreFuture<'a, Option<u32>> {
+        Box::pin(async move {
+            let mut state = self.lock();
+            state.force.retain(|(_, d), _| *d >= day - 1);
+            let used = state.force.entry((name.to_owned(), day)).or_insert(0);
+            if *used >= limit {
+                return Ok(None);
+            }
+            *used += 1;
+            Ok(Some(*used))
         })
     }
 

@@ -2,7 +2,7 @@
 //! [`memory`] (tests), [`sqlite`] (the embedded single-node default) and [`redis`] (several
 //! nodes sharing one Redis).
 //!
-//! The contract (DESIGN §2) is what makes "exactly one refresh per credential" hold across
+//! The contract (docs/architecture.md#store-contract) is what makes "exactly one refresh per credential" hold across
 //! processes:
 //! - **load all / get** — a restarted node serves what is stored instead of fetching again;
 //! - **compare-and-set on generation** — a token is written only with the stored generation plus
@@ -155,6 +155,16 @@ pub trait Store: Send + Sync + 'static {
 
     /// Every runtime account definition, by name, for a (re)starting node.
     fn load_accounts(&self) -> StoreFuture<'_, Vec<(String, String)>>;
+
+    /// Spends one of the stable-mode force refreshes of `name` (an access token's storage key) on
+    /// WeChat day `day`, for the whole cluster: atomically, only while fewer than `limit` are
+    /// used. Returns how many are used after this one, or `None` when `limit` already were.
+    fn spend_force<'a>(
+        &'a self,
+        name: &'a str,
+        day: i64,
+        limit: u32,
+    ) -> StoreFuture<'a, Option<u32>>;
 
     /// The account feed: every [`Store::put_account`] and [`Store::remove_account`] from now on,
     /// from any node sharing this store.

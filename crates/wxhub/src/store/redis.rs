@@ -146,6 +146,16 @@ if removed == 1 then redis.call('PUBLISH', ARGV[2], ARGV[3]) end
 return removed
 ";
 
+/// Spends one force refresh: `KEYS[1]` counts them for one name and day; below `ARGV[1]` it is
+/// incremented (and kept two days), returning the new count; otherwise -1.
+const SPEND_FORCE_SCRIPT: &str = r"
+local used = tonumber(redis.call('GET', KEYS[1]) or '0')
+if used >= tonumber(ARGV[1]) then return -1 end
+used = redis.call('INCR', KEYS[1])
+redis.call('PEXPIRE', KEYS[1], 172800000)
+return used
+";
+
 /// Whether the Redis server persists its data, as far as `CONFIG GET` tells.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Persistence {
@@ -192,6 +202,11 @@ impl Keys {
             accounts: format!("{namespace}:accounts"),
             accounts_channel: format!("{namespace}:accounts:changes"),
         }
+    }
+
+    /// The namespace itself (the part before the first `:` of every name).
+    fn prefix(&self) -> &str {
+        self.index.trim_end_matches(":tokens")
     }
 
     /// The token hash of a credential.
@@ -245,6 +260,8 @@ struct Scripts {
     put_account: Script,
     /// [`REMOVE_ACCOUNT_SCRIPT`].
     remove_account: Script,
+    /// [`SPEND_FORCE_SCRIPT`].
+    spend_force: Script,
 }
 
 /// A [`Store`] in a Redis server shared by several hub instances. See the module docs.
@@ -314,6 +331,7 @@ impl RedisStore {
                 release: Script::new(RELEASE_SCRIPT),
                 put_account: Script::new(PUT_ACCOUNT_SCRIPT),
                 remove_account: Script::new(REMOVE_ACCOUNT_SCRIPT),
+                spend_force: Script::new(SPEND_FORCE_SCRIPT),
             }),
             changes,
             accounts,
@@ -681,6 +699,27 @@ impl Store for RedisStore {
                 .await
                 .map_err(|e| unavailable("load_accounts", &e))?;
             Ok(all)
+        })
+    }
+
+    fn spend_force<'a>(
+        &'a self,
+        name: &'a str,
+        day: i64,
+        limit: u32,
+    ) -> StoreFuture<'a, Option<u32>> {
+        Box::pin(async move {
+            let what = format!("spend_force {name}");
+            let mut conn = self.conn.clone();
+            let used: i64 = self
+                .scripts
+                .spend_force
+                .key(format!("{}:force:{name}:{day}", self.keys.prefix()))
+                .arg(limit)
+                .invoke_async(&mut conn)
+                .await
+                .map_err(|e| unavailable(&what, &e))?;
+            Ok(u32::try_from(used).ok())
         })
     }
 

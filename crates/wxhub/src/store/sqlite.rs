@@ -83,12 +83,19 @@ const SCHEMA_V1: &str = "
     );
 ";
 
-/// Adds what schema version 2 has on top of version 1: runtime account definitions.
+/// Adds what schema version 2 has on top of version 1: runtime account definitions and the
+/// cluster-wide stable-mode force budget.
 const SCHEMA_V2: &str = "
     CREATE TABLE accounts (
         name          TEXT    NOT NULL PRIMARY KEY,
         definition    TEXT    NOT NULL,
         updated_at_ms INTEGER NOT NULL
+    );
+    CREATE TABLE force_budget (
+        name          TEXT    NOT NULL,
+        day           INTEGER NOT NULL,
+        used          INTEGER NOT NULL,
+        PRIMARY KEY (name, day)
     );
 ";
 
@@ -198,8 +205,11 @@ impl SqliteStore {
         let at = |what: &str| format!("{what} {}", path.display());
         create_private_file(path)
             .map_err(|e| StoreError::Unavailable(format!("{}: {e}", at("creating"))))?;
+        make_private(path)?;
         let mut conn = Connection::open(path).map_err(|e| db_error(&at("opening"), e))?;
         configure(&conn).map_err(|e| db_error(&at("configuring"), e))?;
+        // WAL mode is on now: its `-wal` and `-shm` files exist, possibly from an earlier run.
+        make_private(path)?;
         migrate(&mut conn, path).map_err(|e| e.into_store_error(&at("preparing the schema of")))?;
         let published = stored_generations(&conn).map_err(|e| db_error(&at("reading"), e))?;
         let data_version = data_version(&conn).map_err(|e| db_error(&at("reading"), e))?;
@@ -331,6 +341,54 @@ fn create_private_file(path: &Path) -> std::io::Result<()> {
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
         Err(e) => Err(e),
     }
+}
+
+/// Restricts the database file and its `-wal` and `-shm` companions (those that exist) to their
+/// owner. A file created by an older version, restored from a backup or copied in may be
+/// readable by every user of the machine, and it holds live tokens. A file whose permissions
+/// cannot be changed (another owner) is refused rather than used as it is.
+fn make_private(path: &Path) -> Result<(), StoreError> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        for suffix in ["", "-wal", "-shm"] {
+            let mut file = path.as_os_str().to_owned();
+            file.push(suffix);
+            let file = Path::new(&file);
+            let mode = match std::fs::metadata(file) {
+                Ok(metadata) => metadata.permissions().mode() & 0o777,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => {
+                    return Err(StoreError::Unavailable(format!(
+                        "cannot read the permissions of {}: {e}",
+                        file.display()
+                    )))
+                }
+            };
+            if mode & 0o077 == 0 {
+                continue;
+            }
+            std::fs::set_permissions(file, std::fs::Permissions::from_mode(mode & 0o700)).map_err(
+                |e| {
+                    StoreError::Unavailable(format!(
+                        "{} holds tokens but is readable by other users (mode {mode:03o}) and \
+                         could not be restricted to its owner: {e}; run `chmod 600` on it as \
+                         its owner",
+                        file.display()
+                    ))
+                },
+            )?;
+            tracing::warn!(
+                file = %file.display(),
+                was = format_args!("{mode:03o}"),
+                now = format_args!("{:03o}", mode & 0o700),
+                "database file was readable by other users; restricted to its owner"
+            );
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+    Ok(())
 }
 
 /// Per-connection settings: wait for other writers, WAL, and a disk sync on every commit.
@@ -734,6 +792,39 @@ impl Store for SqliteStore {
                 .prepare_cached("SELECT name, definition FROM accounts ORDER BY name")?;
             let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
             Ok(rows.collect::<Result<Vec<(String, String)>, _>>()?)
+        })
+    }
+
+    fn spend_force<'a>(
+        &'a self,
+        name: &'a str,
+        day: i64,
+        limit: u32,
+    ) -> StoreFuture<'a, Option<u32>> {
+        let name = name.to_owned();
+        self.run(format!("spend_force {name}"), move |db, _| {
+            let tx = db
+                .conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)?;
+            tx.execute("DELETE FROM force_budget WHERE day < ?1", [day - 1])?;
+            let used: i64 = tx
+                .query_row(
+                    "SELECT used FROM force_budget WHERE name = ?1 AND day = ?2",
+                    rusqlite::params![name, day],
+                    |r| r.get(0),
+                )
+                .optional()?
+                .unwrap_or(0);
+            if used >= i64::from(limit) {
+                return Ok(None);
+            }
+            tx.execute(
+                "INSERT INTO force_budget (name, day, used) VALUES (?1, ?2, 1)
+                 ON CONFLICT (name, day) DO UPDATE SET used = used + 1",
+                rusqlite::params![name, day],
+            )?;
+            tx.commit()?;
+            Ok(Some(u32::try_from(used + 1).unwrap_or(u32::MAX)))
         })
     }
 

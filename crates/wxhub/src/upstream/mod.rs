@@ -1,6 +1,6 @@
 //! WeChat's HTTP endpoints: one function per endpoint, typed results, classified errors.
 //!
-//! Every failure is sorted into one of the four classes of DESIGN §3 ([`UpstreamError`]), because
+//! Every failure is sorted into one of the four classes of docs/wechat.md#errcode-classes ([`UpstreamError`]), because
 //! the class alone decides what the engine does next (retry soon, back off for minutes, ask an
 //! operator, or refresh the token that was used). Base URLs come from the configuration so tests
 //! point the client at `wechat-mock`.
@@ -8,6 +8,11 @@
 //! No secret ever reaches an error message: request URLs (which carry `secret=` for
 //! `cgi-bin/token`) are stripped from transport errors, and WeChat's own `errmsg` never echoes a
 //! secret.
+//!
+//! An answer is not trusted because it came back: redirects are not followed (a redirect would
+//! re-send the AppSecret to whatever origin it names), a lifetime beyond one day is refused as
+//! malformed, and every piece of upstream text kept in an error is escaped
+//! ([`crate::telemetry::untrusted`]) so it cannot forge a log line.
 
 mod component;
 
@@ -17,12 +22,18 @@ use serde::Deserialize;
 
 use crate::credential::{CorpTicketKind, TicketKind};
 use crate::metrics::Metrics;
+use crate::telemetry::untrusted;
 use std::sync::Arc;
 
 pub use component::{Authorization, AuthorizerPage, AuthorizerTokens, ListedAuthorizer};
 
 /// Largest response body accepted from WeChat; real token responses are well under 1 KiB.
 const MAX_RESPONSE_BYTES: usize = 64 * 1024;
+
+/// The longest `expires_in` believed, in seconds. WeChat's tokens and tickets live two hours; an
+/// answer claiming more than a day is broken or hostile, and trusting it would keep a dead token
+/// (and no refresh) for as long as it says.
+const MAX_EXPIRES_IN_SECS: i64 = 86_400;
 
 /// A credential value as WeChat returned it.
 #[derive(Clone, PartialEq, Eq)]
@@ -108,9 +119,9 @@ enum Authenticates {
     WithAccessToken,
 }
 
-/// Sorts a WeChat errcode into its class (spec §1, §5, §7).
+/// Sorts a WeChat errcode into its class (docs/wechat.md#errcode-classes).
 fn classify(errcode: i64, errmsg: &str, auth: Authenticates) -> UpstreamError {
-    let message = errmsg.to_string();
+    let message = untrusted(errmsg);
     match errcode {
         -1 | 45011 | 45033 => UpstreamError::Transient {
             errcode: Some(errcode),
@@ -137,8 +148,10 @@ struct Reply {
     errmsg: String,
     #[serde(default, alias = "ticket")]
     access_token: Option<String>,
+    /// Signed, so that a negative lifetime is refused with a message saying so rather than as
+    /// an unreadable body.
     #[serde(default)]
-    expires_in: Option<u64>,
+    expires_in: Option<i64>,
 }
 
 /// The WeChat client. Cheap to clone (the HTTP pool is shared).
@@ -166,6 +179,8 @@ impl Upstream {
             .timeout(timeout)
             .connect_timeout(timeout)
             .user_agent(concat!("wxhub/", env!("CARGO_PKG_VERSION")))
+            // A redirect would re-send the request, AppSecret included, to another origin.
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| UpstreamError::transient(format!("cannot build HTTP client: {e}")))?;
         Ok(Upstream {
@@ -269,6 +284,32 @@ impl Upstream {
             .await
     }
 
+    /// `GET /cgi-bin/get_api_domain_ip` authenticated with `access_token` (on the Work WeChat
+    /// host when `work`): the cheapest call that tells whether WeChat accepts a token. `Ok` when
+    /// it does; [`UpstreamError::TokenInvalid`] when it is dead.
+    pub async fn check_token(&self, work: bool, access_token: &str) -> Result<(), UpstreamError> {
+        let base = if work {
+            &self.work_api_base
+        } else {
+            &self.api_base
+        };
+        let request = self
+            .http
+            .get(format!("{base}/cgi-bin/get_api_domain_ip"))
+            .query(&[("access_token", access_token)]);
+        let started = Instant::now();
+        let result = match fetch_body(request).await {
+            Ok(body) => parse_status(&body),
+            Err(e) => Err(e),
+        };
+        self.metrics.observe_upstream(
+            "get_api_domain_ip",
+            started.elapsed(),
+            result.as_ref().err(),
+        );
+        result
+    }
+
     /// Sends one request, measures it, and turns the answer into a credential or a classified
     /// error.
     async fn call(
@@ -289,8 +330,19 @@ async fn send(
     request: reqwest::RequestBuilder,
     auth: Authenticates,
 ) -> Result<Fetched, UpstreamError> {
+    parse_reply(&fetch_body(request).await?, auth)
+}
+
+/// Sends one request and reads its body (bounded), refusing redirects and error statuses.
+async fn fetch_body(request: reqwest::RequestBuilder) -> Result<Vec<u8>, UpstreamError> {
     let mut response = request.send().await.map_err(transport_error)?;
     let status = response.status();
+    if status.is_redirection() {
+        // Named by its status only: the target URL is the upstream's to choose, not ours to log.
+        return Err(UpstreamError::transient(format!(
+            "HTTP status {status}: redirects are not followed"
+        )));
+    }
     if !status.is_success() {
         return Err(UpstreamError::transient(format!("HTTP status {status}")));
     }
@@ -303,23 +355,51 @@ async fn send(
         }
         body.extend_from_slice(&chunk);
     }
-    parse_reply(&body, auth)
+    Ok(body)
+}
+
+/// Turns the answer of a call that carries an access token and returns no credential into `Ok`
+/// or a classified error.
+fn parse_status(body: &[u8]) -> Result<(), UpstreamError> {
+    let reply: Reply = serde_json::from_slice(body).map_err(|e| {
+        UpstreamError::transient(untrusted(&format!("unreadable response body: {e}")))
+    })?;
+    match reply.errcode {
+        0 => Ok(()),
+        errcode => Err(classify(
+            errcode,
+            &reply.errmsg,
+            Authenticates::WithAccessToken,
+        )),
+    }
 }
 
 /// Turns a WeChat JSON body into a credential or a classified error.
 fn parse_reply(body: &[u8], auth: Authenticates) -> Result<Fetched, UpstreamError> {
-    let reply: Reply = serde_json::from_slice(body)
-        .map_err(|e| UpstreamError::transient(format!("unreadable response body: {e}")))?;
+    let reply: Reply = serde_json::from_slice(body).map_err(|e| {
+        UpstreamError::transient(untrusted(&format!("unreadable response body: {e}")))
+    })?;
     if reply.errcode != 0 {
         return Err(classify(reply.errcode, &reply.errmsg, auth));
     }
     match (reply.access_token, reply.expires_in) {
-        (Some(value), Some(expires_in)) if !value.is_empty() && expires_in > 0 => Ok(Fetched {
+        (Some(_), Some(expires_in)) if expires_in > MAX_EXPIRES_IN_SECS => {
+            Err(UpstreamError::transient(format!(
+                "malformed answer: expires_in {expires_in} s is more than one day \
+                 ({MAX_EXPIRES_IN_SECS} s); the credential is not trusted"
+            )))
+        }
+        (Some(_), Some(expires_in)) if expires_in < 0 => Err(UpstreamError::transient(format!(
+            "malformed answer: expires_in {expires_in} s is negative"
+        ))),
+        // Zero is what WeChat says of a re-sent value in its last second: the engine asks again
+        // at its expiry (a *new* value with no life is refused there).
+        (Some(value), Some(expires_in)) if !value.is_empty() && expires_in >= 0 => Ok(Fetched {
             value,
-            expires_in: Duration::from_secs(expires_in),
+            expires_in: Duration::from_secs(expires_in.unsigned_abs()),
         }),
         _ => Err(UpstreamError::transient(
-            "response lacks a credential or a positive expires_in",
+            "response lacks a credential or its expires_in",
         )),
     }
 }
@@ -336,7 +416,7 @@ fn transport_error(e: reqwest::Error) -> UpstreamError {
         "request failed"
     };
     let e = e.without_url();
-    UpstreamError::transient(format!("{kind}: {e}"))
+    UpstreamError::transient(untrusted(&format!("{kind}: {e}")))
 }
 
 #[cfg(test)]
@@ -394,11 +474,65 @@ mod tests {
             &b"<html>502</html>"[..],
             br#"{"expires_in":7200}"#,
             br#"{"access_token":"","expires_in":7200}"#,
-            br#"{"access_token":"x","expires_in":0}"#,
+            br#"{"access_token":"x"}"#,
         ] {
             let err = parse_reply(body, Authenticates::WithSecret).unwrap_err();
             assert_eq!(err.class(), "transient", "{body:?}");
         }
+    }
+
+    #[test]
+    fn absurd_lifetimes_are_refused_as_malformed() {
+        for (body, says) in [
+            (
+                &br#"{"access_token":"x","expires_in":1000000000000}"#[..],
+                "expires_in 1000000000000 s is more than one day",
+            ),
+            (
+                br#"{"access_token":"x","expires_in":86401}"#,
+                "more than one day",
+            ),
+            (br#"{"access_token":"x","expires_in":-5}"#, "negative"),
+            (
+                br#"{"errcode":0,"ticket":"t","expires_in":-7200}"#,
+                "negative",
+            ),
+        ] {
+            let err = parse_reply(body, Authenticates::WithSecret).unwrap_err();
+            assert_eq!(err.class(), "transient", "{body:?}");
+            assert!(err.to_string().contains(says), "{err}");
+            assert!(err.to_string().contains("malformed"), "{err}");
+        }
+        // A day is believed; zero is "no life left", for the engine to judge.
+        let day = parse_reply(
+            br#"{"access_token":"x","expires_in":86400}"#,
+            Authenticates::WithSecret,
+        )
+        .unwrap();
+        assert_eq!(day.expires_in, Duration::from_secs(86_400));
+        let zero = parse_reply(
+            br#"{"access_token":"x","expires_in":0}"#,
+            Authenticates::WithSecret,
+        )
+        .unwrap();
+        assert_eq!(zero.expires_in, Duration::ZERO);
+    }
+
+    #[test]
+    fn upstream_text_cannot_forge_a_log_line() {
+        let body = serde_json::json!({
+            "errcode": 40125,
+            "errmsg": "invalid appsecret\n2026-12-01T00:00:00Z  INFO wxhub: forged\u{1b}[31m",
+        })
+        .to_string();
+        let err = parse_reply(body.as_bytes(), Authenticates::WithSecret).unwrap_err();
+        let shown = err.to_string();
+        assert!(!shown.chars().any(char::is_control), "{shown:?}");
+        assert!(shown.contains("invalid appsecret\\u{a}2026"), "{shown}");
+        assert!(shown.contains("\\u{1b}[31m"), "{shown}");
+        // A body that is not JSON is quoted in the error only escaped.
+        let err = parse_reply(b"\"\n\x1b[2J", Authenticates::WithSecret).unwrap_err();
+        assert!(!err.to_string().chars().any(char::is_control), "{err}");
     }
 
     #[test]

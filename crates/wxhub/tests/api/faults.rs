@@ -32,7 +32,10 @@ async fn transient_failures_are_retried_while_the_old_token_is_served() {
         mock.add_fault(rule);
     }
     let response = hub
-        .post(&format!("/v1/apps/{appid}/refresh"), serde_json::json!({}))
+        .post(
+            &format!("/v1/apps/{appid}/refresh?force=true"),
+            serde_json::json!({}),
+        )
         .await;
     assert_eq!(response.status(), 503, "the forced refresh hit a fault");
 
@@ -121,7 +124,10 @@ async fn an_exhausted_daily_quota_backs_off_for_minutes() {
     let old = hub.token(appid).await;
 
     let response = hub
-        .post(&format!("/v1/apps/{appid}/refresh"), serde_json::json!({}))
+        .post(
+            &format!("/v1/apps/{appid}/refresh?force=true"),
+            serde_json::json!({}),
+        )
         .await;
     assert_eq!(response.status(), 503);
     let credential = hub.credential(&format!("access_token/{appid}")).await;

@@ -24,6 +24,8 @@ use wxhub::store::Store;
 pub const ADMIN_KEY: &str = "test-admin-key-0123456789";
 /// Bearer key of a consumer that may only read the first configured app.
 pub const READER_KEY: &str = "test-reader-key-0123456789";
+/// Bearer key of a consumer that may only report tokens (`invalidate`, no `read`) on every app.
+pub const REPORTER_KEY: &str = "test-reporter-key-0123456789";
 
 /// The secret the mock expects for every test app; the hub is configured with it unless a test
 /// says otherwise.
@@ -125,6 +127,10 @@ pub struct HubOptions {
     pub master_key: Option<MasterKey>,
     /// `[[components]]`: third-party platforms.
     pub components: Vec<ComponentSettings>,
+    /// WeChat's address for the hub, when it is not the mock's (a hostile upstream).
+    pub api_base: Option<String>,
+    /// `[server]` apart from `listen` (connection limits and timeouts).
+    pub server: ServerSettings,
 }
 
 /// The `[secrets] master_key` test hubs run with.
@@ -146,6 +152,11 @@ impl HubOptions {
             shared_store: None,
             master_key: Some(test_master_key()),
             components: vec![],
+            api_base: None,
+            server: ServerSettings {
+                request_timeout: Duration::from_secs(10),
+                ..ServerSettings::default()
+            },
         }
     }
 
@@ -184,13 +195,12 @@ pub fn settings_for(mock: &MockServer, options: &HubOptions) -> Settings {
     Settings {
         server: ServerSettings {
             listen: any_port(),
-            request_timeout: Duration::from_secs(10),
-            events_listen: None,
+            ..options.server.clone()
         },
         store: options.store.clone(),
         wechat: WechatSettings {
-            api_base: mock.base_url(),
-            work_api_base: mock.base_url(),
+            api_base: options.api_base.clone().unwrap_or_else(|| mock.base_url()),
+            work_api_base: options.api_base.clone().unwrap_or_else(|| mock.base_url()),
             timeout: Duration::from_secs(2),
         },
         refresh: options.refresh.clone(),
@@ -234,6 +244,12 @@ pub fn settings_for(mock: &MockServer, options: &HubOptions) -> Settings {
                 key_sha256: consumer_key_digest(READER_KEY),
                 apps: first_app.into_iter().map(AppGrant::App).collect(),
                 scopes: vec![Scope::Read],
+            },
+            ConsumerSettings {
+                name: "reporter".into(),
+                key_sha256: consumer_key_digest(REPORTER_KEY),
+                apps: vec![AppGrant::All],
+                scopes: vec![Scope::Invalidate],
             },
         ],
         secrets: SecretsSettings {

@@ -1,5 +1,6 @@
-//! Compare-and-refresh: a storm of reports of the current token turns into exactly one upstream
-//! fetch; reports of a replaced token into none; reports of a brand-new token are throttled.
+//! Compare-and-refresh: a storm of reports of a dead current token turns into exactly one
+//! upstream fetch; reports of a replaced token into none; reports of a brand-new token are
+//! throttled; reports of a token WeChat still accepts are rejected after one check with WeChat.
 
 use std::time::Duration;
 
@@ -26,13 +27,74 @@ async fn let_token_age(hub: &TestHub, appid: &str) {
     tokio::time::sleep(Duration::from_millis(1_100)).await;
 }
 
+/// A mock with a short overlap (1 s), so that a token killed by another party dies quickly, and
+/// a ready hub for `apps`.
+async fn short_overlap(apps: &[TestApp]) -> (std::sync::Arc<wechat_mock::MockServer>, TestHub) {
+    let mock = spawn_mock(
+        Duration::from_secs(120),
+        Duration::from_secs(1),
+        apps,
+        &[],
+        |c| c,
+    )
+    .await;
+    let hub = spawn_app(&mock, HubOptions::new(apps)).await;
+    hub.wait_ready().await;
+    (mock, hub)
+}
+
+/// Another party fetches a token for `appid` straight from WeChat (legacy `cgi-bin/token`, or a
+/// `stable_token` force refresh), and the hub's `old` token dies once the overlap is over.
+async fn killed_by_another_party(
+    hub: &TestHub,
+    mock: &wechat_mock::MockServer,
+    appid: &str,
+    old: &str,
+    stable: bool,
+) {
+    let client = reqwest::Client::new();
+    let secret = secret_of(appid);
+    let answer: serde_json::Value = if stable {
+        client
+            .post(format!("{}/cgi-bin/stable_token", mock.base_url()))
+            .json(&serde_json::json!({
+                "grant_type": "client_credential",
+                "appid": appid,
+                "secret": secret,
+                "force_refresh": true,
+            }))
+            .send()
+            .await
+    } else {
+        client
+            .get(format!("{}/cgi-bin/token", mock.base_url()))
+            .query(&[
+                ("grant_type", "client_credential"),
+                ("appid", appid),
+                ("secret", &secret),
+            ])
+            .send()
+            .await
+    }
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    assert!(answer["access_token"].is_string(), "{answer}");
+    wait_until(Duration::from_secs(10), "the old token dies", || async {
+        business_call(&hub.client, mock, old).await != 0
+    })
+    .await;
+}
+
 #[tokio::test]
-async fn fifty_reports_of_the_current_legacy_token_cause_one_fetch() {
+async fn fifty_reports_of_a_dead_legacy_token_cause_one_fetch() {
     let appid = "wxstorm0000000001";
     let apps = [TestApp::legacy(appid)];
-    let (mock, hub) = start_ready(&apps).await;
+    let (mock, hub) = short_overlap(&apps).await;
     let old = hub.token(appid).await.access_token;
     let_token_age(&hub, appid).await;
+    killed_by_another_party(&hub, &mock, appid, &old, false).await;
     let issued_before = stats(&mock).issued("/cgi-bin/token", appid);
 
     let answers = storm(&hub, appid, &old, 50).await;
@@ -58,27 +120,157 @@ async fn fifty_reports_of_the_current_legacy_token_cause_one_fetch() {
 }
 
 #[tokio::test]
-async fn fifty_reports_of_the_current_stable_token_cause_one_force_refresh() {
+async fn fifty_reports_of_a_dead_stable_token_cause_one_call_and_no_force_refresh() {
     let appid = "wxstorm0000000002";
     let apps = [TestApp::stable(appid)];
-    let (mock, hub) = start_ready(&apps).await;
+    let (mock, hub) = short_overlap(&apps).await;
     let old = hub.token(appid).await.access_token;
     let_token_age(&hub, appid).await;
-    let calls_before = stats(&mock).calls("/cgi-bin/stable_token", appid);
+    killed_by_another_party(&hub, &mock, appid, &old, true).await;
+    let before = stats(&mock);
 
     let answers = storm(&hub, appid, &old, 50).await;
 
     let after = stats(&mock);
-    assert_eq!(after.force_refreshes(appid), 1);
+    // The other party's force refresh already replaced the token: normal mode returns it, and
+    // the hub spends none of the force budget.
+    assert_eq!(after.force_refreshes(appid), before.force_refreshes(appid));
     assert_eq!(
         after.calls("/cgi-bin/stable_token", appid),
-        calls_before + 1
+        before.calls("/cgi-bin/stable_token", appid) + 1
     );
     let new = &answers[0];
     assert_ne!(new, &old);
     assert!(answers.iter().all(|t| t == new));
+    assert_eq!(business_call(&hub.client, &mock, new).await, 0);
     let credential = hub.credential(&format!("access_token/{appid}")).await;
-    assert_eq!(credential["force_refreshes_today"], 1);
+    assert_eq!(credential["force_refreshes_today"], 0);
+}
+
+#[tokio::test]
+async fn fifty_reports_of_a_live_token_are_rejected_after_one_check() {
+    let appid = "wxstorm0000000004";
+    let apps = [TestApp::legacy(appid)];
+    let (mock, hub) = short_overlap(&apps).await;
+    let current = hub.token(appid).await.access_token;
+    let_token_age(&hub, appid).await;
+    let before = stats(&mock);
+
+    let answers = storm(&hub, appid, &current, 50).await;
+
+    assert!(answers.iter().all(|t| *t == current));
+    let after = stats(&mock);
+    assert_eq!(
+        after.calls("/cgi-bin/token", appid),
+        before.calls("/cgi-bin/token", appid)
+    );
+    assert_eq!(
+        after.business(appid, 0),
+        before.business(appid, 0) + 1,
+        "one check with WeChat for the whole storm"
+    );
+    let credential = hub.credential(&format!("access_token/{appid}")).await;
+    assert_eq!(credential["rejected_reports"], 50);
+    let metrics = hub
+        .client
+        .get(hub.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("wxhub_invalidations_total{outcome=\"rejected\"} 50"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn ten_reports_of_a_live_stable_token_over_a_minute_spend_no_force_refresh() {
+    let appid = "wxstorm0000000005";
+    let apps = [TestApp::stable(appid)];
+    let (mock, hub) = short_overlap(&apps).await;
+    let current = hub.token(appid).await.access_token;
+    let_token_age(&hub, appid).await;
+    let before = stats(&mock);
+    for i in 0..10 {
+        if i > 0 {
+            // Spread over a minute: each report needs a check of its own.
+            tokio::time::sleep(Duration::from_secs(6)).await;
+        }
+        let answer: TokenAnswer = hub.invalidate(appid, &current).await.json().await.unwrap();
+        assert_eq!(answer.access_token, current);
+    }
+    let after = stats(&mock);
+    assert_eq!(after.force_refreshes(appid), 0);
+    assert_eq!(
+        after.calls("/cgi-bin/stable_token", appid),
+        before.calls("/cgi-bin/stable_token", appid)
+    );
+    let credential = hub.credential(&format!("access_token/{appid}")).await;
+    assert_eq!(credential["rejected_reports"], 10);
+
+    // A real invalidation still costs exactly one call (once WeChat's word that the token was
+    // alive, reused for a few seconds, has lapsed).
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    killed_by_another_party(&hub, &mock, appid, &current, true).await;
+    let before = stats(&mock);
+    let answer: TokenAnswer = hub.invalidate(appid, &current).await.json().await.unwrap();
+    assert_ne!(answer.access_token, current);
+    assert_eq!(
+        business_call(&hub.client, &mock, &answer.access_token).await,
+        0
+    );
+    assert_eq!(
+        stats(&mock).calls("/cgi-bin/stable_token", appid),
+        before.calls("/cgi-bin/stable_token", appid) + 1
+    );
+}
+
+#[tokio::test]
+async fn admin_refresh_respects_min_refresh_interval_and_the_force_reserve() {
+    let appid = "wxstorm0000000006";
+    let apps = [TestApp::stable(appid)];
+    let mock = spawn_mock(
+        Duration::from_secs(120),
+        Duration::from_secs(1),
+        &apps,
+        &[],
+        |c| c,
+    )
+    .await;
+    let mut options = HubOptions::new(&apps);
+    options.refresh.min_refresh_interval = Duration::from_secs(60);
+    // Only one force refresh a day outside the reserve.
+    options.refresh.force_reserve = 19;
+    let hub = spawn_app(&mock, options).await;
+    hub.wait_ready().await;
+    let path = format!("/v1/apps/{appid}/refresh");
+    let refused = hub.post(&path, serde_json::json!({})).await;
+    assert_eq!(refused.status(), 429);
+    let forced = hub
+        .post(&format!("{path}?force=true"), serde_json::json!({}))
+        .await;
+    assert_eq!(forced.status(), 200);
+    assert_eq!(stats(&mock).force_refreshes(appid), 1);
+    // The next one would eat into the reserve: normal mode instead, no force.
+    let again = hub
+        .post(&format!("{path}?force=true"), serde_json::json!({}))
+        .await;
+    assert_eq!(again.status(), 200);
+    assert_eq!(stats(&mock).force_refreshes(appid), 1);
+    let credential = hub.credential(&format!("access_token/{appid}")).await;
+    assert!(
+        credential["warning"]
+            .as_str()
+            .is_some_and(|w| w.contains("reserve")),
+        "{credential}"
+    );
+    let bad = hub
+        .post(&format!("{path}?force=yes"), serde_json::json!({}))
+        .await;
+    assert_eq!(bad.status(), 400);
 }
 
 #[tokio::test]

@@ -321,3 +321,17 @@ pub async fn metrics(hub: &TestHub) -> String {
         .await
         .expect("metrics text")
 }
+
+/// WeChat answers 40001 to the next `checks` business calls made with `appid`'s token: a hub that
+/// checks a reported token finds it dead, as it is once another party has replaced it — without
+/// the test waiting out WeChat's overlap. Clear with `MockServer::clear_faults` once the reports
+/// are answered, so that later business calls are judged normally.
+pub fn wechat_refuses_the_token(mock: &MockServer, appid: &str, checks: u64) {
+    mock.add_fault(wechat_mock::FaultRule {
+        path: "/cgi-bin/get_api_domain_ip".into(),
+        account: Some(appid.to_string()),
+        errcode: Some(40001),
+        count: Some(checks),
+        ..wechat_mock::FaultRule::default()
+    });
+}

@@ -234,6 +234,7 @@ impl Setup {
             count: Some(1),
             ..FaultRule::default()
         });
+        wechat_refuses_the_token(&self.mock, self.appid, INSTANCES as u64);
         let hubs = self.hubs();
         let appid = self.appid;
         let token = self.old.access_token.clone();
@@ -292,6 +293,7 @@ async fn killing_the_lease_holder_mid_refresh_lets_another_instance_finish_it() 
     let hubs = setup.hubs();
     let answers = reports_on_the_others(&hubs, setup.appid, &setup.old.access_token).await;
     let took = killed_at.elapsed();
+    setup.mock.clear_faults();
     eprintln!("the refresh was completed {took:?} after the kill");
     // The consumer whose report was on the killed instance retries through the balancer.
     let first = first_report.await.expect("report task");
@@ -327,7 +329,12 @@ async fn killing_the_lease_holder_mid_refresh_lets_another_instance_finish_it() 
         stored(&setup.url, &setup.namespace, &setup.storage_key()).await,
         Some((current.generation, new))
     );
-    assert_eq!(stats(&setup.mock).business_failures(setup.appid), 0);
+    let seen = stats(&setup.mock);
+    assert_eq!(
+        seen.business_failures(setup.appid),
+        seen.faults_injected("/cgi-bin/get_api_domain_ip"),
+        "no consumer call failed, only the injected refusals"
+    );
 
     // A replacement instance joins: it serves the current token at once and fetches nothing.
     let calls = stats(&setup.mock).calls("/cgi-bin/token", setup.appid);
@@ -357,6 +364,7 @@ async fn a_frozen_lease_holder_that_wakes_up_cannot_overwrite_the_newer_token() 
     setup.processes[0].signal("STOP");
     let hubs = setup.hubs();
     let answers = reports_on_the_others(&hubs, setup.appid, &setup.old.access_token).await;
+    setup.mock.clear_faults();
     let new = answers[0]
         .clone()
         .unwrap_or_else(|e| panic!("a consumer saw: {e}"));

@@ -95,13 +95,15 @@ async fn a_storm_of_reports_of_one_authorizer_token_is_one_refresh() {
             let tokens: Vec<TokenAnswer> = join_all(hubs.iter().map(|h| h.token_at(&path))).await;
             tokens
                 .iter()
-                .all(|t| *t == tokens[0])
+                .all(|t| t.access_token == tokens[0].access_token)
                 .then(|| tokens[0].clone())
         },
     )
     .await;
     // A report of a token younger than min_refresh_interval (1 s) is throttled, by design.
     tokio::time::sleep(Duration::from_millis(1_100)).await;
+    // Reports are verified with WeChat before a token is burned: make WeChat refuse it.
+    wechat_refuses_the_token(&mock, &authorizer, INSTANCES as u64);
     let before = stats(&mock).component(COMPONENT).authorizer_tokens_issued;
     let reports = (0..60).map(|i| {
         let hub = &hubs[i % hubs.len()];
@@ -116,6 +118,7 @@ async fn a_storm_of_reports_of_one_authorizer_token_is_one_refresh() {
         }
     });
     let answers = join_all(reports).await;
+    mock.clear_faults();
     assert_eq!(
         stats(&mock).component(COMPONENT).authorizer_tokens_issued,
         before + 1,

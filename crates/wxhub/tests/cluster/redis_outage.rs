@@ -195,6 +195,7 @@ async fn a_token_fetched_while_redis_is_down_is_served_and_written_when_it_retur
         count: Some(1),
         ..FaultRule::default()
     });
+    wechat_refuses_the_token(&mock, appid, 1);
     let report = {
         let hubs = hubs.clone();
         let token = old.access_token.clone();

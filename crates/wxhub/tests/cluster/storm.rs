@@ -51,9 +51,11 @@ async fn sixty_reports_over_three_instances_cause_one_legacy_fetch() {
     .await;
     let hubs = spawn_cluster(&mock, &apps, &redis.url(), &unique_namespace("storm")).await;
     let old = prepared(&hubs, appid).await;
+    wechat_refuses_the_token(&mock, appid, INSTANCES as u64);
     let before = stats(&mock);
 
     let answers = storm(&hubs, appid, &old.access_token).await;
+    mock.clear_faults();
 
     let after = stats(&mock);
     assert_eq!(
@@ -98,15 +100,19 @@ async fn sixty_reports_over_three_instances_cause_one_stable_force_refresh() {
     .await;
     let hubs = spawn_cluster(&mock, &apps, &redis.url(), &unique_namespace("storm")).await;
     let old = prepared(&hubs, appid).await;
+    wechat_refuses_the_token(&mock, appid, INSTANCES as u64);
     let before = stats(&mock);
 
     let answers = storm(&hubs, appid, &old.access_token).await;
+    mock.clear_faults();
 
     let after = stats(&mock);
     assert_eq!(after.force_refreshes(appid), 1);
+    // Normal mode first (it would return a token another party forced), which hands back the
+    // dead one here; then the one force refresh.
     assert_eq!(
         after.calls("/cgi-bin/stable_token", appid),
-        before.calls("/cgi-bin/stable_token", appid) + 1
+        before.calls("/cgi-bin/stable_token", appid) + 2
     );
     let new = &answers[0];
     assert_ne!(new, &old.access_token);

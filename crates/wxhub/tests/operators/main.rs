@@ -1,0 +1,11 @@
+//! What operators work with: the status page (`GET /status`) in a real browser — headless
+//! Chromium, driven over the DevTools protocol, against a hub running on `wechat-mock` — the
+//! refresh history it charts, and the Prometheus alert rules and dashboard under docs/.
+
+#[allow(dead_code)]
+#[path = "../api/helpers.rs"]
+mod helpers;
+
+mod browser;
+mod monitoring;
+mod page;
