@@ -17,13 +17,16 @@ use serde::Serialize;
 use tokio::sync::broadcast;
 
 use crate::api::KeyCache;
-use crate::configuration::{ConfigError, RefreshOverrides, Secret, Settings, TokenMode};
+use crate::audit::AuditLog;
+use crate::configuration::{
+    ConfigError, RefreshOverrides, RefreshSettings, Secret, Settings, TokenMode,
+};
 use crate::credential::{CredentialKey, Token};
 use crate::engine::{Engine, RefreshError};
 use crate::hub::Credential;
 use crate::registry::seal::{SealError, Sealer};
 use crate::registry::{AccountId, AccountSpec, Diff, Origin, Registry, StoredAccount};
-use crate::store::{AccountChange, Store, StoreError};
+use crate::store::{AccountChange, CasOutcome, Store, StoreError};
 
 /// Who may call what, switched as a whole by a reload: the consumers and a key cache that serves
 /// exactly them.
@@ -71,6 +74,9 @@ pub enum ControlError {
     /// The configuration file is broken; nothing was changed.
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// A live token can be imported with the account only when the account is new.
+    #[error("{0} exists already; import its token with PUT …/access_token")]
+    NotNew(AccountId),
     /// The hub was not started from a file, so there is nothing to reload.
     #[error("this hub was not started from a configuration file")]
     NoFile,
@@ -129,6 +135,8 @@ pub struct Control {
     access: Arc<ArcSwap<Access>>,
     /// Serialises changes, so a reload and an admin call never interleave.
     changing: tokio::sync::Mutex<()>,
+    /// Admin actions and authorization changes.
+    audit: AuditLog,
 }
 
 impl Control {
@@ -150,7 +158,13 @@ impl Control {
             access: Arc::new(ArcSwap::from_pointee(Access::new(settings.clone()))),
             settings: ArcSwap::new(settings),
             changing: tokio::sync::Mutex::new(()),
+            audit: AuditLog::default(),
         }
+    }
+
+    /// The audit trail.
+    pub fn audit(&self) -> &AuditLog {
+        &self.audit
     }
 
     /// The registry.
@@ -224,8 +238,14 @@ impl Control {
     }
 
     /// Adds or changes a runtime app or Work app, stores it (sealed) for every instance, and
-    /// waits for its first token (or failure).
-    pub async fn put(&self, spec: AccountSpec) -> Result<PutOutcome, ControlError> {
+    /// waits for its first token (or failure). `live_token` (a token another system fetched, and
+    /// its remaining life) is stored first, so a new legacy app is served that token instead of
+    /// being fetched — which would kill the token the system's servers use.
+    pub async fn put(
+        &self,
+        spec: AccountSpec,
+        live_token: Option<(String, Duration)>,
+    ) -> Result<PutOutcome, ControlError> {
         let _changing = self.changing.lock().await;
         let id = spec.id();
         let created = match self.registry.origin(&id) {
@@ -243,6 +263,26 @@ impl Control {
             .ok_or_else(|| ControlError::WrongKind(id.clone()))?;
         let definition =
             serde_json::to_string(&stored).map_err(|_| ControlError::Unreadable(name.clone()))?;
+        if let Some((value, expires_in)) = live_token {
+            if !created {
+                return Err(ControlError::NotNew(id));
+            }
+            let key = spec
+                .credentials(&RefreshSettings::default(), Origin::Runtime)
+                .remove(0)
+                .0;
+            let generation = self.store.get(&key).await?.map_or(0, |t| t.generation) + 1;
+            let now = crate::credential::Timestamp::now();
+            let token = Token {
+                value,
+                expires_at: now.plus(expires_in),
+                fetched_at: now,
+                generation,
+            };
+            if self.store.compare_and_set(&key, &token).await? != CasOutcome::Applied {
+                return Err(ControlError::NotNew(id));
+            }
+        }
         self.store.put_account(&name, &definition).await?;
         let diff = self.registry.upsert(spec, Origin::Runtime);
         self.apply_loading(diff).await;

@@ -26,8 +26,10 @@ use crate::startup::{Application, StartupError};
 pub const STABLE_APPID: &str = "wxd0000000000000a1";
 /// The legacy-mode demo app.
 pub const LEGACY_APPID: &str = "wxd0000000000000b2";
+/// An app the mock knows but the hub's configuration does not: the demo adds it at runtime.
+pub const RUNTIME_APPID: &str = "wxd0000000000000c3";
 /// The demo's third-party platform.
-pub const COMPONENT_APPID: &str = "wxd0000000000000c3";
+pub const COMPONENT_APPID: &str = "wxd0000000000000d4";
 /// Accounts that have authorized the demo platform when the demo starts.
 const DEMO_AUTHORIZERS: u32 = 2;
 /// How often the demo's mock pushes a verify ticket.
@@ -56,6 +58,8 @@ pub struct Demo {
     pub consumer_key: String,
     /// The SQLite file in use.
     pub database: PathBuf,
+    /// The AppSecret of [`RUNTIME_APPID`], for the printed admin call that adds it.
+    pub runtime_secret: String,
 }
 
 /// Starts the mock and builds the hub on it.
@@ -69,6 +73,7 @@ pub async fn start(options: DemoOptions) -> Result<Demo, StartupError> {
     };
     let stable_secret = secret(STABLE_APPID);
     let legacy_secret = secret(LEGACY_APPID);
+    let runtime_secret = secret(RUNTIME_APPID);
     let component_secret = secret(COMPONENT_APPID);
     let component_token = secret("token");
     let aes_key = encoding_aes_key();
@@ -100,7 +105,8 @@ pub async fn start(options: DemoOptions) -> Result<Demo, StartupError> {
         component_secret.clone(),
         component_token.clone(),
         aes_key.clone(),
-    );
+    )
+    .with_app(RUNTIME_APPID, runtime_secret.clone());
     let mock = MockServer::start(mock_config, SocketAddr::from(([127, 0, 0, 1], 0)))
         .await
         .map_err(|source| StartupError::Bind {
@@ -183,6 +189,7 @@ pub async fn start(options: DemoOptions) -> Result<Demo, StartupError> {
         app,
         consumer_key,
         database,
+        runtime_secret,
     })
 }
 
@@ -223,14 +230,20 @@ Sign a page for wx.config:
 Use the token against WeChat (the mock) the way a business server would:
   T=$(curl -s {auth} {hub}/v1/apps/{legacy}/access_token | sed 's/.*\"access_token\":\"\\([^\"]*\\)\".*/\\1/')
   curl -s \"{mock}/cgi-bin/get_api_domain_ip?access_token=$T\"
-Report a token WeChat refused (40001): one refresh, however many report it:
+Report a token WeChat refused (40001): the hub checks it with WeChat first (this one is alive,
+so the report is \"rejected\"); a dead one is refreshed once, however many report it:
   curl -s {auth} -d \"{{\\\"access_token\\\":\\\"$T\\\"}}\" {hub}/v1/apps/{legacy}/access_token/invalidate
+Add an app at runtime (its secret sealed and stored; every instance would follow), use it, remove it:
+  curl -s -X PUT {auth} -d '{{\"secret\":\"{runtime_secret}\",\"mode\":\"legacy\"}}' {hub}/v1/admin/apps/{runtime}
+  curl -s {auth} {hub}/v1/apps/{runtime}/access_token
+  curl -s -X DELETE {auth} {hub}/v1/admin/apps/{runtime}
 A third-party platform with {authorizers} authorizers (docs/platform.md):
   curl -s {auth} {hub}/v1/components/{component}/authorizers
   curl -s {auth} {hub}/v1/components/{component}/authorizers/{authorizer}/access_token
 An account authorizes the platform (the mock pushes to the hub, which registers it):
   curl -s -d '{{\"component_appid\":\"{component}\"}}' {mock}/mock/authorize
-Operator views:
+Operator views (the status page asks for the consumer key above):
+  {hub}/status
   curl -s {auth} {hub}/v1/credentials
   curl -s {hub}/metrics
 Press Ctrl-C to stop.
@@ -243,6 +256,8 @@ Press Ctrl-C to stop.
             component = COMPONENT_APPID,
             authorizers = DEMO_AUTHORIZERS,
             authorizer = wechat_mock::authorizer_appid(0, 1),
+            runtime = RUNTIME_APPID,
+            runtime_secret = self.runtime_secret,
         )
     }
 }

@@ -340,6 +340,13 @@ impl Hub {
         self.by_key.pin().values().cloned().collect()
     }
 
+    /// Calls `f` on every credential (unordered), without taking a lock.
+    pub fn for_each(&self, mut f: impl FnMut(&Credential)) {
+        for credential in self.by_key.pin().values() {
+            f(credential);
+        }
+    }
+
     /// How many credentials there are.
     pub fn len(&self) -> usize {
         self.by_key.len()

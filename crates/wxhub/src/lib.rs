@@ -18,6 +18,7 @@
 //! - [`demo`] — the hub against an in-process `wechat-mock`, nothing to configure.
 
 pub mod api;
+pub mod audit;
 pub mod configuration;
 pub mod control;
 pub mod credential;

@@ -227,9 +227,16 @@ fn reload_on_sighup(control: std::sync::Arc<wxhub::control::Control>) {
             return;
         };
         while hangups.recv().await.is_some() {
-            if let Err(e) = control.reload().await {
-                tracing::error!(error = %e, "SIGHUP: the configuration was not reloaded; nothing changed");
-            }
+            let outcome = match control.reload().await {
+                Ok(_) => "ok",
+                Err(e) => {
+                    tracing::error!(error = %e, "SIGHUP: the configuration was not reloaded; nothing changed");
+                    "invalid_configuration"
+                }
+            };
+            control
+                .audit()
+                .record("SIGHUP", "reload", "configuration", outcome);
         }
     });
     #[cfg(not(unix))]

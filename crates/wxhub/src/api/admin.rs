@@ -36,6 +36,12 @@ struct AccountBody {
     /// e.g. `"30s"`, overriding `[refresh] refresh_retry_interval`.
     #[serde(default)]
     refresh_retry_interval: Option<String>,
+    /// A live token another system fetched, served instead of a first fetch (a new app only).
+    #[serde(default)]
+    access_token: Option<String>,
+    /// That token's remaining life in seconds.
+    #[serde(default)]
+    expires_in: Option<u64>,
 }
 
 /// The body of `PUT /v1/admin/apps/{appid}/access_token`.
@@ -132,6 +138,7 @@ fn control_error(error: ControlError) -> ApiError {
         ControlError::NoFile => {
             ApiError::new(StatusCode::CONFLICT, "no_configuration_file", message)
         }
+        ControlError::NotNew(_) => ApiError::new(StatusCode::CONFLICT, "conflict", message),
         ControlError::Store(_) => ApiError::unavailable("store_unavailable", message),
         ControlError::WrongKind(_) => ApiError::bad_request("wrong_kind", message),
         ControlError::Seal(_) | ControlError::Unreadable(_) | ControlError::UnknownComponent(_) => {
@@ -140,18 +147,62 @@ fn control_error(error: ControlError) -> ApiError {
     }
 }
 
+/// Records an admin action that passed authorization, whatever its outcome (its error code), and
+/// passes its result on.
+fn audited<T>(
+    context: &ApiState,
+    consumer: &str,
+    action: &'static str,
+    target: &str,
+    result: Result<T, ApiError>,
+) -> Result<T, ApiError> {
+    let outcome = match &result {
+        Ok(_) => "ok",
+        Err(error) => error.code,
+    };
+    context
+        .control
+        .audit()
+        .record(consumer, action, target, outcome);
+    result
+}
+
 async fn put_account(
     context: &ApiState,
     headers: &HeaderMap,
     request: Request,
+    target: String,
     build: impl FnOnce(AccountBody) -> Result<AccountSpec, ApiError>,
 ) -> Result<Response, ApiError> {
     let consumer = authorize_named(context, headers, Scope::Admin, None)?;
+    let result = store_account(context, request, build).await;
+    audited(context, &consumer, "put_account", &target, result)
+}
+
+async fn store_account(
+    context: &ApiState,
+    request: Request,
+    build: impl FnOnce(AccountBody) -> Result<AccountSpec, ApiError>,
+) -> Result<Response, ApiError> {
     let body: AccountBody = json_body(request, ACCOUNT_SHAPE).await?;
+    let live_token = match (body.access_token.clone(), body.expires_in) {
+        (None, None) => None,
+        (Some(token), Some(secs)) if !token.trim().is_empty() && (1..=7200).contains(&secs) => {
+            Some((token, Duration::from_secs(secs)))
+        }
+        _ => {
+            return Err(ApiError::bad_request(
+                "invalid_json",
+                "access_token and expires_in (1 to 7200 seconds) go together",
+            ))
+        }
+    };
     let spec = build(body)?;
-    let id = spec.id();
-    let outcome = context.control.put(spec).await.map_err(control_error)?;
-    tracing::info!(consumer, account = %id, created = outcome.created, "admin: account stored");
+    let outcome = context
+        .control
+        .put(spec, live_token)
+        .await
+        .map_err(control_error)?;
     let credentials = context.engine.credentials_of(&outcome.credentials);
     let status = if outcome.created {
         StatusCode::CREATED
@@ -173,9 +224,19 @@ async fn delete_account(
     id: AccountId,
 ) -> Result<Response, ApiError> {
     let consumer = authorize_named(context, headers, Scope::Admin, None)?;
-    context.control.delete(&id).await.map_err(control_error)?;
-    tracing::info!(consumer, account = %id, "admin: account removed");
-    Ok(StatusCode::NO_CONTENT.into_response())
+    let result = context
+        .control
+        .delete(&id)
+        .await
+        .map(|()| StatusCode::NO_CONTENT.into_response())
+        .map_err(control_error);
+    audited(
+        context,
+        &consumer,
+        "delete_account",
+        &id.to_string(),
+        result,
+    )
 }
 
 /// `PUT /v1/admin/apps/{appid}`
@@ -185,7 +246,11 @@ pub async fn put_app(
     headers: HeaderMap,
     request: Request,
 ) -> Response {
-    let result = put_account(&context, &headers, request, |body| {
+    let target = AccountId::App {
+        appid: appid.clone(),
+    }
+    .to_string();
+    let result = put_account(&context, &headers, request, target, |body| {
         let mode = match body.mode.as_deref() {
             None => TokenMode::default(),
             Some(text) => text
@@ -221,7 +286,12 @@ pub async fn put_corp(
     headers: HeaderMap,
     request: Request,
 ) -> Response {
-    let result = put_account(&context, &headers, request, |body| {
+    let target = AccountId::Corp {
+        corpid: corpid.clone(),
+        agentid: agentid.clone(),
+    }
+    .to_string();
+    let result = put_account(&context, &headers, request, target, |body| {
         if body.mode.is_some() {
             return Err(ApiError::bad_request(
                 "invalid_mode",
@@ -257,9 +327,28 @@ pub async fn import_app_token(
     headers: HeaderMap,
     request: Request,
 ) -> Response {
+    let account = Account::App(&appid);
     let result = async {
-        let account = Account::App(&appid);
         let consumer = authorize_named(&context, &headers, Scope::Admin, Some(account))?;
+        let result = import(&context, account, request).await;
+        audited(
+            &context,
+            &consumer,
+            "import_token",
+            &format!("access_token/{appid}"),
+            result,
+        )
+    }
+    .await;
+    finish(&context, Route::Admin, result)
+}
+
+async fn import(
+    context: &ApiState,
+    account: Account<'_>,
+    request: Request,
+) -> Result<Response, ApiError> {
+    {
         let body: ImportBody = json_body(
             request,
             r#"{"access_token":"<the live token>","expires_in":<seconds>}"#,
@@ -271,7 +360,7 @@ pub async fn import_app_token(
                 "access_token must not be empty",
             ));
         }
-        let credential = resolve(&context, account, None)?;
+        let credential = resolve(context, account, None)?;
         let token = context
             .engine
             .import(
@@ -288,7 +377,6 @@ pub async fn import_app_token(
                 ImportError::Lifetime => ApiError::bad_request("invalid_expires_in", e.to_string()),
                 ImportError::Store(_) => ApiError::unavailable("store_unavailable", e.to_string()),
             })?;
-        tracing::info!(consumer, key = %credential.key, generation = token.generation, "admin: token imported");
         let body = serde_json::json!({
             "key": credential.key.to_string(),
             "generation": token.generation,
@@ -296,22 +384,32 @@ pub async fn import_app_token(
         });
         Ok(super::json_ok(Bytes::from(body.to_string())))
     }
-    .await;
-    finish(&context, Route::Admin, result)
 }
 
 /// `POST /v1/admin/reload`: re-reads the configuration file, as SIGHUP does.
 pub async fn reload(State(context): State<ApiState>, headers: HeaderMap) -> Response {
     let result = async {
         let consumer = authorize_named(&context, &headers, Scope::Admin, None)?;
-        let summary = context.control.reload().await.map_err(|e| {
-            tracing::warn!(consumer, error = %e, "admin: reload refused");
-            control_error(e)
-        })?;
-        tracing::info!(consumer, "admin: configuration reloaded");
-        let body = serde_json::to_string(&summary).unwrap_or_default();
-        Ok(super::json_ok(Bytes::from(body)))
+        let result = context
+            .control
+            .reload()
+            .await
+            .map(|summary| {
+                let body = serde_json::to_string(&summary).unwrap_or_default();
+                super::json_ok(Bytes::from(body))
+            })
+            .map_err(control_error);
+        audited(&context, &consumer, "reload", "configuration", result)
     }
     .await;
+    finish(&context, Route::Admin, result)
+}
+
+/// `GET /v1/admin/audit`: the last admin actions and authorization changes, oldest first.
+pub async fn audit(State(context): State<ApiState>, headers: HeaderMap) -> Response {
+    let result = authorize_named(&context, &headers, Scope::Admin, None).map(|_| {
+        let body = serde_json::json!({ "entries": context.control.audit().entries() });
+        super::json_ok(Bytes::from(body.to_string()))
+    });
     finish(&context, Route::Admin, result)
 }

@@ -276,12 +276,19 @@ async fn refresh(
             "the token is younger than min_refresh_interval; add ?force=true to refresh it anyway",
         ));
     }
-    tracing::info!(consumer, key = %credential.key, force, "admin: refresh requested");
     let served = context
         .engine
         .refresh_now(&credential, force)
         .await
-        .map_err(refresh_failed)?;
+        .map_err(refresh_failed);
+    let outcome = served.as_ref().map_or_else(|e| e.code, |_| "ok");
+    let action = if force { "refresh_forced" } else { "refresh" };
+    let target = credential.key.to_string();
+    context
+        .control
+        .audit()
+        .record(&consumer, action, &target, outcome);
+    let served = served?;
     let answer = serde_json::json!({
         "key": credential.key.to_string(),
         "generation": served.generation,

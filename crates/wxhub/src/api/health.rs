@@ -10,6 +10,11 @@ use axum::response::{IntoResponse, Response};
 
 use super::{rollover_wait, ApiState};
 use crate::credential::Timestamp;
+use crate::registry::Origin;
+
+/// The most configured credentials that get a remaining-life series each (see
+/// [`remaining_lives`]).
+pub const PER_CREDENTIAL_SERIES_LIMIT: usize = 2_000;
 
 /// How long `/readyz` waits for the store to answer.
 const STORE_PING_TIMEOUT: Duration = Duration::from_secs(1);
@@ -59,33 +64,69 @@ pub async fn readyz(State(context): State<ApiState>) -> Response {
     response
 }
 
+/// The remaining-life gauges, read from what the read side serves (no engine lock): one series
+/// per credential of the configuration file, and the shortest remaining life per kind over all
+/// credentials, so that 100,000 runtime credentials (authorizers) add a handful of series, not
+/// 100,000.
+///
+/// A configuration with more than [`PER_CREDENTIAL_SERIES_LIMIT`] credentials gets the aggregates
+/// only: a scrape of hundreds of thousands of series is a problem for Prometheus, not a help.
+fn remaining_lives(context: &ApiState, out: &mut String) {
+    let now = Timestamp::now();
+    let mut shortest = std::collections::BTreeMap::<&'static str, f64>::new();
+    let mut series = String::new();
+    let mut configured = 0usize;
+    context.hub.for_each(|credential| {
+        let Some(expires_at) = credential.slot.peek().as_ref().map(|s| s.expires_at) else {
+            return;
+        };
+        let remaining = expires_at.since(now).as_secs_f64();
+        let kind = credential.key.kind_name();
+        let min = shortest.entry(kind).or_insert(remaining);
+        *min = min.min(remaining);
+        if credential.spec().origin == Origin::Config {
+            configured += 1;
+            if configured <= PER_CREDENTIAL_SERIES_LIMIT {
+                let _ = writeln!(
+                    series,
+                    "wxhub_token_remaining_seconds{{key=\"{}\",kind=\"{kind}\"}} {remaining:.3}",
+                    credential.key
+                );
+            }
+        }
+    });
+    if configured <= PER_CREDENTIAL_SERIES_LIMIT {
+        out.push_str(
+            "# HELP wxhub_token_remaining_seconds Remaining life of each configured credential's token.\n",
+        );
+        out.push_str("# TYPE wxhub_token_remaining_seconds gauge\n");
+        out.push_str(&series);
+    }
+    out.push_str(
+        "# HELP wxhub_token_remaining_seconds_min Shortest remaining life over all credentials of a kind.\n",
+    );
+    out.push_str("# TYPE wxhub_token_remaining_seconds_min gauge\n");
+    for (kind, remaining) in shortest {
+        let _ = writeln!(
+            out,
+            "wxhub_token_remaining_seconds_min{{kind=\"{kind}\"}} {remaining:.3}"
+        );
+    }
+}
+
 /// `GET /metrics`: Prometheus text.
 pub async fn metrics(State(context): State<ApiState>) -> Response {
     let mut out = String::with_capacity(4096);
     context.metrics.render(&mut out);
-    out.push_str(
-        "# HELP wxhub_token_remaining_seconds Remaining life of each credential's token.\n",
-    );
-    out.push_str("# TYPE wxhub_token_remaining_seconds gauge\n");
-    for (key, remaining) in context.engine.remaining_lives() {
+    remaining_lives(&context, &mut out);
+    out.push_str("# HELP wxhub_credentials Credentials by kind and state.\n");
+    out.push_str("# TYPE wxhub_credentials gauge\n");
+    for ((kind, state), n) in context.engine.state_counts() {
         let _ = writeln!(
             out,
-            "wxhub_token_remaining_seconds{{key=\"{key}\",kind=\"{}\"}} {remaining:.3}",
-            key.kind_name()
+            "wxhub_credentials{{kind=\"{kind}\",state=\"{}\"}} {n}",
+            state.as_str()
         );
-    }
-    out.push_str("# HELP wxhub_credentials Credentials by state.\n");
-    out.push_str("# TYPE wxhub_credentials gauge\n");
-    let mut by_state = std::collections::BTreeMap::<String, u64>::new();
-    for status in context.engine.credentials() {
-        let state = serde_json::to_value(status.state)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_string))
-            .unwrap_or_default();
-        *by_state.entry(state).or_default() += 1;
-    }
-    for (state, n) in by_state {
-        let _ = writeln!(out, "wxhub_credentials{{state=\"{state}\"}} {n}");
     }
     let mut response = out.into_response();
     response.headers_mut().insert(

@@ -139,6 +139,7 @@ pub fn router(context: ApiState, request_timeout: Duration) -> Router {
             put(admin::put_corp).delete(admin::delete_corp),
         )
         .route("/v1/admin/reload", post(admin::reload))
+        .route("/v1/admin/audit", get(admin::audit))
         .route(
             "/v1/components/{component}/access_token",
             get(platform::component_token),

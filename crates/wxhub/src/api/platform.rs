@@ -9,7 +9,7 @@ use bytes::Bytes;
 use serde::Deserialize;
 
 use super::credentials::{invalidate, read, sign};
-use super::{authorize, finish, json_body, json_ok, Account, ApiError, ApiState};
+use super::{authorize, authorize_named, finish, json_body, json_ok, Account, ApiError, ApiState};
 use crate::configuration::Scope;
 use crate::engine::RefreshError;
 use crate::metrics::Route;
@@ -149,7 +149,7 @@ pub async fn authorizations(
     request: Request,
 ) -> Response {
     let result = async {
-        authorize(
+        let consumer = authorize_named(
             &context,
             &headers,
             Scope::Authorize,
@@ -170,7 +170,19 @@ pub async fn authorizations(
             .platform
             .exchange(&component, &body.authorization_code)
             .await
-            .map_err(platform_error)?;
+            .map_err(platform_error);
+        let (outcome, target) = match &view {
+            Ok(view) => (
+                "ok",
+                format!("authorizer/{component}/{}", view.authorizer_appid),
+            ),
+            Err(e) => (e.code, format!("component/{component}")),
+        };
+        context
+            .control
+            .audit()
+            .record(&consumer, "register_authorizer", &target, outcome);
+        let view = view?;
         let body = serde_json::json!({
             "authorizer_appid": view.authorizer_appid,
             "state": view.state,
@@ -290,12 +302,20 @@ pub async fn sync_authorizers(
     headers: HeaderMap,
 ) -> Response {
     let result = async {
-        authorize(&context, &headers, Scope::Admin, None)?;
+        let consumer = authorize_named(&context, &headers, Scope::Admin, None)?;
         let summary = context
             .platform
             .sync(&component)
             .await
-            .map_err(platform_error)?;
+            .map_err(platform_error);
+        let outcome = summary.as_ref().map_or_else(|e| e.code, |_| "ok");
+        context.control.audit().record(
+            &consumer,
+            "sync_authorizers",
+            &format!("component/{component}"),
+            outcome,
+        );
+        let summary = summary?;
         let body = serde_json::to_string(&summary).unwrap_or_default();
         Ok(json_ok(Bytes::from(body)))
     }

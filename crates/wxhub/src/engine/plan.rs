@@ -97,6 +97,10 @@ impl Plan {
 
     /// When a freshly obtained token is next due. `jitter` is uniform in `[0, 1)`: it spreads the
     /// refreshes of many keys (up to 10 % of the lead).
+    ///
+    /// A re-sent value is due exactly at its expiry: WeChat hands back the same value until then,
+    /// so asking earlier only costs calls — one per instance of a cluster, each of which would
+    /// find nothing newer in the store and ask again (docs/architecture.md#rollover-of-re-sent-values).
     pub fn due_at(&self, renewal: Renewal, token: &Token, jitter: f64) -> Timestamp {
         let lifetime = token.lifetime();
         let jitter = jitter.clamp(0.0, 1.0) * 0.1;
@@ -105,9 +109,10 @@ impl Plan {
             Renewal::Stable => token
                 .expires_at
                 .minus(Self::stable_window(lifetime).mul_f64(1.0 - jitter)),
-            Renewal::Legacy | Renewal::ReSent => token
+            Renewal::Legacy => token
                 .expires_at
                 .minus(self.lead(lifetime).mul_f64(1.0 + jitter)),
+            Renewal::ReSent => token.expires_at,
         }
     }
 
@@ -216,6 +221,14 @@ mod tests {
         let short = token(0, 20);
         assert_eq!(p.due_at(Renewal::Legacy, &short, 0.0), Timestamp(10_000));
         assert!(p.due_at(Renewal::Legacy, &short, 0.999_999) >= Timestamp(9_000));
+    }
+
+    #[test]
+    fn a_re_sent_value_is_due_exactly_at_its_expiry_whatever_the_jitter() {
+        let p = plan();
+        let t = token(0, 7200);
+        assert_eq!(p.due_at(Renewal::ReSent, &t, 0.0), t.expires_at);
+        assert_eq!(p.due_at(Renewal::ReSent, &t, 0.999_999), t.expires_at);
     }
 
     #[test]

@@ -30,7 +30,7 @@ pub struct Refreshed {
 pub type RefreshResult = Result<Refreshed, RefreshError>;
 
 /// The lifecycle state shown in `/v1/credentials`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Status {
     /// No refresh has completed yet (startup, just added).
@@ -113,6 +113,19 @@ pub enum ReportDecision {
     Throttled,
     /// Refresh (or join the running refresh).
     Refresh,
+}
+
+impl Status {
+    /// The state's name, as `/v1/credentials` and the metrics spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Pending => "pending",
+            Status::Fresh => "fresh",
+            Status::Refreshing => "refreshing",
+            Status::Retrying => "retrying",
+            Status::NeedsAttention => "needs_attention",
+        }
+    }
 }
 
 impl Entry {

@@ -1,7 +1,7 @@
 //! `wxhub demo` works with nothing configured: the printed key reads a token that WeChat (the
 //! mock) accepts.
 
-use wxhub::demo::{self, DemoOptions, COMPONENT_APPID, LEGACY_APPID, STABLE_APPID};
+use wxhub::demo::{self, DemoOptions, COMPONENT_APPID, LEGACY_APPID, RUNTIME_APPID, STABLE_APPID};
 
 use crate::helpers::*;
 
@@ -19,6 +19,8 @@ async fn the_demo_serves_working_tokens_with_its_printed_key() {
     let address = format!("http://{}", demo.app.address());
     assert!(instructions.contains(&address));
     let key = demo.consumer_key.clone();
+    let runtime_secret = demo.runtime_secret.clone();
+    assert!(instructions.contains(&format!("/v1/admin/apps/{RUNTIME_APPID}")));
     let mock = demo.mock;
     tokio::spawn(demo.app.run_until(std::future::pending()));
 
@@ -59,6 +61,33 @@ async fn the_demo_serves_working_tokens_with_its_printed_key() {
         .unwrap();
     assert_eq!(signature["appId"], STABLE_APPID);
     assert_eq!(signature["signature"].as_str().map(str::len), Some(40));
+
+    // The printed runtime addition works as printed.
+    let added = client
+        .put(format!("{address}/v1/admin/apps/{RUNTIME_APPID}"))
+        .bearer_auth(&key)
+        .json(&serde_json::json!({"secret": runtime_secret, "mode": "legacy"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(added.status(), 201);
+    let answer: TokenAnswer = client
+        .get(format!("{address}/v1/apps/{RUNTIME_APPID}/access_token"))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(business_call(&client, &mock, &answer.access_token).await, 0);
+    let status = client
+        .get(format!("{address}/status"))
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, 200);
 
     // The demo platform's authorizers are recovered from the mock's list and served.
     for n in 1..=2 {

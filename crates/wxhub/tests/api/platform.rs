@@ -558,6 +558,8 @@ async fn a_hub_on_an_empty_store_recovers_every_authorizer_from_wechats_list() {
         .await
         .unwrap();
     assert_eq!(synced, json!({ "recovered": 0, "added": 0, "revoked": 1 }));
+    let audit = hub.get("/v1/admin/audit").await.text().await.unwrap();
+    assert!(audit.contains("sync_authorizers"), "{audit}");
     assert_eq!(
         hub.get(&authorizer_path(&gone, "access_token"))
             .await

@@ -71,6 +71,21 @@ async fn an_app_added_at_runtime_is_served_at_once_and_a_deleted_one_is_gone() {
     assert_eq!(stats(&mock).issued("/cgi-bin/token", added), 1);
     let listed = hub.credential(&format!("access_token/{added}")).await;
     assert_eq!(listed["origin"], "runtime");
+    // Per-credential series only for the configuration's credentials; runtime ones are counted in
+    // the aggregates.
+    let metrics = hub.get("/metrics").await.text().await.unwrap();
+    assert!(
+        metrics.contains("wxhub_token_remaining_seconds{key=\"access_token/wxfixed0000000001\"")
+    );
+    assert!(
+        !metrics.contains(&format!("key=\"access_token/{added}\"")),
+        "{metrics}"
+    );
+    assert!(metrics.contains("wxhub_token_remaining_seconds_min{kind=\"access_token\"}"));
+    assert!(
+        metrics.contains("wxhub_credentials{kind=\"ticket\",state=\"fresh\"} 1"),
+        "{metrics}"
+    );
 
     // The same PUT again changes nothing and answers 200.
     let again = hub
@@ -561,4 +576,129 @@ async fn a_reload_applies_the_diff_and_a_broken_file_changes_nothing() {
 
     let _ = tx.send(());
     handle.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn a_new_legacy_app_starts_from_a_live_token_without_a_fetch() {
+    let fixed = TestApp::stable("wxfixed0000000006");
+    let added = "wxadded0000000006";
+    let (mock, hub) = mock_and_hub(&[fixed], &[TestApp::legacy(added)], &[], |o| o).await;
+    let live: serde_json::Value = reqwest::Client::new()
+        .get(format!("{}/cgi-bin/token", mock.base_url()))
+        .query(&[
+            ("grant_type", "client_credential"),
+            ("appid", added),
+            ("secret", &secret_of(added)),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let live = live["access_token"].as_str().unwrap().to_string();
+    let path = format!("/v1/admin/apps/{added}");
+    let body = json!({ "secret": secret_of(added), "mode": "legacy", "access_token": live, "expires_in": 5 });
+    let put = hub.send(Method::PUT, &path, Some(body.clone())).await;
+    assert_eq!(put.status(), 201, "{:?}", put.text().await);
+    assert_eq!(hub.token(added).await.access_token, live);
+    assert_eq!(
+        stats(&mock).issued("/cgi-bin/token", added),
+        1,
+        "only the other system's fetch"
+    );
+    // An existing app cannot be re-created from a token.
+    let again = hub.send(Method::PUT, &path, Some(body)).await;
+    assert_eq!(again.status(), 409);
+    let half = hub
+        .send(
+            Method::PUT,
+            &path,
+            Some(json!({ "secret": "s", "access_token": "t" })),
+        )
+        .await;
+    assert_eq!(half.status(), 400);
+}
+
+#[tokio::test]
+async fn every_admin_action_leaves_exactly_one_audit_entry() {
+    let fixed = TestApp::legacy("wxfixed0000000007");
+    let added = "wxadded0000000007";
+    let (_mock, hub) = mock_and_hub(
+        std::slice::from_ref(&fixed),
+        &[TestApp::legacy(added)],
+        &[],
+        |o| o,
+    )
+    .await;
+    let app_path = format!("/v1/admin/apps/{added}");
+    let actions = [
+        (
+            Method::PUT,
+            app_path.clone(),
+            Some(put_app_body(added)),
+            201,
+        ),
+        (
+            Method::PUT,
+            app_path.clone(),
+            Some(json!({ "secret": "" })),
+            400,
+        ),
+        (
+            Method::POST,
+            format!("/v1/apps/{}/refresh?force=true", fixed.appid),
+            None,
+            200,
+        ),
+        (
+            Method::PUT,
+            format!("/v1/admin/apps/{}/access_token", fixed.appid),
+            Some(json!({ "access_token": "x", "expires_in": 60, "generation": 0 })),
+            409,
+        ),
+        (Method::POST, "/v1/admin/reload".to_string(), None, 409),
+        (Method::DELETE, app_path.clone(), None, 204),
+    ];
+    for (method, path, body, status) in &actions {
+        let response = hub.send(method.clone(), path, body.clone()).await;
+        assert_eq!(response.status(), *status, "{method} {path}");
+    }
+    // Reads are not actions, and an unauthenticated call is no one's action.
+    hub.get("/v1/credentials").await;
+    hub.client
+        .delete(hub.url(&app_path))
+        .bearer_auth("not-a-key")
+        .send()
+        .await
+        .unwrap();
+    let audit: serde_json::Value = hub.get("/v1/admin/audit").await.json().await.unwrap();
+    let entries = audit["entries"].as_array().unwrap();
+    let seen: Vec<(String, String, String)> = entries
+        .iter()
+        .map(|e| {
+            (
+                e["action"].as_str().unwrap().to_string(),
+                e["target"].as_str().unwrap().to_string(),
+                e["outcome"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let app = format!("app/{added}");
+    let token = format!("access_token/{}", fixed.appid);
+    let expected = vec![
+        ("put_account", app.as_str(), "ok"),
+        ("put_account", app.as_str(), "invalid_secret"),
+        ("refresh_forced", token.as_str(), "ok"),
+        ("import_token", token.as_str(), "conflict"),
+        ("reload", "configuration", "no_configuration_file"),
+        ("delete_account", app.as_str(), "ok"),
+    ];
+    let expected: Vec<(String, String, String)> = expected
+        .into_iter()
+        .map(|(a, t, o)| (a.into(), t.into(), o.into()))
+        .collect();
+    assert_eq!(seen, expected);
+    assert!(entries.iter().all(|e| e["consumer"] == "admin"));
+    assert!(!audit.to_string().contains(&secret_of(added)));
 }

@@ -26,3 +26,4 @@ mod platform;
 mod redis_outage;
 mod runtime;
 mod storm;
+mod tickets;

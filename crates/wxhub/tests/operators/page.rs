@@ -55,7 +55,7 @@ async fn the_listing_shows_the_refreshes_of_the_last_hour() {
     let first = hub.token(appid).await;
 
     let response = hub
-        .post(&format!("/v1/apps/{appid}/refresh"), json!({}))
+        .post(&format!("/v1/apps/{appid}/refresh?force=true"), json!({}))
         .await;
     assert_eq!(response.status(), 200);
     mock.add_fault(FaultRule {
@@ -67,7 +67,7 @@ async fn the_listing_shows_the_refreshes_of_the_last_hour() {
         ..FaultRule::default()
     });
     let response = hub
-        .post(&format!("/v1/apps/{appid}/refresh"), json!({}))
+        .post(&format!("/v1/apps/{appid}/refresh?force=true"), json!({}))
         .await;
     assert_eq!(response.status(), 503);
 
@@ -162,7 +162,7 @@ async fn the_page_shows_every_credential_in_colour_and_never_a_secret() {
         ..FaultRule::default()
     });
     let response = hub
-        .post(&format!("/v1/apps/{bad}/refresh"), json!({}))
+        .post(&format!("/v1/apps/{bad}/refresh?force=true"), json!({}))
         .await;
     assert_eq!(response.status(), 503);
     let bad_key = format!("access_token/{bad}");
