@@ -196,6 +196,10 @@ impl Shared {
                 .await;
         }
         let tokens = answer?;
+        if credential.is_retired() {
+            // Revoked while the call was out: nothing may be written back for it.
+            return Err(RefreshError::Removed);
+        }
         if let Some(rotated) = tokens.refresh_token.filter(|r| *r != refresh) {
             let now = self.clock.now();
             self.write_durable(refresh_key, rotated, refresh_token_expiry(now), now, |_| {
