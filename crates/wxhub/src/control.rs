@@ -80,6 +80,12 @@ pub enum ControlError {
     /// The hub was not started from a file, so there is nothing to reload.
     #[error("this hub was not started from a configuration file")]
     NoFile,
+    /// A stored authorizer belongs to a platform the configuration no longer has.
+    #[error("stored authorizer {0} belongs to a platform that is not configured")]
+    UnknownComponent(String),
+    /// This operation does not apply to that kind of account.
+    #[error("{0} cannot be changed this way")]
+    WrongKind(AccountId),
 }
 
 /// What a reload changed, for its log line and `POST /v1/admin/reload`.
@@ -183,7 +189,14 @@ impl Control {
             diff.extend(self.registry.upsert(spec, Origin::Config));
         }
         for (name, definition) in self.store.load_accounts().await? {
-            let spec = self.open(&name, &definition)?;
+            let spec = match self.open(&name, &definition) {
+                Ok(spec) => spec,
+                Err(ControlError::UnknownComponent(name)) => {
+                    tracing::warn!(account = %name, "a stored authorizer belongs to a platform that is not configured; it is kept in the store but not served");
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             if self.registry.origin(&spec.id()) == Some(Origin::Config) {
                 tracing::warn!(account = %name, "a runtime account is also defined in the configuration file; the file wins");
                 continue;
@@ -242,7 +255,12 @@ impl Control {
         };
         let sealer = self.sealer.as_ref().ok_or(ControlError::NoMasterKey)?;
         let name = id.storage_name();
-        let stored = stored_account(&spec, sealer.seal(&name, spec.secret()));
+        let secret = match (&spec, spec.secret()) {
+            (AccountSpec::App { .. } | AccountSpec::Corp { .. }, Some(secret)) => secret,
+            _ => return Err(ControlError::WrongKind(id)),
+        };
+        let stored = stored_account(&spec, sealer.seal(&name, secret))
+            .ok_or_else(|| ControlError::WrongKind(id.clone()))?;
         let definition =
             serde_json::to_string(&stored).map_err(|_| ControlError::Unreadable(name.clone()))?;
         if let Some((value, expires_in)) = live_token {
@@ -282,6 +300,37 @@ impl Control {
             error,
             credentials,
         })
+    }
+
+    /// Registers (or changes, or revokes) an authorizer of a platform: stores its definition for
+    /// every instance, then starts, re-plans or stops its credentials here. Its tokens (the
+    /// refresh token first) must already be in the store: they are served at once.
+    pub async fn put_authorizer(&self, spec: AccountSpec) -> Result<(), ControlError> {
+        let id = spec.id();
+        let definition = match &spec {
+            AccountSpec::Authorizer { .. } => stored_authorizer(&spec),
+            _ => None,
+        }
+        .ok_or_else(|| ControlError::WrongKind(id.clone()))?;
+        let _changing = self.changing.lock().await;
+        let name = id.storage_name();
+        self.store.put_account(&name, &definition).await?;
+        let diff = self.registry.upsert(spec, Origin::Runtime);
+        self.apply_loading(diff).await;
+        Ok(())
+    }
+
+    /// The platform settings of `component_appid` now in force.
+    pub fn component_settings(
+        &self,
+        component_appid: &str,
+    ) -> Option<crate::configuration::ComponentSettings> {
+        self.settings
+            .load()
+            .components
+            .iter()
+            .find(|c| c.component_appid == component_appid)
+            .cloned()
     }
 
     /// Removes a runtime account everywhere: its definition, its tokens, its refreshes.
@@ -426,6 +475,21 @@ impl Control {
     /// Reads a stored runtime account and opens its secret.
     fn open(&self, name: &str, definition: &str) -> Result<AccountSpec, ControlError> {
         let unreadable = || ControlError::Unreadable(name.to_string());
+        if let Some(AccountId::Authorizer {
+            component_appid, ..
+        }) = AccountId::parse(name)
+        {
+            let stored: StoredAuthorizer =
+                serde_json::from_str(definition).map_err(|_| unreadable())?;
+            let component = self
+                .component_settings(&component_appid)
+                .ok_or_else(|| ControlError::UnknownComponent(name.to_string()))?;
+            let spec = authorizer_spec(&component, stored);
+            if spec.id().storage_name() != name {
+                return Err(unreadable());
+            }
+            return Ok(spec);
+        }
         let stored: StoredAccount = serde_json::from_str(definition).map_err(|_| unreadable())?;
         let sealer = self.sealer.as_ref().ok_or(ControlError::NoMasterKey)?;
         let secret = sealer.open(name, &stored.sealed_secret)?;
@@ -449,7 +513,73 @@ fn config_accounts(settings: &Settings) -> Vec<AccountSpec> {
         .iter()
         .map(AccountSpec::from_app)
         .chain(settings.corps.iter().map(AccountSpec::from_corp))
+        .chain(settings.components.iter().map(|c| AccountSpec::Component {
+            component_appid: c.component_appid.clone(),
+            secret: c.secret.clone(),
+            refresh: c.refresh,
+        }))
         .collect()
+}
+
+/// An authorizer as stored: no secret (its refresh token is a credential in the token store),
+/// only what WeChat told about its authorization. Versioned like [`StoredAccount`].
+#[derive(serde::Serialize, serde::Deserialize)]
+pub struct StoredAuthorizer {
+    /// Format version (1).
+    pub version: u32,
+    /// The platform.
+    pub component_appid: String,
+    /// The account.
+    pub authorizer_appid: String,
+    /// The permission sets granted.
+    #[serde(default)]
+    pub func_info: Vec<u32>,
+    /// When it (last) authorized, in Unix seconds.
+    #[serde(default)]
+    pub authorized_at: i64,
+    /// Whether it withdrew.
+    #[serde(default)]
+    pub revoked: bool,
+}
+
+/// The stored form of an authorizer.
+fn stored_authorizer(spec: &AccountSpec) -> Option<String> {
+    let AccountSpec::Authorizer {
+        component_appid,
+        authorizer_appid,
+        func_info,
+        authorized_at,
+        revoked,
+        ..
+    } = spec
+    else {
+        return None;
+    };
+    serde_json::to_string(&StoredAuthorizer {
+        version: 1,
+        component_appid: component_appid.clone(),
+        authorizer_appid: authorizer_appid.clone(),
+        func_info: func_info.clone(),
+        authorized_at: *authorized_at,
+        revoked: *revoked,
+    })
+    .ok()
+}
+
+/// The account of a stored authorizer, with its platform's tickets and timing.
+pub fn authorizer_spec(
+    component: &crate::configuration::ComponentSettings,
+    stored: StoredAuthorizer,
+) -> AccountSpec {
+    AccountSpec::Authorizer {
+        component_appid: stored.component_appid,
+        authorizer_appid: stored.authorizer_appid,
+        tickets: component.authorizer_tickets.clone(),
+        refresh: component.refresh,
+        func_info: stored.func_info,
+        authorized_at: stored.authorized_at,
+        revoked: stored.revoked,
+    }
 }
 
 /// The sections a reload cannot apply (listener, store, WeChat client, engine sizing).
@@ -473,10 +603,10 @@ fn restart_sections(old: &Settings, new: &Settings) -> Vec<&'static str> {
     sections
 }
 
-/// The stored form of a runtime account.
-fn stored_account(spec: &AccountSpec, sealed_secret: String) -> StoredAccount {
+/// The stored form of a runtime app or Work app.
+fn stored_account(spec: &AccountSpec, sealed_secret: String) -> Option<StoredAccount> {
     let millis = |d: Option<Duration>| d.map(|d| d.as_millis() as u64);
-    match spec {
+    Some(match spec {
         AccountSpec::App {
             appid,
             mode,
@@ -511,7 +641,8 @@ fn stored_account(spec: &AccountSpec, sealed_secret: String) -> StoredAccount {
             refresh_retry_interval_ms: millis(refresh.refresh_retry_interval),
             sealed_secret,
         },
-    }
+        AccountSpec::Component { .. } | AccountSpec::Authorizer { .. } => return None,
+    })
 }
 
 /// The account a stored record describes, with its opened secret.

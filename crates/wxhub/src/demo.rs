@@ -1,6 +1,7 @@
 //! `wxhub demo`: the whole system on one machine with no WeChat account — an in-process
 //! `wechat-mock`, a hub with two demo apps (one in stable mode with a JS-SDK ticket, one in legacy
-//! mode) on the embedded SQLite store, and a demo consumer key.
+//! mode) and a third-party platform with two authorizers on the embedded SQLite store, and a demo
+//! consumer key.
 //!
 //! Lifetimes are shortened (two minutes instead of two hours) so refreshes show in the log within
 //! a minute or two.
@@ -14,9 +15,9 @@ use rand::Rng;
 use wechat_mock::{MockConfig, MockServer};
 
 use crate::configuration::{
-    consumer_key_digest, AppGrant, AppSettings, ConsumerSettings, MasterKey, RefreshOverrides,
-    RefreshSettings, Scope, Secret, SecretsSettings, ServerSettings, Settings, StoreSettings,
-    TokenMode, WechatSettings,
+    consumer_key_digest, AppGrant, AppSettings, ComponentSettings, ConsumerSettings, MasterKey,
+    RefreshOverrides, RefreshSettings, Scope, Secret, SecretsSettings, ServerSettings, Settings,
+    StoreSettings, TokenMode, WechatSettings,
 };
 use crate::credential::TicketKind;
 use crate::startup::{Application, StartupError};
@@ -27,6 +28,12 @@ pub const STABLE_APPID: &str = "wxd0000000000000a1";
 pub const LEGACY_APPID: &str = "wxd0000000000000b2";
 /// An app the mock knows but the hub's configuration does not: the demo adds it at runtime.
 pub const RUNTIME_APPID: &str = "wxd0000000000000c3";
+/// The demo's third-party platform.
+pub const COMPONENT_APPID: &str = "wxd0000000000000d4";
+/// Accounts that have authorized the demo platform when the demo starts.
+const DEMO_AUTHORIZERS: u32 = 2;
+/// How often the demo's mock pushes a verify ticket.
+const DEMO_PUSH_INTERVAL: Duration = Duration::from_secs(60);
 /// Token lifetime the demo's mock grants.
 const DEMO_LIFETIME: Duration = Duration::from_secs(120);
 /// How long the demo's mock keeps a superseded token valid.
@@ -67,13 +74,38 @@ pub async fn start(options: DemoOptions) -> Result<Demo, StartupError> {
     let stable_secret = secret(STABLE_APPID);
     let legacy_secret = secret(LEGACY_APPID);
     let runtime_secret = secret(RUNTIME_APPID);
+    let component_secret = secret(COMPONENT_APPID);
+    let component_token = secret("token");
+    let aes_key = encoding_aes_key();
+    // The mock pushes to the hub, so it must know the hub's address before the hub (which needs
+    // the mock's) is built: with port 0, a free port is picked here first.
+    let listen = match options.listen.port() {
+        0 => std::net::TcpListener::bind(options.listen)
+            .and_then(|l| l.local_addr())
+            .map_err(|source| StartupError::Bind {
+                address: options.listen,
+                source,
+            })?,
+        _ => options.listen,
+    };
     let mock_config = MockConfig {
         lifetime: DEMO_LIFETIME,
         grace: DEMO_GRACE,
+        push_url: Some(format!(
+            "http://{listen}/wechat/components/{{component_appid}}/events"
+        )),
+        push_interval: DEMO_PUSH_INTERVAL,
+        authorizers_per_component: DEMO_AUTHORIZERS,
         ..MockConfig::default()
     }
     .with_app(STABLE_APPID, stable_secret.clone())
     .with_app(LEGACY_APPID, legacy_secret.clone())
+    .with_component(
+        COMPONENT_APPID,
+        component_secret.clone(),
+        component_token.clone(),
+        aes_key.clone(),
+    )
     .with_app(RUNTIME_APPID, runtime_secret.clone());
     let mock = MockServer::start(mock_config, SocketAddr::from(([127, 0, 0, 1], 0)))
         .await
@@ -94,7 +126,7 @@ pub async fn start(options: DemoOptions) -> Result<Demo, StartupError> {
     });
     let settings = Settings {
         server: ServerSettings {
-            listen: options.listen,
+            listen,
             ..ServerSettings::default()
         },
         store: StoreSettings::Sqlite {
@@ -126,11 +158,25 @@ pub async fn start(options: DemoOptions) -> Result<Demo, StartupError> {
             },
         ],
         corps: vec![],
+        components: vec![ComponentSettings {
+            component_appid: COMPONENT_APPID.into(),
+            secret: Secret::new(component_secret),
+            token: Secret::new(component_token),
+            encoding_aes_key: Secret::new(aes_key),
+            previous_encoding_aes_key: None,
+            authorizer_tickets: vec![TicketKind::Jsapi],
+            refresh: RefreshOverrides::default(),
+        }],
         consumers: vec![ConsumerSettings {
             name: "demo".into(),
             key_sha256: consumer_key_digest(&consumer_key),
             apps: vec![AppGrant::All],
-            scopes: vec![Scope::Read, Scope::Invalidate, Scope::Admin],
+            scopes: vec![
+                Scope::Read,
+                Scope::Invalidate,
+                Scope::Admin,
+                Scope::Authorize,
+            ],
         }],
         // A throwaway master key, so that apps can be added at runtime in the demo.
         secrets: SecretsSettings {
@@ -145,6 +191,20 @@ pub async fn start(options: DemoOptions) -> Result<Demo, StartupError> {
         database,
         runtime_secret,
     })
+}
+
+/// A random EncodingAESKey as WeChat's console makes them: 43 letters and digits that are the
+/// base64 of 32 bytes.
+fn encoding_aes_key() -> String {
+    use base64::Engine as _;
+    loop {
+        let bytes: [u8; 32] = rand::thread_rng().gen();
+        let encoded = base64::engine::general_purpose::STANDARD.encode(bytes);
+        let key = &encoded[..43];
+        if key.chars().all(|c| c.is_ascii_alphanumeric()) {
+            return key.to_string();
+        }
+    }
 }
 
 impl Demo {
@@ -177,6 +237,11 @@ Add an app at runtime (its secret sealed and stored; every instance would follow
   curl -s -X PUT {auth} -d '{{\"secret\":\"{runtime_secret}\",\"mode\":\"legacy\"}}' {hub}/v1/admin/apps/{runtime}
   curl -s {auth} {hub}/v1/apps/{runtime}/access_token
   curl -s -X DELETE {auth} {hub}/v1/admin/apps/{runtime}
+A third-party platform with {authorizers} authorizers (docs/platform.md):
+  curl -s {auth} {hub}/v1/components/{component}/authorizers
+  curl -s {auth} {hub}/v1/components/{component}/authorizers/{authorizer}/access_token
+An account authorizes the platform (the mock pushes to the hub, which registers it):
+  curl -s -d '{{\"component_appid\":\"{component}\"}}' {mock}/mock/authorize
 Operator views (the status page asks for the consumer key above):
   {hub}/status
   curl -s {auth} {hub}/v1/credentials
@@ -188,6 +253,9 @@ Press Ctrl-C to stop.
             key = self.consumer_key,
             stable = STABLE_APPID,
             legacy = LEGACY_APPID,
+            component = COMPONENT_APPID,
+            authorizers = DEMO_AUTHORIZERS,
+            authorizer = wechat_mock::authorizer_appid(0, 1),
             runtime = RUNTIME_APPID,
             runtime_secret = self.runtime_secret,
         )

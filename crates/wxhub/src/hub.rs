@@ -176,6 +176,9 @@ pub struct AccountEntry {
     pub access_token: Arc<Credential>,
     /// Its JS-SDK tickets, by WeChat's name of the kind (`jsapi`, `wx_card`, `agent_config`).
     pub tickets: Vec<(&'static str, Arc<Credential>)>,
+    /// Credentials that are never served by the account routes but must be found by key (a
+    /// platform's verify ticket, an authorizer's refresh token).
+    pub others: Vec<Arc<Credential>>,
 }
 
 impl AccountEntry {
@@ -200,6 +203,13 @@ pub enum Account<'a> {
     App(&'a str),
     /// A Work WeChat app.
     Corp { corpid: &'a str, agentid: &'a str },
+    /// A third-party platform (its component token).
+    Component(&'a str),
+    /// An account that authorized a platform.
+    Authorizer {
+        component: &'a str,
+        authorizer: &'a str,
+    },
 }
 
 impl<'a> Account<'a> {
@@ -247,6 +257,12 @@ pub struct Hub {
     corps: papaya::HashMap<CorpAgent, Arc<AccountEntry>>,
     /// Every credential by key, for the paths that start from a key (startup, the change feed).
     by_key: papaya::HashMap<CredentialKey, Arc<Credential>>,
+    /// Third-party platforms by component appid.
+    components: papaya::HashMap<Box<str>, Arc<AccountEntry>>,
+    /// Authorizers by (component appid, authorizer appid).
+    authorizers: papaya::HashMap<CorpAgent, Arc<AccountEntry>>,
+    /// Authorizers that withdrew their authorization: reads answer 410, not 404.
+    revoked: papaya::HashMap<CorpAgent, ()>,
 }
 
 impl Hub {
@@ -268,6 +284,34 @@ impl Hub {
                 .pin()
                 .get(&CorpRef(corpid, agentid))
                 .map(|entry| f(entry)),
+            Account::Component(component) => {
+                self.components.pin().get(component).map(|entry| f(entry))
+            }
+            Account::Authorizer {
+                component,
+                authorizer,
+            } => self
+                .authorizers
+                .pin()
+                .get(&CorpRef(component, authorizer))
+                .map(|entry| f(entry)),
+        }
+    }
+
+    /// Whether the authorizer withdrew its authorization of the platform.
+    pub fn is_revoked(&self, component: &str, authorizer: &str) -> bool {
+        self.revoked
+            .pin()
+            .contains_key(&CorpRef(component, authorizer))
+    }
+
+    /// Marks an authorizer revoked or not (the registry calls this).
+    pub(crate) fn set_revoked(&self, component: &str, authorizer: &str, revoked: bool) {
+        let map = self.revoked.pin();
+        if revoked {
+            map.insert((component.into(), authorizer.into()), ());
+        } else {
+            map.remove(&CorpRef(component, authorizer));
         }
     }
 
@@ -336,6 +380,9 @@ impl Hub {
             for (_, ticket) in &entry.tickets {
                 by_key.insert(ticket.key.clone(), ticket.clone());
             }
+            for other in &entry.others {
+                by_key.insert(other.key.clone(), other.clone());
+            }
         }
         let entry = Arc::new(entry);
         match account {
@@ -346,6 +393,17 @@ impl Hub {
                 self.corps
                     .pin()
                     .insert((corpid.into(), agentid.into()), entry);
+            }
+            Account::Component(component) => {
+                self.components.pin().insert(component.into(), entry);
+            }
+            Account::Authorizer {
+                component,
+                authorizer,
+            } => {
+                self.authorizers
+                    .pin()
+                    .insert((component.into(), authorizer.into()), entry);
             }
         }
     }
@@ -358,6 +416,17 @@ impl Hub {
             }
             Account::Corp { corpid, agentid } => {
                 self.corps.pin().remove(&CorpRef(corpid, agentid));
+            }
+            Account::Component(component) => {
+                self.components.pin().remove(component);
+            }
+            Account::Authorizer {
+                component,
+                authorizer,
+            } => {
+                self.authorizers
+                    .pin()
+                    .remove(&CorpRef(component, authorizer));
             }
         }
     }

@@ -10,6 +10,7 @@
 //! - [`store`] — where tokens live (memory, SQLite, Redis for several instances);
 //! - [`engine`] — the refresh scheduler, single-flight and invalidation;
 //! - [`hub`] — the read side: pre-rendered tokens served at memory speed;
+//! - [`platform`] — the third-party platform: pushes, authorizers, revocation;
 //! - [`history`] — each credential's refreshes of the last hour, for operators;
 //! - [`api`] — HTTP routes, consumer authentication, health and metrics;
 //! - [`startup`] — wires them together into a running application;
@@ -28,6 +29,7 @@ pub mod history;
 pub mod hub;
 pub mod jssdk;
 pub mod metrics;
+pub mod platform;
 pub mod registry;
 pub mod startup;
 pub mod store;

@@ -71,6 +71,8 @@ pub struct Application {
     listener: TcpListener,
     /// Its actual address.
     address: SocketAddr,
+    /// `[server] events_listen`: the event receiver's own listener, and its address.
+    events: Option<(TcpListener, SocketAddr)>,
     /// The refresh engine (already started).
     engine: Engine,
     /// The control plane (runtime accounts, reloads).
@@ -125,6 +127,7 @@ impl Application {
             settings.wechat.timeout,
             metrics.clone(),
         )?;
+        let platform_upstream = upstream.clone();
         let hub = Arc::new(Hub::new());
         let engine = Engine::new(
             &settings,
@@ -151,6 +154,18 @@ impl Application {
         let address = listener
             .local_addr()
             .map_err(|source| StartupError::Bind { address, source })?;
+        let events = match settings.server.events_listen {
+            Some(address) => {
+                let listener = TcpListener::bind(address)
+                    .await
+                    .map_err(|source| StartupError::Bind { address, source })?;
+                let address = listener
+                    .local_addr()
+                    .map_err(|source| StartupError::Bind { address, source })?;
+                Some((listener, address))
+            }
+            None => None,
+        };
         let limits = listener_limits(&settings.server);
         let account_feed = store.subscribe_accounts();
         control.start().await?;
@@ -173,7 +188,22 @@ impl Application {
             credentials = hub.len(),
             "wxhub started"
         );
+        let platform = Arc::new(crate::platform::Platform::new(
+            control.clone(),
+            engine.clone(),
+            hub.clone(),
+            platform_upstream.clone(),
+        ));
+        crate::platform::run_watchdogs(
+            &settings,
+            platform.clone(),
+            engine.clone(),
+            hub.clone(),
+            platform_upstream,
+            cancel.clone(),
+        );
         let context = Arc::new(ApiContext {
+            platform,
             hub,
             engine: engine.clone(),
             store,
@@ -184,6 +214,7 @@ impl Application {
         Ok(Application {
             listener,
             address,
+            events,
             engine,
             control,
             cancel,
@@ -203,6 +234,11 @@ impl Application {
         self.address
     }
 
+    /// The address of the event receiver's own listener (`[server] events_listen`), if any.
+    pub fn events_address(&self) -> Option<SocketAddr> {
+        self.events.as_ref().map(|(_, address)| *address)
+    }
+
     /// The refresh engine.
     pub fn engine(&self) -> &Engine {
         &self.engine
@@ -213,9 +249,22 @@ impl Application {
     where
         F: Future<Output = ()> + Send + 'static,
     {
-        let service = api::service(self.context, self.settings.server.request_timeout);
+        let timeout = self.settings.server.request_timeout;
+        let events = self.events.map(|(listener, _)| {
+            let router = api::events_router(self.context.clone(), timeout);
+            let stop = self.cancel.clone();
+            tokio::spawn(async move {
+                axum::serve(listener, router)
+                    .with_graceful_shutdown(async move { stop.cancelled().await })
+                    .await
+            })
+        });
+        let service = api::service(self.context, timeout);
         let served = api::serve(self.listener, service, self.limits, shutdown).await;
         self.cancel.cancel();
+        if let Some(events) = events {
+            let _ = events.await;
+        }
         self.engine.shutdown(ENGINE_SHUTDOWN_DEADLINE).await;
         tracing::info!("wxhub stopped");
         served

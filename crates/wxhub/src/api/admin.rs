@@ -140,7 +140,8 @@ fn control_error(error: ControlError) -> ApiError {
         }
         ControlError::NotNew(_) => ApiError::new(StatusCode::CONFLICT, "conflict", message),
         ControlError::Store(_) => ApiError::unavailable("store_unavailable", message),
-        ControlError::Seal(_) | ControlError::Unreadable(_) => {
+        ControlError::WrongKind(_) => ApiError::bad_request("wrong_kind", message),
+        ControlError::Seal(_) | ControlError::Unreadable(_) | ControlError::UnknownComponent(_) => {
             ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
         }
     }

@@ -53,6 +53,12 @@ struct Grants {
     apps: HashSet<Box<str>>,
     /// Granted Work WeChat apps: agentids by corpid.
     corps: HashMap<Box<str>, HashSet<Box<str>>>,
+    /// Platforms whose component token is granted (`"C"`).
+    components: HashSet<Box<str>>,
+    /// Platforms every authorizer of which is granted (`"C/*"`).
+    all_authorizers: HashSet<Box<str>>,
+    /// Granted authorizers (`"C/A"`): authorizer appids by component appid.
+    authorizers: HashMap<Box<str>, HashSet<Box<str>>>,
 }
 
 impl Grants {
@@ -70,6 +76,22 @@ impl Grants {
                         .entry(corpid.as_str().into())
                         .or_default()
                         .insert(agentid.as_str().into());
+                }
+                AppGrant::Component(c) => {
+                    grants.components.insert(c.as_str().into());
+                }
+                AppGrant::AllAuthorizers(c) => {
+                    grants.all_authorizers.insert(c.as_str().into());
+                }
+                AppGrant::Authorizer {
+                    component_appid,
+                    authorizer_appid,
+                } => {
+                    grants
+                        .authorizers
+                        .entry(component_appid.as_str().into())
+                        .or_default()
+                        .insert(authorizer_appid.as_str().into());
                 }
             }
         }
@@ -142,6 +164,32 @@ impl KeyCache {
                 || g.corps
                     .get(corpid)
                     .is_some_and(|agents| agents.contains(agentid))
+        })
+    }
+
+    /// Whether consumer number `consumer` may use the component token of `component` (`"C"` or
+    /// `"*"`).
+    pub fn may_use_component(&self, settings: &Settings, consumer: usize, component: &str) -> bool {
+        self.grants(settings)
+            .get(consumer)
+            .is_some_and(|g| g.all || g.components.contains(component))
+    }
+
+    /// Whether consumer number `consumer` may use the authorizer `authorizer` of `component`
+    /// (`"C/*"`, `"C/A"` or `"*"`).
+    pub fn may_use_authorizer(
+        &self,
+        settings: &Settings,
+        consumer: usize,
+        component: &str,
+        authorizer: &str,
+    ) -> bool {
+        self.grants(settings).get(consumer).is_some_and(|g| {
+            g.all
+                || g.all_authorizers.contains(component)
+                || g.authorizers
+                    .get(component)
+                    .is_some_and(|a| a.contains(authorizer))
         })
     }
 

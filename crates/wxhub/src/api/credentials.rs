@@ -91,7 +91,7 @@ pub(super) fn read_body(
 
 /// A read as the router answers it: like [`read_body`], except that a read landing between an
 /// expired value and its successor waits (bounded) for the successor instead of answering 503.
-async fn read(
+pub(super) async fn read(
     context: &ApiContext,
     headers: &HeaderMap,
     account: Account<'_>,
@@ -115,7 +115,7 @@ async fn read(
     }
 }
 
-async fn invalidate(
+pub(super) async fn invalidate(
     context: &ApiContext,
     headers: &HeaderMap,
     account: Account<'_>,
@@ -175,7 +175,7 @@ fn report_without_value(
     Ok(json_ok(Bytes::from(answer.to_string())))
 }
 
-async fn sign(
+pub(super) async fn sign(
     context: &ApiContext,
     headers: &HeaderMap,
     account: Account<'_>,
@@ -186,7 +186,10 @@ async fn sign(
     let url =
         jssdk::page_url(&body.url).map_err(|why| ApiError::bad_request("invalid_url", why))?;
     let (kind, app_id) = match account {
-        Account::App(appid) => {
+        Account::App(appid)
+        | Account::Authorizer {
+            authorizer: appid, ..
+        } => {
             if body.kind.as_deref().is_some_and(|k| k != "jsapi") {
                 return Err(ApiError::bad_request(
                     "invalid_kind",
@@ -205,6 +208,12 @@ async fn sign(
                 ))
             }
         },
+        Account::Component(_) => {
+            return Err(ApiError::bad_request(
+                "invalid_kind",
+                "a platform has no JS-SDK ticket; sign with one of its authorizers",
+            ))
+        }
     };
     let served = resolve(context, account, Some(kind))?
         .slot

@@ -11,6 +11,7 @@ mod connection;
 mod credentials;
 mod error;
 mod health;
+mod platform;
 mod serve;
 mod service;
 mod status;
@@ -63,6 +64,8 @@ pub struct ApiContext {
     pub settings: Arc<Settings>,
     /// The control plane: runtime accounts, reloads, and the consumers and their grants.
     pub control: Arc<Control>,
+    /// The third-party platforms: pushes, authorizations, authorizers.
+    pub platform: Arc<crate::platform::Platform>,
 }
 
 /// Handler state.
@@ -137,16 +140,84 @@ pub fn router(context: ApiState, request_timeout: Duration) -> Router {
         )
         .route("/v1/admin/reload", post(admin::reload))
         .route("/v1/admin/audit", get(admin::audit))
+        .route(
+            "/v1/components/{component}/access_token",
+            get(platform::component_token),
+        )
+        .route(
+            "/v1/components/{component}/access_token/invalidate",
+            post(platform::component_token_invalidate),
+        )
+        .route(
+            "/v1/components/{component}/pre_auth_code",
+            post(platform::pre_auth_code),
+        )
+        .route(
+            "/v1/components/{component}/authorizations",
+            post(platform::authorizations),
+        )
+        .route(
+            "/v1/components/{component}/authorizers",
+            get(platform::list_authorizers),
+        )
+        .route(
+            "/v1/components/{component}/authorizers/sync",
+            post(platform::sync_authorizers),
+        )
+        .route(
+            "/v1/components/{component}/authorizers/{appid}/access_token",
+            get(platform::authorizer_token),
+        )
+        .route(
+            "/v1/components/{component}/authorizers/{appid}/access_token/invalidate",
+            post(platform::authorizer_token_invalidate),
+        )
+        .route(
+            "/v1/components/{component}/authorizers/{appid}/tickets/{kind}",
+            get(platform::authorizer_ticket),
+        )
+        .route(
+            "/v1/components/{component}/authorizers/{appid}/tickets/{kind}/invalidate",
+            post(platform::authorizer_ticket_invalidate),
+        )
+        .route(
+            "/v1/components/{component}/authorizers/{appid}/jssdk/signature",
+            post(platform::authorizer_jssdk_signature),
+        )
         .layer(middleware::from_fn_with_state(
             request_timeout,
             enforce_timeout,
         ));
     Router::new()
         .merge(v1)
+        .merge(events_routes())
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
         .route("/status", get(status::status_page))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+            |_: Box<dyn std::any::Any + Send>| panic_response(),
+        ))
+        .with_state(context)
+}
+
+/// WeChat's event receiver: signed by WeChat, no consumer key, its own timeout.
+fn events_routes() -> Router<ApiState> {
+    Router::new().route(
+        "/wechat/components/{component}/events",
+        post(platform::events),
+    )
+}
+
+/// The router of `[server] events_listen`: the event receiver alone, with the same limits.
+pub fn events_router(context: ApiState, request_timeout: Duration) -> Router {
+    events_routes()
+        .layer(middleware::from_fn_with_state(
+            request_timeout,
+            enforce_timeout,
+        ))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(
@@ -240,12 +311,21 @@ fn authorize_as<T>(
     let allowed = match account {
         None => true,
         Some(account) if !context.hub.contains(account) => {
-            return Err(unknown_account(account));
+            return Err(unknown_account_in(&context.hub, account));
         }
         Some(Account::App(appid)) => access.keys.may_use_app(settings, index, appid),
         Some(Account::Corp { corpid, agentid }) => {
             access.keys.may_use_corp(settings, index, corpid, agentid)
         }
+        Some(Account::Component(component)) => {
+            access.keys.may_use_component(settings, index, component)
+        }
+        Some(Account::Authorizer {
+            component,
+            authorizer,
+        }) => access
+            .keys
+            .may_use_authorizer(settings, index, component, authorizer),
     };
     if !allowed {
         return Err(ApiError::forbidden(format!(
@@ -267,6 +347,34 @@ fn unknown_account(account: Account<'_>) -> ApiError {
     match account {
         Account::App(appid) => ApiError::unknown_app(appid),
         Account::Corp { corpid, agentid } => ApiError::unknown_corp_app(corpid, agentid),
+        Account::Component(component) => ApiError::new(
+            StatusCode::NOT_FOUND,
+            "unknown_component",
+            format!("no [[components]] entry has component_appid {component:?}"),
+        ),
+        Account::Authorizer {
+            component,
+            authorizer,
+        } => ApiError::new(
+            StatusCode::NOT_FOUND,
+            "unknown_authorizer",
+            format!("{authorizer:?} has not authorized the platform {component:?}"),
+        ),
+    }
+}
+
+/// [`unknown_account`], or 410 for an authorizer that withdrew its authorization.
+fn unknown_account_in(hub: &Hub, account: Account<'_>) -> ApiError {
+    match account {
+        Account::Authorizer {
+            component,
+            authorizer,
+        } if hub.is_revoked(component, authorizer) => ApiError::new(
+            StatusCode::GONE,
+            "authorizer_revoked",
+            format!("{authorizer:?} withdrew its authorization of the platform {component:?}"),
+        ),
+        other => unknown_account(other),
     }
 }
 

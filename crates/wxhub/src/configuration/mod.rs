@@ -46,6 +46,9 @@ pub struct Settings {
     pub apps: Vec<AppSettings>,
     /// `[[corps]]`: the Work WeChat apps whose tokens the hub keeps.
     pub corps: Vec<CorpSettings>,
+    /// `[[components]]`: the third-party platforms (开放平台) whose pushes the hub receives and
+    /// whose authorizers' tokens it keeps (see `docs/platform.md`).
+    pub components: Vec<ComponentSettings>,
     /// `[[consumers]]`: the business servers allowed to read credentials, and what they may read.
     pub consumers: Vec<ConsumerSettings>,
     /// `[secrets]`: the key that seals secrets written at runtime (admin-added apps).
@@ -115,6 +118,9 @@ pub struct ServerSettings {
     /// The longest any request may take before it is answered with an error (default 10 s).
     /// Also how long shutdown waits for requests in progress before closing their connections.
     pub request_timeout: Duration,
+    /// `events_listen`: an optional second listener serving only WeChat's event receiver, so
+    /// the consumer API can stay on a private address while WeChat reaches the receiver.
+    pub events_listen: Option<SocketAddr>,
     /// How long a client has to send a request's headers (default 10 s): from the connection's
     /// start for its first request, from the first byte for later ones. Slower clients are
     /// disconnected, so a trickle of header bytes cannot hold a connection open.
@@ -213,6 +219,26 @@ pub struct CorpSettings {
     pub refresh: RefreshOverrides,
 }
 
+/// `[[components]]`: one third-party platform (开放平台 component).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ComponentSettings {
+    /// The platform's appid; unique in the file and distinct from every `[[apps]]` appid.
+    pub component_appid: String,
+    /// The platform's AppSecret (`component_appsecret`).
+    pub secret: Secret,
+    /// The message-check Token set on the platform: signs every push.
+    pub token: Secret,
+    /// The 43-character EncodingAESKey that seals every push.
+    pub encoding_aes_key: Secret,
+    /// The key used before the last change in WeChat's console, tried when the current one
+    /// fails, so pushes sealed during a key change are not lost.
+    pub previous_encoding_aes_key: Option<Secret>,
+    /// JS-SDK tickets kept fresh for every authorizer of this platform.
+    pub authorizer_tickets: Vec<TicketKind>,
+    /// Refresh timing of the component token and the authorizers' credentials.
+    pub refresh: RefreshOverrides,
+}
+
 /// What a consumer may do (docs/architecture.md#authentication-and-scopes).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Scope {
@@ -222,6 +248,8 @@ pub enum Scope {
     Invalidate,
     /// List every credential's state and force refreshes.
     Admin,
+    /// Build authorization links and register authorizers of a third-party platform.
+    Authorize,
 }
 
 /// Which accounts a consumer may use.
@@ -237,6 +265,17 @@ pub enum AppGrant {
         corpid: String,
         /// The app's agentid.
         agentid: String,
+    },
+    /// A third-party platform's own component token, written `"component_appid"`.
+    Component(String),
+    /// Every authorizer of a platform, written `"component_appid/*"`.
+    AllAuthorizers(String),
+    /// One authorizer of a platform, written `"component_appid/authorizer_appid"`.
+    Authorizer {
+        /// The platform.
+        component_appid: String,
+        /// The authorizer.
+        authorizer_appid: String,
     },
 }
 
@@ -361,6 +400,7 @@ impl Default for ServerSettings {
         ServerSettings {
             listen: DEFAULT_LISTEN.parse().expect("valid default address"),
             request_timeout: Duration::from_secs(10),
+            events_listen: None,
             header_read_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
             max_connections: None,
@@ -506,6 +546,7 @@ impl Scope {
             Scope::Read => "read",
             Scope::Invalidate => "invalidate",
             Scope::Admin => "admin",
+            Scope::Authorize => "authorize",
         }
     }
 }
@@ -518,8 +559,9 @@ impl FromStr for Scope {
             "read" => Ok(Scope::Read),
             "invalidate" => Ok(Scope::Invalidate),
             "admin" => Ok(Scope::Admin),
+            "authorize" => Ok(Scope::Authorize),
             other => Err(format!(
-                "unknown scope {other:?}; expected \"read\", \"invalidate\" or \"admin\""
+                "unknown scope {other:?}; expected \"read\", \"invalidate\", \"admin\" or \"authorize\""
             )),
         }
     }
@@ -537,7 +579,7 @@ impl AppGrant {
         match self {
             AppGrant::All => true,
             AppGrant::App(granted) => granted == appid,
-            AppGrant::CorpAgent { .. } => false,
+            _ => false,
         }
     }
 
@@ -545,11 +587,33 @@ impl AppGrant {
     pub fn covers_corp(&self, corpid: &str, agentid: &str) -> bool {
         match self {
             AppGrant::All => true,
-            AppGrant::App(_) => false,
             AppGrant::CorpAgent {
                 corpid: c,
                 agentid: a,
             } => c == corpid && a == agentid,
+            _ => false,
+        }
+    }
+
+    /// Whether this grant covers the component token of `component_appid`.
+    pub fn covers_component(&self, component_appid: &str) -> bool {
+        match self {
+            AppGrant::All => true,
+            AppGrant::Component(c) => c == component_appid,
+            _ => false,
+        }
+    }
+
+    /// Whether this grant covers the authorizer `authorizer_appid` of `component_appid`.
+    pub fn covers_authorizer(&self, component_appid: &str, authorizer_appid: &str) -> bool {
+        match self {
+            AppGrant::All => true,
+            AppGrant::AllAuthorizers(c) => c == component_appid,
+            AppGrant::Authorizer {
+                component_appid: c,
+                authorizer_appid: a,
+            } => c == component_appid && a == authorizer_appid,
+            _ => false,
         }
     }
 }
@@ -561,6 +625,12 @@ impl fmt::Display for AppGrant {
             AppGrant::All => f.write_str("*"),
             AppGrant::App(appid) => f.write_str(appid),
             AppGrant::CorpAgent { corpid, agentid } => write!(f, "{corpid}/{agentid}"),
+            AppGrant::Component(c) => f.write_str(c),
+            AppGrant::AllAuthorizers(c) => write!(f, "{c}/*"),
+            AppGrant::Authorizer {
+                component_appid,
+                authorizer_appid,
+            } => write!(f, "{component_appid}/{authorizer_appid}"),
         }
     }
 }

@@ -95,6 +95,9 @@ pub(super) fn masked(settings: &Settings) -> String {
             );
         }
     }
+    if let Some(events) = s.events_listen {
+        let _ = writeln!(out, "events_listen = {}", quote(&events.to_string()));
+    }
 
     let _ = writeln!(out, "\n[store]");
     let _ = writeln!(out, "kind = {}", quote(settings.store.kind_name()));
@@ -149,6 +152,32 @@ pub(super) fn masked(settings: &Settings) -> String {
         secret_line(&mut out, corp.secret.source());
         let _ = writeln!(out, "tickets = {}", quote_list(&corp.tickets));
         overrides_lines(&mut out, &corp.refresh);
+    }
+
+    for component in &settings.components {
+        let _ = writeln!(out, "\n[[components]]");
+        let _ = writeln!(
+            out,
+            "component_appid = {}",
+            quote(&component.component_appid)
+        );
+        secret_line(&mut out, component.secret.source());
+        let mut masked_line = |key: &str, source: &SecretSource| {
+            let mut line = String::new();
+            secret_line(&mut line, source);
+            out.push_str(&line.replacen("secret", key, 1));
+        };
+        masked_line("token", component.token.source());
+        masked_line("encoding_aes_key", component.encoding_aes_key.source());
+        if let Some(previous) = &component.previous_encoding_aes_key {
+            masked_line("previous_encoding_aes_key", previous.source());
+        }
+        let _ = writeln!(
+            out,
+            "authorizer_tickets = {}",
+            quote_list(&component.authorizer_tickets)
+        );
+        overrides_lines(&mut out, &component.refresh);
     }
 
     for consumer in &settings.consumers {

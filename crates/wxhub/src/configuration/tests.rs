@@ -974,6 +974,91 @@ fn url_passwords_are_masked() {
     assert_eq!(mask_url_password("redis://pw@h"), "redis://***@h");
 }
 
+const COMPONENT: &str = "[[components]]\ncomponent_appid = \"wxc1\"\nsecret = \"cs\"\ntoken = \"tk\"\nencoding_aes_key = \"abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG\"\n";
+
+#[test]
+fn a_component_parses_with_its_keys_tickets_and_timing() {
+    let text = format!(
+        "[server]\nevents_listen = \"0.0.0.0:8443\"\n{COMPONENT}previous_encoding_aes_key = \"${{OLD_KEY}}\"\nauthorizer_tickets = [\"jsapi\"]\nrefresh_before_expired = \"20m\"\n\n[[consumers]]\nname = \"platform\"\nkey_sha256 = \"{}\"\napps = [\"wxc1\", \"wxc1/*\", \"wxc1/wxa1\"]\nscopes = [\"read\", \"authorize\"]\n",
+        consumer_key_sha256(ORDERS_KEY)
+    );
+    let env = env_of(&[("OLD_KEY", "ZYXWVUTSRQPONMLKJIHGFEDCBA9876543210zyxwvut")]);
+    let settings = parse_with(&text, &env).unwrap();
+    assert_eq!(
+        settings.server.events_listen,
+        Some("0.0.0.0:8443".parse().unwrap())
+    );
+    let component = &settings.components[0];
+    assert_eq!(component.component_appid, "wxc1");
+    assert_eq!(component.token.expose(), "tk");
+    assert!(component.previous_encoding_aes_key.is_some());
+    assert_eq!(component.authorizer_tickets, vec![TicketKind::Jsapi]);
+    assert_eq!(
+        component.refresh.refresh_before_expired,
+        Some(Duration::from_secs(1200))
+    );
+    let consumer = &settings.consumers[0];
+    assert_eq!(
+        consumer.apps,
+        vec![
+            AppGrant::Component("wxc1".into()),
+            AppGrant::AllAuthorizers("wxc1".into()),
+            AppGrant::Authorizer {
+                component_appid: "wxc1".into(),
+                authorizer_appid: "wxa1".into()
+            }
+        ]
+    );
+    assert!(consumer.has_scope(Scope::Authorize));
+    let shown = settings.render_masked();
+    assert!(shown.contains("[[components]]") && shown.contains("token = \"***\""));
+    assert!(!shown.contains("abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG"));
+    assert!(!shown.contains("\"tk\""));
+}
+
+#[test]
+fn component_mistakes_name_their_line() {
+    fails_at(
+        "[[components]]\ncomponent_appid = \"wxc1\"\nsecret = \"cs\"\ntoken = \"tk\"\nencoding_aes_key = \"short\"\n",
+        5,
+        "components[0].encoding_aes_key",
+        "43-character EncodingAESKey",
+    );
+    fails_at(
+        "[[components]]\ncomponent_appid = \"wxc1\"\nsecret = \"cs\"\nencoding_aes_key = \"abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG\"\n",
+        1,
+        "components[0].token",
+        "required key is missing",
+    );
+    fails_at(
+        &format!("{COMPONENT}{COMPONENT}"),
+        7,
+        "components[1].component_appid",
+        "duplicate component_appid",
+    );
+    fails_at(
+        &format!("{COMPONENT}authorizer_tickets = [\"sms\"]\n"),
+        6,
+        "components[0].authorizer_tickets[0]",
+        "unknown ticket",
+    );
+    fails_at(
+        "[server]\nevents_listen = \"nowhere\"\n",
+        2,
+        "server.events_listen",
+        "invalid address",
+    );
+    fails_at(
+        &format!(
+            "{COMPONENT}\n[[consumers]]\nname = \"c\"\nkey_sha256 = \"{}\"\napps = [\"wxc2/*\"]\nscopes = [\"authorize\"]\n",
+            consumer_key_sha256(ORDERS_KEY)
+        ),
+        10,
+        "consumers[0].apps[0]",
+        "unknown app",
+    );
+}
+
 #[test]
 fn credentials_in_a_wechat_base_url_are_masked() {
     let settings = parse(

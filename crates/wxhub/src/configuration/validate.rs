@@ -11,10 +11,10 @@ use base64::Engine as _;
 use super::error::{ConfigError, Place};
 use super::source::{section_keys, Entry, Node, Value};
 use super::{
-    mask_url_userinfo, AppGrant, AppSettings, ConsumerSettings, CorpSettings, MasterKey,
-    RedisSettings, RedisTarget, RefreshOverrides, RefreshSettings, Scope, Secret, SecretSource,
-    SecretsSettings, ServerSettings, Settings, StoreSettings, TokenMode, WechatSettings,
-    DEFAULT_REDIS_NAMESPACE, DEFAULT_SQLITE_PATH,
+    mask_url_userinfo, AppGrant, AppSettings, ComponentSettings, ConsumerSettings, CorpSettings,
+    MasterKey, RedisSettings, RedisTarget, RefreshOverrides, RefreshSettings, Scope, Secret,
+    SecretSource, SecretsSettings, ServerSettings, Settings, StoreSettings, TokenMode,
+    WechatSettings, DEFAULT_REDIS_NAMESPACE, DEFAULT_SQLITE_PATH,
 };
 use crate::credential::{CorpTicketKind, TicketKind};
 
@@ -27,6 +27,7 @@ const TOP_KEYS: &[&str] = &[
     "corps",
     "consumers",
     "secrets",
+    "components",
 ];
 const APP_KEYS: &[&str] = &[
     "appid",
@@ -43,6 +44,20 @@ const CORP_KEYS: &[&str] = &[
     "secret",
     "secret_file",
     "tickets",
+    "refresh_before_expired",
+    "refresh_retry_interval",
+];
+const COMPONENT_KEYS: &[&str] = &[
+    "component_appid",
+    "secret",
+    "secret_file",
+    "token",
+    "token_file",
+    "encoding_aes_key",
+    "encoding_aes_key_file",
+    "previous_encoding_aes_key",
+    "previous_encoding_aes_key_file",
+    "authorizer_tickets",
     "refresh_before_expired",
     "refresh_retry_interval",
 ];
@@ -71,11 +86,16 @@ pub(super) fn settings(
     let apps = keep(&mut errors, cx.apps(top.get("apps")));
     let corps = keep(&mut errors, cx.corps(top.get("corps")));
     let secrets = keep(&mut errors, cx.secrets(top.get("secrets")));
-    // Grants name apps and corps: checked only against a valid list of them.
-    let consumers = match (&apps, &corps) {
-        (Some(apps), Some(corps)) => {
-            keep(&mut errors, cx.consumers(top.get("consumers"), apps, corps))
-        }
+    let components = match &apps {
+        Some(apps) => keep(&mut errors, cx.components(top.get("components"), apps)),
+        None => None,
+    };
+    // Grants name apps, corps and platforms: checked only against valid lists of them.
+    let consumers = match (&apps, &corps, &components) {
+        (Some(apps), Some(corps), Some(components)) => keep(
+            &mut errors,
+            cx.consumers(top.get("consumers"), apps, corps, components),
+        ),
         _ => None,
     };
     let (
@@ -85,10 +105,11 @@ pub(super) fn settings(
         Some(refresh),
         Some(apps),
         Some(corps),
+        Some(components),
         Some(consumers),
         Some(secrets),
     ) = (
-        server, store, wechat, refresh, apps, corps, consumers, secrets,
+        server, store, wechat, refresh, apps, corps, components, consumers, secrets,
     )
     else {
         return Err(ConfigError::all(errors));
@@ -100,6 +121,7 @@ pub(super) fn settings(
         refresh,
         apps,
         corps,
+        components,
         consumers,
         secrets,
     })
@@ -386,6 +408,19 @@ impl Cx<'_> {
         if let Some(node) = table.get("request_timeout") {
             server.request_timeout =
                 self.positive_duration(node, &table.key_path("request_timeout"))?;
+        }
+        if let Some(node) = table.get("events_listen") {
+            let path = table.key_path("events_listen");
+            let text = self.string(node, &path)?;
+            server.events_listen = Some(text.parse().map_err(|_| {
+                self.err(
+                    &node.place,
+                    &path,
+                    format!(
+                        "invalid address {text:?}; expected an IP address and port, e.g. \"0.0.0.0:8443\""
+                    ),
+                )
+            })?);
         }
         if let Some(node) = table.get("header_read_timeout") {
             server.header_read_timeout =
@@ -995,6 +1030,87 @@ impl Cx<'_> {
         Ok(corps)
     }
 
+    fn components(
+        &self,
+        node: Option<&Node>,
+        apps: &[AppSettings],
+    ) -> Result<Vec<ComponentSettings>, ConfigError> {
+        let mut components = Vec::new();
+        let mut first: HashMap<String, &Place> = HashMap::new();
+        for table in self.entries(node, "components", COMPONENT_KEYS)? {
+            let appid_node = self.required(&table, "component_appid")?;
+            let appid_path = table.key_path("component_appid");
+            let component_appid = self.identifier(appid_node, &appid_path)?;
+            if let Some(place) = first.get(&component_appid) {
+                return Err(self.err(
+                    &appid_node.place,
+                    appid_path,
+                    format!(
+                        "duplicate component_appid {component_appid:?} (first defined at {})",
+                        first_defined(place)
+                    ),
+                ));
+            }
+            if apps.iter().any(|a| a.appid == component_appid) {
+                return Err(self.err(
+                    &appid_node.place,
+                    appid_path,
+                    format!("{component_appid:?} is also an [[apps]] appid; a platform's appid is its own"),
+                ));
+            }
+            first.insert(component_appid.clone(), &appid_node.place);
+            let secret = self.secret(&table)?;
+            let token = self.secret_named(&table, "token")?;
+            let encoding_aes_key = self.aes_key(&table, "encoding_aes_key")?;
+            let previous_encoding_aes_key = if table.get("previous_encoding_aes_key").is_some()
+                || table.get("previous_encoding_aes_key_file").is_some()
+            {
+                Some(self.aes_key(&table, "previous_encoding_aes_key")?)
+            } else {
+                None
+            };
+            let authorizer_tickets = match table.get("authorizer_tickets") {
+                Some(node) => {
+                    self.string_set(node, &table.key_path("authorizer_tickets"), |text| {
+                        text.parse::<TicketKind>().map_err(|_| {
+                            format!("unknown ticket {text:?}; expected \"jsapi\" or \"wx_card\"")
+                        })
+                    })?
+                }
+                None => Vec::new(),
+            };
+            let refresh = self.refresh_overrides(&table)?;
+            components.push(ComponentSettings {
+                component_appid,
+                secret,
+                token,
+                encoding_aes_key,
+                previous_encoding_aes_key,
+                authorizer_tickets,
+                refresh,
+            });
+        }
+        Ok(components)
+    }
+
+    /// An EncodingAESKey given like a secret under `name`: 43 characters of base64 that decode
+    /// to 32 bytes. The message never includes the value.
+    fn aes_key(&self, table: &Table, name: &str) -> Result<Secret, ConfigError> {
+        let secret = self.secret_named(table, name)?;
+        if wechat_crypto::EncodingAesKey::parse(secret.expose()).is_err() {
+            let place = table
+                .get(name)
+                .or_else(|| table.get(&format!("{name}_file")))
+                .map_or(table.place, |n| &n.place);
+            return Err(self.err(
+                place,
+                table.key_path(name),
+                "must be the platform's 43-character EncodingAESKey (letters and digits); the value is not shown",
+            ));
+        }
+        Ok(secret)
+    }
+
     /// `refresh_before_expired` / `refresh_retry_interval` on one account entry.
     fn refresh_overrides(&self, table: &Table) -> Result<RefreshOverrides, ConfigError> {
         let mut overrides = RefreshOverrides::default();
@@ -1067,9 +1183,10 @@ impl Cx<'_> {
         node: Option<&Node>,
         apps: &[AppSettings],
         corps: &[CorpSettings],
+        components: &[ComponentSettings],
     ) -> Result<Vec<ConsumerSettings>, ConfigError> {
         let mut consumers = Vec::new();
-        let known = Known::new(apps, corps);
+        let known = Known::new(apps, corps, components);
         let mut names: HashMap<String, &Place> = HashMap::new();
         let mut keys: HashMap<[u8; 32], (String, &Place)> = HashMap::new();
         for table in self.entries(node, "consumers", CONSUMER_KEYS)? {
@@ -1125,7 +1242,7 @@ impl Cx<'_> {
                 return Err(self.err(
                     &scopes_node.place,
                     scopes_path,
-                    "must name at least one of \"read\", \"invalidate\", \"admin\"",
+                    "must name at least one of \"read\", \"invalidate\", \"admin\", \"authorize\"",
                 ));
             }
 
@@ -1146,11 +1263,20 @@ struct Known<'a> {
     apps: HashSet<&'a str>,
     corpids: HashSet<&'a str>,
     corp_apps: HashSet<(&'a str, &'a str)>,
+    components: HashSet<&'a str>,
 }
 
 impl<'a> Known<'a> {
-    fn new(apps: &'a [AppSettings], corps: &'a [CorpSettings]) -> Known<'a> {
+    fn new(
+        apps: &'a [AppSettings],
+        corps: &'a [CorpSettings],
+        components: &'a [ComponentSettings],
+    ) -> Known<'a> {
         Known {
+            components: components
+                .iter()
+                .map(|c| c.component_appid.as_str())
+                .collect(),
             apps: apps.iter().map(|a| a.appid.as_str()).collect(),
             corpids: corps.iter().map(|c| c.corpid.as_str()).collect(),
             corp_apps: corps
@@ -1166,6 +1292,25 @@ impl<'a> Known<'a> {
 fn grant(text: &str, known: &Known<'_>) -> Result<AppGrant, String> {
     if text == "*" {
         return Ok(AppGrant::All);
+    }
+    if known.components.contains(text) {
+        return Ok(AppGrant::Component(text.to_string()));
+    }
+    if let Some((component, authorizer)) = text.split_once('/') {
+        if known.components.contains(component) {
+            if authorizer == "*" {
+                return Ok(AppGrant::AllAuthorizers(component.to_string()));
+            }
+            if !authorizer.is_empty() && is_identifier(authorizer) {
+                return Ok(AppGrant::Authorizer {
+                    component_appid: component.to_string(),
+                    authorizer_appid: authorizer.to_string(),
+                });
+            }
+            return Err(format!(
+                "unknown app {text:?}: write \"{component}/*\" or \"{component}/<authorizer appid>\""
+            ));
+        }
     }
     if let Some((corpid, agentid)) = text.split_once('/') {
         if known.corp_apps.contains(&(corpid, agentid)) {

@@ -128,6 +128,35 @@ impl Shared {
                 )
                 .await
             }
+            Source::VerifyTicket {
+                component_appid,
+                secret,
+            } => Err(self.ask_for_push(component_appid, secret).await),
+            Source::ComponentToken {
+                component_appid,
+                secret,
+            } => {
+                self.fetch_component_token(credential, component_appid, secret, coordination)
+                    .await
+            }
+            Source::AuthorizerRefreshToken => Err(RefreshError::Upstream(UpstreamError::Config {
+                errcode: 61023,
+                message: "no refresh token is stored for this authorizer; it must \
+                              authorize again or be recovered with authorizers/sync"
+                    .into(),
+            })),
+            Source::AuthorizerToken {
+                component_appid,
+                authorizer_appid,
+            } => {
+                self.fetch_authorizer_token(
+                    credential,
+                    component_appid,
+                    authorizer_appid,
+                    coordination,
+                )
+                .await
+            }
         }
     }
 
@@ -162,7 +191,7 @@ impl Shared {
 
     /// The current token of `credential` if it has some life left, else the result of
     /// refreshing it.
-    async fn usable_token(
+    pub(super) async fn usable_token(
         self: &Arc<Self>,
         credential: &Arc<Credential>,
     ) -> Result<Arc<str>, RefreshError> {

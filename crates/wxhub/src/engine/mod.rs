@@ -24,6 +24,7 @@ pub mod error;
 mod fetch;
 mod job;
 pub mod plan;
+mod platform;
 pub mod state;
 mod tasks;
 
@@ -48,6 +49,7 @@ use crate::upstream::Upstream;
 use crate::upstream::UpstreamError;
 use clock::Clock;
 pub use error::{ErrorClass, RefreshError};
+pub use platform::{refresh_token_expiry, Written};
 use state::{LastError, ReportDecision, State, Status, Verdict};
 
 /// Daily budget of `stable_token` force refreshes per appid (docs/wechat.md#stable_token).
@@ -263,6 +265,8 @@ impl Engine {
                     .filter(|t| t.is_valid_at(now.plus(DEPENDENCY_MIN_LIFE)))
                 {
                     Some(token) => shared.adopt(&mut state, credential.id, token, now),
+                    // A pushed value (a verify ticket, a refresh token) cannot be fetched.
+                    None if credential.spec().pushed => {}
                     None => state.schedule(credential.id, now),
                 }
             }
@@ -674,6 +678,14 @@ impl Shared {
         let Some(entry) = state.entries.get_mut(&id) else {
             return;
         };
+        if entry.credential.spec().pushed {
+            // Pushed by WeChat, never scheduled: see `platform::PushedValue`.
+            entry.next_refresh = None;
+            if let Some(token) = &entry.token {
+                serve(&entry.credential, token, token.expires_at);
+            }
+            return;
+        }
         entry.next_refresh = Some(next);
         if let Some(token) = &entry.token {
             serve(&entry.credential, token, next);
@@ -779,6 +791,8 @@ impl Shared {
     ) -> Option<Verdict> {
         let work = match credential.spec().source {
             crate::registry::Source::AppToken { .. } => false,
+            // An authorizer's token is an official account's token: checked the same way.
+            crate::registry::Source::AuthorizerToken { .. } => false,
             crate::registry::Source::CorpToken { .. } => true,
             _ => return None,
         };

@@ -31,6 +31,18 @@ pub enum AccountId {
         /// The app within it.
         agentid: String,
     },
+    /// A third-party platform (开放平台 component): its verify ticket and component token.
+    Component {
+        /// The platform's appid.
+        component_appid: String,
+    },
+    /// An account that authorized a platform: its refresh token, access token and tickets.
+    Authorizer {
+        /// The platform it authorized.
+        component_appid: String,
+        /// The account's appid.
+        authorizer_appid: String,
+    },
 }
 
 impl AccountId {
@@ -53,6 +65,15 @@ impl AccountId {
                     agentid: agentid.into(),
                 }
             }
+            ("component", Some(c), None) if !c.is_empty() => AccountId::Component {
+                component_appid: c.into(),
+            },
+            ("authorizer", Some(c), Some(a)) if !c.is_empty() && !a.is_empty() => {
+                AccountId::Authorizer {
+                    component_appid: c.into(),
+                    authorizer_appid: a.into(),
+                }
+            }
             _ => return None,
         };
         parts.next().is_none().then_some(id)
@@ -64,6 +85,11 @@ impl fmt::Display for AccountId {
         match self {
             AccountId::App { appid } => write!(f, "app/{appid}"),
             AccountId::Corp { corpid, agentid } => write!(f, "corp/{corpid}/{agentid}"),
+            AccountId::Component { component_appid } => write!(f, "component/{component_appid}"),
+            AccountId::Authorizer {
+                component_appid,
+                authorizer_appid,
+            } => write!(f, "authorizer/{component_appid}/{authorizer_appid}"),
         }
     }
 }
@@ -108,6 +134,33 @@ pub enum AccountSpec {
         /// Its own refresh timing.
         refresh: RefreshOverrides,
     },
+    /// A third-party platform.
+    Component {
+        /// Its appid.
+        component_appid: String,
+        /// Its AppSecret (`component_appsecret`).
+        secret: Secret,
+        /// The timing of its component token.
+        refresh: RefreshOverrides,
+    },
+    /// An account that authorized a platform (registered from a push or a redirect's code).
+    Authorizer {
+        /// The platform.
+        component_appid: String,
+        /// The account.
+        authorizer_appid: String,
+        /// The JS-SDK tickets kept for it (the platform's `authorizer_tickets`).
+        tickets: Vec<TicketKind>,
+        /// The platform's refresh timing.
+        refresh: RefreshOverrides,
+        /// The permission sets it granted (`funcscope_category` ids).
+        func_info: Vec<u32>,
+        /// When it (last) authorized, in Unix seconds.
+        authorized_at: i64,
+        /// Whether it withdrew the authorization: it then has no credentials, and reads answer
+        /// 410 instead of 404.
+        revoked: bool,
+    },
 }
 
 /// How one credential is obtained from WeChat.
@@ -125,6 +178,26 @@ pub enum Source {
     CorpToken { corpid: String, secret: Secret },
     /// A Work WeChat ticket, fetched with the app's token (its `fetched_with`).
     CorpTicket { kind: CorpTicketKind },
+    /// A platform's `component_verify_ticket`: pushed by WeChat, never fetched. A "refresh"
+    /// asks WeChat to push again (`api_start_push_ticket`).
+    VerifyTicket {
+        component_appid: String,
+        secret: Secret,
+    },
+    /// A platform's `component_access_token`, fetched with its secret and verify ticket (its
+    /// `fetched_with`).
+    ComponentToken {
+        component_appid: String,
+        secret: Secret,
+    },
+    /// An authorizer's refresh token: written from WeChat's answers, never fetched on its own.
+    AuthorizerRefreshToken,
+    /// An authorizer's access token, fetched with the component token and the authorizer's
+    /// refresh token (its `fetched_with`, in that order).
+    AuthorizerToken {
+        component_appid: String,
+        authorizer_appid: String,
+    },
 }
 
 impl Source {
@@ -139,17 +212,25 @@ impl Source {
                 mode: TokenMode::Legacy,
                 ..
             } => Renewal::Legacy,
-            Source::AppTicket { .. } | Source::CorpToken { .. } | Source::CorpTicket { .. } => {
-                Renewal::ReSent
-            }
+            Source::ComponentToken { .. } | Source::AuthorizerToken { .. } => Renewal::Legacy,
+            Source::AppTicket { .. }
+            | Source::CorpToken { .. }
+            | Source::CorpTicket { .. }
+            | Source::VerifyTicket { .. }
+            | Source::AuthorizerRefreshToken => Renewal::ReSent,
         }
     }
 
     /// The JSON field consumers receive the value under.
     pub fn field(&self) -> &'static str {
         match self {
-            Source::AppToken { .. } | Source::CorpToken { .. } => "access_token",
+            Source::AppToken { .. }
+            | Source::CorpToken { .. }
+            | Source::ComponentToken { .. }
+            | Source::AuthorizerToken { .. } => "access_token",
             Source::AppTicket { .. } | Source::CorpTicket { .. } => "ticket",
+            Source::VerifyTicket { .. } => "component_verify_ticket",
+            Source::AuthorizerRefreshToken => "authorizer_refresh_token",
         }
     }
 }
@@ -188,20 +269,40 @@ impl AccountSpec {
                 corpid: corpid.clone(),
                 agentid: agentid.clone(),
             },
+            AccountSpec::Component {
+                component_appid, ..
+            } => AccountId::Component {
+                component_appid: component_appid.clone(),
+            },
+            AccountSpec::Authorizer {
+                component_appid,
+                authorizer_appid,
+                ..
+            } => AccountId::Authorizer {
+                component_appid: component_appid.clone(),
+                authorizer_appid: authorizer_appid.clone(),
+            },
         }
     }
 
-    /// The account's secret.
-    pub fn secret(&self) -> &Secret {
+    /// The account's secret (`None` for an authorizer: it has none, its refresh token is a
+    /// credential).
+    pub fn secret(&self) -> Option<&Secret> {
         match self {
-            AccountSpec::App { secret, .. } | AccountSpec::Corp { secret, .. } => secret,
+            AccountSpec::App { secret, .. }
+            | AccountSpec::Corp { secret, .. }
+            | AccountSpec::Component { secret, .. } => Some(secret),
+            AccountSpec::Authorizer { .. } => None,
         }
     }
 
     /// The account's own refresh timing.
     fn overrides(&self) -> &RefreshOverrides {
         match self {
-            AccountSpec::App { refresh, .. } | AccountSpec::Corp { refresh, .. } => refresh,
+            AccountSpec::App { refresh, .. }
+            | AccountSpec::Corp { refresh, .. }
+            | AccountSpec::Component { refresh, .. }
+            | AccountSpec::Authorizer { refresh, .. } => refresh,
         }
     }
 
@@ -282,6 +383,84 @@ impl AccountSpec {
                         spec(Source::CorpTicket { kind }, vec![token.clone()]),
                     ));
                 }
+                all
+            }
+            AccountSpec::Component {
+                component_appid,
+                secret,
+                ..
+            } => {
+                let ticket = CredentialKey::ComponentVerifyTicket {
+                    component_appid: component_appid.clone(),
+                };
+                let token = CredentialKey::ComponentToken {
+                    component_appid: component_appid.clone(),
+                };
+                let mut pushed = spec(
+                    Source::VerifyTicket {
+                        component_appid: component_appid.clone(),
+                        secret: secret.clone(),
+                    },
+                    vec![],
+                );
+                pushed.pushed = true;
+                pushed.durable = true;
+                vec![
+                    (
+                        token,
+                        spec(
+                            Source::ComponentToken {
+                                component_appid: component_appid.clone(),
+                                secret: secret.clone(),
+                            },
+                            vec![ticket.clone()],
+                        ),
+                    ),
+                    (ticket, pushed),
+                ]
+            }
+            AccountSpec::Authorizer { revoked: true, .. } => Vec::new(),
+            AccountSpec::Authorizer {
+                component_appid,
+                authorizer_appid,
+                tickets,
+                ..
+            } => {
+                let token = CredentialKey::AuthorizerToken {
+                    component_appid: component_appid.clone(),
+                    authorizer_appid: authorizer_appid.clone(),
+                };
+                let refresh_token = CredentialKey::AuthorizerRefreshToken {
+                    component_appid: component_appid.clone(),
+                    authorizer_appid: authorizer_appid.clone(),
+                };
+                let component_token = CredentialKey::ComponentToken {
+                    component_appid: component_appid.clone(),
+                };
+                let mut all = vec![(
+                    token.clone(),
+                    spec(
+                        Source::AuthorizerToken {
+                            component_appid: component_appid.clone(),
+                            authorizer_appid: authorizer_appid.clone(),
+                        },
+                        vec![component_token, refresh_token.clone()],
+                    ),
+                )];
+                for &kind in tickets {
+                    all.push((
+                        CredentialKey::AuthorizerTicket {
+                            component_appid: component_appid.clone(),
+                            authorizer_appid: authorizer_appid.clone(),
+                            kind,
+                        },
+                        spec(Source::AppTicket { kind }, vec![token.clone()]),
+                    ));
+                }
+                let mut durable = spec(Source::AuthorizerRefreshToken, vec![]);
+                durable.pushed = true;
+                durable.durable = true;
+                all.push((refresh_token, durable));
                 all
             }
         }

@@ -108,6 +108,47 @@ impl Registry {
             .map(|r| (r.spec.clone(), r.origin))
     }
 
+    /// One page of the authorizers of `component_appid`, in appid order: those after `after`
+    /// (exclusive) that `keep` accepts, at most `limit`, and whether
+    /// more may follow. Walks only the page (the accounts are ordered), never every account.
+    pub fn authorizers_page(
+        &self,
+        component_appid: &str,
+        after: Option<&str>,
+        limit: usize,
+        keep: impl Fn(&AccountSpec) -> bool,
+    ) -> (Vec<AccountSpec>, bool) {
+        use std::ops::Bound;
+        let id = |a: &str| AccountId::Authorizer {
+            component_appid: component_appid.to_string(),
+            authorizer_appid: a.to_string(),
+        };
+        let start = match after {
+            Some(a) => Bound::Excluded(id(a)),
+            None => Bound::Included(id("")),
+        };
+        let state = self.lock();
+        let mut page = Vec::new();
+        let mut more = false;
+        for (account, registered) in state.accounts.range((start, Bound::Unbounded)) {
+            match account {
+                AccountId::Authorizer {
+                    component_appid: c, ..
+                } if c == component_appid => {}
+                _ => break,
+            }
+            if !keep(&registered.spec) {
+                continue;
+            }
+            if page.len() == limit {
+                more = true;
+                break;
+            }
+            page.push(registered.spec.clone());
+        }
+        (page, more)
+    }
+
     /// Every account with its origin.
     pub fn accounts(&self) -> Vec<(AccountId, Origin)> {
         self.lock()
@@ -170,18 +211,35 @@ impl Registry {
             self.hub.forget(&dropped);
             diff.removed.push(dropped);
         }
+        if let AccountSpec::Authorizer {
+            component_appid,
+            authorizer_appid,
+            revoked,
+            ..
+        } = &spec
+        {
+            self.hub
+                .set_revoked(component_appid, authorizer_appid, *revoked);
+        }
         let mut all = credentials.iter();
-        if let Some(access_token) = all.next() {
-            let tickets = all
-                .map(|c| (ticket_name(&c.spec().source), c.clone()))
-                .collect();
-            self.hub.put_account(
-                account_of(&id),
-                AccountEntry {
-                    access_token: access_token.clone(),
-                    tickets,
-                },
-            );
+        match all.next() {
+            Some(access_token) => {
+                let (tickets, others): (Vec<_>, Vec<_>) =
+                    all.partition(|c| !ticket_name(&c.spec().source).is_empty());
+                let tickets = tickets
+                    .into_iter()
+                    .map(|c| (ticket_name(&c.spec().source), c.clone()))
+                    .collect();
+                self.hub.put_account(
+                    account_of(&id),
+                    AccountEntry {
+                        access_token: access_token.clone(),
+                        tickets,
+                        others: others.into_iter().cloned().collect(),
+                    },
+                );
+            }
+            None => self.hub.remove_account(account_of(&id)),
         }
         state.accounts.insert(
             id,
@@ -199,6 +257,14 @@ impl Registry {
         let mut state = self.lock();
         let registered = state.accounts.remove(id)?;
         self.hub.remove_account(account_of(id));
+        if let AccountId::Authorizer {
+            component_appid,
+            authorizer_appid,
+        } = id
+        {
+            self.hub
+                .set_revoked(component_appid, authorizer_appid, false);
+        }
         for credential in &registered.credentials {
             credential.retire();
             self.hub.forget(credential);
@@ -215,6 +281,14 @@ fn account_of(id: &AccountId) -> Account<'_> {
     match id {
         AccountId::App { appid } => Account::App(appid),
         AccountId::Corp { corpid, agentid } => Account::corp(corpid, agentid),
+        AccountId::Component { component_appid } => Account::Component(component_appid),
+        AccountId::Authorizer {
+            component_appid,
+            authorizer_appid,
+        } => Account::Authorizer {
+            component: component_appid,
+            authorizer: authorizer_appid,
+        },
     }
 }
 
@@ -223,7 +297,12 @@ fn ticket_name(source: &Source) -> &'static str {
     match source {
         Source::AppTicket { kind } => kind.as_str(),
         Source::CorpTicket { kind } => kind.as_str(),
-        Source::AppToken { .. } | Source::CorpToken { .. } => "",
+        Source::AppToken { .. }
+        | Source::CorpToken { .. }
+        | Source::VerifyTicket { .. }
+        | Source::ComponentToken { .. }
+        | Source::AuthorizerRefreshToken
+        | Source::AuthorizerToken { .. } => "",
     }
 }
 

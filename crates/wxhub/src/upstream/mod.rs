@@ -14,6 +14,8 @@
 //! malformed, and every piece of upstream text kept in an error is escaped
 //! ([`crate::telemetry::untrusted`]) so it cannot forge a log line.
 
+mod component;
+
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
@@ -22,6 +24,8 @@ use crate::credential::{CorpTicketKind, TicketKind};
 use crate::metrics::Metrics;
 use crate::telemetry::untrusted;
 use std::sync::Arc;
+
+pub use component::{Authorization, AuthorizerPage, AuthorizerTokens, ListedAuthorizer};
 
 /// Largest response body accepted from WeChat; real token responses are well under 1 KiB.
 const MAX_RESPONSE_BYTES: usize = 64 * 1024;

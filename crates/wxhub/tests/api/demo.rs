@@ -1,7 +1,7 @@
 //! `wxhub demo` works with nothing configured: the printed key reads a token that WeChat (the
 //! mock) accepts.
 
-use wxhub::demo::{self, DemoOptions, LEGACY_APPID, RUNTIME_APPID, STABLE_APPID};
+use wxhub::demo::{self, DemoOptions, COMPONENT_APPID, LEGACY_APPID, RUNTIME_APPID, STABLE_APPID};
 
 use crate::helpers::*;
 
@@ -88,4 +88,35 @@ async fn the_demo_serves_working_tokens_with_its_printed_key() {
         .unwrap()
         .status();
     assert_eq!(status, 200);
+
+    // The demo platform's authorizers are recovered from the mock's list and served.
+    for n in 1..=2 {
+        let authorizer = wechat_mock::authorizer_appid(0, n);
+        let url = format!(
+            "{address}/v1/components/{COMPONENT_APPID}/authorizers/{authorizer}/access_token"
+        );
+        wait_until(
+            std::time::Duration::from_secs(15),
+            "a demo authorizer is served",
+            || async {
+                client
+                    .get(&url)
+                    .bearer_auth(&key)
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status() == 200)
+            },
+        )
+        .await;
+        let answer: TokenAnswer = client
+            .get(&url)
+            .bearer_auth(&key)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(business_call(&client, &mock, &answer.access_token).await, 0);
+    }
 }

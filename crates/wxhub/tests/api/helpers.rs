@@ -12,9 +12,9 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use wechat_mock::{MockConfig, MockServer, MockStats};
 use wxhub::configuration::{
-    consumer_key_digest, AppGrant, AppSettings, ConsumerSettings, CorpSettings, MasterKey,
-    RefreshOverrides, RefreshSettings, Scope, Secret, SecretsSettings, ServerSettings, Settings,
-    StoreSettings, TokenMode, WechatSettings,
+    consumer_key_digest, AppGrant, AppSettings, ComponentSettings, ConsumerSettings, CorpSettings,
+    MasterKey, RefreshOverrides, RefreshSettings, Scope, Secret, SecretsSettings, ServerSettings,
+    Settings, StoreSettings, TokenMode, WechatSettings,
 };
 use wxhub::credential::{CorpTicketKind, TicketKind};
 use wxhub::startup::Application;
@@ -125,6 +125,8 @@ pub struct HubOptions {
     pub shared_store: Option<Arc<dyn Store>>,
     /// `[secrets] master_key` (the test key unless a test says otherwise).
     pub master_key: Option<MasterKey>,
+    /// `[[components]]`: third-party platforms.
+    pub components: Vec<ComponentSettings>,
     /// WeChat's address for the hub, when it is not the mock's (a hostile upstream).
     pub api_base: Option<String>,
     /// `[server]` apart from `listen` (connection limits and timeouts).
@@ -149,6 +151,7 @@ impl HubOptions {
             },
             shared_store: None,
             master_key: Some(test_master_key()),
+            components: vec![],
             api_base: None,
             server: ServerSettings {
                 request_timeout: Duration::from_secs(10),
@@ -223,12 +226,18 @@ pub fn settings_for(mock: &MockServer, options: &HubOptions) -> Settings {
                 refresh: RefreshOverrides::default(),
             })
             .collect(),
+        components: options.components.clone(),
         consumers: vec![
             ConsumerSettings {
                 name: "admin".into(),
                 key_sha256: consumer_key_digest(ADMIN_KEY),
                 apps: vec![AppGrant::All],
-                scopes: vec![Scope::Read, Scope::Invalidate, Scope::Admin],
+                scopes: vec![
+                    Scope::Read,
+                    Scope::Invalidate,
+                    Scope::Admin,
+                    Scope::Authorize,
+                ],
             },
             ConsumerSettings {
                 name: "reader".into(),

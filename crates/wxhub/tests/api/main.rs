@@ -9,6 +9,8 @@ mod demo;
 mod faults;
 mod hardening;
 mod invalidation;
+mod platform;
+mod platform_support;
 mod refresh_cycle;
 mod restart;
 mod rollover;

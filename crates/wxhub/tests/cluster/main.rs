@@ -14,10 +14,15 @@ mod helpers;
 #[path = "../support/redis.rs"]
 mod redis_server;
 
+#[allow(dead_code)]
+#[path = "../api/platform_support.rs"]
+mod platform_support;
+
 mod common;
 
 mod cycle;
 mod lease_holder;
+mod platform;
 mod redis_access;
 mod redis_outage;
 mod runtime;

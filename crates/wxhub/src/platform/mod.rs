@@ -1,0 +1,607 @@
+//! The third-party platform (开放平台 component): what happens when WeChat pushes to the event
+//! URL, when a consumer registers an authorizer from the redirect's code, and when an account
+//! withdraws. See `docs/platform.md`.
+//!
+//! The rule that shapes everything here: an authorizer's refresh token cannot be re-created
+//! without the account owner, so it is written to the store (compare-and-set, durable) before
+//! WeChat's push is acknowledged or the consumer is answered; it is deleted only on revocation.
+
+pub mod receiver;
+mod watchdog;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::configuration::ComponentSettings;
+use crate::control::{Control, ControlError};
+use crate::credential::{CredentialKey, Timestamp};
+use crate::engine::state::Status;
+use crate::engine::{Engine, RefreshError};
+use crate::hub::{Account, Hub};
+use crate::registry::AccountSpec;
+use crate::upstream::{Authorization, Upstream, UpstreamError};
+pub use receiver::{Push, PushKind, Refused};
+pub use watchdog::run_watchdogs;
+
+/// Authorizers per `api_get_authorizer_list` page (WeChat's maximum).
+const LIST_PAGE: u64 = 500;
+/// Local authorizers compared per registry page while looking for revoked ones.
+const LOCAL_PAGE: usize = 1000;
+
+/// What a reconciliation with `api_get_authorizer_list` did.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct SyncSummary {
+    /// Known authorizers whose stored refresh token was missing or stale and was replaced.
+    pub recovered: u64,
+    /// Authorizers WeChat lists that the hub did not have.
+    pub added: u64,
+    /// Authorizers the hub had that WeChat no longer lists.
+    pub revoked: u64,
+}
+
+/// How long a pushed verify ticket is valid (WeChat: 12 h).
+pub const VERIFY_TICKET_LIFETIME: Duration = Duration::from_secs(12 * 3600);
+
+/// Why a platform operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PlatformError {
+    /// No `[[components]]` entry has this appid.
+    #[error("no [[components]] entry has component_appid {0:?}")]
+    UnknownComponent(String),
+    /// The push was refused.
+    #[error(transparent)]
+    Refused(#[from] Refused),
+    /// A token could not be obtained, or WeChat refused the call.
+    #[error(transparent)]
+    Refresh(#[from] RefreshError),
+    /// The account could not be stored.
+    #[error(transparent)]
+    Control(#[from] ControlError),
+}
+
+impl From<UpstreamError> for PlatformError {
+    fn from(e: UpstreamError) -> Self {
+        PlatformError::Refresh(RefreshError::Upstream(e))
+    }
+}
+
+/// An authorizer as consumers and operators see it. Never a token value.
+#[derive(Clone, Debug, Serialize)]
+pub struct AuthorizerView {
+    /// The account.
+    pub authorizer_appid: String,
+    /// `active`, `revoked` or `needs_attention`.
+    pub state: &'static str,
+    /// When it (last) authorized, RFC 3339.
+    pub authorized_at: String,
+    /// The permission sets granted.
+    pub func_info: Vec<u32>,
+    /// When the access token served expires, RFC 3339.
+    pub expires_at: Option<String>,
+}
+
+/// The platform operations, over the parts they need.
+pub struct Platform {
+    /// Registers, changes and revokes authorizers; holds the platforms' settings.
+    control: Arc<Control>,
+    /// Tokens and durable writes.
+    engine: Engine,
+    /// The read side.
+    hub: Arc<Hub>,
+    /// WeChat.
+    upstream: Upstream,
+}
+
+impl Platform {
+    /// The platform operations of one hub.
+    pub fn new(control: Arc<Control>, engine: Engine, hub: Arc<Hub>, upstream: Upstream) -> Self {
+        Platform {
+            control,
+            engine,
+            hub,
+            upstream,
+        }
+    }
+
+    fn settings(&self, component_appid: &str) -> Result<ComponentSettings, PlatformError> {
+        self.control
+            .component_settings(component_appid)
+            .ok_or_else(|| PlatformError::UnknownComponent(component_appid.to_string()))
+    }
+
+    /// Handles one push to the event URL. `Ok` only once what it carries is durably stored.
+    pub async fn receive(
+        &self,
+        component_appid: &str,
+        query: &str,
+        body: &[u8],
+    ) -> Result<(), PlatformError> {
+        let settings = self.settings(component_appid)?;
+        let push = receiver::open(&settings, query, body)?;
+        match push.kind {
+            PushKind::VerifyTicket { ticket } => {
+                self.store_verify_ticket(component_appid, ticket, push.create_time)
+                    .await
+            }
+            PushKind::Authorized {
+                authorizer_appid,
+                authorization_code,
+                updated,
+            } => {
+                let view = self.exchange(component_appid, &authorization_code).await?;
+                tracing::info!(
+                    component = component_appid,
+                    authorizer = %view.authorizer_appid,
+                    pushed_for = %authorizer_appid,
+                    updated,
+                    "authorizer registered from a push"
+                );
+                Ok(())
+            }
+            PushKind::Unauthorized { authorizer_appid } => {
+                self.revoke(component_appid, &authorizer_appid, push.create_time)
+                    .await
+            }
+            PushKind::Other(info_type) => {
+                tracing::info!(
+                    component = component_appid,
+                    info_type,
+                    "push acknowledged, nothing to store"
+                );
+                Ok(())
+            }
+        }
+    }
+
+    /// Stores a pushed verify ticket unless a push created later is already stored.
+    async fn store_verify_ticket(
+        &self,
+        component_appid: &str,
+        ticket: String,
+        create_time: i64,
+    ) -> Result<(), PlatformError> {
+        let created = Timestamp(create_time.saturating_mul(1000));
+        let key = CredentialKey::ComponentVerifyTicket {
+            component_appid: component_appid.to_string(),
+        };
+        let written = self
+            .engine
+            .write_pushed(
+                &key,
+                ticket,
+                created.plus(VERIFY_TICKET_LIFETIME),
+                created,
+                |stored| stored.fetched_at < created,
+            )
+            .await?;
+        tracing::debug!(
+            component = component_appid,
+            ?written,
+            "verify ticket pushed"
+        );
+        if let Some(ticket) = self.hub.by_key(&key) {
+            self.engine.set_warning(&ticket, None);
+        }
+        if let Ok(token) = self.hub.find(Account::Component(component_appid), None) {
+            self.engine.kick(&token);
+        }
+        Ok(())
+    }
+
+    /// A usable component token of `component_appid`.
+    async fn component_token(&self, component_appid: &str) -> Result<Arc<str>, PlatformError> {
+        let credential = self
+            .hub
+            .find(Account::Component(component_appid), None)
+            .map_err(|_| PlatformError::UnknownComponent(component_appid.to_string()))?;
+        Ok(self.engine.usable(&credential).await?)
+    }
+
+    /// Calls WeChat with the component token; if WeChat says it is dead, reports it (one
+    /// compare-and-refresh) and calls once more.
+    async fn with_component_token<T, F, Fut>(
+        &self,
+        component_appid: &str,
+        call: F,
+    ) -> Result<T, PlatformError>
+    where
+        F: Fn(Arc<str>) -> Fut,
+        Fut: std::future::Future<Output = Result<T, UpstreamError>>,
+    {
+        let token = self.component_token(component_appid).await?;
+        match call(token.clone()).await {
+            Err(UpstreamError::TokenInvalid { .. }) => {
+                let credential = self
+                    .hub
+                    .find(Account::Component(component_appid), None)
+                    .map_err(|_| PlatformError::UnknownComponent(component_appid.to_string()))?;
+                let fresh = self.engine.invalidate(&credential, &token).await?;
+                Ok(call(fresh.served.value.clone()).await?)
+            }
+            other => Ok(other?),
+        }
+    }
+
+    /// `api_create_preauthcode`: a code for an authorization link, and its lifetime in seconds.
+    pub async fn pre_auth_code(
+        &self,
+        component_appid: &str,
+    ) -> Result<(String, u64), PlatformError> {
+        self.settings(component_appid)?;
+        let fetched = self
+            .with_component_token(component_appid, |token| async move {
+                self.upstream
+                    .create_pre_auth_code(component_appid, &token)
+                    .await
+            })
+            .await?;
+        Ok((fetched.value, fetched.expires_in.as_secs()))
+    }
+
+    /// Exchanges an authorization code (from the redirect or an `authorized` push) and registers
+    /// the authorizer: its refresh token and access token are written durably first, then its
+    /// definition, then it is served and refreshed on every instance.
+    pub async fn exchange(
+        &self,
+        component_appid: &str,
+        authorization_code: &str,
+    ) -> Result<AuthorizerView, PlatformError> {
+        let settings = self.settings(component_appid)?;
+        let authorization: Authorization = self
+            .with_component_token(component_appid, |token| async move {
+                self.upstream
+                    .query_auth(component_appid, &token, authorization_code)
+                    .await
+            })
+            .await?;
+        let authorizer_appid = authorization.authorizer_appid.clone();
+        let now = Timestamp::now();
+        let key = |refresh: bool| {
+            let (component_appid, authorizer_appid) =
+                (component_appid.to_string(), authorizer_appid.clone());
+            if refresh {
+                CredentialKey::AuthorizerRefreshToken {
+                    component_appid,
+                    authorizer_appid,
+                }
+            } else {
+                CredentialKey::AuthorizerToken {
+                    component_appid,
+                    authorizer_appid,
+                }
+            }
+        };
+        if let Some(refresh) = authorization.refresh_token {
+            self.engine
+                .write_pushed(
+                    &key(true),
+                    refresh,
+                    crate::engine::refresh_token_expiry(now),
+                    now,
+                    |_| true,
+                )
+                .await?;
+        }
+        if let Some(token) = authorization.access_token {
+            self.engine
+                .write_pushed(
+                    &key(false),
+                    token.value,
+                    now.plus(token.expires_in),
+                    now,
+                    |_| true,
+                )
+                .await?;
+        }
+        let spec = AccountSpec::Authorizer {
+            component_appid: component_appid.to_string(),
+            authorizer_appid: authorizer_appid.clone(),
+            tickets: settings.authorizer_tickets.clone(),
+            refresh: settings.refresh,
+            func_info: authorization.func_info.clone(),
+            authorized_at: now.as_secs(),
+            revoked: false,
+        };
+        self.control.put_authorizer(spec.clone()).await?;
+        Ok(self.view(&spec))
+    }
+
+    /// An `unauthorized` push: the authorizer stops being refreshed and served (410), and its
+    /// tokens, the refresh token included, are deleted. A push created before the authorizer's
+    /// latest authorization is stale and changes nothing.
+    async fn revoke(
+        &self,
+        component_appid: &str,
+        authorizer_appid: &str,
+        create_time: i64,
+    ) -> Result<(), PlatformError> {
+        let id = crate::registry::AccountId::Authorizer {
+            component_appid: component_appid.to_string(),
+            authorizer_appid: authorizer_appid.to_string(),
+        };
+        let Some((spec, _)) = self.control.registry().spec(&id) else {
+            tracing::info!(
+                component = component_appid,
+                authorizer = authorizer_appid,
+                "unauthorized push for an unknown authorizer; nothing to revoke"
+            );
+            return Ok(());
+        };
+        let AccountSpec::Authorizer {
+            authorized_at,
+            revoked,
+            ..
+        } = &spec
+        else {
+            return Ok(());
+        };
+        if *revoked || (create_time > 0 && create_time < *authorized_at) {
+            return Ok(());
+        }
+        let revoked_spec = match spec {
+            AccountSpec::Authorizer {
+                component_appid,
+                authorizer_appid,
+                tickets,
+                refresh,
+                func_info,
+                authorized_at,
+                ..
+            } => AccountSpec::Authorizer {
+                component_appid,
+                authorizer_appid,
+                tickets,
+                refresh,
+                func_info,
+                authorized_at,
+                revoked: true,
+            },
+            other => other,
+        };
+        self.control.put_authorizer(revoked_spec).await?;
+        tracing::info!(
+            component = component_appid,
+            authorizer = authorizer_appid,
+            "authorizer revoked"
+        );
+        Ok(())
+    }
+
+    /// Reconciles the hub's authorizers of `component_appid` with `api_get_authorizer_list`
+    /// (500 a page): stores every refresh token WeChat holds that the store lacks or holds an
+    /// older one of, registers the authorizers the hub does not know, and revokes the ones WeChat
+    /// no longer lists.
+    pub async fn sync(&self, component_appid: &str) -> Result<SyncSummary, PlatformError> {
+        let settings = self.settings(component_appid)?;
+        let mut summary = SyncSummary::default();
+        let mut listed = std::collections::HashSet::new();
+        let mut offset = 0;
+        loop {
+            let page = self
+                .with_component_token(component_appid, |token| async move {
+                    self.upstream
+                        .authorizer_list(component_appid, &token, offset, LIST_PAGE)
+                        .await
+                })
+                .await?;
+            let count = page.list.len() as u64;
+            for entry in page.list {
+                listed.insert(entry.authorizer_appid.clone());
+                if entry.refresh_token.is_empty() {
+                    continue;
+                }
+                self.reconcile(&settings, entry, &mut summary).await?;
+            }
+            offset += count;
+            if count == 0 || offset >= page.total_count {
+                break;
+            }
+        }
+        let mut cursor: Option<String> = None;
+        loop {
+            let (page, more) = self.control.registry().authorizers_page(
+                component_appid,
+                cursor.as_deref(),
+                LOCAL_PAGE,
+                |spec| matches!(spec, AccountSpec::Authorizer { revoked: false, .. }),
+            );
+            for spec in &page {
+                if let AccountSpec::Authorizer {
+                    authorizer_appid, ..
+                } = spec
+                {
+                    if !listed.contains(authorizer_appid) {
+                        self.revoke(component_appid, authorizer_appid, 0).await?;
+                        summary.revoked += 1;
+                    }
+                }
+            }
+            cursor = page.last().and_then(|spec| match spec {
+                AccountSpec::Authorizer {
+                    authorizer_appid, ..
+                } => Some(authorizer_appid.clone()),
+                _ => None,
+            });
+            if !more || cursor.is_none() {
+                break;
+            }
+        }
+        tracing::info!(
+            component = component_appid,
+            recovered = summary.recovered,
+            added = summary.added,
+            revoked = summary.revoked,
+            "authorizers reconciled with WeChat's list"
+        );
+        Ok(summary)
+    }
+
+    /// One listed authorizer: its refresh token stored, the authorizer registered.
+    async fn reconcile(
+        &self,
+        settings: &ComponentSettings,
+        entry: crate::upstream::ListedAuthorizer,
+        summary: &mut SyncSummary,
+    ) -> Result<(), PlatformError> {
+        let component_appid = settings.component_appid.as_str();
+        let id = crate::registry::AccountId::Authorizer {
+            component_appid: component_appid.to_string(),
+            authorizer_appid: entry.authorizer_appid.clone(),
+        };
+        let known = match self.control.registry().spec(&id) {
+            Some((spec @ AccountSpec::Authorizer { revoked: false, .. }, _)) => Some(spec),
+            _ => None,
+        };
+        let key = CredentialKey::AuthorizerRefreshToken {
+            component_appid: component_appid.to_string(),
+            authorizer_appid: entry.authorizer_appid.clone(),
+        };
+        let now = Timestamp::now();
+        let written = self
+            .engine
+            .write_pushed(
+                &key,
+                entry.refresh_token,
+                crate::engine::refresh_token_expiry(now),
+                now,
+                |_| true,
+            )
+            .await?;
+        match known {
+            Some(_) => {
+                if written != crate::engine::Written::AlreadyStored {
+                    summary.recovered += 1;
+                }
+                let account = Account::Authorizer {
+                    component: component_appid,
+                    authorizer: &entry.authorizer_appid,
+                };
+                if let Ok(token) = self.hub.find(account, None) {
+                    self.engine.kick(&token);
+                }
+            }
+            None => {
+                let spec = AccountSpec::Authorizer {
+                    component_appid: component_appid.to_string(),
+                    authorizer_appid: entry.authorizer_appid,
+                    tickets: settings.authorizer_tickets.clone(),
+                    refresh: settings.refresh,
+                    func_info: Vec::new(),
+                    authorized_at: entry.auth_time,
+                    revoked: false,
+                };
+                self.control.put_authorizer(spec).await?;
+                summary.added += 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether the hub has no active authorizer of `component_appid` (a new install, or a store
+    /// that lost its data): then WeChat's list is the one place the refresh tokens still are.
+    pub fn has_no_authorizers(&self, component_appid: &str) -> bool {
+        self.control
+            .registry()
+            .authorizers_page(component_appid, None, 1, |spec| {
+                matches!(spec, AccountSpec::Authorizer { revoked: false, .. })
+            })
+            .0
+            .is_empty()
+    }
+
+    /// One page of a platform's authorizers (`state`: `active`, `revoked`, `needs_attention`,
+    /// or all), after `cursor`, and the cursor of the next page.
+    pub fn list(
+        &self,
+        component_appid: &str,
+        state: Option<&str>,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<AuthorizerView>, Option<String>), PlatformError> {
+        self.settings(component_appid)?;
+        let wanted = state.map(str::to_string);
+        let (page, more) =
+            self.control
+                .registry()
+                .authorizers_page(component_appid, cursor, limit, |spec| {
+                    match wanted.as_deref() {
+                        None => true,
+                        Some(w) => self.state_of(spec) == w,
+                    }
+                });
+        let views: Vec<AuthorizerView> = page.iter().map(|spec| self.view(spec)).collect();
+        let next = more
+            .then(|| views.last().map(|v| v.authorizer_appid.clone()))
+            .flatten();
+        Ok((views, next))
+    }
+
+    /// `active`, `revoked` or `needs_attention`.
+    fn state_of(&self, spec: &AccountSpec) -> &'static str {
+        let AccountSpec::Authorizer {
+            component_appid,
+            authorizer_appid,
+            revoked,
+            ..
+        } = spec
+        else {
+            return "active";
+        };
+        if *revoked {
+            return "revoked";
+        }
+        let account = Account::Authorizer {
+            component: component_appid,
+            authorizer: authorizer_appid,
+        };
+        match self
+            .hub
+            .find(account, None)
+            .ok()
+            .and_then(|c| self.engine.status_of(&c))
+        {
+            Some(Status::NeedsAttention) => "needs_attention",
+            _ => "active",
+        }
+    }
+
+    /// What consumers and operators see of an authorizer.
+    fn view(&self, spec: &AccountSpec) -> AuthorizerView {
+        let (authorizer_appid, func_info, authorized_at, expires_at) = match spec {
+            AccountSpec::Authorizer {
+                component_appid,
+                authorizer_appid,
+                func_info,
+                authorized_at,
+                ..
+            } => {
+                let account = Account::Authorizer {
+                    component: component_appid,
+                    authorizer: authorizer_appid,
+                };
+                let expires_at = self
+                    .hub
+                    .find(account, None)
+                    .ok()
+                    .and_then(|c| c.slot.load())
+                    .map(|s| s.expires_at.to_rfc3339());
+                (
+                    authorizer_appid.clone(),
+                    func_info.clone(),
+                    *authorized_at,
+                    expires_at,
+                )
+            }
+            _ => (String::new(), Vec::new(), 0, None),
+        };
+        AuthorizerView {
+            authorizer_appid,
+            state: self.state_of(spec),
+            authorized_at: Timestamp(authorized_at.saturating_mul(1000)).to_rfc3339(),
+            func_info,
+            expires_at,
+        }
+    }
+}

@@ -1,0 +1,111 @@
+//! Watches each platform's verify ticket: WeChat pushes one every 10 minutes, and a platform
+//! whose newest ticket is older than an hour (or that has none) has lost its pushes. It is then
+//! flagged in `/v1/credentials` and WeChat is asked to push again (`api_start_push_ticket`).
+//! One small task per configured platform; it looks at one credential, never at all of them.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use super::Platform;
+use crate::configuration::Settings;
+use crate::credential::{CredentialKey, Timestamp};
+use crate::engine::Engine;
+use crate::hub::Hub;
+use crate::upstream::Upstream;
+
+/// A verify ticket older than this means pushes stopped.
+pub const STALE_AFTER: Duration = Duration::from_secs(3600);
+/// How often each platform's ticket is looked at.
+const CHECK_EVERY: Duration = Duration::from_secs(60);
+/// A platform with no ticket at all asks for a push this soon after start.
+const FIRST_CHECK: Duration = Duration::from_millis(200);
+
+/// First pause between attempts of the startup recovery; doubles up to [`RECOVERY_MAX_PAUSE`].
+const RECOVERY_FIRST_PAUSE: Duration = Duration::from_secs(1);
+/// Longest pause between attempts of the startup recovery.
+const RECOVERY_MAX_PAUSE: Duration = Duration::from_secs(60);
+
+/// Starts one watchdog per configured platform, and for a platform the store holds no
+/// authorizer of, the recovery from WeChat's authorizer list; they end when `cancel` fires.
+pub fn run_watchdogs(
+    settings: &Settings,
+    platform: Arc<Platform>,
+    engine: Engine,
+    hub: Arc<Hub>,
+    upstream: Upstream,
+    cancel: CancellationToken,
+) {
+    for component in &settings.components {
+        if platform.has_no_authorizers(&component.component_appid) {
+            tokio::spawn(recover(
+                platform.clone(),
+                component.component_appid.clone(),
+                cancel.clone(),
+            ));
+        }
+    }
+    for component in &settings.components {
+        let appid = component.component_appid.clone();
+        let secret = component.secret.clone();
+        let (engine, hub, upstream, cancel) = (
+            engine.clone(),
+            hub.clone(),
+            upstream.clone(),
+            cancel.clone(),
+        );
+        tokio::spawn(async move {
+            let mut wait = FIRST_CHECK;
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = cancel.cancelled() => return,
+                }
+                wait = CHECK_EVERY;
+                let key = CredentialKey::ComponentVerifyTicket {
+                    component_appid: appid.clone(),
+                };
+                let Some(ticket) = hub.by_key(&key) else {
+                    continue;
+                };
+                let now = Timestamp::now();
+                let fetched = ticket
+                    .slot
+                    .load()
+                    .map(|s| s.expires_at.minus(super::VERIFY_TICKET_LIFETIME));
+                let stale = fetched.is_none_or(|at| now.since(at) > STALE_AFTER);
+                if !stale {
+                    continue;
+                }
+                let asked = upstream.start_push_ticket(&appid, secret.expose()).await;
+                let warning = match (&fetched, &asked) {
+                    (None, Ok(())) => "no verify ticket has been pushed yet; WeChat was asked to push one".to_string(),
+                    (Some(_), Ok(())) => "the newest verify ticket is older than 1 h (pushes stopped?); WeChat was asked to push again".to_string(),
+                    (_, Err(e)) => format!("no recent verify ticket, and asking WeChat to push one failed: {e}"),
+                };
+                tracing::warn!(component = %appid, "{warning}");
+                engine.set_warning(&ticket, Some(warning));
+            }
+        });
+    }
+}
+
+/// Recovers a platform's authorizers from WeChat's list at startup, retrying (the component
+/// token may first need a pushed verify ticket) until it succeeds or the hub stops.
+async fn recover(platform: Arc<Platform>, component_appid: String, cancel: CancellationToken) {
+    let mut pause = RECOVERY_FIRST_PAUSE;
+    loop {
+        match platform.sync(&component_appid).await {
+            Ok(_) => return,
+            Err(e) => {
+                tracing::warn!(component = %component_appid, error = %e, "recovering the authorizers from WeChat's list failed; retrying");
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(pause) => {}
+            _ = cancel.cancelled() => return,
+        }
+        pause = (pause * 2).min(RECOVERY_MAX_PAUSE);
+    }
+}

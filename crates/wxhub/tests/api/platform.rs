@@ -1,0 +1,719 @@
+//! The third-party platform end to end: `wechat-mock` plays WeChat's platform and pushes to the
+//! hub's event receiver through a relay; the hub keeps the verify ticket, the component token and
+//! every authorizer's tokens, and serves them.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use wechat_crypto::{EncodingAesKey, MessageCrypt};
+use wechat_mock::{MockConfig, MockServer};
+use wxhub::credential::TicketKind;
+
+use crate::helpers::*;
+use crate::platform_support::*;
+
+/// Mock, relay and a hub serving the component token.
+async fn platform(
+    lifetime: Duration,
+    push_every: Duration,
+    tickets: &[TicketKind],
+    tune: impl FnOnce(MockConfig) -> MockConfig,
+) -> (Arc<MockServer>, Relay, TestHub) {
+    let relay = Relay::start().await;
+    let mock = platform_mock(&relay, lifetime, push_every, tune).await;
+    let hub = spawn_app(&mock, platform_options(tickets)).await;
+    relay.point_at(&[&hub]);
+    wait_for_component_token(&hub).await;
+    (mock, relay, hub)
+}
+
+/// The generation of the verify ticket the hub holds.
+async fn ticket_generation(hub: &TestHub) -> u64 {
+    hub.credential(&format!("component_verify_ticket/{COMPONENT}"))
+        .await["generation"]
+        .as_u64()
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn pushed_verify_tickets_are_stored_and_each_newer_one_replaces_the_last() {
+    let (mock, _relay, hub) = platform(
+        Duration::from_secs(60),
+        Duration::from_millis(700),
+        &[],
+        |c| c,
+    )
+    .await;
+    let first = ticket_generation(&hub).await;
+    assert!(first >= 1);
+    wait_until(
+        Duration::from_secs(10),
+        "three more tickets are stored",
+        || async { ticket_generation(&hub).await >= first + 3 },
+    )
+    .await;
+    let pushes = stats(&mock).component(COMPONENT).pushes["component_verify_ticket"];
+    assert!(pushes.acknowledged >= 4, "{pushes:?}");
+    assert!(
+        ticket_generation(&hub).await <= pushes.acknowledged,
+        "one write per acknowledged push at most"
+    );
+}
+
+#[tokio::test]
+async fn the_component_token_is_renewed_over_three_lifetimes_without_a_dead_token() {
+    let lifetime = Duration::from_secs(4);
+    let (mock, _relay, hub) = platform(lifetime, Duration::from_secs(1), &[], |c| c).await;
+    let client = reqwest::Client::new();
+    let deadline = tokio::time::Instant::now() + lifetime * 3;
+    let mut calls = 0;
+    while tokio::time::Instant::now() < deadline {
+        let token = hub
+            .token_at(&format!("/v1/components/{COMPONENT}/access_token"))
+            .await;
+        // A component API call with the served token, as a consumer would make.
+        let answer: Value = client
+            .post(format!(
+                "{}/cgi-bin/component/api_create_preauthcode?component_access_token={}",
+                mock.base_url(),
+                token.access_token
+            ))
+            .json(&json!({ "component_appid": COMPONENT }))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(answer["errcode"].as_i64().unwrap_or(0), 0, "{answer}");
+        calls += 1;
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(calls > 10);
+    // Renewed like a legacy token: at about half its life (lead = lifetime / 2 when the
+    // lifetime is short), so two per lifetime, plus the first.
+    let issued = stats(&mock).component(COMPONENT).component_tokens_issued;
+    assert!(
+        (4..=8).contains(&issued),
+        "component tokens issued: {issued}"
+    );
+}
+
+#[tokio::test]
+async fn the_pre_auth_code_route_needs_the_authorize_scope_and_returns_a_code() {
+    let (mock, _relay, hub) = platform(
+        Duration::from_secs(60),
+        Duration::from_secs(600),
+        &[],
+        |c| c,
+    )
+    .await;
+    let response = hub
+        .post(
+            &format!("/v1/components/{COMPONENT}/pre_auth_code"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    assert!(!body["pre_auth_code"].as_str().unwrap().is_empty());
+    assert!(body["expires_in"].as_u64().unwrap() > 0);
+    let reader = hub
+        .client
+        .post(hub.url(&format!("/v1/components/{COMPONENT}/pre_auth_code")))
+        .bearer_auth(READER_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reader.status(), 403);
+    assert_eq!(stats(&mock).component(COMPONENT).pre_auth_codes_issued, 1);
+}
+
+/// Seals `xml` for the receiver as WeChat would, with `token` and `key`.
+fn seal(token: &str, key: &str, appid: &str, xml: &str) -> (String, String) {
+    let crypt = MessageCrypt::new(token, EncodingAesKey::parse(key).unwrap(), appid);
+    let encrypt = crypt.encrypt(xml);
+    let (timestamp, nonce) = ("1700000000", "42");
+    let query = format!(
+        "timestamp={timestamp}&nonce={nonce}&encrypt_type=aes&msg_signature={}",
+        crypt.msg_signature(timestamp, nonce, &encrypt)
+    );
+    let body = format!(
+        "<xml><AppId><![CDATA[{appid}]]></AppId><Encrypt><![CDATA[{encrypt}]]></Encrypt></xml>"
+    );
+    (query, body)
+}
+
+fn ticket_push(create_time: i64, ticket: &str) -> String {
+    format!("<xml><AppId><![CDATA[{COMPONENT}]]></AppId><CreateTime>{create_time}</CreateTime><InfoType><![CDATA[component_verify_ticket]]></InfoType><ComponentVerifyTicket><![CDATA[{ticket}]]></ComponentVerifyTicket></xml>")
+}
+
+async fn push(hub: &TestHub, component: &str, query: &str, body: String) -> reqwest::Response {
+    hub.client
+        .post(hub.url(&format!("/wechat/components/{component}/events?{query}")))
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn forged_misaddressed_or_replayed_pushes_store_nothing() {
+    let (_mock, _relay, hub) = platform(
+        Duration::from_secs(60),
+        Duration::from_secs(600),
+        &[],
+        |c| c,
+    )
+    .await;
+    let before = ticket_generation(&hub).await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+
+    // Signed with another Token: 403.
+    let (query, body) = seal(
+        "forged",
+        COMPONENT_KEY,
+        COMPONENT,
+        &ticket_push(now, "t@@@forged"),
+    );
+    assert_eq!(push(&hub, COMPONENT, &query, body).await.status(), 403);
+    // Signed right, sealed with another key: 400.
+    let (query, body) = seal(
+        COMPONENT_TOKEN,
+        OTHER_KEY,
+        COMPONENT,
+        &ticket_push(now, "t@@@key"),
+    );
+    assert_eq!(push(&hub, COMPONENT, &query, body).await.status(), 400);
+    // Sealed for another platform: 400.
+    let (query, body) = seal(
+        COMPONENT_TOKEN,
+        COMPONENT_KEY,
+        "wxother",
+        &ticket_push(now, "t@@@other"),
+    );
+    assert_eq!(push(&hub, COMPONENT, &query, body).await.status(), 400);
+    // Addressed to a platform the hub does not have: 404.
+    let (query, body) = seal(
+        COMPONENT_TOKEN,
+        COMPONENT_KEY,
+        COMPONENT,
+        &ticket_push(now, "t@@@x"),
+    );
+    assert_eq!(
+        push(&hub, "wxnotconfigured", &query, body).await.status(),
+        404
+    );
+    // Garbage: 400 or 403, never 5xx.
+    for garbage in [
+        "",
+        "<xml>",
+        "not xml at all",
+        "<xml><Encrypt>AAAA</Encrypt></xml>",
+    ] {
+        let status = push(&hub, COMPONENT, &query, garbage.to_string())
+            .await
+            .status();
+        assert!(status == 400 || status == 403, "{garbage:?}: {status}");
+    }
+    assert_eq!(ticket_generation(&hub).await, before, "nothing was stored");
+
+    // A valid push older than the stored ticket does not replace it; a newer one does.
+    let (query, body) = seal(
+        COMPONENT_TOKEN,
+        COMPONENT_KEY,
+        COMPONENT,
+        &ticket_push(1, "t@@@ancient"),
+    );
+    let answer = push(&hub, COMPONENT, &query, body).await;
+    assert_eq!(answer.status(), 200);
+    assert_eq!(answer.text().await.unwrap(), "success");
+    assert_eq!(ticket_generation(&hub).await, before);
+    let (query, body) = seal(
+        COMPONENT_TOKEN,
+        COMPONENT_KEY,
+        COMPONENT,
+        &ticket_push(now + 5, "t@@@newer"),
+    );
+    assert_eq!(
+        push(&hub, COMPONENT, &query.clone(), body.clone())
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(ticket_generation(&hub).await, before + 1);
+    // The same push replayed: acknowledged, not written again.
+    assert_eq!(push(&hub, COMPONENT, &query, body).await.status(), 200);
+    assert_eq!(ticket_generation(&hub).await, before + 1);
+}
+
+#[tokio::test]
+async fn an_authorizer_is_served_once_the_push_is_acknowledged_and_its_token_works() {
+    let (mock, _relay, hub) = platform(
+        Duration::from_secs(60),
+        Duration::from_secs(600),
+        &[TicketKind::Jsapi],
+        |c| c,
+    )
+    .await;
+    let authorizer = authorize(&mock).await;
+    // No waiting: the push was acknowledged only after the authorizer was registered.
+    let token = hub
+        .token_at(&authorizer_path(&authorizer, "access_token"))
+        .await;
+    assert_eq!(
+        business_call(&hub.client, &mock, &token.access_token).await,
+        0
+    );
+    let ticket = hub
+        .token_at(&authorizer_path(&authorizer, "tickets/jsapi"))
+        .await;
+    assert!(mock.ticket_valid(&ticket.access_token));
+    let signature = hub
+        .post(
+            &authorizer_path(&authorizer, "jssdk/signature"),
+            json!({ "url": "https://example.com/page" }),
+        )
+        .await;
+    assert_eq!(signature.status(), 200);
+    let signature: Value = signature.json().await.unwrap();
+    assert_eq!(signature["appId"], authorizer.as_str());
+
+    // The admin listing shows it, without any token.
+    let listing = hub
+        .get(&format!("/v1/components/{COMPONENT}/authorizers"))
+        .await;
+    assert_eq!(listing.status(), 200);
+    let text = listing.text().await.unwrap();
+    assert!(!text.contains(&token.access_token));
+    let listing: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(
+        listing["authorizers"][0]["authorizer_appid"],
+        authorizer.as_str()
+    );
+    assert_eq!(listing["authorizers"][0]["state"], "active");
+    // Refresh tokens appear nowhere in the credentials listing either (values never do).
+    let credentials = hub.get("/v1/credentials").await.text().await.unwrap();
+    assert!(!credentials.contains(&token.access_token));
+}
+
+#[tokio::test]
+async fn the_redirect_code_registers_the_authorizer() {
+    let (mock, _relay, hub) = platform(
+        Duration::from_secs(60),
+        Duration::from_secs(600),
+        &[],
+        |c| c,
+    )
+    .await;
+    let code: Value = hub
+        .post(
+            &format!("/v1/components/{COMPONENT}/pre_auth_code"),
+            json!({}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let granted = owner(
+        &mock,
+        "authorize",
+        json!({ "component_appid": COMPONENT, "pre_auth_code": code["pre_auth_code"], "func_info": [1, 15] }),
+    )
+    .await;
+    let response = hub
+        .post(
+            &format!("/v1/components/{COMPONENT}/authorizations"),
+            json!({ "authorization_code": granted["authorization_code"] }),
+        )
+        .await;
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["authorizer_appid"], granted["authorizer_appid"]);
+    assert_eq!(body["state"], "active");
+    assert_eq!(body["func_info"], json!([1, 15]));
+    let bad = hub
+        .post(
+            &format!("/v1/components/{COMPONENT}/authorizations"),
+            json!({ "authorization_code": "no-such-code" }),
+        )
+        .await;
+    assert!(
+        bad.status().is_client_error() || bad.status() == 502,
+        "{}",
+        bad.status()
+    );
+}
+
+#[tokio::test]
+async fn updateauthorized_serves_a_new_token_at_once_and_unauthorized_revokes() {
+    let lifetime = Duration::from_secs(6);
+    let (mock, _relay, hub) = platform(lifetime, Duration::from_secs(600), &[], |c| c).await;
+    let authorizer = authorize(&mock).await;
+    let before = hub
+        .token_at(&authorizer_path(&authorizer, "access_token"))
+        .await;
+    let updated = owner(
+        &mock,
+        "updateauthorize",
+        json!({ "component_appid": COMPONENT, "authorizer_appid": authorizer, "func_info": [1] }),
+    )
+    .await;
+    assert_eq!(updated["push"]["acknowledged"], true, "{updated}");
+    let after = hub
+        .token_at(&authorizer_path(&authorizer, "access_token"))
+        .await;
+    assert_ne!(after.access_token, before.access_token);
+    assert!(after.generation > before.generation);
+    assert_eq!(
+        business_call(&hub.client, &mock, &after.access_token).await,
+        0
+    );
+
+    let revoked = owner(
+        &mock,
+        "unauthorize",
+        json!({ "component_appid": COMPONENT, "authorizer_appid": authorizer }),
+    )
+    .await;
+    assert_eq!(revoked["push"]["acknowledged"], true, "{revoked}");
+    let gone = hub.get(&authorizer_path(&authorizer, "access_token")).await;
+    assert_eq!(gone.status(), 410);
+    let body: Value = gone.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "authorizer_revoked");
+    let listing: Value = hub
+        .get(&format!(
+            "/v1/components/{COMPONENT}/authorizers?state=revoked"
+        ))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        listing["authorizers"][0]["authorizer_appid"],
+        authorizer.as_str()
+    );
+    // No further fetch for it over more than a lifetime.
+    let issued = stats(&mock).calls("/cgi-bin/component/api_authorizer_token", COMPONENT);
+    let tokens = stats(&mock).component(COMPONENT).authorizer_tokens_issued;
+    tokio::time::sleep(lifetime + Duration::from_secs(1)).await;
+    assert_eq!(
+        stats(&mock).component(COMPONENT).authorizer_tokens_issued,
+        tokens,
+        "no authorizer token fetched after revocation ({issued} calls before)"
+    );
+}
+
+#[tokio::test]
+async fn authorizer_tokens_are_renewed_with_rotating_refresh_tokens() {
+    let lifetime = Duration::from_secs(4);
+    let (mock, _relay, hub) = platform(lifetime, Duration::from_secs(1), &[], |c| MockConfig {
+        rotate_refresh_tokens: true,
+        ..c
+    })
+    .await;
+    let authorizer = authorize(&mock).await;
+    let deadline = tokio::time::Instant::now() + lifetime * 3;
+    while tokio::time::Instant::now() < deadline {
+        let token = hub
+            .token_at(&authorizer_path(&authorizer, "access_token"))
+            .await;
+        assert_eq!(
+            business_call(&hub.client, &mock, &token.access_token).await,
+            0
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let component = stats(&mock).component(COMPONENT);
+    assert!(component.refresh_tokens_rotated >= 2, "{component:?}");
+    assert_eq!(
+        stats(&mock).outcome("/cgi-bin/component/api_authorizer_token", 61023),
+        0
+    );
+    assert_eq!(stats(&mock).business(&authorizer, 40001), 0);
+}
+
+#[tokio::test]
+async fn an_acknowledged_authorizer_survives_a_restart_on_sqlite() {
+    let relay = Relay::start().await;
+    let mock = platform_mock(
+        &relay,
+        Duration::from_secs(6),
+        Duration::from_secs(600),
+        |c| MockConfig {
+            rotate_refresh_tokens: true,
+            ..c
+        },
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let database = dir.path().join("wxhub.db");
+    let first = spawn_app(&mock, platform_options(&[]).with_sqlite(database.clone())).await;
+    relay.point_at(&[&first]);
+    wait_for_component_token(&first).await;
+    let authorizer = authorize(&mock).await;
+    let before = first
+        .token_at(&authorizer_path(&authorizer, "access_token"))
+        .await;
+    // Killed right after the acknowledgement.
+    first.stop().await;
+
+    let second = spawn_app(&mock, platform_options(&[]).with_sqlite(database)).await;
+    relay.point_at(&[&second]);
+    let after = second
+        .token_at(&authorizer_path(&authorizer, "access_token"))
+        .await;
+    assert_eq!(after.access_token, before.access_token);
+    // And it is renewed: the stored refresh token (rotated at every renewal) is the live one.
+    let path = authorizer_path(&authorizer, "access_token");
+    wait_until(
+        Duration::from_secs(10),
+        "the authorizer token is renewed twice",
+        || async { second.token_at(&path).await.generation >= after.generation + 2 },
+    )
+    .await;
+    let refreshed = second.token_at(&path).await;
+    assert_eq!(
+        business_call(&second.client, &mock, &refreshed.access_token).await,
+        0
+    );
+    assert_eq!(
+        stats(&mock).component(COMPONENT).authorizations,
+        1,
+        "never re-authorized"
+    );
+}
+
+#[tokio::test]
+async fn a_hub_on_an_empty_store_recovers_every_authorizer_from_wechats_list() {
+    let relay = Relay::start().await;
+    let mock = platform_mock(
+        &relay,
+        Duration::from_secs(60),
+        Duration::from_secs(600),
+        |c| MockConfig {
+            authorizers_per_component: 3,
+            ..c
+        },
+    )
+    .await;
+    // The store holds nothing: a new install, or a store that was wiped.
+    let hub = spawn_app(&mock, platform_options(&[])).await;
+    relay.point_at(&[&hub]);
+    for n in 1..=3 {
+        let authorizer = wechat_mock::authorizer_appid(0, n);
+        let path = authorizer_path(&authorizer, "access_token");
+        wait_until(
+            Duration::from_secs(15),
+            "a listed authorizer is served",
+            || async { hub.get(&path).await.status() == 200 },
+        )
+        .await;
+        let token = hub.token_at(&path).await;
+        assert_eq!(
+            business_call(&hub.client, &mock, &token.access_token).await,
+            0
+        );
+    }
+
+    // Nothing left to reconcile.
+    let synced: Value = hub
+        .post(
+            &format!("/v1/components/{COMPONENT}/authorizers/sync"),
+            json!({}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(synced, json!({ "recovered": 0, "added": 0, "revoked": 0 }));
+
+    // An account withdraws while the hub cannot be reached: the next sync revokes it.
+    relay.point_at(&[]);
+    let gone = wechat_mock::authorizer_appid(0, 2);
+    let answer = owner(
+        &mock,
+        "unauthorize",
+        json!({ "component_appid": COMPONENT, "authorizer_appid": gone }),
+    )
+    .await;
+    assert_eq!(answer["push"]["acknowledged"], false);
+    assert_eq!(
+        hub.get(&authorizer_path(&gone, "access_token"))
+            .await
+            .status(),
+        200
+    );
+    let synced: Value = hub
+        .post(
+            &format!("/v1/components/{COMPONENT}/authorizers/sync"),
+            json!({}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(synced, json!({ "recovered": 0, "added": 0, "revoked": 1 }));
+    let audit = hub.get("/v1/admin/audit").await.text().await.unwrap();
+    assert!(audit.contains("sync_authorizers"), "{audit}");
+    assert_eq!(
+        hub.get(&authorizer_path(&gone, "access_token"))
+            .await
+            .status(),
+        410
+    );
+    assert_eq!(
+        stats(&mock).component(COMPONENT).authorizations,
+        0,
+        "nobody re-authorized"
+    );
+}
+
+#[tokio::test]
+async fn a_stale_refresh_token_is_recovered_from_wechat_instead_of_needing_the_owner() {
+    let relay = Relay::start().await;
+    let lifetime = Duration::from_secs(4);
+    let mock = platform_mock(&relay, lifetime, Duration::from_secs(600), |c| MockConfig {
+        rotate_refresh_tokens: true,
+        grace: Duration::from_millis(500),
+        ..c
+    })
+    .await;
+    let store: Arc<dyn wxhub::store::Store> = Arc::new(wxhub::store::memory::MemoryStore::new());
+    let mut options = platform_options(&[]);
+    options.shared_store = Some(store.clone());
+    let hub = spawn_app(&mock, options).await;
+    relay.point_at(&[&hub]);
+    wait_for_component_token(&hub).await;
+    let authorizer = authorize(&mock).await;
+    let key: wxhub::credential::CredentialKey =
+        format!("authorizer_refresh_token/{COMPONENT}/{authorizer}")
+            .parse()
+            .unwrap();
+    let original = store.get(&key).await.unwrap().unwrap();
+    // Let the hub renew (rotating the refresh token) until the original is dead, then put the
+    // original back, as a restore from an old backup would.
+    let path = authorizer_path(&authorizer, "access_token");
+    let first = hub.token_at(&path).await.generation;
+    wait_until(Duration::from_secs(10), "two renewals", || async {
+        hub.token_at(&path).await.generation >= first + 2
+    })
+    .await;
+    let current = store.get(&key).await.unwrap().unwrap();
+    let stale = wxhub::credential::Token {
+        value: original.value.clone(),
+        generation: current.generation + 1,
+        ..current
+    };
+    store.compare_and_set(&key, &stale).await.unwrap();
+    let before = hub.token_at(&path).await.generation;
+    wait_until(
+        Duration::from_secs(10),
+        "renewed past the stale refresh token",
+        || async { hub.token_at(&path).await.generation > before },
+    )
+    .await;
+    let token = hub.token_at(&path).await;
+    assert_eq!(
+        business_call(&hub.client, &mock, &token.access_token).await,
+        0
+    );
+    assert!(stats(&mock).outcome("/cgi-bin/component/api_authorizer_token", 61023) >= 1);
+    assert_ne!(
+        store.get(&key).await.unwrap().unwrap().value,
+        original.value
+    );
+}
+
+#[tokio::test]
+async fn the_event_listener_serves_the_receiver_and_nothing_else() {
+    let relay = Relay::start().await;
+    let mock = platform_mock(
+        &relay,
+        Duration::from_secs(60),
+        Duration::from_secs(600),
+        |c| c,
+    )
+    .await;
+    let mut settings = settings_for(&mock, &platform_options(&[]));
+    settings.server.events_listen = Some(any_port());
+    let app = wxhub::startup::Application::build(settings).await.unwrap();
+    let events = format!("http://{}", app.events_address().unwrap());
+    let api = format!("http://{}", app.address());
+    tokio::spawn(app.run_until(std::future::pending()));
+    // WeChat's pushes go to the event listener only.
+    *relay.targets() = vec![events.clone()];
+    let client = reqwest::Client::new();
+    wait_until(
+        Duration::from_secs(15),
+        "the component token is served",
+        || async {
+            client
+                .get(format!("{api}/v1/components/{COMPONENT}/access_token"))
+                .bearer_auth(ADMIN_KEY)
+                .send()
+                .await
+                .is_ok_and(|r| r.status() == 200)
+        },
+    )
+    .await;
+    let consumer_route = client
+        .get(format!("{events}/v1/components/{COMPONENT}/access_token"))
+        .bearer_auth(ADMIN_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        consumer_route.status(),
+        404,
+        "the consumer API is not on the event listener"
+    );
+    assert_eq!(
+        client
+            .get(format!("{events}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+}
+
+#[tokio::test]
+async fn a_refused_verify_ticket_asks_for_a_push_and_keeps_serving_the_old_component_token() {
+    let lifetime = Duration::from_secs(6);
+    let (mock, _relay, hub) = platform(lifetime, Duration::from_secs(600), &[], |c| c).await;
+    let path = format!("/v1/components/{COMPONENT}/access_token");
+    let first = hub.token_at(&path).await;
+    let asked_before = stats(&mock).total_calls("/cgi-bin/component/api_start_push_ticket");
+    mock.add_fault(wechat_mock::FaultRule {
+        path: "/cgi-bin/component/api_component_token".into(),
+        errcode: Some(61006),
+        count: Some(2),
+        ..Default::default()
+    });
+    // The planned renewal is refused twice; the old token is served meanwhile, WeChat is asked
+    // for a push, and the renewal succeeds after it.
+    wait_until(
+        Duration::from_secs(15),
+        "the component token is renewed",
+        || async {
+            let response = hub.get(&path).await;
+            assert_eq!(response.status(), 200, "the old token is served meanwhile");
+            response.json::<TokenAnswer>().await.unwrap().generation > first.generation
+        },
+    )
+    .await;
+    assert_eq!(
+        stats(&mock).faults_injected("/cgi-bin/component/api_component_token"),
+        2
+    );
+    assert!(
+        stats(&mock).total_calls("/cgi-bin/component/api_start_push_ticket") > asked_before,
+        "a push was asked for"
+    );
+}

@@ -1,0 +1,168 @@
+//! What the platform tests share: the test platform's settings, a mock that pushes to the hub
+//! through a relay (the mock must know where to push before the hub, which needs the mock's
+//! address, exists), and the hub options with the platform configured.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{StatusCode, Uri};
+use axum::response::IntoResponse;
+use axum::routing::post;
+use serde_json::{json, Value};
+use wechat_mock::{MockConfig, MockServer};
+use wxhub::configuration::{ComponentSettings, RefreshOverrides, Secret};
+use wxhub::credential::TicketKind;
+
+use crate::helpers::*;
+
+pub const COMPONENT: &str = "wxc0000000000000001";
+pub const COMPONENT_SECRET: &str = "componentSecretA";
+pub const COMPONENT_TOKEN: &str = "pamtest";
+pub const COMPONENT_KEY: &str = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG";
+pub const OTHER_KEY: &str = "ZYXWVUTSRQPONMLKJIHGFEDCBA9876543210zyxwvut";
+
+/// Forwards each of the mock's pushes to every hub it is pointed at, in turn; answers what the
+/// first one answered (or 503 while it points nowhere).
+#[derive(Clone, Default)]
+pub struct Relay {
+    targets: Arc<Mutex<Vec<String>>>,
+    address: String,
+}
+
+impl Relay {
+    pub async fn start() -> Relay {
+        let targets: Arc<Mutex<Vec<String>>> = Arc::default();
+        let listener = tokio::net::TcpListener::bind(any_port()).await.unwrap();
+        let address = format!("http://{}", listener.local_addr().unwrap());
+        let app = axum::Router::new()
+            .route("/{*path}", post(forward))
+            .with_state(targets.clone());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Relay { targets, address }
+    }
+
+    /// The push URL the mock is given.
+    pub fn push_url(&self) -> String {
+        format!(
+            "{}/wechat/components/{{component_appid}}/events",
+            self.address
+        )
+    }
+
+    /// Points the relay at raw addresses (`http://IP:PORT`).
+    pub fn targets(&self) -> std::sync::MutexGuard<'_, Vec<String>> {
+        self.targets.lock().unwrap()
+    }
+
+    pub fn point_at(&self, hubs: &[&TestHub]) {
+        *self.targets.lock().unwrap() = hubs.iter().map(|h| h.address.clone()).collect();
+    }
+}
+
+async fn forward(
+    State(targets): State<Arc<Mutex<Vec<String>>>>,
+    uri: Uri,
+    body: Bytes,
+) -> axum::response::Response {
+    let targets = targets.lock().unwrap().clone();
+    let client = reqwest::Client::new();
+    let mut answers = Vec::new();
+    for target in &targets {
+        let sent = client
+            .post(format!("{target}{uri}"))
+            .body(body.clone())
+            .send()
+            .await;
+        answers.push(match sent {
+            Ok(r) => (r.status().as_u16(), r.text().await.unwrap_or_default()),
+            Err(e) => (502, e.to_string()),
+        });
+    }
+    match answers.into_iter().next() {
+        Some((status, text)) => (StatusCode::from_u16(status).unwrap(), text).into_response(),
+        None => (StatusCode::SERVICE_UNAVAILABLE, "no hub yet").into_response(),
+    }
+}
+
+pub fn component_settings(tickets: &[TicketKind]) -> ComponentSettings {
+    ComponentSettings {
+        component_appid: COMPONENT.into(),
+        secret: Secret::new(COMPONENT_SECRET.into()),
+        token: Secret::new(COMPONENT_TOKEN.into()),
+        encoding_aes_key: Secret::new(COMPONENT_KEY.into()),
+        previous_encoding_aes_key: None,
+        authorizer_tickets: tickets.to_vec(),
+        refresh: RefreshOverrides::default(),
+    }
+}
+
+/// A mock platform pushing every `push_every` through `relay`, tokens living `lifetime`.
+pub async fn platform_mock(
+    relay: &Relay,
+    lifetime: Duration,
+    push_every: Duration,
+    tune: impl FnOnce(MockConfig) -> MockConfig,
+) -> Arc<MockServer> {
+    let push_url = relay.push_url();
+    spawn_mock(lifetime, Duration::from_secs(2), &[], &[], move |c| {
+        tune(
+            MockConfig {
+                push_url: Some(push_url),
+                push_interval: push_every,
+                ..c
+            }
+            .with_component(
+                COMPONENT,
+                COMPONENT_SECRET,
+                COMPONENT_TOKEN,
+                COMPONENT_KEY,
+            ),
+        )
+    })
+    .await
+}
+
+pub fn platform_options(tickets: &[TicketKind]) -> HubOptions {
+    let mut options = HubOptions::new(&[]);
+    options.components = vec![component_settings(tickets)];
+    options
+}
+
+pub async fn wait_for_component_token(hub: &TestHub) {
+    wait_until(
+        Duration::from_secs(15),
+        "the component token is served",
+        || async {
+            hub.get(&format!("/v1/components/{COMPONENT}/access_token"))
+                .await
+                .status()
+                == 200
+        },
+    )
+    .await;
+}
+
+pub fn authorizer_path(authorizer: &str, rest: &str) -> String {
+    format!("/v1/components/{COMPONENT}/authorizers/{authorizer}/{rest}")
+}
+
+/// `POST /mock/{action}` on the mock (an account owner acting); the mock answers once its push
+/// was answered.
+pub async fn owner(mock: &MockServer, action: &str, body: Value) -> Value {
+    let response = reqwest::Client::new()
+        .post(format!("{}/mock/{action}", mock.base_url()))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200, "/mock/{action}");
+    response.json().await.unwrap()
+}
+
+pub async fn authorize(mock: &MockServer) -> String {
+    let answer = owner(mock, "authorize", json!({ "component_appid": COMPONENT })).await;
+    assert_eq!(answer["push"]["acknowledged"], true, "{answer}");
+    answer["authorizer_appid"].as_str().unwrap().to_string()
+}
