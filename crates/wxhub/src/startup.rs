@@ -19,6 +19,7 @@ use crate::control::{Control, ControlError};
 use crate::engine::clock::SystemClock;
 use crate::engine::{Engine, EngineParts};
 use crate::fdlimit;
+use crate::gateway::{self, Forwarder, Host};
 use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::registry::Registry;
@@ -43,6 +44,9 @@ pub enum StartupError {
     /// The WeChat client could not be built.
     #[error("upstream client: {0}")]
     Upstream(#[from] UpstreamError),
+    /// The gateway's WeChat client could not be built.
+    #[error("gateway client: {0}")]
+    Gateway(#[from] reqwest::Error),
     /// The configuration file could not be read.
     #[error("{0}")]
     Config(#[from] ConfigError),
@@ -85,6 +89,9 @@ pub struct Application {
     settings: Arc<Settings>,
     /// The listener's limits, with `max_connections` resolved against the descriptor limit.
     limits: api::Limits,
+    /// The gateway listeners (`[gateway] listen`, `work_listen`), bound, with the host each
+    /// stands for.
+    gateways: Vec<(TcpListener, SocketAddr, Host)>,
 }
 
 impl Application {
@@ -154,6 +161,22 @@ impl Application {
             .local_addr()
             .map_err(|source| StartupError::Bind { address, source })?;
         let limits = listener_limits(&settings.server);
+        let mut gateways = Vec::new();
+        for (address, host) in [
+            (settings.gateway.listen, Host::Official),
+            (settings.gateway.work_listen, Host::Work),
+        ] {
+            let Some(address) = address else { continue };
+            let listener = TcpListener::bind(address)
+                .await
+                .map_err(|source| StartupError::Bind { address, source })?;
+            let address = listener
+                .local_addr()
+                .map_err(|source| StartupError::Bind { address, source })?;
+            tracing::info!(%address, ?host, "gateway listening");
+            gateways.push((listener, address, host));
+        }
+        let forwarder = Arc::new(Forwarder::new(&settings)?);
         let account_feed = store.subscribe_accounts();
         control.start().await?;
         engine.start();
@@ -182,6 +205,7 @@ impl Application {
             metrics,
             settings: settings.clone(),
             control: control.clone(),
+            forwarder,
         });
         Ok(Application {
             listener,
@@ -192,7 +216,16 @@ impl Application {
             context,
             settings,
             limits,
+            gateways,
         })
+    }
+
+    /// The address of the gateway listener standing for `host`, if one is configured.
+    pub fn gateway_address(&self, host: Host) -> Option<SocketAddr> {
+        self.gateways
+            .iter()
+            .find(|(_, _, h)| *h == host)
+            .map(|(_, address, _)| *address)
     }
 
     /// The control plane (runtime accounts, reloads).
@@ -215,8 +248,32 @@ impl Application {
     where
         F: Future<Output = ()> + Send + 'static,
     {
+        // One shutdown for every listener: the gateways stop when the main listener is told to.
+        let stop = CancellationToken::new();
+        let mut gateways = Vec::new();
+        for (listener, _, host) in self.gateways {
+            let service = gateway::service(self.context.clone(), host);
+            let stopped = stop.clone();
+            gateways.push(tokio::spawn(api::serve(
+                listener,
+                service,
+                self.limits,
+                async move { stopped.cancelled().await },
+            )));
+        }
         let service = api::service(self.context, self.settings.server.request_timeout);
+        let stopping = stop.clone();
+        let shutdown = async move {
+            shutdown.await;
+            stopping.cancel();
+        };
         let served = api::serve(self.listener, service, self.limits, shutdown).await;
+        stop.cancel();
+        for gateway in gateways {
+            if let Ok(Err(e)) = gateway.await {
+                tracing::warn!(error = %e, "gateway listener failed");
+            }
+        }
         self.cancel.cancel();
         self.engine.shutdown(ENGINE_SHUTDOWN_DEADLINE).await;
         tracing::info!("wxhub stopped");

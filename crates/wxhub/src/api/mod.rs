@@ -23,7 +23,7 @@ use axum::extract::{DefaultBodyLimit, FromRequest, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
+use axum::routing::{any, get, post, put};
 use axum::Router;
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
@@ -57,6 +57,8 @@ pub struct ApiContext {
     pub settings: Arc<Settings>,
     /// The control plane: runtime accounts, reloads, and the consumers and their grants.
     pub control: Arc<Control>,
+    /// Calls WeChat for the gateway and the token-less `/v1/…/wechat/…` calls.
+    pub forwarder: Arc<crate::gateway::Forwarder>,
 }
 
 /// Handler state.
@@ -130,6 +132,14 @@ pub fn router(context: ApiState, request_timeout: Duration) -> Router {
             put(admin::put_corp).delete(admin::delete_corp),
         )
         .route("/v1/admin/reload", post(admin::reload))
+        .route(
+            "/v1/apps/{appid}/wechat/{*path}",
+            any(crate::gateway::call::app_call),
+        )
+        .route(
+            "/v1/corps/{corpid}/agents/{agentid}/wechat/{*path}",
+            any(crate::gateway::call::corp_call),
+        )
         .layer(middleware::from_fn_with_state(
             request_timeout,
             enforce_timeout,

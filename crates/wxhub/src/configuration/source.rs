@@ -94,6 +94,14 @@ pub(super) const SECTIONS: &[(&str, &[(&str, Kind)])] = &[
             ("concurrency", Kind::Integer),
         ],
     ),
+    (
+        "gateway",
+        &[
+            ("listen", Kind::Text),
+            ("work_listen", Kind::Text),
+            ("max_body", Kind::Text),
+        ],
+    ),
 ];
 
 /// The keys a table section accepts.
