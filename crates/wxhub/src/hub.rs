@@ -51,6 +51,10 @@ pub struct Served {
     /// The value served before this one, while WeChat may still accept it: the gateway forwards
     /// calls made with it (a consumer may hold it for a few more seconds) instead of refusing them.
     pub previous: Option<Previous>,
+    /// When this instance started serving this generation (set by [`Hub::publish`]): the watch
+    /// stream's event ids, so that a watcher resuming with `Last-Event-ID` is sent only what
+    /// changed since.
+    pub published_at: Timestamp,
 }
 
 /// A value that was replaced, and until when WeChat keeps accepting it.
@@ -89,6 +93,7 @@ impl Served {
             body_prefix: Bytes::from(body_prefix),
             body_suffix: Bytes::from(body_suffix),
             previous: None,
+            published_at: Timestamp(0),
         }
     }
 
@@ -306,6 +311,10 @@ impl Hub {
     pub fn publish(&self, credential: &Arc<Credential>, mut served: Served, fetched_at: Timestamp) {
         let old = credential.slot.load();
         let mut dropped = None;
+        served.published_at = match &old {
+            Some(old) if old.generation == served.generation => old.published_at,
+            _ => Timestamp::now(),
+        };
         match &old {
             Some(old) if *old.value == *served.value => served.previous = old.previous.clone(),
             Some(old) => {

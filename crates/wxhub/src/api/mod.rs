@@ -14,6 +14,7 @@ mod health;
 mod serve;
 mod service;
 mod status;
+pub mod watch;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -119,6 +120,7 @@ pub fn router(context: ApiState, request_timeout: Duration) -> Router {
             post(credentials::corp_refresh),
         )
         .route("/v1/credentials", get(credentials::list_credentials))
+        .route("/v1/watch", get(watch::watch))
         .route(
             "/v1/admin/apps/{appid}",
             put(admin::put_app).delete(admin::delete_app),

@@ -15,3 +15,4 @@ mod restart;
 mod runtime;
 mod sdk;
 mod tickets;
+mod watch;
