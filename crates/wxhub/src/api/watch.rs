@@ -24,6 +24,7 @@ use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use tokio::sync::{broadcast, mpsc};
+use wxhub_types::WatchEvent;
 
 use super::{bearer_key, ApiContext, ApiError, ApiState};
 use crate::configuration::Scope;
@@ -98,16 +99,14 @@ impl Watcher {
         if served.published_at.0 <= after {
             return None;
         }
-        let now = Timestamp::now();
-        let mut data = serde_json::json!({
-            "key": credential.key.to_string(),
-            "generation": served.generation,
-            "expires_at": served.expires_at.to_rfc3339(),
-            "expires_in": served.expires_in(now).unwrap_or(0),
-        });
-        if self.with_value {
-            data["value"] = serde_json::Value::String(served.value.to_string());
-        }
+        let data = WatchEvent {
+            key: credential.key.to_string(),
+            generation: served.generation,
+            expires_at: served.expires_at.to_rfc3339(),
+            expires_in: served.expires_in(Timestamp::now()).unwrap_or(0),
+            value: self.with_value.then(|| served.value.to_string()),
+        };
+        let data = serde_json::to_string(&data).ok()?;
         Some(Bytes::from(format!(
             "id: {}\nevent: credential\ndata: {data}\n\n",
             served.published_at.0

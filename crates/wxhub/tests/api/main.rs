@@ -4,6 +4,7 @@
 mod helpers;
 
 mod auth;
+mod client;
 mod corps;
 mod demo;
 mod faults;
