@@ -540,4 +540,67 @@ mod tests {
         assert_eq!(served.expires_in(Timestamp(3_500)), None);
         assert!(served.render(Timestamp(4_000)).is_none());
     }
+
+    fn app_credential(id: CredentialId, appid: &str) -> Arc<Credential> {
+        let spec = CredentialSpec {
+            source: crate::registry::Source::AppToken {
+                appid: appid.into(),
+                secret: crate::configuration::Secret::new("s".to_string()),
+                mode: crate::configuration::TokenMode::Legacy,
+            },
+            fetched_with: vec![],
+            pushed: false,
+            durable: false,
+            plan: crate::engine::plan::Plan::new(&Default::default()),
+            origin: Origin::Config,
+        };
+        let key = CredentialKey::AccessToken {
+            appid: appid.into(),
+        };
+        Arc::new(Credential::new(id, key, spec))
+    }
+
+    fn publish(hub: &Hub, credential: &Arc<Credential>, value: &str, generation: u64, at: i64) {
+        let token = Token {
+            value: value.into(),
+            expires_at: Timestamp(at + 7_200_000),
+            fetched_at: Timestamp(at),
+            generation,
+        };
+        hub.publish(
+            credential,
+            Served::new("access_token", &token, token.expires_at),
+            token.fetched_at,
+        );
+    }
+
+    #[test]
+    fn the_previous_token_is_served_for_its_overlap_and_older_ones_are_forgotten() {
+        let hub = Hub::new();
+        let credential = app_credential(1, "wx1");
+        let mut changes = hub.subscribe();
+        publish(&hub, &credential, "t1", 1, 1_000_000);
+        publish(&hub, &credential, "t2", 2, 2_000_000);
+        let overlap_end = 2_000_000 + OVERLAP.as_millis() as i64;
+        assert!(hub.serving("t2", Timestamp(2_000_001)).is_some());
+        assert!(hub.serving("t1", Timestamp(overlap_end - 1)).is_some());
+        assert!(hub.serving("t1", Timestamp(overlap_end)).is_none());
+        assert!(hub.serving("never", Timestamp(2_000_001)).is_none());
+        // A re-plan of the same generation keeps the previous value.
+        publish(&hub, &credential, "t2", 2, 2_000_000);
+        assert!(hub.serving("t1", Timestamp(2_000_001)).is_some());
+        // A third value forgets the first.
+        publish(&hub, &credential, "t3", 3, 3_000_000);
+        assert!(hub.serving("t1", Timestamp(3_000_001)).is_none());
+        assert!(hub.serving("t2", Timestamp(3_000_001)).is_some());
+        // Each new generation is announced once; a re-plan is not.
+        let announced: Vec<u64> = std::iter::from_fn(|| changes.try_recv().ok())
+            .map(|c| c.generation)
+            .collect();
+        assert_eq!(announced, vec![1, 2, 3]);
+        // A removed credential's tokens are no longer served.
+        credential.retire();
+        hub.forget(&credential);
+        assert!(hub.serving("t3", Timestamp(3_000_001)).is_none());
+    }
 }

@@ -53,7 +53,7 @@ pub struct Settings {
 }
 
 /// `[gateway]`: listeners that answer like api.weixin.qq.com and qyapi.weixin.qq.com, so that an
-/// unmodified WeChat SDK uses the hub by changing its base URL (docs/architecture.md#the-gateway).
+/// unmodified WeChat SDK uses the hub by changing its base URL (docs/architecture.md#gateway).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GatewaySettings {
     /// Where the official-account gateway listens (`None`: no such listener).

@@ -1,6 +1,6 @@
 //! The gateway: listeners shaped like api.weixin.qq.com and qyapi.weixin.qq.com, so that an
 //! unmodified WeChat SDK uses the hub by changing its base URL. See
-//! `docs/architecture.md#the-gateway`.
+//! `docs/architecture.md#gateway`.
 //!
 //! The parts, one concern each:
 //! - [`token`] — the token and ticket endpoints, answered by the hub in WeChat's shapes;
