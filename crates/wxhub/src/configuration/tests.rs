@@ -1083,3 +1083,60 @@ fn connection_limits_are_read_checked_and_overridable() {
     assert_eq!(value["server"]["idle_timeout"].as_str(), Some("1m"));
     assert_eq!(value["server"]["header_read_timeout"].as_str(), Some("10s"));
 }
+
+#[test]
+fn the_gateway_section_parses_sizes_and_addresses_and_names_mistakes() {
+    let settings = parse(&format!(
+        "{}\n[gateway]\nlisten = \"127.0.0.1:8081\"\nwork_listen = \"127.0.0.1:8082\"\nmax_body = \"512KiB\"\n",
+        example()
+    ))
+    .unwrap();
+    assert_eq!(
+        settings.gateway.listen,
+        Some("127.0.0.1:8081".parse().unwrap())
+    );
+    assert_eq!(
+        settings.gateway.work_listen,
+        Some("127.0.0.1:8082".parse().unwrap())
+    );
+    assert_eq!(settings.gateway.max_body, 512 * 1024);
+    let rendered: toml::Table = settings.render_masked().parse().unwrap();
+    assert_eq!(
+        rendered["gateway"]["listen"].as_str(),
+        Some("127.0.0.1:8081")
+    );
+    assert_eq!(
+        rendered["gateway"]["max_body"].as_integer(),
+        Some(512 * 1024)
+    );
+    assert_eq!(
+        parse(&example()).unwrap().gateway,
+        GatewaySettings::default()
+    );
+    assert_eq!(GatewaySettings::default().max_body, 10 * 1024 * 1024);
+    fails_at(
+        "[gateway]\nmax_body = \"10MB\"\n",
+        2,
+        "gateway.max_body",
+        "positive size",
+    );
+    fails_at(
+        "[gateway]\nmax_body = 0\n",
+        2,
+        "gateway.max_body",
+        "positive size",
+    );
+    fails_at(
+        "[gateway]\nlisten = \"8081\"\n",
+        2,
+        "gateway.listen",
+        "invalid address",
+    );
+    fails_at("[gateway]\nport = 1\n", 2, "gateway.port", "unknown key");
+    let scopes = parse(&example().replace(
+        "scopes = [\"read\", \"invalidate\"]",
+        "scopes = [\"read\", \"call\"]",
+    ))
+    .unwrap();
+    assert!(scopes.consumers[0].has_scope(Scope::Call));
+}
