@@ -21,3 +21,4 @@ mod lease_holder;
 mod redis_outage;
 mod runtime;
 mod storm;
+mod watch;
