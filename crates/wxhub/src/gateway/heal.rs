@@ -26,7 +26,14 @@ pub struct Heal {
 /// Forwards `outgoing` (its body held, up to `max_body`, for a replay) and, if WeChat says its
 /// token is dead, reports that token with WeChat's refusal as proof, then replays the call once
 /// with the token that replaced it.
-pub async fn forward(context: &ApiContext, outgoing: Outgoing, body: Body, heal: Heal) -> Response {
+pub async fn forward(
+    context: &ApiContext,
+    mut outgoing: Outgoing,
+    body: Body,
+    heal: Heal,
+) -> Response {
+    // The answer is read for its errcode: ask for it uncompressed.
+    outgoing.headers.remove(axum::http::header::ACCEPT_ENCODING);
     let forwarder = &context.forwarder;
     let host = outgoing.host;
     let body = match forwarder.collect(&outgoing.headers, body).await {
