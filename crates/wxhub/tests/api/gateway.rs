@@ -442,3 +442,65 @@ async fn token_less_calls_inject_the_token_and_heal_a_dead_one() {
     assert_eq!(stats(&mock).issued("/cgi-bin/token", APP), issued + 1);
     hub.stop().await;
 }
+
+/// Invalidation reports the hub has handled, all outcomes.
+async fn invalidations(hub: &TestHub) -> u64 {
+    let text = hub
+        .client
+        .get(hub.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .filter(|l| l.starts_with("wxhub_invalidations_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+#[tokio::test]
+async fn stable_token_force_refresh_is_a_report_of_the_current_token_not_a_force() {
+    let (mock, hub) = start_ready(&[TestApp::stable(APP)]).await;
+    let before = invalidations(&hub).await;
+    let body: Value = hub
+        .client
+        .post(format!("{}/cgi-bin/stable_token", hub.gateway))
+        .json(&json!({
+            "grant_type": "client_credential",
+            "appid": APP,
+            "secret": ADMIN_KEY,
+            "force_refresh": true
+        }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(body["access_token"].is_string(), "{body}");
+    assert!(body["expires_in"].as_u64().unwrap() > 0);
+    // It went through the hub's compare-and-refresh (one report), and the token answered is the
+    // one the hub serves afterwards.
+    assert_eq!(invalidations(&hub).await, before + 1);
+    assert_eq!(
+        body["access_token"],
+        hub.token(APP).await.access_token.as_str()
+    );
+    // A force_refresh that is not a boolean: WeChat's 47001, nothing reported.
+    let body: Value = hub
+        .client
+        .post(format!("{}/cgi-bin/stable_token", hub.gateway))
+        .json(&json!({"grant_type": "client_credential", "appid": APP, "secret": ADMIN_KEY, "force_refresh": "yes"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(body["errcode"], 47001, "{body}");
+    assert_eq!(invalidations(&hub).await, before + 1);
+    drop(mock);
+    hub.stop().await;
+}
