@@ -39,6 +39,11 @@ pub(crate) enum Endpoint {
     GetAuthorizerList,
     /// `POST /cgi-bin/component/api_start_push_ticket`: ask for a verify-ticket push now.
     StartPushTicket,
+    /// `GET /cgi-bin/getcallbackip`: the addresses WeChat pushes from; a business API that SDKs
+    /// wrap (wechatpy `misc.get_wechat_ips`, co-wechat-api `getIp`).
+    CallbackIp,
+    /// `GET /sns/jscode2session`: a mini-program login, authenticated with the AppSecret itself.
+    JsCode2Session,
 }
 
 /// Which platform's conventions an answer follows: official accounts omit nothing special, but
@@ -52,7 +57,7 @@ pub(crate) enum Flavor {
 }
 
 impl Endpoint {
-    pub(crate) const ALL: [Endpoint; 17] = [
+    pub(crate) const ALL: [Endpoint; 19] = [
         Endpoint::Token,
         Endpoint::StableToken,
         Endpoint::GetTicket,
@@ -70,6 +75,8 @@ impl Endpoint {
         Endpoint::GetAuthorizerInfo,
         Endpoint::GetAuthorizerList,
         Endpoint::StartPushTicket,
+        Endpoint::CallbackIp,
+        Endpoint::JsCode2Session,
     ];
 
     pub(crate) fn path(self) -> &'static str {
@@ -91,6 +98,8 @@ impl Endpoint {
             Endpoint::GetAuthorizerInfo => "/cgi-bin/component/api_get_authorizer_info",
             Endpoint::GetAuthorizerList => "/cgi-bin/component/api_get_authorizer_list",
             Endpoint::StartPushTicket => "/cgi-bin/component/api_start_push_ticket",
+            Endpoint::CallbackIp => "/cgi-bin/getcallbackip",
+            Endpoint::JsCode2Session => "/sns/jscode2session",
         }
     }
 
@@ -121,7 +130,10 @@ impl Endpoint {
 
     /// Whether outcomes count in [`crate::MockStats::business`].
     pub(crate) fn is_business(self) -> bool {
-        matches!(self, Endpoint::ApiDomainIp | Endpoint::QuotaGet)
+        matches!(
+            self,
+            Endpoint::ApiDomainIp | Endpoint::QuotaGet | Endpoint::CallbackIp
+        )
     }
 
     /// The platform whose conventions an answer to `account` follows. `get_api_domain_ip` exists

@@ -46,6 +46,7 @@ mod push;
 mod reply;
 mod routes;
 mod server;
+mod sns;
 mod state;
 mod time;
 

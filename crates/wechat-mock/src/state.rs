@@ -430,7 +430,14 @@ impl Shared {
             Endpoint::Token => state.token(s, input, now, periods),
             Endpoint::StableToken => state.stable_token(s, input, now, periods),
             Endpoint::GetTicket => state.get_ticket(s, input, now, periods),
-            Endpoint::ApiDomainIp => state.api_domain_ip(input, now),
+            Endpoint::ApiDomainIp | Endpoint::CallbackIp => state.api_domain_ip(input, now),
+            Endpoint::JsCode2Session => {
+                let secret = state
+                    .apps
+                    .get(input.query("appid").unwrap_or_default())
+                    .map(|a| a.secret.as_str());
+                crate::sns::jscode2session(input, secret)
+            }
             Endpoint::QuotaGet => state.quota_get(s, input, now, periods),
             Endpoint::ClearQuota => state.clear_quota(input, now, periods),
             Endpoint::ClearQuotaV2 => state.clear_quota_v2(input, periods),
@@ -540,8 +547,10 @@ impl State {
                         .find(|(s, _)| s == secret)
                         .map(|(_, account)| account.as_str())
                 }),
+            Endpoint::JsCode2Session => self.known_app(input.query("appid")),
             Endpoint::GetTicket
             | Endpoint::ApiDomainIp
+            | Endpoint::CallbackIp
             | Endpoint::QuotaGet
             | Endpoint::ClearQuota
             | Endpoint::CorpJsapiTicket

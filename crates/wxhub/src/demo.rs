@@ -182,6 +182,7 @@ pub async fn start(options: DemoOptions) -> Result<Demo, StartupError> {
         secrets: SecretsSettings {
             master_key: Some(MasterKey::from_bytes(rand::thread_rng().gen())),
         },
+        gateway: Default::default(),
     };
     let app = Application::build(settings).await?;
     Ok(Demo {

@@ -12,11 +12,22 @@ use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use std::time::Duration;
+
 use arc_swap::{ArcSwap, ArcSwapOption};
 use bytes::{BufMut, Bytes, BytesMut};
+use tokio::sync::broadcast;
 
 use crate::credential::{CredentialKey, Timestamp, Token};
 use crate::registry::{CredentialSpec, Origin};
+
+/// How long WeChat keeps accepting an access token after a newer one was issued for the same
+/// account (docs/wechat.md): a token handed out before a refresh still works this long after it.
+pub const OVERLAP: Duration = Duration::from_secs(300);
+
+/// How many generation changes a slow subscriber of [`Hub::subscribe`] may fall behind before it
+/// is told it lagged (the watch stream then drops that connection).
+const CHANGES_BUFFER: usize = 1024;
 
 /// A credential's number: unique for the life of the process, never reused, so that a handle of a
 /// removed credential can never be mistaken for a credential added later under the same key.
@@ -37,6 +48,31 @@ pub struct Served {
     body_prefix: Bytes,
     /// `,"expires_at":"…","generation":N}`.
     body_suffix: Bytes,
+    /// The value served before this one, while WeChat may still accept it: the gateway forwards
+    /// calls made with it (a consumer may hold it for a few more seconds) instead of refusing them.
+    pub previous: Option<Previous>,
+    /// When this instance started serving this generation (set by [`Hub::publish`]): the watch
+    /// stream's event ids, so that a watcher resuming with `Last-Event-ID` is sent only what
+    /// changed since.
+    pub published_at: Timestamp,
+}
+
+/// A value that was replaced, and until when WeChat keeps accepting it.
+#[derive(Clone, Debug)]
+pub struct Previous {
+    /// The replaced value.
+    pub value: Arc<str>,
+    /// The end of its overlap with the new value (never after its own expiry).
+    pub until: Timestamp,
+}
+
+/// A new generation served for a credential, as [`Hub::subscribe`] announces it.
+#[derive(Clone)]
+pub struct Change {
+    /// The credential whose slot now holds the new generation.
+    pub credential: Arc<Credential>,
+    /// The generation now served.
+    pub generation: u64,
 }
 
 impl Served {
@@ -56,7 +92,19 @@ impl Served {
             serve_until: serve_until.min(token.expires_at),
             body_prefix: Bytes::from(body_prefix),
             body_suffix: Bytes::from(body_suffix),
+            previous: None,
+            published_at: Timestamp(0),
         }
+    }
+
+    /// Whether WeChat should still accept `value` as this credential's at `now`: the value
+    /// served, before its expiry, or the previous one within its overlap.
+    pub fn accepts(&self, value: &str, now: Timestamp) -> bool {
+        (*self.value == *value && self.expires_at > now)
+            || self
+                .previous
+                .as_ref()
+                .is_some_and(|p| *p.value == *value && p.until > now)
     }
 
     /// Whole seconds a consumer may keep this token from `now`, rounded down (so never more than
@@ -249,7 +297,6 @@ impl papaya::Equivalent<CorpAgent> for CorpRef<'_> {
 }
 
 /// The read-side index of every credential.
-#[derive(Default)]
 pub struct Hub {
     /// Official accounts and mini programs by appid.
     apps: papaya::HashMap<Box<str>, Arc<AccountEntry>>,
@@ -263,12 +310,94 @@ pub struct Hub {
     authorizers: papaya::HashMap<CorpAgent, Arc<AccountEntry>>,
     /// Authorizers that withdrew their authorization: reads answer 410, not 404.
     revoked: papaya::HashMap<CorpAgent, ()>,
+    /// Access tokens by value (the current and the previous one of each credential): the gateway
+    /// learns from a call's `access_token` whose token it is, and whether the hub serves it.
+    by_value: papaya::HashMap<Arc<str>, Arc<Credential>>,
+    /// Announces every new generation served (the watch stream listens).
+    changes: broadcast::Sender<Change>,
+}
+
+impl Default for Hub {
+    fn default() -> Self {
+        Hub {
+            apps: papaya::HashMap::default(),
+            corps: papaya::HashMap::default(),
+            by_key: papaya::HashMap::default(),
+            components: papaya::HashMap::default(),
+            authorizers: papaya::HashMap::default(),
+            revoked: papaya::HashMap::default(),
+            by_value: papaya::HashMap::default(),
+            changes: broadcast::channel(CHANGES_BUFFER).0,
+        }
+    }
 }
 
 impl Hub {
     /// An empty index; the registry fills it.
     pub fn new() -> Hub {
         Hub::default()
+    }
+
+    /// Serves `served` for `credential` (only the engine calls this, whenever what it serves
+    /// changes: a new token from any instance, or a new refresh plan). `fetched_at` is when the new
+    /// value was issued: the value it replaces stays acceptable for [`OVERLAP`] after that. A new
+    /// generation is announced to [`Hub::subscribe`]rs.
+    pub fn publish(&self, credential: &Arc<Credential>, mut served: Served, fetched_at: Timestamp) {
+        let old = credential.slot.load();
+        let mut dropped = None;
+        served.published_at = match &old {
+            Some(old) if old.generation == served.generation => old.published_at,
+            _ => Timestamp::now(),
+        };
+        match &old {
+            Some(old) if *old.value == *served.value => served.previous = old.previous.clone(),
+            Some(old) => {
+                served.previous = Some(Previous {
+                    value: old.value.clone(),
+                    until: fetched_at.plus(OVERLAP).min(old.expires_at),
+                });
+                dropped = old.previous.as_ref().map(|p| p.value.clone());
+            }
+            None => {}
+        }
+        let generation = served.generation;
+        let new_value = served.value.clone();
+        credential.serve(Arc::new(served));
+        if is_access_token(&credential.key) {
+            let by_value = self.by_value.pin();
+            by_value.insert(new_value.clone(), credential.clone());
+            if let Some(dropped) = dropped.filter(|d| **d != *new_value) {
+                by_value
+                    .remove_if(&dropped, |_, c| c.id == credential.id)
+                    .ok();
+            }
+        }
+        if old.as_ref().is_none_or(|old| old.generation != generation) {
+            // No subscriber is not an error: nobody is watching.
+            let _ = self.changes.send(Change {
+                credential: credential.clone(),
+                generation,
+            });
+        }
+    }
+
+    /// The access-token credential `value` belongs to, if the hub serves it at `now` (the current
+    /// value, or the previous one within its overlap).
+    pub fn serving(&self, value: &str, now: Timestamp) -> Option<Arc<Credential>> {
+        let credential = self.by_value.pin().get(value).cloned()?;
+        let accepted = !credential.is_retired()
+            && credential
+                .slot
+                .peek()
+                .as_ref()
+                .is_some_and(|served| served.accepts(value, now));
+        accepted.then_some(credential)
+    }
+
+    /// Every new generation served from now on. A receiver that falls more than a buffer behind
+    /// gets `Lagged` and must resynchronise from the slots.
+    pub fn subscribe(&self) -> broadcast::Receiver<Change> {
+        self.changes.subscribe()
     }
 
     /// Runs `f` on `account`'s entry, if it exists, without taking a lock or a reference count.
@@ -313,6 +442,17 @@ impl Hub {
         } else {
             map.remove(&CorpRef(component, authorizer));
         }
+    }
+
+    /// The agentids of `corpid`'s Work WeChat apps, unordered (the gateway's `gettoken` picks the
+    /// one a consumer key is granted).
+    pub fn agents_of(&self, corpid: &str) -> Vec<Box<str>> {
+        self.corps
+            .pin()
+            .keys()
+            .filter(|(c, _)| **c == *corpid)
+            .map(|(_, agentid)| agentid.clone())
+            .collect()
     }
 
     /// Whether `account` exists.
@@ -433,6 +573,15 @@ impl Hub {
 
     /// Removes a credential from the by-key index, if this very handle is there.
     pub(crate) fn forget(&self, credential: &Credential) {
+        if let Some(served) = credential.slot.load() {
+            let by_value = self.by_value.pin();
+            let previous = served.previous.as_ref().map(|p| p.value.clone());
+            for value in std::iter::once(served.value.clone()).chain(previous) {
+                by_value
+                    .remove_if(&value, |_, c| c.id == credential.id)
+                    .ok();
+            }
+        }
         let by_key = self.by_key.pin();
         if by_key
             .get(&credential.key)
@@ -441,6 +590,18 @@ impl Hub {
             by_key.remove(&credential.key);
         }
     }
+}
+
+/// Whether calls are authenticated with this credential's value (`access_token=`), as opposed to
+/// a ticket, which is only ever signed.
+fn is_access_token(key: &CredentialKey) -> bool {
+    matches!(
+        key,
+        CredentialKey::AccessToken { .. }
+            | CredentialKey::CorpToken { .. }
+            | CredentialKey::ComponentToken { .. }
+            | CredentialKey::AuthorizerToken { .. }
+    )
 }
 
 #[cfg(test)]
@@ -478,5 +639,68 @@ mod tests {
         assert_eq!(served.expires_in(Timestamp(3_200)), Some(0));
         assert_eq!(served.expires_in(Timestamp(3_500)), None);
         assert!(served.render(Timestamp(4_000)).is_none());
+    }
+
+    fn app_credential(id: CredentialId, appid: &str) -> Arc<Credential> {
+        let spec = CredentialSpec {
+            source: crate::registry::Source::AppToken {
+                appid: appid.into(),
+                secret: crate::configuration::Secret::new("s".to_string()),
+                mode: crate::configuration::TokenMode::Legacy,
+            },
+            fetched_with: vec![],
+            pushed: false,
+            durable: false,
+            plan: crate::engine::plan::Plan::new(&Default::default()),
+            origin: Origin::Config,
+        };
+        let key = CredentialKey::AccessToken {
+            appid: appid.into(),
+        };
+        Arc::new(Credential::new(id, key, spec))
+    }
+
+    fn publish(hub: &Hub, credential: &Arc<Credential>, value: &str, generation: u64, at: i64) {
+        let token = Token {
+            value: value.into(),
+            expires_at: Timestamp(at + 7_200_000),
+            fetched_at: Timestamp(at),
+            generation,
+        };
+        hub.publish(
+            credential,
+            Served::new("access_token", &token, token.expires_at),
+            token.fetched_at,
+        );
+    }
+
+    #[test]
+    fn the_previous_token_is_served_for_its_overlap_and_older_ones_are_forgotten() {
+        let hub = Hub::new();
+        let credential = app_credential(1, "wx1");
+        let mut changes = hub.subscribe();
+        publish(&hub, &credential, "t1", 1, 1_000_000);
+        publish(&hub, &credential, "t2", 2, 2_000_000);
+        let overlap_end = 2_000_000 + OVERLAP.as_millis() as i64;
+        assert!(hub.serving("t2", Timestamp(2_000_001)).is_some());
+        assert!(hub.serving("t1", Timestamp(overlap_end - 1)).is_some());
+        assert!(hub.serving("t1", Timestamp(overlap_end)).is_none());
+        assert!(hub.serving("never", Timestamp(2_000_001)).is_none());
+        // A re-plan of the same generation keeps the previous value.
+        publish(&hub, &credential, "t2", 2, 2_000_000);
+        assert!(hub.serving("t1", Timestamp(2_000_001)).is_some());
+        // A third value forgets the first.
+        publish(&hub, &credential, "t3", 3, 3_000_000);
+        assert!(hub.serving("t1", Timestamp(3_000_001)).is_none());
+        assert!(hub.serving("t2", Timestamp(3_000_001)).is_some());
+        // Each new generation is announced once; a re-plan is not.
+        let announced: Vec<u64> = std::iter::from_fn(|| changes.try_recv().ok())
+            .map(|c| c.generation)
+            .collect();
+        assert_eq!(announced, vec![1, 2, 3]);
+        // A removed credential's tokens are no longer served.
+        credential.retire();
+        hub.forget(&credential);
+        assert!(hub.serving("t3", Timestamp(3_000_001)).is_none());
     }
 }

@@ -13,6 +13,7 @@
 //! - [`platform`] — the third-party platform: pushes, authorizers, revocation;
 //! - [`history`] — each credential's refreshes of the last hour, for operators;
 //! - [`api`] — HTTP routes, consumer authentication, health and metrics;
+//! - [`gateway`] — WeChat's own API shape, with tokens handled, for unmodified SDKs;
 //! - [`startup`] — wires them together into a running application;
 //! - [`fdlimit`] — the file-descriptor limit, raised at start, and the connections it allows;
 //! - [`demo`] — the hub against an in-process `wechat-mock`, nothing to configure.
@@ -25,6 +26,7 @@ pub mod credential;
 pub mod demo;
 pub mod engine;
 pub mod fdlimit;
+pub mod gateway;
 pub mod history;
 pub mod hub;
 pub mod jssdk;

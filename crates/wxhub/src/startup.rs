@@ -19,6 +19,7 @@ use crate::control::{Control, ControlError};
 use crate::engine::clock::SystemClock;
 use crate::engine::{Engine, EngineParts};
 use crate::fdlimit;
+use crate::gateway::{self, Forwarder, Host};
 use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::registry::Registry;
@@ -43,6 +44,9 @@ pub enum StartupError {
     /// The WeChat client could not be built.
     #[error("upstream client: {0}")]
     Upstream(#[from] UpstreamError),
+    /// The gateway's WeChat client could not be built.
+    #[error("gateway client: {0}")]
+    Gateway(#[from] reqwest::Error),
     /// The configuration file could not be read.
     #[error("{0}")]
     Config(#[from] ConfigError),
@@ -85,6 +89,9 @@ pub struct Application {
     settings: Arc<Settings>,
     /// The listener's limits, with `max_connections` resolved against the descriptor limit.
     limits: api::Limits,
+    /// The gateway listeners (`[gateway] listen`, `work_listen`), bound, with the host each
+    /// stands for.
+    gateways: Vec<(TcpListener, SocketAddr, Host)>,
 }
 
 impl Application {
@@ -167,6 +174,22 @@ impl Application {
             None => None,
         };
         let limits = listener_limits(&settings.server);
+        let mut gateways = Vec::new();
+        for (address, host) in [
+            (settings.gateway.listen, Host::Official),
+            (settings.gateway.work_listen, Host::Work),
+        ] {
+            let Some(address) = address else { continue };
+            let listener = TcpListener::bind(address)
+                .await
+                .map_err(|source| StartupError::Bind { address, source })?;
+            let address = listener
+                .local_addr()
+                .map_err(|source| StartupError::Bind { address, source })?;
+            tracing::info!(%address, ?host, "gateway listening");
+            gateways.push((listener, address, host));
+        }
+        let forwarder = Arc::new(Forwarder::new(&settings)?);
         let account_feed = store.subscribe_accounts();
         control.start().await?;
         engine.start();
@@ -210,6 +233,7 @@ impl Application {
             metrics,
             settings: settings.clone(),
             control: control.clone(),
+            forwarder,
         });
         Ok(Application {
             listener,
@@ -221,7 +245,16 @@ impl Application {
             context,
             settings,
             limits,
+            gateways,
         })
+    }
+
+    /// The address of the gateway listener standing for `host`, if one is configured.
+    pub fn gateway_address(&self, host: Host) -> Option<SocketAddr> {
+        self.gateways
+            .iter()
+            .find(|(_, _, h)| *h == host)
+            .map(|(_, address, _)| *address)
     }
 
     /// The control plane (runtime accounts, reloads).
@@ -250,21 +283,47 @@ impl Application {
         F: Future<Output = ()> + Send + 'static,
     {
         let timeout = self.settings.server.request_timeout;
-        let events = self.events.map(|(listener, _)| {
-            let router = api::events_router(self.context.clone(), timeout);
-            let stop = self.cancel.clone();
-            tokio::spawn(async move {
-                axum::serve(listener, router)
-                    .with_graceful_shutdown(async move { stop.cancelled().await })
-                    .await
-            })
-        });
-        let service = api::service(self.context, timeout);
-        let served = api::serve(self.listener, service, self.limits, shutdown).await;
-        self.cancel.cancel();
-        if let Some(events) = events {
-            let _ = events.await;
+        // One shutdown for every listener: the gateways and the event receiver stop when the
+        // main listener is told to, and every one of them has the same limits.
+        let stop = CancellationToken::new();
+        let mut listeners = Vec::new();
+        for (listener, _, host) in self.gateways {
+            let service = gateway::service(self.context.clone(), host);
+            let stopped = stop.clone();
+            listeners.push(tokio::spawn(api::serve(
+                listener,
+                service,
+                self.limits,
+                async move { stopped.cancelled().await },
+            )));
         }
+        if let Some((listener, _)) = self.events {
+            let service = api::ApiService::new(
+                self.context.clone(),
+                api::events_router(self.context.clone(), timeout),
+            );
+            let stopped = stop.clone();
+            listeners.push(tokio::spawn(api::serve(
+                listener,
+                service,
+                self.limits,
+                async move { stopped.cancelled().await },
+            )));
+        }
+        let service = api::service(self.context, timeout);
+        let stopping = stop.clone();
+        let shutdown = async move {
+            shutdown.await;
+            stopping.cancel();
+        };
+        let served = api::serve(self.listener, service, self.limits, shutdown).await;
+        stop.cancel();
+        for listener in listeners {
+            if let Ok(Err(e)) = listener.await {
+                tracing::warn!(error = %e, "a gateway or event listener failed");
+            }
+        }
+        self.cancel.cancel();
         self.engine.shutdown(ENGINE_SHUTDOWN_DEADLINE).await;
         tracing::info!("wxhub stopped");
         served

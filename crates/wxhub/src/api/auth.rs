@@ -30,6 +30,7 @@ use arc_swap::ArcSwap;
 use subtle::ConstantTimeEq;
 
 use crate::configuration::{AppGrant, ConsumerSettings, Settings};
+use crate::hub::Account;
 
 /// Verified bearer keys and the consumer each belongs to, and every consumer's grants as sets.
 ///
@@ -140,6 +141,21 @@ impl KeyCache {
             .position(|c| std::ptr::eq(c, consumer))?;
         self.remember(tag, key, index, settings.consumers.len());
         Some((index, consumer))
+    }
+
+    /// Whether consumer number `consumer` may use `account`, in one lookup.
+    pub fn may_use(&self, settings: &Settings, consumer: usize, account: Account<'_>) -> bool {
+        match account {
+            Account::App(appid) => self.may_use_app(settings, consumer, appid),
+            Account::Corp { corpid, agentid } => {
+                self.may_use_corp(settings, consumer, corpid, agentid)
+            }
+            Account::Component(component) => self.may_use_component(settings, consumer, component),
+            Account::Authorizer {
+                component,
+                authorizer,
+            } => self.may_use_authorizer(settings, consumer, component, authorizer),
+        }
     }
 
     /// Whether consumer number `consumer` may use the official account `appid` (same answer as

@@ -15,6 +15,7 @@ mod platform;
 mod serve;
 mod service;
 mod status;
+pub mod watch;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,7 +25,7 @@ use axum::extract::{DefaultBodyLimit, FromRequest, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
+use axum::routing::{any, get, post, put};
 use axum::Router;
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
@@ -66,6 +67,8 @@ pub struct ApiContext {
     pub control: Arc<Control>,
     /// The third-party platforms: pushes, authorizations, authorizers.
     pub platform: Arc<crate::platform::Platform>,
+    /// Calls WeChat for the gateway and the token-less `/v1/…/wechat/…` calls.
+    pub forwarder: Arc<crate::gateway::Forwarder>,
 }
 
 /// Handler state.
@@ -126,6 +129,7 @@ pub fn router(context: ApiState, request_timeout: Duration) -> Router {
             post(credentials::corp_refresh),
         )
         .route("/v1/credentials", get(credentials::list_credentials))
+        .route("/v1/watch", get(watch::watch))
         .route(
             "/v1/admin/apps/{appid}",
             put(admin::put_app).delete(admin::delete_app),
@@ -183,6 +187,14 @@ pub fn router(context: ApiState, request_timeout: Duration) -> Router {
         .route(
             "/v1/components/{component}/authorizers/{appid}/jssdk/signature",
             post(platform::authorizer_jssdk_signature),
+        )
+        .route(
+            "/v1/apps/{appid}/wechat/{*path}",
+            any(crate::gateway::call::app_call),
+        )
+        .route(
+            "/v1/corps/{corpid}/agents/{agentid}/wechat/{*path}",
+            any(crate::gateway::call::corp_call),
         )
         .layer(middleware::from_fn_with_state(
             request_timeout,
@@ -313,19 +325,7 @@ fn authorize_as<T>(
         Some(account) if !context.hub.contains(account) => {
             return Err(unknown_account_in(&context.hub, account));
         }
-        Some(Account::App(appid)) => access.keys.may_use_app(settings, index, appid),
-        Some(Account::Corp { corpid, agentid }) => {
-            access.keys.may_use_corp(settings, index, corpid, agentid)
-        }
-        Some(Account::Component(component)) => {
-            access.keys.may_use_component(settings, index, component)
-        }
-        Some(Account::Authorizer {
-            component,
-            authorizer,
-        }) => access
-            .keys
-            .may_use_authorizer(settings, index, component, authorizer),
+        Some(account) => access.keys.may_use(settings, index, account),
     };
     if !allowed {
         return Err(ApiError::forbidden(format!(

@@ -43,7 +43,7 @@ pub struct ApiService {
 }
 
 impl ApiService {
-    pub(super) fn new(context: ApiState, router: Router) -> ApiService {
+    pub(crate) fn new(context: ApiState, router: Router) -> ApiService {
         ApiService { context, router }
     }
 

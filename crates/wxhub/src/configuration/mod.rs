@@ -53,6 +53,34 @@ pub struct Settings {
     pub consumers: Vec<ConsumerSettings>,
     /// `[secrets]`: the key that seals secrets written at runtime (admin-added apps).
     pub secrets: SecretsSettings,
+    /// `[gateway]`: the optional listeners shaped like WeChat's own API hosts.
+    pub gateway: GatewaySettings,
+}
+
+/// `[gateway]`: listeners that answer like api.weixin.qq.com and qyapi.weixin.qq.com, so that an
+/// unmodified WeChat SDK uses the hub by changing its base URL (docs/architecture.md#gateway).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GatewaySettings {
+    /// Where the official-account gateway listens (`None`: no such listener).
+    pub listen: Option<SocketAddr>,
+    /// Where the Work WeChat gateway listens (`None`: no such listener).
+    pub work_listen: Option<SocketAddr>,
+    /// The largest request body the gateway accepts (default 10 MiB); bodies are held up to this
+    /// size so that a call refused for a dead token can be replayed.
+    pub max_body: usize,
+}
+
+/// The default `[gateway] max_body`: 10 MiB, WeChat's own limit for most media uploads.
+pub const DEFAULT_GATEWAY_MAX_BODY: usize = 10 * 1024 * 1024;
+
+impl Default for GatewaySettings {
+    fn default() -> Self {
+        GatewaySettings {
+            listen: None,
+            work_listen: None,
+            max_body: DEFAULT_GATEWAY_MAX_BODY,
+        }
+    }
 }
 
 /// `[secrets]`: what protects secrets the hub writes to its store itself.
@@ -250,6 +278,8 @@ pub enum Scope {
     Admin,
     /// Build authorization links and register authorizers of a third-party platform.
     Authorize,
+    /// Call WeChat through the hub with the current token injected (token-less calls).
+    Call,
 }
 
 /// Which accounts a consumer may use.
@@ -540,13 +570,14 @@ impl fmt::Display for TokenMode {
 }
 
 impl Scope {
-    /// The scope as the configuration spells it: `read`, `invalidate` or `admin`.
+    /// The scope as the configuration spells it: `read`, `invalidate`, `admin` or `call`.
     pub fn as_str(self) -> &'static str {
         match self {
             Scope::Read => "read",
             Scope::Invalidate => "invalidate",
             Scope::Admin => "admin",
             Scope::Authorize => "authorize",
+            Scope::Call => "call",
         }
     }
 }
@@ -560,8 +591,9 @@ impl FromStr for Scope {
             "invalidate" => Ok(Scope::Invalidate),
             "admin" => Ok(Scope::Admin),
             "authorize" => Ok(Scope::Authorize),
+            "call" => Ok(Scope::Call),
             other => Err(format!(
-                "unknown scope {other:?}; expected \"read\", \"invalidate\", \"admin\" or \"authorize\""
+                "unknown scope {other:?}; expected \"read\", \"invalidate\", \"admin\", \"authorize\" or \"call\""
             )),
         }
     }

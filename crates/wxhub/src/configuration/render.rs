@@ -131,6 +131,16 @@ pub(super) fn masked(settings: &Settings) -> String {
     let _ = writeln!(out, "concurrency = {}", r.concurrency);
     let _ = writeln!(out, "force_reserve = {}", r.force_reserve);
 
+    let g = &settings.gateway;
+    if g.listen.is_some() || g.work_listen.is_some() {
+        let _ = writeln!(out, "\n[gateway]");
+        for (key, address) in [("listen", g.listen), ("work_listen", g.work_listen)] {
+            if let Some(address) = address {
+                let _ = writeln!(out, "{key} = {}", quote(&address.to_string()));
+            }
+        }
+        let _ = writeln!(out, "max_body = {}", g.max_body);
+    }
     if settings.secrets.master_key.is_some() {
         let _ = writeln!(out, "\n[secrets]");
         let _ = writeln!(out, "master_key = \"***\"");

@@ -103,6 +103,14 @@ pub(super) const SECTIONS: &[(&str, &[(&str, Kind)])] = &[
             ("force_reserve", Kind::Integer),
         ],
     ),
+    (
+        "gateway",
+        &[
+            ("listen", Kind::Text),
+            ("work_listen", Kind::Text),
+            ("max_body", Kind::Text),
+        ],
+    ),
 ];
 
 /// The keys a table section accepts.

@@ -1361,3 +1361,60 @@ fn redis_credentials_are_secrets_and_the_ca_file_needs_tls() {
     };
     assert_eq!(redis.ca_file, Some(ca));
 }
+
+#[test]
+fn the_gateway_section_parses_sizes_and_addresses_and_names_mistakes() {
+    let settings = parse(&format!(
+        "{}\n[gateway]\nlisten = \"127.0.0.1:8081\"\nwork_listen = \"127.0.0.1:8082\"\nmax_body = \"512KiB\"\n",
+        example()
+    ))
+    .unwrap();
+    assert_eq!(
+        settings.gateway.listen,
+        Some("127.0.0.1:8081".parse().unwrap())
+    );
+    assert_eq!(
+        settings.gateway.work_listen,
+        Some("127.0.0.1:8082".parse().unwrap())
+    );
+    assert_eq!(settings.gateway.max_body, 512 * 1024);
+    let rendered: toml::Table = settings.render_masked().parse().unwrap();
+    assert_eq!(
+        rendered["gateway"]["listen"].as_str(),
+        Some("127.0.0.1:8081")
+    );
+    assert_eq!(
+        rendered["gateway"]["max_body"].as_integer(),
+        Some(512 * 1024)
+    );
+    assert_eq!(
+        parse(&example()).unwrap().gateway,
+        GatewaySettings::default()
+    );
+    assert_eq!(GatewaySettings::default().max_body, 10 * 1024 * 1024);
+    fails_at(
+        "[gateway]\nmax_body = \"10MB\"\n",
+        2,
+        "gateway.max_body",
+        "positive size",
+    );
+    fails_at(
+        "[gateway]\nmax_body = 0\n",
+        2,
+        "gateway.max_body",
+        "positive size",
+    );
+    fails_at(
+        "[gateway]\nlisten = \"8081\"\n",
+        2,
+        "gateway.listen",
+        "invalid address",
+    );
+    fails_at("[gateway]\nport = 1\n", 2, "gateway.port", "unknown key");
+    let scopes = parse(&example().replace(
+        "scopes = [\"read\", \"invalidate\"]",
+        "scopes = [\"read\", \"call\"]",
+    ))
+    .unwrap();
+    assert!(scopes.consumers[0].has_scope(Scope::Call));
+}

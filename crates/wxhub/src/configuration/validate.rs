@@ -12,9 +12,9 @@ use super::error::{ConfigError, Place};
 use super::source::{section_keys, Entry, Node, Value};
 use super::{
     mask_url_userinfo, AppGrant, AppSettings, ComponentSettings, ConsumerSettings, CorpSettings,
-    MasterKey, RedisSettings, RedisTarget, RefreshOverrides, RefreshSettings, Scope, Secret,
-    SecretSource, SecretsSettings, ServerSettings, Settings, StoreSettings, TokenMode,
-    WechatSettings, DEFAULT_REDIS_NAMESPACE, DEFAULT_SQLITE_PATH,
+    GatewaySettings, MasterKey, RedisSettings, RedisTarget, RefreshOverrides, RefreshSettings,
+    Scope, Secret, SecretSource, SecretsSettings, ServerSettings, Settings, StoreSettings,
+    TokenMode, WechatSettings, DEFAULT_REDIS_NAMESPACE, DEFAULT_SQLITE_PATH,
 };
 use crate::credential::{CorpTicketKind, TicketKind};
 
@@ -28,6 +28,7 @@ const TOP_KEYS: &[&str] = &[
     "consumers",
     "secrets",
     "components",
+    "gateway",
 ];
 const APP_KEYS: &[&str] = &[
     "appid",
@@ -86,6 +87,7 @@ pub(super) fn settings(
     let apps = keep(&mut errors, cx.apps(top.get("apps")));
     let corps = keep(&mut errors, cx.corps(top.get("corps")));
     let secrets = keep(&mut errors, cx.secrets(top.get("secrets")));
+    let gateway = keep(&mut errors, cx.gateway(top.get("gateway")));
     let components = match &apps {
         Some(apps) => keep(&mut errors, cx.components(top.get("components"), apps)),
         None => None,
@@ -108,8 +110,9 @@ pub(super) fn settings(
         Some(components),
         Some(consumers),
         Some(secrets),
+        Some(gateway),
     ) = (
-        server, store, wechat, refresh, apps, corps, components, consumers, secrets,
+        server, store, wechat, refresh, apps, corps, components, consumers, secrets, gateway,
     )
     else {
         return Err(ConfigError::all(errors));
@@ -124,6 +127,7 @@ pub(super) fn settings(
         components,
         consumers,
         secrets,
+        gateway,
     })
 }
 
@@ -748,6 +752,50 @@ impl Cx<'_> {
         Ok(wechat)
     }
 
+    /// `[gateway]`: two optional listen addresses and a body size (`"10MiB"`, `"512KiB"`, or a
+    /// number of bytes).
+    fn gateway(&self, node: Option<&Node>) -> Result<GatewaySettings, ConfigError> {
+        let mut gateway = GatewaySettings::default();
+        let Some(node) = node else {
+            return Ok(gateway);
+        };
+        let table = self.table(node, "gateway".into(), &section_keys("gateway"))?;
+        for key in ["listen", "work_listen"] {
+            let Some(node) = table.get(key) else { continue };
+            let path = table.key_path(key);
+            let text = self.string(node, &path)?;
+            let address = text.parse().map_err(|_| {
+                self.err(
+                    &node.place,
+                    &path,
+                    format!(
+                        "invalid address {text:?}; expected an IP address and port, e.g. \"127.0.0.1:8081\""
+                    ),
+                )
+            })?;
+            match key {
+                "listen" => gateway.listen = Some(address),
+                _ => gateway.work_listen = Some(address),
+            }
+        }
+        if let Some(node) = table.get("max_body") {
+            let path = table.key_path("max_body");
+            let size = match &node.value {
+                Value::Str(text) => parse_size(text),
+                Value::Int(n) => usize::try_from(*n).ok(),
+                _ => None,
+            };
+            gateway.max_body = size.filter(|n| *n > 0).ok_or_else(|| {
+                self.err(
+                    &node.place,
+                    path,
+                    "expected a positive size such as \"10MiB\", \"512KiB\" or a number of bytes",
+                )
+            })?;
+        }
+        Ok(gateway)
+    }
+
     fn refresh(&self, node: Option<&Node>) -> Result<RefreshSettings, ConfigError> {
         let mut refresh = RefreshSettings::default();
         let Some(node) = node else {
@@ -1289,6 +1337,24 @@ impl<'a> Known<'a> {
 
 /// One entry of a consumer's `apps`: `*`, a configured appid or a configured `corpid/agentid`.
 /// Anything else is refused, so that a typo cannot silently grant nothing.
+/// A byte size: digits, optionally followed by `B`, `KiB`, `MiB` or `GiB`.
+fn parse_size(text: &str) -> Option<usize> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let count: usize = digits.parse().ok()?;
+    let unit = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        _ => return None,
+    };
+    count.checked_mul(unit)
+}
+
 fn grant(text: &str, known: &Known<'_>) -> Result<AppGrant, String> {
     if text == "*" {
         return Ok(AppGrant::All);

@@ -682,13 +682,13 @@ impl Shared {
             // Pushed by WeChat, never scheduled: see `platform::PushedValue`.
             entry.next_refresh = None;
             if let Some(token) = &entry.token {
-                serve(&entry.credential, token, token.expires_at);
+                serve(&self.hub, &entry.credential, token, token.expires_at);
             }
             return;
         }
         entry.next_refresh = Some(next);
         if let Some(token) = &entry.token {
-            serve(&entry.credential, token, next);
+            serve(&self.hub, &entry.credential, token, next);
         }
         state.schedule(id, next);
         self.scheduler_wakeup.notify_one();
@@ -729,7 +729,7 @@ impl Shared {
             return;
         };
         let next = entry.next_refresh.unwrap_or_else(|| self.clock.now());
-        serve(&entry.credential, &token, next);
+        serve(&self.hub, &entry.credential, &token, next);
         entry.token = Some(token);
     }
 
@@ -875,15 +875,17 @@ impl Shared {
 }
 
 /// Renders `token` into `credential`'s slot, with consumers told to come back shortly after
-/// `next` (docs/architecture.md#what-consumers-are-told).
-fn serve(credential: &Credential, token: &Token, next: Timestamp) {
+/// `next` (docs/architecture.md#what-consumers-are-told). Every token served, from this
+/// instance's refresh or another's (through the change feed), passes here: the hub announces a
+/// new generation to watchers and remembers the replaced value for its overlap.
+fn serve(hub: &Hub, credential: &Arc<Credential>, token: &Token, next: Timestamp) {
     let spec = credential.spec();
     let serve_until = spec.plan.serve_until(spec.source.renewal(), token, next);
-    credential.serve(Arc::new(Served::new(
-        spec.source.field(),
-        token,
-        serve_until,
-    )));
+    hub.publish(
+        credential,
+        Served::new(spec.source.field(), token, serve_until),
+        token.fetched_at,
+    );
 }
 
 /// The receiving end of a refresh job's result.

@@ -13,10 +13,11 @@ use tokio::task::JoinHandle;
 use wechat_mock::{MockConfig, MockServer, MockStats};
 use wxhub::configuration::{
     consumer_key_digest, AppGrant, AppSettings, ComponentSettings, ConsumerSettings, CorpSettings,
-    MasterKey, RefreshOverrides, RefreshSettings, Scope, Secret, SecretsSettings, ServerSettings,
-    Settings, StoreSettings, TokenMode, WechatSettings,
+    GatewaySettings, MasterKey, RefreshOverrides, RefreshSettings, Scope, Secret, SecretsSettings,
+    ServerSettings, Settings, StoreSettings, TokenMode, WechatSettings,
 };
 use wxhub::credential::{CorpTicketKind, TicketKind};
+use wxhub::gateway::Host;
 use wxhub::startup::Application;
 use wxhub::store::Store;
 
@@ -174,6 +175,10 @@ impl HubOptions {
 /// A running hub and a consumer's view of it.
 pub struct TestHub {
     pub address: String,
+    /// The gateway shaped like api.weixin.qq.com (`http://IP:PORT`; empty for a remote hub).
+    pub gateway: String,
+    /// The gateway shaped like qyapi.weixin.qq.com.
+    pub work_gateway: String,
     pub client: reqwest::Client,
     shutdown: Option<oneshot::Sender<()>>,
     handle: Option<JoinHandle<std::io::Result<()>>>,
@@ -237,6 +242,7 @@ pub fn settings_for(mock: &MockServer, options: &HubOptions) -> Settings {
                     Scope::Invalidate,
                     Scope::Admin,
                     Scope::Authorize,
+                    Scope::Call,
                 ],
             },
             ConsumerSettings {
@@ -254,6 +260,11 @@ pub fn settings_for(mock: &MockServer, options: &HubOptions) -> Settings {
         ],
         secrets: SecretsSettings {
             master_key: options.master_key.clone(),
+        },
+        gateway: GatewaySettings {
+            listen: Some(any_port()),
+            work_listen: Some(any_port()),
+            ..GatewaySettings::default()
         },
     }
 }
@@ -283,12 +294,21 @@ pub async fn spawn_app(mock: &MockServer, options: HubOptions) -> TestHub {
     }
     .expect("hub builds");
     let address = format!("http://{}", app.address());
+    let gateway_of = |host| {
+        app.gateway_address(host)
+            .map(|a| format!("http://{a}"))
+            .unwrap_or_default()
+    };
+    let gateway = gateway_of(Host::Official);
+    let work_gateway = gateway_of(Host::Work);
     let (tx, rx) = oneshot::channel();
     let handle = tokio::spawn(app.run_until(async {
         let _ = rx.await;
     }));
     TestHub {
         address,
+        gateway,
+        work_gateway,
         client: reqwest::Client::new(),
         shutdown: Some(tx),
         handle: Some(handle),
@@ -302,6 +322,8 @@ impl TestHub {
     pub fn remote(address: String) -> TestHub {
         TestHub {
             address,
+            gateway: String::new(),
+            work_gateway: String::new(),
             client: reqwest::Client::new(),
             shutdown: None,
             handle: None,

@@ -4,9 +4,11 @@
 mod helpers;
 
 mod auth;
+mod client;
 mod corps;
 mod demo;
 mod faults;
+mod gateway;
 mod hardening;
 mod invalidation;
 mod platform;
@@ -15,4 +17,6 @@ mod refresh_cycle;
 mod restart;
 mod rollover;
 mod runtime;
+mod sdk;
 mod tickets;
+mod watch;

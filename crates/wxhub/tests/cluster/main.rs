@@ -29,3 +29,4 @@ mod runtime;
 mod sentinel;
 mod storm;
 mod tickets;
+mod watch;

@@ -1,0 +1,77 @@
+//! Dead tokens healed in flight: when WeChat refuses a call made with a token the hub serves, the
+//! hub replaces that token (one compare-and-refresh, however many calls were refused) and sends
+//! the call once more with the new one. The caller sees only the second answer.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::response::Response;
+
+use super::proxy::{inspect, streamed, Outgoing};
+use super::query;
+use crate::api::ApiContext;
+use crate::hub::Credential;
+
+/// WeChat's answers that mean "this access token is dead" (invalid, unknown, expired).
+pub const DEAD_TOKEN: [i64; 3] = [40001, 40014, 42001];
+
+/// The hub-served token a call carries, and whose it is.
+pub struct Heal {
+    /// The credential the token belongs to.
+    pub credential: Arc<Credential>,
+    /// The token the call was made with.
+    pub token: Arc<str>,
+}
+
+/// Forwards `outgoing` (its body held, up to `max_body`, for a replay) and, if WeChat says its
+/// token is dead, reports that token with WeChat's refusal as proof, then replays the call once
+/// with the token that replaced it.
+pub async fn forward(
+    context: &ApiContext,
+    mut outgoing: Outgoing,
+    body: Body,
+    heal: Heal,
+) -> Response {
+    // The answer is read for its errcode: ask for it uncompressed.
+    outgoing.headers.remove(axum::http::header::ACCEPT_ENCODING);
+    let forwarder = &context.forwarder;
+    let host = outgoing.host;
+    let body = match forwarder.collect(&outgoing.headers, body).await {
+        Ok(body) => body,
+        Err(e) => return e.response(host),
+    };
+    let first = match forwarder.send_bytes(&outgoing, body.clone()).await {
+        Ok(answer) => inspect(answer).await,
+        Err(e) => return e.response(host),
+    };
+    if !first.errcode.is_some_and(|code| DEAD_TOKEN.contains(&code)) {
+        return first.response;
+    }
+    let fresh = match context
+        .engine
+        .invalidate_verified(&heal.credential, &heal.token)
+        .await
+    {
+        Ok(invalidation) => invalidation.served,
+        Err(e) => {
+            tracing::warn!(key = %heal.credential.key, error = %e, "a call was refused for a dead token and the token could not be replaced");
+            return first.response;
+        }
+    };
+    if *fresh.value == *heal.token {
+        // The refresh was refused (too soon after the last) or WeChat re-sent the same value:
+        // WeChat's answer stands.
+        return first.response;
+    }
+    tracing::debug!(key = %heal.credential.key, errcode = ?first.errcode, "replaying a call refused for a dead token");
+    let mut replay = outgoing;
+    replay.query = Some(query::replace(
+        replay.query.as_deref(),
+        "access_token",
+        &fresh.value,
+    ));
+    match forwarder.send_bytes(&replay, body).await {
+        Ok(answer) => streamed(answer),
+        Err(e) => e.response(host),
+    }
+}

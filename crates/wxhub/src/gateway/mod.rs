@@ -1,0 +1,136 @@
+//! The gateway: listeners shaped like api.weixin.qq.com and qyapi.weixin.qq.com, so that an
+//! unmodified WeChat SDK uses the hub by changing its base URL. See
+//! `docs/architecture.md#gateway`.
+//!
+//! The parts, one concern each:
+//! - [`token`] — the token and ticket endpoints, answered by the hub in WeChat's shapes;
+//! - [`proxy`] — everything else, streamed to WeChat and back;
+//! - [`heal`] — a call refused for a dead hub-served token: one refresh, one replay;
+//! - [`secret`] — the AppSecret put in place of a consumer key on the calls that carry it;
+//! - [`call`] — the token-less calls of the main API (`/v1/…/wechat/…`);
+//! - [`reply`] — WeChat's answer shapes; [`query`] — query strings.
+//!
+//! A call with `access_token=T` goes to WeChat only if T is a token the hub serves (the current
+//! one, or the previous one within WeChat's overlap); otherwise it is refused with 40014, as
+//! WeChat would, without reaching WeChat.
+
+pub mod call;
+pub mod heal;
+pub mod proxy;
+pub mod query;
+pub mod reply;
+pub mod secret;
+pub mod token;
+
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::response::Response;
+use axum::Router;
+
+use crate::api::{ApiService, ApiState};
+use crate::credential::Timestamp;
+use heal::Heal;
+pub use proxy::Forwarder;
+use proxy::Outgoing;
+pub use reply::Host;
+use token::TicketAnswer;
+
+/// One gateway listener's state.
+struct Gateway {
+    /// The hub's shared state (the read side, the engine, consumers, the forwarder).
+    context: ApiState,
+    /// Which WeChat host this listener stands for.
+    host: Host,
+}
+
+/// What a gateway listener runs (served by [`crate::api::serve`], with the same limits as the
+/// main listener).
+pub fn service(context: ApiState, host: Host) -> ApiService {
+    let gateway = Arc::new(Gateway {
+        context: context.clone(),
+        host,
+    });
+    let router = Router::new()
+        .fallback(handle)
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+            |_: Box<dyn std::any::Any + Send>| {
+                tracing::error!("gateway handler panicked");
+                reply::error_with_status(
+                    axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                    reply::code::SYSTEM_ERROR,
+                    Host::Official,
+                )
+            },
+        ))
+        .with_state(gateway);
+    ApiService::new(context, router)
+}
+
+/// Every request: the hub's own endpoints first, then the pass-through.
+async fn handle(State(gateway): State<Arc<Gateway>>, request: Request) -> Response {
+    let context = &gateway.context;
+    let host = gateway.host;
+    let (parts, body) = request.into_parts();
+    let path = parts.uri.path();
+    let query = parts.uri.query();
+    match (host, path) {
+        (Host::Official, "/cgi-bin/token") => return token::legacy(context, query),
+        (Host::Official, "/cgi-bin/stable_token") => {
+            return token::stable(context, &parts.method, body).await
+        }
+        (Host::Work, "/cgi-bin/gettoken") => return token::corp(context, query),
+        _ => {}
+    }
+    let ticket_kind = match (host, path) {
+        (Host::Official, "/cgi-bin/ticket/getticket") => {
+            Some(query::param(query, "type").map_or_else(|| "jsapi".to_string(), |t| t.into()))
+        }
+        (Host::Work, "/cgi-bin/get_jsapi_ticket") => Some("jsapi".to_string()),
+        (Host::Work, "/cgi-bin/ticket/get") => query::param(query, "type").map(|t| t.into()),
+        _ => None,
+    };
+    if let Some(kind) = ticket_kind {
+        if let TicketAnswer::Answered(response) = token::ticket(context, host, query, &kind) {
+            return response;
+        }
+    }
+    let outgoing = Outgoing::new(
+        host,
+        parts.method.clone(),
+        path.to_string(),
+        query.map(str::to_string),
+        parts.headers,
+    );
+    if host == Host::Official && secret::SECRET_PATHS.contains(&path) {
+        return secret::substitute(context, outgoing, body).await;
+    }
+    pass_through(context, outgoing, body, path.starts_with("/sns/")).await
+}
+
+/// Forwards a call: with healing if it carries a token the hub serves, refused with 40014 if it
+/// carries another token, streamed as is if it carries none. `user_token` marks web-OAuth calls
+/// (`/sns/…`), whose `access_token` is a user's, not the hub's: they pass untouched.
+async fn pass_through(
+    context: &ApiState,
+    outgoing: Outgoing,
+    body: axum::body::Body,
+    user_token: bool,
+) -> Response {
+    let host = outgoing.host;
+    let token = if user_token {
+        None
+    } else {
+        query::param(outgoing.query.as_deref(), "access_token").map(|t| Arc::<str>::from(&*t))
+    };
+    let Some(token) = token else {
+        return match context.forwarder.stream(&outgoing, body).await {
+            Ok(response) => response,
+            Err(e) => e.response(host),
+        };
+    };
+    let Some(credential) = context.hub.serving(&token, Timestamp::now()) else {
+        return reply::error(reply::code::INVALID_ACCESS_TOKEN, host);
+    };
+    heal::forward(context, outgoing, body, Heal { credential, token }).await
+}

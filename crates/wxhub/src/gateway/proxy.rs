@@ -1,0 +1,361 @@
+//! Pass-through to WeChat: method, path, query, headers (less hop-by-hop ones) and body go
+//! upstream, and the answer comes back streamed.
+//!
+//! Bodies are streamed both ways, except where a replay may be needed: a call made with a token
+//! the hub serves is held (up to `[gateway] max_body`) so that it can be sent again with a new
+//! token if WeChat refuses the first one (see [`super::heal`]). Answers are streamed too; only a
+//! small JSON answer to such a call is read whole, to see its `errcode`.
+
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{header, HeaderMap, HeaderName, Method, StatusCode};
+use axum::response::Response;
+use bytes::{Bytes, BytesMut};
+use futures_util::stream::{self, StreamExt};
+use http_body_util::{BodyExt, Limited};
+use serde::Deserialize;
+
+use super::reply::{self, code, Host};
+use crate::configuration::Settings;
+
+/// The largest answer read whole to look for a dead-token `errcode`; WeChat's JSON answers to
+/// business calls are far smaller, and anything larger (a media download) streams untouched.
+const PEEK_LIMIT: usize = 64 * 1024;
+
+/// Headers that belong to one connection, not to the request (RFC 9110 §7.6.1), plus `Host` (the
+/// client names the gateway; reqwest names WeChat).
+const HOP_BY_HOP: [HeaderName; 9] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    header::HOST,
+];
+
+/// Why a request could not be forwarded.
+#[derive(Debug, thiserror::Error)]
+pub enum ForwardError {
+    /// The request body is larger than `[gateway] max_body`.
+    #[error("request body larger than the gateway's max_body")]
+    TooLarge,
+    /// The request body could not be read from the client.
+    #[error("request body unreadable")]
+    Unreadable,
+    /// WeChat did not answer (connection, timeout).
+    #[error("WeChat unreachable: {0}")]
+    Upstream(String),
+}
+
+impl ForwardError {
+    /// The WeChat-shaped answer for this failure.
+    pub fn response(&self, host: Host) -> Response {
+        match self {
+            ForwardError::TooLarge => {
+                reply::error_with_status(StatusCode::PAYLOAD_TOO_LARGE, code::SYSTEM_ERROR, host)
+            }
+            ForwardError::Unreadable => {
+                reply::error_with_status(StatusCode::BAD_REQUEST, code::SYSTEM_ERROR, host)
+            }
+            ForwardError::Upstream(_) => {
+                reply::error_with_status(StatusCode::BAD_GATEWAY, code::SYSTEM_ERROR, host)
+            }
+        }
+    }
+}
+
+/// A request on its way to WeChat, without its body.
+#[derive(Clone, Debug)]
+pub struct Outgoing {
+    /// Which WeChat host it goes to.
+    pub host: Host,
+    /// Its method.
+    pub method: Method,
+    /// Its path, from the leading `/`.
+    pub path: String,
+    /// Its raw query string, if any.
+    pub query: Option<String>,
+    /// Its headers, hop-by-hop ones already removed.
+    pub headers: HeaderMap,
+}
+
+impl Outgoing {
+    /// A request for `host` from the client's parts: hop-by-hop headers are dropped.
+    pub fn new(
+        host: Host,
+        method: Method,
+        path: String,
+        query: Option<String>,
+        mut headers: HeaderMap,
+    ) -> Outgoing {
+        strip_hop_by_hop(&mut headers);
+        Outgoing {
+            host,
+            method,
+            path,
+            query,
+            headers,
+        }
+    }
+}
+
+/// The client that talks to WeChat for the gateway and the token-less calls.
+pub struct Forwarder {
+    /// Same TLS stack as the engine's client; never follows redirects (a redirect could carry a
+    /// substituted AppSecret to another origin).
+    client: reqwest::Client,
+    /// `[wechat] api_base`.
+    api_base: String,
+    /// `[wechat] work_api_base`.
+    work_api_base: String,
+    /// `[gateway] max_body`.
+    max_body: usize,
+}
+
+impl Forwarder {
+    /// A forwarder for `settings`' WeChat and gateway sections.
+    pub fn new(settings: &Settings) -> Result<Forwarder, reqwest::Error> {
+        let timeout = settings.wechat.timeout;
+        let client = reqwest::Client::builder()
+            .connect_timeout(timeout)
+            // Between two reads, not the whole exchange: a large download may take longer.
+            .read_timeout(timeout.max(Duration::from_secs(1)))
+            .redirect(reqwest::redirect::Policy::none())
+            .build()?;
+        Ok(Forwarder {
+            client,
+            api_base: settings.wechat.api_base.clone(),
+            work_api_base: settings.wechat.work_api_base.clone(),
+            max_body: settings.gateway.max_body,
+        })
+    }
+
+    /// `[gateway] max_body`.
+    pub fn max_body(&self) -> usize {
+        self.max_body
+    }
+
+    /// Reads a request body whole, refusing one over `max_body`.
+    pub async fn collect(&self, headers: &HeaderMap, body: Body) -> Result<Bytes, ForwardError> {
+        if declared_length(headers).is_some_and(|n| n > self.max_body as u64) {
+            return Err(ForwardError::TooLarge);
+        }
+        match Limited::new(body, self.max_body).collect().await {
+            Ok(collected) => Ok(collected.to_bytes()),
+            Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(ForwardError::TooLarge),
+            Err(_) => Err(ForwardError::Unreadable),
+        }
+    }
+
+    /// Sends `outgoing` with `body` streamed (at most `max_body` of it) and streams the answer.
+    pub async fn stream(&self, outgoing: &Outgoing, body: Body) -> Result<Response, ForwardError> {
+        if declared_length(&outgoing.headers).is_some_and(|n| n > self.max_body as u64) {
+            return Err(ForwardError::TooLarge);
+        }
+        let limited = Limited::new(body, self.max_body).into_data_stream();
+        let answer = self
+            .send(outgoing, reqwest::Body::wrap_stream(limited), true)
+            .await?;
+        Ok(streamed(answer))
+    }
+
+    /// Sends `outgoing` with a body held in memory, and returns the answer.
+    pub async fn send_bytes(
+        &self,
+        outgoing: &Outgoing,
+        body: Bytes,
+    ) -> Result<reqwest::Response, ForwardError> {
+        self.send(outgoing, reqwest::Body::from(body), false).await
+    }
+
+    async fn send(
+        &self,
+        outgoing: &Outgoing,
+        body: reqwest::Body,
+        keep_length: bool,
+    ) -> Result<reqwest::Response, ForwardError> {
+        let base = match outgoing.host {
+            Host::Official => &self.api_base,
+            Host::Work => &self.work_api_base,
+        };
+        let mut url = format!("{base}{}", outgoing.path);
+        if let Some(query) = outgoing.query.as_deref().filter(|q| !q.is_empty()) {
+            url.push('?');
+            url.push_str(query);
+        }
+        let mut headers = outgoing.headers.clone();
+        if !keep_length {
+            // reqwest sets it from the bytes it sends.
+            headers.remove(header::CONTENT_LENGTH);
+        }
+        self.client
+            .request(outgoing.method.clone(), url)
+            .headers(headers)
+            .body(body)
+            .send()
+            .await
+            // The URL may carry a token or secret: name the failure without it.
+            .map_err(|e| ForwardError::Upstream(describe(&e)))
+    }
+}
+
+/// What went wrong, without the URL.
+fn describe(error: &reqwest::Error) -> String {
+    let kind = if error.is_timeout() {
+        "timed out"
+    } else if error.is_connect() {
+        "connection failed"
+    } else if error.is_body() {
+        "body failed"
+    } else {
+        "request failed"
+    };
+    kind.to_string()
+}
+
+/// The `Content-Length` a client declared, if any.
+fn declared_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
+}
+
+/// Removes the hop-by-hop headers, including those the `Connection` header names.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::try_from(name.trim()).ok())
+        .collect();
+    for name in HOP_BY_HOP.iter().chain(named.iter()) {
+        headers.remove(name);
+    }
+}
+
+/// The answer's status and headers, with `body`.
+fn respond(status: StatusCode, mut headers: HeaderMap, body: Body) -> Response {
+    strip_hop_by_hop(&mut headers);
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
+    *response.headers_mut() = headers;
+    response
+}
+
+/// WeChat's answer, streamed to the client as it arrives.
+pub fn streamed(answer: reqwest::Response) -> Response {
+    let status = answer.status();
+    let headers = answer.headers().clone();
+    respond(status, headers, Body::from_stream(answer.bytes_stream()))
+}
+
+/// An answer read far enough to know whether WeChat refused the token.
+pub struct Inspected {
+    /// The answer for the client.
+    pub response: Response,
+    /// WeChat's `errcode`, when the answer was small JSON that carried one.
+    pub errcode: Option<i64>,
+}
+
+/// Reads a small JSON answer whole to find its `errcode`; anything else streams on untouched.
+pub async fn inspect(mut answer: reqwest::Response) -> Inspected {
+    let status = answer.status();
+    let headers = answer.headers().clone();
+    let json_like = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|t| t.contains("json") || t.starts_with("text/plain"));
+    let small = declared_length(&headers).is_none_or(|n| n <= PEEK_LIMIT as u64);
+    if !json_like || !small {
+        return Inspected {
+            response: streamed(answer),
+            errcode: None,
+        };
+    }
+    let mut held = BytesMut::new();
+    loop {
+        match answer.chunk().await {
+            Ok(Some(chunk)) => {
+                held.extend_from_slice(&chunk);
+                if held.len() > PEEK_LIMIT {
+                    // Larger than any errcode answer: hand on what was read and the rest.
+                    let head = stream::once(async move { Ok::<_, reqwest::Error>(held.freeze()) });
+                    let body = Body::from_stream(head.chain(answer.bytes_stream()));
+                    return Inspected {
+                        response: respond(status, headers, body),
+                        errcode: None,
+                    };
+                }
+            }
+            Ok(None) => break,
+            Err(e) => {
+                tracing::debug!(error = %describe(&e), "WeChat's answer broke off");
+                return Inspected {
+                    response: ForwardError::Upstream(describe(&e)).response(Host::Official),
+                    errcode: None,
+                };
+            }
+        }
+    }
+    let held = held.freeze();
+    let errcode = errcode_of(&held);
+    Inspected {
+        response: respond(status, headers, Body::from(held)),
+        errcode,
+    }
+}
+
+/// The `errcode` of a JSON answer, if it has one.
+fn errcode_of(body: &[u8]) -> Option<i64> {
+    #[derive(Deserialize)]
+    struct Code {
+        errcode: Option<i64>,
+    }
+    serde_json::from_slice::<Code>(body).ok()?.errcode
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    #[test]
+    fn drops_hop_by_hop_headers_and_those_connection_names() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("close, x-private"),
+        );
+        headers.insert("x-private", HeaderValue::from_static("1"));
+        headers.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        headers.insert(header::HOST, HeaderValue::from_static("gateway"));
+        strip_hop_by_hop(&mut headers);
+        assert_eq!(headers.len(), 1);
+        assert!(headers.contains_key(header::CONTENT_TYPE));
+    }
+
+    #[test]
+    fn reads_errcodes_of_json_answers_only() {
+        assert_eq!(
+            errcode_of(br#"{"errcode":40001,"errmsg":"x"}"#),
+            Some(40001)
+        );
+        assert_eq!(errcode_of(br#"{"ip_list":[]}"#), None);
+        assert_eq!(errcode_of(b"\x89PNG"), None);
+    }
+}

@@ -1,0 +1,188 @@
+//! Answers in WeChat's own shapes: HTTP 200 with `errcode`/`errmsg` for errors, and the exact
+//! success bodies of the token and ticket endpoints, so that an SDK cannot tell the hub from
+//! WeChat.
+
+use axum::body::Body;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::Response;
+use rand::Rng;
+use serde::Serialize;
+
+use crate::credential::Timestamp;
+use crate::hub::Served;
+
+/// Which host's conventions an answer follows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Host {
+    /// api.weixin.qq.com: success bodies carry no `errcode`.
+    Official,
+    /// qyapi.weixin.qq.com: every body carries `errcode`, and some texts differ.
+    Work,
+}
+
+/// The errcodes the gateway answers with itself.
+pub mod code {
+    /// Busy / no usable token right now.
+    pub const SYSTEM_ERROR: i64 = -1;
+    /// Work: wrong corpsecret (WeChat's answer for an unknown secret).
+    pub const INVALID_CREDENTIAL: i64 = 40001;
+    /// `grant_type` is not `client_credential`.
+    pub const INVALID_GRANT_TYPE: i64 = 40002;
+    /// An appid (corpid) the hub does not serve.
+    pub const INVALID_APPID: i64 = 40013;
+    /// An `access_token` the hub does not serve.
+    pub const INVALID_ACCESS_TOKEN: i64 = 40014;
+    /// The key is wrong, or not granted this app.
+    pub const INVALID_APPSECRET: i64 = 40125;
+    /// No `access_token` parameter.
+    pub const ACCESS_TOKEN_MISSING: i64 = 41001;
+    /// No `appid` (`corpid`).
+    pub const APPID_MISSING: i64 = 41002;
+    /// No `secret` (`corpsecret`).
+    pub const APPSECRET_MISSING: i64 = 41004;
+    /// `stable_token` asked with another method than POST.
+    pub const REQUIRE_POST: i64 = 43002;
+    /// A JSON field of the wrong type.
+    pub const DATA_FORMAT: i64 = 47001;
+}
+
+/// WeChat's text for `code` on `host`.
+fn text(code: i64, host: Host) -> &'static str {
+    match (host, code) {
+        (Host::Work, code::INVALID_CREDENTIAL) => "invalid credential",
+        (Host::Work, code::INVALID_APPID) => "invalid corpid",
+        (Host::Work, code::APPID_MISSING) => "corpid missing",
+        (Host::Work, code::APPSECRET_MISSING) => "corpsecret missing",
+        (_, code::SYSTEM_ERROR) => "system error",
+        (_, code::INVALID_CREDENTIAL) => {
+            "invalid credential, access_token is invalid or not latest"
+        }
+        (_, code::INVALID_GRANT_TYPE) => "invalid grant_type",
+        (_, code::INVALID_APPID) => "invalid appid",
+        (_, code::INVALID_ACCESS_TOKEN) => "invalid access_token",
+        (_, code::INVALID_APPSECRET) => "invalid appsecret",
+        (_, code::ACCESS_TOKEN_MISSING) => "access_token missing",
+        (_, code::APPID_MISSING) => "appid missing",
+        (_, code::APPSECRET_MISSING) => "appsecret missing",
+        (_, code::REQUIRE_POST) => "require POST method",
+        (_, code::DATA_FORMAT) => "data format error",
+        _ => "system error",
+    }
+}
+
+/// The body of an error.
+#[derive(Serialize)]
+struct Status<'a> {
+    errcode: i64,
+    errmsg: &'a str,
+}
+
+/// An error as WeChat sends it: HTTP 200, `{"errcode":N,"errmsg":"<text> rid: …"}`. The suffix
+/// has WeChat's form, so that logs and SDK messages look alike; it names this answer only.
+pub fn error(code: i64, host: Host) -> Response {
+    error_with_status(StatusCode::OK, code, host)
+}
+
+/// [`error`] with another HTTP status (the gateway's own failures: WeChat unreachable, body too
+/// large), so that a proxy error is never mistaken for WeChat's word.
+pub fn error_with_status(status: StatusCode, code: i64, host: Host) -> Response {
+    let mut rng = rand::thread_rng();
+    let base = text(code, host);
+    let errmsg = match host {
+        Host::Official => format!(
+            "{base} rid: {:08x}-{:08x}-{:08x}",
+            Timestamp::now().as_secs() as u32,
+            rng.gen::<u32>(),
+            rng.gen::<u32>()
+        ),
+        Host::Work => format!(
+            "{base}, hint: [{}{:015}], from wxhub",
+            Timestamp::now().as_secs(),
+            rng.gen_range(0..1_000_000_000_000_000u64)
+        ),
+    };
+    let mut response = json(&Status {
+        errcode: code,
+        errmsg: &errmsg,
+    });
+    *response.status_mut() = status;
+    response
+}
+
+/// A JSON body with WeChat's content type.
+pub fn json<T: Serialize>(body: &T) -> Response {
+    // Serializing these plain structs cannot fail; an empty object would still be valid JSON.
+    let bytes = serde_json::to_vec(body).unwrap_or_else(|_| b"{}".to_vec());
+    let mut response = Response::new(Body::from(bytes));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json; charset=UTF-8"),
+    );
+    response
+}
+
+/// The seconds an SDK is told a served value lives: what the hub tells its own consumers, but
+/// never 0 or less (some SDKs read 0 as "two hours"); `None` once the value has expired.
+pub fn expires_in(served: &Served, now: Timestamp) -> Option<u64> {
+    let planned = served.expires_in(now)?;
+    Some(if planned > 0 {
+        planned
+    } else {
+        served.expires_at.since(now).as_secs().max(1)
+    })
+}
+
+/// `{"access_token","expires_in"}` (official) or with `errcode` 0 first (Work).
+pub fn access_token(served: &Served, host: Host) -> Response {
+    let Some(expires_in) = expires_in(served, Timestamp::now()) else {
+        return error(code::SYSTEM_ERROR, host);
+    };
+    match host {
+        Host::Official => {
+            #[derive(Serialize)]
+            struct Answer<'a> {
+                access_token: &'a str,
+                expires_in: u64,
+            }
+            json(&Answer {
+                access_token: &served.value,
+                expires_in,
+            })
+        }
+        Host::Work => {
+            #[derive(Serialize)]
+            struct Answer<'a> {
+                errcode: i64,
+                errmsg: &'a str,
+                access_token: &'a str,
+                expires_in: u64,
+            }
+            json(&Answer {
+                errcode: 0,
+                errmsg: "ok",
+                access_token: &served.value,
+                expires_in,
+            })
+        }
+    }
+}
+
+/// `{"errcode":0,"errmsg":"ok","ticket","expires_in"}`, the same on both hosts.
+pub fn ticket(served: &Served, host: Host) -> Response {
+    let Some(expires_in) = expires_in(served, Timestamp::now()) else {
+        return error(code::SYSTEM_ERROR, host);
+    };
+    #[derive(Serialize)]
+    struct Answer<'a> {
+        errcode: i64,
+        errmsg: &'a str,
+        ticket: &'a str,
+        expires_in: u64,
+    }
+    json(&Answer {
+        errcode: 0,
+        errmsg: "ok",
+        ticket: &served.value,
+        expires_in,
+    })
+}

@@ -1,0 +1,49 @@
+//! Calls that carry the AppSecret itself (`/sns/jscode2session`, `/sns/oauth2/access_token`): an
+//! SDK configured with a consumer key sends that key as `secret=`, and the gateway puts the real
+//! AppSecret in its place for a consumer granted the app. A caller that is not granted the app is
+//! refused and nothing reaches WeChat.
+//!
+//! The third-party platform's forms (`/sns/component/…`, with `component_appid` and
+//! `component_access_token`) are not substituted yet; they pass through untouched.
+
+use axum::body::Body;
+use axum::response::Response;
+
+use super::proxy::Outgoing;
+use super::query::{self, param};
+use super::reply::{self, code};
+use super::token::granted;
+use crate::api::{Account, ApiContext};
+use crate::registry::Source;
+
+/// The paths whose `secret=` is the AppSecret.
+pub const SECRET_PATHS: [&str; 2] = ["/sns/jscode2session", "/sns/oauth2/access_token"];
+
+/// Forwards `outgoing` with `secret=K` replaced by the AppSecret of its `appid`.
+pub async fn substitute(context: &ApiContext, mut outgoing: Outgoing, body: Body) -> Response {
+    let host = outgoing.host;
+    let raw = outgoing.query.as_deref();
+    let Some(appid) = param(raw, "appid") else {
+        return reply::error(code::APPID_MISSING, host);
+    };
+    let Some(key) = param(raw, "secret") else {
+        return reply::error(code::APPSECRET_MISSING, host);
+    };
+    let account = Account::App(&appid);
+    let Ok(credential) = context.hub.find(account, None) else {
+        return reply::error(code::INVALID_APPID, host);
+    };
+    if !granted(context, &key, account) {
+        return reply::error(code::INVALID_APPSECRET, host);
+    }
+    let spec = credential.spec();
+    let Source::AppToken { secret, .. } = &spec.source else {
+        return reply::error(code::INVALID_APPID, host);
+    };
+    let rewritten = query::replace(raw, "secret", secret.expose());
+    outgoing.query = Some(rewritten);
+    match context.forwarder.stream(&outgoing, body).await {
+        Ok(response) => response,
+        Err(e) => e.response(host),
+    }
+}

@@ -1,0 +1,208 @@
+//! The token and ticket endpoints, answered by the hub itself in WeChat's shapes: an SDK that
+//! fetches its token here gets the hub's, and never makes WeChat issue another.
+//!
+//! The `secret` an SDK sends is a consumer key (never the AppSecret), granted the app with `read`.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::Method;
+use axum::response::Response;
+use serde_json::{Map, Value};
+
+use super::query::param;
+use super::reply::{self, code, Host};
+use crate::api::{Account, ApiContext};
+use crate::configuration::Scope;
+use crate::credential::{CredentialKey, Timestamp};
+use crate::hub::Credential;
+
+/// The largest `stable_token` body read; WeChat's is a few dozen bytes.
+const MAX_TOKEN_BODY: usize = 64 * 1024;
+
+/// Whether `key` is the key of a consumer granted `account` with `read`.
+pub fn granted(context: &ApiContext, key: &str, account: Account<'_>) -> bool {
+    let access = context.control.access().load();
+    let settings = &access.settings;
+    let Some((index, consumer)) = access.keys.find(settings, key) else {
+        return false;
+    };
+    let may_use = access.keys.may_use(settings, index, account);
+    may_use && consumer.has_scope(Scope::Read)
+}
+
+/// `GET /cgi-bin/token?grant_type=client_credential&appid=A&secret=K`.
+pub fn legacy(context: &ApiContext, query: Option<&str>) -> Response {
+    let host = Host::Official;
+    let Some(appid) = param(query, "appid") else {
+        return reply::error(code::APPID_MISSING, host);
+    };
+    let Some(key) = param(query, "secret") else {
+        return reply::error(code::APPSECRET_MISSING, host);
+    };
+    if param(query, "grant_type").as_deref() != Some("client_credential") {
+        return reply::error(code::INVALID_GRANT_TYPE, host);
+    }
+    match app_token(context, &appid, &key) {
+        Ok(credential) => served_token(&credential, host),
+        Err(code) => reply::error(code, host),
+    }
+}
+
+/// `POST /cgi-bin/stable_token` with `{"grant_type","appid","secret":K,"force_refresh"}`.
+/// `force_refresh: true` is a report that the current token is dead: the hub checks and replaces
+/// it (once, however many callers report it), and never spends a force refresh on the caller's
+/// say-so alone.
+pub async fn stable(context: &ApiContext, method: &Method, body: Body) -> Response {
+    let host = Host::Official;
+    if *method != Method::POST {
+        return reply::error(code::REQUIRE_POST, host);
+    }
+    // A body that is not a JSON object (a form, say) has no fields, as WeChat reads it.
+    let fields = match axum::body::to_bytes(body, MAX_TOKEN_BODY).await {
+        Ok(bytes) => match serde_json::from_slice(&bytes) {
+            Ok(Value::Object(fields)) => fields,
+            _ => Map::new(),
+        },
+        Err(_) => Map::new(),
+    };
+    let text = |name: &str| -> Result<Option<&str>, i64> {
+        match fields.get(name) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) if s.is_empty() => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s)),
+            Some(_) => Err(code::DATA_FORMAT),
+        }
+    };
+    let answer = (|| {
+        let appid = text("appid")?;
+        let key = text("secret")?;
+        let grant_type = text("grant_type")?;
+        let force = match fields.get("force_refresh") {
+            None | Some(Value::Null) => false,
+            Some(Value::Bool(b)) => *b,
+            Some(_) => return Err(code::DATA_FORMAT),
+        };
+        let appid = appid.ok_or(code::APPID_MISSING)?;
+        let key = key.ok_or(code::APPSECRET_MISSING)?;
+        if grant_type != Some("client_credential") {
+            return Err(code::INVALID_GRANT_TYPE);
+        }
+        Ok((app_token(context, appid, key)?, force))
+    })();
+    let (credential, force) = match answer {
+        Ok(found) => found,
+        Err(code) => return reply::error(code, host),
+    };
+    if force {
+        let Some(current) = credential.slot.load() else {
+            return reply::error(code::SYSTEM_ERROR, host);
+        };
+        return match context.engine.invalidate(&credential, &current.value).await {
+            Ok(invalidation) => reply::access_token(&invalidation.served, host),
+            Err(e) => {
+                tracing::warn!(key = %credential.key, error = %e, "stable_token force_refresh: the reported token could not be replaced");
+                reply::error(code::SYSTEM_ERROR, host)
+            }
+        };
+    }
+    served_token(&credential, host)
+}
+
+/// The access-token credential of `appid` for a caller with `key`, or WeChat's errcode.
+fn app_token(context: &ApiContext, appid: &str, key: &str) -> Result<Arc<Credential>, i64> {
+    let account = Account::App(appid);
+    let credential = context
+        .hub
+        .find(account, None)
+        .map_err(|_| code::INVALID_APPID)?;
+    if !granted(context, key, account) {
+        return Err(code::INVALID_APPSECRET);
+    }
+    Ok(credential)
+}
+
+/// The token served for `credential` now, in `host`'s shape.
+fn served_token(credential: &Credential, host: Host) -> Response {
+    match credential.slot.load() {
+        Some(served) => reply::access_token(&served, host),
+        None => reply::error(code::SYSTEM_ERROR, host),
+    }
+}
+
+/// Work: `GET /cgi-bin/gettoken?corpid=C&corpsecret=K`, where K is a consumer key granted exactly
+/// one agent of C, or `AGENTID:KEY` to name the agent.
+pub fn corp(context: &ApiContext, query: Option<&str>) -> Response {
+    let host = Host::Work;
+    let Some(corpid) = param(query, "corpid") else {
+        return reply::error(code::APPID_MISSING, host);
+    };
+    let Some(secret) = param(query, "corpsecret") else {
+        return reply::error(code::APPSECRET_MISSING, host);
+    };
+    let agents = context.hub.agents_of(&corpid);
+    if agents.is_empty() {
+        return reply::error(code::INVALID_APPID, host);
+    }
+    let named = secret
+        .split_once(':')
+        .filter(|(agentid, _)| agents.iter().any(|a| **a == **agentid));
+    let agentid = match named {
+        Some((agentid, key)) => {
+            granted(context, key, Account::corp(&corpid, agentid)).then(|| agentid.to_string())
+        }
+        None => {
+            let mut mine = agents
+                .iter()
+                .filter(|agentid| granted(context, &secret, Account::corp(&corpid, agentid)));
+            match (mine.next(), mine.next()) {
+                (Some(only), None) => Some(only.to_string()),
+                _ => None,
+            }
+        }
+    };
+    // WeChat answers an unknown corpsecret with 40001.
+    let Some(agentid) = agentid else {
+        return reply::error(code::INVALID_CREDENTIAL, host);
+    };
+    match context.hub.find(Account::corp(&corpid, &agentid), None) {
+        Ok(credential) => served_token(&credential, host),
+        Err(_) => reply::error(code::INVALID_CREDENTIAL, host),
+    }
+}
+
+/// What a ticket request with `access_token=T` is answered with.
+pub enum TicketAnswer {
+    /// The hub's own ticket (or WeChat's refusal of an unknown token).
+    Answered(Response),
+    /// T is a token the hub serves, but for an account without that ticket configured: the call
+    /// goes to WeChat.
+    PassOn,
+}
+
+/// `GET /cgi-bin/ticket/getticket?access_token=T&type=jsapi|wx_card` (official) and Work's
+/// `get_jsapi_ticket` / `ticket/get?type=agent_config`: answered from the hub's ticket of the
+/// account T belongs to. `kind` is the ticket asked for.
+pub fn ticket(context: &ApiContext, host: Host, query: Option<&str>, kind: &str) -> TicketAnswer {
+    let Some(token) = param(query, "access_token") else {
+        return TicketAnswer::Answered(reply::error(code::ACCESS_TOKEN_MISSING, host));
+    };
+    let Some(credential) = context.hub.serving(&token, Timestamp::now()) else {
+        return TicketAnswer::Answered(reply::error(code::INVALID_ACCESS_TOKEN, host));
+    };
+    let found = match (&credential.key, host) {
+        (CredentialKey::AccessToken { appid }, Host::Official) => {
+            context.hub.find(Account::App(appid), Some(kind)).ok()
+        }
+        (CredentialKey::CorpToken { corpid, agentid }, Host::Work) => context
+            .hub
+            .find(Account::corp(corpid, agentid), Some(kind))
+            .ok(),
+        _ => None,
+    };
+    let served = found.and_then(|ticket| ticket.slot.load());
+    match served {
+        Some(served) => TicketAnswer::Answered(reply::ticket(&served, host)),
+        None => TicketAnswer::PassOn,
+    }
+}

@@ -1,0 +1,111 @@
+//! `GET /v1/watch`: the initial state, then every new generation within milliseconds.
+
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use serde_json::Value;
+
+use crate::helpers::*;
+
+const APP: &str = "wx00000000000000d1";
+const OTHER: &str = "wx00000000000000d2";
+
+/// An open watch stream, read event by event.
+struct Stream {
+    body: futures_util::stream::BoxStream<'static, reqwest::Result<bytes::Bytes>>,
+    pending: String,
+}
+
+impl Stream {
+    async fn open(hub: &TestHub, key: &str, last_event_id: Option<&str>) -> Stream {
+        let mut request = hub.client.get(hub.url("/v1/watch")).bearer_auth(key);
+        if let Some(id) = last_event_id {
+            request = request.header("last-event-id", id);
+        }
+        let response = request.send().await.expect("watch answers");
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.headers()["content-type"], "text/event-stream");
+        Stream {
+            body: response.bytes_stream().boxed(),
+            pending: String::new(),
+        }
+    }
+
+    /// The next `credential` event: (id, data).
+    async fn next(&mut self) -> (String, Value) {
+        loop {
+            if let Some(end) = self.pending.find("\n\n") {
+                let block: String = self.pending.drain(..end + 2).collect();
+                let mut id = String::new();
+                let mut data = None;
+                for line in block.lines() {
+                    if let Some(v) = line.strip_prefix("id: ") {
+                        id = v.to_string();
+                    } else if let Some(v) = line.strip_prefix("data: ") {
+                        data = Some(serde_json::from_str(v).expect("JSON data"));
+                    }
+                }
+                if let Some(data) = data {
+                    return (id, data);
+                }
+                continue;
+            }
+            let chunk = tokio::time::timeout(Duration::from_secs(5), self.body.next())
+                .await
+                .expect("an event within 5 s")
+                .expect("the stream stays open")
+                .expect("readable");
+            self.pending.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_refresh_reaches_a_watcher_within_100_ms_and_grants_are_honoured() {
+    let apps = [TestApp::legacy(APP), TestApp::legacy(OTHER)];
+    let (_mock, hub) = start_ready(&apps).await;
+    let token = hub.token(APP).await;
+
+    // The reader is granted APP only, and sees values.
+    let mut reader = Stream::open(&hub, READER_KEY, None).await;
+    let (id, initial) = reader.next().await;
+    assert_eq!(initial["key"], format!("access_token/{APP}"));
+    assert_eq!(initial["generation"], token.generation);
+    assert_eq!(initial["value"], token.access_token.as_str());
+    assert!(initial["expires_in"].as_u64().unwrap() > 0);
+    // An invalidate-only consumer sees every app, without values.
+    let mut reporter = Stream::open(&hub, REPORTER_KEY, None).await;
+    let (_, first) = reporter.next().await;
+    let (_, second) = reporter.next().await;
+    assert!(first.get("value").is_none() && second.get("value").is_none());
+
+    let started = Instant::now();
+    let refreshed = hub
+        .post(&format!("/v1/apps/{APP}/refresh"), serde_json::json!({}))
+        .await;
+    assert_eq!(refreshed.status(), 200);
+    let (next_id, event) = reader.next().await;
+    let elapsed = started.elapsed();
+    assert!(elapsed < Duration::from_millis(100), "{elapsed:?}");
+    assert_eq!(event["generation"], token.generation + 1);
+    assert_eq!(event["value"], hub.token(APP).await.access_token.as_str());
+    assert!(next_id.parse::<i64>().unwrap() >= id.parse::<i64>().unwrap());
+
+    // A refresh of an app the reader is not granted never reaches it; the next event is APP's.
+    hub.post(&format!("/v1/apps/{OTHER}/refresh"), serde_json::json!({}))
+        .await;
+    hub.post(&format!("/v1/apps/{APP}/refresh"), serde_json::json!({}))
+        .await;
+    let (_, event) = reader.next().await;
+    assert_eq!(event["key"], format!("access_token/{APP}"));
+    assert_eq!(event["generation"], token.generation + 2);
+
+    // Resuming far in the past repeats the state; a watcher missing the key is 401.
+    let mut resumed = Stream::open(&hub, READER_KEY, Some("0")).await;
+    let (_, again) = resumed.next().await;
+    assert_eq!(again["generation"], token.generation + 2);
+    let anonymous = hub.client.get(hub.url("/v1/watch")).send().await.unwrap();
+    assert_eq!(anonymous.status(), 401);
+    drop((reader, reporter, resumed));
+    hub.stop().await;
+}
