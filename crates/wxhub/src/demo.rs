@@ -15,11 +15,12 @@ use rand::Rng;
 use wechat_mock::{MockConfig, MockServer};
 
 use crate::configuration::{
-    consumer_key_digest, AppGrant, AppSettings, ComponentSettings, ConsumerSettings, MasterKey,
-    RefreshOverrides, RefreshSettings, Scope, Secret, SecretsSettings, ServerSettings, Settings,
-    StoreSettings, TokenMode, WechatSettings,
+    consumer_key_digest, AppGrant, AppSettings, ComponentSettings, ConsumerSettings,
+    GatewaySettings, MasterKey, RefreshOverrides, RefreshSettings, Scope, Secret, SecretsSettings,
+    ServerSettings, Settings, StoreSettings, TokenMode, WechatSettings,
 };
 use crate::credential::TicketKind;
+use crate::gateway::Host;
 use crate::startup::{Application, StartupError};
 
 /// The stable-mode demo app.
@@ -182,7 +183,19 @@ pub async fn start(options: DemoOptions) -> Result<Demo, StartupError> {
         secrets: SecretsSettings {
             master_key: Some(MasterKey::from_bytes(rand::thread_rng().gen())),
         },
-        gateway: Default::default(),
+        // The WeChat-shaped gateway on the next port (any free port when the hub's is 0).
+        gateway: GatewaySettings {
+            listen: Some(SocketAddr::new(
+                options.listen.ip(),
+                options
+                    .listen
+                    .port()
+                    .checked_add(1)
+                    .filter(|_| options.listen.port() != 0)
+                    .unwrap_or(0),
+            )),
+            ..GatewaySettings::default()
+        },
     };
     let app = Application::build(settings).await?;
     Ok(Demo {
@@ -212,6 +225,10 @@ impl Demo {
     /// What `wxhub demo` prints: addresses, the key, and curl lines that work as printed.
     pub fn instructions(&self) -> String {
         let hub = format!("http://{}", self.app.address());
+        let gateway = self
+            .app
+            .gateway_address(Host::Official)
+            .map_or_else(String::new, |address| format!("http://{address}"));
         let auth = format!("-H 'Authorization: Bearer {}'", self.consumer_key);
         let mock = self.mock.base_url();
         format!(
@@ -219,6 +236,7 @@ impl Demo {
 wxhub demo is running: a hub in front of an in-process WeChat mock (tokens live {lifetime} s).
 
   hub            {hub}
+  gateway        {gateway}   (shaped like api.weixin.qq.com)
   mock WeChat    {mock}   (counters: {mock}/mock/stats)
   SQLite store   {db}
   consumer key   {key}
@@ -234,6 +252,10 @@ Use the token against WeChat (the mock) the way a business server would:
 Report a token WeChat refused (40001): the hub checks it with WeChat first (this one is alive,
 so the report is \"rejected\"); a dead one is refreshed once, however many report it:
   curl -s {auth} -d \"{{\\\"access_token\\\":\\\"$T\\\"}}\" {hub}/v1/apps/{legacy}/access_token/invalidate
+Keep an unmodified WeChat SDK: point its base URL at the gateway and give it the consumer key as
+the AppSecret. Its token call is answered by the hub; everything else passes through to WeChat:
+  curl -s \"{gateway}/cgi-bin/token?grant_type=client_credential&appid={legacy}&secret={key}\"
+  curl -s \"{gateway}/cgi-bin/get_api_domain_ip?access_token=$T\"
 Add an app at runtime (its secret sealed and stored; every instance would follow), use it, remove it:
   curl -s -X PUT {auth} -d '{{\"secret\":\"{runtime_secret}\",\"mode\":\"legacy\"}}' {hub}/v1/admin/apps/{runtime}
   curl -s {auth} {hub}/v1/apps/{runtime}/access_token

@@ -62,7 +62,10 @@ async fn the_client_caches_flies_once_follows_the_watch_stream_and_heals_calls()
     let _watching = client.watch();
     let before = reads(&hub).await;
     let refreshed = hub
-        .post(&format!("/v1/apps/{APP}/refresh"), serde_json::json!({}))
+        .post(
+            &format!("/v1/apps/{APP}/refresh?force=true"),
+            serde_json::json!({}),
+        )
         .await;
     assert_eq!(refreshed.status(), 200);
     let new = hub.token(APP).await.access_token;

@@ -19,6 +19,11 @@ async fn the_demo_serves_working_tokens_with_its_printed_key() {
     let address = format!("http://{}", demo.app.address());
     assert!(instructions.contains(&address));
     let key = demo.consumer_key.clone();
+    let gateway = demo
+        .app
+        .gateway_address(wxhub::gateway::Host::Official)
+        .expect("the demo runs the gateway");
+    assert!(instructions.contains(&format!("http://{gateway}/cgi-bin/token")));
     let runtime_secret = demo.runtime_secret.clone();
     assert!(instructions.contains(&format!("/v1/admin/apps/{RUNTIME_APPID}")));
     let mock = demo.mock;
@@ -119,4 +124,24 @@ async fn the_demo_serves_working_tokens_with_its_printed_key() {
             .unwrap();
         assert_eq!(business_call(&client, &mock, &answer.access_token).await, 0);
     }
+
+    // The printed gateway call, with the consumer key as the AppSecret.
+    let answer: serde_json::Value = client
+        .get(format!("http://{gateway}/cgi-bin/token"))
+        .query(&[
+            ("grant_type", "client_credential"),
+            ("appid", LEGACY_APPID),
+            ("secret", key.as_str()),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = answer["access_token"]
+        .as_str()
+        .expect("a token")
+        .to_string();
+    assert_eq!(business_call(&client, &mock, &token).await, 0);
 }

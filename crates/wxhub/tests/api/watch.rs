@@ -81,7 +81,10 @@ async fn a_refresh_reaches_a_watcher_within_100_ms_and_grants_are_honoured() {
 
     let started = Instant::now();
     let refreshed = hub
-        .post(&format!("/v1/apps/{APP}/refresh"), serde_json::json!({}))
+        .post(
+            &format!("/v1/apps/{APP}/refresh?force=true"),
+            serde_json::json!({}),
+        )
         .await;
     assert_eq!(refreshed.status(), 200);
     let (next_id, event) = reader.next().await;
@@ -92,10 +95,16 @@ async fn a_refresh_reaches_a_watcher_within_100_ms_and_grants_are_honoured() {
     assert!(next_id.parse::<i64>().unwrap() >= id.parse::<i64>().unwrap());
 
     // A refresh of an app the reader is not granted never reaches it; the next event is APP's.
-    hub.post(&format!("/v1/apps/{OTHER}/refresh"), serde_json::json!({}))
-        .await;
-    hub.post(&format!("/v1/apps/{APP}/refresh"), serde_json::json!({}))
-        .await;
+    hub.post(
+        &format!("/v1/apps/{OTHER}/refresh?force=true"),
+        serde_json::json!({}),
+    )
+    .await;
+    hub.post(
+        &format!("/v1/apps/{APP}/refresh?force=true"),
+        serde_json::json!({}),
+    )
+    .await;
     let (_, event) = reader.next().await;
     assert_eq!(event["key"], format!("access_token/{APP}"));
     assert_eq!(event["generation"], token.generation + 2);

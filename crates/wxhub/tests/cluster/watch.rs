@@ -70,7 +70,10 @@ async fn a_refresh_on_one_instance_reaches_a_watcher_on_another_within_100_ms() 
 
     let started = Instant::now();
     let refreshed = hubs[1]
-        .post(&format!("/v1/apps/{appid}/refresh"), serde_json::json!({}))
+        .post(
+            &format!("/v1/apps/{appid}/refresh?force=true"),
+            serde_json::json!({}),
+        )
         .await;
     assert_eq!(refreshed.status(), 200);
     let event = next_event(&mut body, &mut pending, |e| {
