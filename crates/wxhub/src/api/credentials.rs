@@ -11,13 +11,13 @@ use bytes::Bytes;
 use serde::Deserialize;
 
 use super::{
-    authorize, authorize_named, authorize_reading, finish, json_body, json_ok, missing, resolve,
-    Account, ApiContext, ApiError, ApiState,
+    authorize, authorize_named, authorize_read, authorize_reading, finish, json_body, json_ok,
+    missing, resolve, Account, ApiContext, ApiError, ApiState,
 };
 use crate::configuration::Scope;
 use crate::credential::Timestamp;
 use crate::engine::RefreshError;
-use crate::hub::{Missing, Served, Slot};
+use crate::hub::{Served, Slot};
 use crate::jssdk;
 use crate::metrics::{InvalidationOutcome, Route};
 
@@ -77,16 +77,12 @@ pub(super) fn read_body(
     account: Account<'_>,
     ticket: Option<&str>,
 ) -> Result<Bytes, ApiError> {
-    authorize(context, headers, Scope::Read, Some(account))?;
-    context
-        .hub
-        .with_account(account, |entry| {
-            let credential = entry
-                .credential(ticket)
-                .map_err(|why| missing(account, ticket, why))?;
-            serve_slot(&credential.slot)
-        })
-        .unwrap_or_else(|| Err(missing(account, ticket, Missing::Account)))
+    authorize_read(context, headers, account, |entry| {
+        let credential = entry
+            .credential(ticket)
+            .map_err(|why| missing(account, ticket, why))?;
+        serve_slot(&credential.slot)
+    })
 }
 
 /// A read as the router answers it: like [`read_body`], except that a read landing between an

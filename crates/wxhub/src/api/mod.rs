@@ -31,9 +31,9 @@ use bytes::Bytes;
 use serde::de::DeserializeOwned;
 
 use crate::configuration::{ConsumerSettings, Scope, Settings};
-use crate::control::Control;
+use crate::control::{Access, Control};
 use crate::engine::Engine;
-use crate::hub::{Credential, Hub, Missing};
+use crate::hub::{AccountEntry, Credential, Hub, Missing};
 use crate::metrics::{Metrics, Route};
 use crate::store::Store;
 pub use auth::KeyCache;
@@ -309,25 +309,62 @@ fn authorize_as<T>(
     account: Option<Account<'_>>,
     granted: impl FnOnce(&ConsumerSettings) -> T,
 ) -> Result<T, ApiError> {
+    let access = context.control.access().load();
+    let (index, consumer) = authenticate(&access, headers)?;
+    if let Some(account) = account {
+        if !context.hub.contains(account) {
+            return Err(unknown_account_in(&context.hub, account));
+        }
+    }
+    permit(&access, index, consumer, account, scope)?;
+    Ok(granted(consumer))
+}
+
+/// The read path's checks: [`authorize`] for `read`, with `read` run on the account's entry, so
+/// that the account is looked up once. Same answers, same order (401, 404, 403).
+pub fn authorize_read<R>(
+    context: &ApiContext,
+    headers: &HeaderMap,
+    account: Account<'_>,
+    read: impl FnOnce(&AccountEntry) -> Result<R, ApiError>,
+) -> Result<R, ApiError> {
+    let access = context.control.access().load();
+    let (index, consumer) = authenticate(&access, headers)?;
+    context
+        .hub
+        .with_account(account, |entry| {
+            permit(&access, index, consumer, Some(account), Scope::Read)?;
+            read(entry)
+        })
+        .unwrap_or_else(|| Err(unknown_account_in(&context.hub, account)))
+}
+
+/// The consumer whose bearer key the request carries, with its position (401 otherwise).
+fn authenticate<'a>(
+    access: &'a Access,
+    headers: &HeaderMap,
+) -> Result<(usize, &'a ConsumerSettings), ApiError> {
     let key = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(bearer_key)
         .ok_or_else(|| ApiError::unauthorized("missing \"Authorization: Bearer <key>\" header"))?;
-    let access = context.control.access().load();
-    let settings = &access.settings;
-    let (index, consumer) = access
+    access
         .keys
-        .find(settings, key)
-        .ok_or_else(|| ApiError::unauthorized("unknown consumer key"))?;
-    let allowed = match account {
-        None => true,
-        Some(account) if !context.hub.contains(account) => {
-            return Err(unknown_account_in(&context.hub, account));
-        }
-        Some(account) => access.keys.may_use(settings, index, account),
-    };
-    if !allowed {
+        .find(&access.settings, key)
+        .ok_or_else(|| ApiError::unauthorized("unknown consumer key"))
+}
+
+/// Whether consumer number `index` may use `account` (when one is named) with `scope` (403
+/// otherwise).
+fn permit(
+    access: &Access,
+    index: usize,
+    consumer: &ConsumerSettings,
+    account: Option<Account<'_>>,
+    scope: Scope,
+) -> Result<(), ApiError> {
+    if account.is_some_and(|account| !access.keys.may_use(&access.settings, index, account)) {
         return Err(ApiError::forbidden(format!(
             "consumer {:?} may not use this account",
             consumer.name
@@ -339,7 +376,7 @@ fn authorize_as<T>(
             consumer.name
         )));
     }
-    Ok(granted(consumer))
+    Ok(())
 }
 
 /// The 404 for an account the hub does not have.
