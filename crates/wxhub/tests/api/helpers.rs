@@ -394,6 +394,15 @@ impl TestHub {
         .await
     }
 
+    /// `GET /metrics` as text.
+    pub async fn metrics(&self) -> String {
+        self.get("/metrics")
+            .await
+            .text()
+            .await
+            .expect("metrics text")
+    }
+
     /// The admin credentials listing, entry for `key`.
     pub async fn credential(&self, key: &str) -> serde_json::Value {
         let all: serde_json::Value = self.get("/v1/credentials").await.json().await.unwrap();
@@ -456,6 +465,28 @@ pub async fn business_call(client: &reqwest::Client, mock: &MockServer, token: &
         .await
         .expect("mock JSON");
     body["errcode"].as_i64().unwrap_or(0)
+}
+
+/// A token another party fetched for `appid` straight from WeChat (`cgi-bin/token`): in legacy
+/// mode it kills the one the hub serves once the overlap is over.
+pub async fn fetched_elsewhere(mock: &MockServer, appid: &str) -> String {
+    let answer: serde_json::Value = reqwest::Client::new()
+        .get(format!("{}/cgi-bin/token", mock.base_url()))
+        .query(&[
+            ("grant_type", "client_credential"),
+            ("appid", appid),
+            ("secret", &secret_of(appid)),
+        ])
+        .send()
+        .await
+        .expect("mock answers")
+        .json()
+        .await
+        .expect("mock JSON");
+    answer["access_token"]
+        .as_str()
+        .unwrap_or_else(|| panic!("a token: {answer}"))
+        .to_string()
 }
 
 /// The mock's counters.

@@ -52,35 +52,25 @@ async fn killed_by_another_party(
     old: &str,
     stable: bool,
 ) {
-    let client = reqwest::Client::new();
-    let secret = secret_of(appid);
-    let answer: serde_json::Value = if stable {
-        client
+    if stable {
+        let answer: serde_json::Value = reqwest::Client::new()
             .post(format!("{}/cgi-bin/stable_token", mock.base_url()))
             .json(&serde_json::json!({
                 "grant_type": "client_credential",
                 "appid": appid,
-                "secret": secret,
+                "secret": secret_of(appid),
                 "force_refresh": true,
             }))
             .send()
             .await
-    } else {
-        client
-            .get(format!("{}/cgi-bin/token", mock.base_url()))
-            .query(&[
-                ("grant_type", "client_credential"),
-                ("appid", appid),
-                ("secret", &secret),
-            ])
-            .send()
+            .unwrap()
+            .json()
             .await
+            .unwrap();
+        assert!(answer["access_token"].is_string(), "{answer}");
+    } else {
+        fetched_elsewhere(mock, appid).await;
     }
-    .unwrap()
-    .json()
-    .await
-    .unwrap();
-    assert!(answer["access_token"].is_string(), "{answer}");
     wait_until(Duration::from_secs(10), "the old token dies", || async {
         business_call(&hub.client, mock, old).await != 0
     })
@@ -171,15 +161,7 @@ async fn fifty_reports_of_a_live_token_are_rejected_after_one_check() {
     );
     let credential = hub.credential(&format!("access_token/{appid}")).await;
     assert_eq!(credential["rejected_reports"], 50);
-    let metrics = hub
-        .client
-        .get(hub.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = hub.metrics().await;
     assert!(
         metrics.contains("wxhub_invalidations_total{outcome=\"rejected\"} 50"),
         "{metrics}"
@@ -302,14 +284,6 @@ async fn a_report_of_a_token_younger_than_min_refresh_interval_is_throttled() {
             .is_some_and(|w| w.contains("another party may be fetching tokens")),
         "{credential}"
     );
-    let metrics = hub
-        .client
-        .get(hub.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = hub.metrics().await;
     assert!(metrics.contains("wxhub_invalidations_total{outcome=\"throttled\"} 10"));
 }

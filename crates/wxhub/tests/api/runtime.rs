@@ -73,7 +73,7 @@ async fn an_app_added_at_runtime_is_served_at_once_and_a_deleted_one_is_gone() {
     assert_eq!(listed["origin"], "runtime");
     // Per-credential series only for the configuration's credentials; runtime ones are counted in
     // the aggregates.
-    let metrics = hub.get("/metrics").await.text().await.unwrap();
+    let metrics = hub.metrics().await;
     assert!(
         metrics.contains("wxhub_token_remaining_seconds{key=\"access_token/wxfixed0000000001\"")
     );
@@ -380,20 +380,7 @@ async fn an_imported_token_is_served_unchanged_until_its_planned_refresh() {
     )
     .await;
     // Another system holds a live token, fetched straight from WeChat.
-    let live: serde_json::Value = reqwest::Client::new()
-        .get(format!("{}/cgi-bin/token", mock.base_url()))
-        .query(&[
-            ("grant_type", "client_credential"),
-            ("appid", appid),
-            ("secret", &secret_of(appid)),
-        ])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let live = live["access_token"].as_str().unwrap().to_string();
+    let live = fetched_elsewhere(&mock, appid).await;
     // Before the hub's first refresh lands, import the live token.
     mock.add_fault(FaultRule {
         path: "/cgi-bin/token".into(),
@@ -583,20 +570,7 @@ async fn a_new_legacy_app_starts_from_a_live_token_without_a_fetch() {
     let fixed = TestApp::stable("wxfixed0000000006");
     let added = "wxadded0000000006";
     let (mock, hub) = mock_and_hub(&[fixed], &[TestApp::legacy(added)], &[], |o| o).await;
-    let live: serde_json::Value = reqwest::Client::new()
-        .get(format!("{}/cgi-bin/token", mock.base_url()))
-        .query(&[
-            ("grant_type", "client_credential"),
-            ("appid", added),
-            ("secret", &secret_of(added)),
-        ])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let live = live["access_token"].as_str().unwrap().to_string();
+    let live = fetched_elsewhere(&mock, added).await;
     let path = format!("/v1/admin/apps/{added}");
     let body = json!({ "secret": secret_of(added), "mode": "legacy", "access_token": live, "expires_in": 5 });
     let put = hub.send(Method::PUT, &path, Some(body.clone())).await;
