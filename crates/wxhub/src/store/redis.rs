@@ -1303,11 +1303,11 @@ mod tests {
         let stored = CHANGE_FEED_CAPACITY + 500;
         let mut seen = listener.subscribe();
         for i in 0..stored {
-            let key = CredentialKey::access_token(&format!("wx_many_{i:05}"));
+            let key = CredentialKey::access_token(format!("wx_many_{i:05}"));
             conformance::must_apply(&writer, &key, &conformance::token(&format!("t{i}"), 1)).await;
         }
         // Every one of those writes has reached the listener before the feed is cut.
-        let last = CredentialKey::access_token(&format!("wx_many_{:05}", stored - 1));
+        let last = CredentialKey::access_token(format!("wx_many_{:05}", stored - 1));
         loop {
             match tokio::time::timeout(Duration::from_secs(10), seen.recv()).await {
                 Ok(Ok(change)) if change.key == last => break,
