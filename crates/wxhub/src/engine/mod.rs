@@ -242,10 +242,11 @@ impl Engine {
     pub fn start(&self) {
         let shared = &self.shared;
         let feed = shared.store.subscribe();
+        let resync = shared.store.subscribe_resync();
         shared.tasks.spawn(tasks::run_scheduler(shared.clone()));
         shared
             .tasks
-            .spawn(tasks::run_change_feed(shared.clone(), feed));
+            .spawn(tasks::run_change_feed(shared.clone(), feed, resync));
         shared.tasks.spawn(tasks::run_store_health(shared.clone()));
     }
 

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rand::Rng;
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, watch};
 
 use super::{random_unit, Reason, Shared};
 use crate::store::Change;
@@ -64,30 +64,60 @@ pub(super) async fn run_scheduler(shared: Arc<Shared>) {
     }
 }
 
-/// Applies other nodes' writes to this node's view as soon as they are published.
-pub(super) async fn run_change_feed(shared: Arc<Shared>, mut feed: broadcast::Receiver<Change>) {
+/// Applies other nodes' writes to this node's view as soon as they are published. When the
+/// feed may have missed some (this subscriber lagged, or the store's `resync` signal says its
+/// feed reconnected), reloads every stored credential once and applies the newer generations.
+pub(super) async fn run_change_feed(
+    shared: Arc<Shared>,
+    mut feed: broadcast::Receiver<Change>,
+    mut resync: Option<watch::Receiver<u64>>,
+) {
     loop {
         let received = tokio::select! {
             received = feed.recv() => received,
+            alive = next_resync(resync.as_mut()) => {
+                if alive {
+                    tracing::info!("store change feed reconnected; reloading every credential");
+                    reload(&shared).await;
+                } else {
+                    // The store dropped its signal: nothing more will come from it.
+                    resync = None;
+                }
+                continue;
+            }
             _ = shared.cancel.cancelled() => return,
         };
         match received {
             Ok(change) => shared.apply_change(&change.key, change.token),
             Err(broadcast::error::RecvError::Lagged(missed)) => {
                 tracing::warn!(missed, "change feed lagged; reloading every credential");
-                match shared.store.load_all().await {
-                    Ok(all) => {
-                        for (key, token) in all {
-                            shared.apply_change(&key, token);
-                        }
-                    }
-                    Err(e) => {
-                        shared.metrics.count_store_error();
-                        tracing::warn!(error = %e, "reload after lag failed");
-                    }
-                }
+                reload(&shared).await;
             }
             Err(broadcast::error::RecvError::Closed) => return,
+        }
+    }
+}
+
+/// Waits for the next resync signal; false once the store dropped it. Never returns for a store
+/// without one.
+async fn next_resync(signal: Option<&mut watch::Receiver<u64>>) -> bool {
+    match signal {
+        Some(signal) => signal.changed().await.is_ok(),
+        None => std::future::pending().await,
+    }
+}
+
+/// Reloads every stored credential and applies what is newer than this node's view.
+async fn reload(shared: &Shared) {
+    match shared.store.load_all().await {
+        Ok(all) => {
+            for (key, token) in all {
+                shared.apply_change(&key, token);
+            }
+        }
+        Err(e) => {
+            shared.metrics.count_store_error();
+            tracing::warn!(error = %e, "reloading every credential failed");
         }
     }
 }

@@ -24,7 +24,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, watch};
 
 use crate::credential::{CredentialKey, Token};
 
@@ -137,6 +137,15 @@ pub trait Store: Send + Sync + 'static {
     /// The change feed: every successful [`Store::compare_and_set`] from now on, from any node
     /// sharing this store.
     fn subscribe(&self) -> broadcast::Receiver<Change>;
+
+    /// Resync signals: the value changes whenever [`Store::subscribe`] may have missed writes
+    /// (a Redis pub/sub connection was lost and re-established), and a follower should then
+    /// reload with [`Store::load_all`] and keep what is newer. A signal rather than a replay of
+    /// every stored credential on the change feed, which at 100,000 credentials would overflow
+    /// every subscriber's buffer at once. `None` for a store whose feed cannot miss writes.
+    fn subscribe_resync(&self) -> Option<watch::Receiver<u64>> {
+        None
+    }
 
     /// Checks that the store is reachable (for `/readyz`).
     fn ping(&self) -> StoreFuture<'_, ()>;

@@ -9,6 +9,11 @@ use serde_json::{json, Value};
 use super::MAX_RESPONSE_BYTES;
 use super::{classify, transport_error, Authenticates, Fetched, Upstream, UpstreamError};
 
+/// Largest `api_get_authorizer_list` answer accepted: a page of 500 authorizers, each with its
+/// appid, refresh token and authorization time, is well above the 64 KiB that bounds every other
+/// answer; 2 MiB leaves room for refresh tokens several times longer than WeChat's today.
+const MAX_LIST_RESPONSE_BYTES: usize = 2 * 1024 * 1024;
+
 /// What `api_query_auth` returns for an authorization code.
 #[derive(Clone)]
 pub struct Authorization {
@@ -248,11 +253,12 @@ impl Upstream {
             "count": count,
         });
         let value = self
-            .component_call(
+            .component_call_bounded(
                 "api_get_authorizer_list",
                 Some(component_token),
                 body,
                 Authenticates::WithAccessToken,
+                MAX_LIST_RESPONSE_BYTES,
             )
             .await?;
         serde_json::from_value(value).map_err(|_| malformed("a readable authorizer list"))
@@ -267,6 +273,19 @@ impl Upstream {
         body: Value,
         auth: Authenticates,
     ) -> Result<Value, UpstreamError> {
+        self.component_call_bounded(endpoint, component_token, body, auth, MAX_RESPONSE_BYTES)
+            .await
+    }
+
+    /// [`Self::component_call`] for an answer of up to `max_bytes`.
+    async fn component_call_bounded(
+        &self,
+        endpoint: &'static str,
+        component_token: Option<&str>,
+        body: Value,
+        auth: Authenticates,
+        max_bytes: usize,
+    ) -> Result<Value, UpstreamError> {
         let mut request = self
             .http
             .post(format!("{}/cgi-bin/component/{endpoint}", self.api_base))
@@ -275,7 +294,7 @@ impl Upstream {
             request = request.query(&[("component_access_token", token)]);
         }
         let started = Instant::now();
-        let result = send_json(request, auth).await;
+        let result = send_json(request, auth, max_bytes).await;
         self.metrics
             .observe_upstream(endpoint, started.elapsed(), result.as_ref().err());
         result
@@ -285,6 +304,7 @@ impl Upstream {
 async fn send_json(
     request: reqwest::RequestBuilder,
     auth: Authenticates,
+    max_bytes: usize,
 ) -> Result<Value, UpstreamError> {
     let mut response = request.send().await.map_err(transport_error)?;
     let status = response.status();
@@ -293,9 +313,9 @@ async fn send_json(
     }
     let mut body = Vec::new();
     while let Some(chunk) = response.chunk().await.map_err(transport_error)? {
-        if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
+        if body.len() + chunk.len() > max_bytes {
             return Err(UpstreamError::transient(format!(
-                "response body larger than {MAX_RESPONSE_BYTES} bytes"
+                "response body larger than {max_bytes} bytes"
             )));
         }
         body.extend_from_slice(&chunk);

@@ -489,6 +489,37 @@ async fn an_acknowledged_authorizer_survives_a_restart_on_sqlite() {
 }
 
 #[tokio::test]
+async fn full_pages_of_wechats_authorizer_list_are_read() {
+    // 500 a page (WeChat's maximum) is a response body well above 64 KiB.
+    let listed = 1100;
+    let relay = Relay::start().await;
+    let mock = platform_mock(
+        &relay,
+        Duration::from_secs(60),
+        Duration::from_secs(600),
+        |c| MockConfig {
+            authorizers_per_component: listed,
+            ..c
+        },
+    )
+    .await;
+    let hub = spawn_app(&mock, platform_options(&[])).await;
+    relay.point_at(&[&hub]);
+    for n in [1, 500, 501, listed] {
+        let path = authorizer_path(
+            &wechat_mock::authorizer_appid(0, u64::from(n)),
+            "access_token",
+        );
+        wait_until(
+            Duration::from_secs(30),
+            "an authorizer of every page is served",
+            || async { hub.get(&path).await.status() == 200 },
+        )
+        .await;
+    }
+}
+
+#[tokio::test]
 async fn a_hub_on_an_empty_store_recovers_every_authorizer_from_wechats_list() {
     let relay = Relay::start().await;
     let mock = platform_mock(

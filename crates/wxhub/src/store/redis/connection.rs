@@ -8,8 +8,8 @@
 //! With Sentinel, a resolver task owns the Sentinel client. It asks the Sentinels which server
 //! is the master every [`RESOLVE_INTERVAL`] and at once whenever a command or the feed fails;
 //! when the answer changes it opens a connection to the new master, swaps it in for every later
-//! command, and tells the feed (which then subscribes on the new master and re-publishes what is
-//! stored there). Until then, operations fail with `Unavailable` and the engine keeps serving
+//! command, and tells the feed (which then subscribes on the new master and signals its followers
+//! to reload what is stored there). Until then, operations fail with `Unavailable` and the engine keeps serving
 //! what it has in memory.
 
 use std::sync::{Arc, Weak};
