@@ -298,7 +298,7 @@ impl Application {
             )));
         }
         if let Some((listener, _)) = self.events {
-            let service = api::ApiService::new(
+            let service = api::ApiService::router_only(
                 self.context.clone(),
                 api::events_router(self.context.clone(), timeout),
             );

@@ -40,17 +40,36 @@ pub type ApiBody = Either<Full<Bytes>, Body>;
 pub struct ApiService {
     context: ApiState,
     router: Router,
+    /// Whether the `/v1` token reads are answered ahead of the router. Only the consumer API's
+    /// own listener does: the gateway and the event receiver (which may face the internet) serve
+    /// their router and nothing else.
+    fast_reads: bool,
 }
 
 impl ApiService {
+    /// The consumer API: the read fast path in front of `router`.
     pub(crate) fn new(context: ApiState, router: Router) -> ApiService {
-        ApiService { context, router }
+        ApiService {
+            context,
+            router,
+            fast_reads: true,
+        }
+    }
+
+    /// Another listener's service (the gateway, the event receiver): `router` alone, served with
+    /// the same listener limits.
+    pub(crate) fn router_only(context: ApiState, router: Router) -> ApiService {
+        ApiService {
+            context,
+            router,
+            fast_reads: false,
+        }
     }
 
     /// Answers one request. A read is answered before this returns; anything else is handed to
     /// (a clone of) the router, whose answer the returned future yields.
     pub fn answer(&self, request: Request<Incoming>) -> ApiFuture {
-        if request.method() == Method::GET {
+        if self.fast_reads && request.method() == Method::GET {
             if let Some(read) = read_path(request.uri().path()) {
                 // A value between expiry and successor is waited for by the router's handler.
                 if let Some(answer) = self.read(&request, read) {

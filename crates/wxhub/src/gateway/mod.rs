@@ -64,7 +64,7 @@ pub fn service(context: ApiState, host: Host) -> ApiService {
             },
         ))
         .with_state(gateway);
-    ApiService::new(context, router)
+    ApiService::router_only(context, router)
 }
 
 /// Every request: the hub's own endpoints first, then the pass-through.

@@ -703,6 +703,17 @@ async fn the_event_listener_serves_the_receiver_and_nothing_else() {
         404,
         "the consumer API is not on the event listener"
     );
+    // Nor the read fast path: an app read is the router's plain 404 there, not the API's answer.
+    let read: serde_json::Value = client
+        .get(format!("{events}/v1/apps/wxnone/access_token"))
+        .bearer_auth(ADMIN_KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(read["error"]["code"], "not_found", "{read}");
     assert_eq!(
         client
             .get(format!("{events}/metrics"))
