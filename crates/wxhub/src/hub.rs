@@ -202,6 +202,20 @@ impl Credential {
         self.spec.load_full()
     }
 
+    /// Where its account is defined, read without taking a reference count (for walks over every
+    /// credential: readiness, metrics).
+    pub fn origin(&self) -> Origin {
+        self.spec.load().origin
+    }
+
+    /// Whether it is an access token of the configuration file renewed in stable mode (the ones
+    /// with a force budget).
+    pub fn is_configured_stable_token(&self) -> bool {
+        let spec = self.spec.load();
+        spec.origin == Origin::Config
+            && spec.source.renewal() == crate::engine::plan::Renewal::Stable
+    }
+
     /// Replaces how it is kept fresh.
     pub fn set_spec(&self, spec: CredentialSpec) {
         self.spec.store(Arc::new(spec));
@@ -504,7 +518,7 @@ impl Hub {
     /// cluster member at each expiry.
     pub fn all_usable(&self, now: Timestamp, rollover: std::time::Duration) -> bool {
         self.by_key.pin().values().all(|c| {
-            c.spec().origin != Origin::Config
+            c.origin() != Origin::Config
                 || c.slot
                     .peek()
                     .as_ref()

@@ -84,7 +84,7 @@ fn remaining_lives(context: &ApiState, out: &mut String) {
         let kind = credential.key.kind_name();
         let min = shortest.entry(kind).or_insert(remaining);
         *min = min.min(remaining);
-        if credential.spec().origin == Origin::Config {
+        if credential.origin() == Origin::Config {
             configured += 1;
             if configured <= PER_CREDENTIAL_SERIES_LIMIT {
                 let _ = writeln!(

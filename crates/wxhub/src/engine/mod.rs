@@ -571,10 +571,7 @@ impl Engine {
         let state = self.shared.lock();
         let mut budgets = Vec::new();
         for entry in state.entries.values() {
-            let spec = entry.credential.spec();
-            if spec.origin != crate::registry::Origin::Config
-                || spec.source.renewal() != plan::Renewal::Stable
-            {
+            if !entry.credential.is_configured_stable_token() {
                 continue;
             }
             if budgets.len() == limit {
@@ -606,7 +603,7 @@ fn status_of(entry: &state::Entry, now: Timestamp) -> CredentialStatus {
     CredentialStatus {
         key: key.to_string(),
         kind: key.kind_name(),
-        origin: entry.credential.spec().origin,
+        origin: entry.credential.origin(),
         state: if entry.in_flight.is_some() {
             Status::Refreshing
         } else {
