@@ -1260,7 +1260,9 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_write_missed_while_the_feed_was_down_raises_the_resync_signal() {
-        let redis = TestRedis::get();
+        // A server of its own: cutting every pub/sub connection of the shared one would cut the
+        // feeds of tests running beside this one.
+        let redis = RedisServer::start(false);
         let namespace = unique_namespace("missed");
         let listener = open(&redis.url(), &namespace).await;
         let writer = open(&redis.url(), &namespace).await;
@@ -1292,7 +1294,8 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_reconnect_with_many_stored_tokens_puts_nothing_on_the_change_feed() {
-        let redis = TestRedis::get();
+        // A server of its own, for the same reason as above.
+        let redis = RedisServer::start(false);
         let namespace = unique_namespace("many");
         let listener = open(&redis.url(), &namespace).await;
         let writer = open(&redis.url(), &namespace).await;
@@ -1338,7 +1341,8 @@ mod tests {
         assert_eq!((first.key, first.token), (after, token));
     }
 
-    /// Cuts every pub/sub connection of the Redis at `url`.
+    /// Cuts every pub/sub connection of the Redis at `url`: only for a server the calling test
+    /// owns.
     async fn kill_pubsub(url: &str) {
         let mut conn = raw(url).await;
         let _: Value = redis::cmd("CLIENT")
