@@ -5,9 +5,6 @@
 //! The instances are real `wxhub` processes, so the kill is a real `SIGKILL`. The mock's delay
 //! fault holds the holder's upstream call open long enough to kill it inside that call.
 
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use futures_util::future::join_all;
@@ -17,6 +14,7 @@ use wxhub::configuration::consumer_key_sha256;
 
 use crate::common::*;
 use crate::helpers::*;
+use crate::process::ProcessHub;
 use crate::redis_server::{unique_namespace, TestRedis};
 
 /// How long the mock holds the lease holder's upstream call open. Below the instances' upstream
@@ -27,36 +25,11 @@ const HOLD_OPEN: Duration = Duration::from_millis(1_500);
 /// another instance may take to notice.
 const WAIT_SLICE: Duration = Duration::from_secs(1);
 
-/// A `wxhub serve` child process; killed when dropped.
-struct ProcessHub {
-    /// The process, until killed.
-    child: Option<Child>,
-    /// A consumer's view of it.
-    hub: TestHub,
-    /// Its log (stderr), shown when a test fails.
-    log: PathBuf,
-}
-
-impl ProcessHub {
-    /// Writes a configuration for one legacy app on the Redis `namespace` and starts
-    /// `wxhub serve` with it.
-    fn spawn(
-        dir: &Path,
-        name: &str,
-        mock: &MockServer,
-        appid: &str,
-        url: &str,
-        namespace: &str,
-    ) -> ProcessHub {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
-        let config = format!(
-            r#"
-[server]
-listen = "127.0.0.1:{port}"
-
+/// The configuration (below `[server]`) of an instance serving one legacy app on the Redis
+/// `namespace`.
+fn legacy_app_on_redis(mock: &MockServer, appid: &str, url: &str, namespace: &str) -> String {
+    format!(
+        r#"
 [store]
 kind = "redis"
 url = "{url}"
@@ -82,62 +55,10 @@ key_sha256 = "{key}"
 apps = ["*"]
 scopes = ["read", "invalidate", "admin"]
 "#,
-            mock = mock.base_url(),
-            secret = secret_of(appid),
-            key = consumer_key_sha256(ADMIN_KEY),
-        );
-        let config_path = dir.join(format!("{name}.toml"));
-        std::fs::write(&config_path, config).expect("write config");
-        let log = dir.join(format!("{name}.log"));
-        let child = Command::new(env!("CARGO_BIN_EXE_wxhub"))
-            .arg("serve")
-            .arg("--config")
-            .arg(&config_path)
-            .env("WXHUB_LOG", "wxhub=debug")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).expect("log file"))
-            .spawn()
-            .expect("start the wxhub binary");
-        ProcessHub {
-            child: Some(child),
-            hub: TestHub::remote(format!("http://127.0.0.1:{port}")),
-            log,
-        }
-    }
-
-    /// `kill -9`.
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    /// Sends `signal` (`STOP`, `CONT`) to the process.
-    fn signal(&self, signal: &str) {
-        let pid = self.child.as_ref().expect("running").id();
-        let status = Command::new("kill")
-            .arg(format!("-{signal}"))
-            .arg(pid.to_string())
-            .status()
-            .expect("kill(1)");
-        assert!(status.success(), "kill -{signal} {pid}");
-    }
-
-    /// What it logged so far.
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for ProcessHub {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            eprintln!("---- log of {} ----\n{}", self.hub.address, self.log());
-        }
-        self.kill();
-    }
+        mock = mock.base_url(),
+        secret = secret_of(appid),
+        key = consumer_key_sha256(ADMIN_KEY),
+    )
 }
 
 /// Three process instances of one legacy app on a fresh namespace, all serving its first token,
@@ -182,10 +103,7 @@ async fn setup(appid: &'static str) -> Setup {
             ProcessHub::spawn(
                 dir.path(),
                 &format!("hub{i}"),
-                &mock,
-                appid,
-                &url,
-                &namespace,
+                &legacy_app_on_redis(&mock, appid, &url, &namespace),
             )
         })
         .collect();
@@ -341,10 +259,7 @@ async fn killing_the_lease_holder_mid_refresh_lets_another_instance_finish_it() 
     let replacement = ProcessHub::spawn(
         setup.dir.path(),
         "replacement",
-        &setup.mock,
-        setup.appid,
-        &setup.url,
-        &setup.namespace,
+        &legacy_app_on_redis(&setup.mock, setup.appid, &setup.url, &setup.namespace),
     );
     replacement.hub.wait_ready().await;
     let served = read_token(&replacement.hub, setup.appid).await;

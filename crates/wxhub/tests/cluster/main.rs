@@ -23,6 +23,8 @@ mod common;
 mod cycle;
 mod lease_holder;
 mod platform;
+mod platform_crash;
+mod process;
 mod redis_access;
 mod redis_outage;
 mod runtime;
