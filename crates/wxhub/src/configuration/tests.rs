@@ -404,6 +404,12 @@ fn store_kinds_and_their_keys() {
         "required with kind = \"redis\"",
     );
     fails_at(
+        "[store]\nkind = \"redis\"\nurl = \"redis://h\"\nnamespace = \"{hub}\"\n",
+        4,
+        "store.namespace",
+        "must not contain braces",
+    );
+    fails_at(
         "[store]\nkind = \"sqlite\"\nurl = \"redis://h\"\n",
         3,
         "store.url",

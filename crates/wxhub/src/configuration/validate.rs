@@ -548,6 +548,14 @@ impl Cx<'_> {
                         format!("{text:?} must be non-empty, without spaces"),
                     ));
                 }
+                // The namespace is written in braces as every key's Redis Cluster hash tag.
+                if text.contains(['{', '}']) {
+                    return Err(self.err(
+                        &node.place,
+                        key,
+                        format!("{text:?} must not contain braces"),
+                    ));
+                }
                 text
             }
             None => DEFAULT_REDIS_NAMESPACE,

@@ -3,8 +3,9 @@
 //! Every instance keeps its own in-memory view (the hub serves from memory, never from Redis);
 //! Redis is where they agree. The [`Store`] contract maps onto Redis like this:
 //!
-//! - **tokens** — one hash per credential, `{namespace}:token:{storage key}`, with the fields
-//!   `value`, `expires_at_ms`, `fetched_at_ms`, `generation` and `updated_at_ms`, plus a set
+//! - **tokens** — one hash per credential, `{namespace}:token:{storage key}` (the braces are
+//!   literal: the namespace is the Redis Cluster hash tag of every key, see [`layout`]), with the
+//!   fields `value`, `expires_at_ms`, `fetched_at_ms`, `generation` and `updated_at_ms`, plus a set
 //!   `{namespace}:tokens` naming every stored credential (so `load_all` never scans the keyspace).
 //!   No expiry is set on them: an authorizer refresh token must outlive any TTL.
 //! - **compare-and-set on generation** — one Lua script ([`CAS_SCRIPT`]) reads the stored
@@ -13,7 +14,7 @@
 //!   released by compare-and-delete (a script), so only its owner can release it and a dead
 //!   owner's lease runs out by itself.
 //! - **change feed** — the scripts publish every applied write on the channel
-//!   `{namespace}:changes`; a dedicated pub/sub connection, on its own task, forwards them to the
+//!   `namespace:changes`; a dedicated pub/sub connection, on its own task, forwards them to the
 //!   local broadcast feed. When that connection drops, the task reconnects with backoff and then
 //!   raises the resync signal ([`Store::subscribe_resync`]): the follower reloads every stored
 //!   credential once and keeps the newer generations, so nothing written meanwhile is missed and
@@ -44,8 +45,10 @@ use crate::configuration::RedisSettings;
 use crate::credential::{CredentialKey, Timestamp, Token};
 
 mod connection;
+mod layout;
 
 use connection::{Commands, Connector};
+use layout::Keys;
 
 /// How long one attempt to open a connection may take before it counts as failed. Redis answers
 /// a connect within milliseconds on a healthy network; waiting longer only delays the fallback to
@@ -179,53 +182,6 @@ impl Persistence {
     }
 }
 
-/// The names of everything this store touches in Redis, all under one namespace so several hubs
-/// (or test runs) can share a Redis without seeing each other.
-#[derive(Clone)]
-struct Keys {
-    /// `{namespace}:token:` — followed by a storage key, names a token hash.
-    token_prefix: String,
-    /// `{namespace}:tokens` — the set of stored storage keys.
-    index: String,
-    /// `{namespace}:lease:` — followed by a storage key, names a lease.
-    lease_prefix: String,
-    /// `{namespace}:changes` — the pub/sub channel of applied writes.
-    channel: String,
-    /// `{namespace}:accounts` — the hash of runtime account definitions by name.
-    accounts: String,
-    /// `{namespace}:accounts:changes` — the pub/sub channel of account changes.
-    accounts_channel: String,
-}
-
-impl Keys {
-    /// The names under `namespace`.
-    fn new(namespace: &str) -> Keys {
-        Keys {
-            token_prefix: format!("{namespace}:token:"),
-            index: format!("{namespace}:tokens"),
-            lease_prefix: format!("{namespace}:lease:"),
-            channel: format!("{namespace}:changes"),
-            accounts: format!("{namespace}:accounts"),
-            accounts_channel: format!("{namespace}:accounts:changes"),
-        }
-    }
-
-    /// The namespace itself (the part before the first `:` of every name).
-    fn prefix(&self) -> &str {
-        self.index.trim_end_matches(":tokens")
-    }
-
-    /// The token hash of a credential.
-    fn token(&self, storage_key: &str) -> String {
-        format!("{}{storage_key}", self.token_prefix)
-    }
-
-    /// The lease of a credential.
-    fn lease(&self, storage_key: &str) -> String {
-        format!("{}{storage_key}", self.lease_prefix)
-    }
-}
-
 /// One applied write as published on the channel. It carries the token itself, so that other
 /// instances update their view without a round trip back to Redis.
 #[derive(Serialize, Deserialize)]
@@ -312,6 +268,15 @@ impl RedisStore {
         let (connector, conn) = Connector::open(settings).await?;
 
         let keys = Keys::new(namespace);
+        let moved = layout::adopt_untagged_layout(&conn, namespace, &keys).await?;
+        if moved != layout::Moved::default() {
+            tracing::info!(
+                namespace,
+                credentials = moved.credentials,
+                accounts = moved.accounts,
+                "moved what an earlier version stored to the hash-tagged key layout"
+            );
+        }
         let (changes, _) = broadcast::channel(CHANGE_FEED_CAPACITY);
         let (accounts, _) = broadcast::channel(CHANGE_FEED_CAPACITY);
         let (resync, _) = watch::channel(0);
@@ -719,7 +684,7 @@ impl Store for RedisStore {
             let used: i64 = self
                 .scripts
                 .spend_force
-                .key(format!("{}:force:{name}:{day}", self.keys.prefix()))
+                .key(self.keys.force(name, day))
                 .arg(limit)
                 .invoke_async(&mut conn)
                 .await
@@ -1037,7 +1002,7 @@ mod test_redis;
 mod tests {
     use std::sync::Arc;
 
-    use super::test_redis::{unique_namespace, RedisServer, TestRedis};
+    use super::test_redis::{unique_namespace, RedisServer, ServerOptions, TestRedis};
     use super::*;
     use crate::store::conformance::{self, store_conformance_tests, Fixture};
 
@@ -1142,6 +1107,144 @@ mod tests {
         );
     }
 
+    /// A one-node Redis Cluster owning every slot: a script whose keys span two slots fails
+    /// there with `CROSSSLOT`, as on any Cluster.
+    async fn cluster_fixture() -> Fixture {
+        let server = RedisServer::start_with(ServerOptions {
+            args: [
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                "nodes.conf",
+            ]
+            .map(String::from)
+            .to_vec(),
+            ..ServerOptions::default()
+        });
+        let mut conn = raw(&server.url()).await;
+        let _: Value = redis::cmd("CLUSTER")
+            .arg("ADDSLOTSRANGE")
+            .arg(0)
+            .arg(16383)
+            .query_async(&mut conn)
+            .await
+            .expect("CLUSTER ADDSLOTSRANGE");
+        conformance::eventually("the one-node cluster is up", || {
+            let mut conn = conn.clone();
+            async move {
+                let info: String = redis::cmd("CLUSTER")
+                    .arg("INFO")
+                    .query_async(&mut conn)
+                    .await
+                    .unwrap_or_default();
+                info.contains("cluster_state:ok")
+            }
+        })
+        .await;
+        let store = open(&server.url(), &unique_namespace("cluster")).await;
+        Fixture::with_guard(Arc::new(store), server)
+    }
+
+    /// The whole contract again on a Redis Cluster: every script's keys share one hash slot.
+    mod on_a_cluster {
+        use super::*;
+
+        store_conformance_tests!(async cluster_fixture);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn what_an_earlier_version_stored_without_hash_tags_is_moved_at_open() {
+        let redis = TestRedis::get();
+        let namespace = unique_namespace("untagged");
+        let mut conn = raw(&redis.url()).await;
+        let old_hash = |key: &str| format!("{namespace}:token:{key}");
+        // Two credentials and an account in the old layout; an instance of this version has
+        // already written a newer generation of the second under the tagged name.
+        for (key, value, generation) in [
+            ("access_token/wx_old_a", "old-a", 3),
+            ("access_token/wx_old_b", "old-b", 2),
+        ] {
+            let _: Value = redis::cmd("HSET")
+                .arg(old_hash(key))
+                .arg("value")
+                .arg(value)
+                .arg("expires_at_ms")
+                .arg(Timestamp::now().as_millis() + 3_600_000)
+                .arg("fetched_at_ms")
+                .arg(Timestamp::now().as_millis())
+                .arg("generation")
+                .arg(generation)
+                .arg("updated_at_ms")
+                .arg(Timestamp::now().as_millis())
+                .query_async(&mut conn)
+                .await
+                .expect("HSET");
+            let _: Value = redis::cmd("SADD")
+                .arg(format!("{namespace}:tokens"))
+                .arg(key)
+                .query_async(&mut conn)
+                .await
+                .expect("SADD");
+        }
+        let _: Value = redis::cmd("HSET")
+            .arg(format!("{namespace}:accounts"))
+            .arg("app/wx_old_a")
+            .arg("{}")
+            .query_async(&mut conn)
+            .await
+            .expect("HSET accounts");
+        let _: Value = redis::cmd("HSET")
+            .arg(format!("{{{namespace}}}:token:access_token/wx_old_b"))
+            .arg("value")
+            .arg("new-b")
+            .arg("expires_at_ms")
+            .arg(Timestamp::now().as_millis() + 3_600_000)
+            .arg("fetched_at_ms")
+            .arg(Timestamp::now().as_millis())
+            .arg("generation")
+            .arg(5)
+            .arg("updated_at_ms")
+            .arg(Timestamp::now().as_millis())
+            .query_async(&mut conn)
+            .await
+            .expect("HSET newer");
+
+        let store = open(&redis.url(), &namespace).await;
+        let mut loaded: Vec<(String, String, u64)> = store
+            .load_all()
+            .await
+            .expect("load_all")
+            .into_iter()
+            .map(|(k, t)| (k.storage_key(), t.value, t.generation))
+            .collect();
+        loaded.sort();
+        assert_eq!(
+            loaded,
+            vec![
+                ("access_token/wx_old_a".into(), "old-a".into(), 3),
+                ("access_token/wx_old_b".into(), "new-b".into(), 5),
+            ],
+            "moved, and the higher generation kept"
+        );
+        assert_eq!(
+            store.load_accounts().await.expect("load_accounts"),
+            vec![("app/wx_old_a".to_string(), "{}".to_string())]
+        );
+        let left: i64 = redis::cmd("EXISTS")
+            .arg(format!("{namespace}:tokens"))
+            .arg(format!("{namespace}:accounts"))
+            .arg(old_hash("access_token/wx_old_a"))
+            .arg(old_hash("access_token/wx_old_b"))
+            .query_async(&mut conn)
+            .await
+            .expect("EXISTS");
+        assert_eq!(left, 0, "nothing is left under the untagged names");
+        // A second open finds nothing to move and changes nothing.
+        drop(store);
+        let again = open(&redis.url(), &namespace).await;
+        assert_eq!(again.load_all().await.expect("load_all").len(), 2);
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn keys_are_prefixed_and_the_lease_is_a_set_with_an_expiry() {
         let redis = TestRedis::get();
@@ -1156,13 +1259,13 @@ mod tests {
 
         let mut conn = raw(&redis.url()).await;
         let generation: String = redis::cmd("HGET")
-            .arg(format!("{namespace}:token:access_token/wx_layout"))
+            .arg(format!("{{{namespace}}}:token:access_token/wx_layout"))
             .arg("generation")
             .query_async(&mut conn)
             .await
             .expect("HGET");
         assert_eq!(generation, "1");
-        let lease = format!("{namespace}:lease:access_token/wx_layout");
+        let lease = format!("{{{namespace}}}:lease:access_token/wx_layout");
         let owner: String = redis::cmd("GET")
             .arg(&lease)
             .query_async(&mut conn)
@@ -1176,7 +1279,7 @@ mod tests {
             .expect("PTTL");
         assert!((25_000..=30_000).contains(&ttl_ms), "lease PTTL {ttl_ms}");
         let ttl: i64 = redis::cmd("TTL")
-            .arg(format!("{namespace}:token:access_token/wx_layout"))
+            .arg(format!("{{{namespace}}}:token:access_token/wx_layout"))
             .query_async(&mut conn)
             .await
             .expect("TTL");
@@ -1193,7 +1296,7 @@ mod tests {
         conformance::must_apply(&store, &good_key, &good).await;
 
         let mut conn = raw(&redis.url()).await;
-        let bad = format!("{namespace}:token:access_token/wx_bad");
+        let bad = format!("{{{namespace}}}:token:access_token/wx_bad");
         let _: Value = redis::cmd("HSET")
             .arg(&bad)
             .arg("value")
@@ -1208,7 +1311,7 @@ mod tests {
             .await
             .expect("HSET");
         let _: Value = redis::cmd("SADD")
-            .arg(format!("{namespace}:tokens"))
+            .arg(format!("{{{namespace}}}:tokens"))
             .arg("access_token/wx_bad")
             .arg("nonsense/wx_x")
             .query_async(&mut conn)

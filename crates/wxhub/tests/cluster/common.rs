@@ -277,7 +277,7 @@ pub async fn raw_redis(url: &str) -> redis::aio::MultiplexedConnection {
 pub async fn lease_owner(url: &str, namespace: &str, storage_key: &str) -> Option<String> {
     let mut conn = raw_redis(url).await;
     redis::cmd("GET")
-        .arg(format!("{namespace}:lease:{storage_key}"))
+        .arg(format!("{{{namespace}}}:lease:{storage_key}"))
         .query_async(&mut conn)
         .await
         .expect("GET lease")
@@ -287,7 +287,7 @@ pub async fn lease_owner(url: &str, namespace: &str, storage_key: &str) -> Optio
 pub async fn stored(url: &str, namespace: &str, storage_key: &str) -> Option<(u64, String)> {
     let mut conn = raw_redis(url).await;
     let (generation, value): (Option<u64>, Option<String>) = redis::cmd("HMGET")
-        .arg(format!("{namespace}:token:{storage_key}"))
+        .arg(format!("{{{namespace}}}:token:{storage_key}"))
         .arg("generation")
         .arg("value")
         .query_async(&mut conn)
