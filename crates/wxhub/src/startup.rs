@@ -132,6 +132,7 @@ impl Application {
             &settings.wechat.api_base,
             &settings.wechat.work_api_base,
             settings.wechat.timeout,
+            settings.refresh.concurrency,
             metrics.clone(),
         )?;
         let platform_upstream = upstream.clone();

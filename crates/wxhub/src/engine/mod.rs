@@ -4,8 +4,9 @@
 //! Shape (after `tokio-rs/mini-redis`'s `db.rs`): one [`Shared`] behind an `Arc`, whose mutable part
 //! ([`state::State`]) sits under a std `Mutex` held only for short, non-async sections. One
 //! background task, the scheduler, pops due keys from a `BTreeMap` of deadlines and is woken by a
-//! `Notify` whenever the earliest deadline may have changed. It only starts a refresh when a worker
-//! permit is free, so upstream calls in flight never exceed `[refresh] concurrency`.
+//! `Notify` whenever the earliest deadline may have changed. It only starts a refresh when a job
+//! slot is free; the upstream client admits at most `[refresh] concurrency` calls at once,
+//! whoever makes them.
 //!
 //! The parts, one concern each:
 //! - [`state`] — per-credential state, the deadline queue and the rules that change them (pure);
@@ -54,6 +55,12 @@ use state::{LastError, ReportDecision, State, Status, Verdict};
 
 /// Daily budget of `stable_token` force refreshes per appid (docs/wechat.md#stable_token).
 const FORCE_REFRESH_DAILY_LIMIT: u32 = 20;
+
+/// Scheduled jobs per upstream call slot. A job spends part of its time on the store (taking the
+/// lease, re-reading, writing durably, releasing); with one job per slot the slots sit idle
+/// meanwhile, and a bulk refresh (a cold start, an authorizer recovery) runs well below the rate
+/// the concurrency allows. Two keeps a second job ready for each slot.
+const JOB_SLOTS_PER_CALL: usize = 2;
 /// A token with less life than this left is not handed to a dependent fetch (a ticket fetch):
 /// it could die on the way.
 const DEPENDENCY_MIN_LIFE: Duration = Duration::from_secs(1);
@@ -164,7 +171,10 @@ struct Shared {
     state: Mutex<State>,
     /// Wakes the scheduler when the earliest deadline may have moved.
     scheduler_wakeup: Notify,
-    /// Refresh worker permits: the scheduler starts a job only with one in hand.
+    /// Scheduled-job slots: the scheduler starts a job only with one in hand. Twice the upstream
+    /// concurrency, so that while `concurrency` jobs wait on WeChat as many more do their store
+    /// work (lease, re-read, durable write); the upstream client itself keeps the calls in flight
+    /// within `[refresh] concurrency` (see [`JOB_SLOTS_PER_CALL`]).
     workers: Arc<Semaphore>,
     /// Where tokens are persisted and leases taken.
     store: Arc<dyn Store>,
@@ -223,7 +233,9 @@ impl Engine {
             shared: Arc::new(Shared {
                 state: Mutex::new(State::default()),
                 scheduler_wakeup: Notify::new(),
-                workers: Arc::new(Semaphore::new(settings.refresh.concurrency.max(1))),
+                workers: Arc::new(Semaphore::new(
+                    settings.refresh.concurrency.max(1) * JOB_SLOTS_PER_CALL,
+                )),
                 store,
                 upstream,
                 lease_ttl: settings.wechat.timeout + Duration::from_secs(2),

@@ -293,6 +293,7 @@ impl Upstream {
         if let Some(token) = component_token {
             request = request.query(&[("component_access_token", token)]);
         }
+        let _slot = self.call_slot().await?;
         let started = Instant::now();
         let result = send_json(request, auth, max_bytes).await;
         self.metrics

@@ -19,6 +19,7 @@ mod component;
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
+use tokio::sync::{Semaphore, SemaphorePermit};
 
 use crate::credential::{CorpTicketKind, TicketKind};
 use crate::metrics::Metrics;
@@ -165,14 +166,20 @@ pub struct Upstream {
     work_api_base: String,
     /// Where upstream latency and errcodes are counted.
     metrics: Arc<Metrics>,
+    /// One permit per call in flight, `[refresh] concurrency` of them: however many refresh jobs
+    /// run, and whatever else asks (recovery's list pages, verifications, pushes asked for),
+    /// WeChat never sees more calls at once from this instance.
+    calls: Arc<Semaphore>,
 }
 
 impl Upstream {
-    /// A client for the given base URLs, each call bounded by `timeout`.
+    /// A client for the given base URLs, each call bounded by `timeout`, at most `concurrency`
+    /// calls at once.
     pub fn new(
         api_base: &str,
         work_api_base: &str,
         timeout: Duration,
+        concurrency: usize,
         metrics: Arc<Metrics>,
     ) -> Result<Upstream, UpstreamError> {
         let http = reqwest::Client::builder()
@@ -188,7 +195,16 @@ impl Upstream {
             api_base: api_base.trim_end_matches('/').to_string(),
             work_api_base: work_api_base.trim_end_matches('/').to_string(),
             metrics,
+            calls: Arc::new(Semaphore::new(concurrency.max(1))),
         })
+    }
+
+    /// Waits for a free call slot; held for the whole exchange (response body included).
+    async fn call_slot(&self) -> Result<SemaphorePermit<'_>, UpstreamError> {
+        self.calls
+            .acquire()
+            .await
+            .map_err(|_| UpstreamError::transient("the WeChat client is shut down"))
     }
 
     /// `GET /cgi-bin/token`: a new access token; the previous one dies after WeChat's overlap.
@@ -297,6 +313,7 @@ impl Upstream {
             .http
             .get(format!("{base}/cgi-bin/get_api_domain_ip"))
             .query(&[("access_token", access_token)]);
+        let _slot = self.call_slot().await?;
         let started = Instant::now();
         let result = match fetch_body(request).await {
             Ok(body) => parse_status(&body),
@@ -318,6 +335,7 @@ impl Upstream {
         request: reqwest::RequestBuilder,
         auth: Authenticates,
     ) -> Result<Fetched, UpstreamError> {
+        let _slot = self.call_slot().await?;
         let started = Instant::now();
         let result = send(request, auth).await;
         self.metrics
