@@ -8,7 +8,8 @@
 //! - [`heal`] — a call refused for a dead hub-served token: one refresh, one replay;
 //! - [`secret`] — the AppSecret put in place of a consumer key on the calls that carry it;
 //! - [`call`] — the token-less calls of the main API (`/v1/…/wechat/…`);
-//! - [`reply`] — WeChat's answer shapes; [`query`] — query strings.
+//! - [`reply`] — WeChat's answer shapes; [`query`] — query strings;
+//! - [`transport`] — the HTTP client that reaches WeChat.
 //!
 //! A call with `access_token=T` goes to WeChat only if T is a token the hub serves (the current
 //! one, or the previous one within WeChat's overlap); otherwise it is refused with 40014, as
@@ -21,6 +22,7 @@ pub mod query;
 pub mod reply;
 pub mod secret;
 pub mod token;
+pub mod transport;
 
 use std::sync::Arc;
 

@@ -6,10 +6,9 @@
 //! token if WeChat refuses the first one (see [`super::heal`]). Answers are streamed too; only a
 //! small JSON answer to such a call is read whole, to see its `errcode`.
 
-use std::time::Duration;
-
 use axum::body::Body;
-use axum::http::{header, HeaderMap, HeaderName, Method, StatusCode};
+use axum::http::uri::{Authority, PathAndQuery, Scheme};
+use axum::http::{header, HeaderMap, HeaderName, Method, Request, StatusCode, Uri};
 use axum::response::Response;
 use bytes::{Bytes, BytesMut};
 use futures_util::stream::{self, StreamExt};
@@ -17,6 +16,7 @@ use http_body_util::{BodyExt, Limited};
 use serde::Deserialize;
 
 use super::reply::{self, code, Host};
+use super::transport::{Failure, Payload, Transport};
 use crate::configuration::Settings;
 
 /// The largest answer read whole to look for a dead-token `errcode`; WeChat's JSON answers to
@@ -24,7 +24,7 @@ use crate::configuration::Settings;
 const PEEK_LIMIT: usize = 64 * 1024;
 
 /// Headers that belong to one connection, not to the request (RFC 9110 §7.6.1), plus `Host` (the
-/// client names the gateway; reqwest names WeChat).
+/// client names the gateway; the client that forwards names WeChat).
 const HOP_BY_HOP: [HeaderName; 9] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
@@ -48,7 +48,7 @@ pub enum ForwardError {
     Unreadable,
     /// WeChat did not answer (connection, timeout).
     #[error("WeChat unreachable: {0}")]
-    Upstream(String),
+    Upstream(Failure),
 }
 
 impl ForwardError {
@@ -103,15 +103,61 @@ impl Outgoing {
     }
 }
 
+/// A WeChat base URL, split once so that each call only adds its path and query.
+struct Base {
+    /// `http` or `https`.
+    scheme: Scheme,
+    /// Host and port.
+    authority: Authority,
+    /// A path the base URL carries before WeChat's paths (usually empty).
+    prefix: String,
+}
+
+impl Base {
+    /// `base` split, or `None` if it is not an absolute `http(s)` URL (every call then fails as
+    /// WeChat unreachable, and names nothing).
+    fn parse(base: &str) -> Option<Base> {
+        let parts = base.parse::<Uri>().ok()?.into_parts();
+        Some(Base {
+            scheme: parts.scheme?,
+            authority: parts.authority?,
+            prefix: parts
+                .path_and_query
+                .map(|pq| pq.path().to_string())
+                .filter(|p| p != "/" || base.ends_with('/'))
+                .unwrap_or_default(),
+        })
+    }
+
+    /// The URL of `path?query` on this base.
+    fn uri(&self, path: &str, query: Option<&str>) -> Option<Uri> {
+        let query = query.filter(|q| !q.is_empty());
+        let mut target = String::with_capacity(
+            self.prefix.len() + path.len() + query.map_or(0, |q| q.len() + 1),
+        );
+        target.push_str(&self.prefix);
+        target.push_str(path);
+        if let Some(query) = query {
+            target.push('?');
+            target.push_str(query);
+        }
+        let mut parts = axum::http::uri::Parts::default();
+        parts.scheme = Some(self.scheme.clone());
+        parts.authority = Some(self.authority.clone());
+        parts.path_and_query = Some(PathAndQuery::from_maybe_shared(target).ok()?);
+        Uri::from_parts(parts).ok()
+    }
+}
+
 /// The client that talks to WeChat for the gateway and the token-less calls.
 pub struct Forwarder {
     /// Same TLS stack as the engine's client; never follows redirects (a redirect could carry a
     /// substituted AppSecret to another origin).
-    client: reqwest::Client,
+    transport: Transport,
     /// `[wechat] api_base`.
-    api_base: String,
+    api_base: Option<Base>,
     /// `[wechat] work_api_base`.
-    work_api_base: String,
+    work_api_base: Option<Base>,
     /// `[gateway] max_body`.
     max_body: usize,
 }
@@ -119,17 +165,12 @@ pub struct Forwarder {
 impl Forwarder {
     /// A forwarder for `settings`' WeChat and gateway sections.
     pub fn new(settings: &Settings) -> Result<Forwarder, reqwest::Error> {
-        let timeout = settings.wechat.timeout;
-        let client = reqwest::Client::builder()
-            .connect_timeout(timeout)
-            // Between two reads, not the whole exchange: a large download may take longer.
-            .read_timeout(timeout.max(Duration::from_secs(1)))
-            .redirect(reqwest::redirect::Policy::none())
-            .build()?;
+        let wechat = &settings.wechat;
+        let transport = Transport::new(&[&wechat.api_base, &wechat.work_api_base], wechat.timeout)?;
         Ok(Forwarder {
-            client,
-            api_base: settings.wechat.api_base.clone(),
-            work_api_base: settings.wechat.work_api_base.clone(),
+            transport,
+            api_base: Base::parse(&wechat.api_base),
+            work_api_base: Base::parse(&wechat.work_api_base),
             max_body: settings.gateway.max_body,
         })
     }
@@ -156,10 +197,8 @@ impl Forwarder {
         if declared_length(&outgoing.headers).is_some_and(|n| n > self.max_body as u64) {
             return Err(ForwardError::TooLarge);
         }
-        let limited = Limited::new(body, self.max_body).into_data_stream();
-        let answer = self
-            .send(outgoing, reqwest::Body::wrap_stream(limited), true)
-            .await?;
+        let limited = Body::new(Limited::new(body, self.max_body));
+        let answer = self.send(outgoing, Payload::Streamed(limited)).await?;
         Ok(streamed(answer))
     }
 
@@ -168,53 +207,33 @@ impl Forwarder {
         &self,
         outgoing: &Outgoing,
         body: Bytes,
-    ) -> Result<reqwest::Response, ForwardError> {
-        self.send(outgoing, reqwest::Body::from(body), false).await
+    ) -> Result<Response, ForwardError> {
+        self.send(outgoing, Payload::Held(body)).await
     }
 
-    async fn send(
-        &self,
-        outgoing: &Outgoing,
-        body: reqwest::Body,
-        keep_length: bool,
-    ) -> Result<reqwest::Response, ForwardError> {
+    async fn send(&self, outgoing: &Outgoing, payload: Payload) -> Result<Response, ForwardError> {
         let base = match outgoing.host {
             Host::Official => &self.api_base,
             Host::Work => &self.work_api_base,
         };
-        let mut url = format!("{base}{}", outgoing.path);
-        if let Some(query) = outgoing.query.as_deref().filter(|q| !q.is_empty()) {
-            url.push('?');
-            url.push_str(query);
+        let uri = base
+            .as_ref()
+            .and_then(|base| base.uri(&outgoing.path, outgoing.query.as_deref()))
+            .ok_or(ForwardError::Upstream("request failed"))?;
+        let mut request = Request::new(());
+        *request.method_mut() = outgoing.method.clone();
+        *request.uri_mut() = uri;
+        *request.headers_mut() = outgoing.headers.clone();
+        if let Payload::Held(_) = payload {
+            // Set again from the bytes sent.
+            request.headers_mut().remove(header::CONTENT_LENGTH);
         }
-        let mut headers = outgoing.headers.clone();
-        if !keep_length {
-            // reqwest sets it from the bytes it sends.
-            headers.remove(header::CONTENT_LENGTH);
-        }
-        self.client
-            .request(outgoing.method.clone(), url)
-            .headers(headers)
-            .body(body)
-            .send()
+        // The URL may carry a token or secret: the failure is named without it.
+        self.transport
+            .send(request, payload)
             .await
-            // The URL may carry a token or secret: name the failure without it.
-            .map_err(|e| ForwardError::Upstream(describe(&e)))
+            .map_err(ForwardError::Upstream)
     }
-}
-
-/// What went wrong, without the URL.
-fn describe(error: &reqwest::Error) -> String {
-    let kind = if error.is_timeout() {
-        "timed out"
-    } else if error.is_connect() {
-        "connection failed"
-    } else if error.is_body() {
-        "body failed"
-    } else {
-        "request failed"
-    };
-    kind.to_string()
 }
 
 /// The `Content-Length` a client declared, if any.
@@ -251,10 +270,9 @@ fn respond(status: StatusCode, mut headers: HeaderMap, body: Body) -> Response {
 }
 
 /// WeChat's answer, streamed to the client as it arrives.
-pub fn streamed(answer: reqwest::Response) -> Response {
-    let status = answer.status();
-    let headers = answer.headers().clone();
-    respond(status, headers, Body::from_stream(answer.bytes_stream()))
+pub fn streamed(answer: Response) -> Response {
+    let (parts, body) = answer.into_parts();
+    respond(parts.status, parts.headers, body)
 }
 
 /// An answer read far enough to know whether WeChat refused the token.
@@ -266,9 +284,9 @@ pub struct Inspected {
 }
 
 /// Reads a small JSON answer whole to find its `errcode`; anything else streams on untouched.
-pub async fn inspect(mut answer: reqwest::Response) -> Inspected {
-    let status = answer.status();
-    let headers = answer.headers().clone();
+pub async fn inspect(answer: Response) -> Inspected {
+    let (parts, mut body) = answer.into_parts();
+    let (status, headers) = (parts.status, parts.headers);
     let json_like = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -276,36 +294,50 @@ pub async fn inspect(mut answer: reqwest::Response) -> Inspected {
     let small = declared_length(&headers).is_none_or(|n| n <= PEEK_LIMIT as u64);
     if !json_like || !small {
         return Inspected {
-            response: streamed(answer),
+            response: respond(status, headers, body),
             errcode: None,
         };
     }
+    // The answer so far while it is one piece (most answers are): kept without a copy.
+    let mut only: Option<Bytes> = None;
+    // The answer so far once it is several pieces.
     let mut held = BytesMut::new();
     loop {
-        match answer.chunk().await {
-            Ok(Some(chunk)) => {
-                held.extend_from_slice(&chunk);
-                if held.len() > PEEK_LIMIT {
+        match body.frame().await {
+            Some(Ok(frame)) => {
+                let Ok(chunk) = frame.into_data() else {
+                    continue; // trailers: nothing an errcode could be in
+                };
+                if only.is_none() && held.is_empty() {
+                    only = Some(chunk);
+                } else {
+                    if let Some(first) = only.take() {
+                        held.extend_from_slice(&first);
+                    }
+                    held.extend_from_slice(&chunk);
+                }
+                if only.as_ref().map_or(held.len(), Bytes::len) > PEEK_LIMIT {
                     // Larger than any errcode answer: hand on what was read and the rest.
-                    let head = stream::once(async move { Ok::<_, reqwest::Error>(held.freeze()) });
-                    let body = Body::from_stream(head.chain(answer.bytes_stream()));
+                    let read = only.take().unwrap_or_else(|| held.split().freeze());
+                    let head = stream::once(async move { Ok::<_, axum::Error>(read) });
+                    let body = Body::from_stream(head.chain(body.into_data_stream()));
                     return Inspected {
                         response: respond(status, headers, body),
                         errcode: None,
                     };
                 }
             }
-            Ok(None) => break,
-            Err(e) => {
-                tracing::debug!(error = %describe(&e), "WeChat's answer broke off");
+            None => break,
+            Some(Err(e)) => {
+                tracing::debug!(error = %e, "WeChat's answer broke off");
                 return Inspected {
-                    response: ForwardError::Upstream(describe(&e)).response(Host::Official),
+                    response: ForwardError::Upstream("body failed").response(Host::Official),
                     errcode: None,
                 };
             }
         }
     }
-    let held = held.freeze();
+    let held = only.unwrap_or_else(|| held.freeze());
     let errcode = errcode_of(&held);
     Inspected {
         response: respond(status, headers, Body::from(held)),
@@ -347,6 +379,39 @@ mod tests {
         strip_hop_by_hop(&mut headers);
         assert_eq!(headers.len(), 1);
         assert!(headers.contains_key(header::CONTENT_TYPE));
+    }
+
+    #[test]
+    fn builds_wechat_urls_as_the_base_and_the_client_spell_them() {
+        let url = |base: &str, path: &str, query: Option<&str>| {
+            Base::parse(base)
+                .and_then(|b| b.uri(path, query))
+                .map(|u| u.to_string())
+        };
+        assert_eq!(
+            url(
+                "https://api.weixin.qq.com",
+                "/cgi-bin/x",
+                Some("a=%7E1&b=c")
+            )
+            .as_deref(),
+            Some("https://api.weixin.qq.com/cgi-bin/x?a=%7E1&b=c")
+        );
+        assert_eq!(
+            url("http://127.0.0.1:9", "/cgi-bin/x", Some("")).as_deref(),
+            Some("http://127.0.0.1:9/cgi-bin/x")
+        );
+        assert_eq!(
+            url("http://127.0.0.1:9/prefix", "/cgi-bin/x", None).as_deref(),
+            Some("http://127.0.0.1:9/prefix/cgi-bin/x")
+        );
+        // A trailing slash stays, as it did when the URL was the two strings joined.
+        assert_eq!(
+            url("http://127.0.0.1:9/", "/cgi-bin/x", None).as_deref(),
+            Some("http://127.0.0.1:9//cgi-bin/x")
+        );
+        assert!(Base::parse("not a url").is_none());
+        assert!(Base::parse("/relative").is_none());
     }
 
     #[test]

@@ -9,6 +9,7 @@ mod corps;
 mod demo;
 mod faults;
 mod gateway;
+mod gateway_upstream;
 mod hardening;
 mod invalidation;
 mod platform;
