@@ -203,7 +203,7 @@ impl Control {
             }
             diff.extend(self.registry.upsert(spec, Origin::Runtime));
         }
-        self.engine.apply(diff, &stored).await;
+        self.engine.apply(diff, stored).await;
         Ok(())
     }
 
@@ -343,7 +343,7 @@ impl Control {
         }
         self.store.remove_account(&id.storage_name()).await?;
         if let Some(diff) = self.registry.remove(id) {
-            self.engine.apply(diff, &BTreeMap::new()).await;
+            self.engine.apply(diff, BTreeMap::new()).await;
         }
         tracing::info!(account = %id, "runtime account removed");
         Ok(())
@@ -412,7 +412,7 @@ impl Control {
                 stored.insert(credential.key.clone(), token);
             }
         }
-        self.engine.apply(diff, &stored).await;
+        self.engine.apply(diff, stored).await;
     }
 
     /// Another instance stored a runtime account.
@@ -445,7 +445,7 @@ impl Control {
         }
         if let Some(diff) = self.registry.remove(&id) {
             // The removing instance deleted the tokens; only stop here.
-            self.engine.apply(diff, &BTreeMap::new()).await;
+            self.engine.apply(diff, BTreeMap::new()).await;
         }
     }
 

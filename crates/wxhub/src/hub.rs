@@ -90,8 +90,10 @@ impl Served {
             generation: token.generation,
             expires_at: token.expires_at,
             serve_until: serve_until.min(token.expires_at),
-            body_prefix: Bytes::from(body_prefix),
-            body_suffix: Bytes::from(body_suffix),
+            // Exact-size copies: `format!` leaves up to twice the length reserved, and one
+            // rendered token per credential is kept for its whole life.
+            body_prefix: Bytes::copy_from_slice(body_prefix.as_bytes()),
+            body_suffix: Bytes::copy_from_slice(body_suffix.as_bytes()),
             previous: None,
             published_at: Timestamp(0),
         }
@@ -168,10 +170,13 @@ pub struct Credential {
     spec: ArcSwap<CredentialSpec>,
     /// Set once it has been removed: a refresh still running for it must not write back.
     retired: AtomicBool,
-    /// Woken whenever what is served changes: a read that lands between an expired value and
-    /// its successor waits on it (docs/architecture.md#rollover).
-    served_changed: tokio::sync::Notify,
 }
+
+/// Woken whenever what any credential serves changes: a read that lands between an expired value
+/// and its successor waits on it (docs/architecture.md#rollover), then checks its own slot again.
+/// One for the process rather than one per credential: such waits are rare and short, and at
+/// 100,000 authorizers a `Notify` each would cost megabytes.
+static SERVED_CHANGED: tokio::sync::Notify = tokio::sync::Notify::const_new();
 
 impl Credential {
     /// A new handle with nothing served yet.
@@ -182,19 +187,19 @@ impl Credential {
             slot: Slot::default(),
             spec: ArcSwap::from_pointee(spec),
             retired: AtomicBool::new(false),
-            served_changed: tokio::sync::Notify::new(),
         }
     }
 
     /// Serves `served` from now on and wakes every read waiting for a new value.
     pub fn serve(&self, served: Arc<Served>) {
         self.slot.store(served);
-        self.served_changed.notify_waiters();
+        SERVED_CHANGED.notify_waiters();
     }
 
-    /// Waits until what is served changes (register before checking, see `Notify::notified`).
-    pub fn served_changed(&self) -> tokio::sync::futures::Notified<'_> {
-        self.served_changed.notified()
+    /// Waits until what is served changes, for this or another credential: check the slot again
+    /// after it (register before checking, see `Notify::notified`).
+    pub fn served_changed(&self) -> tokio::sync::futures::Notified<'static> {
+        SERVED_CHANGED.notified()
     }
 
     /// How it is kept fresh now.
@@ -310,6 +315,32 @@ impl papaya::Equivalent<CorpAgent> for CorpRef<'_> {
     }
 }
 
+/// A credential as the key of [`Hub`]'s `by_key` index: hashed and compared by its
+/// [`CredentialKey`], which it lends for lookups, so the index holds no copy of the key (at
+/// 100,000 authorizers, 200,000 copies of two appids each).
+struct ByKey(Arc<Credential>);
+
+impl std::borrow::Borrow<CredentialKey> for ByKey {
+    fn borrow(&self) -> &CredentialKey {
+        &self.0.key
+    }
+}
+
+impl std::hash::Hash for ByKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        // Must hash as the borrowed key does, so that lookups by `&CredentialKey` find it.
+        self.0.key.hash(state);
+    }
+}
+
+impl PartialEq for ByKey {
+    fn eq(&self, other: &ByKey) -> bool {
+        self.0.key == other.0.key
+    }
+}
+
+impl Eq for ByKey {}
+
 /// The read-side index of every credential.
 pub struct Hub {
     /// Official accounts and mini programs by appid.
@@ -317,7 +348,7 @@ pub struct Hub {
     /// Work WeChat apps by (corpid, agentid).
     corps: papaya::HashMap<CorpAgent, Arc<AccountEntry>>,
     /// Every credential by key, for the paths that start from a key (startup, the change feed).
-    by_key: papaya::HashMap<CredentialKey, Arc<Credential>>,
+    by_key: papaya::HashMap<ByKey, Arc<Credential>>,
     /// Third-party platforms by component appid.
     components: papaya::HashMap<Box<str>, Arc<AccountEntry>>,
     /// Authorizers by (component appid, authorizer appid).
@@ -530,12 +561,11 @@ impl Hub {
     pub(crate) fn put_account(&self, account: Account<'_>, entry: AccountEntry) {
         {
             let by_key = self.by_key.pin();
-            by_key.insert(entry.access_token.key.clone(), entry.access_token.clone());
-            for (_, ticket) in &entry.tickets {
-                by_key.insert(ticket.key.clone(), ticket.clone());
-            }
-            for other in &entry.others {
-                by_key.insert(other.key.clone(), other.clone());
+            for credential in std::iter::once(&entry.access_token)
+                .chain(entry.tickets.iter().map(|(_, ticket)| ticket))
+                .chain(&entry.others)
+            {
+                by_key.insert(ByKey(credential.clone()), credential.clone());
             }
         }
         let entry = Arc::new(entry);

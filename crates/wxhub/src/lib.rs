@@ -30,6 +30,7 @@ pub mod gateway;
 pub mod history;
 pub mod hub;
 pub mod jssdk;
+pub mod memory;
 pub mod metrics;
 pub mod platform;
 pub mod registry;

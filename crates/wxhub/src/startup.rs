@@ -193,6 +193,8 @@ impl Application {
         let forwarder = Arc::new(Forwarder::new(&settings)?);
         let account_feed = store.subscribe_accounts();
         control.start().await?;
+        // What loading the store copied is freed now; without this the process keeps its peak.
+        crate::memory::release_freed();
         engine.start();
         let cancel = CancellationToken::new();
         tokio::spawn(

@@ -44,7 +44,7 @@ use crate::credential::{CredentialKey, Timestamp, Token};
 use crate::history::HistoryPoint;
 use crate::hub::{Credential, CredentialId, Hub, Served};
 use crate::metrics::{InvalidationOutcome, Metrics};
-use crate::registry::Diff;
+use crate::registry::{Diff, Source};
 use crate::store::{CasOutcome, Store, StoreError};
 use crate::upstream::Upstream;
 use crate::upstream::UpstreamError;
@@ -265,16 +265,17 @@ impl Engine {
     /// Applies a registry change: starts the added credentials (serving what `stored` holds for
     /// them if it is still valid, else refreshing them at once), re-plans the changed ones, stops
     /// the removed ones and deletes their stored tokens.
-    pub async fn apply(&self, diff: Diff, stored: &BTreeMap<CredentialKey, Token>) {
+    pub async fn apply(&self, diff: Diff, mut stored: BTreeMap<CredentialKey, Token>) {
         let shared = &self.shared;
         let now = shared.clock.now();
         {
             let mut state = shared.lock();
+            state.entries.reserve(diff.added.len());
             for credential in &diff.added {
                 state.insert(credential.clone());
+                // Moved, not copied: at startup `stored` holds every token in the store.
                 match stored
-                    .get(&credential.key)
-                    .cloned()
+                    .remove(&credential.key)
                     .filter(|t| t.is_valid_at(now.plus(DEPENDENCY_MIN_LIFE)))
                 {
                     Some(token) => shared.adopt(&mut state, credential.id, token, now),
@@ -625,7 +626,7 @@ fn status_of(entry: &state::Entry, now: Timestamp) -> CredentialStatus {
         expires_at: entry.token.as_ref().map(|t| t.expires_at.to_rfc3339()),
         next_refresh: entry.next_refresh.map(Timestamp::to_rfc3339),
         attempts: entry.attempts,
-        last_error: entry.last_error.clone(),
+        last_error: entry.last_error.as_deref().cloned(),
         warning: entry.warning.clone(),
         force_refreshes_today: if entry.force_day == today {
             entry.force_used
@@ -817,7 +818,7 @@ impl Shared {
             if entry
                 .confirmed_alive
                 .as_ref()
-                .is_some_and(|(value, at)| value == reported && now.since(*at) < ALIVE_REUSE)
+                .is_some_and(|alive| alive.0 == reported && now.since(alive.1) < ALIVE_REUSE)
             {
                 entry.rejected_reports += 1;
                 return Some(Verdict::Alive);
@@ -877,7 +878,7 @@ impl Shared {
         if let Some(entry) = self.lock().entries.get_mut(&credential.id) {
             entry.verifying = None;
             if verdict == Verdict::Alive {
-                entry.confirmed_alive = Some((value, self.clock.now()));
+                entry.confirmed_alive = Some(Box::new((value, self.clock.now())));
             }
         }
         let _ = sender.send(Some(verdict));
@@ -891,6 +892,10 @@ impl Shared {
 fn serve(hub: &Hub, credential: &Arc<Credential>, token: &Token, next: Timestamp) {
     let spec = credential.spec();
     let serve_until = spec.plan.serve_until(spec.source.renewal(), token, next);
+    if spec.source == Source::AuthorizerRefreshToken {
+        // Never handed to anyone: the engine's state is its only copy in memory.
+        return;
+    }
     hub.publish(
         credential,
         Served::new(spec.source.field(), token, serve_until),

@@ -216,11 +216,15 @@ impl Shared {
         if let Some(stored) = self.store.get(key).await? {
             return Ok(Some(stored.value));
         }
-        Ok(self
-            .hub
-            .by_key(key)
-            .and_then(|c| c.slot.load())
-            .map(|s| s.value.to_string()))
+        let Some(credential) = self.hub.by_key(key) else {
+            return Ok(None);
+        };
+        let state = self.lock();
+        Ok(state
+            .entries
+            .get(&credential.id)
+            .and_then(|e| e.token.as_ref())
+            .map(|t| t.value.clone()))
     }
 
     /// Reads the authorizer's current refresh token back from WeChat (`api_get_authorizer_info`)

@@ -72,8 +72,9 @@ pub struct Entry {
     pub next_refresh: Option<Timestamp>,
     /// Consecutive failures, for backoff.
     pub attempts: u32,
-    /// The last failure.
-    pub last_error: Option<LastError>,
+    /// The last failure. Boxed, like the other fields most credentials never use: with 100,000
+    /// authorizers every byte of an entry counts 200,000 times.
+    pub last_error: Option<Box<LastError>>,
     /// The running refresh job, which later requests join (single-flight in process).
     pub in_flight: Option<watch::Receiver<Option<RefreshResult>>>,
     /// WeChat day (UTC+8) the force counter belongs to, and force refreshes used that day.
@@ -88,7 +89,7 @@ pub struct Entry {
     pub verifying: Option<watch::Receiver<Option<Verdict>>>,
     /// The value WeChat last confirmed alive, and when: reports of it soon after are rejected
     /// without asking again.
-    pub confirmed_alive: Option<(String, Timestamp)>,
+    pub confirmed_alive: Option<Box<(String, Timestamp)>>,
     /// Reports rejected because WeChat still accepted the value.
     pub rejected_reports: u64,
 }
@@ -203,12 +204,12 @@ impl Entry {
             FailureClass::Config => Status::NeedsAttention,
             FailureClass::Quota | FailureClass::Transient => Status::Retrying,
         };
-        self.last_error = Some(LastError {
+        self.last_error = Some(Box::new(LastError {
             class: error.class(),
             errcode: error.errcode(),
             message: error.to_string(),
             at: now.to_rfc3339(),
-        });
+        }));
         (now.plus(delay), repeated)
     }
 
@@ -226,8 +227,10 @@ impl Entry {
 /// Everything the engine mutates, under one mutex.
 #[derive(Default)]
 pub struct State {
-    /// Per-credential state.
-    pub entries: HashMap<CredentialId, Entry>,
+    /// Per-credential state. Boxed: an entry is a few hundred bytes, and a table of 100,000
+    /// inline entries would reserve that much again in empty slots and copy it all on each
+    /// growth.
+    pub entries: HashMap<CredentialId, Box<Entry>>,
     /// Deadlines of every scheduled credential. The sequence number keeps entries with equal
     /// instants apart.
     deadlines: BTreeMap<(Timestamp, u64), CredentialId>,
@@ -242,14 +245,14 @@ impl State {
     pub fn insert(&mut self, credential: Arc<Credential>) -> &mut Entry {
         self.entries
             .entry(credential.id)
-            .or_insert_with(|| Entry::new(credential))
+            .or_insert_with(|| Box::new(Entry::new(credential)))
     }
 
     /// Stops tracking `id`: it leaves the queue, and a job still running for it finds no entry
     /// when it ends.
     pub fn remove(&mut self, id: CredentialId) -> Option<Entry> {
         self.unschedule(id);
-        self.entries.remove(&id)
+        self.entries.remove(&id).map(|entry| *entry)
     }
 
     /// Puts `id` in the deadline queue at `at`, replacing its previous place.
