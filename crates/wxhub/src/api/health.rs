@@ -9,7 +9,7 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 use super::{rollover_wait, ApiState};
-use crate::credential::Timestamp;
+use crate::credential::{CredentialKey, Timestamp};
 use crate::registry::Origin;
 
 /// The most configured credentials that get a remaining-life series each (see
@@ -114,11 +114,41 @@ fn remaining_lives(context: &ApiState, out: &mut String) {
     }
 }
 
+/// Seconds since WeChat pushed each platform's `component_verify_ticket` (every 10 minutes when
+/// the event URL works): past an hour, the alert `WxhubVerifyTicketStale` fires. No sample for a
+/// platform that has never had a push.
+fn verify_ticket_ages(context: &ApiState, out: &mut String) {
+    out.push_str(
+        "# HELP wxhub_component_verify_ticket_age_seconds Seconds since the platform's component_verify_ticket was pushed.\n",
+    );
+    out.push_str("# TYPE wxhub_component_verify_ticket_age_seconds gauge\n");
+    let now = Timestamp::now();
+    for component in &context.settings.components {
+        let key = CredentialKey::ComponentVerifyTicket {
+            component_appid: component.component_appid.clone(),
+        };
+        let Some(pushed_at) = context
+            .hub
+            .by_key(&key)
+            .and_then(|credential| context.engine.fetched_at(&credential))
+        else {
+            continue;
+        };
+        let _ = writeln!(
+            out,
+            "wxhub_component_verify_ticket_age_seconds{{component_appid=\"{}\"}} {:.3}",
+            component.component_appid,
+            now.since(pushed_at).as_secs_f64()
+        );
+    }
+}
+
 /// `GET /metrics`: Prometheus text.
 pub async fn metrics(State(context): State<ApiState>) -> Response {
     let mut out = String::with_capacity(4096);
     context.metrics.render(&mut out);
     remaining_lives(&context, &mut out);
+    verify_ticket_ages(&context, &mut out);
     if let Some(budgets) = context.engine.force_budgets(PER_CREDENTIAL_SERIES_LIMIT) {
         out.push_str(
             "# HELP wxhub_force_refresh_budget_remaining Stable-mode force refreshes left today.\n",

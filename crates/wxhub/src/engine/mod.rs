@@ -603,6 +603,17 @@ impl Engine {
         Some(budgets)
     }
 
+    /// When the token this node holds for `credential` was obtained (fetched, or pushed by
+    /// WeChat), if it holds one.
+    pub fn fetched_at(&self, credential: &Credential) -> Option<Timestamp> {
+        let state = self.shared.lock();
+        state
+            .entries
+            .get(&credential.id)
+            .and_then(|e| e.token.as_ref())
+            .map(|t| t.fetched_at)
+    }
+
     /// Whether the engine tracks `id` (for tests of removal).
     pub fn tracks(&self, id: CredentialId) -> bool {
         self.shared.lock().entries.contains_key(&id)

@@ -59,6 +59,19 @@ async fn pushed_verify_tickets_are_stored_and_each_newer_one_replaces_the_last()
         ticket_generation(&hub).await <= pushes.acknowledged,
         "one write per acknowledged push at most"
     );
+    // Operators see how old the ticket is (pushed every 700 ms here).
+    let metrics = hub.get("/metrics").await.text().await.unwrap();
+    let age: f64 = metrics
+        .lines()
+        .find_map(|line| {
+            line.strip_prefix(&format!(
+                "wxhub_component_verify_ticket_age_seconds{{component_appid=\"{COMPONENT}\"}} "
+            ))
+        })
+        .expect("the verify ticket's age is exported")
+        .parse()
+        .unwrap();
+    assert!((0.0..5.0).contains(&age), "{age}");
 }
 
 #[tokio::test]
