@@ -10,7 +10,9 @@
 //!   instant (minus a margin for clocks between instances); a watcher keeps the newest generation
 //!   per key, so a repeated event is harmless.
 //! - Each connection has a bounded buffer: a reader that falls that far behind is dropped (its
-//!   stream ends with an error) and never slows the hub or other readers. At most
+//!   stream ends with an error) and never slows the hub or other readers. The initial state,
+//!   which can be far larger than the buffer, is sent at the reader's pace instead; a reader
+//!   that takes none of it for a few seconds is dropped. At most
 //!   [`MAX_WATCHERS`] streams are open per process; more are answered 503.
 
 use std::convert::Infallible;
@@ -35,6 +37,9 @@ use crate::hub::{Credential, Hub};
 pub const MAX_WATCHERS: usize = 4096;
 /// Events (and heartbeats) buffered per connection before a slow reader is dropped.
 const CONNECTION_BUFFER: usize = 64;
+/// How long one event of the initial state may wait for room in the buffer before the reader
+/// counts as stopped.
+const INITIAL_STATE_PATIENCE: Duration = Duration::from_secs(5);
 /// How often an idle stream gets a comment line.
 const HEARTBEAT: Duration = Duration::from_secs(15);
 /// How far back a resume looks beyond its `Last-Event-ID` (instances' clocks differ a little).
@@ -227,9 +232,15 @@ async fn pump(
     send(Bytes::from_static(b": watching\n\n"))?;
     let mut credentials = watcher.hub.credentials();
     credentials.sort_by(|a, b| a.key.cmp(&b.key));
+    // The initial state may be far larger than the buffer (every authorizer of a platform): it
+    // goes out at the reader's pace, and only a reader that stops taking it is dropped.
     for credential in credentials.iter().filter(|c| (watcher.may_see)(&c.key)) {
         if let Some(event) = watcher.event(credential, after) {
-            send(event)?;
+            match tokio::time::timeout(INITIAL_STATE_PATIENCE, sender.send(event)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return Err(Stop::Gone),
+                Err(_) => return Err(Stop::Slow),
+            }
         }
     }
     let mut heartbeat = tokio::time::interval(HEARTBEAT);
@@ -353,5 +364,54 @@ mod tests {
             .expect("a reader that goes away ends its feed")
             .unwrap();
         assert!(matches!(outcome, Err(Stop::Gone)));
+    }
+
+    #[tokio::test]
+    async fn an_initial_state_larger_than_the_buffer_goes_at_the_readers_pace() {
+        let hub = Arc::new(Hub::new());
+        let credentials: Vec<_> = (0..CONNECTION_BUFFER as u64 * 3)
+            .map(|i| credential(i, &format!("wx{i}")))
+            .collect();
+        for (i, credential) in credentials.iter().enumerate() {
+            hub.put_account(
+                crate::hub::Account::App(&format!("wx{i}")),
+                crate::hub::AccountEntry {
+                    access_token: credential.clone(),
+                    tickets: vec![],
+                    others: vec![],
+                },
+            );
+            publish(&hub, credential, 1);
+        }
+        let everyone = |hub: &Arc<Hub>| Watcher {
+            hub: hub.clone(),
+            may_see: Box::new(|_| true),
+            with_value: false,
+        };
+        // A reader that takes it all gets it all.
+        let (reader_tx, mut reader_rx) = mpsc::channel(CONNECTION_BUFFER);
+        let reader = tokio::spawn({
+            let watcher = everyone(&hub);
+            let changes = hub.subscribe();
+            async move { pump(&watcher, changes, &reader_tx, i64::MIN).await }
+        });
+        let mut events = 0;
+        while events < credentials.len() {
+            let bytes = tokio::time::timeout(Duration::from_secs(5), reader_rx.recv())
+                .await
+                .expect("the initial state keeps coming")
+                .expect("the stream stays open");
+            if bytes.starts_with(b"id:") {
+                events += 1;
+            }
+        }
+        assert!(!reader.is_finished());
+        reader.abort();
+        // A reader that takes none of it is dropped once the patience runs out (a few seconds of
+        // real time).
+        let (stalled_tx, _stalled_rx) = mpsc::channel(CONNECTION_BUFFER);
+        let watcher = everyone(&hub);
+        let outcome = pump(&watcher, hub.subscribe(), &stalled_tx, i64::MIN).await;
+        assert!(matches!(outcome, Err(Stop::Slow)));
     }
 }

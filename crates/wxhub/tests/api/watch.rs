@@ -118,3 +118,102 @@ async fn a_refresh_reaches_a_watcher_within_100_ms_and_grants_are_honoured() {
     drop((reader, reporter, resumed));
     hub.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_initial_state_reaches_a_reader_and_a_stalled_reader_slows_nobody() {
+    use std::collections::BTreeMap;
+    use std::sync::{Arc, Mutex};
+    use tokio::io::AsyncWriteExt;
+
+    // More credentials than a connection buffers (64 events), renewed every second or so.
+    let apps: Vec<TestApp> = (0..120)
+        .map(|i| TestApp::legacy(&format!("wx000000000000w{i:03}")))
+        .collect();
+    let mock = spawn_mock(
+        Duration::from_secs(3),
+        Duration::from_secs(2),
+        &apps,
+        &[],
+        |c| c,
+    )
+    .await;
+    let hub = spawn_app(&mock, HubOptions::new(&apps)).await;
+    hub.wait_ready().await;
+
+    // A reader that keeps up, recording the highest generation it saw of each key.
+    let seen: Arc<Mutex<BTreeMap<String, u64>>> = Arc::default();
+    let mut reader = Stream::open(&hub, ADMIN_KEY, None).await;
+    let reading = tokio::spawn({
+        let seen = seen.clone();
+        async move {
+            loop {
+                let (_, event) = reader.next().await;
+                let key = event["key"].as_str().expect("key").to_string();
+                let generation = event["generation"].as_u64().expect("generation");
+                let mut seen = seen.lock().unwrap();
+                let highest = seen.entry(key).or_insert(0);
+                *highest = (*highest).max(generation);
+            }
+        }
+    });
+    // It gets the whole initial state, however large.
+    wait_until(
+        Duration::from_secs(5),
+        "the initial state of every app",
+        || async { seen.lock().unwrap().len() == apps.len() },
+    )
+    .await;
+
+    // A reader that never reads, with a small receive window so that its socket fills soon.
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.set_recv_buffer_size(4096).expect("SO_RCVBUF");
+    let address: std::net::SocketAddr = hub
+        .address
+        .trim_start_matches("http://")
+        .parse()
+        .expect("hub address");
+    let mut stalled = socket.connect(address).await.expect("connects");
+    stalled
+        .write_all(
+            format!(
+                "GET /v1/watch HTTP/1.1\r\nhost: hub\r\nauthorization: Bearer {ADMIN_KEY}\r\n\r\n"
+            )
+            .as_bytes(),
+        )
+        .await
+        .expect("request sent");
+
+    // Several hundred new generations (120 apps renewed every 1.5 s or so)…
+    let issued = || stats(&mock).total_calls("/cgi-bin/token");
+    let start = issued();
+    wait_until(
+        Duration::from_secs(20),
+        "400 more tokens are issued",
+        || async { issued() >= start + 400 },
+    )
+    .await;
+
+    // …reach the reader that keeps up: it catches up with every app's current generation.
+    for app in &apps {
+        let key = format!("access_token/{}", app.appid);
+        let current = hub.token(&app.appid).await.generation;
+        wait_until(
+            Duration::from_secs(5),
+            "the reader sees the current generation",
+            || async {
+                seen.lock()
+                    .unwrap()
+                    .get(&key)
+                    .is_some_and(|g| *g >= current)
+            },
+        )
+        .await;
+    }
+    assert!(!reading.is_finished(), "the reader's stream ended");
+    reading.abort();
+    // The stalled connection is dropped once its buffer of 64 events is full, which on loopback
+    // comes only after the kernel's socket buffers (megabytes) have filled: the unit test
+    // `a_reader_that_stops_reading_is_dropped_and_others_see_every_generation` (api/watch.rs)
+    // shows that step on a stream nobody polls.
+    drop(stalled);
+}
