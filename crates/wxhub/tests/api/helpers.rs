@@ -272,14 +272,17 @@ pub fn settings_for(mock: &MockServer, options: &HubOptions) -> Settings {
 /// The usual setup: a mock with 60 s lifetimes and a 5 s grace, and a ready hub for `apps` on the
 /// memory store.
 pub async fn start_ready(apps: &[TestApp]) -> (Arc<MockServer>, TestHub) {
-    let mock = spawn_mock(
-        Duration::from_secs(60),
-        Duration::from_secs(5),
-        apps,
-        &[],
-        |c| c,
-    )
-    .await;
+    start_ready_living(apps, Duration::from_secs(60), Duration::from_secs(5)).await
+}
+
+/// A mock whose tokens live `lifetime` (the old one accepted for `grace` after a new one) and a
+/// ready hub for `apps`.
+pub async fn start_ready_living(
+    apps: &[TestApp],
+    lifetime: Duration,
+    grace: Duration,
+) -> (Arc<MockServer>, TestHub) {
+    let mock = spawn_mock(lifetime, grace, apps, &[], |c| c).await;
     let hub = spawn_app(&mock, HubOptions::new(apps)).await;
     hub.wait_ready().await;
     (mock, hub)

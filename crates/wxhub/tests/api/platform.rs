@@ -453,16 +453,7 @@ async fn authorizer_tokens_are_renewed_with_rotating_refresh_tokens() {
 #[tokio::test]
 async fn an_acknowledged_authorizer_survives_a_restart_on_sqlite() {
     let relay = Relay::start().await;
-    let mock = platform_mock(
-        &relay,
-        Duration::from_secs(6),
-        Duration::from_secs(600),
-        |c| MockConfig {
-            rotate_refresh_tokens: true,
-            ..c
-        },
-    )
-    .await;
+    let mock = rotating_platform_mock(&relay).await;
     let dir = tempfile::tempdir().unwrap();
     let database = dir.path().join("wxhub.db");
     let first = spawn_app(&mock, platform_options(&[]).with_sqlite(database.clone())).await;

@@ -124,6 +124,21 @@ pub async fn platform_mock(
     .await
 }
 
+/// A mock platform whose authorizer refresh tokens rotate at every renewal (only the latest one
+/// stored works), tokens living 6 s, pushing through `relay`.
+pub async fn rotating_platform_mock(relay: &Relay) -> Arc<MockServer> {
+    platform_mock(
+        relay,
+        Duration::from_secs(6),
+        Duration::from_secs(600),
+        |c| MockConfig {
+            rotate_refresh_tokens: true,
+            ..c
+        },
+    )
+    .await
+}
+
 pub fn platform_options(tickets: &[TicketKind]) -> HubOptions {
     let mut options = HubOptions::new(&[]);
     options.components = vec![component_settings(tickets)];

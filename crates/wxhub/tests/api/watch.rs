@@ -129,16 +129,8 @@ async fn a_large_initial_state_reaches_a_reader_and_a_stalled_reader_slows_nobod
     let apps: Vec<TestApp> = (0..120)
         .map(|i| TestApp::legacy(&format!("wx000000000000w{i:03}")))
         .collect();
-    let mock = spawn_mock(
-        Duration::from_secs(3),
-        Duration::from_secs(2),
-        &apps,
-        &[],
-        |c| c,
-    )
-    .await;
-    let hub = spawn_app(&mock, HubOptions::new(&apps)).await;
-    hub.wait_ready().await;
+    let (mock, hub) =
+        start_ready_living(&apps, Duration::from_secs(3), Duration::from_secs(2)).await;
 
     // A reader that keeps up, recording the highest generation it saw of each key.
     let seen: Arc<Mutex<BTreeMap<String, u64>>> = Arc::default();

@@ -10,11 +10,10 @@ use std::time::Duration;
 use futures_util::future::join_all;
 use tokio::time::Instant;
 use wechat_mock::{FaultRule, MockServer};
-use wxhub::configuration::consumer_key_sha256;
 
 use crate::common::*;
 use crate::helpers::*;
-use crate::process::ProcessHub;
+use crate::process::{admin_consumer, wechat_section, ProcessHub};
 use crate::redis_server::{unique_namespace, TestRedis};
 
 /// How long the mock holds the lease holder's upstream call open. Below the instances' upstream
@@ -35,11 +34,7 @@ kind = "redis"
 url = "{url}"
 namespace = "{namespace}"
 
-[wechat]
-api_base = "{mock}"
-work_api_base = "{mock}"
-timeout = "2s"
-
+{wechat}
 [refresh]
 min_refresh_interval = "1s"
 refresh_retry_interval = "2s"
@@ -49,15 +44,10 @@ appid = "{appid}"
 secret = "{secret}"
 mode = "legacy"
 
-[[consumers]]
-name = "admin"
-key_sha256 = "{key}"
-apps = ["*"]
-scopes = ["read", "invalidate", "admin"]
-"#,
-        mock = mock.base_url(),
+{consumer}"#,
+        wechat = wechat_section(mock),
         secret = secret_of(appid),
-        key = consumer_key_sha256(ADMIN_KEY),
+        consumer = admin_consumer(r#"["read", "invalidate", "admin"]"#),
     )
 }
 

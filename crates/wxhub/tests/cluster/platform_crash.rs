@@ -8,12 +8,9 @@
 
 use std::time::Duration;
 
-use wechat_mock::MockConfig;
-use wxhub::configuration::consumer_key_sha256;
-
 use crate::helpers::*;
 use crate::platform_support::*;
-use crate::process::ProcessHub;
+use crate::process::{admin_consumer, wechat_section, ProcessHub};
 use crate::redis_server::{unique_namespace, RedisServer};
 
 /// The configuration (below `[server]`) of a platform hub on `store` (a `[store]` section).
@@ -22,11 +19,7 @@ fn platform_config(mock: &wechat_mock::MockServer, store: &str) -> String {
         r#"
 {store}
 
-[wechat]
-api_base = "{mock}"
-work_api_base = "{mock}"
-timeout = "2s"
-
+{wechat}
 [refresh]
 min_refresh_interval = "1s"
 refresh_retry_interval = "1s"
@@ -37,14 +30,9 @@ secret = "{COMPONENT_SECRET}"
 token = "{COMPONENT_TOKEN}"
 encoding_aes_key = "{COMPONENT_KEY}"
 
-[[consumers]]
-name = "admin"
-key_sha256 = "{key}"
-apps = ["*"]
-scopes = ["read", "invalidate", "admin", "authorize"]
-"#,
-        mock = mock.base_url(),
-        key = consumer_key_sha256(ADMIN_KEY),
+{consumer}"#,
+        wechat = wechat_section(mock),
+        consumer = admin_consumer(r#"["read", "invalidate", "admin", "authorize"]"#),
     )
 }
 
@@ -72,16 +60,7 @@ async fn the_refresh_token_survives_a_kill_after_the_acknowledgement(
     between: impl FnOnce(),
 ) {
     let relay = Relay::start().await;
-    let mock = platform_mock(
-        &relay,
-        Duration::from_secs(6),
-        Duration::from_secs(600),
-        |c| MockConfig {
-            rotate_refresh_tokens: true,
-            ..c
-        },
-    )
-    .await;
+    let mock = rotating_platform_mock(&relay).await;
     let dir = tempfile::tempdir().expect("tempdir");
     let mut first = start(dir.path(), "first", &relay, &mock, store).await;
     let authorizer = authorize(&mock).await;

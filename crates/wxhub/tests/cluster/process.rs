@@ -5,7 +5,26 @@ use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
-use crate::helpers::TestHub;
+use wechat_mock::MockServer;
+use wxhub::configuration::consumer_key_sha256;
+
+use crate::helpers::{TestHub, ADMIN_KEY};
+
+/// `[wechat]` pointing at `mock`, with an upstream timeout short enough for tests.
+pub fn wechat_section(mock: &MockServer) -> String {
+    format!(
+        "[wechat]\napi_base = \"{base}\"\nwork_api_base = \"{base}\"\ntimeout = \"2s\"\n",
+        base = mock.base_url()
+    )
+}
+
+/// A consumer with the admin key of the tests, granted every account, with `scopes`.
+pub fn admin_consumer(scopes: &str) -> String {
+    format!(
+        "[[consumers]]\nname = \"admin\"\nkey_sha256 = \"{}\"\napps = [\"*\"]\nscopes = {scopes}\n",
+        consumer_key_sha256(ADMIN_KEY)
+    )
+}
 
 /// A `wxhub serve` child process; killed when dropped.
 pub struct ProcessHub {

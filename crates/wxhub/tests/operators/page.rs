@@ -363,16 +363,8 @@ async fn a_long_listing_is_capped_and_can_be_filtered() {
     let apps: Vec<TestApp> = (0..350)
         .map(|i| TestApp::legacy(&format!("wxmany0000000{i:03}")))
         .collect();
-    let mock = spawn_mock(
-        Duration::from_secs(600),
-        Duration::from_secs(5),
-        &apps,
-        &[],
-        |c| c,
-    )
-    .await;
-    let hub = spawn_app(&mock, HubOptions::new(&apps)).await;
-    hub.wait_ready().await;
+    let (_mock, hub) =
+        start_ready_living(&apps, Duration::from_secs(600), Duration::from_secs(5)).await;
 
     let mut browser = Browser::launch();
     browser.navigate(&hub.url("/status"));
