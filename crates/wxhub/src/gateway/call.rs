@@ -86,5 +86,10 @@ async fn call(
         headers,
     );
     let token = served.value.clone();
-    heal::forward(context, outgoing, body, Heal { credential, token }).await
+    let heal = Heal {
+        credential,
+        token,
+        param: "access_token",
+    };
+    heal::forward(context, outgoing, body, heal).await
 }

@@ -21,6 +21,9 @@ pub struct Heal {
     pub credential: Arc<Credential>,
     /// The token the call was made with.
     pub token: Arc<str>,
+    /// The query parameter it came in (`access_token`, `component_access_token`), which the
+    /// replay carries the new token in.
+    pub param: &'static str,
 }
 
 /// Forwards `outgoing` (its body held, up to `max_body`, for a replay) and, if WeChat says its
@@ -67,7 +70,7 @@ pub async fn forward(
     let mut replay = outgoing;
     replay.query = Some(query::replace(
         replay.query.as_deref(),
-        "access_token",
+        heal.param,
         &fresh.value,
     ));
     match forwarder.send_bytes(&replay, body).await {

@@ -82,6 +82,9 @@ async fn handle(State(gateway): State<Arc<Gateway>>, request: Request) -> Respon
             return token::stable(context, &parts.method, body).await
         }
         (Host::Work, "/cgi-bin/gettoken") => return token::corp(context, query),
+        (Host::Official, "/cgi-bin/component/api_component_token") => {
+            return token::component(context, &parts.method, body).await
+        }
         _ => {}
     }
     let ticket_kind = match (host, path) {
@@ -107,25 +110,37 @@ async fn handle(State(gateway): State<Arc<Gateway>>, request: Request) -> Respon
     if host == Host::Official && secret::SECRET_PATHS.contains(&path) {
         return secret::substitute(context, outgoing, body).await;
     }
-    pass_through(context, outgoing, body, path.starts_with("/sns/")).await
+    let token_param = token_param(path, outgoing.query.as_deref());
+    pass_through(context, outgoing, body, token_param).await
 }
 
-/// Forwards a call: with healing if it carries a token the hub serves, refused with 40014 if it
-/// carries another token, streamed as is if it carries none. `user_token` marks web-OAuth calls
-/// (`/sns/…`), whose `access_token` is a user's, not the hub's: they pass untouched.
+/// The query parameter that carries the call's hub token, if any: `access_token`, or a third-party
+/// platform's `component_access_token`. Web-OAuth calls (`/sns/…`) carry a user's
+/// `access_token`, not the hub's; only the platform's `/sns/component/…` forms carry its token.
+fn token_param(path: &str, query: Option<&str>) -> Option<&'static str> {
+    let present = |name: &'static str| query::param(query, name).map(|_| name);
+    if path.starts_with("/sns/component/") {
+        present("component_access_token")
+    } else if path.starts_with("/sns/") {
+        None
+    } else {
+        present("access_token").or_else(|| present("component_access_token"))
+    }
+}
+
+/// Forwards a call: with healing if it carries a token the hub serves (in `token_param`),
+/// refused with 40014 if it carries another token, streamed as is if it carries none.
 async fn pass_through(
     context: &ApiState,
     outgoing: Outgoing,
     body: axum::body::Body,
-    user_token: bool,
+    token_param: Option<&'static str>,
 ) -> Response {
     let host = outgoing.host;
-    let token = if user_token {
-        None
-    } else {
-        query::param(outgoing.query.as_deref(), "access_token").map(|t| Arc::<str>::from(&*t))
-    };
-    let Some(token) = token else {
+    let token = token_param.and_then(|name| {
+        query::param(outgoing.query.as_deref(), name).map(|t| Arc::<str>::from(&*t))
+    });
+    let (Some(token), Some(param)) = (token, token_param) else {
         return match context.forwarder.stream(&outgoing, body).await {
             Ok(response) => response,
             Err(e) => e.response(host),
@@ -134,5 +149,45 @@ async fn pass_through(
     let Some(credential) = context.hub.serving(&token, Timestamp::now()) else {
         return reply::error(reply::code::INVALID_ACCESS_TOKEN, host);
     };
-    heal::forward(context, outgoing, body, Heal { credential, token }).await
+    heal::forward(
+        context,
+        outgoing,
+        body,
+        Heal {
+            credential,
+            token,
+            param,
+        },
+    )
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::token_param;
+
+    #[test]
+    fn the_hub_token_is_looked_for_where_each_kind_of_call_carries_it() {
+        let q = Some("access_token=A&component_access_token=C");
+        assert_eq!(token_param("/cgi-bin/menu/get", q), Some("access_token"));
+        assert_eq!(
+            token_param(
+                "/cgi-bin/component/api_get_authorizer_list",
+                Some("component_access_token=C")
+            ),
+            Some("component_access_token")
+        );
+        // Web OAuth: a user's token, not the hub's.
+        assert_eq!(token_param("/sns/userinfo", q), None);
+        // The platform's forms carry the component token.
+        assert_eq!(
+            token_param("/sns/component/jscode2session", q),
+            Some("component_access_token")
+        );
+        assert_eq!(
+            token_param("/sns/component/jscode2session", Some("appid=x")),
+            None
+        );
+        assert_eq!(token_param("/cgi-bin/getcallbackip", None), None);
+    }
 }

@@ -44,6 +44,10 @@ pub mod code {
     pub const REQUIRE_POST: i64 = 43002;
     /// A JSON field of the wrong type.
     pub const DATA_FORMAT: i64 = 47001;
+    /// No `component_appid`.
+    pub const COMPONENT_APPID_MISSING: i64 = 41018;
+    /// A third-party platform the hub does not serve.
+    pub const INVALID_COMPONENT: i64 = 61011;
 }
 
 /// WeChat's text for `code` on `host`.
@@ -66,6 +70,8 @@ fn text(code: i64, host: Host) -> &'static str {
         (_, code::APPSECRET_MISSING) => "appsecret missing",
         (_, code::REQUIRE_POST) => "require POST method",
         (_, code::DATA_FORMAT) => "data format error",
+        (_, code::COMPONENT_APPID_MISSING) => "missing component_appid",
+        (_, code::INVALID_COMPONENT) => "invalid component",
         _ => "system error",
     }
 }
@@ -129,6 +135,23 @@ pub fn expires_in(served: &Served, now: Timestamp) -> Option<u64> {
         planned
     } else {
         served.expires_at.since(now).as_secs().max(1)
+    })
+}
+
+/// `{"component_access_token":"…","expires_in":N}`: a platform's token as
+/// `api_component_token` answers.
+pub fn component_token(served: &Served) -> Response {
+    let Some(expires_in) = expires_in(served, Timestamp::now()) else {
+        return error(code::SYSTEM_ERROR, Host::Official);
+    };
+    #[derive(Serialize)]
+    struct Answer<'a> {
+        component_access_token: &'a str,
+        expires_in: u64,
+    }
+    json(&Answer {
+        component_access_token: &served.value,
+        expires_in,
     })
 }
 

@@ -3,8 +3,9 @@
 //! AppSecret in its place for a consumer granted the app. A caller that is not granted the app is
 //! refused and nothing reaches WeChat.
 //!
-//! The third-party platform's forms (`/sns/component/…`, with `component_appid` and
-//! `component_access_token`) are not substituted yet; they pass through untouched.
+//! The third-party platform's forms (`/sns/component/…`) carry no secret: their credential is the
+//! `component_access_token`, checked and healed like any hub token (see the gateway's
+//! `token_param`).
 
 use axum::body::Body;
 use axum::response::Response;

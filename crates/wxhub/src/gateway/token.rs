@@ -58,22 +58,8 @@ pub async fn stable(context: &ApiContext, method: &Method, body: Body) -> Respon
     if *method != Method::POST {
         return reply::error(code::REQUIRE_POST, host);
     }
-    // A body that is not a JSON object (a form, say) has no fields, as WeChat reads it.
-    let fields = match axum::body::to_bytes(body, MAX_TOKEN_BODY).await {
-        Ok(bytes) => match serde_json::from_slice(&bytes) {
-            Ok(Value::Object(fields)) => fields,
-            _ => Map::new(),
-        },
-        Err(_) => Map::new(),
-    };
-    let text = |name: &str| -> Result<Option<&str>, i64> {
-        match fields.get(name) {
-            None | Some(Value::Null) => Ok(None),
-            Some(Value::String(s)) if s.is_empty() => Ok(None),
-            Some(Value::String(s)) => Ok(Some(s)),
-            Some(_) => Err(code::DATA_FORMAT),
-        }
-    };
+    let fields = json_fields(body).await;
+    let text = |name: &str| text_field(&fields, name);
     let answer = (|| {
         let appid = text("appid")?;
         let key = text("secret")?;
@@ -107,6 +93,59 @@ pub async fn stable(context: &ApiContext, method: &Method, body: Body) -> Respon
         };
     }
     served_token(&credential, host)
+}
+
+/// The fields of a JSON body. A body that is not a JSON object (a form, say) has none, as WeChat
+/// reads it.
+async fn json_fields(body: Body) -> Map<String, Value> {
+    match axum::body::to_bytes(body, MAX_TOKEN_BODY).await {
+        Ok(bytes) => match serde_json::from_slice(&bytes) {
+            Ok(Value::Object(fields)) => fields,
+            _ => Map::new(),
+        },
+        Err(_) => Map::new(),
+    }
+}
+
+/// A text field: `None` when absent, null or empty; 47001 when of another type.
+fn text_field<'a>(fields: &'a Map<String, Value>, name: &str) -> Result<Option<&'a str>, i64> {
+    match fields.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) if s.is_empty() => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(_) => Err(code::DATA_FORMAT),
+    }
+}
+
+/// `POST /cgi-bin/component/api_component_token` with `{"component_appid":C,
+/// "component_appsecret":K,"component_verify_ticket":…}`: the platform's token as the hub serves
+/// it, for a consumer key K granted the platform. The ticket is not needed (WeChat pushes tickets
+/// to the hub) and is ignored.
+pub async fn component(context: &ApiContext, method: &Method, body: Body) -> Response {
+    let host = Host::Official;
+    if *method != Method::POST {
+        return reply::error(code::REQUIRE_POST, host);
+    }
+    let fields = json_fields(body).await;
+    let answer = (|| {
+        let component_appid = text_field(&fields, "component_appid")?;
+        let key = text_field(&fields, "component_appsecret")?;
+        let component_appid = component_appid.ok_or(code::COMPONENT_APPID_MISSING)?;
+        let account = Account::Component(component_appid);
+        let credential = context
+            .hub
+            .find(account, None)
+            .map_err(|_| code::INVALID_COMPONENT)?;
+        if !granted(context, key.ok_or(code::APPSECRET_MISSING)?, account) {
+            return Err(code::INVALID_APPSECRET);
+        }
+        Ok(credential)
+    })();
+    match answer.map(|credential| credential.slot.load()) {
+        Ok(Some(served)) => reply::component_token(&served),
+        Ok(None) => reply::error(code::SYSTEM_ERROR, host),
+        Err(code) => reply::error(code, host),
+    }
 }
 
 /// The access-token credential of `appid` for a caller with `key`, or WeChat's errcode.

@@ -763,3 +763,107 @@ async fn a_refused_verify_ticket_asks_for_a_push_and_keeps_serving_the_old_compo
         "a push was asked for"
     );
 }
+
+/// The errcode and the text before WeChat's per-request suffix.
+fn errcode_and_text(answer: &Value) -> (i64, String) {
+    let errmsg = answer["errmsg"].as_str().unwrap_or_default();
+    let text = errmsg.split(" rid:").next().unwrap_or_default().to_string();
+    (answer["errcode"].as_i64().unwrap_or(0), text)
+}
+
+#[tokio::test]
+async fn a_platform_sdk_takes_the_hubs_component_token_at_the_gateway_and_its_calls_are_checked() {
+    let (mock, _relay, hub) = platform(
+        Duration::from_secs(60),
+        Duration::from_secs(600),
+        &[],
+        |c| c,
+    )
+    .await;
+    let served = hub
+        .token_at(&format!("/v1/components/{COMPONENT}/access_token"))
+        .await;
+    let client = &hub.client;
+    let token_path = "/cgi-bin/component/api_component_token";
+    let ask = |base: String, body: Value| {
+        let request = client.post(format!("{base}{token_path}")).json(&body);
+        async move {
+            let answer: Value = request.send().await.unwrap().json().await.unwrap();
+            answer
+        }
+    };
+
+    // The consumer key stands in for the component_appsecret; the SDK's own verify ticket (it
+    // has none: WeChat pushes them to the hub) is not needed.
+    let answer = ask(
+        hub.gateway.clone(),
+        json!({ "component_appid": COMPONENT, "component_appsecret": ADMIN_KEY }),
+    )
+    .await;
+    assert_eq!(
+        answer["component_access_token"],
+        served.access_token.as_str()
+    );
+    assert!(
+        answer["expires_in"].as_u64().is_some_and(|s| s > 0),
+        "{answer}"
+    );
+
+    // Mistakes are answered as WeChat answers them.
+    let issued = stats(&mock).issued(token_path, COMPONENT);
+    for body in [
+        json!({ "component_appsecret": ADMIN_KEY }),
+        json!({ "component_appid": "wxc00000000000000ff", "component_appsecret": ADMIN_KEY }),
+        json!({ "component_appid": COMPONENT }),
+        json!({ "component_appid": COMPONENT, "component_appsecret": "not-a-key" }),
+        json!({ "component_appid": COMPONENT, "component_appsecret": 7 }),
+    ] {
+        let gateway = ask(hub.gateway.clone(), body.clone()).await;
+        let wechat = ask(mock.base_url(), body.clone()).await;
+        assert_eq!(
+            errcode_and_text(&gateway),
+            errcode_and_text(&wechat),
+            "{body}: {gateway} vs {wechat}"
+        );
+    }
+    let get: Value = client
+        .get(format!("{}{token_path}", hub.gateway))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(get["errcode"], 43002);
+    assert_eq!(
+        stats(&mock).issued(token_path, COMPONENT),
+        issued,
+        "nothing minted"
+    );
+
+    // A platform call with the hub's token goes through; one with a token the hub never served is
+    // refused without reaching WeChat.
+    let list_path = "/cgi-bin/component/api_get_authorizer_list";
+    let list = |token: &str| {
+        let request = client
+            .post(format!(
+                "{}{list_path}?component_access_token={token}",
+                hub.gateway
+            ))
+            .json(&json!({ "component_appid": COMPONENT, "offset": 0, "count": 10 }));
+        async move {
+            let answer: Value = request.send().await.unwrap().json().await.unwrap();
+            answer
+        }
+    };
+    let listed = list(&served.access_token).await;
+    assert!(listed.get("total_count").is_some(), "{listed}");
+    let calls = stats(&mock).total_calls(list_path);
+    let refused = list("not-a-hub-token").await;
+    assert_eq!(refused["errcode"], 40014, "{refused}");
+    assert_eq!(
+        stats(&mock).total_calls(list_path),
+        calls,
+        "nothing forwarded"
+    );
+}
