@@ -74,8 +74,7 @@ pub fn run_watchdogs(
                     .slot
                     .load()
                     .map(|s| s.expires_at.minus(super::VERIFY_TICKET_LIFETIME));
-                let stale = fetched.is_none_or(|at| now.since(at) > STALE_AFTER);
-                if !stale {
+                if !is_stale(fetched, now) {
                     continue;
                 }
                 let asked = upstream.start_push_ticket(&appid, secret.expose()).await;
@@ -89,6 +88,12 @@ pub fn run_watchdogs(
             }
         });
     }
+}
+
+/// Whether a platform whose newest verify ticket was pushed at `pushed_at` (`None`: never) has
+/// lost its pushes at `now`: WeChat pushes every 10 minutes, so an hour without one is no hiccup.
+fn is_stale(pushed_at: Option<Timestamp>, now: Timestamp) -> bool {
+    pushed_at.is_none_or(|at| now.since(at) > STALE_AFTER)
 }
 
 /// Recovers a platform's authorizers from WeChat's list at startup, retrying (the component
@@ -107,5 +112,25 @@ async fn recover(platform: Arc<Platform>, component_appid: String, cancel: Cance
             _ = cancel.cancelled() => return,
         }
         pause = (pause * 2).min(RECOVERY_MAX_PAUSE);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_platform_without_a_push_for_an_hour_or_ever_has_lost_its_pushes() {
+        let now = Timestamp(10_000_000);
+        let ago = |secs: u64| Some(Timestamp(now.0 - (secs * 1000) as i64));
+        assert!(is_stale(None, now), "never pushed");
+        assert!(!is_stale(ago(0), now));
+        assert!(!is_stale(ago(10 * 60), now), "one push interval");
+        assert!(
+            !is_stale(ago(3600), now),
+            "exactly an hour is not yet stale"
+        );
+        assert!(is_stale(ago(3601), now));
+        assert!(is_stale(ago(12 * 3600), now));
     }
 }
