@@ -100,14 +100,7 @@ async fn hub_against_fake() -> (TestHub, Arc<Fake>, Arc<Fake>, String) {
     let (elsewhere, elsewhere_base) = spawn_fake(String::new()).await;
     let (fake, base) = spawn_fake(elsewhere_base).await;
     let apps = [TestApp::stable(APP)];
-    let mock = spawn_mock(
-        Duration::from_secs(60),
-        Duration::from_secs(5),
-        &apps,
-        &[],
-        |c| c,
-    )
-    .await;
+    let mock = minute_mock(&apps).await;
     let mut options = HubOptions::new(&apps);
     options.api_base = Some(base);
     let hub = spawn_app(&mock, options).await;

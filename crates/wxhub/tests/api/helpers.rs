@@ -275,6 +275,18 @@ pub async fn start_ready(apps: &[TestApp]) -> (Arc<MockServer>, TestHub) {
     start_ready_living(apps, Duration::from_secs(60), Duration::from_secs(5)).await
 }
 
+/// A mock for `apps` with the suite's usual lifetimes: a minute, five seconds of overlap.
+pub async fn minute_mock(apps: &[TestApp]) -> Arc<MockServer> {
+    spawn_mock(
+        Duration::from_secs(60),
+        Duration::from_secs(5),
+        apps,
+        &[],
+        |c| c,
+    )
+    .await
+}
+
 /// A mock whose tokens live `lifetime` (the old one accepted for `grace` after a new one) and a
 /// ready hub for `apps`.
 pub async fn start_ready_living(

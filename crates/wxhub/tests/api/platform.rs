@@ -28,6 +28,17 @@ async fn platform(
     (mock, relay, hub)
 }
 
+/// A platform whose tokens outlive the test and whose mock pushes no ticket during it.
+async fn steady_platform() -> (Arc<MockServer>, Relay, TestHub) {
+    platform(
+        Duration::from_secs(60),
+        Duration::from_secs(600),
+        &[],
+        |c| c,
+    )
+    .await
+}
+
 /// The generation of the verify ticket the hub holds.
 async fn ticket_generation(hub: &TestHub) -> u64 {
     hub.credential(&format!("component_verify_ticket/{COMPONENT}"))
@@ -115,13 +126,7 @@ async fn the_component_token_is_renewed_over_three_lifetimes_without_a_dead_toke
 
 #[tokio::test]
 async fn the_pre_auth_code_route_needs_the_authorize_scope_and_returns_a_code() {
-    let (mock, _relay, hub) = platform(
-        Duration::from_secs(60),
-        Duration::from_secs(600),
-        &[],
-        |c| c,
-    )
-    .await;
+    let (mock, _relay, hub) = steady_platform().await;
     let response = hub
         .post(
             &format!("/v1/components/{COMPONENT}/pre_auth_code"),
@@ -316,13 +321,7 @@ async fn an_authorizer_is_served_once_the_push_is_acknowledged_and_its_token_wor
 
 #[tokio::test]
 async fn the_redirect_code_registers_the_authorizer() {
-    let (mock, _relay, hub) = platform(
-        Duration::from_secs(60),
-        Duration::from_secs(600),
-        &[],
-        |c| c,
-    )
-    .await;
+    let (mock, _relay, hub) = steady_platform().await;
     let code: Value = hub
         .post(
             &format!("/v1/components/{COMPONENT}/pre_auth_code"),
@@ -764,6 +763,17 @@ async fn a_refused_verify_ticket_asks_for_a_push_and_keeps_serving_the_old_compo
     );
 }
 
+/// The JSON answer to `request`.
+async fn answer_of(request: reqwest::RequestBuilder) -> Value {
+    request
+        .send()
+        .await
+        .expect("an answer")
+        .json()
+        .await
+        .expect("a JSON answer")
+}
+
 /// The errcode and the text before WeChat's per-request suffix.
 fn errcode_and_text(answer: &Value) -> (i64, String) {
     let errmsg = answer["errmsg"].as_str().unwrap_or_default();
@@ -773,24 +783,14 @@ fn errcode_and_text(answer: &Value) -> (i64, String) {
 
 #[tokio::test]
 async fn a_platform_sdk_takes_the_hubs_component_token_at_the_gateway_and_its_calls_are_checked() {
-    let (mock, _relay, hub) = platform(
-        Duration::from_secs(60),
-        Duration::from_secs(600),
-        &[],
-        |c| c,
-    )
-    .await;
+    let (mock, _relay, hub) = steady_platform().await;
     let served = hub
         .token_at(&format!("/v1/components/{COMPONENT}/access_token"))
         .await;
     let client = &hub.client;
     let token_path = "/cgi-bin/component/api_component_token";
     let ask = |base: String, body: Value| {
-        let request = client.post(format!("{base}{token_path}")).json(&body);
-        async move {
-            let answer: Value = request.send().await.unwrap().json().await.unwrap();
-            answer
-        }
+        answer_of(client.post(format!("{base}{token_path}")).json(&body))
     };
 
     // The consumer key stands in for the component_appsecret; the SDK's own verify ticket (it
@@ -826,14 +826,7 @@ async fn a_platform_sdk_takes_the_hubs_component_token_at_the_gateway_and_its_ca
             "{body}: {gateway} vs {wechat}"
         );
     }
-    let get: Value = client
-        .get(format!("{}{token_path}", hub.gateway))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let get = answer_of(client.get(format!("{}{token_path}", hub.gateway))).await;
     assert_eq!(get["errcode"], 43002);
     assert_eq!(
         stats(&mock).issued(token_path, COMPONENT),
@@ -845,16 +838,14 @@ async fn a_platform_sdk_takes_the_hubs_component_token_at_the_gateway_and_its_ca
     // refused without reaching WeChat.
     let list_path = "/cgi-bin/component/api_get_authorizer_list";
     let list = |token: &str| {
-        let request = client
-            .post(format!(
-                "{}{list_path}?component_access_token={token}",
-                hub.gateway
-            ))
-            .json(&json!({ "component_appid": COMPONENT, "offset": 0, "count": 10 }));
-        async move {
-            let answer: Value = request.send().await.unwrap().json().await.unwrap();
-            answer
-        }
+        answer_of(
+            client
+                .post(format!(
+                    "{}{list_path}?component_access_token={token}",
+                    hub.gateway
+                ))
+                .json(&json!({ "component_appid": COMPONENT, "offset": 0, "count": 10 })),
+        )
     };
     let listed = list(&served.access_token).await;
     assert!(listed.get("total_count").is_some(), "{listed}");
