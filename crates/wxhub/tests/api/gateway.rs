@@ -83,40 +83,18 @@ async fn the_token_endpoint_serves_the_hubs_token_and_refuses_like_wechat() {
     assert!(body.get("errcode").is_none(), "{body}");
 
     let real = secret_of(APP);
-    // Wrong key: 40125, as WeChat answers a wrong AppSecret.
-    let code = same_answer(
-        &hub,
-        &mock,
-        &format!("/cgi-bin/token?grant_type=client_credential&appid={APP}&secret=wrong"),
-        &format!("/cgi-bin/token?grant_type=client_credential&appid={APP}&secret=wrong"),
-    )
-    .await;
-    assert_eq!(code, 40125);
-    // A consumer not granted the app: 40125 too.
-    let code = same_answer(
-        &hub,
-        &mock,
-        &format!("/cgi-bin/token?grant_type=client_credential&appid={OTHER}&secret={READER_KEY}"),
-        &format!("/cgi-bin/token?grant_type=client_credential&appid={OTHER}&secret=wrong"),
-    )
-    .await;
-    assert_eq!(code, 40125);
-    // A consumer without `read` (a reporter): 40125.
-    let code = same_answer(
-        &hub,
-        &mock,
-        &format!("/cgi-bin/token?grant_type=client_credential&appid={APP}&secret={REPORTER_KEY}"),
-        &format!("/cgi-bin/token?grant_type=client_credential&appid={APP}&secret=wrong"),
-    )
-    .await;
-    assert_eq!(code, 40125);
-    // Unknown appid, bad grant type, missing parameters.
+    let token = |appid: &str, secret: &str| {
+        format!("/cgi-bin/token?grant_type=client_credential&appid={appid}&secret={secret}")
+    };
     for (gateway_pq, mock_pq, expected) in [
-        (
-            format!("/cgi-bin/token?grant_type=client_credential&appid=wxnope&secret={ADMIN_KEY}"),
-            "/cgi-bin/token?grant_type=client_credential&appid=wxnope&secret=x".to_string(),
-            40013,
-        ),
+        // Wrong key: 40125, as WeChat answers a wrong AppSecret.
+        (token(APP, "wrong"), token(APP, "wrong"), 40125),
+        // A consumer not granted the app: 40125 too.
+        (token(OTHER, READER_KEY), token(OTHER, "wrong"), 40125),
+        // A consumer without `read` (a reporter): 40125.
+        (token(APP, REPORTER_KEY), token(APP, "wrong"), 40125),
+        // Unknown appid, bad grant type, missing parameters.
+        (token("wxnope", ADMIN_KEY), token("wxnope", "x"), 40013),
         (
             format!("/cgi-bin/token?grant_type=password&appid={APP}&secret={ADMIN_KEY}"),
             format!("/cgi-bin/token?grant_type=password&appid={APP}&secret={real}"),
@@ -135,7 +113,8 @@ async fn the_token_endpoint_serves_the_hubs_token_and_refuses_like_wechat() {
     ] {
         assert_eq!(
             same_answer(&hub, &mock, &gateway_pq, &mock_pq).await,
-            expected
+            expected,
+            "{gateway_pq}"
         );
     }
     // GET on stable_token: 43002, as WeChat.

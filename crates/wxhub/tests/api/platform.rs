@@ -178,13 +178,7 @@ async fn push(hub: &TestHub, component: &str, query: &str, body: String) -> reqw
 
 #[tokio::test]
 async fn forged_misaddressed_or_replayed_pushes_store_nothing() {
-    let (_mock, _relay, hub) = platform(
-        Duration::from_secs(60),
-        Duration::from_secs(600),
-        &[],
-        |c| c,
-    )
-    .await;
+    let (_mock, _relay, hub) = steady_platform().await;
     let before = ticket_generation(&hub).await;
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
