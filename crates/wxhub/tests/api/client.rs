@@ -79,19 +79,8 @@ async fn the_client_caches_flies_once_follows_the_watch_stream_and_heals_calls()
     assert_eq!(reads(&hub).await, before + 1, "only the check read the hub");
 
     // A token killed behind the hub's back: `call` reports it and retries once.
+    killed_behind_the_hubs_back(&mock, APP, &new).await;
     let http = reqwest::Client::new();
-    http.get(format!(
-        "{}/cgi-bin/token?grant_type=client_credential&appid={APP}&secret={}",
-        mock.base_url(),
-        secret_of(APP)
-    ))
-    .send()
-    .await
-    .unwrap();
-    wait_until(Duration::from_secs(5), "the old token dies", || async {
-        business_call(&http, &mock, &new).await != 0
-    })
-    .await;
     let issued = stats(&mock).issued("/cgi-bin/token", APP);
     let base = mock.base_url();
     let answer = client

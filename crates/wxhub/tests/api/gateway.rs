@@ -211,24 +211,8 @@ async fn two_hundred_calls_with_a_killed_token_all_succeed_after_one_refresh() {
     hub.wait_ready().await;
     let old = hub.token(APP).await.access_token;
     // Another party fetches a token straight from WeChat: the hub's dies after the overlap.
+    killed_behind_the_hubs_back(&mock, APP, &old).await;
     let client = reqwest::Client::new();
-    let other: Value = client
-        .get(format!(
-            "{}/cgi-bin/token?grant_type=client_credential&appid={APP}&secret={}",
-            mock.base_url(),
-            secret_of(APP)
-        ))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert!(other["access_token"].is_string());
-    wait_until(Duration::from_secs(5), "the old token dies", || async {
-        business_call(&client, &mock, &old).await != 0
-    })
-    .await;
     let issued = stats(&mock).issued("/cgi-bin/token", APP);
 
     let url = format!(
@@ -401,20 +385,7 @@ async fn token_less_calls_inject_the_token_and_heal_a_dead_one() {
 
     // The token dies behind the hub's back: the call still succeeds, after one refresh.
     let old = hub.token(APP).await.access_token;
-    let client = reqwest::Client::new();
-    client
-        .get(format!(
-            "{}/cgi-bin/token?grant_type=client_credential&appid={APP}&secret={}",
-            mock.base_url(),
-            secret_of(APP)
-        ))
-        .send()
-        .await
-        .unwrap();
-    wait_until(Duration::from_secs(5), "the old token dies", || async {
-        business_call(&client, &mock, &old).await != 0
-    })
-    .await;
+    killed_behind_the_hubs_back(&mock, APP, &old).await;
     let issued = stats(&mock).issued("/cgi-bin/token", APP);
     let body: Value = hub.get(&path).await.json().await.unwrap();
     assert!(body["ip_list"].is_array(), "{body}");

@@ -504,6 +504,17 @@ pub async fn fetched_elsewhere(mock: &MockServer, appid: &str) -> String {
         .to_string()
 }
 
+/// Kills `old` behind the hub's back: another party fetches `appid`'s token straight from WeChat,
+/// and this waits until WeChat refuses `old` (after its overlap).
+pub async fn killed_behind_the_hubs_back(mock: &MockServer, appid: &str, old: &str) {
+    fetched_elsewhere(mock, appid).await;
+    let client = reqwest::Client::new();
+    wait_until(Duration::from_secs(10), "the old token dies", || async {
+        business_call(&client, mock, old).await != 0
+    })
+    .await;
+}
+
 /// The mock's counters.
 pub fn stats(mock: &MockServer) -> MockStats {
     mock.stats()
