@@ -44,7 +44,7 @@ use crate::credential::{CredentialKey, Timestamp, Token};
 use crate::history::HistoryPoint;
 use crate::hub::{Credential, CredentialId, Hub, Served};
 use crate::metrics::{InvalidationOutcome, Metrics};
-use crate::registry::{Diff, Source};
+use crate::registry::Diff;
 use crate::store::{CasOutcome, Store, StoreError};
 use crate::upstream::Upstream;
 use crate::upstream::UpstreamError;
@@ -903,7 +903,7 @@ impl Shared {
 fn serve(hub: &Hub, credential: &Arc<Credential>, token: &Token, next: Timestamp) {
     let spec = credential.spec();
     let serve_until = spec.plan.serve_until(spec.source.renewal(), token, next);
-    if spec.source == Source::AuthorizerRefreshToken {
+    if !spec.source.is_served() {
         // Never handed to anyone: the engine's state is its only copy in memory.
         return;
     }

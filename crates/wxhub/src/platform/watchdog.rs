@@ -70,10 +70,7 @@ pub fn run_watchdogs(
                     continue;
                 };
                 let now = Timestamp::now();
-                let fetched = ticket
-                    .slot
-                    .load()
-                    .map(|s| s.expires_at.minus(super::VERIFY_TICKET_LIFETIME));
+                let fetched = engine.fetched_at(&ticket);
                 if !is_stale(fetched, now) {
                     continue;
                 }

@@ -233,6 +233,13 @@ impl Source {
             Source::AuthorizerRefreshToken => "authorizer_refresh_token",
         }
     }
+
+    /// Whether the hub ever hands this credential out (to consumers, the gateway, a watcher). An
+    /// authorizer refresh token never leaves the hub: it is kept in the engine's state and the
+    /// store only, never rendered into a served slot.
+    pub fn is_served(&self) -> bool {
+        !matches!(self, Source::AuthorizerRefreshToken)
+    }
 }
 
 /// How one credential is kept fresh. Replaced as a whole when its account changes (a new secret
