@@ -152,15 +152,7 @@ async fn no_secret_or_token_reaches_listings_metrics_or_errors() {
     let secret = secret_of(APP);
 
     let listing = hub.get("/v1/credentials").await.text().await.unwrap();
-    let metrics = hub
-        .client
-        .get(hub.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = hub.metrics().await;
     let error = hub
         .get("/v1/apps/wxnotconfigured0001/access_token")
         .await
@@ -268,15 +260,7 @@ async fn reads_answer_alike_whether_or_not_the_fast_path_takes_them() {
     assert_eq!(head.status(), 200);
 
     // Every read above was counted, by whichever path answered it.
-    let metrics = hub
-        .client
-        .get(hub.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = hub.metrics().await;
     for expected in [
         "wxhub_http_requests_total{route=\"access_token\",status=\"200\"} 3",
         "wxhub_http_requests_total{route=\"access_token\",status=\"401\"} 1",

@@ -11,38 +11,13 @@ const APP: &str = "wx00000000000000e1";
 
 /// Token reads the hub has answered (its request counter).
 async fn reads(hub: &TestHub) -> u64 {
-    let text = hub
-        .client
-        .get(hub.url("/metrics"))
-        .send()
+    hub.metric_sum("wxhub_http_requests_total{route=\"access_token\",status=\"200\"}")
         .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .filter(|l| {
-            l.starts_with("wxhub_http_requests_total{route=\"access_token\",status=\"200\"}")
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-        .sum()
 }
 
 #[tokio::test]
 async fn the_client_caches_flies_once_follows_the_watch_stream_and_heals_calls() {
-    let apps = [TestApp::legacy(APP)];
-    let mock = spawn_mock(
-        Duration::from_secs(60),
-        Duration::from_millis(500),
-        &apps,
-        &[],
-        |c| c,
-    )
-    .await;
-    let mut options = HubOptions::new(&apps);
-    options.refresh.min_refresh_interval = Duration::from_millis(1);
-    let hub = spawn_app(&mock, options).await;
-    hub.wait_ready().await;
+    let (mock, hub) = quick_hub(APP).await;
     let client = Client::new(&hub.address, ADMIN_KEY).unwrap();
 
     // 50 concurrent first reads: one request to the hub.

@@ -11,14 +11,6 @@ use crate::helpers::*;
 const APP: &str = "wx00000000000000a1";
 const OTHER: &str = "wx00000000000000a2";
 
-/// A hub that acts on a report of a token however young (the tests kill tokens within a second
-/// of their fetch; `min_refresh_interval` is tested elsewhere).
-fn quick_reports(apps: &[TestApp]) -> HubOptions {
-    let mut options = HubOptions::new(apps);
-    options.refresh.min_refresh_interval = Duration::from_millis(1);
-    options
-}
-
 /// The part of a WeChat errmsg before its per-request suffix.
 fn text_of(body: &Value) -> String {
     let errmsg = body["errmsg"].as_str().unwrap_or_default();
@@ -198,17 +190,7 @@ async fn a_token_the_hub_never_served_is_refused_and_not_forwarded() {
 
 #[tokio::test]
 async fn two_hundred_calls_with_a_killed_token_all_succeed_after_one_refresh() {
-    let apps = [TestApp::legacy(APP)];
-    let mock = spawn_mock(
-        Duration::from_secs(60),
-        Duration::from_millis(500),
-        &apps,
-        &[],
-        |c| c,
-    )
-    .await;
-    let hub = spawn_app(&mock, quick_reports(&apps)).await;
-    hub.wait_ready().await;
+    let (mock, hub) = quick_hub(APP).await;
     let old = hub.token(APP).await.access_token;
     // Another party fetches a token straight from WeChat: the hub's dies after the overlap.
     killed_behind_the_hubs_back(&mock, APP, &old).await;
@@ -353,17 +335,7 @@ async fn work_gettoken_takes_a_key_granted_one_agent() {
 
 #[tokio::test]
 async fn token_less_calls_inject_the_token_and_heal_a_dead_one() {
-    let apps = [TestApp::legacy(APP)];
-    let mock = spawn_mock(
-        Duration::from_secs(60),
-        Duration::from_millis(500),
-        &apps,
-        &[],
-        |c| c,
-    )
-    .await;
-    let hub = spawn_app(&mock, quick_reports(&apps)).await;
-    hub.wait_ready().await;
+    let (mock, hub) = quick_hub(APP).await;
     let path = format!("/v1/apps/{APP}/wechat/cgi-bin/get_api_domain_ip");
     let body: Value = hub.get(&path).await.json().await.unwrap();
     assert!(body["ip_list"].is_array(), "{body}");
@@ -395,19 +367,7 @@ async fn token_less_calls_inject_the_token_and_heal_a_dead_one() {
 
 /// Invalidation reports the hub has handled, all outcomes.
 async fn invalidations(hub: &TestHub) -> u64 {
-    let text = hub
-        .client
-        .get(hub.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .filter(|l| l.starts_with("wxhub_invalidations_total{"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-        .sum()
+    hub.metric_sum("wxhub_invalidations_total{").await
 }
 
 #[tokio::test]

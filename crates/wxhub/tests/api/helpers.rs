@@ -275,6 +275,26 @@ pub async fn start_ready(apps: &[TestApp]) -> (Arc<MockServer>, TestHub) {
     start_ready_living(apps, Duration::from_secs(60), Duration::from_secs(5)).await
 }
 
+/// A ready hub for one legacy app that acts on a report of a token however young (tests kill
+/// tokens within a second of their fetch; `min_refresh_interval` is tested elsewhere), against a
+/// mock whose replaced tokens die half a second later.
+pub async fn quick_hub(appid: &str) -> (Arc<MockServer>, TestHub) {
+    let apps = [TestApp::legacy(appid)];
+    let mock = spawn_mock(
+        Duration::from_secs(60),
+        Duration::from_millis(500),
+        &apps,
+        &[],
+        |c| c,
+    )
+    .await;
+    let mut options = HubOptions::new(&apps);
+    options.refresh.min_refresh_interval = Duration::from_millis(1);
+    let hub = spawn_app(&mock, options).await;
+    hub.wait_ready().await;
+    (mock, hub)
+}
+
 /// A mock for `apps` with the suite's usual lifetimes: a minute, five seconds of overlap.
 pub async fn minute_mock(apps: &[TestApp]) -> Arc<MockServer> {
     spawn_mock(
@@ -416,6 +436,17 @@ impl TestHub {
             .text()
             .await
             .expect("metrics text")
+    }
+
+    /// The sum of every `/metrics` sample whose line starts with `prefix` (a metric name with
+    /// some of its labels).
+    pub async fn metric_sum(&self, prefix: &str) -> u64 {
+        self.metrics()
+            .await
+            .lines()
+            .filter(|l| l.starts_with(prefix))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum()
     }
 
     /// The admin credentials listing, entry for `key`.

@@ -7,7 +7,6 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Duration;
 
 use crate::helpers::*;
 
@@ -34,19 +33,7 @@ async fn survives_a_killed_token(program: PathBuf, args: Vec<PathBuf>, node_path
         "{} is missing: run scripts/sdk-setup (needs python3-venv, nodejs, npm)",
         program.display()
     );
-    let apps = [TestApp::legacy(APP)];
-    let mock = spawn_mock(
-        Duration::from_secs(60),
-        Duration::from_millis(500),
-        &apps,
-        &[],
-        |c| c,
-    )
-    .await;
-    let mut options = HubOptions::new(&apps);
-    options.refresh.min_refresh_interval = Duration::from_millis(1);
-    let hub = spawn_app(&mock, options).await;
-    hub.wait_ready().await;
+    let (mock, hub) = quick_hub(APP).await;
     let issued = stats(&mock).issued("/cgi-bin/token", APP);
 
     let mut command = Command::new(&program);

@@ -307,18 +307,6 @@ pub async fn readiness(hub: &TestHub) -> Option<(u16, String)> {
     ))
 }
 
-/// `/metrics` of `hub`.
-pub async fn metrics(hub: &TestHub) -> String {
-    hub.client
-        .get(hub.url("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("metrics text")
-}
-
 /// WeChat answers 40001 to the next `checks` business calls made with `appid`'s token: a hub that
 /// checks a reported token finds it dead, as it is once another party has replaced it — without
 /// the test waiting out WeChat's overlap. Clear with `MockServer::clear_faults` once the reports

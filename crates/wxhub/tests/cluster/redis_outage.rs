@@ -26,7 +26,8 @@ async fn wait_for_readiness(hubs: &[TestHub], expected: &str, deadline: Duration
                 if readiness(hub).await != Some((200, expected.to_string())) {
                     return false;
                 }
-                if !metrics(hub)
+                if !hub
+                    .metrics()
                     .await
                     .contains(&format!("wxhub_degraded {degraded}\n"))
                 {

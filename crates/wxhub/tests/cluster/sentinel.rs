@@ -25,6 +25,37 @@ fn sentinel_options(apps: &[TestApp], group: &SentinelGroup, namespace: &str) ->
     options
 }
 
+/// A Sentinel group, a mock whose tokens live 8 s (a refresh every 4 s or so, several before and
+/// after a failover) and the cluster's instances on the group's master under `namespace`, ready.
+async fn sentinel_cluster(
+    apps: &[TestApp],
+    namespace: &str,
+) -> (
+    SentinelGroup,
+    Arc<wechat_mock::MockServer>,
+    Arc<Vec<TestHub>>,
+) {
+    let group = tokio::task::spawn_blocking(SentinelGroup::start)
+        .await
+        .expect("starting the Sentinel group");
+    let mock = spawn_mock(
+        Duration::from_secs(8),
+        Duration::from_secs(4),
+        apps,
+        &[],
+        |c| c,
+    )
+    .await;
+    let mut hubs = Vec::new();
+    for _ in 0..INSTANCES {
+        hubs.push(spawn_app(&mock, sentinel_options(apps, &group, namespace)).await);
+    }
+    for hub in &hubs {
+        hub.wait_ready().await;
+    }
+    (group, mock, Arc::new(hubs))
+}
+
 /// Waits until every hub serves the same token of `appid` with a generation above `generation`.
 async fn generation_above(hubs: &[TestHub], appid: &str, generation: u64) -> TokenAnswer {
     wait_for(
@@ -43,27 +74,8 @@ async fn instances_follow_a_sentinel_failover_and_nothing_is_lost() {
     let legacy = "wxcluster0sentinel1";
     let stable = "wxcluster0sentinel2";
     let apps = [TestApp::legacy(legacy), TestApp::stable(stable)];
-    let mut group = tokio::task::spawn_blocking(SentinelGroup::start)
-        .await
-        .expect("starting the Sentinel group");
     let namespace = unique_namespace("sentinel");
-    // 8 s lifetimes: a refresh every 4 s or so, several of them before and after the failover.
-    let mock = spawn_mock(
-        Duration::from_secs(8),
-        Duration::from_secs(4),
-        &apps,
-        &[],
-        |c| c,
-    )
-    .await;
-    let mut hubs = Vec::new();
-    for _ in 0..INSTANCES {
-        hubs.push(spawn_app(&mock, sentinel_options(&apps, &group, &namespace)).await);
-    }
-    for hub in &hubs {
-        hub.wait_ready().await;
-    }
-    let hubs = Arc::new(hubs);
+    let (mut group, mock, hubs) = sentinel_cluster(&apps, &namespace).await;
     let (running, consumers) = start_consumers(&hubs, &mock, &[legacy, stable], 2);
 
     let before = generation_above(&hubs, legacy, 1).await;
@@ -132,26 +144,8 @@ async fn instances_follow_a_sentinel_failover_and_nothing_is_lost() {
 async fn a_switchover_moves_the_instances_off_a_master_that_stays_up() {
     let appid = "wxcluster0sentinel3";
     let apps = [TestApp::legacy(appid)];
-    let group = tokio::task::spawn_blocking(SentinelGroup::start)
-        .await
-        .expect("starting the Sentinel group");
     let namespace = unique_namespace("switchover");
-    let mock = spawn_mock(
-        Duration::from_secs(8),
-        Duration::from_secs(4),
-        &apps,
-        &[],
-        |c| c,
-    )
-    .await;
-    let mut hubs = Vec::new();
-    for _ in 0..INSTANCES {
-        hubs.push(spawn_app(&mock, sentinel_options(&apps, &group, &namespace)).await);
-    }
-    for hub in &hubs {
-        hub.wait_ready().await;
-    }
-    let hubs = Arc::new(hubs);
+    let (group, mock, hubs) = sentinel_cluster(&apps, &namespace).await;
     let (running, consumers) = start_consumers(&hubs, &mock, &[appid], 2);
 
     let before = converged(&hubs, appid).await;
