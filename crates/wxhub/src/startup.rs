@@ -368,6 +368,7 @@ fn listener_limits(server: &ServerSettings) -> api::Limits {
         deadlines: api::Deadlines {
             header_read_timeout: server.header_read_timeout,
             idle_timeout: server.idle_timeout,
+            request_timeout: server.request_timeout,
         },
         max_connections,
         drain_timeout: server.request_timeout,

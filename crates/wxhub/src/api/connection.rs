@@ -1,14 +1,21 @@
-//! One connection's deadlines: how long a client may take to send a request's headers, and how
-//! long a kept-alive connection may sit idle.
+//! One connection's deadlines: how long a client may take to send a request's headers, how long
+//! a request may take (its body included), how long a streamed answer may stall, and how long a
+//! kept-alive connection may sit idle.
 //!
 //! hyper's own header-read timeout runs from the moment a connection waits for a request, so it
-//! cannot tell a slow client from an idle kept-alive one. Here three things share one
+//! cannot tell a slow client from an idle kept-alive one. Here four things share one
 //! [`Activity`]: the socket ([`Watched`], which notes that bytes arrived), the service
-//! ([`Tracked`], which notes that a request is being answered and when it was), and the
+//! ([`Tracked`], which notes that a request is being answered and when it was), a streamed
+//! answer's body ([`TrackedBody`], which notes each part it hands out and its end), and the
 //! [`Supervised`] connection, which derives the current phase from them and enforces its
 //! deadline:
 //! - first request: its headers within `header_read_timeout` of the connection's start;
-//! - busy: no deadline here (the request timeout bounds the handlers);
+//! - busy (the request is being read and answered): within `request_timeout`. Handlers answer
+//!   `503 timeout` on that deadline themselves; this is the backstop for whatever does not (a
+//!   body trickled in a byte at a time is read inside the handler, so it is bounded too);
+//! - streaming an answer of unknown length (a watch stream): each part within `idle_timeout` of
+//!   the one before, so a stream lives as long as its heartbeats keep coming and its reader keeps
+//!   taking them (a reader that stops taking them stops hyper from asking for more);
 //! - idle after a response: the next request's first byte within `idle_timeout`;
 //! - reading a later request: its headers within `header_read_timeout` of its first byte.
 //!
@@ -24,6 +31,8 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use hyper::body::{Body, Frame, SizeHint};
+use hyper::Response;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
@@ -34,7 +43,15 @@ pub struct Deadlines {
     pub header_read_timeout: Duration,
     /// See [`crate::configuration::ServerSettings::idle_timeout`].
     pub idle_timeout: Duration,
+    /// How long a request may be in progress, reading its body included (see
+    /// [`crate::configuration::ServerSettings::request_timeout`]); the connection closes
+    /// [`BUSY_GRACE`] later if the handler has not answered by then.
+    pub request_timeout: Duration,
 }
+
+/// How long past `request_timeout` a busy connection is left, so that a handler's own `503
+/// timeout` answer goes out before the connection is closed under it.
+pub const BUSY_GRACE: Duration = Duration::from_millis(500);
 
 /// What one connection is doing, as its socket and its service see it.
 #[derive(Default)]
@@ -45,6 +62,10 @@ pub struct Activity {
     answered: AtomicU64,
     /// Bytes arrived since the last response: the next request has begun.
     reading: AtomicBool,
+    /// An answer of unknown length is being sent.
+    streaming: AtomicBool,
+    /// Parts of streamed answers handed to hyper so far: a change is progress.
+    parts: AtomicU64,
 }
 
 /// The phase a connection is in; a change of phase restarts its clock.
@@ -54,6 +75,8 @@ enum Phase {
     First,
     /// A request is being answered.
     Busy,
+    /// An answer of unknown length is being sent; `n` parts of it went out so far.
+    Streaming(u64),
     /// The `n`-th response went out; waiting for the next request.
     Idle(u64),
     /// The next request after the `n`-th response has begun.
@@ -64,6 +87,9 @@ impl Activity {
     fn phase(&self) -> Phase {
         if self.busy.load(Ordering::Relaxed) {
             return Phase::Busy;
+        }
+        if self.streaming.load(Ordering::Relaxed) {
+            return Phase::Streaming(self.parts.load(Ordering::Relaxed));
         }
         match self.answered.load(Ordering::Relaxed) {
             0 => Phase::First,
@@ -143,18 +169,89 @@ impl<F> Tracked<F> {
     }
 }
 
-impl<F: Future + Unpin> Future for Tracked<F> {
-    type Output = F::Output;
+impl<F, B, E> Future for Tracked<F>
+where
+    F: Future<Output = Result<Response<B>, E>> + Unpin,
+    B: Body,
+{
+    type Output = Result<Response<TrackedBody<B>>, E>;
 
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
-        let answered = Pin::new(&mut self.answer).poll(cx);
-        if answered.is_ready() {
-            let activity = &self.activity;
-            activity.reading.store(false, Ordering::Relaxed);
-            activity.answered.fetch_add(1, Ordering::Relaxed);
-            activity.busy.store(false, Ordering::Relaxed);
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let Poll::Ready(answered) = Pin::new(&mut self.answer).poll(cx) else {
+            return Poll::Pending;
+        };
+        let activity = &self.activity;
+        let answered =
+            answered.map(|response| response.map(|body| TrackedBody::new(body, activity)));
+        activity.reading.store(false, Ordering::Relaxed);
+        activity.answered.fetch_add(1, Ordering::Relaxed);
+        activity.busy.store(false, Ordering::Relaxed);
+        Poll::Ready(answered)
+    }
+}
+
+/// An answer's body, noting in its [`Activity`] that a stream of unknown length is being sent
+/// and each part of it. Answers of known length (every JSON answer) go through untouched, so the
+/// read path pays nothing for this.
+pub enum TrackedBody<B> {
+    /// An answer of known length: its phase is the idle one that follows it.
+    Sized(B),
+    /// A stream: the connection is [`Phase::Streaming`] until it ends or is dropped.
+    Streaming(B, Arc<Activity>),
+}
+
+impl<B: Body> TrackedBody<B> {
+    fn new(body: B, activity: &Arc<Activity>) -> TrackedBody<B> {
+        if body.size_hint().exact().is_some() {
+            return TrackedBody::Sized(body);
         }
-        answered
+        activity.streaming.store(true, Ordering::Relaxed);
+        TrackedBody::Streaming(body, activity.clone())
+    }
+}
+
+impl<B: Body + Unpin> Body for TrackedBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
+        match self.get_mut() {
+            TrackedBody::Sized(body) => Pin::new(body).poll_frame(cx),
+            TrackedBody::Streaming(body, activity) => {
+                let polled = Pin::new(body).poll_frame(cx);
+                match &polled {
+                    Poll::Ready(Some(Ok(_))) => {
+                        activity.parts.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Poll::Ready(_) => activity.streaming.store(false, Ordering::Relaxed),
+                    Poll::Pending => {}
+                }
+                polled
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            TrackedBody::Sized(body) | TrackedBody::Streaming(body, _) => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            TrackedBody::Sized(body) | TrackedBody::Streaming(body, _) => body.size_hint(),
+        }
+    }
+}
+
+impl<B> Drop for TrackedBody<B> {
+    fn drop(&mut self) {
+        if let TrackedBody::Streaming(_, activity) = self {
+            activity.streaming.store(false, Ordering::Relaxed);
+        }
     }
 }
 
@@ -175,8 +272,8 @@ pub struct Supervised<C> {
     deadlines: Deadlines,
     /// The phase last seen.
     phase: Phase,
-    /// When the current phase must end (`None` while busy).
-    deadline: Option<Instant>,
+    /// When the current phase must end.
+    deadline: Instant,
     /// A timer that fires at or before `deadline`. It is moved only to an earlier instant: a
     /// later deadline (the next idle period, after every response) is left to the timer to find
     /// when it fires, so that a request costs no timer update in the common case.
@@ -192,7 +289,7 @@ impl<C: Future> Supervised<C> {
             activity,
             deadlines,
             phase: Phase::First,
-            deadline: Some(deadline),
+            deadline,
             timer: Box::pin(tokio::time::sleep_until(deadline)),
         }
     }
@@ -210,15 +307,14 @@ impl<C: Future> Supervised<C> {
         }
         self.phase = phase;
         let allowed = match phase {
-            Phase::Busy => None,
-            Phase::First | Phase::Reading(_) => Some(self.deadlines.header_read_timeout),
-            Phase::Idle(_) => Some(self.deadlines.idle_timeout),
+            Phase::Busy => self.deadlines.request_timeout + BUSY_GRACE,
+            Phase::First | Phase::Reading(_) => self.deadlines.header_read_timeout,
+            Phase::Streaming(_) | Phase::Idle(_) => self.deadlines.idle_timeout,
         };
-        self.deadline = allowed.map(|allowed| Instant::now() + allowed);
-        if let Some(deadline) = self.deadline {
-            if deadline < self.timer.deadline() || self.timer.is_elapsed() {
-                self.timer.as_mut().reset(deadline);
-            }
+        let deadline = Instant::now() + allowed;
+        self.deadline = deadline;
+        if deadline < self.timer.deadline() || self.timer.is_elapsed() {
+            self.timer.as_mut().reset(deadline);
         }
     }
 }
@@ -231,10 +327,8 @@ impl<C: Future> Future for Supervised<C> {
             return Poll::Ready(Ended::Finished);
         }
         self.follow_phase();
-        while let Some(deadline) = self.deadline {
-            if self.timer.as_mut().poll(cx).is_pending() {
-                break;
-            }
+        while self.timer.as_mut().poll(cx).is_ready() {
+            let deadline = self.deadline;
             if Instant::now() >= deadline {
                 return Poll::Ready(Ended::TimedOut);
             }
@@ -248,6 +342,10 @@ impl<C: Future> Future for Supervised<C> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Bytes;
+    use http_body_util::Full;
+    use std::collections::VecDeque;
+    use std::sync::Mutex;
 
     #[test]
     fn the_phase_follows_reads_and_answers() {
@@ -255,7 +353,8 @@ mod tests {
         assert_eq!(activity.phase(), Phase::First);
         activity.reading.store(true, Ordering::Relaxed);
         assert_eq!(activity.phase(), Phase::First);
-        let tracked = Tracked::new(std::future::ready(()), activity.clone());
+        let answer = std::future::ready(Ok::<_, ()>(Response::new(Full::new(Bytes::new()))));
+        let tracked = Tracked::new(answer, activity.clone());
         assert_eq!(activity.phase(), Phase::Busy);
         let waker = futures_util::task::noop_waker();
         let mut cx = Context::from_waker(&waker);
@@ -264,5 +363,56 @@ mod tests {
         assert_eq!(activity.phase(), Phase::Idle(1));
         activity.reading.store(true, Ordering::Relaxed);
         assert_eq!(activity.phase(), Phase::Reading(1));
+    }
+
+    #[test]
+    fn a_streamed_answer_is_its_own_phase_until_it_ends() {
+        let activity = Arc::new(Activity::default());
+        let parts = Arc::new(Mutex::new(VecDeque::new()));
+        let answer = std::future::ready(Ok::<_, ()>(Response::new(QueueBody(parts.clone()))));
+        let mut tracked = Tracked::new(answer, activity.clone());
+        let waker = futures_util::task::noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        let Poll::Ready(Ok(response)) = Pin::new(&mut tracked).poll(&mut cx) else {
+            panic!("answered at once");
+        };
+        let mut body = response.into_body();
+        assert_eq!(activity.phase(), Phase::Streaming(0));
+        assert!(Pin::new(&mut body).poll_frame(&mut cx).is_pending());
+        parts.lock().unwrap().push_back(Bytes::from_static(b"part"));
+        assert!(matches!(
+            Pin::new(&mut body).poll_frame(&mut cx),
+            Poll::Ready(Some(Ok(_)))
+        ));
+        assert_eq!(activity.phase(), Phase::Streaming(1));
+        drop(body);
+        assert_eq!(activity.phase(), Phase::Idle(1));
+    }
+
+    #[test]
+    fn an_answer_of_known_length_goes_untouched() {
+        let activity = Arc::new(Activity::default());
+        let body = TrackedBody::new(Full::new(Bytes::from_static(b"{}")), &activity);
+        assert!(matches!(body, TrackedBody::Sized(_)));
+        assert_eq!(body.size_hint().exact(), Some(2));
+        assert!(!activity.streaming.load(Ordering::Relaxed));
+    }
+
+    /// A body of unknown length whose parts the test hands in through a shared queue.
+    struct QueueBody(Arc<Mutex<VecDeque<Bytes>>>);
+
+    impl Body for QueueBody {
+        type Data = Bytes;
+        type Error = std::convert::Infallible;
+
+        fn poll_frame(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+            match self.0.lock().unwrap().pop_front() {
+                Some(part) => Poll::Ready(Some(Ok(Frame::data(part)))),
+                None => Poll::Pending,
+            }
+        }
     }
 }

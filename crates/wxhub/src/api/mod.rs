@@ -195,11 +195,9 @@ pub fn router(context: ApiState, request_timeout: Duration) -> Router {
         .route(
             "/v1/corps/{corpid}/agents/{agentid}/wechat/{*path}",
             any(crate::gateway::call::corp_call),
-        )
-        .layer(middleware::from_fn_with_state(
-            request_timeout,
-            enforce_timeout,
-        ));
+        );
+    // Every route is bounded, the event receiver (which faces the internet) included: a request
+    // whose body trickles in is answered `503 timeout` on the deadline, like a slow handler.
     Router::new()
         .merge(v1)
         .merge(events_routes())
@@ -208,6 +206,10 @@ pub fn router(context: ApiState, request_timeout: Duration) -> Router {
         .route("/metrics", get(health::metrics))
         .route("/status", get(status::status_page))
         .fallback(not_found)
+        .layer(middleware::from_fn_with_state(
+            request_timeout,
+            enforce_timeout,
+        ))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(
             |_: Box<dyn std::any::Any + Send>| panic_response(),
@@ -249,7 +251,7 @@ fn panic_response() -> Response {
     .into_response()
 }
 
-/// Bounds every `/v1` request (an invalidation may wait for WeChat).
+/// Bounds every request (an invalidation may wait for WeChat; a body may arrive slowly).
 async fn enforce_timeout(State(limit): State<Duration>, request: Request, next: Next) -> Response {
     match tokio::time::timeout(limit, next.run(request)).await {
         Ok(response) => response,

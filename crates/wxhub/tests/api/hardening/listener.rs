@@ -287,3 +287,113 @@ async fn shutdown_finishes_within_its_deadline_despite_half_sent_requests() {
         );
     }
 }
+
+/// A request whose headers arrive at once and whose body then trickles in, one byte every
+/// 100 ms, for `path` on `address`.
+fn trickled_post(address: &str, path: &str) -> (String, Vec<u8>) {
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nhost: hub\r\nauthorization: Bearer {ADMIN_KEY}\r\n\
+         content-type: application/json\r\ncontent-length: 1000\r\n\r\n"
+    );
+    (
+        address.to_string(),
+        [head.into_bytes(), vec![b' '; 1000]].concat(),
+    )
+}
+
+#[tokio::test]
+async fn slow_request_bodies_are_cut_off_on_the_request_deadline_on_every_listener() {
+    let (_mock, hub) = hub_with(ServerSettings {
+        // Only the request deadline can end these connections within the test's patience.
+        header_read_timeout: Duration::from_secs(60),
+        idle_timeout: Duration::from_secs(60),
+        request_timeout: Duration::from_secs(1),
+        max_connections: Some(1000),
+        ..ServerSettings::default()
+    })
+    .await;
+    let main = socket_address(&hub);
+    let gateway = hub.gateway.trim_start_matches("http://").to_string();
+    let requests = [
+        // WeChat's push receiver, which the docs tell operators to expose to the internet.
+        trickled_post(
+            &main,
+            "/wechat/components/wxcomponent0000001/events?timestamp=1",
+        ),
+        trickled_post(&main, &format!("/v1/apps/{APP}/access_token/invalidate")),
+        // The gateway's own token endpoints read a body.
+        trickled_post(&gateway, "/cgi-bin/stable_token"),
+        trickled_post(&gateway, "/cgi-bin/component/api_component_token"),
+    ];
+    let mut clients = Vec::new();
+    for (address, bytes) in requests {
+        for _ in 0..20 {
+            let mut stream = TcpStream::connect(&address).await.unwrap();
+            // The headers go at once; only the body trickles.
+            let split = bytes.len() - 1000;
+            stream.write_all(&bytes[..split]).await.unwrap();
+            let body = bytes[split..].to_vec();
+            clients.push(tokio::spawn(async move {
+                until_closed(stream, &body, Duration::from_secs(8)).await
+            }));
+        }
+    }
+    assert_served(&hub).await;
+    for (i, client) in clients.into_iter().enumerate() {
+        let (took, answer) = client
+            .await
+            .unwrap()
+            .unwrap_or_else(|| panic!("slow body {i} still held its connection after 8 s"));
+        assert!(
+            took < Duration::from_secs(4),
+            "slow body {i}: closed after {took:?}"
+        );
+        assert!(
+            answer.is_empty() || answer.starts_with("HTTP/1.1 503"),
+            "slow body {i}: {answer}"
+        );
+    }
+    assert_served(&hub).await;
+    hub.stop().await;
+}
+
+#[tokio::test]
+async fn a_watch_stream_outlives_the_idle_timeout_while_its_heartbeats_flow() {
+    let (_mock, hub) = hub_with(ServerSettings {
+        header_read_timeout: Duration::from_secs(5),
+        // Heartbeats come at a third of this, so the stream is never idle this long.
+        idle_timeout: Duration::from_millis(900),
+        ..ServerSettings::default()
+    })
+    .await;
+    let mut stream = TcpStream::connect(socket_address(&hub)).await.unwrap();
+    stream
+        .write_all(
+            format!(
+                "GET /v1/watch HTTP/1.1\r\nhost: hub\r\nauthorization: Bearer {READER_KEY}\r\n\r\n"
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let mut received = Vec::new();
+    let mut buf = [0u8; 4096];
+    while started.elapsed() < Duration::from_secs(3) {
+        match tokio::time::timeout(Duration::from_secs(3), stream.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => received.extend_from_slice(&buf[..n]),
+            other => panic!(
+                "the stream ended after {:?} ({other:?}): {}",
+                started.elapsed(),
+                String::from_utf8_lossy(&received)
+            ),
+        }
+    }
+    let text = String::from_utf8_lossy(&received);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(
+        text.matches(": heartbeat").count() >= 3,
+        "heartbeats every third of the idle timeout: {text}"
+    );
+    hub.stop().await;
+}
