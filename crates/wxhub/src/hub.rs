@@ -284,6 +284,39 @@ impl<'a> Account<'a> {
     pub fn corp(corpid: &'a str, agentid: &'a str) -> Account<'a> {
         Account::Corp { corpid, agentid }
     }
+
+    /// The account a credential belongs to (what a consumer must be granted to see it).
+    pub fn of_key(key: &'a CredentialKey) -> Account<'a> {
+        match key {
+            CredentialKey::AccessToken { appid } | CredentialKey::Ticket { appid, .. } => {
+                Account::App(appid)
+            }
+            CredentialKey::CorpToken { corpid, agentid }
+            | CredentialKey::CorpTicket {
+                corpid, agentid, ..
+            } => Account::Corp { corpid, agentid },
+            CredentialKey::ComponentVerifyTicket { component_appid }
+            | CredentialKey::ComponentToken { component_appid } => {
+                Account::Component(component_appid)
+            }
+            CredentialKey::AuthorizerRefreshToken {
+                component_appid,
+                authorizer_appid,
+            }
+            | CredentialKey::AuthorizerToken {
+                component_appid,
+                authorizer_appid,
+            }
+            | CredentialKey::AuthorizerTicket {
+                component_appid,
+                authorizer_appid,
+                ..
+            } => Account::Authorizer {
+                component: component_appid,
+                authorizer: authorizer_appid,
+            },
+        }
+    }
 }
 
 /// Why a look-up found nothing.

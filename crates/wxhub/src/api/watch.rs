@@ -28,7 +28,7 @@ use bytes::Bytes;
 use tokio::sync::{broadcast, mpsc};
 use wxhub_types::WatchEvent;
 
-use super::{bearer_key, ApiContext, ApiError, ApiState};
+use super::{bearer_key, Account, ApiContext, ApiError, ApiState};
 use crate::configuration::Scope;
 use crate::credential::{CredentialKey, Timestamp};
 use crate::hub::{Credential, Hub};
@@ -42,6 +42,8 @@ const CONNECTION_BUFFER: usize = 64;
 const INITIAL_STATE_PATIENCE: Duration = Duration::from_secs(5);
 /// How often an idle stream gets a comment line.
 const HEARTBEAT: Duration = Duration::from_secs(15);
+/// The last event of a stream whose consumer may no longer watch; the stream then ends.
+const END_REVOKED: &[u8] = b"event: end\ndata: {\"reason\":\"access_revoked\"}\n\n";
 /// How far back a resume looks beyond its `Last-Event-ID` (instances' clocks differ a little).
 const RESUME_MARGIN_MS: i64 = 5_000;
 
@@ -68,55 +70,96 @@ impl Drop for Slot {
     }
 }
 
-/// Who is watching: which credentials they may see, and whether with values.
+/// What the watching consumer may see now, by the access in force (a reload, or a consumer
+/// removed or changed at runtime, applies to open streams at their next event or heartbeat).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Standing {
+    /// The stream ends: the consumer is gone, its key was replaced, or it may no longer watch.
+    Ended,
+    /// Not this credential (it is not granted).
+    Hidden,
+    /// This credential, with its value if `with_value` (the consumer has `read` now).
+    Visible { with_value: bool },
+}
+
+/// Who is watching, and what they may see.
 struct Watcher {
     /// Where credentials and their changes are read.
     hub: Arc<Hub>,
-    /// Whether the consumer is granted a credential (read from the current grants each time, so
-    /// a reload applies to open streams).
-    may_see: Box<dyn Fn(&CredentialKey) -> bool + Send + Sync>,
-    /// Whether events carry the value (consumers with `read`).
-    with_value: bool,
+    /// The consumer's standing for a credential (`Some`) or as a whole (`None`), read from the
+    /// access in force at each call.
+    standing: Box<dyn Fn(Option<&CredentialKey>) -> Standing + Send + Sync>,
 }
 
-/// Whether consumer number `consumer` is granted `key`'s account under the grants in force.
-fn granted(context: &ApiContext, consumer: usize, key: &CredentialKey) -> bool {
+/// The standing of the consumer `name`, who opened the stream with the key whose digest is
+/// `key_sha256`: it is looked up by name in the access in force (never by its position, which a
+/// reload changes), and must still have that key and the `read` or `invalidate` scope.
+fn standing(
+    context: &ApiContext,
+    name: &str,
+    key_sha256: &[u8; 32],
+    key: Option<&CredentialKey>,
+) -> Standing {
     let access = context.control.access().load();
-    let settings = &access.settings;
+    let found = access
+        .settings
+        .consumers
+        .iter()
+        .enumerate()
+        .find(|(_, consumer)| consumer.name == name);
+    let Some((index, consumer)) = found else {
+        return Standing::Ended;
+    };
+    if !consumer.key_matches(key_sha256) {
+        return Standing::Ended;
+    }
+    let with_value = consumer.has_scope(Scope::Read);
+    if !with_value && !consumer.has_scope(Scope::Invalidate) {
+        return Standing::Ended;
+    }
     match key {
-        CredentialKey::AccessToken { appid } | CredentialKey::Ticket { appid, .. } => {
-            access.keys.may_use_app(settings, consumer, appid)
+        Some(key)
+            if !access
+                .keys
+                .may_use(&access.settings, index, Account::of_key(key)) =>
+        {
+            Standing::Hidden
         }
-        CredentialKey::CorpToken { corpid, agentid }
-        | CredentialKey::CorpTicket {
-            corpid, agentid, ..
-        } => access
-            .keys
-            .may_use_corp(settings, consumer, corpid, agentid),
-        _ => false,
+        _ => Standing::Visible { with_value },
     }
 }
 
 impl Watcher {
-    /// The event for `credential`'s current state, if it has one newer than `after` (Unix ms).
-    fn event(&self, credential: &Credential, after: i64) -> Option<Bytes> {
-        let served = credential.slot.load()?;
-        if served.published_at.0 <= after {
-            return None;
-        }
-        let data = WatchEvent {
-            key: credential.key.to_string(),
-            generation: served.generation,
-            expires_at: served.expires_at.to_rfc3339(),
-            expires_in: served.expires_in(Timestamp::now()).unwrap_or(0),
-            value: self.with_value.then(|| served.value.to_string()),
+    /// The event for `credential`'s current state, if it has one newer than `after` (Unix ms)
+    /// and the consumer may see it; `Err` when the stream must end.
+    fn event(&self, credential: &Credential, after: i64) -> Result<Option<Bytes>, Stop> {
+        let with_value = match (self.standing)(Some(&credential.key)) {
+            Standing::Ended => return Err(Stop::Revoked),
+            Standing::Hidden => return Ok(None),
+            Standing::Visible { with_value } => with_value,
         };
-        let data = serde_json::to_string(&data).ok()?;
-        Some(Bytes::from(format!(
-            "id: {}\nevent: credential\ndata: {data}\n\n",
-            served.published_at.0
-        )))
+        Ok(render(credential, after, with_value))
     }
+}
+
+/// `credential`'s current state as an event, if newer than `after` (Unix ms).
+fn render(credential: &Credential, after: i64, with_value: bool) -> Option<Bytes> {
+    let served = credential.slot.load()?;
+    if served.published_at.0 <= after {
+        return None;
+    }
+    let data = WatchEvent {
+        key: credential.key.to_string(),
+        generation: served.generation,
+        expires_at: served.expires_at.to_rfc3339(),
+        expires_in: served.expires_in(Timestamp::now()).unwrap_or(0),
+        value: with_value.then(|| served.value.to_string()),
+    };
+    let data = serde_json::to_string(&data).ok()?;
+    Some(Bytes::from(format!(
+        "id: {}\nevent: credential\ndata: {data}\n\n",
+        served.published_at.0
+    )))
 }
 
 /// `GET /v1/watch`.
@@ -129,9 +172,9 @@ pub async fn watch(State(context): State<ApiState>, headers: HeaderMap) -> Respo
         return ApiError::unauthorized("missing \"Authorization: Bearer <key>\" header")
             .into_response();
     };
-    let (consumer, with_value) = {
+    let (name, key_sha256) = {
         let access = context.control.access().load();
-        let Some((index, consumer)) = access.keys.find(&access.settings, key) else {
+        let Some((_, consumer)) = access.keys.find(&access.settings, key) else {
             return ApiError::unauthorized("unknown consumer key").into_response();
         };
         if !consumer.has_scope(Scope::Read) && !consumer.has_scope(Scope::Invalidate) {
@@ -141,7 +184,7 @@ pub async fn watch(State(context): State<ApiState>, headers: HeaderMap) -> Respo
             ))
             .into_response();
         }
-        (index, consumer.has_scope(Scope::Read))
+        (consumer.name.clone(), consumer.key_sha256)
     };
     let Some(slot) = Slot::take() else {
         return ApiError::unavailable("too_many_watchers", "too many open watch streams")
@@ -155,14 +198,24 @@ pub async fn watch(State(context): State<ApiState>, headers: HeaderMap) -> Respo
     let grants = context.clone();
     let watcher = Watcher {
         hub: context.hub.clone(),
-        may_see: Box::new(move |key| granted(&grants, consumer, key)),
-        with_value,
+        standing: Box::new(move |key| standing(&grants, &name, &key_sha256, key)),
+    };
+    let resume = Resume {
+        after,
+        heartbeat: heartbeat_interval(context.settings.server.idle_timeout),
     };
     // Subscribe before reading the initial state, so nothing published in between is missed.
     let changes = context.hub.subscribe();
     let (sender, receiver) = mpsc::channel::<Bytes>(CONNECTION_BUFFER);
     let dropped = Arc::new(AtomicBool::new(false));
-    tokio::spawn(feed(watcher, changes, sender, after, dropped.clone(), slot));
+    tokio::spawn(feed(
+        watcher,
+        changes,
+        sender,
+        resume,
+        dropped.clone(),
+        slot,
+    ));
     let body = Body::from_stream(futures_util::stream::unfold(
         (receiver, dropped, false),
         |(mut receiver, dropped, done)| async move {
@@ -197,6 +250,25 @@ enum Stop {
     Gone,
     /// The client did not keep up.
     Slow,
+    /// The consumer may no longer watch (removed, its key replaced, or its scopes taken away).
+    Revoked,
+}
+
+/// Where a stream starts and how often it beats.
+#[derive(Clone, Copy)]
+struct Resume {
+    /// Only generations published after this (Unix ms) go in the initial state.
+    after: i64,
+    /// How often an idle stream gets a comment line.
+    heartbeat: Duration,
+}
+
+/// How often a stream beats: every [`HEARTBEAT`], or more often when the listener's
+/// `idle_timeout` is short, so that a live stream is never taken for an idle connection.
+fn heartbeat_interval(idle_timeout: Duration) -> Duration {
+    HEARTBEAT
+        .min(idle_timeout / 3)
+        .max(Duration::from_millis(10))
 }
 
 /// Runs [`pump`] for one stream and marks it dropped if the reader fell behind.
@@ -204,13 +276,20 @@ async fn feed(
     watcher: Watcher,
     changes: broadcast::Receiver<crate::hub::Change>,
     sender: mpsc::Sender<Bytes>,
-    after: i64,
+    resume: Resume,
     dropped: Arc<AtomicBool>,
     _slot: Slot,
 ) {
-    if let Err(Stop::Slow) = pump(&watcher, changes, &sender, after).await {
-        tracing::debug!("watch stream dropped: the client did not keep up");
-        dropped.store(true, Ordering::SeqCst);
+    match pump(&watcher, changes, &sender, resume).await {
+        Err(Stop::Slow) => {
+            tracing::debug!("watch stream dropped: the client did not keep up");
+            dropped.store(true, Ordering::SeqCst);
+        }
+        Err(Stop::Revoked) => {
+            tracing::debug!("watch stream ended: its consumer may no longer watch");
+            let _ = sender.try_send(Bytes::from_static(END_REVOKED));
+        }
+        Err(Stop::Gone) => {}
     }
     // Dropping the sender ends the stream (with an error, if dropped).
 }
@@ -221,7 +300,7 @@ async fn pump(
     watcher: &Watcher,
     mut changes: broadcast::Receiver<crate::hub::Change>,
     sender: &mpsc::Sender<Bytes>,
-    after: i64,
+    resume: Resume,
 ) -> Result<Infallible, Stop> {
     let send = |bytes: Bytes| match sender.try_send(bytes) {
         Ok(()) => Ok(()),
@@ -234,8 +313,8 @@ async fn pump(
     credentials.sort_by(|a, b| a.key.cmp(&b.key));
     // The initial state may be far larger than the buffer (every authorizer of a platform): it
     // goes out at the reader's pace, and only a reader that stops taking it is dropped.
-    for credential in credentials.iter().filter(|c| (watcher.may_see)(&c.key)) {
-        if let Some(event) = watcher.event(credential, after) {
+    for credential in &credentials {
+        if let Some(event) = watcher.event(credential, resume.after)? {
             match tokio::time::timeout(INITIAL_STATE_PATIENCE, sender.send(event)).await {
                 Ok(Ok(())) => {}
                 Ok(Err(_)) => return Err(Stop::Gone),
@@ -243,22 +322,25 @@ async fn pump(
             }
         }
     }
-    let mut heartbeat = tokio::time::interval(HEARTBEAT);
+    let mut heartbeat = tokio::time::interval(resume.heartbeat);
     heartbeat.tick().await;
     loop {
         tokio::select! {
             change = changes.recv() => match change {
                 Ok(change) => {
-                    if (watcher.may_see)(&change.credential.key) {
-                        if let Some(event) = watcher.event(&change.credential, i64::MIN) {
-                            send(event)?;
-                        }
+                    if let Some(event) = watcher.event(&change.credential, i64::MIN)? {
+                        send(event)?;
                     }
                 }
                 Err(broadcast::error::RecvError::Lagged(_)) => return Err(Stop::Slow),
                 Err(broadcast::error::RecvError::Closed) => return Err(Stop::Gone),
             },
-            _ = heartbeat.tick() => send(Bytes::from_static(b": heartbeat\n\n"))?,
+            _ = heartbeat.tick() => {
+                if (watcher.standing)(None) == Standing::Ended {
+                    return Err(Stop::Revoked);
+                }
+                send(Bytes::from_static(b": heartbeat\n\n"))?;
+            }
             () = sender.closed() => return Err(Stop::Gone),
         }
     }
@@ -312,10 +394,18 @@ mod tests {
     fn watcher(hub: &Arc<Hub>) -> Watcher {
         Watcher {
             hub: hub.clone(),
-            may_see: Box::new(|key| key.to_string().ends_with("wx1")),
-            with_value: true,
+            standing: Box::new(|key| match key {
+                Some(key) if !key.to_string().ends_with("wx1") => Standing::Hidden,
+                _ => Standing::Visible { with_value: true },
+            }),
         }
     }
+
+    /// A stream that beats every 15 s and resumes from nothing.
+    const FROM_START: Resume = Resume {
+        after: i64::MIN,
+        heartbeat: HEARTBEAT,
+    };
 
     #[tokio::test]
     async fn a_reader_that_stops_reading_is_dropped_and_others_see_every_generation() {
@@ -327,12 +417,12 @@ mod tests {
         let stalled = tokio::spawn({
             let watcher = watcher(&hub);
             let changes = hub.subscribe();
-            async move { pump(&watcher, changes, &stalled_tx, i64::MIN).await }
+            async move { pump(&watcher, changes, &stalled_tx, FROM_START).await }
         });
         let reader = tokio::spawn({
             let watcher = watcher(&hub);
             let changes = hub.subscribe();
-            async move { pump(&watcher, changes, &reader_tx, i64::MIN).await }
+            async move { pump(&watcher, changes, &reader_tx, FROM_START).await }
         });
         assert_eq!(
             reader_rx.recv().await.as_deref(),
@@ -385,15 +475,14 @@ mod tests {
         }
         let everyone = |hub: &Arc<Hub>| Watcher {
             hub: hub.clone(),
-            may_see: Box::new(|_| true),
-            with_value: false,
+            standing: Box::new(|_| Standing::Visible { with_value: false }),
         };
         // A reader that takes it all gets it all.
         let (reader_tx, mut reader_rx) = mpsc::channel(CONNECTION_BUFFER);
         let reader = tokio::spawn({
             let watcher = everyone(&hub);
             let changes = hub.subscribe();
-            async move { pump(&watcher, changes, &reader_tx, i64::MIN).await }
+            async move { pump(&watcher, changes, &reader_tx, FROM_START).await }
         });
         let mut events = 0;
         while events < credentials.len() {
@@ -411,7 +500,69 @@ mod tests {
         // real time).
         let (stalled_tx, _stalled_rx) = mpsc::channel(CONNECTION_BUFFER);
         let watcher = everyone(&hub);
-        let outcome = pump(&watcher, hub.subscribe(), &stalled_tx, i64::MIN).await;
+        let outcome = pump(&watcher, hub.subscribe(), &stalled_tx, FROM_START).await;
         assert!(matches!(outcome, Err(Stop::Slow)));
+    }
+
+    #[tokio::test]
+    async fn a_consumer_that_may_no_longer_watch_ends_its_stream_at_the_next_heartbeat() {
+        let hub = Arc::new(Hub::new());
+        let revoked = Arc::new(AtomicBool::new(false));
+        let watcher = Watcher {
+            hub: hub.clone(),
+            standing: Box::new({
+                let revoked = revoked.clone();
+                move |_| {
+                    if revoked.load(Ordering::SeqCst) {
+                        Standing::Ended
+                    } else {
+                        Standing::Visible { with_value: true }
+                    }
+                }
+            }),
+        };
+        let (sender, mut receiver) = mpsc::channel(CONNECTION_BUFFER);
+        let resume = Resume {
+            after: i64::MIN,
+            heartbeat: Duration::from_millis(20),
+        };
+        let dropped = Arc::new(AtomicBool::new(false));
+        let slot = Slot::take().expect("a watch slot");
+        let feeding = tokio::spawn(feed(
+            watcher,
+            hub.subscribe(),
+            sender,
+            resume,
+            dropped.clone(),
+            slot,
+        ));
+        assert_eq!(
+            receiver.recv().await.as_deref(),
+            Some(&b": watching\n\n"[..])
+        );
+        assert_eq!(
+            receiver.recv().await.as_deref(),
+            Some(&b": heartbeat\n\n"[..])
+        );
+        revoked.store(true, Ordering::SeqCst);
+        let mut last = None;
+        while let Some(bytes) = receiver.recv().await {
+            last = Some(bytes);
+        }
+        assert_eq!(last.as_deref(), Some(END_REVOKED));
+        feeding.await.unwrap();
+        assert!(
+            !dropped.load(Ordering::SeqCst),
+            "ended, not dropped as slow"
+        );
+    }
+
+    #[test]
+    fn heartbeats_come_at_least_three_times_per_idle_timeout() {
+        assert_eq!(heartbeat_interval(Duration::from_secs(60)), HEARTBEAT);
+        assert_eq!(
+            heartbeat_interval(Duration::from_secs(9)),
+            Duration::from_secs(3)
+        );
     }
 }

@@ -209,3 +209,137 @@ async fn a_large_initial_state_reaches_a_reader_and_a_stalled_reader_slows_nobod
     // shows that step on a stream nobody polls.
     drop(stalled);
 }
+
+/// The rest of a stream, until the hub ends it (within 5 s).
+async fn until_the_end(stream: &mut Stream) -> String {
+    let mut rest = std::mem::take(&mut stream.pending);
+    loop {
+        match tokio::time::timeout(Duration::from_secs(5), stream.body.next()).await {
+            Ok(Some(Ok(chunk))) => rest.push_str(&String::from_utf8_lossy(&chunk)),
+            Ok(None | Some(Err(_))) => return rest,
+            Err(_) => panic!("the stream is still open after 5 s: {rest}"),
+        }
+    }
+}
+
+/// A configuration file for a hub on `mock` with the apps [`APP`] and [`OTHER`] and these
+/// consumers: (name, key, granted apps, scopes).
+fn file_with_consumers(
+    mock: &wechat_mock::MockServer,
+    consumers: &[(&str, &str, &[&str], &[&str])],
+) -> String {
+    let quoted = |items: &[&str]| {
+        items
+            .iter()
+            .map(|item| format!("\"{item}\""))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let mut text = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n\n[store]\nkind = \"memory\"\n\n[wechat]\n\
+         api_base = \"{0}\"\nwork_api_base = \"{0}\"\ntimeout = \"2s\"\n\n[refresh]\n\
+         min_refresh_interval = \"1ms\"\n",
+        mock.base_url()
+    );
+    for appid in [APP, OTHER] {
+        text.push_str(&format!(
+            "\n[[apps]]\nappid = \"{appid}\"\nsecret = \"{}\"\nmode = \"legacy\"\n",
+            secret_of(appid)
+        ));
+    }
+    for (name, key, apps, scopes) in consumers {
+        text.push_str(&format!(
+            "\n[[consumers]]\nname = \"{name}\"\nkey_sha256 = \"{}\"\napps = [{}]\nscopes = [{}]\n",
+            wxhub::configuration::consumer_key_sha256(key),
+            quoted(apps),
+            quoted(scopes)
+        ));
+    }
+    text
+}
+
+#[tokio::test]
+async fn open_streams_follow_their_consumer_by_name_through_reloads() {
+    const ALPHA: &str = "watch-alpha-key-0123456789";
+    const BETA: &str = "watch-beta-key-0123456789";
+    const BETA_NEW: &str = "watch-beta-key-replaced-0123";
+    const GAMMA: &str = "watch-gamma-key-0123456789";
+    let admin: (&str, &str, &[&str], &[&str]) = ("admin", ADMIN_KEY, &["*"], &["read", "admin"]);
+    let apps = [TestApp::legacy(APP), TestApp::legacy(OTHER)];
+    let mock = minute_mock(&apps).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("wxhub.toml");
+    let write = |consumers: &[(&str, &str, &[&str], &[&str])]| {
+        std::fs::write(&path, file_with_consumers(&mock, consumers)).unwrap()
+    };
+    write(&[
+        admin,
+        ("alpha", ALPHA, &[APP], &["read"]),
+        ("beta", BETA, &[OTHER], &["read"]),
+        ("gamma", GAMMA, &[APP], &["read"]),
+    ]);
+    let app = wxhub::startup::Application::build_from_file(&path)
+        .await
+        .expect("hub builds");
+    let hub = TestHub::remote(format!("http://{}", app.address()));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(app.run_until(async {
+        let _ = stopped.await;
+    }));
+    hub.wait_ready().await;
+    let reload = || async {
+        let reloaded = hub
+            .send(reqwest::Method::POST, "/v1/admin/reload", None)
+            .await;
+        assert_eq!(reloaded.status(), 200);
+    };
+    let refresh = |appid: &'static str| {
+        let hub = &hub;
+        async move {
+            let refreshed = hub
+                .post(
+                    &format!("/v1/apps/{appid}/refresh?force=true"),
+                    serde_json::json!({}),
+                )
+                .await;
+            assert_eq!(refreshed.status(), 200);
+        }
+    };
+
+    let mut beta = Stream::open(&hub, BETA, None).await;
+    assert_eq!(beta.next().await.1["key"], format!("access_token/{OTHER}"));
+    let mut gamma = Stream::open(&hub, GAMMA, None).await;
+    let (_, initial) = gamma.next().await;
+    assert_eq!(initial["key"], format!("access_token/{APP}"));
+    assert!(initial.get("value").is_some());
+
+    // alpha goes (every consumer after it moves up the list) and gamma keeps only `invalidate`.
+    write(&[
+        admin,
+        ("beta", BETA, &[OTHER], &["read"]),
+        ("gamma", GAMMA, &[APP], &["invalidate"]),
+    ]);
+    reload().await;
+    refresh(APP).await;
+    refresh(OTHER).await;
+    // beta was never granted APP: its next event is OTHER's.
+    let (_, event) = beta.next().await;
+    assert_eq!(event["key"], format!("access_token/{OTHER}"), "{event}");
+    // gamma still sees APP, without its value now.
+    let (_, event) = gamma.next().await;
+    assert_eq!(event["key"], format!("access_token/{APP}"));
+    assert!(event.get("value").is_none(), "{event}");
+
+    // beta's key is replaced and gamma is removed: both streams end at their next event.
+    write(&[admin, ("beta", BETA_NEW, &[OTHER], &["read"])]);
+    reload().await;
+    refresh(APP).await;
+    refresh(OTHER).await;
+    for (name, stream) in [("beta", &mut beta), ("gamma", &mut gamma)] {
+        let rest = until_the_end(stream).await;
+        assert!(rest.contains("event: end"), "{name}: {rest}");
+        assert!(!rest.contains("\"value\""), "{name}: {rest}");
+    }
+    let _ = stop.send(());
+    running.await.unwrap().unwrap();
+}
