@@ -237,6 +237,7 @@ impl Application {
             settings: settings.clone(),
             control: control.clone(),
             forwarder,
+            watchers: Arc::default(),
         });
         Ok(Application {
             listener,

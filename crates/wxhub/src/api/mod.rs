@@ -69,6 +69,8 @@ pub struct ApiContext {
     pub platform: Arc<crate::platform::Platform>,
     /// Calls WeChat for the gateway and the token-less `/v1/…/wechat/…` calls.
     pub forwarder: Arc<crate::gateway::Forwarder>,
+    /// The watch streams open, in all and per consumer.
+    pub watchers: Arc<watch::Watchers>,
 }
 
 /// Handler state.

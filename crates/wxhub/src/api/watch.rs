@@ -12,17 +12,19 @@
 //! - Each connection has a bounded buffer: a reader that falls that far behind is dropped (its
 //!   stream ends with an error) and never slows the hub or other readers. The initial state,
 //!   which can be far larger than the buffer, is sent at the reader's pace instead; a reader
-//!   that takes none of it for a few seconds is dropped. At most
-//!   [`MAX_WATCHERS`] streams are open per process; more are answered 503.
+//!   that takes none of it for a few seconds is dropped. At most [`MAX_WATCHERS`] streams are
+//!   open per process (more are answered 503), and at most `[server] max_watchers_per_consumer`
+//!   per consumer (more are answered 429), so that one key cannot take every slot.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{header, HeaderMap, HeaderValue};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use tokio::sync::{broadcast, mpsc};
@@ -47,26 +49,87 @@ const END_REVOKED: &[u8] = b"event: end\ndata: {\"reason\":\"access_revoked\"}\n
 /// How far back a resume looks beyond its `Last-Event-ID` (instances' clocks differ a little).
 const RESUME_MARGIN_MS: i64 = 5_000;
 
-/// Open streams (see [`MAX_WATCHERS`]).
-static WATCHERS: AtomicUsize = AtomicUsize::new(0);
+/// The watch streams open in this process, in all and per consumer (see [`MAX_WATCHERS`] and
+/// [`crate::configuration::ServerSettings::max_watchers_per_consumer`]).
+#[derive(Default)]
+pub struct Watchers {
+    /// The counts, changed only when a stream opens or ends.
+    open: Mutex<OpenStreams>,
+}
+
+/// See [`Watchers`].
+#[derive(Default)]
+struct OpenStreams {
+    /// Streams open in all.
+    total: usize,
+    /// Streams open by consumer name (a consumer with none has no entry).
+    by_consumer: HashMap<String, usize>,
+}
+
+impl Watchers {
+    /// Streams open now.
+    pub fn open(&self) -> usize {
+        self.lock().total
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, OpenStreams> {
+        self.open
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
 
 /// One open stream, counted until its task ends.
-struct Slot;
+struct Slot {
+    watchers: Arc<Watchers>,
+    consumer: String,
+}
 
 impl Slot {
-    fn take() -> Option<Slot> {
-        WATCHERS
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
-                (n < MAX_WATCHERS).then_some(n + 1)
-            })
-            .ok()
-            .map(|_| Slot)
+    /// A slot for one more stream of `consumer`, if neither the process-wide cap nor the
+    /// consumer's own (`per_consumer`) is reached.
+    fn take(
+        watchers: &Arc<Watchers>,
+        consumer: &str,
+        per_consumer: usize,
+    ) -> Result<Slot, ApiError> {
+        let mut open = watchers.lock();
+        if open.total >= MAX_WATCHERS {
+            return Err(ApiError::unavailable(
+                "too_many_watchers",
+                "too many open watch streams",
+            ));
+        }
+        let mine = open.by_consumer.get(consumer).copied().unwrap_or(0);
+        if mine >= per_consumer {
+            return Err(ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_watchers",
+                format!(
+                    "consumer {consumer:?} has {mine} watch streams open, the most it may \
+                     ([server] max_watchers_per_consumer); one stream serves every credential"
+                ),
+            ));
+        }
+        open.total += 1;
+        open.by_consumer.insert(consumer.to_string(), mine + 1);
+        Ok(Slot {
+            watchers: watchers.clone(),
+            consumer: consumer.to_string(),
+        })
     }
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        WATCHERS.fetch_sub(1, Ordering::SeqCst);
+        let mut open = self.watchers.lock();
+        open.total = open.total.saturating_sub(1);
+        if let Some(mine) = open.by_consumer.get_mut(&self.consumer) {
+            *mine -= 1;
+            if *mine == 0 {
+                open.by_consumer.remove(&self.consumer);
+            }
+        }
     }
 }
 
@@ -186,9 +249,10 @@ pub async fn watch(State(context): State<ApiState>, headers: HeaderMap) -> Respo
         }
         (consumer.name.clone(), consumer.key_sha256)
     };
-    let Some(slot) = Slot::take() else {
-        return ApiError::unavailable("too_many_watchers", "too many open watch streams")
-            .into_response();
+    let per_consumer = context.settings.server.max_watchers_per_consumer;
+    let slot = match Slot::take(&context.watchers, &name, per_consumer) {
+        Ok(slot) => slot,
+        Err(refused) => return refused.into_response(),
     };
     let after = headers
         .get("last-event-id")
@@ -346,11 +410,6 @@ async fn pump(
     }
 }
 
-/// Open watch streams in this process (for tests and metrics).
-pub fn open_watchers() -> usize {
-    WATCHERS.load(Ordering::SeqCst)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -504,6 +563,25 @@ mod tests {
         assert!(matches!(outcome, Err(Stop::Slow)));
     }
 
+    #[test]
+    fn one_consumer_cannot_take_every_slot() {
+        let watchers = Arc::new(Watchers::default());
+        let held: Vec<Slot> = (0..3)
+            .map(|_| Slot::take(&watchers, "greedy", 3).expect("within its cap"))
+            .collect();
+        let refused = Slot::take(&watchers, "greedy", 3)
+            .err()
+            .expect("over its cap");
+        assert_eq!(refused.status, StatusCode::TOO_MANY_REQUESTS);
+        let other = Slot::take(&watchers, "other", 3).expect("another consumer still may");
+        assert_eq!(watchers.open(), 4);
+        drop(held);
+        drop(other);
+        assert_eq!(watchers.open(), 0);
+        assert!(watchers.lock().by_consumer.is_empty());
+        assert!(Slot::take(&watchers, "greedy", 3).is_ok());
+    }
+
     #[tokio::test]
     async fn a_consumer_that_may_no_longer_watch_ends_its_stream_at_the_next_heartbeat() {
         let hub = Arc::new(Hub::new());
@@ -527,7 +605,7 @@ mod tests {
             heartbeat: Duration::from_millis(20),
         };
         let dropped = Arc::new(AtomicBool::new(false));
-        let slot = Slot::take().expect("a watch slot");
+        let slot = Slot::take(&Arc::default(), "c", 1).expect("a watch slot");
         let feeding = tokio::spawn(feed(
             watcher,
             hub.subscribe(),

@@ -159,6 +159,9 @@ pub struct ServerSettings {
     /// default) derives it from the file-descriptor limit, so connections alone can never use up
     /// the descriptors the store and the WeChat client need.
     pub max_connections: Option<usize>,
+    /// How many watch streams one consumer may hold open at once (default 64), below the
+    /// process-wide cap, so that one key cannot take every slot and shut the others out.
+    pub max_watchers_per_consumer: usize,
 }
 
 /// `[store]`: which store implementation keeps the tokens.
@@ -425,6 +428,9 @@ pub fn consumer_key_digest(key: &str) -> [u8; 32] {
     Sha256::digest(key.as_bytes()).into()
 }
 
+/// See [`ServerSettings::max_watchers_per_consumer`].
+pub const DEFAULT_MAX_WATCHERS_PER_CONSUMER: usize = 64;
+
 impl Default for ServerSettings {
     fn default() -> Self {
         ServerSettings {
@@ -434,6 +440,7 @@ impl Default for ServerSettings {
             header_read_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
             max_connections: None,
+            max_watchers_per_consumer: DEFAULT_MAX_WATCHERS_PER_CONSUMER,
         }
     }
 }

@@ -95,6 +95,11 @@ pub(super) fn masked(settings: &Settings) -> String {
             );
         }
     }
+    let _ = writeln!(
+        out,
+        "max_watchers_per_consumer = {}",
+        s.max_watchers_per_consumer
+    );
     if let Some(events) = s.events_listen {
         let _ = writeln!(out, "events_listen = {}", quote(&events.to_string()));
     }

@@ -66,6 +66,7 @@ pub(super) const SECTIONS: &[(&str, &[(&str, Kind)])] = &[
             ("header_read_timeout", Kind::Text),
             ("idle_timeout", Kind::Text),
             ("max_connections", Kind::Integer),
+            ("max_watchers_per_consumer", Kind::Integer),
             ("events_listen", Kind::Text),
         ],
     ),

@@ -434,29 +434,32 @@ impl Cx<'_> {
             server.idle_timeout = self.positive_duration(node, &table.key_path("idle_timeout"))?;
         }
         if let Some(node) = table.get("max_connections") {
-            let path = table.key_path("max_connections");
-            server.max_connections = Some(match node.value {
-                Value::Int(n) if n >= 1 => usize::try_from(n)
-                    .ok()
-                    .filter(|n| u32::try_from(*n).is_ok())
-                    .ok_or_else(|| self.err(&node.place, &path, format!("{n} is too large")))?,
-                Value::Int(n) => {
-                    return Err(self.err(
-                        &node.place,
-                        path,
-                        format!("must be at least 1, found {n}"),
-                    ))
-                }
-                ref other => {
-                    return Err(self.err(
-                        &node.place,
-                        path,
-                        format!("expected an integer, found {}", other.type_name()),
-                    ))
-                }
-            });
+            server.max_connections =
+                Some(self.positive_count(node, table.key_path("max_connections"))?);
+        }
+        if let Some(node) = table.get("max_watchers_per_consumer") {
+            server.max_watchers_per_consumer =
+                self.positive_count(node, table.key_path("max_watchers_per_consumer"))?;
         }
         Ok(server)
+    }
+
+    /// A count of at least 1 that fits in a `u32`.
+    fn positive_count(&self, node: &Node, path: String) -> Result<usize, ConfigError> {
+        match node.value {
+            Value::Int(n) if n >= 1 => usize::try_from(n)
+                .ok()
+                .filter(|n| u32::try_from(*n).is_ok())
+                .ok_or_else(|| self.err(&node.place, &path, format!("{n} is too large"))),
+            Value::Int(n) => {
+                Err(self.err(&node.place, path, format!("must be at least 1, found {n}")))
+            }
+            ref other => Err(self.err(
+                &node.place,
+                path,
+                format!("expected an integer, found {}", other.type_name()),
+            )),
+        }
     }
 
     fn store(&self, node: Option<&Node>) -> Result<StoreSettings, ConfigError> {

@@ -343,3 +343,45 @@ async fn open_streams_follow_their_consumer_by_name_through_reloads() {
     let _ = stop.send(());
     running.await.unwrap().unwrap();
 }
+
+#[tokio::test]
+async fn one_consumer_cannot_take_every_watch_slot() {
+    let apps = [TestApp::legacy(APP)];
+    let mock = minute_mock(&apps).await;
+    let mut options = HubOptions::new(&apps);
+    options.server.max_watchers_per_consumer = 3;
+    let hub = spawn_app(&mock, options).await;
+    hub.wait_ready().await;
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        let mut stream = Stream::open(&hub, READER_KEY, None).await;
+        stream.next().await;
+        held.push(stream);
+    }
+    let refused = hub
+        .client
+        .get(hub.url("/v1/watch"))
+        .bearer_auth(READER_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 429);
+    let error: Value = refused.json().await.unwrap();
+    assert_eq!(error["error"]["code"], "too_many_watchers");
+    // Everyone else still gets a stream.
+    let mut admin = Stream::open(&hub, ADMIN_KEY, None).await;
+    admin.next().await;
+    // A closed stream gives its slot back.
+    drop(held.pop());
+    wait_until(Duration::from_secs(5), "a freed slot is reused", || async {
+        hub.client
+            .get(hub.url("/v1/watch"))
+            .bearer_auth(READER_KEY)
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+    })
+    .await;
+    drop((held, admin));
+    hub.stop().await;
+}
