@@ -10,13 +10,16 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use serde::Deserialize;
 
-use super::{authorize_named, finish, json_body, resolve, Account, ApiError, ApiState};
+use super::{
+    authorize_admin, authorize_named, finish, json_body, resolve, Account, AdminTarget, ApiError,
+    ApiState,
+};
 use crate::configuration::{parse_duration, RefreshOverrides, Scope, Secret, TokenMode};
 use crate::control::ControlError;
 use crate::credential::{CorpTicketKind, TicketKind};
 use crate::engine::ImportError;
 use crate::metrics::Route;
-use crate::registry::{AccountId, AccountSpec};
+use crate::registry::{account_of, AccountId, AccountSpec};
 
 /// The body of `PUT /v1/admin/apps/{appid}` and `PUT /v1/admin/corps/{corpid}/agents/{agentid}`.
 #[derive(Deserialize)]
@@ -171,10 +174,11 @@ async fn put_account(
     context: &ApiState,
     headers: &HeaderMap,
     request: Request,
+    account: Account<'_>,
     target: String,
     build: impl FnOnce(AccountBody) -> Result<AccountSpec, ApiError>,
 ) -> Result<Response, ApiError> {
-    let consumer = authorize_named(context, headers, Scope::Admin, None)?;
+    let consumer = authorize_admin(context, headers, AdminTarget::Account(account))?;
     let result = store_account(context, request, build).await;
     audited(context, &consumer, "put_account", &target, result)
 }
@@ -223,7 +227,7 @@ async fn delete_account(
     headers: &HeaderMap,
     id: AccountId,
 ) -> Result<Response, ApiError> {
-    let consumer = authorize_named(context, headers, Scope::Admin, None)?;
+    let consumer = authorize_admin(context, headers, AdminTarget::Account(account_of(&id)))?;
     let result = context
         .control
         .delete(&id)
@@ -250,7 +254,8 @@ pub async fn put_app(
         appid: appid.clone(),
     }
     .to_string();
-    let result = put_account(&context, &headers, request, target, |body| {
+    let account = Account::App(&appid);
+    let result = put_account(&context, &headers, request, account, target, |body| {
         let mode = match body.mode.as_deref() {
             None => TokenMode::default(),
             Some(text) => text
@@ -291,7 +296,8 @@ pub async fn put_corp(
         agentid: agentid.clone(),
     }
     .to_string();
-    let result = put_account(&context, &headers, request, target, |body| {
+    let account = Account::corp(&corpid, &agentid);
+    let result = put_account(&context, &headers, request, account, target, |body| {
         if body.mode.is_some() {
             return Err(ApiError::bad_request(
                 "invalid_mode",
@@ -389,7 +395,7 @@ async fn import(
 /// `POST /v1/admin/reload`: re-reads the configuration file, as SIGHUP does.
 pub async fn reload(State(context): State<ApiState>, headers: HeaderMap) -> Response {
     let result = async {
-        let consumer = authorize_named(&context, &headers, Scope::Admin, None)?;
+        let consumer = authorize_admin(&context, &headers, AdminTarget::Everything)?;
         let result = context
             .control
             .reload()
@@ -407,7 +413,7 @@ pub async fn reload(State(context): State<ApiState>, headers: HeaderMap) -> Resp
 
 /// `GET /v1/admin/audit`: the last admin actions and authorization changes, oldest first.
 pub async fn audit(State(context): State<ApiState>, headers: HeaderMap) -> Response {
-    let result = authorize_named(&context, &headers, Scope::Admin, None).map(|_| {
+    let result = authorize_admin(&context, &headers, AdminTarget::Everything).map(|_| {
         let body = serde_json::json!({ "entries": context.control.audit().entries() });
         super::json_ok(Bytes::from(body.to_string()))
     });

@@ -11,8 +11,8 @@ use bytes::Bytes;
 use serde::Deserialize;
 
 use super::{
-    authorize, authorize_named, authorize_read, authorize_reading, finish, json_body, json_ok,
-    missing, resolve, Account, ApiContext, ApiError, ApiState,
+    authorize, authorize_admin, authorize_named, authorize_read, authorize_reading, finish,
+    json_body, json_ok, missing, resolve, Account, AdminTarget, ApiContext, ApiError, ApiState,
 };
 use crate::configuration::Scope;
 use crate::credential::Timestamp;
@@ -436,7 +436,7 @@ pub async fn corp_refresh(
 
 /// `GET /v1/credentials` (admin): every credential's state, never a secret or token value.
 pub async fn list_credentials(State(context): State<ApiState>, headers: HeaderMap) -> Response {
-    let result = authorize(&context, &headers, Scope::Admin, None).map(|_| {
+    let result = authorize_admin(&context, &headers, AdminTarget::Everything).map(|_| {
         let body = serde_json::json!({ "credentials": context.engine.credentials() });
         json_ok(Bytes::from(body.to_string()))
     });

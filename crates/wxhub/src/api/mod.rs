@@ -30,7 +30,7 @@ use axum::Router;
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
 
-use crate::configuration::{ConsumerSettings, Scope, Settings};
+use crate::configuration::{AppGrant, ConsumerSettings, Scope, Settings};
 use crate::control::{Access, Control};
 use crate::engine::Engine;
 use crate::hub::{AccountEntry, Credential, Hub, Missing};
@@ -303,6 +303,49 @@ pub fn authorize_named(
     authorize_as(context, headers, scope, account, |consumer| {
         consumer.name.clone()
     })
+}
+
+/// What an admin action acts on, and so which grant it needs.
+#[derive(Clone, Copy, Debug)]
+pub enum AdminTarget<'a> {
+    /// One account, which may not exist yet (it is being created): the consumer must be granted
+    /// it, as it would be to read it.
+    Account(Account<'a>),
+    /// The whole process (a reload, the audit trail, every credential): the consumer must be
+    /// granted every account (`apps = ["*"]`).
+    Everything,
+}
+
+/// Authenticates an admin and checks that its grants cover `target` (401, then 403); returns
+/// the consumer's name, for the audit trail. An admin granted one app administers that app only.
+pub fn authorize_admin(
+    context: &ApiContext,
+    headers: &HeaderMap,
+    target: AdminTarget<'_>,
+) -> Result<String, ApiError> {
+    let access = context.control.access().load();
+    let (index, consumer) = authenticate(&access, headers)?;
+    if !consumer.has_scope(Scope::Admin) {
+        return Err(ApiError::forbidden(format!(
+            "consumer {:?} lacks the admin scope",
+            consumer.name
+        )));
+    }
+    let granted = match target {
+        AdminTarget::Account(account) => access.keys.may_use(&access.settings, index, account),
+        AdminTarget::Everything => consumer.apps.contains(&AppGrant::All),
+    };
+    if !granted {
+        let needs = match target {
+            AdminTarget::Account(_) => "a grant of this account",
+            AdminTarget::Everything => "apps = [\"*\"]",
+        };
+        return Err(ApiError::forbidden(format!(
+            "consumer {:?} may not do this: it needs {needs}",
+            consumer.name
+        )));
+    }
+    Ok(consumer.name.clone())
 }
 
 /// [`authorize`], with `granted` given the consumer once every check passed.

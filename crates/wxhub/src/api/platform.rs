@@ -9,7 +9,10 @@ use bytes::Bytes;
 use serde::Deserialize;
 
 use super::credentials::{invalidate, read, sign};
-use super::{authorize, authorize_named, finish, json_body, json_ok, Account, ApiError, ApiState};
+use super::{
+    authorize, authorize_admin, authorize_named, finish, json_body, json_ok, Account, AdminTarget,
+    ApiError, ApiState,
+};
 use crate::configuration::Scope;
 use crate::engine::RefreshError;
 use crate::metrics::Route;
@@ -202,7 +205,11 @@ pub async fn list_authorizers(
     headers: HeaderMap,
 ) -> Response {
     let result = (|| {
-        authorize(&context, &headers, Scope::Admin, None)?;
+        authorize_admin(
+            &context,
+            &headers,
+            AdminTarget::Account(Account::Component(&component)),
+        )?;
         if let Some(state) = query.state.as_deref() {
             if !matches!(state, "active" | "revoked" | "needs_attention") {
                 return Err(ApiError::bad_request(
@@ -302,7 +309,11 @@ pub async fn sync_authorizers(
     headers: HeaderMap,
 ) -> Response {
     let result = async {
-        let consumer = authorize_named(&context, &headers, Scope::Admin, None)?;
+        let consumer = authorize_admin(
+            &context,
+            &headers,
+            AdminTarget::Account(Account::Component(&component)),
+        )?;
         let summary = context
             .platform
             .sync(&component)

@@ -278,7 +278,7 @@ impl Registry {
 }
 
 /// The read side's view of an account id.
-fn account_of(id: &AccountId) -> Account<'_> {
+pub fn account_of(id: &AccountId) -> Account<'_> {
     match id {
         AccountId::App { appid } => Account::App(appid),
         AccountId::Corp { corpid, agentid } => Account::corp(corpid, agentid),

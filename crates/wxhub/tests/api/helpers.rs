@@ -132,6 +132,8 @@ pub struct HubOptions {
     pub api_base: Option<String>,
     /// `[server]` apart from `listen` (connection limits and timeouts).
     pub server: ServerSettings,
+    /// Consumers besides the usual admin, reader and reporter.
+    pub more_consumers: Vec<ConsumerSettings>,
 }
 
 /// The `[secrets] master_key` test hubs run with.
@@ -158,6 +160,7 @@ impl HubOptions {
                 request_timeout: Duration::from_secs(10),
                 ..ServerSettings::default()
             },
+            more_consumers: vec![],
         }
     }
 
@@ -257,7 +260,10 @@ pub fn settings_for(mock: &MockServer, options: &HubOptions) -> Settings {
                 apps: vec![AppGrant::All],
                 scopes: vec![Scope::Invalidate],
             },
-        ],
+        ]
+        .into_iter()
+        .chain(options.more_consumers.iter().cloned())
+        .collect(),
         secrets: SecretsSettings {
             master_key: options.master_key.clone(),
         },

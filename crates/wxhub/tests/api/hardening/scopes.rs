@@ -130,3 +130,92 @@ async fn an_invalidate_only_consumer_never_receives_a_corp_token_or_ticket() {
     assert_report_hides_the_value(&hub, &format!("{base}/access_token"), "access_token").await;
     assert_report_hides_the_value(&hub, &format!("{base}/tickets/jsapi"), "ticket").await;
 }
+
+#[tokio::test]
+async fn an_admin_administers_only_what_it_is_granted() {
+    use reqwest::Method;
+    use wxhub::configuration::{consumer_key_digest, AppGrant, ConsumerSettings, Scope};
+    const LIMITED_KEY: &str = "scope-limited-admin-key-0123";
+    let mine = "wxscopemine000001";
+    let theirs = "wxscopetheirs0001";
+    let apps = [TestApp::legacy(APP)];
+    let mock = spawn_mock(
+        Duration::from_secs(60),
+        Duration::from_secs(5),
+        &[
+            TestApp::legacy(APP),
+            TestApp::legacy(mine),
+            TestApp::legacy(theirs),
+        ],
+        &[],
+        |c| c,
+    )
+    .await;
+    let mut options = HubOptions::new(&apps);
+    options.more_consumers.push(ConsumerSettings {
+        name: "limited-admin".into(),
+        key_sha256: consumer_key_digest(LIMITED_KEY),
+        apps: vec![AppGrant::App(mine.into())],
+        scopes: vec![Scope::Read, Scope::Admin],
+    });
+    let hub = spawn_app(&mock, options).await;
+    hub.wait_ready().await;
+    let as_limited = |method: Method, path: String, body: Option<serde_json::Value>| {
+        let mut request = hub
+            .client
+            .request(method, hub.url(&path))
+            .bearer_auth(LIMITED_KEY);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        async move { request.send().await.expect("the hub answers").status() }
+    };
+    let body = |appid: &str| serde_json::json!({ "secret": secret_of(appid), "mode": "legacy" });
+
+    // Its own app: created, then deleted.
+    let created = as_limited(
+        Method::PUT,
+        format!("/v1/admin/apps/{mine}"),
+        Some(body(mine)),
+    );
+    assert_eq!(created.await, 201);
+    // Anyone else's: neither created, nor deleted, nor re-secreted.
+    let refused = as_limited(
+        Method::PUT,
+        format!("/v1/admin/apps/{theirs}"),
+        Some(body(theirs)),
+    );
+    assert_eq!(refused.await, 403);
+    let put = hub
+        .send(
+            Method::PUT,
+            &format!("/v1/admin/apps/{theirs}"),
+            Some(body(theirs)),
+        )
+        .await;
+    assert_eq!(put.status(), 201);
+    for (method, path, body) in [
+        (Method::DELETE, format!("/v1/admin/apps/{theirs}"), None),
+        (
+            Method::PUT,
+            format!("/v1/admin/apps/{theirs}"),
+            Some(body(theirs)),
+        ),
+        (
+            Method::PUT,
+            "/v1/admin/corps/ww0000000000scope/agents/1000002".to_string(),
+            Some(serde_json::json!({ "secret": "s" })),
+        ),
+        // Process-wide actions need apps = ["*"].
+        (Method::POST, "/v1/admin/reload".to_string(), None),
+        (Method::GET, "/v1/admin/audit".to_string(), None),
+        (Method::GET, "/v1/credentials".to_string(), None),
+    ] {
+        let status = as_limited(method.clone(), path.clone(), body).await;
+        assert_eq!(status, 403, "{method} {path}");
+    }
+    assert!(hub.token(theirs).await.expires_in > 0);
+    let deleted = as_limited(Method::DELETE, format!("/v1/admin/apps/{mine}"), None);
+    assert_eq!(deleted.await, 204);
+    hub.stop().await;
+}
