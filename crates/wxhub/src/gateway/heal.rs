@@ -1,6 +1,14 @@
 //! Dead tokens healed in flight: when WeChat refuses a call made with a token the hub serves, the
 //! hub replaces that token (one compare-and-refresh, however many calls were refused) and sends
 //! the call once more with the new one. The caller sees only the second answer.
+//!
+//! WeChat's refusal is not taken as proof on its own: a call can be refused with a dead-token
+//! errcode for reasons that have nothing to do with the token (a token of the wrong kind for the
+//! endpoint, a second token parameter). The refusal is reported like any consumer's report, so
+//! the engine first asks WeChat whether the token really is dead (one cheap call, shared by every
+//! concurrent report) and refreshes only then; a live token is left alone and WeChat's answer
+//! stands. Calls whose token parameters are ambiguous never get this far (see
+//! [`super::token_param`]).
 
 use std::sync::Arc;
 
@@ -27,8 +35,8 @@ pub struct Heal {
 }
 
 /// Forwards `outgoing` (its body held, up to `max_body`, for a replay) and, if WeChat says its
-/// token is dead, reports that token with WeChat's refusal as proof, then replays the call once
-/// with the token that replaced it.
+/// token is dead, reports that token (checked like any report), then replays the call once with
+/// the token that replaced it.
 pub async fn forward(
     context: &ApiContext,
     mut outgoing: Outgoing,
@@ -52,7 +60,7 @@ pub async fn forward(
     }
     let fresh = match context
         .engine
-        .invalidate_verified(&heal.credential, &heal.token)
+        .invalidate(&heal.credential, &heal.token)
         .await
     {
         Ok(invalidation) => invalidation.served,
@@ -62,8 +70,9 @@ pub async fn forward(
         }
     };
     if *fresh.value == *heal.token {
-        // The refresh was refused (too soon after the last) or WeChat re-sent the same value:
-        // WeChat's answer stands.
+        // The token is alive (WeChat refused the call for another reason), the refresh was
+        // refused (too soon after the last) or WeChat re-sent the same value: WeChat's answer
+        // stands.
         return first.response;
     }
     tracing::debug!(key = %heal.credential.key, errcode = ?first.errcode, "replaying a call refused for a dead token");

@@ -133,22 +133,45 @@ async fn handle(State(gateway): State<Arc<Gateway>>, request: Request) -> Respon
     if host == Host::Official && secret::SECRET_PATHS.contains(&path) {
         return secret::substitute(context, outgoing, body).await;
     }
-    let token_param = token_param(path, outgoing.query.as_deref());
+    let Ok(token_param) = token_param(path, outgoing.query.as_deref()) else {
+        return reply::error_with_status(
+            axum::http::StatusCode::BAD_REQUEST,
+            reply::code::INVALID_ARGS,
+            host,
+        );
+    };
     pass_through(context, outgoing, body, token_param).await
 }
+
+/// A call with more than one token parameter: which one WeChat reads, and so which token a
+/// refusal is about, cannot be told. It is refused before it is forwarded.
+#[derive(Debug, PartialEq, Eq)]
+struct AmbiguousToken;
 
 /// The query parameter that carries the call's hub token, if any: `access_token`, or a third-party
 /// platform's `component_access_token`. Web-OAuth calls (`/sns/…`) carry a user's
 /// `access_token`, not the hub's; only the platform's `/sns/component/…` forms carry its token.
-fn token_param(path: &str, query: Option<&str>) -> Option<&'static str> {
-    let present = |name: &'static str| query::param(query, name).map(|_| name);
-    if path.starts_with("/sns/component/") {
-        present("component_access_token")
+/// A hub token parameter given twice, or both given, is [`AmbiguousToken`].
+fn token_param(path: &str, query: Option<&str>) -> Result<Option<&'static str>, AmbiguousToken> {
+    let count = |name: &str| {
+        form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+            .filter(|(key, _)| key == name)
+            .count()
+    };
+    let names: &[&'static str] = if path.starts_with("/sns/component/") {
+        &["component_access_token"]
     } else if path.starts_with("/sns/") {
-        None
+        return Ok(None);
     } else {
-        present("access_token").or_else(|| present("component_access_token"))
+        &["access_token", "component_access_token"]
+    };
+    if names.iter().map(|name| count(name)).sum::<usize>() > 1 {
+        return Err(AmbiguousToken);
     }
+    Ok(names
+        .iter()
+        .copied()
+        .find(|name| query::param(query, name).is_some()))
 }
 
 /// Forwards a call: with healing if it carries a token the hub serves (in `token_param`),
@@ -172,6 +195,14 @@ async fn pass_through(
     let Some(credential) = context.hub.serving(&token, Timestamp::now()) else {
         return reply::error(reply::code::INVALID_ACCESS_TOKEN, host);
     };
+    if credential.spec().source.call_param() != Some(param) {
+        // A hub value in the wrong parameter (a ticket as `access_token`, say): WeChat's refusal
+        // would say nothing about the credential, so the call goes as it is, without healing.
+        return match context.forwarder.stream(&outgoing, body).await {
+            Ok(response) => response,
+            Err(e) => e.response(host),
+        };
+    }
     heal::forward(
         context,
         outgoing,
@@ -187,30 +218,61 @@ async fn pass_through(
 
 #[cfg(test)]
 mod tests {
-    use super::token_param;
+    use super::{token_param, AmbiguousToken};
 
     #[test]
     fn the_hub_token_is_looked_for_where_each_kind_of_call_carries_it() {
         let q = Some("access_token=A&component_access_token=C");
-        assert_eq!(token_param("/cgi-bin/menu/get", q), Some("access_token"));
+        assert_eq!(
+            token_param("/cgi-bin/menu/get", Some("access_token=A")),
+            Ok(Some("access_token"))
+        );
         assert_eq!(
             token_param(
                 "/cgi-bin/component/api_get_authorizer_list",
                 Some("component_access_token=C")
             ),
-            Some("component_access_token")
+            Ok(Some("component_access_token"))
         );
         // Web OAuth: a user's token, not the hub's.
-        assert_eq!(token_param("/sns/userinfo", q), None);
+        assert_eq!(token_param("/sns/userinfo", q), Ok(None));
         // The platform's forms carry the component token.
         assert_eq!(
             token_param("/sns/component/jscode2session", q),
-            Some("component_access_token")
+            Ok(Some("component_access_token"))
         );
         assert_eq!(
             token_param("/sns/component/jscode2session", Some("appid=x")),
-            None
+            Ok(None)
         );
-        assert_eq!(token_param("/cgi-bin/getcallbackip", None), None);
+        assert_eq!(token_param("/cgi-bin/getcallbackip", None), Ok(None));
+        // An empty parameter is a missing one, as WeChat reads it.
+        assert_eq!(
+            token_param("/cgi-bin/menu/get", Some("access_token=")),
+            Ok(None)
+        );
+    }
+
+    #[test]
+    fn two_token_parameters_are_ambiguous() {
+        for query in [
+            "access_token=A&component_access_token=C",
+            "access_token=A&access_token=B",
+            "access_token=&access_token=B",
+            "component_access_token=C&access_token=A",
+        ] {
+            assert_eq!(
+                token_param("/cgi-bin/menu/get", Some(query)),
+                Err(AmbiguousToken),
+                "{query}"
+            );
+        }
+        assert_eq!(
+            token_param(
+                "/sns/component/jscode2session",
+                Some("component_access_token=C&component_access_token=D")
+            ),
+            Err(AmbiguousToken)
+        );
     }
 }

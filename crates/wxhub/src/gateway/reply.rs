@@ -44,6 +44,9 @@ pub mod code {
     pub const REQUIRE_POST: i64 = 43002;
     /// A JSON field of the wrong type.
     pub const DATA_FORMAT: i64 = 47001;
+    /// Arguments WeChat cannot read one way only (a token parameter given twice, or both token
+    /// parameters): not a token errcode, so an SDK does not refetch and retry in a loop.
+    pub const INVALID_ARGS: i64 = 40097;
     /// No `component_appid`.
     pub const COMPONENT_APPID_MISSING: i64 = 41018;
     /// A third-party platform the hub does not serve.
@@ -70,6 +73,7 @@ fn text(code: i64, host: Host) -> &'static str {
         (_, code::APPSECRET_MISSING) => "appsecret missing",
         (_, code::REQUIRE_POST) => "require POST method",
         (_, code::DATA_FORMAT) => "data format error",
+        (_, code::INVALID_ARGS) => "invalid args: one token parameter per call",
         (_, code::COMPONENT_APPID_MISSING) => "missing component_appid",
         (_, code::INVALID_COMPONENT) => "invalid component",
         _ => "system error",

@@ -414,3 +414,55 @@ async fn stable_token_force_refresh_is_a_report_of_the_current_token_not_a_force
     drop(mock);
     hub.stop().await;
 }
+
+#[tokio::test]
+async fn a_refusal_for_another_reason_never_costs_a_refresh() {
+    let (mock, hub) = quick_hub(APP).await;
+    let token = hub.token(APP).await.access_token;
+    let issued = stats(&mock).issued("/cgi-bin/token", APP);
+    let business = stats(&mock).total_calls("/cgi-bin/getcallbackip");
+    let call = |query: String| {
+        let url = format!("{}/cgi-bin/getcallbackip?{query}", hub.gateway);
+        let client = hub.client.clone();
+        async move {
+            let response = client.get(url).send().await.expect("an answer");
+            (
+                response.status(),
+                response.json::<Value>().await.expect("JSON"),
+            )
+        }
+    };
+
+    // Two token parameters: which one WeChat reads cannot be told. Refused, never forwarded.
+    for query in [
+        format!("access_token={token}&access_token={token}"),
+        format!("access_token={token}&component_access_token=bogus"),
+    ] {
+        let (status, body) = call(query.clone()).await;
+        assert_eq!(status, 400, "{query}: {body}");
+        assert_eq!(body["errcode"], 40097, "{query}: {body}");
+    }
+    assert_eq!(stats(&mock).total_calls("/cgi-bin/getcallbackip"), business);
+
+    // WeChat refuses a live token with a dead-token errcode for its own reasons (as it does for
+    // a token of the wrong kind for the endpoint): the hub checks before it refreshes.
+    mock.add_fault(wechat_mock::FaultRule {
+        path: "/cgi-bin/getcallbackip".into(),
+        account: None,
+        errcode: Some(40001),
+        errmsg: None,
+        http_status: None,
+        probability: None,
+        count: None,
+        delay_ms: None,
+        drop_connection: false,
+    });
+    for _ in 0..5 {
+        let (status, body) = call(format!("access_token={token}")).await;
+        assert_eq!(status, 200);
+        assert_eq!(body["errcode"], 40001, "WeChat's answer stands: {body}");
+    }
+    assert_eq!(stats(&mock).issued("/cgi-bin/token", APP), issued);
+    assert_eq!(hub.token(APP).await.access_token, token);
+    hub.stop().await;
+}
