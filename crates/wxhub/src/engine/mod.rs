@@ -834,6 +834,9 @@ impl Shared {
                 entry.rejected_reports += 1;
                 return Some(Verdict::Alive);
             }
+            if entry.confirmed_dead.as_deref() == Some(reported) {
+                return Some(Verdict::Dead);
+            }
             match &entry.verifying {
                 Some(running) => running.clone(),
                 None => {
@@ -888,8 +891,10 @@ impl Shared {
         };
         if let Some(entry) = self.lock().entries.get_mut(&credential.id) {
             entry.verifying = None;
-            if verdict == Verdict::Alive {
-                entry.confirmed_alive = Some(Box::new((value, self.clock.now())));
+            match verdict {
+                Verdict::Alive => entry.confirmed_alive = Some(Box::new((value, self.clock.now()))),
+                Verdict::Dead => entry.confirmed_dead = Some(value.into()),
+                Verdict::Unknown => {}
             }
         }
         let _ = sender.send(Some(verdict));

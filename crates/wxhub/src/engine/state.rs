@@ -90,6 +90,11 @@ pub struct Entry {
     /// The value WeChat last confirmed alive, and when: reports of it soon after are rejected
     /// without asking again.
     pub confirmed_alive: Option<Box<(String, Timestamp)>>,
+    /// The value WeChat last confirmed dead. A report of it that arrives between the end of the
+    /// check and the start of the refresh that check leads to is answered from this, not by a
+    /// second check: WeChat never revives a token, and a second check could meet a passing
+    /// fault and take the dead token for a live one.
+    pub confirmed_dead: Option<Box<str>>,
     /// Reports rejected because WeChat still accepted the value.
     pub rejected_reports: u64,
 }
@@ -147,6 +152,7 @@ impl Entry {
             history: History::new(),
             verifying: None,
             confirmed_alive: None,
+            confirmed_dead: None,
             rejected_reports: 0,
         }
     }

@@ -287,3 +287,64 @@ async fn a_report_of_a_token_younger_than_min_refresh_interval_is_throttled() {
     let metrics = hub.metrics().await;
     assert!(metrics.contains("wxhub_invalidations_total{outcome=\"throttled\"} 10"));
 }
+
+/// A report that lands between the end of WeChat's check and the start of the refresh it leads
+/// to must join that refresh, not check again: a second check of a dead token can meet a passing
+/// fault (or, in a test, a refusal used up) and answer the old token as if it were alive. Looped,
+/// because the window is narrow: every report of every round gets the new token, after exactly
+/// one check per round.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reports_around_the_end_of_a_check_all_join_its_refresh() {
+    let appid = "wxinvalid0window1";
+    let (mock, hub) = quick_hub(appid).await;
+    for round in 0..25 {
+        let old = hub.token(appid).await.access_token;
+        let checks = stats(&mock).total_calls("/cgi-bin/get_api_domain_ip");
+        // WeChat refuses the token once, after 20 ms: one check finds it dead.
+        mock.add_fault(wechat_mock::FaultRule {
+            path: "/cgi-bin/get_api_domain_ip".into(),
+            account: Some(appid.to_string()),
+            errcode: Some(40001),
+            delay_ms: Some(20),
+            count: Some(1),
+            ..wechat_mock::FaultRule::default()
+        });
+        let reports = (0..40u64).map(|i| {
+            let client = hub.client.clone();
+            let url = hub.url(&format!("/v1/apps/{appid}/access_token/invalidate"));
+            let old = old.clone();
+            tokio::spawn(async move {
+                // Spread over the check and the refresh that follows it.
+                tokio::time::sleep(Duration::from_millis(i)).await;
+                let answer: serde_json::Value = client
+                    .post(url)
+                    .bearer_auth(ADMIN_KEY)
+                    .json(&serde_json::json!({ "access_token": old }))
+                    .send()
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
+                answer["access_token"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string()
+            })
+        });
+        for answer in join_all(reports).await {
+            assert_ne!(
+                answer.unwrap(),
+                old,
+                "round {round}: a report got the dead token back"
+            );
+        }
+        assert_eq!(
+            stats(&mock).total_calls("/cgi-bin/get_api_domain_ip"),
+            checks + 1,
+            "round {round}: one check"
+        );
+        mock.clear_faults();
+    }
+    hub.stop().await;
+}

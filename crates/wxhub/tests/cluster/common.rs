@@ -307,16 +307,17 @@ pub async fn readiness(hub: &TestHub) -> Option<(u16, String)> {
     ))
 }
 
-/// WeChat answers 40001 to the next `checks` business calls made with `appid`'s token: a hub that
-/// checks a reported token finds it dead, as it is once another party has replaced it — without
-/// the test waiting out WeChat's overlap. Clear with `MockServer::clear_faults` once the reports
-/// are answered, so that later business calls are judged normally.
-pub fn wechat_refuses_the_token(mock: &MockServer, appid: &str, checks: u64) {
+/// WeChat answers 40001 to every business call made with `appid`'s token until
+/// `MockServer::clear_faults`: a hub that checks a reported token finds it dead, as it is once
+/// another party has replaced it, without the test waiting out WeChat's overlap. Like a really
+/// dead token, it stays dead however often it is checked (an instance may check more than once:
+/// a report can arrive between the end of one check and the refresh it leads to). Clear the
+/// faults once the reports are answered, so that later business calls are judged normally.
+pub fn wechat_refuses_the_token(mock: &MockServer, appid: &str) {
     mock.add_fault(wechat_mock::FaultRule {
         path: "/cgi-bin/get_api_domain_ip".into(),
         account: Some(appid.to_string()),
         errcode: Some(40001),
-        count: Some(checks),
         ..wechat_mock::FaultRule::default()
     });
 }

@@ -142,7 +142,7 @@ impl Setup {
             count: Some(1),
             ..FaultRule::default()
         });
-        wechat_refuses_the_token(&self.mock, self.appid, INSTANCES as u64);
+        wechat_refuses_the_token(&self.mock, self.appid);
         let hubs = self.hubs();
         let appid = self.appid;
         let token = self.old.access_token.clone();

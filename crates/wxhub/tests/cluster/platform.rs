@@ -102,7 +102,7 @@ async fn a_storm_of_reports_of_one_authorizer_token_is_one_refresh() {
     // A report of a token younger than min_refresh_interval (1 s) is throttled, by design.
     tokio::time::sleep(Duration::from_millis(1_100)).await;
     // Reports are verified with WeChat before a token is burned: make WeChat refuse it.
-    wechat_refuses_the_token(&mock, &authorizer, INSTANCES as u64);
+    wechat_refuses_the_token(&mock, &authorizer);
     let before = stats(&mock).component(COMPONENT).authorizer_tokens_issued;
     let reports = (0..60).map(|i| {
         let hub = &hubs[i % hubs.len()];

@@ -196,7 +196,7 @@ async fn a_token_fetched_while_redis_is_down_is_served_and_written_when_it_retur
         count: Some(1),
         ..FaultRule::default()
     });
-    wechat_refuses_the_token(&mock, appid, 1);
+    wechat_refuses_the_token(&mock, appid);
     let report = {
         let hubs = hubs.clone();
         let token = old.access_token.clone();
@@ -227,6 +227,7 @@ async fn a_token_fetched_while_redis_is_down_is_served_and_written_when_it_retur
     redis.restart();
 
     let answer = report.await.expect("report task");
+    mock.clear_faults();
     assert_eq!(answer, Ok(fetched.access_token.clone()));
     let current = converged(&hubs, appid).await;
     assert_eq!(

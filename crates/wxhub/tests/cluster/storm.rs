@@ -51,7 +51,7 @@ async fn sixty_reports_over_three_instances_cause_one_legacy_fetch() {
     .await;
     let hubs = spawn_cluster(&mock, &apps, &redis.url(), &unique_namespace("storm")).await;
     let old = prepared(&hubs, appid).await;
-    wechat_refuses_the_token(&mock, appid, INSTANCES as u64);
+    wechat_refuses_the_token(&mock, appid);
     let before = stats(&mock);
 
     let answers = storm(&hubs, appid, &old.access_token).await;
@@ -100,7 +100,7 @@ async fn sixty_reports_over_three_instances_cause_one_stable_force_refresh() {
     .await;
     let hubs = spawn_cluster(&mock, &apps, &redis.url(), &unique_namespace("storm")).await;
     let old = prepared(&hubs, appid).await;
-    wechat_refuses_the_token(&mock, appid, INSTANCES as u64);
+    wechat_refuses_the_token(&mock, appid);
     let before = stats(&mock);
 
     let answers = storm(&hubs, appid, &old.access_token).await;
