@@ -161,6 +161,15 @@ pub async fn metrics(State(context): State<ApiState>) -> Response {
             );
         }
     }
+    out.push_str(
+        "# HELP wxhub_gateway_replay_bytes Request bytes the gateway holds for replays now.\n",
+    );
+    out.push_str("# TYPE wxhub_gateway_replay_bytes gauge\n");
+    let _ = writeln!(
+        out,
+        "wxhub_gateway_replay_bytes {}",
+        context.forwarder.replay_bytes_held()
+    );
     out.push_str("# HELP wxhub_credentials Credentials by kind and state.\n");
     out.push_str("# TYPE wxhub_credentials gauge\n");
     for ((kind, state), n) in context.engine.state_counts() {

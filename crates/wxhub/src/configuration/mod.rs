@@ -68,10 +68,17 @@ pub struct GatewaySettings {
     /// The largest request body the gateway accepts (default 10 MiB); bodies are held up to this
     /// size so that a call refused for a dead token can be replayed.
     pub max_body: usize,
+    /// How many bytes of request bodies all calls together may hold for a replay (default
+    /// 64 MiB). A call whose body does not fit goes to WeChat streamed, without a replay: many
+    /// large uploads at once cannot take the process's memory.
+    pub replay_memory: usize,
 }
 
 /// The default `[gateway] max_body`: 10 MiB, WeChat's own limit for most media uploads.
 pub const DEFAULT_GATEWAY_MAX_BODY: usize = 10 * 1024 * 1024;
+
+/// The default `[gateway] replay_memory`.
+pub const DEFAULT_GATEWAY_REPLAY_MEMORY: usize = 64 * 1024 * 1024;
 
 impl Default for GatewaySettings {
     fn default() -> Self {
@@ -79,6 +86,7 @@ impl Default for GatewaySettings {
             listen: None,
             work_listen: None,
             max_body: DEFAULT_GATEWAY_MAX_BODY,
+            replay_memory: DEFAULT_GATEWAY_REPLAY_MEMORY,
         }
     }
 }

@@ -145,6 +145,7 @@ pub(super) fn masked(settings: &Settings) -> String {
             }
         }
         let _ = writeln!(out, "max_body = {}", g.max_body);
+        let _ = writeln!(out, "replay_memory = {}", g.replay_memory);
     }
     if settings.secrets.master_key.is_some() {
         let _ = writeln!(out, "\n[secrets]");

@@ -110,6 +110,7 @@ pub(super) const SECTIONS: &[(&str, &[(&str, Kind)])] = &[
             ("listen", Kind::Text),
             ("work_listen", Kind::Text),
             ("max_body", Kind::Text),
+            ("replay_memory", Kind::Text),
         ],
     ),
 ];

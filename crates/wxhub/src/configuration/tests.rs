@@ -1371,10 +1371,11 @@ fn redis_credentials_are_secrets_and_the_ca_file_needs_tls() {
 #[test]
 fn the_gateway_section_parses_sizes_and_addresses_and_names_mistakes() {
     let settings = parse(&format!(
-        "{}\n[gateway]\nlisten = \"127.0.0.1:8081\"\nwork_listen = \"127.0.0.1:8082\"\nmax_body = \"512KiB\"\n",
+        "{}\n[gateway]\nlisten = \"127.0.0.1:8081\"\nwork_listen = \"127.0.0.1:8082\"\nmax_body = \"512KiB\"\nreplay_memory = \"8MiB\"\n",
         example()
     ))
     .unwrap();
+    assert_eq!(settings.gateway.replay_memory, 8 * 1024 * 1024);
     assert_eq!(
         settings.gateway.listen,
         Some("127.0.0.1:8081".parse().unwrap())
@@ -1394,6 +1395,10 @@ fn the_gateway_section_parses_sizes_and_addresses_and_names_mistakes() {
         Some(512 * 1024)
     );
     assert_eq!(
+        rendered["gateway"]["replay_memory"].as_integer(),
+        Some(8 * 1024 * 1024)
+    );
+    assert_eq!(
         parse(&example()).unwrap().gateway,
         GatewaySettings::default()
     );
@@ -1408,6 +1413,12 @@ fn the_gateway_section_parses_sizes_and_addresses_and_names_mistakes() {
         "[gateway]\nmax_body = 0\n",
         2,
         "gateway.max_body",
+        "positive size",
+    );
+    fails_at(
+        "[gateway]\nreplay_memory = \"lots\"\n",
+        2,
+        "gateway.replay_memory",
         "positive size",
     );
     fails_at(

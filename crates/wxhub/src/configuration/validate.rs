@@ -790,21 +790,28 @@ impl Cx<'_> {
             }
         }
         if let Some(node) = table.get("max_body") {
-            let path = table.key_path("max_body");
-            let size = match &node.value {
-                Value::Str(text) => parse_size(text),
-                Value::Int(n) => usize::try_from(*n).ok(),
-                _ => None,
-            };
-            gateway.max_body = size.filter(|n| *n > 0).ok_or_else(|| {
-                self.err(
-                    &node.place,
-                    path,
-                    "expected a positive size such as \"10MiB\", \"512KiB\" or a number of bytes",
-                )
-            })?;
+            gateway.max_body = self.size(node, table.key_path("max_body"))?;
+        }
+        if let Some(node) = table.get("replay_memory") {
+            gateway.replay_memory = self.size(node, table.key_path("replay_memory"))?;
         }
         Ok(gateway)
+    }
+
+    /// A positive size in bytes: `"10MiB"`, `"512KiB"` or a number of bytes.
+    fn size(&self, node: &Node, path: String) -> Result<usize, ConfigError> {
+        let size = match &node.value {
+            Value::Str(text) => parse_size(text),
+            Value::Int(n) => usize::try_from(*n).ok(),
+            _ => None,
+        };
+        size.filter(|n| *n > 0).ok_or_else(|| {
+            self.err(
+                &node.place,
+                path,
+                "expected a positive size such as \"10MiB\", \"512KiB\" or a number of bytes",
+            )
+        })
     }
 
     fn refresh(&self, node: Option<&Node>) -> Result<RefreshSettings, ConfigError> {

@@ -34,7 +34,8 @@ pub struct Heal {
     pub param: &'static str,
 }
 
-/// Forwards `outgoing` (its body held, up to `max_body`, for a replay) and, if WeChat says its
+/// Forwards `outgoing` (its body held for a replay, within `[gateway] replay_memory`; a body that
+/// does not fit goes streamed, without one) and, if WeChat says its
 /// token is dead, reports that token (checked like any report), then replays the call once with
 /// the token that replaced it.
 pub async fn forward(
@@ -47,10 +48,19 @@ pub async fn forward(
     outgoing.headers.remove(axum::http::header::ACCEPT_ENCODING);
     let forwarder = &context.forwarder;
     let host = outgoing.host;
-    let body = match forwarder.collect(&outgoing.headers, body).await {
-        Ok(body) => body,
+    let held = match forwarder.hold(&outgoing.headers, body).await {
+        Ok(Ok(held)) => held,
+        // Too many bodies held already: this call goes as it is, without a replay.
+        Ok(Err(body)) => {
+            tracing::debug!(key = %heal.credential.key, "replay memory full; a call is streamed without healing");
+            return match forwarder.stream(&outgoing, body).await {
+                Ok(response) => response,
+                Err(e) => e.response(host),
+            };
+        }
         Err(e) => return e.response(host),
     };
+    let body = held.bytes.clone();
     let first = match forwarder.send_bytes(&outgoing, body.clone()).await {
         Ok(answer) => inspect(answer).await,
         Err(e) => return e.response(host),

@@ -13,7 +13,10 @@ use axum::response::Response;
 use bytes::{Bytes, BytesMut};
 use futures_util::stream::{self, StreamExt};
 use http_body_util::{BodyExt, Limited};
+use hyper::body::Body as _;
 use serde::Deserialize;
+use std::sync::Arc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::reply::{self, code, Host};
 use super::transport::{Failure, Payload, Transport};
@@ -160,6 +163,20 @@ pub struct Forwarder {
     work_api_base: Option<Base>,
     /// `[gateway] max_body`.
     max_body: usize,
+    /// What is left of `[gateway] replay_memory`, one permit a byte: bodies held for a replay
+    /// take their size from it until the call ends.
+    replay_memory: Arc<Semaphore>,
+    /// `[gateway] replay_memory`.
+    replay_memory_total: usize,
+}
+
+/// A request body held in memory for a replay, and the share of `[gateway] replay_memory` it
+/// takes until it is dropped.
+pub struct HeldBody {
+    /// The body.
+    pub bytes: Bytes,
+    /// Its share of the budget (at least its size).
+    _share: Option<OwnedSemaphorePermit>,
 }
 
 impl Forwarder {
@@ -172,7 +189,48 @@ impl Forwarder {
             api_base: Base::parse(&wechat.api_base),
             work_api_base: Base::parse(&wechat.work_api_base),
             max_body: settings.gateway.max_body,
+            replay_memory: Arc::new(Semaphore::new(settings.gateway.replay_memory)),
+            replay_memory_total: settings.gateway.replay_memory,
         })
+    }
+
+    /// Bytes of request bodies held for replays now.
+    pub fn replay_bytes_held(&self) -> usize {
+        self.replay_memory_total - self.replay_memory.available_permits()
+    }
+
+    /// Reads a request body whole for a replay, if `[gateway] replay_memory` has room for it (its
+    /// declared length, or `max_body` when it declares none); `Ok(Err(body))` hands the body back
+    /// unread when there is no room, to be streamed without a replay. A body that declares no
+    /// length and has none (a GET) takes nothing.
+    pub async fn hold(
+        &self,
+        headers: &HeaderMap,
+        body: Body,
+    ) -> Result<Result<HeldBody, Body>, ForwardError> {
+        if body.is_end_stream() {
+            return Ok(Ok(HeldBody {
+                bytes: Bytes::new(),
+                _share: None,
+            }));
+        }
+        let wanted = match declared_length(headers) {
+            Some(n) if n > self.max_body as u64 => return Err(ForwardError::TooLarge),
+            Some(n) => n as usize,
+            None => self.max_body,
+        };
+        let share = match u32::try_from(wanted.max(1))
+            .ok()
+            .and_then(|n| self.replay_memory.clone().try_acquire_many_owned(n).ok())
+        {
+            Some(share) => share,
+            None => return Ok(Err(body)),
+        };
+        let bytes = self.collect(headers, body).await?;
+        Ok(Ok(HeldBody {
+            bytes,
+            _share: Some(share),
+        }))
     }
 
     /// `[gateway] max_body`.

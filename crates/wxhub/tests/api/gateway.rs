@@ -466,3 +466,44 @@ async fn a_refusal_for_another_reason_never_costs_a_refresh() {
     assert_eq!(hub.token(APP).await.access_token, token);
     hub.stop().await;
 }
+
+#[tokio::test]
+async fn bodies_held_for_replays_share_one_bounded_budget() {
+    use tokio::io::AsyncWriteExt;
+    const MIB: usize = 1024 * 1024;
+    let apps = [TestApp::legacy(APP)];
+    let mock = minute_mock(&apps).await;
+    let mut options = HubOptions::new(&apps);
+    options.gateway.max_body = MIB;
+    options.gateway.replay_memory = MIB + MIB / 2;
+    let hub = spawn_app(&mock, options).await;
+    hub.wait_ready().await;
+    let token = hub.token(APP).await.access_token;
+    let held = || async { hub.metric_sum("wxhub_gateway_replay_bytes").await };
+    assert_eq!(held().await, 0);
+
+    // Three calls that may need a replay, each with a 1 MiB body that never finishes arriving.
+    let address = hub.gateway.trim_start_matches("http://").to_string();
+    let mut streams = Vec::new();
+    for _ in 0..3 {
+        let mut stream = tokio::net::TcpStream::connect(&address).await.unwrap();
+        let head = format!(
+            "POST /cgi-bin/getcallbackip?access_token={token} HTTP/1.1\r\nhost: gw\r\n\
+             content-type: application/json\r\ncontent-length: {MIB}\r\n\r\n{{"
+        );
+        stream.write_all(head.as_bytes()).await.unwrap();
+        streams.push(stream);
+    }
+    // One fits the budget and is held; the other two go streamed, without holding anything.
+    wait_until(Duration::from_secs(5), "one body held", || async {
+        held().await == MIB as u64
+    })
+    .await;
+    // Gone clients give their share back.
+    drop(streams);
+    wait_until(Duration::from_secs(5), "nothing held", || async {
+        held().await == 0
+    })
+    .await;
+    hub.stop().await;
+}

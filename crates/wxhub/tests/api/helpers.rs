@@ -134,6 +134,8 @@ pub struct HubOptions {
     pub server: ServerSettings,
     /// Consumers besides the usual admin, reader and reporter.
     pub more_consumers: Vec<ConsumerSettings>,
+    /// `[gateway]` apart from its listeners (which are always on, on free ports).
+    pub gateway: GatewaySettings,
 }
 
 /// The `[secrets] master_key` test hubs run with.
@@ -161,6 +163,7 @@ impl HubOptions {
                 ..ServerSettings::default()
             },
             more_consumers: vec![],
+            gateway: GatewaySettings::default(),
         }
     }
 
@@ -270,7 +273,7 @@ pub fn settings_for(mock: &MockServer, options: &HubOptions) -> Settings {
         gateway: GatewaySettings {
             listen: Some(any_port()),
             work_listen: Some(any_port()),
-            ..GatewaySettings::default()
+            ..options.gateway.clone()
         },
     }
 }
