@@ -24,8 +24,8 @@ use crate::configuration::{
 use crate::credential::{CredentialKey, Token};
 use crate::engine::{Engine, RefreshError};
 use crate::hub::Credential;
-use crate::registry::seal::{SealError, Sealer};
 use crate::registry::{AccountId, AccountSpec, Diff, Origin, Registry, StoredAccount};
+use crate::seal::{SealError, Sealer};
 use crate::store::{AccountChange, CasOutcome, Store, StoreError};
 
 /// Who may call what, switched as a whole by a reload: the consumers and a key cache that serves

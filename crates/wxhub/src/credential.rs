@@ -177,6 +177,22 @@ pub enum CredentialKey {
 pub struct ParseKeyError(pub String);
 
 impl CredentialKey {
+    /// Whether this credential's value is sealed in the store (see [`crate::store::sealed`]):
+    /// the ones that cannot be fetched again without the account's owner.
+    pub fn is_sealed_at_rest(&self) -> bool {
+        match self {
+            CredentialKey::AuthorizerRefreshToken { .. } => true,
+            CredentialKey::AccessToken { .. }
+            | CredentialKey::Ticket { .. }
+            | CredentialKey::CorpToken { .. }
+            | CredentialKey::CorpTicket { .. }
+            | CredentialKey::ComponentVerifyTicket { .. }
+            | CredentialKey::ComponentToken { .. }
+            | CredentialKey::AuthorizerToken { .. }
+            | CredentialKey::AuthorizerTicket { .. } => false,
+        }
+    }
+
     /// The official account / mini program access token of `appid`.
     pub fn access_token(appid: impl Into<String>) -> Self {
         CredentialKey::AccessToken {

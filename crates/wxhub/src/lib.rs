@@ -34,6 +34,7 @@ pub mod memory;
 pub mod metrics;
 pub mod platform;
 pub mod registry;
+pub mod seal;
 pub mod startup;
 pub mod store;
 pub mod telemetry;

@@ -23,8 +23,10 @@ use crate::gateway::{self, Forwarder, Host};
 use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::registry::Registry;
+use crate::seal::Sealer;
 use crate::store::memory::MemoryStore;
 use crate::store::redis::RedisStore;
+use crate::store::sealed::SealedStore;
 use crate::store::sqlite::SqliteStore;
 use crate::store::{Store, StoreError};
 use crate::upstream::{Upstream, UpstreamError};
@@ -126,6 +128,7 @@ impl Application {
         for warning in settings.warnings() {
             tracing::warn!("configuration: {warning}");
         }
+        let (store, sealed) = seal_at_rest(store, &settings);
         let settings = Arc::new(settings);
         let metrics = Arc::new(Metrics::default());
         let upstream = Upstream::new(
@@ -193,6 +196,15 @@ impl Application {
         let forwarder = Arc::new(Forwarder::new(&settings)?);
         let account_feed = store.subscribe_accounts();
         control.start().await?;
+        if let Some(sealed) = sealed {
+            let count = sealed.seal_what_was_plain().await?;
+            if count > 0 {
+                tracing::info!(
+                    count,
+                    "sealed refresh tokens an earlier version stored in the clear"
+                );
+            }
+        }
         // What loading the store copied is freed now; without this the process keeps its peak.
         crate::memory::release_freed();
         engine.start();
@@ -332,6 +344,27 @@ impl Application {
         tracing::info!("wxhub stopped");
         served
     }
+}
+
+/// `store` with authorizers' refresh tokens sealed at rest, when there is a master key to seal
+/// them with (and the sealing layer, to seal what an earlier version stored in the clear once it
+/// is loaded). Without a master key they stay in the clear, and a hub that serves platforms says
+/// so.
+fn seal_at_rest(
+    store: Arc<dyn Store>,
+    settings: &Settings,
+) -> (Arc<dyn Store>, Option<Arc<SealedStore>>) {
+    let Some(key) = settings.secrets.master_key.as_ref() else {
+        if !settings.components.is_empty() {
+            tracing::warn!(
+                "no [secrets] master_key: authorizers' refresh tokens are stored unsealed; \
+                 set one (32 bytes, base64) on every instance"
+            );
+        }
+        return (store, None);
+    };
+    let sealed = Arc::new(SealedStore::new(store, Sealer::new(key)));
+    (sealed.clone(), Some(sealed))
 }
 
 /// The listener's limits: `[server]`'s timeouts, and its connection cap checked against the

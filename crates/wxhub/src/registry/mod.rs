@@ -9,7 +9,6 @@
 //! See `docs/architecture.md#the-registry` for why credentials are runtime facts.
 
 mod account;
-pub mod seal;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};

@@ -18,6 +18,7 @@
 pub(crate) mod conformance;
 pub mod memory;
 pub mod redis;
+pub mod sealed;
 pub mod sqlite;
 
 use std::future::Future;

@@ -459,7 +459,40 @@ async fn an_acknowledged_authorizer_survives_a_restart_on_sqlite() {
     // Killed right after the acknowledgement.
     first.stop().await;
 
-    let second = spawn_app(&mock, platform_options(&[]).with_sqlite(database)).await;
+    // The refresh token is sealed in the file. Put it back in the clear, as an earlier version
+    // stored it: the next hub reads it, and seals it.
+    let key: wxhub::credential::CredentialKey =
+        format!("authorizer_refresh_token/{COMPONENT}/{authorizer}")
+            .parse()
+            .unwrap();
+    let place = key.to_string();
+    let sealer = wxhub::seal::Sealer::new(&test_master_key());
+    {
+        use wxhub::store::Store;
+        let raw = wxhub::store::sqlite::SqliteStore::open(&database).unwrap();
+        let stored = raw
+            .get(&key)
+            .await
+            .unwrap()
+            .expect("the refresh token is stored");
+        assert!(
+            wxhub::seal::Sealer::is_sealed(&stored.value),
+            "stored in the clear"
+        );
+        let plain = sealer
+            .open(&place, &stored.value)
+            .unwrap()
+            .expose()
+            .to_string();
+        let earlier = wxhub::credential::Token {
+            value: plain,
+            generation: stored.generation + 1,
+            ..stored
+        };
+        raw.compare_and_set(&key, &earlier).await.unwrap();
+    }
+
+    let second = spawn_app(&mock, platform_options(&[]).with_sqlite(database.clone())).await;
     relay.point_at(&[&second]);
     let after = second
         .token_at(&authorizer_path(&authorizer, "access_token"))
@@ -483,6 +516,15 @@ async fn an_acknowledged_authorizer_survives_a_restart_on_sqlite() {
         1,
         "never re-authorized"
     );
+    second.stop().await;
+    use wxhub::store::Store;
+    let raw = wxhub::store::sqlite::SqliteStore::open(&database).unwrap();
+    let stored = raw.get(&key).await.unwrap().unwrap();
+    assert!(
+        wxhub::seal::Sealer::is_sealed(&stored.value),
+        "sealed again"
+    );
+    assert!(sealer.open(&place, &stored.value).is_ok());
 }
 
 #[tokio::test]

@@ -1,7 +1,9 @@
-//! Sealing secrets written at runtime: AES-256-GCM under `[secrets] master_key`.
+//! Sealing what must not be readable at rest: AES-256-GCM under `[secrets] master_key`.
 //!
 //! An AppSecret given through the admin API is stored so that every instance and every restart
-//! has it, which puts it in SQLite or Redis. Sealed, a copy of the store (a backup, a Redis
+//! has it, which puts it in SQLite or Redis; so is an authorizer's refresh token, the one
+//! credential that cannot be fetched again without the account's owner (see
+//! [`crate::store::sealed`]). Sealed, a copy of the store (a backup, a Redis
 //! replica, a `MONITOR` session) does not give the secret away. The account's storage name is
 //! the associated data, so a sealed secret moved to another account's record does not open.
 //! A wrong master key fails the authentication tag: an error that says so, never garbage.
@@ -47,11 +49,23 @@ impl Sealer {
 
     /// Seals `secret` for the account named `account` (the associated data).
     pub fn seal(&self, account: &str, secret: &Secret) -> String {
+        self.seal_text(account, secret.expose())
+    }
+
+    /// Whether `value` has the sealed format (a value stored by an earlier version, which did
+    /// not seal it, does not).
+    pub fn is_sealed(value: &str) -> bool {
+        value.starts_with(SEALED_PREFIX)
+    }
+
+    /// Seals `text` for `place` (the associated data: the account, or the credential, it belongs
+    /// to).
+    pub fn seal_text(&self, place: &str, text: &str) -> String {
         let mut nonce = [0u8; NONCE_LEN];
         rand::thread_rng().fill_bytes(&mut nonce);
         let payload = Payload {
-            msg: secret.expose().as_bytes(),
-            aad: account.as_bytes(),
+            msg: text.as_bytes(),
+            aad: place.as_bytes(),
         };
         // Encryption with a valid key and nonce length cannot fail.
         let ciphertext = self
