@@ -20,6 +20,7 @@
 
 pub mod api;
 pub mod audit;
+pub mod background;
 pub mod configuration;
 pub mod control;
 pub mod credential;

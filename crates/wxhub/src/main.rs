@@ -112,7 +112,7 @@ fn main() -> ExitCode {
             }
             run(async move {
                 let app = Application::build_from_file(&config).await?;
-                reload_on_sighup(app.control().clone());
+                reload_on_sighup(app.background(), app.control().clone());
                 app.run_until(shutdown_signal()).await?;
                 Ok(())
             })
@@ -216,10 +216,14 @@ fn run(
     }
 }
 
-/// Re-reads the configuration file on every SIGHUP. A broken file is logged and changes nothing.
-fn reload_on_sighup(control: std::sync::Arc<wxhub::control::Control>) {
+/// Re-reads the configuration file on every SIGHUP, until shutdown. A broken file is logged and
+/// changes nothing.
+fn reload_on_sighup(
+    background: &wxhub::background::Background,
+    control: std::sync::Arc<wxhub::control::Control>,
+) {
     #[cfg(unix)]
-    tokio::spawn(async move {
+    background.spawn(async move {
         let Ok(mut hangups) =
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
         else {
@@ -240,7 +244,7 @@ fn reload_on_sighup(control: std::sync::Arc<wxhub::control::Control>) {
         }
     });
     #[cfg(not(unix))]
-    let _ = control;
+    let _ = (background, control);
 }
 
 /// Completes on Ctrl-C or SIGTERM.

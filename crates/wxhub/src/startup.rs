@@ -11,9 +11,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, ApiContext};
+use crate::background::Background;
 use crate::configuration::{ConfigError, ServerSettings, Settings, StoreSettings};
 use crate::control::{Control, ControlError};
 use crate::engine::clock::SystemClock;
@@ -58,8 +60,13 @@ pub enum StartupError {
     Accounts(#[from] ControlError),
 }
 
-/// How long running refreshes get to finish at shutdown before they are dropped.
-const ENGINE_SHUTDOWN_DEADLINE: Duration = Duration::from_secs(5);
+/// The part of `[server] request_timeout` that shutdown keeps for the background tasks and the
+/// engine's running refreshes after draining the requests in progress (at most a quarter of it).
+const SHUTDOWN_RESERVE: Duration = Duration::from_secs(1);
+
+/// The least time the background tasks and the engine are given at shutdown, even when draining
+/// used up the deadline (a store write in progress is worth finishing).
+const SHUTDOWN_FLOOR: Duration = Duration::from_millis(100);
 
 /// Opens the store the configuration names. Async because the redis store connects (and checks
 /// the server's persistence) before the hub starts.
@@ -83,8 +90,8 @@ pub struct Application {
     engine: Engine,
     /// The control plane (runtime accounts, reloads).
     control: Arc<Control>,
-    /// Stops the account feed at shutdown.
-    cancel: CancellationToken,
+    /// The tasks beside the listeners, stopped and awaited at shutdown.
+    background: Background,
     /// Handler state.
     context: Arc<ApiContext>,
     /// The configuration it runs with.
@@ -208,11 +215,11 @@ impl Application {
         // What loading the store copied is freed now; without this the process keeps its peak.
         crate::memory::release_freed();
         engine.start();
-        let cancel = CancellationToken::new();
-        tokio::spawn(
+        let background = Background::default();
+        background.spawn_listening(
             control
                 .clone()
-                .run_account_feed(account_feed, cancel.clone()),
+                .run_account_feed(account_feed, background.stopping().clone()),
         );
         tracing::info!(
             max_connections = limits.max_connections,
@@ -238,7 +245,7 @@ impl Application {
             engine.clone(),
             hub.clone(),
             platform_upstream,
-            cancel.clone(),
+            &background,
         );
         let context = Arc::new(ApiContext {
             platform,
@@ -250,6 +257,7 @@ impl Application {
             control: control.clone(),
             forwarder,
             watchers: Arc::default(),
+            background: background.clone(),
         });
         Ok(Application {
             listener,
@@ -257,7 +265,7 @@ impl Application {
             events,
             engine,
             control,
-            cancel,
+            background,
             context,
             settings,
             limits,
@@ -293,12 +301,21 @@ impl Application {
         &self.engine
     }
 
-    /// Serves until `shutdown` completes, then stops the engine.
+    /// The tasks beside the listeners: spawn one here to have it stopped and awaited at
+    /// shutdown (the SIGHUP handler).
+    pub fn background(&self) -> &Background {
+        &self.background
+    }
+
+    /// Serves until `shutdown` completes, then shuts down within `[server] request_timeout`:
+    /// watch streams end at once with a last event, requests in progress are given the time
+    /// left after [`SHUTDOWN_RESERVE`], then the background tasks and the engine what remains.
     pub async fn run_until<F>(self, shutdown: F) -> std::io::Result<()>
     where
         F: Future<Output = ()> + Send + 'static,
     {
         let timeout = self.settings.server.request_timeout;
+        let began = Arc::new(std::sync::OnceLock::new());
         // One shutdown for every listener: the gateways and the event receiver stop when the
         // main listener is told to, and every one of them has the same limits.
         let stop = CancellationToken::new();
@@ -328,8 +345,16 @@ impl Application {
         }
         let service = api::service(self.context, timeout);
         let stopping = stop.clone();
+        let background = self.background.clone();
+        let shutdown_began = began.clone();
         let shutdown = async move {
             shutdown.await;
+            let _ = shutdown_began.set(Instant::now());
+            tracing::info!(
+                deadline = ?timeout,
+                "shutting down: watch streams end, requests in progress finish"
+            );
+            background.stop();
             stopping.cancel();
         };
         let served = api::serve(self.listener, service, self.limits, shutdown).await;
@@ -339,8 +364,21 @@ impl Application {
                 tracing::warn!(error = %e, "a gateway or event listener failed");
             }
         }
-        self.cancel.cancel();
-        self.engine.shutdown(ENGINE_SHUTDOWN_DEADLINE).await;
+        self.background.stop();
+        let began = began.get().copied().unwrap_or_else(Instant::now);
+        let left = || {
+            (began + timeout)
+                .saturating_duration_since(Instant::now())
+                .max(SHUTDOWN_FLOOR)
+        };
+        let unfinished = self.background.wait(left()).await;
+        if unfinished > 0 {
+            tracing::warn!(
+                tasks = unfinished,
+                "background tasks still running at the shutdown deadline were dropped"
+            );
+        }
+        self.engine.shutdown(left()).await;
         tracing::info!("wxhub stopped");
         served
     }
@@ -405,6 +443,8 @@ fn listener_limits(server: &ServerSettings) -> api::Limits {
             request_timeout: server.request_timeout,
         },
         max_connections,
-        drain_timeout: server.request_timeout,
+        drain_timeout: server
+            .request_timeout
+            .saturating_sub(SHUTDOWN_RESERVE.min(server.request_timeout / 4)),
     }
 }

@@ -71,6 +71,9 @@ pub struct ApiContext {
     pub forwarder: Arc<crate::gateway::Forwarder>,
     /// The watch streams open, in all and per consumer.
     pub watchers: Arc<watch::Watchers>,
+    /// The tasks beside the listeners (each watch stream's feed among them), and the signal that
+    /// shutdown has begun.
+    pub background: crate::background::Background,
 }
 
 /// Handler state.

@@ -28,6 +28,7 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use tokio::sync::{broadcast, mpsc};
+use tokio_util::sync::CancellationToken;
 use wxhub_types::WatchEvent;
 
 use super::{bearer_key, Account, ApiContext, ApiError, ApiState};
@@ -46,6 +47,8 @@ const INITIAL_STATE_PATIENCE: Duration = Duration::from_secs(5);
 const HEARTBEAT: Duration = Duration::from_secs(15);
 /// The last event of a stream whose consumer may no longer watch; the stream then ends.
 const END_REVOKED: &[u8] = b"event: end\ndata: {\"reason\":\"access_revoked\"}\n\n";
+/// The last event of a stream when the hub shuts down; the stream then ends.
+const END_SHUTDOWN: &[u8] = b"event: end\ndata: {\"reason\":\"shutting_down\"}\n\n";
 /// How far back a resume looks beyond its `Last-Event-ID` (instances' clocks differ a little).
 const RESUME_MARGIN_MS: i64 = 5_000;
 
@@ -272,11 +275,13 @@ pub async fn watch(State(context): State<ApiState>, headers: HeaderMap) -> Respo
     let changes = context.hub.subscribe();
     let (sender, receiver) = mpsc::channel::<Bytes>(CONNECTION_BUFFER);
     let dropped = Arc::new(AtomicBool::new(false));
-    tokio::spawn(feed(
+    let stopping = context.background.stopping().clone();
+    context.background.spawn_listening(feed(
         watcher,
         changes,
         sender,
         resume,
+        stopping,
         dropped.clone(),
         slot,
     ));
@@ -316,6 +321,8 @@ enum Stop {
     Slow,
     /// The consumer may no longer watch (removed, its key replaced, or its scopes taken away).
     Revoked,
+    /// The hub is shutting down.
+    ShuttingDown,
 }
 
 /// Where a stream starts and how often it beats.
@@ -341,10 +348,15 @@ async fn feed(
     changes: broadcast::Receiver<crate::hub::Change>,
     sender: mpsc::Sender<Bytes>,
     resume: Resume,
+    stopping: CancellationToken,
     dropped: Arc<AtomicBool>,
     _slot: Slot,
 ) {
-    match pump(&watcher, changes, &sender, resume).await {
+    let pumped = tokio::select! {
+        pumped = pump(&watcher, changes, &sender, resume) => pumped,
+        () = stopping.cancelled() => Err(Stop::ShuttingDown),
+    };
+    match pumped {
         Err(Stop::Slow) => {
             tracing::debug!("watch stream dropped: the client did not keep up");
             dropped.store(true, Ordering::SeqCst);
@@ -352,6 +364,10 @@ async fn feed(
         Err(Stop::Revoked) => {
             tracing::debug!("watch stream ended: its consumer may no longer watch");
             let _ = sender.try_send(Bytes::from_static(END_REVOKED));
+        }
+        Err(Stop::ShuttingDown) => {
+            // The client reconnects (to another instance, or to this one once it is back).
+            let _ = sender.try_send(Bytes::from_static(END_SHUTDOWN));
         }
         Err(Stop::Gone) => {}
     }
@@ -611,6 +627,7 @@ mod tests {
             hub.subscribe(),
             sender,
             resume,
+            CancellationToken::new(),
             dropped.clone(),
             slot,
         ));

@@ -9,6 +9,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use super::Platform;
+use crate::background::Background;
 use crate::configuration::Settings;
 use crate::credential::{CredentialKey, Timestamp};
 use crate::engine::Engine;
@@ -28,18 +29,19 @@ const RECOVERY_FIRST_PAUSE: Duration = Duration::from_secs(1);
 const RECOVERY_MAX_PAUSE: Duration = Duration::from_secs(60);
 
 /// Starts one watchdog per configured platform, and for a platform the store holds no
-/// authorizer of, the recovery from WeChat's authorizer list; they end when `cancel` fires.
+/// authorizer of, the recovery from WeChat's authorizer list; they end when shutdown begins.
 pub fn run_watchdogs(
     settings: &Settings,
     platform: Arc<Platform>,
     engine: Engine,
     hub: Arc<Hub>,
     upstream: Upstream,
-    cancel: CancellationToken,
+    background: &Background,
 ) {
+    let cancel = background.stopping().clone();
     for component in &settings.components {
         if platform.has_no_authorizers(&component.component_appid) {
-            tokio::spawn(recover(
+            background.spawn_listening(recover(
                 platform.clone(),
                 component.component_appid.clone(),
                 cancel.clone(),
@@ -55,7 +57,7 @@ pub fn run_watchdogs(
             upstream.clone(),
             cancel.clone(),
         );
-        tokio::spawn(async move {
+        background.spawn_listening(async move {
             let mut wait = FIRST_CHECK;
             loop {
                 tokio::select! {
