@@ -117,6 +117,36 @@ pub struct PutOutcome {
     pub credentials: Vec<Arc<Credential>>,
 }
 
+/// Locks that order the changes to one account, shared by hash: two changes of one account never
+/// interleave, and changes of different accounts rarely wait for each other.
+struct AccountLocks {
+    shards: Vec<tokio::sync::Mutex<()>>,
+}
+
+/// Shards of [`AccountLocks`].
+const ACCOUNT_LOCK_SHARDS: usize = 64;
+
+impl Default for AccountLocks {
+    fn default() -> Self {
+        AccountLocks {
+            shards: (0..ACCOUNT_LOCK_SHARDS)
+                .map(|_| tokio::sync::Mutex::new(()))
+                .collect(),
+        }
+    }
+}
+
+impl AccountLocks {
+    /// The lock of the account stored as `name`.
+    async fn lock(&self, name: &str) -> tokio::sync::MutexGuard<'_, ()> {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        name.hash(&mut hasher);
+        let shard = (hasher.finish() % ACCOUNT_LOCK_SHARDS as u64) as usize;
+        self.shards[shard].lock().await
+    }
+}
+
 /// See the module docs.
 pub struct Control {
     /// Which credentials exist.
@@ -133,8 +163,12 @@ pub struct Control {
     settings: ArcSwap<Settings>,
     /// The consumers and their grants, shared with the API.
     access: Arc<ArcSwap<Access>>,
-    /// Serialises changes, so a reload and an admin call never interleave.
+    /// Serialises changes to the registry and the engine, so a reload and an admin call never
+    /// interleave. Taken after [`Control::account_locks`], never the other way round.
     changing: tokio::sync::Mutex<()>,
+    /// Orders the changes to one account (its store writes, then its registration) without
+    /// holding up the others.
+    account_locks: AccountLocks,
     /// Admin actions and authorization changes.
     audit: AuditLog,
 }
@@ -158,6 +192,7 @@ impl Control {
             access: Arc::new(ArcSwap::from_pointee(Access::new(settings.clone()))),
             settings: ArcSwap::new(settings),
             changing: tokio::sync::Mutex::new(()),
+            account_locks: AccountLocks::default(),
             audit: AuditLog::default(),
         }
     }
@@ -246,8 +281,8 @@ impl Control {
         spec: AccountSpec,
         live_token: Option<(String, Duration)>,
     ) -> Result<PutOutcome, ControlError> {
-        let _changing = self.changing.lock().await;
         let id = spec.id();
+        let _account = self.account_locks.lock(&id.storage_name()).await;
         let created = match self.registry.origin(&id) {
             Some(Origin::Config) => return Err(ControlError::FromConfig(id)),
             Some(Origin::Runtime) => false,
@@ -284,9 +319,17 @@ impl Control {
             }
         }
         self.store.put_account(&name, &definition).await?;
-        let diff = self.registry.upsert(spec, Origin::Runtime);
-        self.apply_loading(diff).await;
-        drop(_changing);
+        let stored = self.stored_tokens(&spec).await;
+        {
+            let _changing = self.changing.lock().await;
+            if self.registry.origin(&id) == Some(Origin::Config) {
+                // A reload took the account over meanwhile: the file wins, as at a start.
+                return Err(ControlError::FromConfig(id));
+            }
+            let diff = self.registry.upsert(spec, Origin::Runtime);
+            self.engine.apply(diff, stored).await;
+        }
+        drop(_account);
         let credentials = self.registry.credentials_of(&id);
         let error = match credentials.first() {
             Some(token) => self.engine.first_result(token).await.err(),
@@ -312,12 +355,32 @@ impl Control {
             _ => None,
         }
         .ok_or_else(|| ControlError::WrongKind(id.clone()))?;
-        let _changing = self.changing.lock().await;
         let name = id.storage_name();
+        // The store's I/O is ordered per account, not under the process-wide lock, so that a
+        // platform's recovery registers many authorizers at once (and their durable writes share
+        // a disk sync). See docs/architecture.md#locks.
+        let _account = self.account_locks.lock(&name).await;
         self.store.put_account(&name, &definition).await?;
+        let stored = self.stored_tokens(&spec).await;
+        let _changing = self.changing.lock().await;
         let diff = self.registry.upsert(spec, Origin::Runtime);
-        self.apply_loading(diff).await;
+        self.engine.apply(diff, stored).await;
         Ok(())
+    }
+
+    /// What the store holds for `spec`'s credentials, read all at once.
+    async fn stored_tokens(&self, spec: &AccountSpec) -> BTreeMap<CredentialKey, Token> {
+        let keys: Vec<CredentialKey> = spec
+            .credentials(&RefreshSettings::default(), Origin::Runtime)
+            .into_iter()
+            .map(|(key, _)| key)
+            .collect();
+        let reads = keys.iter().map(|key| self.store.get(key));
+        let tokens = futures_util::future::join_all(reads).await;
+        keys.into_iter()
+            .zip(tokens)
+            .filter_map(|(key, token)| Some((key, token.ok()??)))
+            .collect()
     }
 
     /// The platform settings of `component_appid` now in force.
@@ -335,13 +398,17 @@ impl Control {
 
     /// Removes a runtime account everywhere: its definition, its tokens, its refreshes.
     pub async fn delete(&self, id: &AccountId) -> Result<(), ControlError> {
-        let _changing = self.changing.lock().await;
+        let _account = self.account_locks.lock(&id.storage_name()).await;
         match self.registry.origin(id) {
             Some(Origin::Config) => return Err(ControlError::FromConfig(id.clone())),
             Some(Origin::Runtime) => {}
             None => return Err(ControlError::NotFound(id.clone())),
         }
         self.store.remove_account(&id.storage_name()).await?;
+        let _changing = self.changing.lock().await;
+        if self.registry.origin(id) != Some(Origin::Runtime) {
+            return Ok(());
+        }
         if let Some(diff) = self.registry.remove(id) {
             self.engine.apply(diff, BTreeMap::new()).await;
         }
@@ -404,20 +471,28 @@ impl Control {
         Ok(summary)
     }
 
-    /// Applies a diff, serving what the store already holds for added credentials.
+    /// Applies a diff, serving what the store already holds for added credentials (read all at
+    /// once, not one after another).
     async fn apply_loading(&self, diff: Diff) {
-        let mut stored = BTreeMap::new();
-        for credential in &diff.added {
-            if let Ok(Some(token)) = self.store.get(&credential.key).await {
-                stored.insert(credential.key.clone(), token);
-            }
-        }
+        let reads = diff
+            .added
+            .iter()
+            .map(|credential| self.store.get(&credential.key));
+        let tokens = futures_util::future::join_all(reads).await;
+        let stored = diff
+            .added
+            .iter()
+            .zip(tokens)
+            .filter_map(|(credential, token)| Some((credential.key.clone(), token.ok()??)))
+            .collect();
         self.engine.apply(diff, stored).await;
     }
 
     /// Another instance stored a runtime account.
     async fn apply_remote_put(&self, name: &str, definition: &str) -> Result<(), ControlError> {
         let spec = self.open(name, definition)?;
+        let _account = self.account_locks.lock(name).await;
+        let stored = self.stored_tokens(&spec).await;
         let _changing = self.changing.lock().await;
         if self.registry.origin(&spec.id()) == Some(Origin::Config) {
             return Ok(());
@@ -430,7 +505,7 @@ impl Control {
             return Ok(());
         }
         let diff = self.registry.upsert(spec, Origin::Runtime);
-        self.apply_loading(diff).await;
+        self.engine.apply(diff, stored).await;
         Ok(())
     }
 

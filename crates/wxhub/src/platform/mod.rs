@@ -521,21 +521,40 @@ impl Platform {
         limit: usize,
     ) -> Result<(Vec<AuthorizerView>, Option<String>), PlatformError> {
         self.settings(component_appid)?;
-        let wanted = state.map(str::to_string);
-        let (page, more) =
-            self.control
-                .registry()
-                .authorizers_page(component_appid, cursor, limit, |spec| {
-                    match wanted.as_deref() {
-                        None => true,
-                        Some(w) => self.state_of(spec) == w,
-                    }
-                });
-        let views: Vec<AuthorizerView> = page.iter().map(|spec| self.view(spec)).collect();
-        let next = more
-            .then(|| views.last().map(|v| v.authorizer_appid.clone()))
-            .flatten();
-        Ok((views, next))
+        let mut views: Vec<AuthorizerView> = Vec::with_capacity(limit);
+        let mut after = cursor.map(str::to_string);
+        loop {
+            // The registry's lock is held only to copy a chunk; each authorizer's state is then
+            // asked of the engine with no lock held (docs/architecture.md#locks: the engine's
+            // lock is never taken inside the registry's).
+            let (chunk, more) = self.control.registry().authorizers_page(
+                component_appid,
+                after.as_deref(),
+                limit,
+                |_| true,
+            );
+            for spec in &chunk {
+                if state.is_some_and(|wanted| self.state_of(spec) != wanted) {
+                    continue;
+                }
+                if views.len() == limit {
+                    // A full page, and another authorizer after it.
+                    let next = views.last().map(|v| v.authorizer_appid.clone());
+                    return Ok((views, next));
+                }
+                views.push(self.view(spec));
+            }
+            let last = chunk.last().and_then(|spec| match spec {
+                AccountSpec::Authorizer {
+                    authorizer_appid, ..
+                } => Some(authorizer_appid.clone()),
+                _ => None,
+            });
+            match last {
+                Some(last) if more => after = Some(last),
+                _ => return Ok((views, None)),
+            }
+        }
     }
 
     /// `active`, `revoked` or `needs_attention`.
