@@ -22,7 +22,7 @@ use crate::configuration::{
     ConfigError, RefreshOverrides, RefreshSettings, Secret, Settings, TokenMode,
 };
 use crate::credential::{CredentialKey, Token};
-use crate::engine::{Engine, RefreshError};
+use crate::engine::{Engine, ErrorClass, RefreshError};
 use crate::hub::Credential;
 use crate::registry::{AccountId, AccountSpec, Diff, Origin, Registry, StoredAccount};
 use crate::seal::{SealError, Sealer};
@@ -86,6 +86,9 @@ pub enum ControlError {
     /// This operation does not apply to that kind of account.
     #[error("{0} cannot be changed this way")]
     WrongKind(AccountId),
+    /// WeChat refused the new account's appid or secret at its first fetch: it was not kept.
+    #[error("WeChat refused the first token fetch of {0} ({1}); the account was not added")]
+    RefusedByWechat(AccountId, String),
 }
 
 /// What a reload changed, for its log line and `POST /v1/admin/reload`.
@@ -335,7 +338,22 @@ impl Control {
             Some(token) => self.engine.first_result(token).await.err(),
             None => None,
         }
-        .map(|e: RefreshError| e.to_string());
+        .map(|e: RefreshError| {
+            if created && e.class() == ErrorClass::Config {
+                Err(e.to_string())
+            } else {
+                Ok(e.to_string())
+            }
+        })
+        .transpose();
+        let error = match error {
+            Ok(error) => error,
+            // A new account whose appid or secret WeChat refuses would only fail forever.
+            Err(refused) => {
+                self.delete(&id).await?;
+                return Err(ControlError::RefusedByWechat(id, refused));
+            }
+        };
         tracing::info!(account = %id, created, "runtime account stored");
         Ok(PutOutcome {
             created,

@@ -2,6 +2,7 @@
 //! and configuration reloads. Every change goes through the control plane
 //! ([`crate::control::Control`]), which keeps every instance sharing the store in step.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{Path, Request, State};
@@ -16,8 +17,9 @@ use super::{
 };
 use crate::configuration::{parse_duration, RefreshOverrides, Scope, Secret, TokenMode};
 use crate::control::ControlError;
-use crate::credential::{CorpTicketKind, TicketKind};
+use crate::credential::{CorpTicketKind, TicketKind, Timestamp};
 use crate::engine::ImportError;
+use crate::hub::Credential;
 use crate::metrics::Route;
 use crate::registry::{account_of, AccountId, AccountSpec};
 
@@ -64,8 +66,11 @@ const ACCOUNT_SHAPE: &str = r#"{"secret":"…","mode":"stable|legacy","tickets":
 
 /// Checks an identifier from the path the way the configuration checks appids.
 fn identifier<'a>(what: &str, text: &'a str) -> Result<&'a str, ApiError> {
+    // Path segments of its own routes and storage keys: `.` and `..` would be read as the
+    // current and parent directory.
     let valid = !text.is_empty()
         && text.len() <= 64
+        && !text.starts_with('.')
         && text
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
@@ -74,7 +79,10 @@ fn identifier<'a>(what: &str, text: &'a str) -> Result<&'a str, ApiError> {
     } else {
         Err(ApiError::bad_request(
             "invalid_account",
-            format!("{what} may contain only letters, digits, '_', '-' and '.' (at most 64)"),
+            format!(
+                "{what} may contain only letters, digits, '_', '-' and '.' (at most 64), and \
+                 may not start with '.'"
+            ),
         ))
     }
 }
@@ -144,6 +152,7 @@ fn control_error(error: ControlError) -> ApiError {
         ControlError::NotNew(_) => ApiError::new(StatusCode::CONFLICT, "conflict", message),
         ControlError::Store(_) => ApiError::unavailable("store_unavailable", message),
         ControlError::WrongKind(_) => ApiError::bad_request("wrong_kind", message),
+        ControlError::RefusedByWechat(..) => ApiError::bad_request("refused_by_wechat", message),
         ControlError::Seal(_) | ControlError::Unreadable(_) | ControlError::UnknownComponent(_) => {
             ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
         }
@@ -168,6 +177,24 @@ fn audited<T>(
         .audit()
         .record(consumer, action, target, outcome);
     result
+}
+
+/// Refuses a token to import that the hub already serves for another credential than `own`: the
+/// gateway tells whose a call is by its token, and would replay one account's call with
+/// another's token.
+fn served_for_another(
+    context: &ApiState,
+    value: &str,
+    own: Option<&Arc<Credential>>,
+) -> Result<(), ApiError> {
+    match context.hub.serving(value, Timestamp::now()) {
+        Some(other) if own.is_none_or(|own| other.id != own.id) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "conflict",
+            "this token is served for another credential",
+        )),
+        _ => Ok(()),
+    }
 }
 
 async fn put_account(
@@ -201,6 +228,9 @@ async fn store_account(
             ))
         }
     };
+    if let Some((token, _)) = &live_token {
+        served_for_another(context, token, None)?;
+    }
     let spec = build(body)?;
     let outcome = context
         .control
@@ -255,7 +285,15 @@ pub async fn put_app(
     }
     .to_string();
     let account = Account::App(&appid);
+    let taken = context.control.registry().is_platform_appid(&appid);
     let result = put_account(&context, &headers, request, account, target, |body| {
+        if taken {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "appid_in_use",
+                "this appid is a third-party platform's or one of its authorizers'",
+            ));
+        }
         let mode = match body.mode.as_deref() {
             None => TokenMode::default(),
             Some(text) => text
@@ -367,6 +405,7 @@ async fn import(
             ));
         }
         let credential = resolve(context, account, None)?;
+        served_for_another(context, &body.access_token, Some(&credential))?;
         let token = context
             .engine
             .import(

@@ -273,7 +273,9 @@ async fn not_found() -> ApiError {
 pub use crate::hub::Account;
 
 /// Authenticates the bearer key, then checks `scope` and access to `account`.
-/// Order: 401 (no or unknown key), 404 (unknown account), 403 (not granted).
+/// Order: 401 (no or unknown key), 403 (account or scope not granted), 404 or 410 (no such
+/// account, or an authorizer that withdrew). Whether an account exists is told only to a
+/// consumer granted it: anyone else learns nothing from the answer.
 pub fn authorize(
     context: &ApiContext,
     headers: &HeaderMap,
@@ -361,17 +363,17 @@ fn authorize_as<T>(
 ) -> Result<T, ApiError> {
     let access = context.control.access().load();
     let (index, consumer) = authenticate(&access, headers)?;
+    permit(&access, index, consumer, account, scope)?;
     if let Some(account) = account {
         if !context.hub.contains(account) {
             return Err(unknown_account_in(&context.hub, account));
         }
     }
-    permit(&access, index, consumer, account, scope)?;
     Ok(granted(consumer))
 }
 
 /// The read path's checks: [`authorize`] for `read`, with `read` run on the account's entry, so
-/// that the account is looked up once. Same answers, same order (401, 404, 403).
+/// that the account is looked up once. Same answers, same order (401, 403, 404).
 pub fn authorize_read<R>(
     context: &ApiContext,
     headers: &HeaderMap,
@@ -380,12 +382,10 @@ pub fn authorize_read<R>(
 ) -> Result<R, ApiError> {
     let access = context.control.access().load();
     let (index, consumer) = authenticate(&access, headers)?;
+    permit(&access, index, consumer, Some(account), Scope::Read)?;
     context
         .hub
-        .with_account(account, |entry| {
-            permit(&access, index, consumer, Some(account), Scope::Read)?;
-            read(entry)
-        })
+        .with_account(account, read)
         .unwrap_or_else(|| Err(unknown_account_in(&context.hub, account)))
 }
 

@@ -99,6 +99,16 @@ async fn handle(State(gateway): State<Arc<Gateway>>, request: Request) -> Respon
     let (parts, body) = request.into_parts();
     let path = parts.uri.path();
     let query = parts.uri.query();
+    if !is_canonical(path) {
+        // `//sns/jscode2session`, `/sns/./jscode2session`, `/SNS/…`, `%6A…` may be the same
+        // API to WeChat but not to the hub's matching: refused, so that no consumer key or
+        // unchecked token goes to WeChat through a path the hub did not recognise.
+        return reply::error_with_status(
+            axum::http::StatusCode::BAD_REQUEST,
+            reply::code::INVALID_ARGS,
+            host,
+        );
+    }
     match (host, path) {
         (Host::Official, "/cgi-bin/token") => return token::legacy(context, query),
         (Host::Official, "/cgi-bin/stable_token") => {
@@ -142,6 +152,43 @@ async fn handle(State(gateway): State<Arc<Gateway>>, request: Request) -> Respon
     };
     pass_through(context, outgoing, body, token_param).await
 }
+
+/// Whether `path` is written the one way the hub matches it: `/`-separated segments of letters,
+/// digits, `_`, `-` and `.`, none empty, `.` or `..`, no percent-encoding, and in lowercase
+/// wherever its lowercase form is a path the hub answers or rewrites itself (the token and
+/// ticket endpoints, `/sns/…`).
+fn is_canonical(path: &str) -> bool {
+    let Some(rest) = path.strip_prefix('/') else {
+        return false;
+    };
+    let segments_ok = rest.split('/').all(|segment| {
+        !segment.is_empty()
+            && segment != "."
+            && segment != ".."
+            && segment
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+    });
+    if !segments_ok {
+        return false;
+    }
+    if !path.bytes().any(|b| b.is_ascii_uppercase()) {
+        return true;
+    }
+    let lower = path.to_ascii_lowercase();
+    !(lower.starts_with("/sns/") || HUB_PATHS.contains(&lower.as_str()))
+}
+
+/// The paths the gateway answers or rewrites itself, besides `/sns/…`.
+const HUB_PATHS: [&str; 7] = [
+    "/cgi-bin/token",
+    "/cgi-bin/stable_token",
+    "/cgi-bin/gettoken",
+    "/cgi-bin/component/api_component_token",
+    "/cgi-bin/ticket/getticket",
+    "/cgi-bin/get_jsapi_ticket",
+    "/cgi-bin/ticket/get",
+];
 
 /// A call with more than one token parameter: which one WeChat reads, and so which token a
 /// refusal is about, cannot be told. It is refused before it is forwarded.
@@ -251,6 +298,35 @@ mod tests {
             token_param("/cgi-bin/menu/get", Some("access_token=")),
             Ok(None)
         );
+    }
+
+    #[test]
+    fn only_paths_written_as_wechat_writes_them_are_canonical() {
+        for path in [
+            "/cgi-bin/token",
+            "/sns/jscode2session",
+            "/cgi-bin/component/api_component_token",
+            "/wxa/business/getuserphonenumber",
+            "/cgi-bin/media/upload",
+            "/cgi-bin/agent/getWorkbenchData",
+        ] {
+            assert!(super::is_canonical(path), "{path}");
+        }
+        for path in [
+            "//sns/jscode2session",
+            "/sns/./jscode2session",
+            "/sns/../sns/jscode2session",
+            "/SNS/jscode2session",
+            "/sns/JSCODE2SESSION",
+            "/cgi-bin/Token",
+            "/sns/%6Ascode2session",
+            "/sns/jscode2session/",
+            "sns/jscode2session",
+            "/",
+            "",
+        ] {
+            assert!(!super::is_canonical(path), "{path}");
+        }
     }
 
     #[test]

@@ -82,12 +82,13 @@ pub struct Outgoing {
     pub path: String,
     /// Its raw query string, if any.
     pub query: Option<String>,
-    /// Its headers, hop-by-hop ones already removed.
+    /// Its headers, hop-by-hop ones and the consumer's `Authorization` already removed.
     pub headers: HeaderMap,
 }
 
 impl Outgoing {
-    /// A request for `host` from the client's parts: hop-by-hop headers are dropped.
+    /// A request for `host` from the client's parts: hop-by-hop headers are dropped, and so is
+    /// `Authorization` (a consumer key is for the hub; WeChat reads none).
     pub fn new(
         host: Host,
         method: Method,
@@ -96,6 +97,7 @@ impl Outgoing {
         mut headers: HeaderMap,
     ) -> Outgoing {
         strip_hop_by_hop(&mut headers);
+        headers.remove(header::AUTHORIZATION);
         Outgoing {
             host,
             method,

@@ -9,7 +9,8 @@
 pub mod receiver;
 mod watchdog;
 
-use std::sync::Arc;
+use std::collections::{HashSet, VecDeque};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -92,6 +93,37 @@ pub struct Platform {
     hub: Arc<Hub>,
     /// WeChat.
     upstream: Upstream,
+    /// The pushes acted on lately, so that a replay within the freshness window is acknowledged
+    /// without acting again (an `authorized` push would cost a WeChat call each time).
+    recent_pushes: Mutex<RecentPushes>,
+}
+
+/// The signatures of the last [`RECENT_PUSHES`] pushes acted on, oldest first.
+#[derive(Default)]
+struct RecentPushes {
+    order: VecDeque<String>,
+    seen: HashSet<String>,
+}
+
+/// How many pushes [`RecentPushes`] remembers: far more than arrive in the freshness window.
+const RECENT_PUSHES: usize = 4096;
+
+impl RecentPushes {
+    fn contains(&self, signature: &str) -> bool {
+        self.seen.contains(signature)
+    }
+
+    fn remember(&mut self, signature: String) {
+        if !self.seen.insert(signature.clone()) {
+            return;
+        }
+        self.order.push_back(signature);
+        if self.order.len() > RECENT_PUSHES {
+            if let Some(oldest) = self.order.pop_front() {
+                self.seen.remove(&oldest);
+            }
+        }
+    }
 }
 
 impl Platform {
@@ -102,7 +134,14 @@ impl Platform {
             engine,
             hub,
             upstream,
+            recent_pushes: Mutex::default(),
         }
+    }
+
+    fn recent_pushes(&self) -> std::sync::MutexGuard<'_, RecentPushes> {
+        self.recent_pushes
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn settings(&self, component_appid: &str) -> Result<ComponentSettings, PlatformError> {
@@ -119,7 +158,28 @@ impl Platform {
         body: &[u8],
     ) -> Result<(), PlatformError> {
         let settings = self.settings(component_appid)?;
-        let push = receiver::open(&settings, query, body)?;
+        let push = receiver::open(&settings, query, body, Timestamp::now().as_secs())?;
+        if self.recent_pushes().contains(&push.signature) {
+            tracing::debug!(
+                component = component_appid,
+                "a replayed push acknowledged again"
+            );
+            return Ok(());
+        }
+        let signature = push.signature.clone();
+        let acted = self.act_on(component_appid, push).await;
+        if acted.is_ok() {
+            self.recent_pushes().remember(signature);
+        }
+        acted
+    }
+
+    /// Does what a push says.
+    async fn act_on(
+        &self,
+        component_appid: &str,
+        push: receiver::Push,
+    ) -> Result<(), PlatformError> {
         match push.kind {
             PushKind::VerifyTicket { ticket } => {
                 self.store_verify_ticket(component_appid, ticket, push.create_time)

@@ -2,9 +2,13 @@
 //! envelope, the decryption and the message. Pure (no I/O), so every rule is tested on its own
 //! and against arbitrary input.
 //!
-//! Order matters: nothing in the body is trusted before `msg_signature` (checked in constant
-//! time) proves the sender holds the platform's Token; the ciphertext is then opened with the
-//! current EncodingAESKey, else the previous one, and must name this platform as its receiver.
+//! Order matters: nothing in the body is trusted, or even parsed as XML, before `msg_signature`
+//! (checked in constant time) proves the sender holds the platform's Token: the ciphertext is
+//! found by a plain scan for its one element, and only a signed push is read as XML. Its
+//! `timestamp` must be within [`FRESHNESS`] of now, so an old push cannot be replayed (a replay
+//! inside that window is caught by the platform, which remembers the pushes it has acted on).
+//! The ciphertext is then opened with the current EncodingAESKey, else the previous one, and must
+//! name this platform as its receiver.
 //! XML is read with `quick-xml`, which expands no entity beyond the five predefined ones; a
 //! document type declaration is refused outright.
 
@@ -20,6 +24,9 @@ use crate::configuration::ComponentSettings;
 pub const MAX_PUSH_BYTES: usize = 64 * 1024;
 /// Most elements read from one message: a push has a handful.
 const MAX_ELEMENTS: usize = 64;
+/// How far a push's `timestamp` may be from now, either way (WeChat's clock and ours differ a
+/// little; a push older than this is a replay).
+pub const FRESHNESS: i64 = 600;
 
 /// Why a push was refused.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -35,6 +42,8 @@ pub enum Refused {
 /// A push, opened and checked.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Push {
+    /// Its `msg_signature`: one push and its replays have the same.
+    pub signature: String,
     /// `CreateTime`, in Unix seconds (0 when absent).
     pub create_time: i64,
     /// What it is about.
@@ -76,8 +85,13 @@ struct PushQuery {
     encrypt_type: Option<String>,
 }
 
-/// Opens a push for the platform `settings` describes.
-pub fn open(settings: &ComponentSettings, query: &str, body: &[u8]) -> Result<Push, Refused> {
+/// Opens a push for the platform `settings` describes, received at `now` (Unix seconds).
+pub fn open(
+    settings: &ComponentSettings,
+    query: &str,
+    body: &[u8],
+    now: i64,
+) -> Result<Push, Refused> {
     let query = parse_query(query);
     let (Some(timestamp), Some(nonce), Some(msg_signature)) =
         (&query.timestamp, &query.nonce, &query.msg_signature)
@@ -91,14 +105,23 @@ pub fn open(settings: &ComponentSettings, query: &str, body: &[u8]) -> Result<Pu
         return Err(Refused::Envelope("body too large"));
     }
     let body = std::str::from_utf8(body).map_err(|_| Refused::Envelope("body is not UTF-8"))?;
-    let envelope = elements(body)?;
-    let encrypt = envelope
-        .get("Encrypt")
-        .ok_or(Refused::Envelope("no Encrypt element"))?;
+    let encrypt = encrypt_element(body).ok_or(Refused::Envelope("no Encrypt element"))?;
     let crypt = crypt(settings).ok_or(Refused::Envelope("platform keys unusable"))?;
     crypt
         .verify_msg_signature(msg_signature, timestamp, nonce, encrypt)
         .map_err(|_| Refused::Signature)?;
+    let sent_at = timestamp
+        .trim()
+        .parse::<i64>()
+        .map_err(|_| Refused::Envelope("timestamp is not a number"))?;
+    if (now - sent_at).abs() > FRESHNESS {
+        return Err(Refused::Envelope("timestamp too far from now (a replay?)"));
+    }
+    // Signed: now it may be read as XML.
+    let envelope = elements(body)?;
+    if envelope.get("Encrypt").map(String::as_str) != Some(encrypt) {
+        return Err(Refused::Envelope("Encrypt element is not the one signed"));
+    }
     if envelope
         .get("AppId")
         .is_some_and(|a| *a != settings.component_appid)
@@ -143,7 +166,31 @@ pub fn open(settings: &ComponentSettings, query: &str, body: &[u8]) -> Result<Pu
         },
         other => PushKind::Other(other.chars().take(64).collect()),
     };
-    Ok(Push { create_time, kind })
+    Ok(Push {
+        signature: msg_signature.clone(),
+        create_time,
+        kind,
+    })
+}
+
+/// The text of the envelope's one `<Encrypt>` element, found without an XML parser (the body is
+/// not yet known to come from WeChat): plain or in one CDATA section, base64 only. `None` when
+/// there is none, more than one, or it holds anything else.
+fn encrypt_element(body: &str) -> Option<&str> {
+    const OPEN: &str = "<Encrypt>";
+    const CLOSE: &str = "</Encrypt>";
+    let start = body.find(OPEN)? + OPEN.len();
+    let length = body[start..].find(CLOSE)?;
+    if body[start + length..].matches(OPEN).next().is_some() {
+        return None;
+    }
+    let inner = &body[start..start + length];
+    let inner = match inner.strip_prefix("<![CDATA[") {
+        Some(rest) => rest.strip_suffix("]]>")?,
+        None => inner,
+    };
+    let base64 = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'=');
+    (!inner.is_empty() && inner.bytes().all(base64)).then_some(inner)
 }
 
 /// An appid safe in paths and storage keys.
@@ -319,11 +366,55 @@ mod tests {
         format!("<xml><AppId><![CDATA[wxb11529c136998cb6]]></AppId><Encrypt><![CDATA[{VECTOR_ENCRYPT}]]></Encrypt></xml>")
     }
 
+    /// When the vector was pushed (its `timestamp`).
+    const VECTOR_TIME: i64 = 1_413_192_605;
+
     const VECTOR_QUERY: &str = "signature=bafb94c8b6d2c6a13565d242eb8945748ff7a041&timestamp=1413192605&nonce=1320562132&encrypt_type=aes&msg_signature=603e0c33a9825598571fa3ef6402256f37f7607c";
 
     #[test]
+    fn a_push_from_outside_the_freshness_window_is_refused() {
+        for now in [VECTOR_TIME + FRESHNESS + 1, VECTOR_TIME - FRESHNESS - 1] {
+            assert!(matches!(
+                open(&settings(None), VECTOR_QUERY, vector_body().as_bytes(), now),
+                Err(Refused::Envelope(_))
+            ));
+        }
+        for now in [VECTOR_TIME + FRESHNESS, VECTOR_TIME - FRESHNESS] {
+            assert!(open(&settings(None), VECTOR_QUERY, vector_body().as_bytes(), now).is_ok());
+        }
+    }
+
+    #[test]
+    fn the_ciphertext_is_found_without_reading_xml() {
+        assert_eq!(
+            encrypt_element("<xml><Encrypt>abc+/=</Encrypt></xml>"),
+            Some("abc+/=")
+        );
+        assert_eq!(
+            encrypt_element("<xml><Encrypt><![CDATA[abc]]></Encrypt></xml>"),
+            Some("abc")
+        );
+        for body in [
+            "<xml></xml>",
+            "<xml><Encrypt></Encrypt></xml>",
+            "<xml><Encrypt>a<b/></Encrypt></xml>",
+            "<xml><Encrypt>&lt;</Encrypt></xml>",
+            "<xml><Encrypt>abc</Encrypt><Encrypt>abc</Encrypt></xml>",
+            "<xml><Encrypt>abc",
+        ] {
+            assert_eq!(encrypt_element(body), None, "{body}");
+        }
+    }
+
+    #[test]
     fn opens_the_published_verify_ticket_vector() {
-        let push = open(&settings(None), VECTOR_QUERY, vector_body().as_bytes()).unwrap();
+        let push = open(
+            &settings(None),
+            VECTOR_QUERY,
+            vector_body().as_bytes(),
+            VECTOR_TIME,
+        )
+        .unwrap();
         assert_eq!(push.create_time, 1_413_192_605);
         assert_eq!(
             push.kind,
@@ -337,12 +428,22 @@ mod tests {
     fn a_wrong_signature_is_refused_before_decryption() {
         let query = VECTOR_QUERY.replace("603e0c33", "603e0c34");
         assert_eq!(
-            open(&settings(None), &query, vector_body().as_bytes()),
+            open(
+                &settings(None),
+                &query,
+                vector_body().as_bytes(),
+                VECTOR_TIME
+            ),
             Err(Refused::Signature)
         );
         let missing = "timestamp=1413192605&nonce=1320562132";
         assert_eq!(
-            open(&settings(None), missing, vector_body().as_bytes()),
+            open(
+                &settings(None),
+                missing,
+                vector_body().as_bytes(),
+                VECTOR_TIME
+            ),
             Err(Refused::Signature)
         );
     }
@@ -351,11 +452,22 @@ mod tests {
     fn the_previous_key_opens_pushes_sealed_before_a_key_change() {
         let mut rotated = settings(Some(KEY));
         rotated.encoding_aes_key = Secret::new(OTHER_KEY.into());
-        assert!(open(&rotated, VECTOR_QUERY, vector_body().as_bytes()).is_ok());
+        assert!(open(
+            &rotated,
+            VECTOR_QUERY,
+            vector_body().as_bytes(),
+            VECTOR_TIME
+        )
+        .is_ok());
         let mut without = settings(None);
         without.encoding_aes_key = Secret::new(OTHER_KEY.into());
         assert!(matches!(
-            open(&without, VECTOR_QUERY, vector_body().as_bytes()),
+            open(
+                &without,
+                VECTOR_QUERY,
+                vector_body().as_bytes(),
+                VECTOR_TIME
+            ),
             Err(Refused::Envelope(_))
         ));
     }
@@ -365,7 +477,7 @@ mod tests {
         let mut other = settings(None);
         other.component_appid = "wxother".into();
         assert!(matches!(
-            open(&other, VECTOR_QUERY, vector_body().as_bytes()),
+            open(&other, VECTOR_QUERY, vector_body().as_bytes(), VECTOR_TIME),
             Err(Refused::Envelope(_))
         ));
     }
@@ -374,7 +486,7 @@ mod tests {
     fn entity_declarations_are_refused() {
         let body = r#"<!DOCTYPE xml [<!ENTITY e "boom">]><xml><Encrypt>&e;</Encrypt></xml>"#;
         assert!(matches!(
-            open(&settings(None), VECTOR_QUERY, body.as_bytes()),
+            open(&settings(None), VECTOR_QUERY, body.as_bytes(), VECTOR_TIME),
             Err(Refused::Envelope(_))
         ));
     }
@@ -383,20 +495,20 @@ mod tests {
         #[test]
         fn arbitrary_input_never_panics_and_never_opens(query in ".{0,200}", body in proptest::collection::vec(any::<u8>(), 0..600)) {
             // Random bytes cannot carry a valid signature: nothing is ever accepted.
-            prop_assert!(open(&settings(None), &query, &body).is_err());
+            prop_assert!(open(&settings(None), &query, &body, VECTOR_TIME).is_err());
         }
 
         #[test]
         fn arbitrary_envelopes_with_a_plausible_query_are_refused(encrypt in "[A-Za-z0-9+/=]{0,400}", appid in "[a-z0-9]{0,20}") {
             let body = format!("<xml><AppId><![CDATA[{appid}]]></AppId><Encrypt><![CDATA[{encrypt}]]></Encrypt></xml>");
             prop_assume!(encrypt != VECTOR_ENCRYPT);
-            prop_assert!(open(&settings(None), VECTOR_QUERY, body.as_bytes()).is_err());
+            prop_assert!(open(&settings(None), VECTOR_QUERY, body.as_bytes(), VECTOR_TIME).is_err());
         }
 
         #[test]
         fn a_valid_body_with_an_arbitrary_query_is_refused(query in "[a-z_=&0-9%]{0,200}") {
             prop_assume!(!query.contains("603e0c33a9825598571fa3ef6402256f37f7607c"));
-            prop_assert!(open(&settings(None), &query, vector_body().as_bytes()).is_err());
+            prop_assert!(open(&settings(None), &query, vector_body().as_bytes(), VECTOR_TIME).is_err());
         }
 
         #[test]
@@ -406,7 +518,7 @@ mod tests {
             tampered[position] = byte;
             let tampered = String::from_utf8(tampered).unwrap();
             let body = vector_body().replace(VECTOR_ENCRYPT, &tampered);
-            prop_assert_eq!(open(&settings(None), VECTOR_QUERY, body.as_bytes()), Err(Refused::Signature));
+            prop_assert_eq!(open(&settings(None), VECTOR_QUERY, body.as_bytes(), VECTOR_TIME), Err(Refused::Signature));
         }
     }
 }

@@ -149,6 +149,19 @@ impl Registry {
         (page, more)
     }
 
+    /// Whether `appid` is a platform's component appid or one of its authorizers' appids: such an
+    /// appid cannot also be added as an app of its own (its tokens and grants would be two
+    /// things under one name).
+    pub fn is_platform_appid(&self, appid: &str) -> bool {
+        self.lock().accounts.keys().any(|id| match id {
+            AccountId::Component { component_appid } => component_appid == appid,
+            AccountId::Authorizer {
+                authorizer_appid, ..
+            } => authorizer_appid == appid,
+            AccountId::App { .. } | AccountId::Corp { .. } => false,
+        })
+    }
+
     /// Every account with its origin.
     pub fn accounts(&self) -> Vec<(AccountId, Origin)> {
         self.lock()

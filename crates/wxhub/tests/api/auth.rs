@@ -84,9 +84,24 @@ async fn consumers_are_authenticated_and_limited_to_their_apps_and_scopes() {
         .unwrap();
     assert_eq!(error_code(response).await, (403, "forbidden".into()));
 
-    // Unknown appid, unknown ticket, unknown route: 404.
+    // Unknown appid (to a consumer granted every app), unknown ticket, unknown route: 404.
     let response = hub.get("/v1/apps/wxnotconfigured0001/access_token").await;
     assert_eq!(error_code(response).await, (404, "unknown_app".into()));
+    // A consumer not granted an app learns nothing of it: the same 403 whether it exists or not.
+    for appid in [OTHER, "wxnotconfigured0001"] {
+        let response = hub
+            .client
+            .get(token_path(appid))
+            .bearer_auth(READER_KEY)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            error_code(response).await,
+            (403, "forbidden".into()),
+            "{appid}"
+        );
+    }
     let response = hub.get(&format!("/v1/apps/{APP}/tickets/jsapi")).await;
     assert_eq!(error_code(response).await, (404, "unknown_ticket".into()));
     let response = hub.get("/v1/nothing/here").await;
@@ -225,9 +240,15 @@ async fn reads_answer_alike_whether_or_not_the_fast_path_takes_them() {
             "wrong-key",
             (401, "unauthorized"),
         ),
+        // Whether an app exists is told only to a consumer granted it (here, every app).
         (
             "/v1/apps/wxnone/access_token".into(),
             READER_KEY,
+            (403, "forbidden"),
+        ),
+        (
+            "/v1/apps/wxnone/access_token".into(),
+            ADMIN_KEY,
             (404, "unknown_app"),
         ),
         (
@@ -264,7 +285,7 @@ async fn reads_answer_alike_whether_or_not_the_fast_path_takes_them() {
     for expected in [
         "wxhub_http_requests_total{route=\"access_token\",status=\"200\"} 3",
         "wxhub_http_requests_total{route=\"access_token\",status=\"401\"} 1",
-        "wxhub_http_requests_total{route=\"access_token\",status=\"403\"} 2",
+        "wxhub_http_requests_total{route=\"access_token\",status=\"403\"} 3",
     ] {
         assert!(metrics.contains(expected), "{expected} in\n{metrics}");
     }

@@ -129,6 +129,7 @@ async fn hop_by_hop_headers_stay_on_their_own_connection() {
             .header("x-private", "only for the gateway")
             .header("te", "trailers")
             .header("x-kept", "yes")
+            .header("authorization", format!("Bearer {ADMIN_KEY}"))
             .header("content-type", "application/json")
             .body(r#"{"a":1}"#)
             .send()
@@ -142,6 +143,8 @@ async fn hop_by_hop_headers_stay_on_their_own_connection() {
         assert_eq!(seen["content-type"], "application/json", "{body}");
         assert!(seen.get("x-private").is_none(), "{body}");
         assert!(seen.get("te").is_none(), "{body}");
+        // A consumer key is for the hub, never for WeChat.
+        assert!(seen.get("authorization").is_none(), "{body}");
         // WeChat is named as WeChat, not as the gateway the client called.
         let gateway_authority = hub.gateway.trim_start_matches("http://");
         assert_ne!(seen["host"], gateway_authority, "{body}");
@@ -239,5 +242,38 @@ async fn a_body_over_max_body_is_refused_declared_or_streamed() {
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["body_len"], over - 1);
     assert!(fake.calls.load(Ordering::SeqCst) >= 1);
+    hub.stop().await;
+}
+
+#[tokio::test]
+async fn a_secret_path_written_another_way_is_refused_and_nothing_reaches_wechat() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (hub, fake, _, _) = hub_against_fake().await;
+    let gateway = hub.gateway.trim_start_matches("http://").to_string();
+    // Sent as written: an HTTP client would tidy some of these paths before sending them.
+    for path in [
+        "//sns/jscode2session",
+        "/sns/./jscode2session",
+        "/sns/../sns/jscode2session",
+        "/SNS/jscode2session",
+        "/sns/%6Ascode2session",
+        "/sns/jscode2session/",
+    ] {
+        let mut stream = tokio::net::TcpStream::connect(&gateway).await.unwrap();
+        let request = format!(
+            "GET {path}?appid={APP}&secret={ADMIN_KEY}&js_code=c&grant_type=authorization_code \
+             HTTP/1.1\r\nhost: gw\r\nconnection: close\r\n\r\n"
+        );
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).await.unwrap();
+        assert!(answer.starts_with("HTTP/1.1 400"), "{path}: {answer}");
+        assert!(answer.contains("40097"), "{path}: {answer}");
+    }
+    assert_eq!(
+        fake.calls.load(Ordering::SeqCst),
+        0,
+        "nothing was forwarded"
+    );
     hub.stop().await;
 }

@@ -150,9 +150,19 @@ async fn the_pre_auth_code_route_needs_the_authorize_scope_and_returns_a_code() 
 
 /// Seals `xml` for the receiver as WeChat would, with `token` and `key`.
 fn seal(token: &str, key: &str, appid: &str, xml: &str) -> (String, String) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    seal_at(now, token, key, appid, xml)
+}
+
+/// [`seal`], as WeChat would have sent it at `sent_at` (Unix seconds).
+fn seal_at(sent_at: i64, token: &str, key: &str, appid: &str, xml: &str) -> (String, String) {
     let crypt = MessageCrypt::new(token, EncodingAesKey::parse(key).unwrap(), appid);
     let encrypt = crypt.encrypt(xml);
-    let (timestamp, nonce) = ("1700000000", "42");
+    let timestamp = sent_at.to_string();
+    let (timestamp, nonce) = (timestamp.as_str(), "42");
     let query = format!(
         "timestamp={timestamp}&nonce={nonce}&encrypt_type=aes&msg_signature={}",
         crypt.msg_signature(timestamp, nonce, &encrypt)
@@ -220,6 +230,15 @@ async fn forged_misaddressed_or_replayed_pushes_store_nothing() {
         push(&hub, "wxnotconfigured", &query, body).await.status(),
         404
     );
+    // Signed right, but sent over ten minutes ago: a replay, 400.
+    let (query, body) = seal_at(
+        now - 3600,
+        COMPONENT_TOKEN,
+        COMPONENT_KEY,
+        COMPONENT,
+        &ticket_push(now, "t@@@replayed"),
+    );
+    assert_eq!(push(&hub, COMPONENT, &query, body).await.status(), 400);
     // Garbage: 400 or 403, never 5xx.
     for garbage in [
         "",
@@ -311,6 +330,18 @@ async fn an_authorizer_is_served_once_the_push_is_acknowledged_and_its_token_wor
     // Refresh tokens appear nowhere in the credentials listing either (values never do).
     let credentials = hub.get("/v1/credentials").await.text().await.unwrap();
     assert!(!credentials.contains(&token.access_token));
+
+    // Neither the platform's appid nor its authorizer's can also be added as an app.
+    for appid in [COMPONENT, authorizer.as_str()] {
+        let response = hub
+            .send(
+                reqwest::Method::PUT,
+                &format!("/v1/admin/apps/{appid}"),
+                Some(json!({ "secret": "s", "mode": "legacy" })),
+            )
+            .await;
+        assert_eq!(response.status(), 409, "{appid}");
+    }
 }
 
 #[tokio::test]

@@ -511,7 +511,8 @@ async fn a_reload_applies_the_diff_and_a_broken_file_changes_nothing() {
                 .status()
         }
     };
-    assert_eq!(reader_get(c).await, 404);
+    // Not granted c: told nothing of it (403 whether it exists or not).
+    assert_eq!(reader_get(c).await, 403);
 
     // Remove a, fix b's secret, add c, and grant the reader c instead of a.
     std::fs::write(
@@ -831,5 +832,77 @@ async fn a_slow_store_write_of_one_account_holds_up_no_other() {
     );
     assert!(!slow_put.is_finished());
     assert_eq!(slow_put.await.unwrap(), 201);
+    hub.stop().await;
+}
+
+#[tokio::test]
+async fn runtime_apps_that_would_be_confused_with_others_are_refused() {
+    let fixed = TestApp::legacy("wxconfusefixed001");
+    let added = "wxconfuseadded001";
+    let (_mock, hub) = mock_and_hub(
+        std::slice::from_ref(&fixed),
+        &[TestApp::legacy(added)],
+        &[],
+        |o| o,
+    )
+    .await;
+    // An appid that reads as a path segment of its own.
+    let response = hub
+        .send(
+            Method::PUT,
+            "/v1/admin/apps/.hidden",
+            Some(put_app_body(added)),
+        )
+        .await;
+    assert_eq!(response.status(), 400);
+
+    // A new app whose secret WeChat refuses is not kept.
+    let refused = hub
+        .send(
+            Method::PUT,
+            &format!("/v1/admin/apps/{added}"),
+            Some(json!({ "secret": "not-the-secret", "mode": "legacy" })),
+        )
+        .await;
+    assert_eq!(refused.status(), 400);
+    let error: serde_json::Value = refused.json().await.unwrap();
+    assert_eq!(error["error"]["code"], "refused_by_wechat", "{error}");
+    assert_eq!(
+        hub.get(&format!("/v1/apps/{added}/access_token"))
+            .await
+            .status(),
+        404
+    );
+
+    // Another app's live token cannot be imported: the gateway tells apps apart by their tokens.
+    let theirs = hub.token(&fixed.appid).await.access_token;
+    let conflict = hub
+        .send(
+            Method::PUT,
+            &format!("/v1/admin/apps/{added}"),
+            Some(json!({
+                "secret": secret_of(added), "mode": "legacy",
+                "access_token": theirs, "expires_in": 600
+            })),
+        )
+        .await;
+    assert_eq!(conflict.status(), 409);
+    let created = hub
+        .send(
+            Method::PUT,
+            &format!("/v1/admin/apps/{added}"),
+            Some(put_app_body(added)),
+        )
+        .await;
+    assert_eq!(created.status(), 201);
+    let import = hub
+        .send(
+            Method::PUT,
+            &format!("/v1/admin/apps/{added}/access_token"),
+            Some(json!({ "access_token": theirs, "expires_in": 600 })),
+        )
+        .await;
+    assert_eq!(import.status(), 409);
+    assert_ne!(hub.token(added).await.access_token, theirs);
     hub.stop().await;
 }
