@@ -715,6 +715,7 @@ fn stored_account(spec: &AccountSpec, sealed_secret: String) -> Option<StoredAcc
             tickets: tickets.iter().map(|t| t.as_str().to_string()).collect(),
             refresh_before_expired_ms: millis(refresh.refresh_before_expired),
             refresh_retry_interval_ms: millis(refresh.refresh_retry_interval),
+            check_interval_ms: millis(refresh.check_interval),
             sealed_secret,
         },
         AccountSpec::Corp {
@@ -732,6 +733,7 @@ fn stored_account(spec: &AccountSpec, sealed_secret: String) -> Option<StoredAcc
             tickets: tickets.iter().map(|t| t.as_str().to_string()).collect(),
             refresh_before_expired_ms: millis(refresh.refresh_before_expired),
             refresh_retry_interval_ms: millis(refresh.refresh_retry_interval),
+            check_interval_ms: millis(refresh.check_interval),
             sealed_secret,
         },
         AccountSpec::Component { .. } | AccountSpec::Authorizer { .. } => return None,
@@ -744,6 +746,7 @@ fn spec_of(stored: StoredAccount, secret: Secret) -> Option<AccountSpec> {
     let refresh = RefreshOverrides {
         refresh_before_expired: duration(stored.refresh_before_expired_ms),
         refresh_retry_interval: duration(stored.refresh_retry_interval_ms),
+        check_interval: duration(stored.check_interval_ms),
     };
     if stored.version != 1 {
         return None;

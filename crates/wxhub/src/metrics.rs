@@ -201,6 +201,33 @@ pub struct Metrics {
     /// Whether the store answered the engine's last health check. While it does not, the hub is
     /// degraded: it serves what it holds but cannot refresh.
     store_up: AtomicBool,
+    /// Periodic token checks by outcome: [`TokenCheck`].
+    token_checks: [AtomicU64; TokenCheck::ALL.len()],
+}
+
+/// What one periodic check of a token found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TokenCheck {
+    /// WeChat accepts it.
+    Alive,
+    /// WeChat refuses it: it was killed outside the hub, and is replaced.
+    Dead,
+    /// WeChat could not be asked (network, busy): tried again at the next interval.
+    Failed,
+}
+
+impl TokenCheck {
+    /// Every outcome, in the order they are rendered.
+    pub const ALL: [TokenCheck; 3] = [TokenCheck::Alive, TokenCheck::Dead, TokenCheck::Failed];
+
+    /// The outcome's label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenCheck::Alive => "alive",
+            TokenCheck::Dead => "dead",
+            TokenCheck::Failed => "failed",
+        }
+    }
 }
 
 impl Default for Metrics {
@@ -213,6 +240,7 @@ impl Default for Metrics {
             errcodes: Mutex::default(),
             store_errors: AtomicU64::new(0),
             store_up: AtomicBool::new(true),
+            token_checks: std::array::from_fn(|_| AtomicU64::new(0)),
         }
     }
 }
@@ -240,6 +268,11 @@ impl Metrics {
     /// Counts one refresh attempt of a credential kind.
     pub fn count_refresh(&self, kind: &'static str, outcome: &'static str) {
         *lock(&self.refreshes).entry((kind, outcome)).or_default() += 1;
+    }
+
+    /// Counts one periodic token check.
+    pub fn count_token_check(&self, outcome: TokenCheck) {
+        self.token_checks[outcome as usize].fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts one failed store operation.
@@ -362,6 +395,19 @@ impl Metrics {
             );
         }
 
+        out.push_str(
+            "# HELP wxhub_token_checks_total Periodic checks of served tokens with WeChat, by \
+             outcome.\n",
+        );
+        out.push_str("# TYPE wxhub_token_checks_total counter\n");
+        for outcome in TokenCheck::ALL {
+            let _ = writeln!(
+                out,
+                "wxhub_token_checks_total{{outcome=\"{}\"}} {}",
+                outcome.as_str(),
+                self.token_checks[outcome as usize].load(Ordering::Relaxed)
+            );
+        }
         out.push_str("# HELP wxhub_store_errors_total Failed store operations.\n");
         out.push_str("# TYPE wxhub_store_errors_total counter\n");
         let _ = writeln!(

@@ -41,6 +41,9 @@ struct AccountBody {
     /// e.g. `"30s"`, overriding `[refresh] refresh_retry_interval`.
     #[serde(default)]
     refresh_retry_interval: Option<String>,
+    /// e.g. `"5m"`, overriding `[refresh] check_interval`.
+    #[serde(default)]
+    check_interval: Option<String>,
     /// A live token another system fetched, served instead of a first fetch (a new app only).
     #[serde(default)]
     access_token: Option<String>,
@@ -102,6 +105,7 @@ fn overrides(body: &AccountBody) -> Result<RefreshOverrides, ApiError> {
     Ok(RefreshOverrides {
         refresh_before_expired: duration("refresh_before_expired", &body.refresh_before_expired)?,
         refresh_retry_interval: duration("refresh_retry_interval", &body.refresh_retry_interval)?,
+        check_interval: duration("check_interval", &body.check_interval)?,
     })
 }
 

@@ -154,8 +154,11 @@ struct Watcher {
     hub: Arc<Hub>,
     /// The consumer's standing for a credential (`Some`) or as a whole (`None`), read from the
     /// access in force at each call.
-    standing: Box<dyn Fn(Option<&CredentialKey>) -> Standing + Send + Sync>,
+    standing: StandingOf,
 }
+
+/// See [`Watcher::standing`].
+type StandingOf = Box<dyn Fn(Option<&CredentialKey>) -> Standing + Send + Sync>;
 
 /// The standing of the consumer `name`, who opened the stream with the key whose digest is
 /// `key_sha256`: it is looked up by name in the access in force (never by its position, which a

@@ -129,6 +129,9 @@ pub struct RefreshOverrides {
     pub refresh_before_expired: Option<Duration>,
     /// Overrides `[refresh] refresh_retry_interval` for this account's credentials.
     pub refresh_retry_interval: Option<Duration>,
+    /// Overrides `[refresh] check_interval` for this account's access token. On a platform, it
+    /// turns the check on for every authorizer (which the global setting does not).
+    pub check_interval: Option<Duration>,
 }
 
 impl RefreshOverrides {
@@ -141,6 +144,7 @@ impl RefreshOverrides {
             refresh_retry_interval: self
                 .refresh_retry_interval
                 .unwrap_or(base.refresh_retry_interval),
+            check_interval: self.check_interval.or(base.check_interval),
             ..base.clone()
         }
     }
@@ -216,6 +220,11 @@ pub struct RefreshSettings {
     /// Stable-mode force refreshes a day kept for verified invalidations (default 5, at most
     /// 19): admin refreshes and last-resort renewals stop at 20 minus this.
     pub force_reserve: u32,
+    /// How often each served access token is checked with one cheap WeChat call, so that a
+    /// token killed outside the hub (someone fetched one with the AppSecret elsewhere) is
+    /// replaced before a consumer trips on it. `None` (the default): no periodic check.
+    /// Authorizers are checked only when their platform's own `check_interval` says so.
+    pub check_interval: Option<Duration>,
 }
 
 /// How an official account's access token is obtained.
@@ -471,6 +480,7 @@ impl Default for RefreshSettings {
             min_refresh_interval: Duration::from_secs(30),
             concurrency: 16,
             force_reserve: 5,
+            check_interval: None,
         }
     }
 }

@@ -61,6 +61,7 @@ fn overrides_lines(out: &mut String, overrides: &RefreshOverrides) {
     for (key, value) in [
         ("refresh_before_expired", overrides.refresh_before_expired),
         ("refresh_retry_interval", overrides.refresh_retry_interval),
+        ("check_interval", overrides.check_interval),
     ] {
         if let Some(value) = value {
             let _ = writeln!(out, "{key} = {}", quote(&format_duration(value)));
@@ -132,6 +133,9 @@ pub(super) fn masked(settings: &Settings) -> String {
         ("min_refresh_interval", r.min_refresh_interval),
     ] {
         let _ = writeln!(out, "{key} = {}", quote(&format_duration(value)));
+    }
+    if let Some(check) = r.check_interval {
+        let _ = writeln!(out, "check_interval = {}", quote(&format_duration(check)));
     }
     let _ = writeln!(out, "concurrency = {}", r.concurrency);
     let _ = writeln!(out, "force_reserve = {}", r.force_reserve);

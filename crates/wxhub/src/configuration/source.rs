@@ -99,6 +99,7 @@ pub(super) const SECTIONS: &[(&str, &[(&str, Kind)])] = &[
         &[
             ("refresh_before_expired", Kind::Text),
             ("refresh_retry_interval", Kind::Text),
+            ("check_interval", Kind::Text),
             ("min_refresh_interval", Kind::Text),
             ("concurrency", Kind::Integer),
             ("force_reserve", Kind::Integer),

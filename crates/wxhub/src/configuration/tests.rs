@@ -147,6 +147,7 @@ fn the_design_example_parses() {
             min_refresh_interval: Duration::from_secs(30),
             concurrency: 16,
             force_reserve: 5,
+            check_interval: None,
         }
     );
     assert_eq!(settings.apps.len(), 1);
@@ -1434,4 +1435,25 @@ fn the_gateway_section_parses_sizes_and_addresses_and_names_mistakes() {
     ))
     .unwrap();
     assert!(scopes.consumers[0].has_scope(Scope::Call));
+}
+
+#[test]
+fn check_interval_is_read_globally_and_per_account() {
+    let text = example().replace(
+        "min_refresh_interval = \"30s\"",
+        "min_refresh_interval = \"30s\"\ncheck_interval = \"5m\"",
+    );
+    let settings = parse(&text).unwrap();
+    assert_eq!(
+        settings.refresh.check_interval,
+        Some(Duration::from_secs(300))
+    );
+    let rendered: toml::Table = settings.render_masked().parse().unwrap();
+    assert_eq!(rendered["refresh"]["check_interval"].as_str(), Some("5m"));
+    fails_at(
+        "[refresh]\ncheck_interval = \"soon\"\n",
+        2,
+        "refresh.check_interval",
+        "",
+    );
 }

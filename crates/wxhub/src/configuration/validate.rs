@@ -38,6 +38,7 @@ const APP_KEYS: &[&str] = &[
     "tickets",
     "refresh_before_expired",
     "refresh_retry_interval",
+    "check_interval",
 ];
 const CORP_KEYS: &[&str] = &[
     "corpid",
@@ -47,6 +48,7 @@ const CORP_KEYS: &[&str] = &[
     "tickets",
     "refresh_before_expired",
     "refresh_retry_interval",
+    "check_interval",
 ];
 const COMPONENT_KEYS: &[&str] = &[
     "component_appid",
@@ -61,6 +63,7 @@ const COMPONENT_KEYS: &[&str] = &[
     "authorizer_tickets",
     "refresh_before_expired",
     "refresh_retry_interval",
+    "check_interval",
 ];
 const SECRETS_KEYS: &[&str] = &["master_key", "master_key_file"];
 const CONSUMER_KEYS: &[&str] = &["name", "key_sha256", "apps", "scopes"];
@@ -828,6 +831,10 @@ impl Cx<'_> {
             refresh.refresh_retry_interval =
                 self.positive_duration(node, &table.key_path("refresh_retry_interval"))?;
         }
+        if let Some(node) = table.get("check_interval") {
+            refresh.check_interval =
+                Some(self.positive_duration(node, &table.key_path("check_interval"))?);
+        }
         if let Some(node) = table.get("min_refresh_interval") {
             refresh.min_refresh_interval =
                 self.duration(node, &table.key_path("min_refresh_interval"))?;
@@ -1187,6 +1194,10 @@ impl Cx<'_> {
         if let Some(node) = table.get("refresh_retry_interval") {
             overrides.refresh_retry_interval =
                 Some(self.positive_duration(node, &table.key_path("refresh_retry_interval"))?);
+        }
+        if let Some(node) = table.get("check_interval") {
+            overrides.check_interval =
+                Some(self.positive_duration(node, &table.key_path("check_interval"))?);
         }
         Ok(overrides)
     }

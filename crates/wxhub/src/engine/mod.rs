@@ -20,6 +20,7 @@
 //! which exist, the engine keeps those it is given fresh. A removed credential's running refresh
 //! is dropped, never written back.
 
+mod check;
 pub mod clock;
 pub mod error;
 mod fetch;
@@ -260,6 +261,7 @@ impl Engine {
             .tasks
             .spawn(tasks::run_change_feed(shared.clone(), feed, resync));
         shared.tasks.spawn(tasks::run_store_health(shared.clone()));
+        shared.tasks.spawn(check::run_token_checks(shared.clone()));
     }
 
     /// Applies a registry change: starts the added credentials (serving what `stored` holds for
@@ -285,6 +287,7 @@ impl Engine {
                 }
             }
             for credential in &diff.changed {
+                state.follow_check_plan(credential);
                 let token = state
                     .entries
                     .get(&credential.id)
@@ -811,13 +814,7 @@ impl Shared {
         credential: &Arc<Credential>,
         reported: &str,
     ) -> Option<Verdict> {
-        let work = match credential.spec().source {
-            crate::registry::Source::AppToken { .. } => false,
-            // An authorizer's token is an official account's token: checked the same way.
-            crate::registry::Source::AuthorizerToken { .. } => false,
-            crate::registry::Source::CorpToken { .. } => true,
-            _ => return None,
-        };
+        let work = credential.spec().source.checked_at()? == crate::registry::CheckedAt::Work;
         let mut receiver = {
             let mut state = self.lock();
             let now = self.clock.now();

@@ -56,6 +56,8 @@ pub struct Plan {
     pub refresh_retry_interval: Duration,
     /// `min_refresh_interval`: a token younger than this is never force-refreshed.
     pub min_refresh_interval: Duration,
+    /// `check_interval`: how often the current value is checked with WeChat (`None`: never).
+    pub check_interval: Option<Duration>,
 }
 
 impl Plan {
@@ -65,7 +67,20 @@ impl Plan {
             refresh_before_expired: settings.refresh_before_expired,
             refresh_retry_interval: settings.refresh_retry_interval,
             min_refresh_interval: settings.min_refresh_interval,
+            check_interval: settings.check_interval,
         }
+    }
+
+    /// When a value fetched at `fetched_at` and last checked at `checked_at` is next due for a
+    /// check (`None`: this plan checks nothing): `check_interval` after whichever came last.
+    pub fn next_check(
+        &self,
+        fetched_at: Timestamp,
+        checked_at: Option<Timestamp>,
+    ) -> Option<Timestamp> {
+        let every = self.check_interval?;
+        let since = checked_at.map_or(fetched_at, |checked| checked.max(fetched_at));
+        Some(since.plus(every))
     }
 
     /// `lead = min(refresh_before_expired, lifetime / 2)`, before jitter.
@@ -188,11 +203,30 @@ impl Plan {
 mod tests {
     use super::*;
 
+    #[test]
+    fn a_value_is_checked_an_interval_after_its_fetch_or_its_last_check() {
+        let mut plan = plan();
+        let fetched = Timestamp(1_000_000);
+        assert_eq!(plan.next_check(fetched, None), None);
+        plan.check_interval = Some(Duration::from_secs(300));
+        assert_eq!(plan.next_check(fetched, None), Some(Timestamp(1_300_000)));
+        assert_eq!(
+            plan.next_check(fetched, Some(Timestamp(1_100_000))),
+            Some(Timestamp(1_400_000))
+        );
+        // A check older than the value (the value was replaced since) counts from the fetch.
+        assert_eq!(
+            plan.next_check(fetched, Some(Timestamp(900_000))),
+            Some(Timestamp(1_300_000))
+        );
+    }
+
     fn plan() -> Plan {
         Plan {
             refresh_before_expired: Duration::from_secs(1800),
             refresh_retry_interval: Duration::from_secs(60),
             min_refresh_interval: Duration::from_secs(30),
+            check_interval: None,
         }
     }
 

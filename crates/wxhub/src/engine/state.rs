@@ -4,7 +4,7 @@
 //! here waits, reads a clock or does I/O: time is an argument, so the rules are tested with a
 //! fake clock and no sleeps (see the tests below).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use serde::Serialize;
@@ -97,6 +97,8 @@ pub struct Entry {
     pub confirmed_dead: Option<Box<str>>,
     /// Reports rejected because WeChat still accepted the value.
     pub rejected_reports: u64,
+    /// When the periodic check last asked WeChat about the current value.
+    pub checked_at: Option<Timestamp>,
 }
 
 /// What WeChat said of a reported value.
@@ -154,6 +156,7 @@ impl Entry {
             confirmed_alive: None,
             confirmed_dead: None,
             rejected_reports: 0,
+            checked_at: None,
         }
     }
 
@@ -244,11 +247,15 @@ pub struct State {
     next_seq: u64,
     /// Set at shutdown; the scheduler exits when it sees it.
     pub shutdown: bool,
+    /// The credentials whose value is checked periodically (`check_interval`): the checker
+    /// walks these, not every credential.
+    pub checked: HashSet<CredentialId>,
 }
 
 impl State {
     /// Starts tracking `credential` (nothing scheduled yet); an existing entry is kept.
     pub fn insert(&mut self, credential: Arc<Credential>) -> &mut Entry {
+        self.follow_check_plan(&credential);
         self.entries
             .entry(credential.id)
             .or_insert_with(|| Box::new(Entry::new(credential)))
@@ -258,7 +265,19 @@ impl State {
     /// when it ends.
     pub fn remove(&mut self, id: CredentialId) -> Option<Entry> {
         self.unschedule(id);
+        self.checked.remove(&id);
         self.entries.remove(&id).map(|entry| *entry)
+    }
+
+    /// Adds `credential` to, or takes it out of, the periodically checked ones, as its plan says
+    /// now (called when it is added and when its plan may have changed).
+    pub fn follow_check_plan(&mut self, credential: &Credential) {
+        let spec = credential.spec();
+        if spec.plan.check_interval.is_some() && spec.source.checked_at().is_some() {
+            self.checked.insert(credential.id);
+        } else {
+            self.checked.remove(&credential.id);
+        }
     }
 
     /// Puts `id` in the deadline queue at `at`, replacing its previous place.

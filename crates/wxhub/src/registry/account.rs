@@ -200,7 +200,32 @@ pub enum Source {
     },
 }
 
+/// Where WeChat is asked whether an access token is alive (`get_api_domain_ip`, authenticated
+/// with it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CheckedAt {
+    /// api.weixin.qq.com: official accounts, mini programs, authorizers.
+    Official,
+    /// qyapi.weixin.qq.com: Work WeChat apps.
+    Work,
+}
+
 impl Source {
+    /// Where WeChat can be asked whether this credential's value is alive; `None` for what no
+    /// cheap call checks (tickets, the verify ticket, refresh tokens, the component token).
+    pub fn checked_at(&self) -> Option<CheckedAt> {
+        match self {
+            // An authorizer's token is an official account's token: checked the same way.
+            Source::AppToken { .. } | Source::AuthorizerToken { .. } => Some(CheckedAt::Official),
+            Source::CorpToken { .. } => Some(CheckedAt::Work),
+            Source::AppTicket { .. }
+            | Source::CorpTicket { .. }
+            | Source::VerifyTicket { .. }
+            | Source::ComponentToken { .. }
+            | Source::AuthorizerRefreshToken => None,
+        }
+    }
+
     /// The query parameter a WeChat API call carries this credential in (`access_token`, or a
     /// platform's `component_access_token`); `None` for what no call carries (tickets, the
     /// verify ticket, refresh tokens). The gateway takes WeChat's refusal of a call as news of
@@ -336,7 +361,13 @@ impl AccountSpec {
         base: &RefreshSettings,
         origin: Origin,
     ) -> Vec<(CredentialKey, CredentialSpec)> {
-        let plan = Plan::new(&self.overrides().apply(base));
+        let mut settings = self.overrides().apply(base);
+        if let AccountSpec::Authorizer { refresh, .. } = self {
+            // A platform may have thousands of authorizers: they are checked only when the
+            // platform's own settings ask for it, never by the global `check_interval`.
+            settings.check_interval = refresh.check_interval;
+        }
+        let plan = Plan::new(&settings);
         let spec = |source: Source, fetched_with: Vec<CredentialKey>| CredentialSpec {
             source,
             fetched_with,
@@ -538,6 +569,9 @@ pub struct StoredAccount {
     /// `refresh_retry_interval` in milliseconds, if overridden.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refresh_retry_interval_ms: Option<u64>,
+    /// `check_interval` in milliseconds, if overridden.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub check_interval_ms: Option<u64>,
     /// The secret, sealed with the master key (see `registry::seal`).
     pub sealed_secret: String,
 }
@@ -574,6 +608,7 @@ mod tests {
             refresh: RefreshOverrides {
                 refresh_before_expired: Some(std::time::Duration::from_secs(60)),
                 refresh_retry_interval: None,
+                check_interval: None,
             },
         };
         let credentials = spec.credentials(&RefreshSettings::default(), Origin::Runtime);
@@ -589,5 +624,43 @@ mod tests {
             vec![CredentialKey::access_token("wx1")]
         );
         assert_eq!(credentials[1].1.source.field(), "ticket");
+    }
+
+    #[test]
+    fn the_global_check_interval_reaches_apps_but_not_authorizers() {
+        let every = std::time::Duration::from_secs(300);
+        let base = RefreshSettings {
+            check_interval: Some(every),
+            ..RefreshSettings::default()
+        };
+        let app = AccountSpec::App {
+            appid: "wx1".into(),
+            secret: Secret::new("s".into()),
+            mode: TokenMode::Stable,
+            tickets: vec![],
+            refresh: RefreshOverrides::default(),
+        };
+        let checks = |spec: &AccountSpec| {
+            spec.credentials(&base, Origin::Runtime)[0]
+                .1
+                .plan
+                .check_interval
+        };
+        assert_eq!(checks(&app), Some(every));
+        let authorizer = |refresh: RefreshOverrides| AccountSpec::Authorizer {
+            component_appid: "wxc".into(),
+            authorizer_appid: "wxa".into(),
+            tickets: vec![],
+            refresh,
+            func_info: vec![],
+            authorized_at: 0,
+            revoked: false,
+        };
+        assert_eq!(checks(&authorizer(RefreshOverrides::default())), None);
+        let asked = RefreshOverrides {
+            check_interval: Some(every * 2),
+            ..RefreshOverrides::default()
+        };
+        assert_eq!(checks(&authorizer(asked)), Some(every * 2));
     }
 }

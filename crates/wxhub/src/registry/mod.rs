@@ -13,7 +13,9 @@ mod account;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-pub use account::{AccountId, AccountSpec, CredentialSpec, Origin, Source, StoredAccount};
+pub use account::{
+    AccountId, AccountSpec, CheckedAt, CredentialSpec, Origin, Source, StoredAccount,
+};
 
 use crate::configuration::RefreshSettings;
 use crate::hub::{Account, AccountEntry, Credential, CredentialId, Hub};

@@ -348,3 +348,67 @@ async fn reports_around_the_end_of_a_check_all_join_its_refresh() {
     }
     hub.stop().await;
 }
+
+/// `[refresh] check_interval`: a token killed outside the hub is replaced before any consumer
+/// reports it; a live one is only checked.
+#[tokio::test]
+async fn the_periodic_check_replaces_a_token_killed_outside_the_hub_before_anyone_reports_it() {
+    let appid = "wxinvalid0checked";
+    let apps = [TestApp::legacy(appid)];
+    let mock = spawn_mock(
+        Duration::from_secs(60),
+        Duration::from_millis(500),
+        &apps,
+        &[],
+        |c| c,
+    )
+    .await;
+    let mut options = HubOptions::new(&apps);
+    options.refresh.check_interval = Some(Duration::from_secs(1));
+    options.refresh.min_refresh_interval = Duration::from_millis(1);
+    let hub = spawn_app(&mock, options).await;
+    hub.wait_ready().await;
+    let old = hub.token(appid).await;
+    wait_until(
+        Duration::from_secs(10),
+        "a live token is checked",
+        || async {
+            hub.metric_sum("wxhub_token_checks_total{outcome=\"alive\"}")
+                .await
+                >= 1
+        },
+    )
+    .await;
+    assert_eq!(hub.token(appid).await.access_token, old.access_token);
+    let issued = stats(&mock).issued("/cgi-bin/token", appid);
+
+    // Someone fetches a token with the AppSecret elsewhere: the hub's dies after the overlap.
+    killed_behind_the_hubs_back(&mock, appid, &old.access_token).await;
+    wait_until(
+        Duration::from_secs(10),
+        "the dead token is replaced",
+        || async { hub.token(appid).await.access_token != old.access_token },
+    )
+    .await;
+    let new = hub.token(appid).await;
+    assert_eq!(
+        business_call(&hub.client, &mock, &new.access_token).await,
+        0
+    );
+    assert_eq!(
+        stats(&mock).issued("/cgi-bin/token", appid),
+        issued + 2,
+        "the other party's fetch, and the hub's one replacement"
+    );
+    assert!(
+        hub.metric_sum("wxhub_token_checks_total{outcome=\"dead\"}")
+            .await
+            >= 1
+    );
+    assert_eq!(
+        hub.metric_sum("wxhub_invalidations_total{").await,
+        0,
+        "no consumer had to report it"
+    );
+    hub.stop().await;
+}
