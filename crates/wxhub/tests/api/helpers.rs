@@ -288,6 +288,14 @@ pub async fn start_ready(apps: &[TestApp]) -> (Arc<MockServer>, TestHub) {
 /// tokens within a second of their fetch; `min_refresh_interval` is tested elsewhere), against a
 /// mock whose replaced tokens die half a second later.
 pub async fn quick_hub(appid: &str) -> (Arc<MockServer>, TestHub) {
+    quick_hub_with(appid, |options| options).await
+}
+
+/// [`quick_hub`], with `adjust` applied to its options.
+pub async fn quick_hub_with(
+    appid: &str,
+    adjust: impl FnOnce(HubOptions) -> HubOptions,
+) -> (Arc<MockServer>, TestHub) {
     let apps = [TestApp::legacy(appid)];
     let mock = spawn_mock(
         Duration::from_secs(60),
@@ -299,6 +307,7 @@ pub async fn quick_hub(appid: &str) -> (Arc<MockServer>, TestHub) {
     .await;
     let mut options = HubOptions::new(&apps);
     options.refresh.min_refresh_interval = Duration::from_millis(1);
+    let options = adjust(options);
     let hub = spawn_app(&mock, options).await;
     hub.wait_ready().await;
     (mock, hub)

@@ -354,20 +354,11 @@ async fn reports_around_the_end_of_a_check_all_join_its_refresh() {
 #[tokio::test]
 async fn the_periodic_check_replaces_a_token_killed_outside_the_hub_before_anyone_reports_it() {
     let appid = "wxinvalid0checked";
-    let apps = [TestApp::legacy(appid)];
-    let mock = spawn_mock(
-        Duration::from_secs(60),
-        Duration::from_millis(500),
-        &apps,
-        &[],
-        |c| c,
-    )
+    let (mock, hub) = quick_hub_with(appid, |mut options| {
+        options.refresh.check_interval = Some(Duration::from_secs(1));
+        options
+    })
     .await;
-    let mut options = HubOptions::new(&apps);
-    options.refresh.check_interval = Some(Duration::from_secs(1));
-    options.refresh.min_refresh_interval = Duration::from_millis(1);
-    let hub = spawn_app(&mock, options).await;
-    hub.wait_ready().await;
     let old = hub.token(appid).await;
     wait_until(
         Duration::from_secs(10),

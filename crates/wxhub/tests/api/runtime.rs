@@ -36,6 +36,25 @@ async fn mock_and_hub(
     (mock, hub)
 }
 
+/// `PUT /v1/admin/apps/{appid}` as the admin, in a task of its own: its status when it ends.
+fn put_app_in_background(
+    hub: &TestHub,
+    appid: &'static str,
+) -> tokio::task::JoinHandle<reqwest::StatusCode> {
+    let client = hub.client.clone();
+    let url = hub.url(&format!("/v1/admin/apps/{appid}"));
+    tokio::spawn(async move {
+        client
+            .put(url)
+            .bearer_auth(ADMIN_KEY)
+            .json(&put_app_body(appid))
+            .send()
+            .await
+            .unwrap()
+            .status()
+    })
+}
+
 fn put_app_body(appid: &str) -> serde_json::Value {
     json!({ "secret": secret_of(appid), "mode": "legacy", "tickets": ["jsapi"] })
 }
@@ -312,20 +331,7 @@ async fn a_removed_apps_refresh_in_flight_is_not_written_back() {
         count: Some(1),
         ..FaultRule::default()
     });
-    let put = {
-        let client = hub.client.clone();
-        let url = hub.url(&format!("/v1/admin/apps/{added}"));
-        tokio::spawn(async move {
-            client
-                .put(url)
-                .bearer_auth(ADMIN_KEY)
-                .json(&put_app_body(added))
-                .send()
-                .await
-                .unwrap()
-                .status()
-        })
-    };
+    let put = put_app_in_background(&hub, added);
     wait_until(
         Duration::from_secs(5),
         "the refresh is held by the mock",
@@ -795,20 +801,7 @@ async fn a_slow_store_write_of_one_account_holds_up_no_other() {
         writing: writing.clone(),
     }));
     let hub = spawn_app(&mock, options).await;
-    let slow_put = {
-        let client = hub.client.clone();
-        let url = hub.url(&format!("/v1/admin/apps/{slow}"));
-        tokio::spawn(async move {
-            client
-                .put(url)
-                .bearer_auth(ADMIN_KEY)
-                .json(&put_app_body(slow))
-                .send()
-                .await
-                .unwrap()
-                .status()
-        })
-    };
+    let slow_put = put_app_in_background(&hub, slow);
     // The slow account's write is under way; another account's change goes through meanwhile.
     wait_until(
         Duration::from_secs(5),
