@@ -90,8 +90,11 @@ fn shard() -> usize {
     SHARD.with(|shard| *shard)
 }
 
-/// Statuses the API answers with; anything else is counted as `other`.
-const STATUSES: [u16; 12] = [200, 400, 401, 403, 404, 405, 408, 409, 413, 429, 500, 503];
+/// Statuses the API answers with (201 and 204 from the admin routes, 410 for a withdrawn
+/// authorizer, 502 when WeChat cannot be reached); anything else is counted as `other`.
+const STATUSES: [u16; 16] = [
+    200, 201, 204, 400, 401, 403, 404, 405, 408, 409, 410, 413, 429, 500, 502, 503,
+];
 
 /// What an invalidation report turned into (docs/architecture.md#compare-and-refresh).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -439,6 +442,8 @@ mod tests {
         m.count_request(Route::AccessToken, 200);
         m.count_request(Route::AccessToken, 200);
         m.count_request(Route::AccessToken, 418);
+        m.count_request(Route::Admin, 201);
+        m.count_request(Route::Admin, 204);
         // Counts from other threads (other shards) are summed in.
         std::thread::scope(|s| {
             s.spawn(|| m.count_request(Route::AccessToken, 200));
@@ -456,6 +461,8 @@ mod tests {
         let mut out = String::new();
         m.render(&mut out);
         assert!(out.contains("wxhub_http_requests_total{route=\"access_token\",status=\"200\"} 3"));
+        assert!(out.contains("wxhub_http_requests_total{route=\"admin\",status=\"201\"} 1"));
+        assert!(out.contains("wxhub_http_requests_total{route=\"admin\",status=\"204\"} 1"));
         assert!(
             out.contains("wxhub_http_requests_total{route=\"access_token\",status=\"other\"} 1")
         );
