@@ -925,3 +925,22 @@ async fn a_platform_sdk_takes_the_hubs_component_token_at_the_gateway_and_its_ca
         "nothing forwarded"
     );
 }
+
+#[tokio::test]
+async fn an_authorized_push_delivered_twice_is_exchanged_once() {
+    let (mock, relay, hub) = steady_platform().await;
+    // The relay hands every push to the hub twice: the second is an exact replay.
+    relay.point_at(&[&hub, &hub]);
+    let authorizer = authorize(&mock).await;
+    assert_eq!(
+        hub.get(&authorizer_path(&authorizer, "access_token"))
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(
+        stats(&mock).total_calls("/cgi-bin/component/api_query_auth"),
+        1,
+        "the replay cost no second exchange"
+    );
+}
