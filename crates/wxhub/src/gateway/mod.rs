@@ -200,11 +200,6 @@ struct AmbiguousToken;
 /// `access_token`, not the hub's; only the platform's `/sns/component/…` forms carry its token.
 /// A hub token parameter given twice, or both given, is [`AmbiguousToken`].
 fn token_param(path: &str, query: Option<&str>) -> Result<Option<&'static str>, AmbiguousToken> {
-    let count = |name: &str| {
-        form_urlencoded::parse(query.unwrap_or_default().as_bytes())
-            .filter(|(key, _)| key == name)
-            .count()
-    };
     let names: &[&'static str] = if path.starts_with("/sns/component/") {
         &["component_access_token"]
     } else if path.starts_with("/sns/") {
@@ -212,13 +207,21 @@ fn token_param(path: &str, query: Option<&str>) -> Result<Option<&'static str>, 
     } else {
         &["access_token", "component_access_token"]
     };
-    if names.iter().map(|name| count(name)).sum::<usize>() > 1 {
-        return Err(AmbiguousToken);
+    // One pass over the query: the first hub token parameter, and no second one.
+    let mut found = None;
+    let mut seen = false;
+    for (key, value) in form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
+        let Some(name) = names.iter().find(|name| key == **name) else {
+            continue;
+        };
+        if seen {
+            return Err(AmbiguousToken);
+        }
+        seen = true;
+        // An empty parameter is a missing one, as WeChat reads it.
+        found = (!value.is_empty()).then_some(*name);
     }
-    Ok(names
-        .iter()
-        .copied()
-        .find(|name| query::param(query, name).is_some()))
+    Ok(found)
 }
 
 /// Forwards a call: with healing if it carries a token the hub serves (in `token_param`),

@@ -126,9 +126,34 @@ impl SealedStore {
         })
     }
 
+    /// A write of `token`, sealed when its key is, with the current value in a refusal opened.
+    fn write<'a>(
+        &'a self,
+        write: Write,
+        key: &'a CredentialKey,
+        token: &'a Token,
+    ) -> StoreFuture<'a, CasOutcome> {
+        Box::pin(async move {
+            let sealed = self.seal(key, token);
+            let token = sealed.as_ref().unwrap_or(token);
+            let outcome = match write {
+                Write::CompareAndSet => self.inner.compare_and_set(key, token).await?,
+                Write::Restore => self.inner.restore(key, token).await?,
+            };
+            open_outcome(&self.sealer, key, outcome)
+        })
+    }
+
     fn open(&self, key: &CredentialKey, token: Token) -> Result<Token, StoreError> {
         open_token(&self.sealer, key, token)
     }
+}
+
+/// Which of the store's two conditional writes [`SealedStore::write`] makes.
+#[derive(Clone, Copy)]
+enum Write {
+    CompareAndSet,
+    Restore,
 }
 
 /// `token` as stored under `key`, opened if it is sealed (a value an earlier version stored in
@@ -224,14 +249,7 @@ impl Store for SealedStore {
         key: &'a CredentialKey,
         token: &'a Token,
     ) -> StoreFuture<'a, CasOutcome> {
-        Box::pin(async move {
-            let sealed = self.seal(key, token);
-            let outcome = self
-                .inner
-                .compare_and_set(key, sealed.as_ref().unwrap_or(token))
-                .await?;
-            open_outcome(&self.sealer, key, outcome)
-        })
+        self.write(Write::CompareAndSet, key, token)
     }
 
     fn restore<'a>(
@@ -239,14 +257,7 @@ impl Store for SealedStore {
         key: &'a CredentialKey,
         token: &'a Token,
     ) -> StoreFuture<'a, CasOutcome> {
-        Box::pin(async move {
-            let sealed = self.seal(key, token);
-            let outcome = self
-                .inner
-                .restore(key, sealed.as_ref().unwrap_or(token))
-                .await?;
-            open_outcome(&self.sealer, key, outcome)
-        })
+        self.write(Write::Restore, key, token)
     }
 
     fn acquire_lease<'a>(
