@@ -47,7 +47,8 @@ struct Gateway {
 }
 
 /// What a gateway listener runs (served by [`crate::api::serve`], with the same limits as the
-/// main listener).
+/// main listener). A call's deadline, its body included, is its connection's (`request_timeout`,
+/// then the connection is closed): no timer per call, as the upstream call has its own timeout.
 pub fn service(context: ApiState, host: Host) -> ApiService {
     let gateway = Arc::new(Gateway {
         context: context.clone(),
@@ -55,10 +56,6 @@ pub fn service(context: ApiState, host: Host) -> ApiService {
     });
     let router = Router::new()
         .fallback(handle)
-        .layer(axum::middleware::from_fn_with_state(
-            gateway.clone(),
-            enforce_timeout,
-        ))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(
             |_: Box<dyn std::any::Any + Send>| {
                 tracing::error!("gateway handler panicked");
@@ -71,25 +68,6 @@ pub fn service(context: ApiState, host: Host) -> ApiService {
         ))
         .with_state(gateway);
     ApiService::router_only(context, router)
-}
-
-/// Bounds every call, reading its body included, by `[server] request_timeout`: a client that
-/// trickles a body in gets WeChat's "system busy" with 503 on the deadline, like a call whose
-/// upstream is too slow, and its connection slot is free again.
-async fn enforce_timeout(
-    State(gateway): State<Arc<Gateway>>,
-    request: Request,
-    next: axum::middleware::Next,
-) -> Response {
-    let limit = gateway.context.settings.server.request_timeout;
-    match tokio::time::timeout(limit, next.run(request)).await {
-        Ok(response) => response,
-        Err(_) => reply::error_with_status(
-            axum::http::StatusCode::SERVICE_UNAVAILABLE,
-            reply::code::SYSTEM_ERROR,
-            gateway.host,
-        ),
-    }
 }
 
 /// Every request: the hub's own endpoints first, then the pass-through.
