@@ -1,6 +1,6 @@
 //! A faithful mock of WeChat's servers, used by every wxhub test, benchmark and demo.
 //!
-//! The mock is a second implementation of the rules in `spec/wechat-api.md`: the token endpoints
+//! The mock is a second implementation of the rules in `docs/wechat.md`: the token endpoints
 //! (`cgi-bin/token`, `cgi-bin/stable_token`), the JS-SDK ticket endpoint, a business API that checks
 //! tokens the way every WeChat API does, the quota-management APIs, the Work WeChat (企业微信)
 //! token and ticket endpoints and the third-party platform (开放平台: component endpoints,

@@ -1,7 +1,7 @@
 //! The control plane: every way the set of accounts changes while the hub runs — the admin API,
 //! a configuration reload, and other instances' changes arriving on the store's account feed —
 //! goes through [`Control`], which keeps the registry, the engine, the store and the consumers'
-//! grants in step. See `docs/architecture.md#the-registry`.
+//! grants in step. See `docs/architecture.md#registry`.
 //!
 //! Runtime accounts are stored (their secret sealed with `[secrets] master_key`) so that every
 //! instance sharing the store, and every restart, has them. Accounts defined in the configuration

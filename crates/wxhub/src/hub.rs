@@ -173,7 +173,7 @@ pub struct Credential {
 }
 
 /// Woken whenever what any credential serves changes: a read that lands between an expired value
-/// and its successor waits on it (docs/architecture.md#rollover), then checks its own slot again.
+/// and its successor waits on it (docs/architecture.md#rollover-of-re-sent-values), then checks its own slot again.
 /// One for the process rather than one per credential: such waits are rare and short, and at
 /// 100,000 authorizers a `Notify` each would cost megabytes.
 static SERVED_CHANGED: tokio::sync::Notify = tokio::sync::Notify::const_new();

@@ -1,5 +1,5 @@
 //! The engine: decides when each credential is due and performs refreshes, at most one per key at
-//! a time in the whole cluster. See `docs/architecture.md#the-engine`.
+//! a time in the whole cluster. See `docs/architecture.md#engine`.
 //!
 //! Shape (after `tokio-rs/mini-redis`'s `db.rs`): one [`Shared`] behind an `Arc`, whose mutable part
 //! ([`state::State`]) sits under a std `Mutex` held only for short, non-async sections. One

@@ -6,7 +6,7 @@
 //! update the read side's index ([`Hub`]) and return a [`Diff`] for the engine to start, stop or
 //! re-plan the credentials concerned. Nothing else creates a [`Credential`].
 //!
-//! See `docs/architecture.md#the-registry` for why credentials are runtime facts.
+//! See `docs/architecture.md#registry` for why credentials are runtime facts.
 
 mod account;
 
