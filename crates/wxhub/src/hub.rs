@@ -18,8 +18,8 @@ use arc_swap::{ArcSwap, ArcSwapOption};
 use bytes::{BufMut, Bytes, BytesMut};
 use tokio::sync::broadcast;
 
+use crate::account::{CredentialSpec, Origin};
 use crate::credential::{CredentialKey, Timestamp, Token};
-use crate::registry::{CredentialSpec, Origin};
 
 /// How long WeChat keeps accepting an access token after a newer one was issued for the same
 /// account (docs/wechat.md): a token handed out before a refresh still works this long after it.
@@ -217,8 +217,7 @@ impl Credential {
     /// with a force budget).
     pub fn is_configured_stable_token(&self) -> bool {
         let spec = self.spec.load();
-        spec.origin == Origin::Config
-            && spec.source.renewal() == crate::engine::plan::Renewal::Stable
+        spec.origin == Origin::Config && spec.source.renewal() == crate::plan::Renewal::Stable
     }
 
     /// Replaces how it is kept fresh.
@@ -720,7 +719,7 @@ mod tests {
 
     fn app_credential(id: CredentialId, appid: &str) -> Arc<Credential> {
         let spec = CredentialSpec {
-            source: crate::registry::Source::AppToken {
+            source: crate::account::Source::AppToken {
                 appid: appid.into(),
                 secret: crate::configuration::Secret::new("s".to_string()),
                 mode: crate::configuration::TokenMode::Legacy,
@@ -728,7 +727,7 @@ mod tests {
             fetched_with: vec![],
             pushed: false,
             durable: false,
-            plan: crate::engine::plan::Plan::new(&Default::default()),
+            plan: crate::plan::Plan::new(&Default::default()),
             origin: Origin::Config,
         };
         let key = CredentialKey::AccessToken {

@@ -18,6 +18,7 @@
 //! - [`fdlimit`] — the file-descriptor limit, raised at start, and the connections it allows;
 //! - [`demo`] — the hub against an in-process `wechat-mock`, nothing to configure.
 
+pub mod account;
 pub mod api;
 pub mod audit;
 pub mod background;
@@ -33,6 +34,7 @@ pub mod hub;
 pub mod jssdk;
 pub mod memory;
 pub mod metrics;
+pub mod plan;
 pub mod platform;
 pub mod registry;
 pub mod seal;

@@ -121,10 +121,8 @@ fn every_toml_block_of_the_readme_and_docs_passes_check_config() {
                 let on_disk = match path.strip_prefix('/') {
                     Some(relative) => {
                         let moved = dir.path().join(relative);
-                        text = text.replace(
-                            &format!("\"{path}\""),
-                            &format!("\"{}\"", moved.display()),
-                        );
+                        text = text
+                            .replace(&format!("\"{path}\""), &format!("\"{}\"", moved.display()));
                         moved
                     }
                     None => dir.path().join(&path),
@@ -265,9 +263,12 @@ fn documented_route(docs: &str, route: &str) -> bool {
     let docs = without_placeholder_names(docs);
     let route = without_placeholder_names(route);
     let ends_path = |c: char| !(c.is_ascii_alphanumeric() || matches!(c, '/' | '_' | '{' | '}'));
-    let written_out = docs
-        .match_indices(route.as_str())
-        .any(|(at, _)| docs[at + route.len()..].chars().next().is_some_and(ends_path));
+    let written_out = docs.match_indices(route.as_str()).any(|(at, _)| {
+        docs[at + route.len()..]
+            .chars()
+            .next()
+            .is_some_and(ends_path)
+    });
     if written_out {
         return true;
     }
@@ -442,7 +443,11 @@ fn every_docs_anchor_cited_in_code_or_docs_exists() {
 fn anchors_are_made_as_github_makes_them() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("a.md");
-    std::fs::write(&file, "# Title\n## Health, readiness and metrics\n### `stable_token`\n").unwrap();
+    std::fs::write(
+        &file,
+        "# Title\n## Health, readiness and metrics\n### `stable_token`\n",
+    )
+    .unwrap();
     assert_eq!(
         anchors(&file),
         ["title", "health-readiness-and-metrics", "stable_token"]

@@ -434,8 +434,8 @@ mod tests {
     use super::*;
     use crate::configuration::{RefreshSettings, Secret, TokenMode};
     use crate::credential::Token;
-    use crate::engine::plan::Plan;
     use crate::hub::Served;
+    use crate::plan::Plan;
     use crate::registry::{CredentialSpec, Origin, Source};
 
     fn credential(id: u64, appid: &str) -> Arc<Credential> {

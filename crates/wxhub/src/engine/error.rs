@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-use super::plan::FailureClass;
+use crate::plan::FailureClass;
 use crate::store::StoreError;
 use crate::upstream::UpstreamError;
 

@@ -6,11 +6,11 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use super::job::{wait_for, Coordination};
-use super::plan::Plan;
 use super::{Engine, ForcePurpose, Reason, RefreshError, Shared, DEPENDENCY_MIN_LIFE};
 use crate::configuration::TokenMode;
 use crate::credential::{CredentialKey, Token};
 use crate::hub::Credential;
+use crate::plan::Plan;
 use crate::registry::Source;
 use crate::upstream::{Fetched, Upstream, UpstreamError};
 

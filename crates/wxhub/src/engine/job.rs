@@ -17,11 +17,11 @@ use std::time::Duration;
 use tokio::sync::{broadcast, watch, OwnedSemaphorePermit};
 use tokio::time::Instant;
 
-use super::plan::Renewal;
 use super::state::{RefreshResult, Refreshed, State};
 use super::{random_unit, JobReceiver, Reason, RefreshError, Shared, DEPENDENCY_MIN_LIFE};
 use crate::credential::{CredentialKey, Token};
 use crate::hub::{Credential, CredentialId};
+use crate::plan::Renewal;
 use crate::store::{CasOutcome, Change, StoreError};
 use crate::upstream::UpstreamError;
 
@@ -36,7 +36,7 @@ const UNWRITTEN_RETRY_MIN: Duration = Duration::from_millis(100);
 const UNWRITTEN_RETRY_MAX: Duration = Duration::from_millis(500);
 
 /// Whether a refresh runs under the key's lease (the rule), or alone because the store does not
-/// answer and the token is about to expire ([`super::plan::Plan::alone_within`]).
+/// answer and the token is about to expire ([`crate::plan::Plan::alone_within`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Coordination {
     /// The lease is held and renewed before each upstream call; force refreshes are allowed.

@@ -25,7 +25,6 @@ pub mod clock;
 pub mod error;
 mod fetch;
 mod job;
-pub mod plan;
 mod platform;
 pub mod state;
 mod tasks;

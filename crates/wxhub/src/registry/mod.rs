@@ -8,12 +8,10 @@
 //!
 //! See `docs/architecture.md#registry` for why credentials are runtime facts.
 
-mod account;
-
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-pub use account::{
+pub use crate::account::{
     AccountId, AccountSpec, CheckedAt, CredentialSpec, Origin, Source, StoredAccount,
 };
 

@@ -296,8 +296,11 @@ impl Upstream {
         let _slot = self.call_slot().await?;
         let started = Instant::now();
         let result = send_json(request, auth, max_bytes).await;
-        self.metrics
-            .observe_upstream(endpoint, started.elapsed(), result.as_ref().err());
+        self.metrics.observe_upstream(
+            endpoint,
+            started.elapsed(),
+            result.as_ref().err().and_then(UpstreamError::errcode),
+        );
         result
     }
 }

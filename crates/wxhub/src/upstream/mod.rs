@@ -322,7 +322,7 @@ impl Upstream {
         self.metrics.observe_upstream(
             "get_api_domain_ip",
             started.elapsed(),
-            result.as_ref().err(),
+            result.as_ref().err().and_then(UpstreamError::errcode),
         );
         result
     }
@@ -338,8 +338,11 @@ impl Upstream {
         let _slot = self.call_slot().await?;
         let started = Instant::now();
         let result = send(request, auth).await;
-        self.metrics
-            .observe_upstream(endpoint, started.elapsed(), result.as_ref().err());
+        self.metrics.observe_upstream(
+            endpoint,
+            started.elapsed(),
+            result.as_ref().err().and_then(UpstreamError::errcode),
+        );
         result
     }
 }

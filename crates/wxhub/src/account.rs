@@ -14,7 +14,7 @@ use crate::configuration::{
     AppSettings, CorpSettings, RefreshOverrides, RefreshSettings, Secret, TokenMode,
 };
 use crate::credential::{CorpTicketKind, CredentialKey, TicketKind};
-use crate::engine::plan::{Plan, Renewal};
+use crate::plan::{Plan, Renewal};
 
 /// Which account, by WeChat's identifiers.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
