@@ -301,6 +301,18 @@ fn check_config_names_the_file_line_and_key_of_a_mistake() {
     assert!(stderr.contains("appid"), "{stderr}");
     assert!(stderr.contains("duplicate"), "{stderr}");
 
+    std::fs::write(&config, "[wechat]\ntimeout = \"5 secs\"\n").unwrap();
+    let (code, _, stderr) = wxhub(&["check-config", "--config", config.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains(&format!(
+            "{}:2: wechat.timeout: invalid duration \"5 secs\": \"secs\" is not a unit; write \
+             \"5s\" (units: h, m, s, ms, right after the number)",
+            config.display()
+        )),
+        "{stderr}"
+    );
+
     let (code, _, stderr) = wxhub(&["check-config", "--config", "/nonexistent/wxhub.toml"]);
     assert_eq!(code, 1);
     assert!(stderr.contains("/nonexistent/wxhub.toml"), "{stderr}");

@@ -379,6 +379,32 @@ fn durations_need_units() {
 }
 
 #[test]
+fn a_spelled_out_unit_is_reported_with_what_to_write_instead() {
+    let error = fails_at(
+        "[wechat]\ntimeout = \"5 secs\"\n",
+        2,
+        "wechat.timeout",
+        "write \"5s\"",
+    );
+    assert_eq!(
+        error.to_string(),
+        "/etc/wxhub/wxhub.toml:2: wechat.timeout: invalid duration \"5 secs\": \"secs\" is not a \
+         unit; write \"5s\" (units: h, m, s, ms, right after the number)"
+    );
+    let error = fails_at(
+        "[refresh]\n\nrefresh_retry_interval = \"5 s\"\n",
+        3,
+        "refresh.refresh_retry_interval",
+        "write \"5s\"",
+    );
+    assert_eq!(
+        error.to_string(),
+        "/etc/wxhub/wxhub.toml:3: refresh.refresh_retry_interval: invalid duration \"5 s\": spaces \
+         are not allowed; write \"5s\""
+    );
+}
+
+#[test]
 fn store_kinds_and_their_keys() {
     assert_eq!(
         parse("[store]\nkind = \"memory\"\n").unwrap().store,
