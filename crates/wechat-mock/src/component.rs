@@ -8,7 +8,7 @@
 //! the business API, the JS-SDK ticket and the quota APIs judge them like any other token.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -73,8 +73,9 @@ pub(crate) struct ComponentSettings {
     secret: String,
     /// Seals and signs this platform's pushes.
     pub crypt: MessageCrypt,
-    /// Where its pushes go; `None` when no push URL is configured.
-    pub target: Option<PushTarget>,
+    /// Where its pushes go; unset until a push URL is configured (at start, or later with
+    /// [`PlatformSettings::push_to`]).
+    pub target: OnceLock<PushTarget>,
     /// Wakes the platform's pusher for an immediate verify-ticket push (`api_start_push_ticket`).
     pub wake: Arc<Notify>,
 }
@@ -105,7 +106,7 @@ impl PlatformSettings {
             let settings = ComponentSettings {
                 secret: c.secret.clone(),
                 crypt: MessageCrypt::new(c.token.clone(), key, c.appid.clone()),
-                target,
+                target: target.map(OnceLock::from).unwrap_or_default(),
                 wake: Arc::new(Notify::new()),
             };
             if components.insert(c.appid.clone(), settings).is_some() {
@@ -125,6 +126,29 @@ impl PlatformSettings {
             lifetime: config.lifetime,
             grace: config.grace,
         })
+    }
+
+    /// Points every platform's pushes at `push_url` (`{component_appid}` replaced as in
+    /// [`MockConfig::push_url`]). Refused, changing nothing, when the URL is unusable or pushes
+    /// already have a target.
+    pub fn push_to(&self, push_url: &str) -> Result<(), String> {
+        let mut targets = Vec::new();
+        for appid in &self.order {
+            let target = PushTarget::parse(push_url, appid)
+                .map_err(|e| format!("push URL for component {appid:?}: {e}"))?;
+            let settings = &self.components[appid];
+            if settings.target.get().is_some() {
+                return Err(format!("component {appid:?} already pushes elsewhere"));
+            }
+            targets.push((settings, target));
+        }
+        for (settings, target) in targets {
+            settings
+                .target
+                .set(target)
+                .map_err(|_| "pushes were pointed elsewhere meanwhile".to_string())?;
+        }
+        Ok(())
     }
 }
 

@@ -88,8 +88,9 @@ pub struct MockConfig {
     /// Third-party platforms (开放平台 components) the mock plays WeChat for.
     pub components: Vec<MockComponent>,
     /// Where the platforms' event pushes go (the "authorization event URL"), for example
-    /// `http://127.0.0.1:8080/v1/components/{component_appid}/events`; `{component_appid}` is
-    /// replaced by each platform's appid. Plain `http://` only. Without it nothing is pushed.
+    /// `http://127.0.0.1:8080/wechat/components/{component_appid}/events`; `{component_appid}` is
+    /// replaced by each platform's appid. Plain `http://` only. Without it nothing is pushed
+    /// until [`MockServer::push_to`] names one.
     pub push_url: Option<String>,
     /// How often a `component_verify_ticket` is pushed to each platform (WeChat: 600 s). The first
     /// push goes out as soon as the mock starts.
@@ -340,7 +341,7 @@ pub struct MockServer {
     shared: Arc<Shared>,
     server: server::ServerHandle,
     /// The platforms' verify-ticket pushers, stopped with the server.
-    pushers: push::Pushers,
+    pushers: std::sync::Mutex<push::Pushers>,
 }
 
 impl MockServer {
@@ -353,13 +354,31 @@ impl MockServer {
         let listener = tokio::net::TcpListener::bind(listen).await?;
         let addr = listener.local_addr()?;
         let server = server::spawn(listener, routes::router(shared.clone()));
-        let pushers = push::spawn(&shared);
+        let pushers = std::sync::Mutex::new(push::spawn(&shared));
         Ok(MockServer {
             addr,
             shared,
             server,
             pushers,
         })
+    }
+
+    /// Starts pushing to `push_url` (as [`MockConfig::push_url`]) for a mock started without
+    /// one: for a receiver that can only listen once it knows the mock's address, so that nothing
+    /// is pushed before it listens. The first verify ticket goes out at once.
+    ///
+    /// Fails with `InvalidInput` when the URL is unusable or the mock already pushes somewhere.
+    pub fn push_to(&self, push_url: &str) -> std::io::Result<()> {
+        self.shared
+            .platform_settings()
+            .push_to(push_url)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+        let started = push::spawn(&self.shared);
+        self.pushers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend(started);
+        Ok(())
     }
 
     /// The address the mock listens on (with the real port when started on port 0).

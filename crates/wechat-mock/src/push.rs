@@ -286,7 +286,7 @@ pub(crate) async fn send(shared: &Shared, message: PushMessage) -> PushOutcome {
     let Some(settings) = shared.platform_settings().components.get(&appid) else {
         return PushOutcome::NotSent;
     };
-    let Some(target) = &settings.target else {
+    let Some(target) = settings.target.get() else {
         return PushOutcome::NotSent;
     };
     let nonce = rand::random::<u32>().to_string();
@@ -339,6 +339,13 @@ pub(crate) async fn push_verify_ticket(shared: &Shared, appid: &str) -> PushOutc
 /// The platforms' periodic pushers; dropping this stops them.
 pub(crate) struct Pushers(Vec<JoinHandle<()>>);
 
+impl Pushers {
+    /// Takes over `other`'s pushers.
+    pub(crate) fn extend(&mut self, mut other: Pushers) {
+        self.0.append(&mut other.0);
+    }
+}
+
 impl Drop for Pushers {
     fn drop(&mut self) {
         for task in &self.0 {
@@ -358,7 +365,7 @@ pub(crate) fn spawn(shared: &Arc<Shared>) -> Pushers {
             settings
                 .components
                 .get(*appid)
-                .is_some_and(|c| c.target.is_some())
+                .is_some_and(|c| c.target.get().is_some())
         })
         .map(|appid| tokio::spawn(pusher(shared.clone(), appid.clone())))
         .collect();

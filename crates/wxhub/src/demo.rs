@@ -8,6 +8,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use rand::distributions::Alphanumeric;
@@ -51,9 +52,10 @@ pub struct DemoOptions {
 
 /// A running demo: the mock, the built hub and what a consumer needs to call it.
 pub struct Demo {
-    /// The in-process WeChat mock (kept alive as long as the demo).
-    pub mock: MockServer,
-    /// The hub, built and ready to run.
+    /// The in-process WeChat mock (kept alive as long as the demo). It pushes nothing until
+    /// [`Demo::run_until`] points it at the hub.
+    pub mock: Arc<MockServer>,
+    /// The hub, built (bound to its address) and ready to run.
     pub app: Application,
     /// The demo consumer's bearer key.
     pub consumer_key: String,
@@ -78,23 +80,12 @@ pub async fn start(options: DemoOptions) -> Result<Demo, StartupError> {
     let component_secret = secret(COMPONENT_APPID);
     let component_token = secret("token");
     let aes_key = encoding_aes_key();
-    // The mock pushes to the hub, so it must know the hub's address before the hub (which needs
-    // the mock's) is built: with port 0, a free port is picked here first.
-    let listen = match options.listen.port() {
-        0 => std::net::TcpListener::bind(options.listen)
-            .and_then(|l| l.local_addr())
-            .map_err(|source| StartupError::Bind {
-                address: options.listen,
-                source,
-            })?,
-        _ => options.listen,
-    };
     let mock_config = MockConfig {
         lifetime: DEMO_LIFETIME,
         grace: DEMO_GRACE,
-        push_url: Some(format!(
-            "http://{listen}/wechat/components/{{component_appid}}/events"
-        )),
+        // No push URL yet: the hub, which needs the mock's address, is not built, and nothing
+        // must be pushed before it listens (see `Demo::run_until`).
+        push_url: None,
         push_interval: DEMO_PUSH_INTERVAL,
         authorizers_per_component: DEMO_AUTHORIZERS,
         ..MockConfig::default()
@@ -110,6 +101,7 @@ pub async fn start(options: DemoOptions) -> Result<Demo, StartupError> {
     .with_app(RUNTIME_APPID, runtime_secret.clone());
     let mock = MockServer::start(mock_config, SocketAddr::from(([127, 0, 0, 1], 0)))
         .await
+        .map(Arc::new)
         .map_err(|source| StartupError::Bind {
             address: SocketAddr::from(([127, 0, 0, 1], 0)),
             source,
@@ -127,7 +119,7 @@ pub async fn start(options: DemoOptions) -> Result<Demo, StartupError> {
     });
     let settings = Settings {
         server: ServerSettings {
-            listen,
+            listen: options.listen,
             ..ServerSettings::default()
         },
         store: StoreSettings::Sqlite {
@@ -222,6 +214,34 @@ fn encoding_aes_key() -> String {
 }
 
 impl Demo {
+    /// Where the mock pushes: the event receiver of the hub as it is bound (its own listener
+    /// when it has one), whatever `--listen` said; over loopback when it listens on every
+    /// address.
+    pub fn push_url(&self) -> String {
+        let mut receiver = self
+            .app
+            .events_address()
+            .unwrap_or_else(|| self.app.address());
+        if receiver.ip().is_unspecified() {
+            receiver.set_ip(match receiver {
+                SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+                SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+            });
+        }
+        format!("http://{receiver}/wechat/components/{{component_appid}}/events")
+    }
+
+    /// Points the mock's pushes at the hub, then serves until `shutdown` (see
+    /// [`Application::run_until`]). The hub's listener is bound before the first push goes out,
+    /// so that push waits to be accepted instead of being refused.
+    pub async fn run_until<F>(self, shutdown: F) -> std::io::Result<()>
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        self.mock.push_to(&self.push_url())?;
+        self.app.run_until(shutdown).await
+    }
+
     /// What `wxhub demo` prints: addresses, the key, and curl lines that work as printed.
     pub fn instructions(&self) -> String {
         let hub = format!("http://{}", self.app.address());

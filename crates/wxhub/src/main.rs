@@ -128,8 +128,7 @@ fn main() -> ExitCode {
                 .map_err(|e| format!("{e} (choose another address with --listen)"))?;
                 println!("{}", demo.instructions());
                 let database = demo.database.clone();
-                demo.app.run_until(shutdown_signal()).await?;
-                drop(demo.mock);
+                demo.run_until(shutdown_signal()).await?;
                 for suffix in ["", "-wal", "-shm"] {
                     let _ = std::fs::remove_file(format!("{}{suffix}", database.display()));
                 }

@@ -1,4 +1,5 @@
-//! The command line, run as the real binary: `check-config`, `hash-key`, `new-key` and `serve`.
+//! The command line, run as the real binary: `check-config`, `hash-key`, `new-key`, `serve` and
+//! `demo`.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
@@ -437,4 +438,124 @@ fn sigterm_stops_the_hub_within_its_deadline_despite_half_sent_requests() {
         started.elapsed()
     );
     drop(partial);
+}
+
+/// A child process killed (and reaped) when dropped, also when the test fails.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[cfg(unix)]
+#[test]
+fn the_demo_starts_without_a_warning() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_wxhub"))
+        .args(["--log-format", "json", "demo", "--listen", "127.0.0.1:0"])
+        .env_remove("WXHUB_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("wxhub demo starts");
+    let stderr = child.stderr.take().expect("stderr is piped");
+    let mut demo = Running(child);
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        // Keeps draining the log so that the child never blocks on a full pipe.
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+
+    // Started: the platform's authorizers recovered from the mock's list, and every credential
+    // fetched (the authorizers' last, as they need the component token, which needs the first
+    // pushed verify ticket).
+    let authorizers = [
+        "authorizer_token/wxd0000000000000d4/wx0000000000000001",
+        "authorizer_token/wxd0000000000000d4/wx0000000000000002",
+        "authorizer_ticket/wxd0000000000000d4/wx0000000000000001/jsapi",
+        "authorizer_ticket/wxd0000000000000d4/wx0000000000000002/jsapi",
+    ];
+    let mut log: Vec<serde_json::Value> = Vec::new();
+    let started = |log: &[serde_json::Value]| {
+        log.iter()
+            .any(|e| e["message"] == "authorizers reconciled with WeChat's list")
+            && authorizers.iter().all(|key| {
+                log.iter()
+                    .any(|e| e["message"] == "refresh" && e["key"] == *key && e["outcome"] == "ok")
+            })
+    };
+    let give_up = Instant::now() + Duration::from_secs(30);
+    let mut settled: Option<Instant> = None;
+    loop {
+        let now = Instant::now();
+        // Once started, a little longer: the verify-ticket watchdog's first look comes 200 ms
+        // after the start.
+        let until = settled.unwrap_or(give_up).min(give_up);
+        if now >= until {
+            break;
+        }
+        match rx.recv_timeout(until - now) {
+            Ok(line) => log.push(
+                serde_json::from_str(&line).unwrap_or_else(|_| panic!("a JSON log line: {line}")),
+            ),
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => panic!("the demo exited: {log:#?}"),
+        }
+        if settled.is_none() && started(&log) {
+            settled = Some(Instant::now() + Duration::from_secs(1));
+        }
+    }
+    assert!(started(&log), "the demo did not finish starting: {log:#?}");
+    let warnings: Vec<&serde_json::Value> = log
+        .iter()
+        .filter(|e| e["level"] != "INFO" && e["level"] != "DEBUG" && e["level"] != "TRACE")
+        .collect();
+    assert!(warnings.is_empty(), "{warnings:#?}");
+
+    let pid = i32::try_from(demo.0.id()).unwrap();
+    // SAFETY: sends SIGTERM to the child this test started.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    let stopping = Instant::now();
+    let status = loop {
+        if let Some(status) = demo.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            stopping.elapsed() < Duration::from_secs(15),
+            "wxhub demo still running 15 s after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status}");
+}
+
+#[test]
+fn check_config_warns_of_a_grant_of_an_app_the_file_lacks_and_accepts_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("wxhub.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[store]\nkind = \"memory\"\n\n[[apps]]\nappid = \"wxinfile000000001\"\nsecret = \"s\"\n\n\
+             [[consumers]]\nname = \"shop\"\nkey_sha256 = \"{KEY_SHA256}\"\n\
+             apps = [\"wxinfile000000001\", \"wxatruntime000001\"]\nscopes = [\"read\"]\n"
+        ),
+    )
+    .unwrap();
+    let (code, _, stderr) = wxhub(&["check-config", "--config", config.to_str().unwrap()]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stderr.contains("warning:")
+            && stderr.contains("consumers[0].apps[1]")
+            && stderr.contains("wxatruntime000001")
+            && stderr.contains("PUT /v1/admin/apps/wxatruntime000001"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("wxinfile000000001\""), "{stderr}");
+    assert!(stderr.contains("configuration is valid"), "{stderr}");
 }

@@ -4,6 +4,7 @@
 use std::time::{Duration, Instant};
 
 use serde_json::json;
+use wechat_mock::MockConfig;
 
 use crate::common::*;
 use crate::platform::*;
@@ -448,4 +449,50 @@ async fn an_authorization_code_expires() {
         )
         .await;
     assert_error(&r, 61010, "code is expired");
+}
+
+#[tokio::test]
+async fn a_mock_started_without_a_push_url_pushes_once_told_where() {
+    let receiver = Receiver::start().await;
+    let wx = Wx::start(MockConfig {
+        push_url: None,
+        ..platform_config(60, 5, &receiver)
+    })
+    .await;
+    // Nothing is pushed, and nothing counted as failed, while there is nowhere to push to.
+    let r = wx.start_push_ticket().await;
+    assert_eq!(r.json["errcode"], 0, "{r:?}");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let pushes = wx
+        .mock
+        .stats()
+        .component(COMPONENT)
+        .pushes("component_verify_ticket");
+    assert_eq!((pushes.sent, pushes.failed), (0, 0));
+
+    wx.mock.push_to(&receiver.push_url()).expect("a usable URL");
+    let push = receiver.next("component_verify_ticket").await;
+    let ticket = push.get("ComponentVerifyTicket").to_owned();
+    assert_ok_wechat(
+        &wx.component_token(COMPONENT, COMPONENT_SECRET, &ticket)
+            .await,
+    );
+    receiver
+        .next_for(COMPONENT_B, "component_verify_ticket")
+        .await;
+
+    // Pushes go to one place only.
+    let again = wx.mock.push_to(&receiver.push_url()).unwrap_err();
+    assert_eq!(again.kind(), std::io::ErrorKind::InvalidInput);
+    assert!(again.to_string().contains("already pushes"), "{again}");
+    let bad = Wx::start(MockConfig {
+        push_url: None,
+        ..platform_config(60, 5, &receiver)
+    })
+    .await;
+    let refused = bad.mock.push_to("https://example.com/{component_appid}");
+    assert_eq!(
+        refused.unwrap_err().kind(),
+        std::io::ErrorKind::InvalidInput
+    );
 }

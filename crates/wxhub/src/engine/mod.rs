@@ -64,6 +64,10 @@ const JOB_SLOTS_PER_CALL: usize = 2;
 /// A token with less life than this left is not handed to a dependent fetch (a ticket fetch):
 /// it could die on the way.
 const DEPENDENCY_MIN_LIFE: Duration = Duration::from_secs(1);
+/// How long a platform's component token waits at startup for the first verify ticket when the
+/// store holds none (a push kicks it at once; see `Engine::kick`) before it is tried anyway: a
+/// fetch without a ticket could only fail.
+pub const FIRST_TICKET_WAIT: Duration = Duration::from_secs(60);
 /// How long WeChat's word that a value is alive answers further reports of it without a new check.
 const ALIVE_REUSE: Duration = Duration::from_secs(5);
 /// WeChat's day (for the force-refresh budget) is the calendar day in UTC+8.
@@ -282,6 +286,9 @@ impl Engine {
                     Some(token) => shared.adopt(&mut state, credential.id, token, now),
                     // A pushed value (a verify ticket, a refresh token) cannot be fetched.
                     None if credential.spec().pushed => {}
+                    None if shared.awaits_first_ticket(&state, &stored, credential, now) => {
+                        state.schedule(credential.id, now.plus(FIRST_TICKET_WAIT));
+                    }
                     None => state.schedule(credential.id, now),
                 }
             }
@@ -678,6 +685,30 @@ impl Shared {
         self.metrics.count_invalidation(outcome);
         let served = credential.slot.load().ok_or(RefreshError::Aborted)?;
         Ok(Invalidation { served, outcome })
+    }
+
+    /// Whether `credential` is fetched with a verify ticket that neither the engine nor `stored`
+    /// (what the store held for the credentials being added) has: the first one has yet to be
+    /// pushed.
+    fn awaits_first_ticket(
+        &self,
+        state: &State,
+        stored: &BTreeMap<CredentialKey, Token>,
+        credential: &Credential,
+        now: Timestamp,
+    ) -> bool {
+        let usable = |token: &Token| token.is_valid_at(now.plus(DEPENDENCY_MIN_LIFE));
+        credential.spec().fetched_with.iter().any(|key| {
+            matches!(key, CredentialKey::ComponentVerifyTicket { .. })
+                && !stored.get(key).is_some_and(usable)
+                && !self.hub.by_key(key).is_some_and(|ticket| {
+                    state
+                        .entries
+                        .get(&ticket.id)
+                        .and_then(|e| e.token.as_ref())
+                        .is_some_and(usable)
+                })
+        })
     }
 
     /// Takes `token` as current for `id` (from the store at startup or the change feed), plans its

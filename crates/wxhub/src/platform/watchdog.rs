@@ -12,7 +12,7 @@ use super::Platform;
 use crate::background::Background;
 use crate::configuration::Settings;
 use crate::credential::{CredentialKey, Timestamp};
-use crate::engine::Engine;
+use crate::engine::{Engine, FIRST_TICKET_WAIT};
 use crate::hub::Hub;
 use crate::upstream::Upstream;
 
@@ -22,6 +22,9 @@ pub const STALE_AFTER: Duration = Duration::from_secs(3600);
 const CHECK_EVERY: Duration = Duration::from_secs(60);
 /// A platform with no ticket at all asks for a push this soon after start.
 const FIRST_CHECK: Duration = Duration::from_millis(200);
+
+/// How often the startup recovery looks whether the first verify ticket has come.
+const TICKET_POLL: Duration = Duration::from_millis(50);
 
 /// First pause between attempts of the startup recovery; doubles up to [`RECOVERY_MAX_PAUSE`].
 const RECOVERY_FIRST_PAUSE: Duration = Duration::from_secs(1);
@@ -58,6 +61,7 @@ pub fn run_watchdogs(
             cancel.clone(),
         );
         background.spawn_listening(async move {
+            let started = tokio::time::Instant::now();
             let mut wait = FIRST_CHECK;
             loop {
                 tokio::select! {
@@ -82,11 +86,30 @@ pub fn run_watchdogs(
                     (Some(_), Ok(())) => "the newest verify ticket is older than 1 h (pushes stopped?); WeChat was asked to push again".to_string(),
                     (_, Err(e)) => format!("no recent verify ticket, and asking WeChat to push one failed: {e}"),
                 };
-                tracing::warn!(component = %appid, "{warning}");
+                if fetched.is_none() && started.elapsed() < FIRST_TICKET_WAIT {
+                    // A first start: asking is how the first ticket comes, and the first push
+                    // may not get through (the hub just started), so ask again soon; worth a
+                    // warning only once the component token gives up waiting for it.
+                    wait = wait_for_first_ticket(started.elapsed());
+                    if asked.is_ok() {
+                        tracing::info!(component = %appid, "{warning}");
+                    } else {
+                        tracing::warn!(component = %appid, "{warning}");
+                    }
+                } else {
+                    tracing::warn!(component = %appid, "{warning}");
+                }
                 engine.set_warning(&ticket, Some(warning));
             }
         });
     }
+}
+
+/// How long the watchdog waits before asking again for a platform's first verify ticket, `since`
+/// its start: about as long again as it has waited so far (at least a second), so that the asks
+/// thin out towards [`CHECK_EVERY`].
+fn wait_for_first_ticket(since: Duration) -> Duration {
+    since.clamp(Duration::from_secs(1), CHECK_EVERY)
 }
 
 /// Whether a platform whose newest verify ticket was pushed at `pushed_at` (`None`: never) has
@@ -95,9 +118,25 @@ fn is_stale(pushed_at: Option<Timestamp>, now: Timestamp) -> bool {
     pushed_at.is_none_or(|at| now.since(at) > STALE_AFTER)
 }
 
-/// Recovers a platform's authorizers from WeChat's list at startup, retrying (the component
-/// token may first need a pushed verify ticket) until it succeeds or the hub stops.
+/// Recovers a platform's authorizers from WeChat's list at startup, retrying until it succeeds
+/// or the hub stops. The list needs a component token, which needs a verify ticket: without one
+/// in the store, the first attempt waits (up to [`FIRST_TICKET_WAIT`]) for the first push.
 async fn recover(platform: Arc<Platform>, component_appid: String, cancel: CancellationToken) {
+    let key = CredentialKey::ComponentVerifyTicket {
+        component_appid: component_appid.clone(),
+    };
+    let give_up = tokio::time::Instant::now() + FIRST_TICKET_WAIT;
+    while tokio::time::Instant::now() < give_up
+        && platform
+            .hub
+            .by_key(&key)
+            .is_some_and(|ticket| platform.engine.fetched_at(&ticket).is_none())
+    {
+        tokio::select! {
+            _ = tokio::time::sleep(TICKET_POLL) => {}
+            _ = cancel.cancelled() => return,
+        }
+    }
     let mut pause = RECOVERY_FIRST_PAUSE;
     loop {
         match platform.sync(&component_appid).await {
@@ -117,6 +156,15 @@ async fn recover(platform: Arc<Platform>, component_appid: String, cancel: Cance
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_first_ticket_is_asked_for_again_sooner_than_a_stale_one() {
+        let secs = |s: u64| Duration::from_secs(s);
+        assert_eq!(wait_for_first_ticket(Duration::from_millis(200)), secs(1));
+        assert_eq!(wait_for_first_ticket(secs(3)), secs(3));
+        assert_eq!(wait_for_first_ticket(secs(50)), secs(50));
+        assert_eq!(wait_for_first_ticket(secs(90)), CHECK_EVERY);
+    }
 
     #[test]
     fn a_platform_without_a_push_for_an_hour_or_ever_has_lost_its_pushes() {

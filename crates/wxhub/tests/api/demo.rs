@@ -26,8 +26,13 @@ async fn the_demo_serves_working_tokens_with_its_printed_key() {
     assert!(instructions.contains(&format!("http://{gateway}/cgi-bin/token")));
     let runtime_secret = demo.runtime_secret.clone();
     assert!(instructions.contains(&format!("/v1/admin/apps/{RUNTIME_APPID}")));
-    let mock = demo.mock;
-    tokio::spawn(demo.app.run_until(std::future::pending()));
+    let mock = demo.mock.clone();
+    assert_eq!(
+        demo.push_url(),
+        format!("{address}/wechat/components/{{component_appid}}/events"),
+        "the mock pushes to the hub it runs with"
+    );
+    tokio::spawn(demo.run_until(std::future::pending()));
 
     let client = reqwest::Client::new();
     wait_until(

@@ -86,6 +86,49 @@ async fn pushed_verify_tickets_are_stored_and_each_newer_one_replaces_the_last()
 }
 
 #[tokio::test]
+async fn a_first_start_waits_for_the_first_verify_ticket_instead_of_failing() {
+    let relay = Relay::start().await;
+    let mock = platform_mock(
+        &relay,
+        Duration::from_secs(60),
+        Duration::from_secs(600),
+        |c| c,
+    )
+    .await;
+    let hub = spawn_app(&mock, platform_options(&[])).await;
+    // The relay points nowhere yet: the hub's asks for a push go unanswered, and it keeps
+    // asking.
+    let asks = || stats(&mock).total_calls("/cgi-bin/component/api_start_push_ticket");
+    wait_until(Duration::from_secs(10), "two asks for a push", || async {
+        asks() >= 2
+    })
+    .await;
+    // No component token is asked for without a ticket: the token waits, with no error.
+    assert_eq!(
+        stats(&mock).total_calls("/cgi-bin/component/api_component_token"),
+        0
+    );
+    let token = hub
+        .credential(&format!("component_token/{COMPONENT}"))
+        .await;
+    assert_eq!(token["state"], "pending", "{token}");
+    assert!(token["last_error"].is_null(), "{token}");
+
+    // The next ask gets a push through, and the token follows it at once.
+    relay.point_at(&[&hub]);
+    wait_for_component_token(&hub).await;
+    let token = hub
+        .credential(&format!("component_token/{COMPONENT}"))
+        .await;
+    assert_eq!(token["attempts"], 0, "{token}");
+    let history = token["history"].as_array().expect("a history");
+    assert!(
+        history.iter().all(|p| p["outcome"] == "ok"),
+        "no failed fetch: {token}"
+    );
+}
+
+#[tokio::test]
 async fn the_component_token_is_renewed_over_three_lifetimes_without_a_dead_token() {
     let lifetime = Duration::from_secs(4);
     let (mock, _relay, hub) = platform(lifetime, Duration::from_secs(1), &[], |c| c).await;
