@@ -6,10 +6,13 @@
 //! Runtime accounts are stored (their secret sealed with `[secrets] master_key`) so that every
 //! instance sharing the store, and every restart, has them. Accounts defined in the configuration
 //! file are changed only by a reload of that file.
+//!
+//! Consumers added at runtime ([`crate::consumers`]) travel the same way: stored beside the
+//! runtime accounts, followed on the same feed, joined to the file's consumers in [`Access`].
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -19,8 +22,9 @@ use tokio::sync::broadcast;
 use crate::api::KeyCache;
 use crate::audit::AuditLog;
 use crate::configuration::{
-    ConfigError, RefreshOverrides, RefreshSettings, Secret, Settings, TokenMode,
+    ConfigError, ConsumerSettings, RefreshOverrides, RefreshSettings, Secret, Settings, TokenMode,
 };
+use crate::consumers::{self, RuntimeConsumer};
 use crate::credential::{CredentialKey, Token};
 use crate::engine::{Engine, ErrorClass, RefreshError};
 use crate::hub::Credential;
@@ -28,10 +32,11 @@ use crate::registry::{AccountId, AccountSpec, Diff, Origin, Registry, StoredAcco
 use crate::seal::{SealError, Sealer};
 use crate::store::{AccountChange, CasOutcome, Store, StoreError};
 
-/// Who may call what, switched as a whole by a reload: the consumers and a key cache that serves
-/// exactly them.
+/// Who may call what, switched as a whole by a reload or a change of a runtime consumer: the
+/// consumers and a key cache that serves exactly them.
 pub struct Access {
-    /// The configuration the consumers come from.
+    /// The configuration the consumers come from, its `consumers` those of the file followed by
+    /// those added at runtime.
     pub settings: Arc<Settings>,
     /// Verified keys and grants of those consumers.
     pub keys: KeyCache,
@@ -89,6 +94,15 @@ pub enum ControlError {
     /// WeChat refused the new account's appid or secret at its first fetch: it was not kept.
     #[error("WeChat refused the first token fetch of {0} ({1}); the account was not added")]
     RefusedByWechat(AccountId, String),
+    /// The consumer is defined in the configuration file.
+    #[error("consumer {0:?} is defined in the configuration file; change it there and reload")]
+    ConsumerFromConfig(String),
+    /// No such runtime consumer.
+    #[error("no runtime consumer {0:?}")]
+    UnknownConsumer(String),
+    /// Another consumer has this key.
+    #[error("consumer {0:?} has this key already; every consumer needs its own key")]
+    KeyInUse(String),
 }
 
 /// What a reload changed, for its log line and `POST /v1/admin/reload`.
@@ -174,6 +188,11 @@ pub struct Control {
     account_locks: AccountLocks,
     /// Admin actions and authorization changes.
     audit: AuditLog,
+    /// The consumers added at runtime, by name, as this instance knows them.
+    runtime_consumers: Mutex<BTreeMap<String, RuntimeConsumer>>,
+    /// Orders the changes to runtime consumers (a store write or read, then the switch of
+    /// [`Access`]), so that an older definition is never put in force after a newer one.
+    consumer_changes: tokio::sync::Mutex<()>,
 }
 
 impl Control {
@@ -197,6 +216,8 @@ impl Control {
             changing: tokio::sync::Mutex::new(()),
             account_locks: AccountLocks::default(),
             audit: AuditLog::default(),
+            runtime_consumers: Mutex::default(),
+            consumer_changes: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -226,7 +247,9 @@ impl Control {
         for spec in config_accounts(&settings) {
             diff.extend(self.registry.upsert(spec, Origin::Config));
         }
-        for (name, definition) in self.store.load_accounts().await? {
+        let (stored_consumers, accounts) = split_consumers(self.store.load_accounts().await?);
+        self.replace_runtime_consumers(stored_consumers);
+        for (name, definition) in accounts {
             let spec = match self.open(&name, &definition) {
                 Ok(spec) => spec,
                 Err(ControlError::UnknownComponent(name)) => {
@@ -257,6 +280,12 @@ impl Control {
                 _ = cancel.cancelled() => return,
             };
             let result = match received {
+                Ok(AccountChange::Put { ref name, .. } | AccountChange::Removed { ref name })
+                    if consumers::name_of(name).is_some() =>
+                {
+                    self.follow_consumer(consumers::name_of(name).unwrap_or_default())
+                        .await
+                }
                 Ok(AccountChange::Put { name, definition }) => {
                     self.apply_remote_put(&name, &definition).await
                 }
@@ -474,10 +503,38 @@ impl Control {
             }
         }
         self.apply_loading(diff).await;
-        if summary.consumers_changed {
-            self.access.store(Arc::new(Access::new(new.clone())));
+        self.settings.store(new.clone());
+        {
+            // The file takes over the runtime consumers it names: their stored definitions go,
+            // so that removing the name from the file later does not bring an old key back.
+            let _consumers = self.consumer_changes.lock().await;
+            let taken: Vec<String> = {
+                let runtime = self.lock_runtime_consumers();
+                new.consumers
+                    .iter()
+                    .filter(|c| runtime.contains_key(&c.name))
+                    .map(|c| c.name.clone())
+                    .collect()
+            };
+            for name in taken {
+                // The file's consumer is in force either way; a failed removal is only logged
+                // (the reload itself is done) and the runtime one stays shadowed.
+                match self
+                    .store
+                    .remove_account(&consumers::storage_name(&name))
+                    .await
+                {
+                    Ok(_) => {
+                        self.lock_runtime_consumers().remove(&name);
+                        tracing::info!(consumer = %name, "the configuration file took over a runtime consumer; its stored definition was removed");
+                    }
+                    Err(e) => {
+                        tracing::warn!(consumer = %name, error = %e, "the configuration file took over a runtime consumer, whose stored definition could not be removed");
+                    }
+                }
+            }
+            self.publish_consumers();
         }
-        self.settings.store(new);
         tracing::info!(
             added = ?summary.added,
             removed = ?summary.removed,
@@ -544,7 +601,12 @@ impl Control {
 
     /// The feed may have missed changes: make the runtime accounts what the store says.
     async fn resync(&self) -> Result<(), ControlError> {
-        let stored = self.store.load_accounts().await?;
+        let stored = {
+            let _consumers = self.consumer_changes.lock().await;
+            let (stored_consumers, stored) = split_consumers(self.store.load_accounts().await?);
+            self.replace_runtime_consumers(stored_consumers);
+            stored
+        };
         let mut present = std::collections::BTreeSet::new();
         for (name, definition) in &stored {
             if let Some(id) = AccountId::parse(name) {
@@ -597,6 +659,181 @@ impl Control {
     pub fn engine(&self) -> &Engine {
         &self.engine
     }
+
+    /// Reads a consumer's grant as the configuration file in force would.
+    pub fn read_grant(&self, text: &str) -> Result<crate::configuration::AppGrant, String> {
+        self.settings.load().grants().read(text)
+    }
+
+    /// Whether the configuration file in force defines the consumer `name`.
+    pub fn is_file_consumer(&self, name: &str) -> bool {
+        self.settings
+            .load()
+            .consumers
+            .iter()
+            .any(|c| c.name == name)
+    }
+
+    /// The consumers in force (the file's, then the runtime ones), each with whether it was
+    /// added at runtime.
+    pub fn consumers(&self) -> Vec<(ConsumerSettings, bool)> {
+        let file = self.settings.load();
+        let from_file: std::collections::HashSet<&str> =
+            file.consumers.iter().map(|c| c.name.as_str()).collect();
+        self.access
+            .load()
+            .settings
+            .consumers
+            .iter()
+            .map(|c| (c.clone(), !from_file.contains(c.name.as_str())))
+            .collect()
+    }
+
+    /// Adds or replaces the runtime consumer `name` on every instance sharing the store; in force
+    /// here when this returns (a replaced key is refused from then on). Returns whether it is new.
+    pub async fn put_consumer(
+        &self,
+        name: &str,
+        consumer: RuntimeConsumer,
+    ) -> Result<bool, ControlError> {
+        let _order = self.consumer_changes.lock().await;
+        if self.is_file_consumer(name) {
+            return Err(ControlError::ConsumerFromConfig(name.to_string()));
+        }
+        let taken_by = {
+            let runtime = self.lock_runtime_consumers();
+            let file = self.settings.load();
+            file.consumers
+                .iter()
+                .find(|c| c.key_matches(&consumer.key_sha256))
+                .map(|c| c.name.clone())
+                .or_else(|| {
+                    runtime
+                        .iter()
+                        .find(|(other, c)| {
+                            other.as_str() != name && c.key_sha256 == consumer.key_sha256
+                        })
+                        .map(|(other, _)| other.clone())
+                })
+        };
+        if let Some(other) = taken_by {
+            return Err(ControlError::KeyInUse(other));
+        }
+        let storage_name = consumers::storage_name(name);
+        let created = self.store.get_account(&storage_name).await?.is_none();
+        self.store
+            .put_account(&storage_name, &consumer.definition())
+            .await?;
+        self.lock_runtime_consumers()
+            .insert(name.to_string(), consumer);
+        self.publish_consumers();
+        tracing::info!(consumer = %name, created, "runtime consumer stored");
+        Ok(created)
+    }
+
+    /// Removes the runtime consumer `name` on every instance sharing the store; refused here when
+    /// this returns, and its open watch streams end.
+    pub async fn delete_consumer(&self, name: &str) -> Result<(), ControlError> {
+        let _order = self.consumer_changes.lock().await;
+        if self.is_file_consumer(name) {
+            return Err(ControlError::ConsumerFromConfig(name.to_string()));
+        }
+        let stored = self
+            .store
+            .remove_account(&consumers::storage_name(name))
+            .await?;
+        let known = self.lock_runtime_consumers().remove(name).is_some();
+        if !stored && !known {
+            return Err(ControlError::UnknownConsumer(name.to_string()));
+        }
+        self.publish_consumers();
+        tracing::info!(consumer = %name, "runtime consumer removed");
+        Ok(())
+    }
+
+    /// The feed says the runtime consumer `name` changed (here or on another instance): puts in
+    /// force what the store holds now. The store is read rather than the message trusted, so that
+    /// a message overtaken by a later write (this instance's own, say) cannot bring an old key
+    /// back.
+    async fn follow_consumer(&self, name: &str) -> Result<(), ControlError> {
+        let _order = self.consumer_changes.lock().await;
+        let definition = self
+            .store
+            .get_account(&consumers::storage_name(name))
+            .await?;
+        let consumer = definition.as_deref().and_then(|d| {
+            let read = RuntimeConsumer::from_definition(d);
+            if read.is_none() {
+                tracing::warn!(consumer = %name, "a stored runtime consumer is unreadable; it is not served");
+            }
+            read
+        });
+        {
+            let mut runtime = self.lock_runtime_consumers();
+            match consumer {
+                Some(consumer) => runtime.insert(name.to_string(), consumer),
+                None => runtime.remove(name),
+            };
+        }
+        self.publish_consumers();
+        Ok(())
+    }
+
+    /// Makes the runtime consumers those stored (at a start, or a resync of the feed).
+    fn replace_runtime_consumers(&self, stored: Definitions) {
+        let mut read = BTreeMap::new();
+        for (name, definition) in stored {
+            match RuntimeConsumer::from_definition(&definition) {
+                Some(consumer) => {
+                    read.insert(name, consumer);
+                }
+                None => {
+                    tracing::warn!(consumer = %name, "a stored runtime consumer is unreadable; it is not served")
+                }
+            }
+        }
+        *self.lock_runtime_consumers() = read;
+        self.publish_consumers();
+    }
+
+    /// Puts in force the consumers of the file in force and the runtime ones, if they differ
+    /// from those in force. Open watch streams follow at their next event or heartbeat.
+    fn publish_consumers(&self) {
+        let runtime = self.lock_runtime_consumers();
+        let file = self.settings.load_full();
+        let merged = consumers::merged(&file, &runtime);
+        if self.access.load().settings.consumers == merged {
+            return;
+        }
+        let mut settings = (*file).clone();
+        settings.consumers = merged;
+        self.access.store(Arc::new(Access::new(Arc::new(settings))));
+    }
+
+    fn lock_runtime_consumers(
+        &self,
+    ) -> std::sync::MutexGuard<'_, BTreeMap<String, RuntimeConsumer>> {
+        self.runtime_consumers
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// Stored runtime definitions: (name, definition).
+type Definitions = Vec<(String, String)>;
+
+/// Splits the stored runtime definitions into the consumers' (by consumer name) and the
+/// accounts'.
+fn split_consumers(stored: Definitions) -> (Definitions, Definitions) {
+    let mut consumers = Vec::new();
+    let mut accounts = Vec::new();
+    for (name, definition) in stored {
+        match consumers::name_of(&name) {
+            Some(consumer) => consumers.push((consumer.to_string(), definition)),
+            None => accounts.push((name, definition)),
+        }
+    }
+    (consumers, accounts)
 }
 
 /// The accounts a configuration defines.

@@ -23,6 +23,7 @@ pub mod api;
 pub mod audit;
 pub mod background;
 pub mod configuration;
+pub mod consumers;
 pub mod control;
 pub mod credential;
 pub mod demo;

@@ -1,6 +1,7 @@
-//! Admin routes that change which credentials exist: runtime apps and Work apps, imported tokens,
-//! and configuration reloads. Every change goes through the control plane
-//! ([`crate::control::Control`]), which keeps every instance sharing the store in step.
+//! Admin routes that change which credentials exist and who may use them: runtime apps and Work
+//! apps, runtime consumers, imported tokens, and configuration reloads. Every change goes through
+//! the control plane ([`crate::control::Control`]), which keeps every instance sharing the store
+//! in step.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -139,7 +140,7 @@ fn tickets<T: std::str::FromStr>(names: &[String], expected: &str) -> Result<Vec
     Ok(kinds)
 }
 
-fn control_error(error: ControlError) -> ApiError {
+pub(super) fn control_error(error: ControlError) -> ApiError {
     let message = error.to_string();
     match error {
         ControlError::FromConfig(_) => {
@@ -157,6 +158,13 @@ fn control_error(error: ControlError) -> ApiError {
         ControlError::Store(_) => ApiError::unavailable("store_unavailable", message),
         ControlError::WrongKind(_) => ApiError::bad_request("wrong_kind", message),
         ControlError::RefusedByWechat(..) => ApiError::bad_request("refused_by_wechat", message),
+        ControlError::ConsumerFromConfig(_) => {
+            ApiError::new(StatusCode::CONFLICT, "defined_in_configuration", message)
+        }
+        ControlError::UnknownConsumer(_) => {
+            ApiError::new(StatusCode::NOT_FOUND, "unknown_consumer", message)
+        }
+        ControlError::KeyInUse(_) => ApiError::new(StatusCode::CONFLICT, "key_in_use", message),
         ControlError::Seal(_) | ControlError::Unreadable(_) | ControlError::UnknownComponent(_) => {
             ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
         }
@@ -165,7 +173,7 @@ fn control_error(error: ControlError) -> ApiError {
 
 /// Records an admin action that passed authorization, whatever its outcome (its error code), and
 /// passes its result on.
-fn audited<T>(
+pub(super) fn audited<T>(
     context: &ApiState,
     consumer: &str,
     action: &'static str,

@@ -8,6 +8,7 @@
 mod admin;
 mod auth;
 mod connection;
+mod consumers;
 mod credentials;
 mod error;
 mod health;
@@ -146,6 +147,11 @@ pub fn router(context: ApiState, request_timeout: Duration) -> Router {
         .route(
             "/v1/admin/corps/{corpid}/agents/{agentid}",
             put(admin::put_corp).delete(admin::delete_corp),
+        )
+        .route("/v1/admin/consumers", get(consumers::list_consumers))
+        .route(
+            "/v1/admin/consumers/{name}",
+            put(consumers::put_consumer).delete(consumers::delete_consumer),
         )
         .route("/v1/admin/reload", post(admin::reload))
         .route("/v1/admin/audit", get(admin::audit))

@@ -409,6 +409,12 @@ impl Settings {
         render::masked(self)
     }
 
+    /// A reader of grants against the accounts this configuration defines (which tells a
+    /// platform's `component_appid/…` from a Work app's `corpid/agentid`).
+    pub fn grants(&self) -> GrantReader<'_> {
+        GrantReader(validate::Known::of(self))
+    }
+
     /// The consumer whose bearer key this is, if any. Every configured hash is compared in
     /// constant time, and all of them are compared whatever matches.
     pub fn find_consumer(&self, bearer_key: &str) -> Option<&ConsumerSettings> {
@@ -433,6 +439,44 @@ where
     S: AsRef<str>,
 {
     source::check_override_names(origin, names)
+}
+
+/// Reads a consumer's `key_sha256` (64 hex digits). The refusal says what is wrong without
+/// repeating the text, which may be a bearer key pasted by mistake.
+pub fn parse_key_sha256(text: &str) -> Result<[u8; 32], String> {
+    const HINT: &str = "put the output of `wxhub hash-key <KEY>` here";
+    let all_hex = text.bytes().all(|b| b.is_ascii_hexdigit());
+    if text.is_empty() {
+        return Err(format!("is empty; {HINT}"));
+    }
+    if all_hex && text.len() == 64 {
+        let mut digest = [0u8; 32];
+        if hex::decode_to_slice(text, &mut digest).is_ok() {
+            return Ok(digest);
+        }
+    }
+    if all_hex {
+        return Err(format!(
+            "is {} hex digits long, a SHA-256 has 64; {HINT}",
+            text.len()
+        ));
+    }
+    Err(format!(
+        "is not a hex SHA-256 and looks like a raw bearer key (not shown); never put the key \
+         itself in the file: {HINT}"
+    ))
+}
+
+/// Reads consumer grants (`[[consumers]] apps`) as the configuration file's are read, against the
+/// accounts of one configuration: see [`Settings::grants`].
+pub struct GrantReader<'a>(validate::Known<'a>);
+
+impl GrantReader<'_> {
+    /// One grant: `*`, an appid, `corpid/agentid`, `component_appid`, `component_appid/*` or
+    /// `component_appid/authorizer_appid`; the refusal explains the forms.
+    pub fn read(&self, text: &str) -> Result<AppGrant, String> {
+        validate::grant(text, &self.0)
+    }
 }
 
 /// Hex SHA-256 of a consumer bearer key: what `wxhub hash-key` prints and `key_sha256` holds.

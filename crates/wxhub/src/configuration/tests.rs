@@ -736,16 +736,22 @@ fn consumers_are_checked() {
         "same key as consumer \"a\" (line 10)",
     );
     fails_at(
-        &with(consumer("b", &k2, "[\"wx1\", \"wx9\"]", "[\"read\"]")),
+        &with(consumer("b", &k2, "[\"wx1\", \"wx 9\"]", "[\"read\"]")),
         16,
         "consumers[1].apps[1]",
-        "unknown app \"wx9\"",
+        "unknown app \"wx 9\": an appid has only letters",
     );
     fails_at(
-        &with(consumer("b", &k2, "[\"ww1/8\"]", "[\"read\"]")),
+        &with(consumer("b", &k2, "[\"ww1/8/9\"]", "[\"read\"]")),
         16,
         "consumers[1].apps[0]",
-        "no [[corps]] entry has this corpid/agentid",
+        "write an appid, \"corpid/agentid\"",
+    );
+    fails_at(
+        &with(consumer("b", &k2, "[\"ww1\"]", "[\"read\"]")),
+        16,
+        "consumers[1].apps[0]",
+        "it is a corpid",
     );
     fails_at(
         &with(consumer("b", &k2, "[\"wx1\"]", "[\"read\", \"write\"]")),
@@ -1083,13 +1089,78 @@ fn component_mistakes_name_their_line() {
     );
     fails_at(
         &format!(
-            "{COMPONENT}\n[[consumers]]\nname = \"c\"\nkey_sha256 = \"{}\"\napps = [\"wxc2/*\"]\nscopes = [\"authorize\"]\n",
+            "{COMPONENT}\n[[consumers]]\nname = \"c\"\nkey_sha256 = \"{}\"\napps = [\"wxc1/a b\"]\nscopes = [\"authorize\"]\n",
             consumer_key_sha256(ORDERS_KEY)
         ),
         10,
         "consumers[0].apps[0]",
-        "unknown app",
+        "write \"wxc1/*\" or \"wxc1/<authorizer appid>\"",
     );
+}
+
+#[test]
+fn grants_of_accounts_the_file_lacks_are_warned_about_not_refused() {
+    // An app, a Work app and a platform's authorizers the file does not define: each may be
+    // added at runtime (the platform only in the file), so the file is valid and each is named.
+    let corp = "[[corps]]\ncorpid = \"ww1\"\nagentid = 7\nsecret = \"c\"\n";
+    let text = format!(
+        "{APP}{corp}{COMPONENT}{}",
+        consumer(
+            "shop",
+            &consumer_key_sha256("k1"),
+            "[\"wx1\", \"wxlater\", \"ww1/7\", \"ww1/8\", \"wxc1/*\", \"wxc1/wxa1\", \"wxc2/*\"]",
+            "[\"read\"]"
+        )
+    );
+    let settings = parse(&text).expect("grants of accounts the file lacks are valid");
+    assert_eq!(
+        settings.consumers[0].apps[1],
+        AppGrant::App("wxlater".into())
+    );
+    assert_eq!(
+        settings.consumers[0].apps[3],
+        AppGrant::CorpAgent {
+            corpid: "ww1".into(),
+            agentid: "8".into()
+        }
+    );
+    assert_eq!(
+        settings.consumers[0].apps[6],
+        AppGrant::AllAuthorizers("wxc2".into())
+    );
+    let warnings = settings.warnings();
+    assert_eq!(warnings.len(), 3, "{warnings:#?}");
+    assert!(
+        warnings[0].starts_with(
+            "consumers[0].apps[1] (\"shop\"): no [[apps]] entry has appid \"wxlater\""
+        ),
+        "{warnings:#?}"
+    );
+    assert!(
+        warnings[0].contains("PUT /v1/admin/apps/wxlater"),
+        "{warnings:#?}"
+    );
+    assert!(
+        warnings[1].starts_with("consumers[0].apps[3] (\"shop\"): no [[corps]] entry"),
+        "{warnings:#?}"
+    );
+    assert!(
+        warnings[2].starts_with(
+            "consumers[0].apps[6] (\"shop\"): no [[components]] entry has component_appid \"wxc2\""
+        ),
+        "{warnings:#?}"
+    );
+    // Granting only what the file defines warns of nothing.
+    let quiet = format!(
+        "{APP}{corp}{COMPONENT}{}",
+        consumer(
+            "shop",
+            &consumer_key_sha256("k1"),
+            "[\"wx1\", \"ww1/7\", \"wxc1\", \"wxc1/*\", \"wxc1/wxa1\", \"*\"]",
+            "[\"read\"]"
+        )
+    );
+    assert_eq!(parse(&quiet).unwrap().warnings(), Vec::<String>::new());
 }
 
 #[test]

@@ -1233,26 +1233,8 @@ impl Cx<'_> {
     }
 
     fn key_sha256(&self, node: &Node, path: &str) -> Result<[u8; 32], ConfigError> {
-        const HINT: &str = "put the output of `wxhub hash-key <KEY>` here";
         let text = self.string(node, path)?;
-        let all_hex = text.bytes().all(|b| b.is_ascii_hexdigit());
-        let what = if text.is_empty() {
-            format!("is empty; {HINT}")
-        } else if all_hex && text.len() == 64 {
-            let mut digest = [0u8; 32];
-            hex::decode_to_slice(text, &mut digest).expect("64 hex digits");
-            return Ok(digest);
-        } else if all_hex {
-            format!(
-                "is {} hex digits long, a SHA-256 has 64; {HINT}",
-                text.len()
-            )
-        } else {
-            format!(
-                "is not a hex SHA-256 and looks like a raw bearer key (not shown); never put the key itself in the file: {HINT}"
-            )
-        };
-        Err(self.err(&node.place, path, what))
+        super::parse_key_sha256(text).map_err(|what| self.err(&node.place, path, what))
     }
 
     fn consumers(
@@ -1336,14 +1318,18 @@ impl Cx<'_> {
 
 /// The configured accounts, indexed for [`grant`]: checking each grant of a consumer against
 /// lists of every account would be quadratic for a platform that grants one consumer thousands.
-struct Known<'a> {
+pub(crate) struct Known<'a> {
     apps: HashSet<&'a str>,
     corpids: HashSet<&'a str>,
-    corp_apps: HashSet<(&'a str, &'a str)>,
     components: HashSet<&'a str>,
 }
 
 impl<'a> Known<'a> {
+    /// The accounts `settings` defines.
+    pub(crate) fn of(settings: &'a Settings) -> Known<'a> {
+        Known::new(&settings.apps, &settings.corps, &settings.components)
+    }
+
     fn new(
         apps: &'a [AppSettings],
         corps: &'a [CorpSettings],
@@ -1356,16 +1342,10 @@ impl<'a> Known<'a> {
                 .collect(),
             apps: apps.iter().map(|a| a.appid.as_str()).collect(),
             corpids: corps.iter().map(|c| c.corpid.as_str()).collect(),
-            corp_apps: corps
-                .iter()
-                .map(|c| (c.corpid.as_str(), c.agentid.as_str()))
-                .collect(),
         }
     }
 }
 
-/// One entry of a consumer's `apps`: `*`, a configured appid or a configured `corpid/agentid`.
-/// Anything else is refused, so that a typo cannot silently grant nothing.
 /// A byte size: digits, optionally followed by `B`, `KiB`, `MiB` or `GiB`.
 fn parse_size(text: &str) -> Option<usize> {
     let text = text.trim();
@@ -1384,49 +1364,68 @@ fn parse_size(text: &str) -> Option<usize> {
     count.checked_mul(unit)
 }
 
-fn grant(text: &str, known: &Known<'_>) -> Result<AppGrant, String> {
+/// One entry of a consumer's `apps`: `*`, an appid, `corpid/agentid`, a configured platform's
+/// `component_appid`, `component_appid/*` or `component_appid/authorizer_appid`. An account need
+/// not be in the file (it may be added at runtime): [`Settings::warnings`] names those that are
+/// not. What cannot name an account at all is refused, as is a bare corpid.
+pub(crate) fn grant(text: &str, known: &Known<'_>) -> Result<AppGrant, String> {
     if text == "*" {
         return Ok(AppGrant::All);
     }
     if known.components.contains(text) {
         return Ok(AppGrant::Component(text.to_string()));
     }
-    if let Some((component, authorizer)) = text.split_once('/') {
-        if known.components.contains(component) {
-            if authorizer == "*" {
-                return Ok(AppGrant::AllAuthorizers(component.to_string()));
+    if let Some((first, second)) = text.split_once('/') {
+        if known.components.contains(first) {
+            if second == "*" {
+                return Ok(AppGrant::AllAuthorizers(first.to_string()));
             }
-            if !authorizer.is_empty() && is_identifier(authorizer) {
+            if account_name(second) {
                 return Ok(AppGrant::Authorizer {
-                    component_appid: component.to_string(),
-                    authorizer_appid: authorizer.to_string(),
+                    component_appid: first.to_string(),
+                    authorizer_appid: second.to_string(),
                 });
             }
             return Err(format!(
-                "unknown app {text:?}: write \"{component}/*\" or \"{component}/<authorizer appid>\""
+                "unknown app {text:?}: write \"{first}/*\" or \"{first}/<authorizer appid>\""
             ));
         }
-    }
-    if let Some((corpid, agentid)) = text.split_once('/') {
-        if known.corp_apps.contains(&(corpid, agentid)) {
+        // Not a configured platform: a Work app, perhaps one added at runtime (or every
+        // authorizer of a platform the file does not have yet). `warnings` names those the file
+        // does not define.
+        if account_name(first) && second == "*" {
+            return Ok(AppGrant::AllAuthorizers(first.to_string()));
+        }
+        if account_name(first) && account_name(second) {
             return Ok(AppGrant::CorpAgent {
-                corpid: corpid.to_string(),
-                agentid: agentid.to_string(),
+                corpid: first.to_string(),
+                agentid: second.to_string(),
             });
         }
         return Err(format!(
-            "unknown app {text:?}: no [[corps]] entry has this corpid/agentid"
+            "unknown app {text:?}: write an appid, \"corpid/agentid\", a component_appid, \
+             \"component_appid/*\", \"component_appid/authorizer_appid\" or \"*\", each name \
+             of letters, digits, '_', '-' and '.'"
         ));
     }
-    if known.apps.contains(text) {
-        return Ok(AppGrant::App(text.to_string()));
-    }
-    if known.corpids.contains(text) {
+    if known.corpids.contains(text) && !known.apps.contains(text) {
         return Err(format!(
             "unknown app {text:?}: it is a corpid; grant a Work WeChat app as \"corpid/agentid\""
         ));
     }
+    if account_name(text) {
+        // An appid, perhaps of an app added at runtime; `warnings` names those the file does not
+        // define.
+        return Ok(AppGrant::App(text.to_string()));
+    }
     Err(format!(
-        "unknown app {text:?}: no [[apps]] entry has this appid (use \"*\" for every app)"
+        "unknown app {text:?}: an appid has only letters, digits, '_', '-' and '.' (use \"*\" for \
+         every app)"
     ))
+}
+
+/// Whether `text` can name an account (an appid, a corpid, an agentid): non-empty, at most 64
+/// characters of the identifier set, not starting with '.', as the admin API's paths are.
+fn account_name(text: &str) -> bool {
+    !text.is_empty() && text.len() <= 64 && !text.starts_with('.') && is_identifier(text)
 }

@@ -621,9 +621,15 @@ pub(crate) async fn accounts_are_stored_published_and_removed(store: &dyn Store)
             ("app/wx2".to_string(), "{\"v\":2}".to_string())
         ]
     );
+    assert_eq!(
+        store.get_account("app/wx1").await.unwrap().as_deref(),
+        Some("{\"v\":3}")
+    );
     assert!(store.remove_account("app/wx2").await.unwrap());
     assert!(!store.remove_account("app/wx2").await.unwrap());
     assert_eq!(store.load_accounts().await.unwrap().len(), 1);
+    assert_eq!(store.get_account("app/wx2").await.unwrap(), None);
+    assert_eq!(store.get_account("app/wx").await.unwrap(), None);
     let mut seen = Vec::new();
     while seen.len() < 4 {
         match tokio::time::timeout(DEADLINE, feed.recv()).await {

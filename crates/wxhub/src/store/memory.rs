@@ -202,6 +202,10 @@ impl Store for MemoryStore {
         })
     }
 
+    fn get_account<'a>(&'a self, name: &'a str) -> StoreFuture<'a, Option<String>> {
+        Box::pin(async move { Ok(self.lock().accounts.get(name).cloned()) })
+    }
+
     fn spend_force<'a>(
         &'a self,
         name: &'a str,

@@ -166,6 +166,20 @@ pub trait Store: Send + Sync + 'static {
     /// Every runtime account definition, by name, for a (re)starting node.
     fn load_accounts(&self) -> StoreFuture<'_, Vec<(String, String)>>;
 
+    /// One runtime definition as stored now, for a follower of the account feed that must act
+    /// on the latest definition rather than on a message that a later write may have overtaken.
+    /// The default reads them all; the backends read the one.
+    fn get_account<'a>(&'a self, name: &'a str) -> StoreFuture<'a, Option<String>> {
+        Box::pin(async move {
+            Ok(self
+                .load_accounts()
+                .await?
+                .into_iter()
+                .find(|(stored, _)| stored == name)
+                .map(|(_, definition)| definition))
+        })
+    }
+
     /// Spends one of the stable-mode force refreshes of `name` (an access token's storage key) on
     /// WeChat day `day`, for the whole cluster: atomically, only while fewer than `limit` are
     /// used. Returns how many are used after this one, or `None` when `limit` already were.

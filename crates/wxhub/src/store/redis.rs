@@ -672,6 +672,18 @@ impl Store for RedisStore {
         })
     }
 
+    fn get_account<'a>(&'a self, name: &'a str) -> StoreFuture<'a, Option<String>> {
+        Box::pin(async move {
+            let mut conn = self.conn.clone();
+            redis::cmd("HGET")
+                .arg(&self.keys.accounts)
+                .arg(name)
+                .query_async(&mut conn)
+                .await
+                .map_err(|e| unavailable(&format!("get_account {name}"), &e))
+        })
+    }
+
     fn spend_force<'a>(
         &'a self,
         name: &'a str,

@@ -305,6 +305,10 @@ impl Store for SealedStore {
         self.inner.load_accounts()
     }
 
+    fn get_account<'a>(&'a self, name: &'a str) -> StoreFuture<'a, Option<String>> {
+        self.inner.get_account(name)
+    }
+
     fn spend_force<'a>(
         &'a self,
         name: &'a str,

@@ -907,6 +907,17 @@ impl Store for SqliteStore {
         })
     }
 
+    fn get_account<'a>(&'a self, name: &'a str) -> StoreFuture<'a, Option<String>> {
+        let name = name.to_owned();
+        self.run(format!("get_account {name}"), move |db, _| {
+            Ok(db
+                .conn
+                .prepare_cached("SELECT definition FROM accounts WHERE name = ?1")?
+                .query_row([&name], |r| r.get(0))
+                .optional()?)
+        })
+    }
+
     fn spend_force<'a>(
         &'a self,
         name: &'a str,

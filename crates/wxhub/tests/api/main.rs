@@ -5,6 +5,7 @@ mod helpers;
 
 mod auth;
 mod client;
+mod consumers;
 mod corps;
 mod demo;
 mod faults;
