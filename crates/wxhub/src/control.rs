@@ -19,11 +19,11 @@ use arc_swap::ArcSwap;
 use serde::Serialize;
 use tokio::sync::broadcast;
 
-use crate::api::KeyCache;
 use crate::audit::AuditLog;
 use crate::configuration::{
     ConfigError, ConsumerSettings, RefreshOverrides, RefreshSettings, Secret, Settings, TokenMode,
 };
+use crate::consumers::KeyCache;
 use crate::consumers::{self, RuntimeConsumer};
 use crate::credential::{CredentialKey, Token};
 use crate::engine::{Engine, ErrorClass, RefreshError};

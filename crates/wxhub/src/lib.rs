@@ -29,6 +29,7 @@ pub mod credential;
 pub mod demo;
 pub mod engine;
 pub mod fdlimit;
+pub mod forward;
 pub mod gateway;
 pub mod history;
 pub mod hub;

@@ -6,7 +6,7 @@
 //! nothing on that path touches the store, the engine or WeChat, takes a lock or logs.
 
 mod admin;
-mod auth;
+mod call;
 mod connection;
 mod consumers;
 mod credentials;
@@ -37,7 +37,6 @@ use crate::engine::Engine;
 use crate::hub::{AccountEntry, Credential, Hub, Missing};
 use crate::metrics::{Metrics, Route};
 use crate::store::Store;
-pub use auth::KeyCache;
 pub use connection::Deadlines;
 pub use error::ApiError;
 pub use serve::{serve, Limits};
@@ -69,7 +68,7 @@ pub struct ApiContext {
     /// The third-party platforms: pushes, authorizations, authorizers.
     pub platform: Arc<crate::platform::Platform>,
     /// Calls WeChat for the gateway and the token-less `/v1/…/wechat/…` calls.
-    pub forwarder: Arc<crate::gateway::Forwarder>,
+    pub forwarder: Arc<crate::forward::Forwarder>,
     /// The watch streams open, in all and per consumer.
     pub watchers: Arc<watch::Watchers>,
     /// The tasks beside the listeners (each watch stream's feed among them), and the signal that
@@ -199,13 +198,10 @@ pub fn router(context: ApiState, request_timeout: Duration) -> Router {
             "/v1/components/{component}/authorizers/{appid}/jssdk/signature",
             post(platform::authorizer_jssdk_signature),
         )
-        .route(
-            "/v1/apps/{appid}/wechat/{*path}",
-            any(crate::gateway::call::app_call),
-        )
+        .route("/v1/apps/{appid}/wechat/{*path}", any(call::app_call))
         .route(
             "/v1/corps/{corpid}/agents/{agentid}/wechat/{*path}",
-            any(crate::gateway::call::corp_call),
+            any(call::corp_call),
         );
     // Every route is bounded, the event receiver (which faces the internet) included: a request
     // whose body trickles in is answered `503 timeout` on the deadline, like a slow handler.

@@ -4,25 +4,16 @@
 //!
 //! The parts, one concern each:
 //! - [`token`] — the token and ticket endpoints, answered by the hub in WeChat's shapes;
-//! - [`proxy`] — everything else, streamed to WeChat and back;
-//! - [`heal`] — a call refused for a dead hub-served token: one refresh, one replay;
 //! - [`secret`] — the AppSecret put in place of a consumer key on the calls that carry it;
-//! - [`call`] — the token-less calls of the main API (`/v1/…/wechat/…`);
-//! - [`reply`] — WeChat's answer shapes; [`query`] — query strings;
-//! - [`transport`] — the HTTP client that reaches WeChat.
+//! - everything else is forwarded to WeChat and back by [`crate::forward`], which heals a call
+//!   refused for a dead hub-served token.
 //!
 //! A call with `access_token=T` goes to WeChat only if T is a token the hub serves (the current
 //! one, or the previous one within WeChat's overlap); otherwise it is refused with 40014, as
 //! WeChat would, without reaching WeChat.
 
-pub mod call;
-pub mod heal;
-pub mod proxy;
-pub mod query;
-pub mod reply;
 pub mod secret;
 pub mod token;
-pub mod transport;
 
 use std::sync::Arc;
 
@@ -32,10 +23,9 @@ use axum::Router;
 
 use crate::api::{ApiService, ApiState};
 use crate::credential::Timestamp;
-use heal::Heal;
-pub use proxy::Forwarder;
-use proxy::Outgoing;
-pub use reply::Host;
+use crate::forward::heal::Heal;
+pub use crate::forward::Host;
+use crate::forward::{query, reply, Outgoing};
 use token::TicketAnswer;
 
 /// One gateway listener's state.
@@ -231,8 +221,9 @@ async fn pass_through(
             Err(e) => e.response(host),
         };
     }
-    heal::forward(
-        context,
+    crate::forward::heal::forward(
+        &context.forwarder,
+        &context.engine,
         outgoing,
         body,
         Heal {

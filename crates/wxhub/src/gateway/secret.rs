@@ -10,11 +10,11 @@
 use axum::body::Body;
 use axum::response::Response;
 
-use super::proxy::Outgoing;
-use super::query::{self, param};
-use super::reply::{self, code};
 use super::token::granted;
 use crate::api::{Account, ApiContext};
+use crate::forward::query::{self, param};
+use crate::forward::reply::{self, code};
+use crate::forward::Outgoing;
 use crate::registry::Source;
 
 /// The paths whose `secret=` is the AppSecret.

@@ -10,11 +10,11 @@ use axum::http::Method;
 use axum::response::Response;
 use serde_json::{Map, Value};
 
-use super::query::param;
-use super::reply::{self, code, Host};
 use crate::api::{Account, ApiContext};
 use crate::configuration::Scope;
 use crate::credential::{CredentialKey, Timestamp};
+use crate::forward::query::param;
+use crate::forward::reply::{self, code, Host};
 use crate::hub::Credential;
 
 /// The largest `stable_token` body read; WeChat's is a few dozen bytes.

@@ -7,12 +7,10 @@ use axum::extract::{Path, Request, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 
-use super::heal::{self, Heal};
-use super::proxy::Outgoing;
-use super::query;
-use super::reply::Host;
-use crate::api::{authorize, resolve, Account, ApiContext, ApiError, ApiState};
+use super::{authorize, resolve, Account, ApiContext, ApiError, ApiState};
 use crate::configuration::Scope;
+use crate::forward::heal::{self, Heal};
+use crate::forward::{query, Host, Outgoing};
 
 /// `ANY /v1/apps/{appid}/wechat/{*path}`.
 pub async fn app_call(
@@ -91,5 +89,5 @@ async fn call(
         token,
         param: "access_token",
     };
-    heal::forward(context, outgoing, body, heal).await
+    heal::forward(&context.forwarder, &context.engine, outgoing, body, heal).await
 }

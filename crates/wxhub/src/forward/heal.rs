@@ -8,7 +8,7 @@
 //! the engine first asks WeChat whether the token really is dead (one cheap call, shared by every
 //! concurrent report) and refreshes only then; a live token is left alone and WeChat's answer
 //! stands. Calls whose token parameters are ambiguous never get this far (see
-//! [`super::token_param`]).
+//! [`crate::gateway::token_param`]).
 
 use std::sync::Arc;
 
@@ -17,7 +17,8 @@ use axum::response::Response;
 
 use super::proxy::{inspect, streamed, Outgoing};
 use super::query;
-use crate::api::ApiContext;
+use super::Forwarder;
+use crate::engine::Engine;
 use crate::hub::Credential;
 
 /// WeChat's answers that mean "this access token is dead" (invalid, unknown, expired).
@@ -39,14 +40,14 @@ pub struct Heal {
 /// token is dead, reports that token (checked like any report), then replays the call once with
 /// the token that replaced it.
 pub async fn forward(
-    context: &ApiContext,
+    forwarder: &Forwarder,
+    engine: &Engine,
     mut outgoing: Outgoing,
     body: Body,
     heal: Heal,
 ) -> Response {
     // The answer is read for its errcode: ask for it uncompressed.
     outgoing.headers.remove(axum::http::header::ACCEPT_ENCODING);
-    let forwarder = &context.forwarder;
     let host = outgoing.host;
     let held = match forwarder.hold(&outgoing.headers, body).await {
         Ok(Ok(held)) => held,
@@ -68,11 +69,7 @@ pub async fn forward(
     if !first.errcode.is_some_and(|code| DEAD_TOKEN.contains(&code)) {
         return first.response;
     }
-    let fresh = match context
-        .engine
-        .invalidate(&heal.credential, &heal.token)
-        .await
-    {
+    let fresh = match engine.invalidate(&heal.credential, &heal.token).await {
         Ok(invalidation) => invalidation.served,
         Err(e) => {
             tracing::warn!(key = %heal.credential.key, error = %e, "a call was refused for a dead token and the token could not be replaced");
