@@ -213,6 +213,12 @@ impl Credential {
         self.spec.load().origin
     }
 
+    /// Whether it is an access token renewed in stable mode: the only credentials with a daily
+    /// force-refresh budget.
+    pub fn has_force_budget(&self) -> bool {
+        self.spec.load().source.renewal() == crate::plan::Renewal::Stable
+    }
+
     /// Whether it is an access token of the configuration file renewed in stable mode (the ones
     /// with a force budget).
     pub fn is_configured_stable_token(&self) -> bool {

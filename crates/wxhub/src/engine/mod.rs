@@ -136,10 +136,18 @@ pub struct CredentialStatus {
     pub attempts: u32,
     /// The last failure, cleared by a success.
     pub last_error: Option<LastError>,
+    /// The last failure once a success has cleared `last_error`: history, not a current problem.
+    pub previous_error: Option<LastError>,
     /// A condition an operator should know about (another party fetching tokens, force budget).
     pub warning: Option<String>,
     /// Force refreshes used today (stable mode), as this instance last learned from the store.
     pub force_refreshes_today: u32,
+    /// Force refreshes allowed a day: WeChat's limit for a stable-mode access token, `None` for
+    /// every other credential (they have no force refresh).
+    pub force_refresh_budget: Option<u32>,
+    /// Whether the credential never expires (an authorizer's refresh token: valid as long as
+    /// the authorization stands); its `expires_at` is then only a far date it is stored with.
+    pub never_expires: bool,
     /// Reports rejected because WeChat still accepted the reported value.
     pub rejected_reports: u64,
     /// When the token served was obtained; with `expires_at` it gives the token's lifetime.
@@ -646,13 +654,19 @@ fn status_of(entry: &state::Entry, now: Timestamp) -> CredentialStatus {
         expires_at: entry.token.as_ref().map(|t| t.expires_at.to_rfc3339()),
         next_refresh: entry.next_refresh.map(Timestamp::to_rfc3339),
         attempts: entry.attempts,
-        last_error: entry.last_error.as_deref().cloned(),
+        last_error: entry.current_error().cloned(),
+        previous_error: entry.recovered_error().cloned(),
         warning: entry.warning.clone(),
         force_refreshes_today: if entry.force_day == today {
             entry.force_used
         } else {
             0
         },
+        force_refresh_budget: entry
+            .credential
+            .has_force_budget()
+            .then_some(FORCE_REFRESH_DAILY_LIMIT),
+        never_expires: matches!(key, CredentialKey::AuthorizerRefreshToken { .. }),
         rejected_reports: entry.rejected_reports,
         fetched_at: entry.token.as_ref().map(|t| t.fetched_at.to_rfc3339()),
         history: entry.history.recent(now),

@@ -56,6 +56,9 @@ pub struct LastError {
     pub message: String,
     /// When it happened (RFC 3339).
     pub at: String,
+    /// Whether a refresh has succeeded since: the failure is history, kept for operators.
+    #[serde(skip)]
+    pub recovered: bool,
 }
 
 /// Per-credential mutable state.
@@ -72,8 +75,10 @@ pub struct Entry {
     pub next_refresh: Option<Timestamp>,
     /// Consecutive failures, for backoff.
     pub attempts: u32,
-    /// The last failure. Boxed, like the other fields most credentials never use: with 100,000
-    /// authorizers every byte of an entry counts 200,000 times.
+    /// The last failure, marked recovered (not dropped) by a success so that operators still see
+    /// what went wrong; see [`Entry::current_error`]. Boxed, like the other fields most
+    /// credentials never use: with 100,000 authorizers every byte of an entry counts 200,000
+    /// times.
     pub last_error: Option<Box<LastError>>,
     /// The running refresh job, which later requests join (single-flight in process).
     pub in_flight: Option<watch::Receiver<Option<RefreshResult>>>,
@@ -189,8 +194,20 @@ impl Entry {
         self.token = Some(refreshed.token.clone());
         self.status = Status::Fresh;
         self.attempts = 0;
-        self.last_error = None;
+        if let Some(error) = &mut self.last_error {
+            error.recovered = true;
+        }
         next
+    }
+
+    /// The failure this credential is in, if the last refresh failed.
+    pub fn current_error(&self) -> Option<&LastError> {
+        self.last_error.as_deref().filter(|e| !e.recovered)
+    }
+
+    /// The last failure, once a refresh has succeeded since.
+    pub fn recovered_error(&self) -> Option<&LastError> {
+        self.last_error.as_deref().filter(|e| e.recovered)
     }
 
     /// Records a failed refresh and returns when to try again, and whether the failure repeats
@@ -206,8 +223,7 @@ impl Entry {
         self.attempts += 1;
         let delay = plan.retry_delay(class, self.attempts, random);
         let repeated = self
-            .last_error
-            .as_ref()
+            .current_error()
             .is_some_and(|last| last.errcode == error.errcode() && last.class == error.class());
         self.status = match class {
             FailureClass::Config => Status::NeedsAttention,
@@ -218,6 +234,7 @@ impl Entry {
             errcode: error.errcode(),
             message: error.to_string(),
             at: now.to_rfc3339(),
+            recovered: false,
         }));
         (now.plus(delay), repeated)
     }
@@ -227,8 +244,7 @@ impl Entry {
         self.in_flight.is_none()
             && self.status == Status::Retrying
             && self
-                .last_error
-                .as_ref()
+                .current_error()
                 .is_some_and(|e| e.class.waits_for_store())
     }
 }
@@ -402,6 +418,38 @@ mod tests {
         assert_eq!(entry.status, Status::Fresh);
         assert_eq!(entry.attempts, 0);
         assert!(entry.last_error.is_none());
+    }
+
+    #[test]
+    fn a_success_keeps_the_last_failure_as_history() {
+        let clock = ManualClock::at(START);
+        let mut entry = Entry::new(credential(1, "wx1"));
+        let error = RefreshError::Upstream(UpstreamError::Config {
+            errcode: 40164,
+            message: "invalid ip".into(),
+        });
+        entry.record_failure(&error, &plan(), clock.now(), 0.5);
+        assert_eq!(entry.current_error().map(|e| e.errcode), Some(Some(40164)));
+        assert!(entry.recovered_error().is_none());
+
+        clock.advance(Duration::from_secs(300));
+        let refreshed = Refreshed {
+            token: token("t1", clock.now(), HOUR2),
+            rotated: true,
+        };
+        entry.record_success(&refreshed, Renewal::Legacy, &plan(), clock.now(), 0.0);
+        assert!(entry.current_error().is_none());
+        let past = entry.recovered_error().expect("kept as history");
+        assert_eq!(
+            (past.errcode, past.at.as_str()),
+            (Some(40164), START.to_rfc3339().as_str())
+        );
+
+        // The same failure again is news, not a repeat to log quietly.
+        let (_, repeated) = entry.record_failure(&error, &plan(), clock.now(), 0.5);
+        assert!(!repeated);
+        assert!(entry.current_error().is_some());
+        assert!(entry.recovered_error().is_none());
     }
 
     #[test]

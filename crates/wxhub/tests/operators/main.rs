@@ -5,6 +5,9 @@
 #[allow(dead_code)]
 #[path = "../api/helpers.rs"]
 mod helpers;
+#[allow(dead_code)]
+#[path = "../api/platform_support.rs"]
+mod platform_support;
 
 mod browser;
 mod monitoring;

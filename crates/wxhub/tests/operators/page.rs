@@ -3,11 +3,12 @@
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use wechat_mock::FaultRule;
+use wechat_mock::{FaultRule, MockConfig};
 use wxhub::credential::{CorpTicketKind, TicketKind};
 
 use crate::browser::{target_dir, Browser};
 use crate::helpers::*;
+use crate::platform_support::*;
 
 /// WeChat's answer when the hub's address is not on the account's IP whitelist.
 const WHITELIST_ERRMSG: &str =
@@ -341,6 +342,180 @@ async fn the_page_shows_every_credential_in_colour_and_never_a_secret() {
         "({stored: sessionStorage.length, rows: document.querySelectorAll('#rows tr').length})",
     );
     assert_eq!(forgotten, json!({"stored": 0, "rows": 0}));
+
+    drop(browser);
+    hub.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_shows_budgets_expiries_and_errors_only_where_they_mean_something() {
+    let stable = "wxstatus000000021";
+    let legacy = "wxstatus000000022";
+    let flaky = "wxstatus000000023";
+    let apps = [
+        TestApp::stable(stable),
+        TestApp::legacy(legacy).with_tickets(&[TicketKind::Jsapi]),
+        TestApp::legacy(flaky),
+    ];
+    // A platform with one authorizer, recovered from WeChat's list at start: its refresh token
+    // never expires.
+    let relay = Relay::start().await;
+    let push_url = relay.push_url();
+    let mock = spawn_mock(
+        Duration::from_secs(600),
+        Duration::from_secs(5),
+        &apps,
+        &[],
+        |c| {
+            MockConfig {
+                push_url: Some(push_url),
+                push_interval: Duration::from_secs(600),
+                authorizers_per_component: 1,
+                ..c
+            }
+            .with_component(
+                COMPONENT,
+                COMPONENT_SECRET,
+                COMPONENT_TOKEN,
+                COMPONENT_KEY,
+            )
+        },
+    )
+    .await;
+    let mut options = HubOptions::new(&apps);
+    options.components = vec![component_settings(&[])];
+    let hub = spawn_app(&mock, options).await;
+    relay.point_at(&[&hub]);
+    hub.wait_ready().await;
+    let authorizer = wechat_mock::authorizer_appid(0, 1);
+    let refresh_key = format!("authorizer_refresh_token/{COMPONENT}/{authorizer}");
+    let authorizer_key = format!("authorizer_token/{COMPONENT}/{authorizer}");
+    wait_until(
+        Duration::from_secs(15),
+        "the authorizer is recovered and served",
+        || async {
+            let listing: Value = hub.get("/v1/credentials").await.json().await.unwrap();
+            listing["credentials"].as_array().is_some_and(|all| {
+                all.iter()
+                    .any(|c| c["key"] == authorizer_key.as_str() && c["state"] == "fresh")
+            })
+        },
+    )
+    .await;
+
+    // One fetch of `flaky` fails (WeChat busy), and the retry succeeds.
+    mock.add_fault(FaultRule {
+        path: "/cgi-bin/token".into(),
+        account: Some(flaky.into()),
+        errcode: Some(-1),
+        errmsg: Some("system error".into()),
+        count: Some(1),
+        ..FaultRule::default()
+    });
+    let response = hub
+        .post(&format!("/v1/apps/{flaky}/refresh?force=true"), json!({}))
+        .await;
+    assert_eq!(response.status(), 503);
+    let flaky_key = format!("access_token/{flaky}");
+    wait_until(Duration::from_secs(20), "the retry succeeds", || async {
+        let c = hub.credential(&flaky_key).await;
+        c["state"] == "fresh" && c["previous_error"]["errcode"] == -1
+    })
+    .await;
+    // The listing says which credentials have a force budget and which never expire.
+    let credential = hub.credential(&flaky_key).await;
+    assert!(credential["last_error"].is_null(), "{credential}");
+    assert!(
+        credential["previous_error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.ends_with("system error")),
+        "{credential}"
+    );
+    let listing: Value = hub.get("/v1/credentials").await.json().await.unwrap();
+    for c in listing["credentials"].as_array().expect("a list") {
+        let key = c["key"].as_str().unwrap_or_default();
+        let budget = if key == format!("access_token/{stable}") {
+            json!(20)
+        } else {
+            Value::Null
+        };
+        assert_eq!(c["force_refresh_budget"], budget, "{c}");
+        assert_eq!(c["never_expires"], key == refresh_key, "{c}");
+    }
+
+    let mut browser = Browser::launch();
+    browser.navigate(&hub.url("/status"));
+    submit_key(&mut browser, ADMIN_KEY);
+    browser.wait_for(
+        &format!(
+            "!!document.querySelector('#rows tr[data-key=\"{refresh_key}\"]')
+               && !!document.querySelector('#rows tr[data-key=\"{flaky_key}\"]')"
+        ),
+        "the credentials are listed",
+    );
+    let cell = |browser: &mut Browser, key: &str, selector: &str| {
+        browser.eval(&format!(
+            "document.querySelector('#rows tr[data-key=\"{key}\"] {selector}').innerText"
+        ))
+    };
+
+    // The force budget: on the stable token, on nothing else.
+    let budget = cell(&mut browser, &format!("access_token/{stable}"), "td.budget");
+    assert_eq!(budget, "0 used · 20 left");
+    for key in [
+        format!("access_token/{legacy}"),
+        format!("ticket/{legacy}/jsapi"),
+        format!("component_token/{COMPONENT}"),
+        authorizer_key.clone(),
+        refresh_key.clone(),
+    ] {
+        assert_eq!(cell(&mut browser, &key, "td.budget"), "—", "{key}");
+    }
+
+    // The refresh token does not expire: no countdown, no bar.
+    let refresh_row = browser.eval(&format!(
+        "(() => {{
+           const row = document.querySelector('#rows tr[data-key=\"{refresh_key}\"]');
+           return {{text: row.innerText, bars: row.querySelectorAll('.life').length}};
+         }})()"
+    ));
+    let text = refresh_row["text"].as_str().unwrap_or_default();
+    assert!(text.contains("does not expire"), "{refresh_row}");
+    assert!(!text.contains(" left"), "{refresh_row}");
+    assert_eq!(refresh_row["bars"], 0, "{refresh_row}");
+    let authorizer_life = cell(&mut browser, &authorizer_key, ".life + .sub");
+    assert!(
+        authorizer_life
+            .as_str()
+            .unwrap_or_default()
+            .contains(" left"),
+        "{authorizer_life}"
+    );
+
+    // The recovered failure: told as history, muted, beside "fresh".
+    let flaky_row = browser.eval(&format!(
+        "(() => {{
+           const row = document.querySelector('#rows tr[data-key=\"{flaky_key}\"]');
+           const past = row.querySelector('.past-error');
+           return {{
+             state: row.dataset.state,
+             errors: row.querySelectorAll('.error-text').length,
+             past: past && past.innerText,
+             colour: past && getComputedStyle(past).color,
+             muted: getComputedStyle(document.documentElement).getPropertyValue('--muted').trim(),
+           }};
+         }})()"
+    ));
+    assert_eq!(flaky_row["state"], "fresh", "{flaky_row}");
+    assert_eq!(flaky_row["errors"], 0, "{flaky_row}");
+    let past = flaky_row["past"].as_str().unwrap_or_default();
+    assert!(past.starts_with("last error "), "{flaky_row}");
+    assert!(past.contains(" ago: "), "{flaky_row}");
+    assert!(past.contains(": transient -1: "), "{flaky_row}");
+    assert!(past.ends_with("system error"), "{flaky_row}");
+    assert_eq!(flaky_row["colour"], "rgb(89, 99, 110)", "{flaky_row}");
+    assert_eq!(flaky_row["muted"], "#59636e", "{flaky_row}");
+    browser.screenshot(&target_dir().join("status-page-kinds.png"));
 
     drop(browser);
     hub.stop().await;
