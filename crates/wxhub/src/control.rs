@@ -26,11 +26,11 @@ use crate::configuration::{
 use crate::consumers::KeyCache;
 use crate::consumers::{self, RuntimeConsumer};
 use crate::credential::{CredentialKey, Token};
-use crate::engine::{Engine, ErrorClass, RefreshError};
+use crate::engine::{Engine, ErrorClass, ImportError, RefreshError};
 use crate::hub::Credential;
 use crate::registry::{AccountId, AccountSpec, Diff, Origin, Registry, StoredAccount};
 use crate::seal::{SealError, Sealer};
-use crate::store::{AccountChange, CasOutcome, Store, StoreError};
+use crate::store::{AccountChange, Store, StoreError};
 
 /// Who may call what, switched as a whole by a reload or a change of a runtime consumer: the
 /// consumers and a key cache that serves exactly them.
@@ -338,16 +338,16 @@ impl Control {
                 .credentials(&RefreshSettings::default(), Origin::Runtime)
                 .remove(0)
                 .0;
-            let generation = self.store.get(&key).await?.map_or(0, |t| t.generation) + 1;
-            let now = crate::credential::Timestamp::now();
-            let token = Token {
-                value,
-                expires_at: now.plus(expires_in),
-                fetched_at: now,
-                generation,
-            };
-            if self.store.compare_and_set(&key, &token).await? != CasOutcome::Applied {
-                return Err(ControlError::NotNew(id));
+            match self
+                .engine
+                .import_unregistered(&key, value, expires_in)
+                .await
+            {
+                Ok(_) => {}
+                Err(ImportError::Store(e)) => return Err(e.into()),
+                Err(ImportError::Newer { .. } | ImportError::Busy | ImportError::Lifetime) => {
+                    return Err(ControlError::NotNew(id))
+                }
             }
         }
         self.store.put_account(&name, &definition).await?;

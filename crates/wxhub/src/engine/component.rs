@@ -1,5 +1,6 @@
-//! The engine's part of the third-party platform: how a component token and an authorizer token
-//! are fetched, and how values WeChat hands over (a pushed verify ticket, an authorizer's refresh
+//! The engine's part of a third-party platform (WeChat's *component*; the operations and routes
+//! are in the top-level `platform` module): how a component token and an authorizer token are
+//! fetched, and how values WeChat hands over (a pushed verify ticket, an authorizer's refresh
 //! token) are written — durably, with compare-and-set, before anyone is told they were received.
 
 use std::sync::Arc;
@@ -360,14 +361,5 @@ impl Engine {
                 .shared
                 .start_or_join(&mut state, credential, Reason::Scheduled, None);
         }
-    }
-
-    /// The state of `credential` now, if it is tracked.
-    pub fn status_of(&self, credential: &Credential) -> Option<Status> {
-        self.shared
-            .lock()
-            .entries
-            .get(&credential.id)
-            .map(|e| e.status)
     }
 }

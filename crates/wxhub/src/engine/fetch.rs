@@ -5,8 +5,9 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
+use super::budget::ForcePurpose;
 use super::job::{wait_for, Coordination};
-use super::{Engine, ForcePurpose, Reason, RefreshError, Shared, DEPENDENCY_MIN_LIFE};
+use super::{Engine, Reason, RefreshError, Shared, DEPENDENCY_MIN_LIFE};
 use crate::configuration::TokenMode;
 use crate::credential::{CredentialKey, Token};
 use crate::hub::Credential;
