@@ -1,246 +1,19 @@
-//! The read side: what consumers are served, at memory speed.
-//!
-//! Credentials come and go at runtime (the registry adds and removes them), so the index is a
-//! set of concurrent maps whose reads take no lock: an account's entry is found by its appid (or
-//! corpid and agentid) without building a key, and holds the account's credentials. Each
-//! credential has one [`Slot`] holding an `Arc<Served>` that the engine swaps atomically when the
-//! token (or its refresh plan) changes. A read is: two hash lookups, one atomic load, one small
-//! buffer for the body. It never waits on the store, the engine or WeChat. Adding or removing an
-//! account touches only that account's entries.
+//! The read index: every credential, found by account (the path's own string slices, without
+//! building a key), by key, and by value, in lock-free concurrent maps that the registry changes
+//! one account at a time. Announces each new generation to watchers.
 
 use std::hash::{Hash, Hasher};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use std::time::Duration;
-
-use arc_swap::{ArcSwap, ArcSwapOption};
-use bytes::{BufMut, Bytes, BytesMut};
 use tokio::sync::broadcast;
 
-use crate::account::{CredentialSpec, Origin};
-use crate::credential::{CredentialKey, Timestamp, Token};
-
-/// How long WeChat keeps accepting an access token after a newer one was issued for the same
-/// account (docs/wechat.md): a token handed out before a refresh still works this long after it.
-pub const OVERLAP: Duration = Duration::from_secs(300);
+use super::{Change, Credential, Previous, Served, OVERLAP};
+use crate::account::Origin;
+use crate::credential::{CredentialKey, Timestamp};
 
 /// How many generation changes a slow subscriber of [`Hub::subscribe`] may fall behind before it
 /// is told it lagged (the watch stream then drops that connection).
 const CHANGES_BUFFER: usize = 1024;
-
-/// A credential's number: unique for the life of the process, never reused, so that a handle of a
-/// removed credential can never be mistaken for a credential added later under the same key.
-pub type CredentialId = u64;
-/// A token as consumers receive it: the value plus the parts of the JSON body that do not change
-/// between requests, rendered once per token generation and refresh plan.
-pub struct Served {
-    /// The token or ticket value (needed to sign JS-SDK configurations and compare reports).
-    pub value: Arc<str>,
-    /// Per-key generation of this value.
-    pub generation: u64,
-    /// When WeChat stops accepting it.
-    pub expires_at: Timestamp,
-    /// Until when a consumer may keep using it without asking again (docs/architecture.md#what-consumers-are-told, "what consumers
-    /// are told"): never after `expires_at`, and shortly after the hub's next planned refresh.
-    pub serve_until: Timestamp,
-    /// `{"access_token":"…","expires_in":` — everything before the one per-request number.
-    body_prefix: Bytes,
-    /// `,"expires_at":"…","generation":N}`.
-    body_suffix: Bytes,
-    /// The value served before this one, while WeChat may still accept it: the gateway forwards
-    /// calls made with it (a consumer may hold it for a few more seconds) instead of refusing them.
-    pub previous: Option<Previous>,
-    /// When this instance started serving this generation (set by [`Hub::publish`]): the watch
-    /// stream's event ids, so that a watcher resuming with `Last-Event-ID` is sent only what
-    /// changed since.
-    pub published_at: Timestamp,
-}
-
-/// A value that was replaced, and until when WeChat keeps accepting it.
-#[derive(Clone, Debug)]
-pub struct Previous {
-    /// The replaced value.
-    pub value: Arc<str>,
-    /// The end of its overlap with the new value (never after its own expiry).
-    pub until: Timestamp,
-}
-
-/// A new generation served for a credential, as [`Hub::subscribe`] announces it.
-#[derive(Clone)]
-pub struct Change {
-    /// The credential whose slot now holds the new generation.
-    pub credential: Arc<Credential>,
-    /// The generation now served.
-    pub generation: u64,
-}
-
-impl Served {
-    /// Renders a token for serving under the JSON field `field` (`access_token` or `ticket`).
-    pub fn new(field: &str, token: &Token, serve_until: Timestamp) -> Served {
-        let value_json = serde_json::Value::String(token.value.clone()).to_string();
-        let body_prefix = format!("{{\"{field}\":{value_json},\"expires_in\":");
-        let body_suffix = format!(
-            ",\"expires_at\":\"{}\",\"generation\":{}}}\n",
-            token.expires_at.to_rfc3339(),
-            token.generation
-        );
-        Served {
-            value: Arc::from(token.value.as_str()),
-            generation: token.generation,
-            expires_at: token.expires_at,
-            serve_until: serve_until.min(token.expires_at),
-            // Exact-size copies: `format!` leaves up to twice the length reserved, and one
-            // rendered token per credential is kept for its whole life.
-            body_prefix: Bytes::copy_from_slice(body_prefix.as_bytes()),
-            body_suffix: Bytes::copy_from_slice(body_suffix.as_bytes()),
-            previous: None,
-            published_at: Timestamp(0),
-        }
-    }
-
-    /// Whether WeChat should still accept `value` as this credential's at `now`: the value
-    /// served, before its expiry, or the previous one within its overlap.
-    pub fn accepts(&self, value: &str, now: Timestamp) -> bool {
-        (*self.value == *value && self.expires_at > now)
-            || self
-                .previous
-                .as_ref()
-                .is_some_and(|p| *p.value == *value && p.until > now)
-    }
-
-    /// Whole seconds a consumer may keep this token from `now`, rounded down (so never more than
-    /// its true remaining life; 0 means "valid, but ask again before reusing it"), or `None` once
-    /// it has expired.
-    pub fn expires_in(&self, now: Timestamp) -> Option<u64> {
-        if self.expires_at <= now {
-            return None;
-        }
-        Some(self.serve_until.since(now).as_secs())
-    }
-
-    /// The JSON body for a request at `now`, or `None` once the token has expired.
-    pub fn render(&self, now: Timestamp) -> Option<Bytes> {
-        let expires_in = self.expires_in(now)?;
-        let mut digits = itoa::Buffer::new();
-        let digits = digits.format(expires_in);
-        let mut body =
-            BytesMut::with_capacity(self.body_prefix.len() + digits.len() + self.body_suffix.len());
-        body.put_slice(&self.body_prefix);
-        body.put_slice(digits.as_bytes());
-        body.put_slice(&self.body_suffix);
-        Some(body.freeze())
-    }
-}
-
-/// Where one credential's current [`Served`] lives.
-#[derive(Default)]
-pub struct Slot {
-    current: ArcSwapOption<Served>,
-}
-
-impl Slot {
-    /// The token being served now, if any.
-    pub fn load(&self) -> Option<Arc<Served>> {
-        self.current.load_full()
-    }
-
-    /// The token being served now, borrowed for the duration of one request: cheaper than
-    /// [`Slot::load`] on the read path, since it does not touch the shared reference count that
-    /// every core's readers would otherwise contend on.
-    pub fn peek(&self) -> arc_swap::Guard<Option<Arc<Served>>> {
-        self.current.load()
-    }
-
-    /// Replaces what is served (only the engine calls this).
-    pub fn store(&self, served: Arc<Served>) {
-        self.current.store(Some(served));
-    }
-}
-
-/// One credential: the handle the registry, the engine and the read side share.
-pub struct Credential {
-    /// Its number (see [`CredentialId`]).
-    pub id: CredentialId,
-    /// Which credential this is.
-    pub key: CredentialKey,
-    /// What is served for it now.
-    pub slot: Slot,
-    /// How it is kept fresh; replaced when its account changes (a new secret, mode or timing).
-    spec: ArcSwap<CredentialSpec>,
-    /// Set once it has been removed: a refresh still running for it must not write back.
-    retired: AtomicBool,
-}
-
-/// Woken whenever what any credential serves changes: a read that lands between an expired value
-/// and its successor waits on it (docs/architecture.md#rollover-of-re-sent-values), then checks its own slot again.
-/// One for the process rather than one per credential: such waits are rare and short, and at
-/// 100,000 authorizers a `Notify` each would cost megabytes.
-static SERVED_CHANGED: tokio::sync::Notify = tokio::sync::Notify::const_new();
-
-impl Credential {
-    /// A new handle with nothing served yet.
-    pub fn new(id: CredentialId, key: CredentialKey, spec: CredentialSpec) -> Credential {
-        Credential {
-            id,
-            key,
-            slot: Slot::default(),
-            spec: ArcSwap::from_pointee(spec),
-            retired: AtomicBool::new(false),
-        }
-    }
-
-    /// Serves `served` from now on and wakes every read waiting for a new value.
-    pub fn serve(&self, served: Arc<Served>) {
-        self.slot.store(served);
-        SERVED_CHANGED.notify_waiters();
-    }
-
-    /// Waits until what is served changes, for this or another credential: check the slot again
-    /// after it (register before checking, see `Notify::notified`).
-    pub fn served_changed(&self) -> tokio::sync::futures::Notified<'static> {
-        SERVED_CHANGED.notified()
-    }
-
-    /// How it is kept fresh now.
-    pub fn spec(&self) -> Arc<CredentialSpec> {
-        self.spec.load_full()
-    }
-
-    /// Where its account is defined, read without taking a reference count (for walks over every
-    /// credential: readiness, metrics).
-    pub fn origin(&self) -> Origin {
-        self.spec.load().origin
-    }
-
-    /// Whether it is an access token renewed in stable mode: the only credentials with a daily
-    /// force-refresh budget.
-    pub fn has_force_budget(&self) -> bool {
-        self.spec.load().source.renewal() == crate::plan::Renewal::Stable
-    }
-
-    /// Whether it is an access token of the configuration file renewed in stable mode (the ones
-    /// with a force budget).
-    pub fn is_configured_stable_token(&self) -> bool {
-        let spec = self.spec.load();
-        spec.origin == Origin::Config && spec.source.renewal() == crate::plan::Renewal::Stable
-    }
-
-    /// Replaces how it is kept fresh.
-    pub fn set_spec(&self, spec: CredentialSpec) {
-        self.spec.store(Arc::new(spec));
-    }
-
-    /// Marks it removed.
-    pub fn retire(&self) {
-        self.retired.store(true, Ordering::SeqCst);
-    }
-
-    /// Whether it has been removed.
-    pub fn is_retired(&self) -> bool {
-        self.retired.load(Ordering::SeqCst)
-    }
-}
 
 /// The credentials of one account as the read side finds them.
 pub struct AccountEntry {
@@ -689,39 +462,9 @@ fn is_access_token(key: &CredentialKey) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn token(value: &str, expires_at: i64) -> Token {
-        Token {
-            value: value.into(),
-            expires_at: Timestamp(expires_at),
-            fetched_at: Timestamp(0),
-            generation: 7,
-        }
-    }
-
-    #[test]
-    fn renders_the_contract_shape() {
-        let served = Served::new(
-            "access_token",
-            &token("13_a\"b", 10_000_000),
-            Timestamp(5_000_000),
-        );
-        let body = served.render(Timestamp(1_000_000)).unwrap();
-        let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
-        assert_eq!(json["access_token"], "13_a\"b");
-        assert_eq!(json["expires_in"], 4000);
-        assert_eq!(json["expires_at"], "1970-01-01T02:46:40Z");
-        assert_eq!(json["generation"], 7);
-    }
-
-    #[test]
-    fn expires_in_never_exceeds_remaining_life_and_stops_at_expiry() {
-        let served = Served::new("ticket", &token("t", 3_500), Timestamp(9_000));
-        assert_eq!(served.expires_in(Timestamp(1_000)), Some(2));
-        assert_eq!(served.expires_in(Timestamp(3_200)), Some(0));
-        assert_eq!(served.expires_in(Timestamp(3_500)), None);
-        assert!(served.render(Timestamp(4_000)).is_none());
-    }
+    use crate::account::CredentialSpec;
+    use crate::credential::Token;
+    use crate::hub::CredentialId;
 
     fn app_credential(id: CredentialId, appid: &str) -> Arc<Credential> {
         let spec = CredentialSpec {
