@@ -371,7 +371,6 @@ pub async fn spawn_app(mock: &MockServer, options: HubOptions) -> TestHub {
 impl TestHub {
     /// A consumer's view of a hub that runs elsewhere (another process), at `http://IP:PORT`.
     /// [`TestHub::stop`] does nothing for it. (Used by the cluster tests.)
-    #[allow(dead_code)]
     pub fn remote(address: String) -> TestHub {
         TestHub {
             address,

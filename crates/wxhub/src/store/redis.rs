@@ -1006,17 +1006,12 @@ impl FeedTask {
 }
 
 #[cfg(test)]
-#[allow(dead_code)]
-#[path = "../../tests/support/redis.rs"]
-mod test_redis;
-
-#[cfg(test)]
 mod tests {
     use std::sync::Arc;
 
-    use super::test_redis::{unique_namespace, RedisServer, ServerOptions, TestRedis};
     use super::*;
     use crate::store::conformance::{self, store_conformance_tests, Fixture};
+    use wxhub_test_support::redis::{unique_namespace, RedisServer, ServerOptions, TestRedis};
 
     async fn open(url: &str, namespace: &str) -> RedisStore {
         RedisStore::open(url, namespace)

@@ -1,7 +1,8 @@
 //! Integration tests: `wechat-mock` and the hub run in-process on port 0 with lifetimes of a few
 //! seconds; assertions are on what WeChat saw (the mock's counters) and what consumers saw.
 
-mod helpers;
+pub use wxhub_test_support::helpers;
+pub use wxhub_test_support::platform as platform_support;
 
 mod auth;
 mod client;
@@ -14,7 +15,6 @@ mod gateway_upstream;
 mod hardening;
 mod invalidation;
 mod platform;
-mod platform_support;
 mod refresh_cycle;
 mod restart;
 mod rollover;

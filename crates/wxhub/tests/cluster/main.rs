@@ -7,16 +7,9 @@
 //! in-process (each with its own Redis connections, as separate processes would have), except
 //! where an instance must really die: there they are child processes of the `wxhub` binary.
 
-#[allow(dead_code)]
-#[path = "../api/helpers.rs"]
-mod helpers;
-#[allow(dead_code)]
-#[path = "../support/redis.rs"]
-mod redis_server;
-
-#[allow(dead_code)]
-#[path = "../api/platform_support.rs"]
-mod platform_support;
+pub use wxhub_test_support::helpers;
+pub use wxhub_test_support::platform as platform_support;
+pub use wxhub_test_support::redis as redis_server;
 
 mod common;
 

@@ -2,12 +2,8 @@
 //! Chromium, driven over the DevTools protocol, against a hub running on `wechat-mock` — the
 //! refresh history it charts, and the Prometheus alert rules and dashboard under docs/.
 
-#[allow(dead_code)]
-#[path = "../api/helpers.rs"]
-mod helpers;
-#[allow(dead_code)]
-#[path = "../api/platform_support.rs"]
-mod platform_support;
+pub use wxhub_test_support::helpers;
+pub use wxhub_test_support::platform as platform_support;
 
 mod browser;
 mod monitoring;

@@ -1,0 +1,16 @@
+//! Test-only support for wxhub's tests: never published, never a dependency of anything but
+//! tests (`[dev-dependencies]`), so nothing here is compiled into the hub.
+//!
+//! It is one crate rather than files each test binary includes, so every test binary (and the
+//! store's unit tests) builds the same code once, with no path includes and no dead-code
+//! allowances for the parts a given binary does not use.
+//!
+//! - [`redis`]: a real `redis-server` (shared, private, TLS, or a Sentinel group).
+//! - [`helpers`]: the mock and the hub started in-process ([`helpers::spawn_app`],
+//!   [`helpers::TestHub`], [`helpers::HubOptions`]) and condition waits with deadlines.
+//! - [`platform`]: what the third-party platform tests share (the push relay, the platform's
+//!   settings and mocks).
+
+pub mod helpers;
+pub mod platform;
+pub mod redis;
