@@ -1,0 +1,308 @@
+//! Runtime accounts: added, changed and removed through the admin API (and a platform's
+//! authorizations) on any instance, stored for every instance and restart, and followed here when
+//! another instance changes them. Changes of one account are ordered by its lock; changes of
+//! different accounts do not wait for each other.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use super::stored::{
+    spec_of, split_consumers, stored_account, stored_authorizer, StoredAuthorizer,
+};
+use super::{authorizer_spec, Control, ControlError};
+use crate::configuration::RefreshSettings;
+use crate::credential::{CredentialKey, Token};
+use crate::engine::{ErrorClass, ImportError, RefreshError};
+use crate::hub::Credential;
+use crate::registry::{AccountId, AccountSpec, Origin, StoredAccount};
+
+/// The outcome of adding or changing a runtime account.
+#[derive(Serialize)]
+pub struct PutOutcome {
+    /// Whether the account is new.
+    pub created: bool,
+    /// The account.
+    pub account: String,
+    /// Its first refresh failed with this (the account is kept and retried).
+    pub error: Option<String>,
+    /// Its credentials, the access token first.
+    #[serde(skip)]
+    pub credentials: Vec<Arc<Credential>>,
+}
+
+/// Locks that order the changes to one account, shared by hash: two changes of one account never
+/// interleave, and changes of different accounts rarely wait for each other.
+pub(super) struct AccountLocks {
+    shards: Vec<tokio::sync::Mutex<()>>,
+}
+
+/// Shards of [`AccountLocks`].
+const ACCOUNT_LOCK_SHARDS: usize = 64;
+
+impl Default for AccountLocks {
+    fn default() -> Self {
+        AccountLocks {
+            shards: (0..ACCOUNT_LOCK_SHARDS)
+                .map(|_| tokio::sync::Mutex::new(()))
+                .collect(),
+        }
+    }
+}
+
+impl AccountLocks {
+    /// The lock of the account stored as `name`.
+    pub(super) async fn lock(&self, name: &str) -> tokio::sync::MutexGuard<'_, ()> {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        name.hash(&mut hasher);
+        let shard = (hasher.finish() % ACCOUNT_LOCK_SHARDS as u64) as usize;
+        self.shards[shard].lock().await
+    }
+}
+
+impl Control {
+    /// Adds or changes a runtime app or Work app, stores it (sealed) for every instance, and
+    /// waits for its first token (or failure). `live_token` (a token another system fetched, and
+    /// its remaining life) is stored first, so a new legacy app is served that token instead of
+    /// being fetched — which would kill the token the system's servers use.
+    pub async fn put(
+        &self,
+        spec: AccountSpec,
+        live_token: Option<(String, Duration)>,
+    ) -> Result<PutOutcome, ControlError> {
+        let id = spec.id();
+        let _account = self.account_locks.lock(&id.storage_name()).await;
+        let created = match self.registry.origin(&id) {
+            Some(Origin::Config) => return Err(ControlError::FromConfig(id)),
+            Some(Origin::Runtime) => false,
+            None => true,
+        };
+        let sealer = self.sealer.as_ref().ok_or(ControlError::NoMasterKey)?;
+        let name = id.storage_name();
+        let secret = match (&spec, spec.secret()) {
+            (AccountSpec::App { .. } | AccountSpec::Corp { .. }, Some(secret)) => secret,
+            _ => return Err(ControlError::WrongKind(id)),
+        };
+        let stored = stored_account(&spec, sealer.seal(&name, secret))
+            .ok_or_else(|| ControlError::WrongKind(id.clone()))?;
+        let definition =
+            serde_json::to_string(&stored).map_err(|_| ControlError::Unreadable(name.clone()))?;
+        if let Some((value, expires_in)) = live_token {
+            if !created {
+                return Err(ControlError::NotNew(id));
+            }
+            let key = spec
+                .credentials(&RefreshSettings::default(), Origin::Runtime)
+                .remove(0)
+                .0;
+            match self
+                .engine
+                .import_unregistered(&key, value, expires_in)
+                .await
+            {
+                Ok(_) => {}
+                Err(ImportError::Store(e)) => return Err(e.into()),
+                Err(ImportError::Newer { .. } | ImportError::Busy | ImportError::Lifetime) => {
+                    return Err(ControlError::NotNew(id))
+                }
+            }
+        }
+        self.store.put_account(&name, &definition).await?;
+        let stored = self.stored_tokens(&spec).await;
+        {
+            let _changing = self.changing.lock().await;
+            if self.registry.origin(&id) == Some(Origin::Config) {
+                // A reload took the account over meanwhile: the file wins, as at a start.
+                return Err(ControlError::FromConfig(id));
+            }
+            let diff = self.registry.upsert(spec, Origin::Runtime);
+            self.engine.apply(diff, stored).await;
+        }
+        drop(_account);
+        let credentials = self.registry.credentials_of(&id);
+        let error = match credentials.first() {
+            Some(token) => self.engine.first_result(token).await.err(),
+            None => None,
+        }
+        .map(|e: RefreshError| {
+            if created && e.class() == ErrorClass::Config {
+                Err(e.to_string())
+            } else {
+                Ok(e.to_string())
+            }
+        })
+        .transpose();
+        let error = match error {
+            Ok(error) => error,
+            // A new account whose appid or secret WeChat refuses would only fail forever.
+            Err(refused) => {
+                self.delete(&id).await?;
+                return Err(ControlError::RefusedByWechat(id, refused));
+            }
+        };
+        tracing::info!(account = %id, created, "runtime account stored");
+        Ok(PutOutcome {
+            created,
+            account: name,
+            error,
+            credentials,
+        })
+    }
+
+    /// Registers (or changes, or revokes) an authorizer of a platform: stores its definition for
+    /// every instance, then starts, re-plans or stops its credentials here. Its tokens (the
+    /// refresh token first) must already be in the store: they are served at once.
+    pub async fn put_authorizer(&self, spec: AccountSpec) -> Result<(), ControlError> {
+        let id = spec.id();
+        let definition = match &spec {
+            AccountSpec::Authorizer { .. } => stored_authorizer(&spec),
+            _ => None,
+        }
+        .ok_or_else(|| ControlError::WrongKind(id.clone()))?;
+        let name = id.storage_name();
+        // The store's I/O is ordered per account, not under the process-wide lock, so that a
+        // platform's recovery registers many authorizers at once (and their durable writes share
+        // a disk sync). See docs/architecture.md#locks.
+        let _account = self.account_locks.lock(&name).await;
+        self.store.put_account(&name, &definition).await?;
+        let stored = self.stored_tokens(&spec).await;
+        let _changing = self.changing.lock().await;
+        let diff = self.registry.upsert(spec, Origin::Runtime);
+        self.engine.apply(diff, stored).await;
+        Ok(())
+    }
+
+    /// What the store holds for `spec`'s credentials, read all at once.
+    pub(super) async fn stored_tokens(&self, spec: &AccountSpec) -> BTreeMap<CredentialKey, Token> {
+        let keys: Vec<CredentialKey> = spec
+            .credentials(&RefreshSettings::default(), Origin::Runtime)
+            .into_iter()
+            .map(|(key, _)| key)
+            .collect();
+        let reads = keys.iter().map(|key| self.store.get(key));
+        let tokens = futures_util::future::join_all(reads).await;
+        keys.into_iter()
+            .zip(tokens)
+            .filter_map(|(key, token)| Some((key, token.ok()??)))
+            .collect()
+    }
+
+    /// Removes a runtime account everywhere: its definition, its tokens, its refreshes.
+    pub async fn delete(&self, id: &AccountId) -> Result<(), ControlError> {
+        let _account = self.account_locks.lock(&id.storage_name()).await;
+        match self.registry.origin(id) {
+            Some(Origin::Config) => return Err(ControlError::FromConfig(id.clone())),
+            Some(Origin::Runtime) => {}
+            None => return Err(ControlError::NotFound(id.clone())),
+        }
+        self.store.remove_account(&id.storage_name()).await?;
+        let _changing = self.changing.lock().await;
+        if self.registry.origin(id) != Some(Origin::Runtime) {
+            return Ok(());
+        }
+        if let Some(diff) = self.registry.remove(id) {
+            self.engine.apply(diff, BTreeMap::new()).await;
+        }
+        tracing::info!(account = %id, "runtime account removed");
+        Ok(())
+    }
+
+    /// Another instance stored a runtime account.
+    pub(super) async fn apply_remote_put(
+        &self,
+        name: &str,
+        definition: &str,
+    ) -> Result<(), ControlError> {
+        let spec = self.open(name, definition)?;
+        let _account = self.account_locks.lock(name).await;
+        let stored = self.stored_tokens(&spec).await;
+        let _changing = self.changing.lock().await;
+        if self.registry.origin(&spec.id()) == Some(Origin::Config) {
+            return Ok(());
+        }
+        if self
+            .registry
+            .spec(&spec.id())
+            .is_some_and(|(current, _)| current == spec)
+        {
+            return Ok(());
+        }
+        let diff = self.registry.upsert(spec, Origin::Runtime);
+        self.engine.apply(diff, stored).await;
+        Ok(())
+    }
+
+    /// Another instance removed a runtime account.
+    pub(super) async fn apply_remote_removal(&self, name: &str) {
+        let Some(id) = AccountId::parse(name) else {
+            return;
+        };
+        let _changing = self.changing.lock().await;
+        if self.registry.origin(&id) != Some(Origin::Runtime) {
+            return;
+        }
+        if let Some(diff) = self.registry.remove(&id) {
+            // The removing instance deleted the tokens; only stop here.
+            self.engine.apply(diff, BTreeMap::new()).await;
+        }
+    }
+
+    /// The feed may have missed changes: make the runtime accounts what the store says.
+    pub(super) async fn resync(&self) -> Result<(), ControlError> {
+        let stored = {
+            let _consumers = self.consumer_changes.lock().await;
+            let (stored_consumers, stored) = split_consumers(self.store.load_accounts().await?);
+            self.replace_runtime_consumers(stored_consumers);
+            stored
+        };
+        let mut present = std::collections::BTreeSet::new();
+        for (name, definition) in &stored {
+            if let Some(id) = AccountId::parse(name) {
+                present.insert(id);
+            }
+            self.apply_remote_put(name, definition).await?;
+        }
+        let gone: Vec<AccountId> = self
+            .registry
+            .accounts()
+            .into_iter()
+            .filter(|(id, origin)| *origin == Origin::Runtime && !present.contains(id))
+            .map(|(id, _)| id)
+            .collect();
+        for id in gone {
+            self.apply_remote_removal(&id.storage_name()).await;
+        }
+        Ok(())
+    }
+
+    /// Reads a stored runtime account and opens its secret.
+    pub(super) fn open(&self, name: &str, definition: &str) -> Result<AccountSpec, ControlError> {
+        let unreadable = || ControlError::Unreadable(name.to_string());
+        if let Some(AccountId::Authorizer {
+            component_appid, ..
+        }) = AccountId::parse(name)
+        {
+            let stored: StoredAuthorizer =
+                serde_json::from_str(definition).map_err(|_| unreadable())?;
+            let component = self
+                .component_settings(&component_appid)
+                .ok_or_else(|| ControlError::UnknownComponent(name.to_string()))?;
+            let spec = authorizer_spec(&component, stored);
+            if spec.id().storage_name() != name {
+                return Err(unreadable());
+            }
+            return Ok(spec);
+        }
+        let stored: StoredAccount = serde_json::from_str(definition).map_err(|_| unreadable())?;
+        let sealer = self.sealer.as_ref().ok_or(ControlError::NoMasterKey)?;
+        let secret = sealer.open(name, &stored.sealed_secret)?;
+        let spec = spec_of(stored, secret).ok_or_else(unreadable)?;
+        if spec.id().storage_name() != name {
+            return Err(unreadable());
+        }
+        Ok(spec)
+    }
+}

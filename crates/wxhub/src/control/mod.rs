@@ -1,0 +1,208 @@
+//! The control plane: every way the set of accounts changes while the hub runs — the admin API,
+//! a configuration reload, and other instances' changes arriving on the store's account feed —
+//! goes through [`Control`], which keeps the registry, the engine, the store and the consumers'
+//! grants in step. See `docs/architecture.md#registry`.
+//!
+//! Runtime accounts are stored (their secret sealed with `[secrets] master_key`) so that every
+//! instance sharing the store, and every restart, has them. Accounts defined in the configuration
+//! file are changed only by a reload of that file.
+//!
+//! Consumers added at runtime ([`crate::consumers`]) travel the same way: stored beside the
+//! runtime accounts, followed on the same feed, joined to the file's consumers in [`Access`].
+//!
+//! One concern per file:
+//! - this file — [`Control`] itself, its start and the account feed it follows;
+//! - [`accounts`] — runtime accounts: added, changed, removed here or on another instance;
+//! - [`reload`] — a reload of the configuration file, and what changed in it (pure);
+//! - [`access`] — the consumers in force ([`Access`]) and the runtime ones;
+//! - [`stored`] — the formats runtime accounts are stored in (pure);
+//! - [`error`] — why an operation was refused.
+
+mod access;
+mod accounts;
+mod error;
+mod reload;
+mod stored;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwap;
+use tokio::sync::broadcast;
+
+use crate::audit::AuditLog;
+use crate::configuration::Settings;
+use crate::consumers::{self, RuntimeConsumer};
+use crate::credential::{CredentialKey, Token};
+use crate::engine::Engine;
+use crate::registry::{Diff, Origin, Registry};
+use crate::seal::Sealer;
+use crate::store::{AccountChange, Store};
+pub use access::Access;
+use accounts::AccountLocks;
+pub use accounts::PutOutcome;
+pub use error::ControlError;
+use reload::config_accounts;
+pub use reload::ReloadSummary;
+use stored::split_consumers;
+pub use stored::{authorizer_spec, StoredAuthorizer};
+
+/// See the module docs.
+pub struct Control {
+    /// Which credentials exist.
+    registry: Registry,
+    /// Keeps them fresh.
+    engine: Engine,
+    /// Where runtime accounts live.
+    store: Arc<dyn Store>,
+    /// Seals runtime secrets (`None` without a master key).
+    sealer: Option<Sealer>,
+    /// The configuration file, for reloads.
+    config_path: Option<PathBuf>,
+    /// The configuration now in force (the base of the next reload's diff).
+    settings: ArcSwap<Settings>,
+    /// The consumers and their grants, shared with the API.
+    access: Arc<ArcSwap<Access>>,
+    /// Serialises changes to the registry and the engine, so a reload and an admin call never
+    /// interleave. Taken after [`Control::account_locks`], never the other way round.
+    changing: tokio::sync::Mutex<()>,
+    /// Orders the changes to one account (its store writes, then its registration) without
+    /// holding up the others.
+    account_locks: AccountLocks,
+    /// Admin actions and authorization changes.
+    audit: AuditLog,
+    /// The consumers added at runtime, by name, as this instance knows them.
+    runtime_consumers: Mutex<BTreeMap<String, RuntimeConsumer>>,
+    /// Orders the changes to runtime consumers (a store write or read, then the switch of
+    /// [`Access`]), so that an older definition is never put in force after a newer one.
+    consumer_changes: tokio::sync::Mutex<()>,
+}
+
+impl Control {
+    /// A control plane over these parts; [`Control::start`] loads the accounts.
+    pub fn new(
+        registry: Registry,
+        engine: Engine,
+        store: Arc<dyn Store>,
+        settings: Arc<Settings>,
+        config_path: Option<PathBuf>,
+    ) -> Control {
+        let sealer = settings.secrets.master_key.as_ref().map(Sealer::new);
+        Control {
+            registry,
+            engine,
+            store,
+            sealer,
+            config_path,
+            access: Arc::new(ArcSwap::from_pointee(Access::new(settings.clone()))),
+            settings: ArcSwap::new(settings),
+            changing: tokio::sync::Mutex::new(()),
+            account_locks: AccountLocks::default(),
+            audit: AuditLog::default(),
+            runtime_consumers: Mutex::default(),
+            consumer_changes: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// The audit trail.
+    pub fn audit(&self) -> &AuditLog {
+        &self.audit
+    }
+
+    /// The registry.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// The consumers and their grants (swapped by a reload).
+    pub fn access(&self) -> &Arc<ArcSwap<Access>> {
+        &self.access
+    }
+
+    /// Registers every account of the configuration and every runtime account in the store,
+    /// serving the valid tokens the store holds (without fetching them again). Fails if a stored
+    /// secret does not open with the master key.
+    pub async fn start(&self) -> Result<(), ControlError> {
+        let settings = self.settings.load_full();
+        let stored: BTreeMap<CredentialKey, Token> =
+            self.store.load_all().await?.into_iter().collect();
+        let mut diff = Diff::default();
+        for spec in config_accounts(&settings) {
+            diff.extend(self.registry.upsert(spec, Origin::Config));
+        }
+        let (stored_consumers, accounts) = split_consumers(self.store.load_accounts().await?);
+        self.replace_runtime_consumers(stored_consumers);
+        for (name, definition) in accounts {
+            let spec = match self.open(&name, &definition) {
+                Ok(spec) => spec,
+                Err(ControlError::UnknownComponent(name)) => {
+                    tracing::warn!(account = %name, "a stored authorizer belongs to a platform that is not configured; it is kept in the store but not served");
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            if self.registry.origin(&spec.id()) == Some(Origin::Config) {
+                tracing::warn!(account = %name, "a runtime account is also defined in the configuration file; the file wins");
+                continue;
+            }
+            diff.extend(self.registry.upsert(spec, Origin::Runtime));
+        }
+        self.engine.apply(diff, stored).await;
+        Ok(())
+    }
+
+    /// Follows other instances' account changes until `cancel` fires.
+    pub async fn run_account_feed(
+        self: Arc<Self>,
+        mut feed: broadcast::Receiver<AccountChange>,
+        cancel: tokio_util::sync::CancellationToken,
+    ) {
+        loop {
+            let received = tokio::select! {
+                received = feed.recv() => received,
+                _ = cancel.cancelled() => return,
+            };
+            let result = match received {
+                Ok(AccountChange::Put { ref name, .. } | AccountChange::Removed { ref name })
+                    if consumers::name_of(name).is_some() =>
+                {
+                    self.follow_consumer(consumers::name_of(name).unwrap_or_default())
+                        .await
+                }
+                Ok(AccountChange::Put { name, definition }) => {
+                    self.apply_remote_put(&name, &definition).await
+                }
+                Ok(AccountChange::Removed { name }) => {
+                    self.apply_remote_removal(&name).await;
+                    Ok(())
+                }
+                Ok(AccountChange::Resync) | Err(broadcast::error::RecvError::Lagged(_)) => {
+                    self.resync().await
+                }
+                Err(broadcast::error::RecvError::Closed) => return,
+            };
+            if let Err(e) = result {
+                tracing::warn!(error = %e, "could not apply a runtime account change");
+            }
+        }
+    }
+
+    /// The platform settings of `component_appid` now in force.
+    pub fn component_settings(
+        &self,
+        component_appid: &str,
+    ) -> Option<crate::configuration::ComponentSettings> {
+        self.settings
+            .load()
+            .components
+            .iter()
+            .find(|c| c.component_appid == component_appid)
+            .cloned()
+    }
+
+    /// The engine.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+}
