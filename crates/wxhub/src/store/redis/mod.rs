@@ -21,8 +21,9 @@
 //!   stored credential once and keeps the newer generations, so nothing written meanwhile is
 //!   missed and the feed never carries one message per stored credential.
 //!
-//! Commands go through the `redis` crate's [`ConnectionManager`], which reconnects by itself; while
-//! Redis is down every operation fails fast with [`StoreError::Unavailable`] and the engine keeps
+//! Commands go through the `redis` crate's
+//! [`ConnectionManager`](redis::aio::ConnectionManager), which reconnects by itself; while Redis
+//! is down every operation fails fast with [`StoreError::Unavailable`] and the engine keeps
 //! serving what it has. How the connections are opened — one URL, TLS, ACL credentials, or the
 //! master of a Sentinel group followed across failovers — is the [`connection`] module's concern.
 //!

@@ -23,9 +23,10 @@
 //! never block a runtime worker on disk I/O or on another process's write lock.
 //!
 //! The pieces, one concern a file: this module opens the store; [`writer`] is the database thread
-//! and its group commit; [`file`] makes the file private, configures the connection and creates
-//! or checks the schema; [`watcher`] publishes other processes' writes; [`codec`] reads rows back
-//! as tokens; [`operations`] implements the [`Store`](super::Store) contract on all of it.
+//! and its group commit; [`file`](mod@file) makes the file private, configures the connection
+//! and creates or checks the schema; [`watcher`] publishes other processes' writes; [`codec`]
+//! reads rows back as tokens; [`operations`] implements the [`Store`](super::Store) contract on
+//! all of it.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicU64;
