@@ -5,7 +5,7 @@
 //! test can go on without polling.
 
 use std::sync::Arc;
-use std::time::Instant;
+use tokio::time::Instant;
 
 use axum::body::Bytes;
 use axum::extract::State;

@@ -2,7 +2,9 @@
 //! business API judges a token (valid, superseded, expired or unknown).
 
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use rand::Rng;
 

@@ -381,6 +381,13 @@ impl MockServer {
         Ok(())
     }
 
+    /// The mock's routes as a service, answering exactly as its listener does (the same state,
+    /// counters and faults) without a socket: for in-process callers on tokio's paused clock,
+    /// whose calls must not wait on a real network.
+    pub fn router(&self) -> axum::Router {
+        routes::router(self.shared.clone())
+    }
+
     /// The address the mock listens on (with the real port when started on port 0).
     pub fn addr(&self) -> SocketAddr {
         self.addr

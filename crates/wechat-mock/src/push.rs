@@ -6,7 +6,9 @@
 //! retry platform pushes, so neither does the mock.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use axum::body::Body;
 use axum::http::header::{CONTENT_TYPE, HOST};

@@ -8,9 +8,12 @@
 //! - [`redis`]: a real `redis-server` (shared, private, TLS, or a Sentinel group).
 //! - [`helpers`]: the mock and the hub started in-process ([`helpers::spawn_app`],
 //!   [`helpers::TestHub`], [`helpers::HubOptions`]) and condition waits with deadlines.
+//! - [`in_process`]: WeChat in process (the mock's routes behind the hub's WeChat client), for
+//!   engine tests on tokio's paused clock.
 //! - [`platform`]: what the third-party platform tests share (the push relay, the platform's
 //!   settings and mocks).
 
 pub mod helpers;
+pub mod in_process;
 pub mod platform;
 pub mod redis;

@@ -18,7 +18,7 @@ use crate::api::{self, ApiContext};
 use crate::background::Background;
 use crate::configuration::{ConfigError, ServerSettings, Settings, StoreSettings};
 use crate::control::{Control, ControlError};
-use crate::engine::clock::SystemClock;
+use crate::engine::clock::{Clock, SystemClock};
 use crate::engine::{Engine, EngineParts};
 use crate::fdlimit;
 use crate::forward::Forwarder;
@@ -32,7 +32,7 @@ use crate::store::redis::RedisStore;
 use crate::store::sealed::SealedStore;
 use crate::store::sqlite::SqliteStore;
 use crate::store::{Store, StoreError};
-use crate::upstream::{Upstream, UpstreamError};
+use crate::upstream::{Transport, Upstream, UpstreamError};
 
 /// Why the hub could not start.
 #[derive(Debug, thiserror::Error)]
@@ -133,19 +133,51 @@ impl Application {
         store: Arc<dyn Store>,
         config_path: Option<PathBuf>,
     ) -> Result<Application, StartupError> {
+        Self::build_wired(settings, store, config_path, None, Arc::new(SystemClock)).await
+    }
+
+    /// Builds the hub with WeChat reached through `transport` and the time read from `clock`:
+    /// for tests that run WeChat in process on tokio's paused clock (see
+    /// `docs/architecture.md#testing`).
+    pub async fn build_with_wechat(
+        settings: Settings,
+        store: Arc<dyn Store>,
+        transport: Arc<dyn Transport>,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Application, StartupError> {
+        Self::build_wired(settings, store, None, Some(transport), clock).await
+    }
+
+    /// [`Self::build_with`], with WeChat over HTTPS unless `transport` says otherwise.
+    async fn build_wired(
+        settings: Settings,
+        store: Arc<dyn Store>,
+        config_path: Option<PathBuf>,
+        transport: Option<Arc<dyn Transport>>,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Application, StartupError> {
         for warning in settings.warnings() {
             tracing::warn!("configuration: {warning}");
         }
         let (store, sealed) = seal_at_rest(store, &settings);
         let settings = Arc::new(settings);
         let metrics = Arc::new(Metrics::default());
-        let upstream = Upstream::new(
-            &settings.wechat.api_base,
-            &settings.wechat.work_api_base,
-            settings.wechat.timeout,
-            settings.refresh.concurrency,
-            metrics.clone(),
-        )?;
+        let upstream = match transport {
+            Some(transport) => Upstream::with_transport(
+                transport,
+                &settings.wechat.api_base,
+                &settings.wechat.work_api_base,
+                settings.refresh.concurrency,
+                metrics.clone(),
+            ),
+            None => Upstream::new(
+                &settings.wechat.api_base,
+                &settings.wechat.work_api_base,
+                settings.wechat.timeout,
+                settings.refresh.concurrency,
+                metrics.clone(),
+            )?,
+        };
         let platform_upstream = upstream.clone();
         let hub = Arc::new(Hub::new());
         let engine = Engine::new(
@@ -154,7 +186,7 @@ impl Application {
                 store: store.clone(),
                 upstream,
                 metrics: metrics.clone(),
-                clock: Arc::new(SystemClock),
+                clock,
                 hub: hub.clone(),
             },
         );
@@ -300,6 +332,11 @@ impl Application {
     /// The refresh engine.
     pub fn engine(&self) -> &Engine {
         &self.engine
+    }
+
+    /// The read index: what the hub serves, as the API reads it.
+    pub fn hub(&self) -> &Arc<Hub> {
+        &self.context.hub
     }
 
     /// The tasks beside the listeners: spawn one here to have it stopped and awaited at

@@ -1,7 +1,9 @@
 //! The account owner's side of an authorization, under the state lock: authorizing a platform,
 //! changing the permissions granted, withdrawing. Each returns the push WeChat sends for it.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use super::{
     component_stats, Authorizer, ComponentState, PlatformSettings, CODE_SWEEP_AT,

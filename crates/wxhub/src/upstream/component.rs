@@ -7,7 +7,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::MAX_RESPONSE_BYTES;
-use super::{classify, transport_error, Authenticates, Fetched, Upstream, UpstreamError};
+use super::{classify, Authenticates, Call, Fetched, Upstream, UpstreamError};
 
 /// Largest `api_get_authorizer_list` answer accepted: a page of 500 authorizers, each with its
 /// appid, refresh token and authorization time, is well above the 64 KiB that bounds every other
@@ -286,16 +286,19 @@ impl Upstream {
         auth: Authenticates,
         max_bytes: usize,
     ) -> Result<Value, UpstreamError> {
-        let mut request = self
-            .http
-            .post(format!("{}/cgi-bin/component/{endpoint}", self.api_base))
-            .json(&body);
+        let mut request = Call::post(
+            format!("{}/cgi-bin/component/{endpoint}", self.api_base),
+            body,
+        );
         if let Some(token) = component_token {
             request = request.query(&[("component_access_token", token)]);
         }
         let _slot = self.call_slot().await?;
         let started = Instant::now();
-        let result = send_json(request, auth, max_bytes).await;
+        let result = match self.transport.send(request, max_bytes).await {
+            Ok(body) => read_json(&body, auth),
+            Err(e) => Err(e),
+        };
         self.metrics.observe_upstream(
             endpoint,
             started.elapsed(),
@@ -305,26 +308,9 @@ impl Upstream {
     }
 }
 
-async fn send_json(
-    request: reqwest::RequestBuilder,
-    auth: Authenticates,
-    max_bytes: usize,
-) -> Result<Value, UpstreamError> {
-    let mut response = request.send().await.map_err(transport_error)?;
-    let status = response.status();
-    if !status.is_success() {
-        return Err(UpstreamError::transient(format!("HTTP status {status}")));
-    }
-    let mut body = Vec::new();
-    while let Some(chunk) = response.chunk().await.map_err(transport_error)? {
-        if body.len() + chunk.len() > max_bytes {
-            return Err(UpstreamError::transient(format!(
-                "response body larger than {max_bytes} bytes"
-            )));
-        }
-        body.extend_from_slice(&chunk);
-    }
-    let value: Value = serde_json::from_slice(&body)
+/// WeChat's JSON answer, or the classified error it carries.
+fn read_json(body: &[u8], auth: Authenticates) -> Result<Value, UpstreamError> {
+    let value: Value = serde_json::from_slice(body)
         .map_err(|e| UpstreamError::transient(format!("unreadable response body: {e}")))?;
     let errcode = value["errcode"].as_i64().unwrap_or(0);
     if errcode != 0 {

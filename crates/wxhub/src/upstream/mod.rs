@@ -15,6 +15,7 @@
 //! ([`crate::telemetry::untrusted`]) so it cannot forge a log line.
 
 mod component;
+mod transport;
 
 use std::time::{Duration, Instant};
 
@@ -27,6 +28,7 @@ use crate::telemetry::untrusted;
 use std::sync::Arc;
 
 pub use component::{Authorization, AuthorizerPage, AuthorizerTokens, ListedAuthorizer};
+pub use transport::{check_status, too_large, Answer, Call, HttpTransport, Transport};
 
 /// Largest response body accepted from WeChat; real token responses are well under 1 KiB.
 const MAX_RESPONSE_BYTES: usize = 64 * 1024;
@@ -102,7 +104,7 @@ impl UpstreamError {
         }
     }
 
-    fn transient(message: impl Into<String>) -> Self {
+    pub fn transient(message: impl Into<String>) -> Self {
         UpstreamError::Transient {
             errcode: None,
             message: message.into(),
@@ -155,11 +157,11 @@ struct Reply {
     expires_in: Option<i64>,
 }
 
-/// The WeChat client. Cheap to clone (the HTTP pool is shared).
+/// The WeChat client. Cheap to clone (the transport is shared).
 #[derive(Clone)]
 pub struct Upstream {
-    /// Pooled HTTP client with the configured timeout.
-    http: reqwest::Client,
+    /// What carries the calls: HTTPS in production, an in-process WeChat in engine tests.
+    transport: Arc<dyn Transport>,
     /// `https://api.weixin.qq.com`, or the mock's address.
     api_base: String,
     /// `https://qyapi.weixin.qq.com`, or the mock's address.
@@ -182,21 +184,31 @@ impl Upstream {
         concurrency: usize,
         metrics: Arc<Metrics>,
     ) -> Result<Upstream, UpstreamError> {
-        let http = reqwest::Client::builder()
-            .timeout(timeout)
-            .connect_timeout(timeout)
-            .user_agent(concat!("wxhub/", env!("CARGO_PKG_VERSION")))
-            // A redirect would re-send the request, AppSecret included, to another origin.
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(|e| UpstreamError::transient(format!("cannot build HTTP client: {e}")))?;
-        Ok(Upstream {
-            http,
+        let transport = Arc::new(HttpTransport::new(timeout)?);
+        Ok(Upstream::with_transport(
+            transport,
+            api_base,
+            work_api_base,
+            concurrency,
+            metrics,
+        ))
+    }
+
+    /// A client whose calls `transport` carries: for tests that run WeChat in process.
+    pub fn with_transport(
+        transport: Arc<dyn Transport>,
+        api_base: &str,
+        work_api_base: &str,
+        concurrency: usize,
+        metrics: Arc<Metrics>,
+    ) -> Upstream {
+        Upstream {
+            transport,
             api_base: api_base.trim_end_matches('/').to_string(),
             work_api_base: work_api_base.trim_end_matches('/').to_string(),
             metrics,
             calls: Arc::new(Semaphore::new(concurrency.max(1))),
-        })
+        }
     }
 
     /// Waits for a free call slot; held for the whole exchange (response body included).
@@ -209,14 +221,11 @@ impl Upstream {
 
     /// `GET /cgi-bin/token`: a new access token; the previous one dies after WeChat's overlap.
     pub async fn get_token(&self, appid: &str, secret: &str) -> Result<Fetched, UpstreamError> {
-        let request = self
-            .http
-            .get(format!("{}/cgi-bin/token", self.api_base))
-            .query(&[
-                ("grant_type", "client_credential"),
-                ("appid", appid),
-                ("secret", secret),
-            ]);
+        let request = Call::get(format!("{}/cgi-bin/token", self.api_base)).query(&[
+            ("grant_type", "client_credential"),
+            ("appid", appid),
+            ("secret", secret),
+        ]);
         self.call("token", request, Authenticates::WithSecret).await
     }
 
@@ -234,10 +243,7 @@ impl Upstream {
             "secret": secret,
             "force_refresh": force_refresh,
         });
-        let request = self
-            .http
-            .post(format!("{}/cgi-bin/stable_token", self.api_base))
-            .json(&body);
+        let request = Call::post(format!("{}/cgi-bin/stable_token", self.api_base), body);
         let endpoint = if force_refresh {
             "stable_token_force"
         } else {
@@ -253,9 +259,7 @@ impl Upstream {
         access_token: &str,
         kind: TicketKind,
     ) -> Result<Fetched, UpstreamError> {
-        let request = self
-            .http
-            .get(format!("{}/cgi-bin/ticket/getticket", self.api_base))
+        let request = Call::get(format!("{}/cgi-bin/ticket/getticket", self.api_base))
             .query(&[("access_token", access_token), ("type", kind.as_str())]);
         self.call("getticket", request, Authenticates::WithAccessToken)
             .await
@@ -267,9 +271,7 @@ impl Upstream {
         corpid: &str,
         corpsecret: &str,
     ) -> Result<Fetched, UpstreamError> {
-        let request = self
-            .http
-            .get(format!("{}/cgi-bin/gettoken", self.work_api_base))
+        let request = Call::get(format!("{}/cgi-bin/gettoken", self.work_api_base))
             .query(&[("corpid", corpid), ("corpsecret", corpsecret)]);
         self.call("gettoken", request, Authenticates::WithSecret)
             .await
@@ -285,14 +287,12 @@ impl Upstream {
         let (endpoint, request) = match kind {
             CorpTicketKind::Jsapi => (
                 "get_jsapi_ticket",
-                self.http
-                    .get(format!("{}/cgi-bin/get_jsapi_ticket", self.work_api_base))
+                Call::get(format!("{}/cgi-bin/get_jsapi_ticket", self.work_api_base))
                     .query(&[("access_token", access_token)]),
             ),
             CorpTicketKind::AgentConfig => (
                 "ticket_get",
-                self.http
-                    .get(format!("{}/cgi-bin/ticket/get", self.work_api_base))
+                Call::get(format!("{}/cgi-bin/ticket/get", self.work_api_base))
                     .query(&[("access_token", access_token), ("type", "agent_config")]),
             ),
         };
@@ -309,13 +309,11 @@ impl Upstream {
         } else {
             &self.api_base
         };
-        let request = self
-            .http
-            .get(format!("{base}/cgi-bin/get_api_domain_ip"))
+        let request = Call::get(format!("{base}/cgi-bin/get_api_domain_ip"))
             .query(&[("access_token", access_token)]);
         let _slot = self.call_slot().await?;
         let started = Instant::now();
-        let result = match fetch_body(request).await {
+        let result = match self.transport.send(request, MAX_RESPONSE_BYTES).await {
             Ok(body) => parse_status(&body),
             Err(e) => Err(e),
         };
@@ -332,12 +330,15 @@ impl Upstream {
     async fn call(
         &self,
         endpoint: &'static str,
-        request: reqwest::RequestBuilder,
+        request: Call,
         auth: Authenticates,
     ) -> Result<Fetched, UpstreamError> {
         let _slot = self.call_slot().await?;
         let started = Instant::now();
-        let result = send(request, auth).await;
+        let result = match self.transport.send(request, MAX_RESPONSE_BYTES).await {
+            Ok(body) => parse_reply(&body, auth),
+            Err(e) => Err(e),
+        };
         self.metrics.observe_upstream(
             endpoint,
             started.elapsed(),
@@ -345,38 +346,6 @@ impl Upstream {
         );
         result
     }
-}
-
-async fn send(
-    request: reqwest::RequestBuilder,
-    auth: Authenticates,
-) -> Result<Fetched, UpstreamError> {
-    parse_reply(&fetch_body(request).await?, auth)
-}
-
-/// Sends one request and reads its body (bounded), refusing redirects and error statuses.
-async fn fetch_body(request: reqwest::RequestBuilder) -> Result<Vec<u8>, UpstreamError> {
-    let mut response = request.send().await.map_err(transport_error)?;
-    let status = response.status();
-    if status.is_redirection() {
-        // Named by its status only: the target URL is the upstream's to choose, not ours to log.
-        return Err(UpstreamError::transient(format!(
-            "HTTP status {status}: redirects are not followed"
-        )));
-    }
-    if !status.is_success() {
-        return Err(UpstreamError::transient(format!("HTTP status {status}")));
-    }
-    let mut body = Vec::new();
-    while let Some(chunk) = response.chunk().await.map_err(transport_error)? {
-        if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
-            return Err(UpstreamError::transient(format!(
-                "response body larger than {MAX_RESPONSE_BYTES} bytes"
-            )));
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
 }
 
 /// Turns the answer of a call that carries an access token and returns no credential into `Ok`
