@@ -169,48 +169,6 @@ async fn fifty_reports_of_a_live_token_are_rejected_after_one_check() {
 }
 
 #[tokio::test]
-async fn ten_reports_of_a_live_stable_token_over_a_minute_spend_no_force_refresh() {
-    let appid = "wxstorm0000000005";
-    let apps = [TestApp::stable(appid)];
-    let (mock, hub) = short_overlap(&apps).await;
-    let current = hub.token(appid).await.access_token;
-    let_token_age(&hub, appid).await;
-    let before = stats(&mock);
-    for i in 0..10 {
-        if i > 0 {
-            // Spread over a minute: each report needs a check of its own.
-            tokio::time::sleep(Duration::from_secs(6)).await;
-        }
-        let answer: TokenAnswer = hub.invalidate(appid, &current).await.json().await.unwrap();
-        assert_eq!(answer.access_token, current);
-    }
-    let after = stats(&mock);
-    assert_eq!(after.force_refreshes(appid), 0);
-    assert_eq!(
-        after.calls("/cgi-bin/stable_token", appid),
-        before.calls("/cgi-bin/stable_token", appid)
-    );
-    let credential = hub.credential(&format!("access_token/{appid}")).await;
-    assert_eq!(credential["rejected_reports"], 10);
-
-    // A real invalidation still costs exactly one call (once WeChat's word that the token was
-    // alive, reused for a few seconds, has lapsed).
-    tokio::time::sleep(Duration::from_secs(5)).await;
-    killed_by_another_party(&hub, &mock, appid, &current, true).await;
-    let before = stats(&mock);
-    let answer: TokenAnswer = hub.invalidate(appid, &current).await.json().await.unwrap();
-    assert_ne!(answer.access_token, current);
-    assert_eq!(
-        business_call(&hub.client, &mock, &answer.access_token).await,
-        0
-    );
-    assert_eq!(
-        stats(&mock).calls("/cgi-bin/stable_token", appid),
-        before.calls("/cgi-bin/stable_token", appid) + 1
-    );
-}
-
-#[tokio::test]
 async fn admin_refresh_respects_min_refresh_interval_and_the_force_reserve() {
     let appid = "wxstorm0000000006";
     let apps = [TestApp::stable(appid)];

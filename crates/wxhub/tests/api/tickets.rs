@@ -1,12 +1,11 @@
-//! JS-SDK tickets: served with their true remaining life, renewed each cycle with few getticket
-//! calls, signed correctly, and fetched again with a fresh access token when WeChat says the one
-//! used was dead.
+//! JS-SDK tickets: signed correctly, and fetched again with a fresh access token when WeChat says
+//! the one used was dead. (Served with their true remaining life and renewed each cycle with few
+//! getticket calls: `paused_clock.rs`, three cycles on the paused clock, and `rollover.rs` in
+//! real time.)
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use sha1::{Digest, Sha1};
-use tokio::time::Instant;
 use wechat_mock::FaultRule;
 use wxhub::credential::TicketKind;
 
@@ -19,93 +18,6 @@ fn expected_signature(ticket: &str, nonce: &str, timestamp: i64, url: &str) -> S
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()
-}
-
-#[tokio::test]
-async fn a_polled_ticket_carries_its_true_remaining_life_and_is_renewed_each_cycle() {
-    let appid = "wxticket000000001";
-    let apps = [TestApp::stable(appid).with_tickets(&[TicketKind::Jsapi])];
-    let mock = spawn_mock(
-        Duration::from_secs(20),
-        Duration::from_secs(5),
-        &apps,
-        &[],
-        |c| c,
-    )
-    .await;
-    let hub = spawn_app(&mock, HubOptions::new(&apps)).await;
-    hub.wait_ready().await;
-
-    // For each ticket: the earliest and latest "end of use" the hub announced (poll time +
-    // expires_in), and when it was last served.
-    let mut announced: HashMap<String, (Instant, Instant, Instant)> = HashMap::new();
-    let mut order: Vec<String> = Vec::new();
-    let mut gaps = 0;
-    let end = Instant::now() + Duration::from_secs(60);
-    while Instant::now() < end {
-        let response = hub.get(&format!("/v1/apps/{appid}/tickets/jsapi")).await;
-        let now = Instant::now();
-        if response.status() == 503 {
-            // The instant between a ticket's expiry and its replacement.
-            gaps += 1;
-            tokio::time::sleep(Duration::from_millis(20)).await;
-            continue;
-        }
-        assert_eq!(response.status(), 200);
-        let answer: TokenAnswer = response.json().await.unwrap();
-        let ticket = answer.access_token;
-        if !mock.ticket_valid(&ticket) {
-            assert!(
-                answer.expires_in <= 1,
-                "a dead ticket was served with {} s",
-                answer.expires_in
-            );
-        }
-        let end_of_use = now + Duration::from_secs(answer.expires_in);
-        let entry = announced
-            .entry(ticket.clone())
-            .or_insert((end_of_use, end_of_use, now));
-        entry.0 = entry.0.min(end_of_use);
-        entry.1 = entry.1.max(end_of_use);
-        entry.2 = now;
-        if order.last() != Some(&ticket) {
-            order.push(ticket);
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-
-    assert!(
-        order.len() >= 3,
-        "renewed each cycle: {} tickets",
-        order.len()
-    );
-    for (ticket, (earliest, latest, _)) in &announced {
-        assert!(
-            latest.duration_since(*earliest) <= Duration::from_millis(1_500),
-            "the announced end of {ticket} moved by {:?}: expiry was extended",
-            latest.duration_since(*earliest)
-        );
-    }
-    // Each replaced ticket was served until about its announced end, not long before or after.
-    for pair in order.windows(2) {
-        let (earliest, _, last_served) = announced[&pair[0]];
-        let (_, _, _) = announced[&pair[1]];
-        let slack = if last_served > earliest {
-            last_served.duration_since(earliest)
-        } else {
-            earliest.duration_since(last_served)
-        };
-        assert!(
-            slack <= Duration::from_millis(1_500),
-            "served {slack:?} off its announced end"
-        );
-    }
-    assert!(
-        gaps <= 3,
-        "{gaps} polls fell between a ticket and its replacement"
-    );
-    let calls = stats(&mock).calls("/cgi-bin/ticket/getticket", appid);
-    assert!(calls <= 10, "{calls} getticket calls over three cycles");
 }
 
 #[tokio::test]
