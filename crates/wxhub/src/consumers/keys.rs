@@ -34,8 +34,10 @@ use crate::hub::Account;
 
 /// Verified bearer keys and the consumer each belongs to, and every consumer's grants as sets.
 ///
-/// One cache serves one [`Settings`]: the one every call passes (the hub's configuration, fixed
-/// for the life of the process).
+/// One cache serves one [`Settings`]: the one every call passes. Consumers change while the hub
+/// runs (a reload, a runtime consumer added, re-keyed or removed on any instance), so a cache is
+/// never updated in place: each change puts in force a new [`crate::control::Access`], the new
+/// consumers with a new, empty cache, and this one goes with the settings it served.
 pub struct KeyCache {
     /// Keys the index by a secret, per-process hash.
     hasher: RandomState,

@@ -368,8 +368,7 @@ impl Shared {
             .plan
             .due_at(spec.source.renewal(), &token, random_unit())
             .max(now);
-        entry.token = Some(token);
-        entry.status = Status::Fresh;
+        entry.adopt(token);
         self.plan_next(state, id, next);
     }
 

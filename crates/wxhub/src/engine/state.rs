@@ -56,7 +56,11 @@ pub struct LastError {
     pub message: String,
     /// When it happened (RFC 3339).
     pub at: String,
-    /// Whether a refresh has succeeded since: the failure is history, kept for operators.
+    /// When it happened, to compare with a token's fetch time.
+    #[serde(skip)]
+    pub failed_at: Timestamp,
+    /// Whether a refresh has succeeded since (here, or on another instance whose token was
+    /// adopted): the failure is history, kept for operators.
     #[serde(skip)]
     pub recovered: bool,
 }
@@ -200,6 +204,20 @@ impl Entry {
         next
     }
 
+    /// Takes `token` as current: one read from the store (at a start, or another instance's
+    /// refresh on the change feed) rather than fetched here. A failure before that token was
+    /// fetched is over, as after a refresh of this instance's own: another instance refreshed
+    /// where this one failed.
+    pub fn adopt(&mut self, token: Token) {
+        if let Some(error) = &mut self.last_error {
+            if token.fetched_at > error.failed_at {
+                error.recovered = true;
+            }
+        }
+        self.token = Some(token);
+        self.status = Status::Fresh;
+    }
+
     /// The failure this credential is in, if the last refresh failed.
     pub fn current_error(&self) -> Option<&LastError> {
         self.last_error.as_deref().filter(|e| !e.recovered)
@@ -234,6 +252,7 @@ impl Entry {
             errcode: error.errcode(),
             message: error.to_string(),
             at: now.to_rfc3339(),
+            failed_at: now,
             recovered: false,
         }));
         (now.plus(delay), repeated)
@@ -406,8 +425,19 @@ mod tests {
     fn a_success_plans_the_next_refresh_at_the_lead_and_clears_failures() {
         let clock = ManualClock::at(START);
         let mut entry = Entry::new(credential(1, "wx1"));
-        entry.attempts = 3;
-        entry.status = Status::Retrying;
+        let error = RefreshError::Upstream(UpstreamError::Transient {
+            errcode: Some(-1),
+            message: "system busy".into(),
+        });
+        for _ in 0..3 {
+            entry.record_failure(&error, &plan(), clock.now(), 0.5);
+        }
+        assert_eq!(
+            (entry.status, entry.attempts),
+            (Status::Retrying, 3),
+            "failing before the success"
+        );
+        assert!(entry.current_error().is_some());
         let refreshed = Refreshed {
             token: token("t1", clock.now(), HOUR2),
             rotated: true,
@@ -417,7 +447,40 @@ mod tests {
         assert_eq!(next, START.plus(HOUR2 - Duration::from_secs(1800)));
         assert_eq!(entry.status, Status::Fresh);
         assert_eq!(entry.attempts, 0);
-        assert!(entry.last_error.is_none());
+        // The failure is no longer current, but kept as history.
+        assert!(entry.current_error().is_none());
+        assert_eq!(
+            entry.recovered_error().map(|e| e.errcode),
+            Some(Some(-1)),
+            "moved to history"
+        );
+    }
+
+    #[test]
+    fn a_token_adopted_from_another_instance_recovers_only_a_failure_before_its_fetch() {
+        let clock = ManualClock::at(START);
+        let mut entry = Entry::new(credential(1, "wx1"));
+        let error = RefreshError::Upstream(UpstreamError::Transient {
+            errcode: Some(-1),
+            message: "system busy".into(),
+        });
+        // A token fetched before this instance's failure says nothing of it.
+        let older = token("t0", clock.now(), HOUR2);
+        clock.advance(Duration::from_secs(10));
+        entry.record_failure(&error, &plan(), clock.now(), 0.5);
+        entry.adopt(older);
+        assert_eq!(entry.current_error().map(|e| e.errcode), Some(Some(-1)));
+
+        // One fetched after it (by another instance, read from the store) is a recovery.
+        clock.advance(Duration::from_secs(10));
+        entry.adopt(token("t1", clock.now(), HOUR2));
+        assert_eq!(entry.status, Status::Fresh);
+        assert!(entry.current_error().is_none(), "still shown as current");
+        assert_eq!(
+            entry.recovered_error().map(|e| e.errcode),
+            Some(Some(-1)),
+            "kept as history"
+        );
     }
 
     #[test]

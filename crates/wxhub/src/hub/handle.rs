@@ -102,8 +102,10 @@ impl Credential {
         self.spec.load().source.renewal() == crate::plan::Renewal::Stable
     }
 
-    /// Whether it is an access token of the configuration file renewed in stable mode (the ones
-    /// with a force budget).
+    /// Whether it is an access token of the configuration file renewed in stable mode: those
+    /// whose force budget `/metrics` shows one by one (`wxhub_force_refresh_budget_remaining`).
+    /// Runtime stable-mode tokens have a budget too ([`Credential::has_force_budget`], shown in
+    /// `/v1/credentials`) but come and go, so they have no series of their own.
     pub fn is_configured_stable_token(&self) -> bool {
         let spec = self.spec.load();
         spec.origin == Origin::Config && spec.source.renewal() == crate::plan::Renewal::Stable
