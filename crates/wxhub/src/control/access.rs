@@ -11,6 +11,17 @@ use super::{Control, ControlError};
 use crate::configuration::{ConsumerSettings, Settings};
 use crate::consumers::{self, KeyCache, RuntimeConsumer};
 
+/// What a message of the account feed said of a runtime consumer.
+#[derive(Clone, Copy, Debug)]
+pub(super) enum Said<'a> {
+    /// It was stored with this definition.
+    Put(&'a str),
+    /// It was removed.
+    Removed,
+    /// Nothing: a read that failed is tried again.
+    Nothing,
+}
+
 /// Who may call what, switched as a whole by a reload or a change of a runtime consumer: the
 /// consumers and a key cache that serves exactly them.
 pub struct Access {
@@ -127,12 +138,37 @@ impl Control {
     /// force what the store holds now. The store is read rather than the message trusted, so that
     /// a message overtaken by a later write (this instance's own, say) cannot bring an old key
     /// back.
-    pub(super) async fn follow_consumer(&self, name: &str) -> Result<(), ControlError> {
+    ///
+    /// Fails closed: the consumer leaves the table before the read, and stays out if the read
+    /// fails, so that a removed or re-keyed consumer's old key is not served here while the store
+    /// cannot be read; the caller tries again ([`Control::run_account_feed`]). Out of force at
+    /// once, unless `said` is what is in force already (this instance's own write, typically):
+    /// then the read decides, and a consumer just put here is not refused for the length of it.
+    pub(super) async fn follow_consumer(
+        &self,
+        name: &str,
+        said: Said<'_>,
+    ) -> Result<(), ControlError> {
         let _order = self.consumer_changes.lock().await;
-        let definition = self
-            .store
-            .get_account(&consumers::storage_name(name))
-            .await?;
+        let held = self.lock_runtime_consumers().remove(name);
+        let news = match said {
+            Said::Put(definition) => {
+                held.is_some() && RuntimeConsumer::from_definition(definition) != held
+            }
+            Said::Removed => held.is_some(),
+            Said::Nothing => false,
+        };
+        if news {
+            self.publish_consumers();
+        }
+        let definition = match self.store.get_account(&consumers::storage_name(name)).await {
+            Ok(definition) => definition,
+            Err(e) => {
+                self.publish_consumers();
+                tracing::warn!(consumer = %name, error = %e, "a runtime consumer changed but could not be read back; it is refused here until it can");
+                return Err(e.into());
+            }
+        };
         let consumer = definition.as_deref().and_then(|d| {
             let read = RuntimeConsumer::from_definition(d);
             if read.is_none() {
@@ -140,12 +176,9 @@ impl Control {
             }
             read
         });
-        {
-            let mut runtime = self.lock_runtime_consumers();
-            match consumer {
-                Some(consumer) => runtime.insert(name.to_string(), consumer),
-                None => runtime.remove(name),
-            };
+        if let Some(consumer) = consumer {
+            self.lock_runtime_consumers()
+                .insert(name.to_string(), consumer);
         }
         self.publish_consumers();
         Ok(())

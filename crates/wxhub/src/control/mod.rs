@@ -24,7 +24,7 @@ mod error;
 mod reload;
 mod stored;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
@@ -40,6 +40,7 @@ use crate::registry::{Diff, Origin, Registry};
 use crate::seal::Sealer;
 use crate::store::{AccountChange, Store};
 pub use access::Access;
+use access::Said;
 use accounts::AccountLocks;
 pub use accounts::PutOutcome;
 pub use error::ControlError;
@@ -47,6 +48,47 @@ use reload::config_accounts;
 pub use reload::ReloadSummary;
 use stored::split_consumers;
 pub use stored::{authorizer_spec, StoredAuthorizer};
+
+/// The first wait before the account feed tries again what the store did not answer for.
+const RETRY_FIRST: std::time::Duration = std::time::Duration::from_secs(1);
+/// The longest wait between two tries.
+const RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// What the account feed could not apply yet because the store did not answer.
+struct Unapplied {
+    /// Runtime consumers whose re-read failed: refused here until it succeeds.
+    consumers: BTreeSet<String>,
+    /// Whether a resync failed.
+    resync: bool,
+    /// When to try again (`None` while nothing waits).
+    retry_at: Option<tokio::time::Instant>,
+    /// The wait before the next try.
+    interval: std::time::Duration,
+}
+
+impl Default for Unapplied {
+    fn default() -> Self {
+        Unapplied {
+            consumers: BTreeSet::new(),
+            resync: false,
+            retry_at: None,
+            interval: RETRY_FIRST,
+        }
+    }
+}
+
+impl Unapplied {
+    fn is_empty(&self) -> bool {
+        self.consumers.is_empty() && !self.resync
+    }
+
+    /// Records a new failure: the next try comes after the first wait again.
+    fn failed(&mut self, record: impl FnOnce(&mut Unapplied)) {
+        record(self);
+        self.interval = RETRY_FIRST;
+        self.retry_at = Some(tokio::time::Instant::now() + RETRY_FIRST);
+    }
+}
 
 /// See the module docs.
 pub struct Control {
@@ -152,23 +194,46 @@ impl Control {
         Ok(())
     }
 
-    /// Follows other instances' account changes until `cancel` fires.
+    /// Follows other instances' account changes until `cancel` fires. What could not be applied
+    /// because the store did not answer (a changed consumer's re-read, a resync) is tried again,
+    /// after [`RETRY_FIRST`] and then at growing intervals up to [`RETRY_MAX`], until it is.
     pub async fn run_account_feed(
         self: Arc<Self>,
         mut feed: broadcast::Receiver<AccountChange>,
         cancel: tokio_util::sync::CancellationToken,
     ) {
+        let mut unapplied = Unapplied::default();
         loop {
+            let retry_at = unapplied.retry_at;
             let received = tokio::select! {
                 received = feed.recv() => received,
+                _ = tokio::time::sleep_until(retry_at.unwrap_or_else(tokio::time::Instant::now)),
+                    if retry_at.is_some() =>
+                {
+                    self.retry(&mut unapplied).await;
+                    continue;
+                }
                 _ = cancel.cancelled() => return,
             };
             let result = match received {
                 Ok(AccountChange::Put { ref name, .. } | AccountChange::Removed { ref name })
                     if consumers::name_of(name).is_some() =>
                 {
-                    self.follow_consumer(consumers::name_of(name).unwrap_or_default())
-                        .await
+                    let consumer = consumers::name_of(name).unwrap_or_default();
+                    let said = match &received {
+                        Ok(AccountChange::Put { definition, .. }) => Said::Put(definition),
+                        _ => Said::Removed,
+                    };
+                    let result = self.follow_consumer(consumer, said).await;
+                    match result {
+                        Ok(()) => {
+                            unapplied.consumers.remove(consumer);
+                        }
+                        Err(_) => unapplied.failed(|u| {
+                            u.consumers.insert(consumer.to_string());
+                        }),
+                    }
+                    result
                 }
                 Ok(AccountChange::Put { name, definition }) => {
                     self.apply_remote_put(&name, &definition).await
@@ -178,12 +243,47 @@ impl Control {
                     Ok(())
                 }
                 Ok(AccountChange::Resync) | Err(broadcast::error::RecvError::Lagged(_)) => {
-                    self.resync().await
+                    let result = self.resync().await;
+                    match result {
+                        Ok(()) => unapplied = Unapplied::default(),
+                        Err(_) => unapplied.failed(|u| u.resync = true),
+                    }
+                    result
                 }
                 Err(broadcast::error::RecvError::Closed) => return,
             };
             if let Err(e) = result {
                 tracing::warn!(error = %e, "could not apply a runtime account change");
+            }
+        }
+    }
+
+    /// Tries again what the feed could not apply: a resync if one failed (it reads every
+    /// consumer too), else each consumer whose re-read failed.
+    async fn retry(&self, unapplied: &mut Unapplied) {
+        let result = if unapplied.resync {
+            let result = self.resync().await;
+            if result.is_ok() {
+                *unapplied = Unapplied::default();
+            }
+            result
+        } else {
+            let mut result = Ok(());
+            for name in std::mem::take(&mut unapplied.consumers) {
+                if let Err(e) = self.follow_consumer(&name, Said::Nothing).await {
+                    unapplied.consumers.insert(name);
+                    result = Err(e);
+                }
+            }
+            result
+        };
+        match result {
+            Ok(()) if unapplied.is_empty() => *unapplied = Unapplied::default(),
+            Ok(()) => unapplied.retry_at = Some(tokio::time::Instant::now() + unapplied.interval),
+            Err(e) => {
+                unapplied.interval = (unapplied.interval * 2).min(RETRY_MAX);
+                unapplied.retry_at = Some(tokio::time::Instant::now() + unapplied.interval);
+                tracing::warn!(error = %e, retry_in = ?unapplied.interval, "could not apply a runtime account change yet");
             }
         }
     }

@@ -10,6 +10,8 @@ use serde_json::json;
 use wxhub::configuration::{
     consumer_key_digest, consumer_key_sha256, AppGrant, ConsumerSettings, Scope,
 };
+use wxhub::credential::{CredentialKey, Token};
+use wxhub::store::{AccountChange, CasOutcome, Store, StoreFuture};
 
 use crate::helpers::*;
 
@@ -615,4 +617,168 @@ async fn a_file_consumer_may_be_granted_an_app_that_exists_only_at_runtime() {
     assert_eq!(status_with(&hub, SHOP_KEY, &token_path(ADDED)).await, 200);
     let _ = stop.send(());
     running.await.unwrap().unwrap();
+}
+
+/// A shared memory store whose reads of runtime definitions fail while `failing` is set: a Redis
+/// blip, seen by one instance.
+struct DefinitionReadsFail {
+    inner: std::sync::Arc<wxhub::store::memory::MemoryStore>,
+    failing: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl DefinitionReadsFail {
+    fn blip(&self) -> Option<wxhub::store::StoreError> {
+        self.failing
+            .load(std::sync::atomic::Ordering::SeqCst)
+            .then(|| wxhub::store::StoreError::Unavailable("a blip".into()))
+    }
+}
+
+impl Store for DefinitionReadsFail {
+    fn kind(&self) -> &'static str {
+        "memory"
+    }
+    fn load_all(&self) -> StoreFuture<'_, Vec<(CredentialKey, Token)>> {
+        self.inner.load_all()
+    }
+    fn get<'a>(&'a self, key: &'a CredentialKey) -> StoreFuture<'a, Option<Token>> {
+        self.inner.get(key)
+    }
+    fn compare_and_set<'a>(
+        &'a self,
+        key: &'a CredentialKey,
+        token: &'a Token,
+    ) -> StoreFuture<'a, CasOutcome> {
+        self.inner.compare_and_set(key, token)
+    }
+    fn restore<'a>(
+        &'a self,
+        key: &'a CredentialKey,
+        token: &'a Token,
+    ) -> StoreFuture<'a, CasOutcome> {
+        self.inner.restore(key, token)
+    }
+    fn acquire_lease<'a>(
+        &'a self,
+        key: &'a CredentialKey,
+        owner: &'a str,
+        ttl: Duration,
+    ) -> StoreFuture<'a, bool> {
+        self.inner.acquire_lease(key, owner, ttl)
+    }
+    fn release_lease<'a>(
+        &'a self,
+        key: &'a CredentialKey,
+        owner: &'a str,
+    ) -> StoreFuture<'a, bool> {
+        self.inner.release_lease(key, owner)
+    }
+    fn subscribe(&self) -> tokio::sync::broadcast::Receiver<wxhub::store::Change> {
+        self.inner.subscribe()
+    }
+    fn ping(&self) -> StoreFuture<'_, ()> {
+        self.inner.ping()
+    }
+    fn delete<'a>(&'a self, key: &'a CredentialKey) -> StoreFuture<'a, ()> {
+        self.inner.delete(key)
+    }
+    fn put_account<'a>(&'a self, name: &'a str, definition: &'a str) -> StoreFuture<'a, ()> {
+        self.inner.put_account(name, definition)
+    }
+    fn remove_account<'a>(&'a self, name: &'a str) -> StoreFuture<'a, bool> {
+        self.inner.remove_account(name)
+    }
+    fn load_accounts(&self) -> StoreFuture<'_, Vec<(String, String)>> {
+        match self.blip() {
+            Some(e) => Box::pin(async move { Err(e) }),
+            None => self.inner.load_accounts(),
+        }
+    }
+    fn get_account<'a>(&'a self, name: &'a str) -> StoreFuture<'a, Option<String>> {
+        match self.blip() {
+            Some(e) => Box::pin(async move { Err(e) }),
+            None => self.inner.get_account(name),
+        }
+    }
+    fn spend_force<'a>(
+        &'a self,
+        name: &'a str,
+        day: i64,
+        limit: u32,
+    ) -> StoreFuture<'a, Option<u32>> {
+        self.inner.spend_force(name, day, limit)
+    }
+    fn subscribe_accounts(&self) -> tokio::sync::broadcast::Receiver<AccountChange> {
+        self.inner.subscribe_accounts()
+    }
+}
+
+#[tokio::test]
+async fn an_instance_that_cannot_re_read_a_changed_consumer_refuses_its_old_key_until_it_can() {
+    let fixed = TestApp::legacy(FIXED);
+    let mock = minute_mock(std::slice::from_ref(&fixed)).await;
+    let shared = std::sync::Arc::new(wxhub::store::memory::MemoryStore::new());
+    let failing = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let fail = |on: bool| failing.store(on, std::sync::atomic::Ordering::SeqCst);
+    let mut options = HubOptions::new(std::slice::from_ref(&fixed));
+    options.shared_store = Some(shared.clone());
+    let writer = spawn_app(&mock, options).await;
+    let mut options = HubOptions::new(std::slice::from_ref(&fixed));
+    options.shared_store = Some(std::sync::Arc::new(DefinitionReadsFail {
+        inner: shared.clone(),
+        failing: failing.clone(),
+    }));
+    let follower = spawn_app(&mock, options).await;
+    writer.wait_ready().await;
+    follower.wait_ready().await;
+    let path = token_path(FIXED);
+    let until = |key: &'static str, status: u16, what: &'static str| {
+        let (follower, path) = (&follower, &path);
+        wait_until(Duration::from_secs(5), what, move || async move {
+            status_with(follower, key, path).await == status
+        })
+    };
+
+    let body = |key| consumer_body(key, &[FIXED], &["read"]);
+    assert_eq!(
+        put_consumer(&writer, ADMIN_KEY, "shop", body(SHOP_KEY))
+            .await
+            .0,
+        201
+    );
+    until(SHOP_KEY, 200, "the follower serves the consumer").await;
+
+    // Re-keyed while the follower cannot read the store: the old key stops there at once.
+    fail(true);
+    assert_eq!(
+        put_consumer(&writer, ADMIN_KEY, "shop", body(SHOP_NEW_KEY))
+            .await
+            .0,
+        200
+    );
+    until(SHOP_KEY, 401, "the follower refuses the replaced key").await;
+    assert_eq!(status_with(&follower, SHOP_NEW_KEY, &path).await, 401);
+    // Once it can read again, it takes the new key without another change.
+    fail(false);
+    until(SHOP_NEW_KEY, 200, "the follower serves the new key").await;
+    assert_eq!(status_with(&follower, SHOP_KEY, &path).await, 401);
+
+    // Removed while it cannot read: refused at once, and not brought back once it can.
+    fail(true);
+    let deleted = writer
+        .send(Method::DELETE, "/v1/admin/consumers/shop", None)
+        .await;
+    assert_eq!(deleted.status(), 204);
+    until(
+        SHOP_NEW_KEY,
+        401,
+        "the follower refuses the removed consumer",
+    )
+    .await;
+    fail(false);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(status_with(&follower, SHOP_NEW_KEY, &path).await, 401);
+    assert_eq!(status_with(&writer, SHOP_NEW_KEY, &path).await, 401);
+    writer.stop().await;
+    follower.stop().await;
 }
