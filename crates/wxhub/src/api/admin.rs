@@ -165,6 +165,9 @@ pub(super) fn control_error(error: ControlError) -> ApiError {
             ApiError::new(StatusCode::NOT_FOUND, "unknown_consumer", message)
         }
         ControlError::KeyInUse(_) => ApiError::new(StatusCode::CONFLICT, "key_in_use", message),
+        ControlError::TooManyConsumers => {
+            ApiError::new(StatusCode::CONFLICT, "too_many_consumers", message)
+        }
         ControlError::Seal(_) | ControlError::Unreadable(_) | ControlError::UnknownComponent(_) => {
             ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
         }

@@ -10,4 +10,6 @@ pub mod keys;
 pub mod runtime;
 
 pub use keys::KeyCache;
-pub use runtime::{merged, name_of, storage_name, valid_name, RuntimeConsumer};
+pub use runtime::{
+    merged, name_of, storage_name, valid_name, RuntimeConsumer, MAX_RUNTIME_CONSUMERS,
+};

@@ -18,6 +18,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::configuration::{ConsumerSettings, Scope, Settings};
 
+/// The most runtime consumers a hub takes (docs/architecture.md#authentication-and-scopes). A request with an
+/// unknown key, which needs no authentication to send, is compared with every consumer's key, so
+/// their number bounds what such a request costs; an admin API that added them without end would
+/// let that cost grow without end too. Consumers of the configuration file are not counted (the
+/// operator sees those).
+pub const MAX_RUNTIME_CONSUMERS: usize = 1_000;
+
 /// What the names of stored consumers start with, among the runtime definitions.
 const PREFIX: &str = "consumer/";
 

@@ -74,6 +74,8 @@ impl Control {
 
     /// Adds or replaces the runtime consumer `name` on every instance sharing the store; in force
     /// here when this returns (a replaced key is refused from then on). Returns whether it is new.
+    /// A new one is refused once there are [`consumers::MAX_RUNTIME_CONSUMERS`] (as this instance
+    /// knows them: two instances adding the last one at once may both succeed).
     pub async fn put_consumer(
         &self,
         name: &str,
@@ -85,6 +87,9 @@ impl Control {
         }
         let taken_by = {
             let runtime = self.lock_runtime_consumers();
+            if !runtime.contains_key(name) && runtime.len() >= consumers::MAX_RUNTIME_CONSUMERS {
+                return Err(ControlError::TooManyConsumers);
+            }
             let file = self.settings.load();
             file.consumers
                 .iter()

@@ -54,6 +54,14 @@ pub enum ControlError {
     /// No such runtime consumer.
     #[error("no runtime consumer {0:?}")]
     UnknownConsumer(String),
+    /// As many runtime consumers as a hub takes exist already.
+    #[error(
+        "there are {} runtime consumers already, the most a hub takes (a request with an unknown \
+         key is compared with every consumer's); delete one first, or define the consumer in the \
+         configuration file",
+        crate::consumers::MAX_RUNTIME_CONSUMERS
+    )]
+    TooManyConsumers,
     /// Another consumer has this key.
     #[error("consumer {0:?} has this key already; every consumer needs its own key")]
     KeyInUse(String),

@@ -782,3 +782,78 @@ async fn an_instance_that_cannot_re_read_a_changed_consumer_refuses_its_old_key_
     writer.stop().await;
     follower.stop().await;
 }
+
+#[tokio::test]
+async fn runtime_consumers_stop_at_the_cap_and_replacing_one_is_still_allowed() {
+    const CAP: usize = wxhub::consumers::MAX_RUNTIME_CONSUMERS;
+    // The cap's worth, stored as another instance would have stored them.
+    let store = std::sync::Arc::new(wxhub::store::memory::MemoryStore::new());
+    for i in 0..CAP {
+        let consumer = wxhub::consumers::RuntimeConsumer {
+            key_sha256: consumer_key_digest(&format!("stored-consumer-key-{i}")),
+            apps: vec![FIXED.to_string()],
+            scopes: vec![Scope::Read],
+        };
+        store
+            .put_account(
+                &wxhub::consumers::storage_name(&format!("c{i:04}")),
+                &consumer.definition(),
+            )
+            .await
+            .unwrap();
+    }
+    let (_mock, hub) = hub_with(|mut o| {
+        o.shared_store = Some(store.clone());
+        o
+    })
+    .await;
+    assert_eq!(
+        status_with(&hub, "stored-consumer-key-7", &token_path(FIXED)).await,
+        200
+    );
+
+    let (status, answer) = put_consumer(
+        &hub,
+        ADMIN_KEY,
+        "shop",
+        consumer_body(SHOP_KEY, &[FIXED], &["read"]),
+    )
+    .await;
+    assert_eq!(status, 409, "{answer}");
+    assert_eq!(answer["error"]["code"], "too_many_consumers", "{answer}");
+    let message = answer["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains(&CAP.to_string()), "{message}");
+    assert_eq!(status_with(&hub, SHOP_KEY, &token_path(FIXED)).await, 401);
+
+    // Replacing one adds none.
+    let (status, answer) = put_consumer(
+        &hub,
+        ADMIN_KEY,
+        "c0001",
+        consumer_body(SHOP_NEW_KEY, &[FIXED], &["read"]),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    // Removing one makes room for one.
+    let deleted = hub
+        .send(Method::DELETE, "/v1/admin/consumers/c0002", None)
+        .await;
+    assert_eq!(deleted.status(), 204);
+    let (status, answer) = put_consumer(
+        &hub,
+        ADMIN_KEY,
+        "shop",
+        consumer_body(SHOP_KEY, &[FIXED], &["read"]),
+    )
+    .await;
+    assert_eq!(status, 201, "{answer}");
+    let (status, _) = put_consumer(
+        &hub,
+        ADMIN_KEY,
+        "one-more",
+        consumer_body("one-more-consumer-key-0001", &[FIXED], &["read"]),
+    )
+    .await;
+    assert_eq!(status, 409);
+    hub.stop().await;
+}
