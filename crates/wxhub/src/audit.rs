@@ -14,12 +14,27 @@ use crate::credential::Timestamp;
 /// How many entries the in-memory list keeps (the oldest go first).
 pub const AUDIT_CAPACITY: usize = 1000;
 
+/// Who a reload by signal is recorded as.
+pub const SIGNAL_RELOAD: &str = "SIGHUP";
+
+/// The names the trail records actions of others than consumers by. A consumer may not take one
+/// (in any case): its actions would read as those of the signal.
+pub const RESERVED_ACTORS: &[&str] = &[SIGNAL_RELOAD];
+
+/// The reserved name `name` would pass for, if any (compared without regard to case).
+pub fn reserved_actor(name: &str) -> Option<&'static str> {
+    RESERVED_ACTORS
+        .iter()
+        .find(|reserved| reserved.eq_ignore_ascii_case(name))
+        .copied()
+}
+
 /// One audited action. Never a secret or token value.
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
 pub struct AuditEntry {
     /// When it happened (RFC 3339).
     pub at: String,
-    /// Who: the consumer's name, or `SIGHUP` for a reload by signal.
+    /// Who: the consumer's name, or `SIGHUP` ([`SIGNAL_RELOAD`]) for a reload by signal.
     pub consumer: String,
     /// What: `put_account`, `delete_account`, `import_token`, `refresh`, `reload`, …
     pub action: &'static str,
@@ -77,5 +92,15 @@ mod tests {
             entries.last().map(|e| e.target.as_str()),
             Some(format!("access_token/wx{}", AUDIT_CAPACITY + 4).as_str())
         );
+    }
+
+    #[test]
+    fn the_signal_is_reserved_in_any_case_and_only_as_a_whole_name() {
+        for name in ["SIGHUP", "sighup", "SigHup"] {
+            assert_eq!(reserved_actor(name), Some(SIGNAL_RELOAD), "{name}");
+        }
+        for name in ["SIGHUP-relay", "SIGHUP ", "ops", ""] {
+            assert_eq!(reserved_actor(name), None, "{name:?}");
+        }
     }
 }

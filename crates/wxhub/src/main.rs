@@ -239,7 +239,7 @@ fn reload_on_sighup(
             };
             control
                 .audit()
-                .record("SIGHUP", "reload", "configuration", outcome);
+                .record(wxhub::audit::SIGNAL_RELOAD, "reload", "configuration", outcome);
         }
     });
     #[cfg(not(unix))]

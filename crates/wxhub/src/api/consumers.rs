@@ -107,6 +107,15 @@ async fn store_consumer(
              64), and may not start with '.'",
         ));
     }
+    if let Some(reserved) = crate::audit::reserved_actor(name) {
+        return Err(ApiError::bad_request(
+            "invalid_name",
+            format!(
+                "{reserved:?} is reserved: the audit trail records reloads by signal under it, \
+                 and a consumer of that name would pass for one; choose another name"
+            ),
+        ));
+    }
     let body: Map<String, Value> = json_body(request, CONSUMER_SHAPE).await?;
     let (consumer, grants) = read_body(context, &body)?;
     let warnings = absent(context, &grants);

@@ -857,3 +857,36 @@ async fn runtime_consumers_stop_at_the_cap_and_replacing_one_is_still_allowed() 
     assert_eq!(status, 409);
     hub.stop().await;
 }
+
+#[tokio::test]
+async fn names_the_audit_trail_uses_for_others_than_consumers_are_refused() {
+    let (_mock, hub) = hub_with(|o| o).await;
+    // A consumer named SIGHUP would write audit lines that read as reloads by signal.
+    for name in ["SIGHUP", "sighup", "SigHup"] {
+        let (status, answer) = put_consumer(
+            &hub,
+            ADMIN_KEY,
+            name,
+            consumer_body(SHOP_KEY, &[FIXED], &["read"]),
+        )
+        .await;
+        assert_eq!(status, 400, "{name}: {answer}");
+        assert_eq!(answer["error"]["code"], "invalid_name", "{name}: {answer}");
+        let message = answer["error"]["message"].as_str().unwrap_or_default();
+        assert!(
+            message.contains("reserved") && message.contains("SIGHUP"),
+            "{name}: {message}"
+        );
+    }
+    assert_eq!(status_with(&hub, SHOP_KEY, &token_path(FIXED)).await, 401);
+    // A name that merely contains it is a name like any other.
+    let (status, _) = put_consumer(
+        &hub,
+        ADMIN_KEY,
+        "SIGHUP-relay",
+        consumer_body(SHOP_KEY, &[FIXED], &["read"]),
+    )
+    .await;
+    assert_eq!(status, 201);
+    hub.stop().await;
+}
