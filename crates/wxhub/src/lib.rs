@@ -19,6 +19,7 @@
 //! - [`demo`] — the hub against an in-process `wechat-mock`, nothing to configure.
 
 pub mod account;
+pub mod allocator;
 pub mod api;
 pub mod audit;
 pub mod background;
@@ -34,7 +35,6 @@ pub mod gateway;
 pub mod history;
 pub mod hub;
 pub mod jssdk;
-pub mod memory;
 pub mod metrics;
 pub mod plan;
 pub mod platform;

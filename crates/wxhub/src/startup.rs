@@ -246,7 +246,7 @@ impl Application {
             }
         }
         // What loading the store copied is freed now; without this the process keeps its peak.
-        crate::memory::release_freed();
+        crate::allocator::release_freed();
         engine.start();
         let background = Background::default();
         background.spawn_listening(

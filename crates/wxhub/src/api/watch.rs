@@ -83,19 +83,19 @@ impl Watchers {
 }
 
 /// One open stream, counted until its task ends.
-struct Slot {
+struct StreamPermit {
     watchers: Arc<Watchers>,
     consumer: String,
 }
 
-impl Slot {
-    /// A slot for one more stream of `consumer`, if neither the process-wide cap nor the
+impl StreamPermit {
+    /// A permit for one more stream of `consumer`, if neither the process-wide cap nor the
     /// consumer's own (`per_consumer`) is reached.
     fn take(
         watchers: &Arc<Watchers>,
         consumer: &str,
         per_consumer: usize,
-    ) -> Result<Slot, ApiError> {
+    ) -> Result<StreamPermit, ApiError> {
         let mut open = watchers.lock();
         if open.total >= MAX_WATCHERS {
             return Err(ApiError::unavailable(
@@ -116,14 +116,14 @@ impl Slot {
         }
         open.total += 1;
         open.by_consumer.insert(consumer.to_string(), mine + 1);
-        Ok(Slot {
+        Ok(StreamPermit {
             watchers: watchers.clone(),
             consumer: consumer.to_string(),
         })
     }
 }
 
-impl Drop for Slot {
+impl Drop for StreamPermit {
     fn drop(&mut self) {
         let mut open = self.watchers.lock();
         open.total = open.total.saturating_sub(1);
@@ -256,7 +256,7 @@ pub async fn watch(State(context): State<ApiState>, headers: HeaderMap) -> Respo
         (consumer.name.clone(), consumer.key_sha256)
     };
     let per_consumer = context.settings.server.max_watchers_per_consumer;
-    let slot = match Slot::take(&context.watchers, &name, per_consumer) {
+    let slot = match StreamPermit::take(&context.watchers, &name, per_consumer) {
         Ok(slot) => slot,
         Err(refused) => return refused.into_response(),
     };
@@ -353,7 +353,7 @@ async fn feed(
     resume: Resume,
     stopping: CancellationToken,
     dropped: Arc<AtomicBool>,
-    _slot: Slot,
+    _slot: StreamPermit,
 ) {
     let pumped = tokio::select! {
         pumped = pump(&watcher, changes, &sender, resume) => pumped,
@@ -585,20 +585,20 @@ mod tests {
     #[test]
     fn one_consumer_cannot_take_every_slot() {
         let watchers = Arc::new(Watchers::default());
-        let held: Vec<Slot> = (0..3)
-            .map(|_| Slot::take(&watchers, "greedy", 3).expect("within its cap"))
+        let held: Vec<StreamPermit> = (0..3)
+            .map(|_| StreamPermit::take(&watchers, "greedy", 3).expect("within its cap"))
             .collect();
-        let refused = Slot::take(&watchers, "greedy", 3)
+        let refused = StreamPermit::take(&watchers, "greedy", 3)
             .err()
             .expect("over its cap");
         assert_eq!(refused.status, StatusCode::TOO_MANY_REQUESTS);
-        let other = Slot::take(&watchers, "other", 3).expect("another consumer still may");
+        let other = StreamPermit::take(&watchers, "other", 3).expect("another consumer still may");
         assert_eq!(watchers.open(), 4);
         drop(held);
         drop(other);
         assert_eq!(watchers.open(), 0);
         assert!(watchers.lock().by_consumer.is_empty());
-        assert!(Slot::take(&watchers, "greedy", 3).is_ok());
+        assert!(StreamPermit::take(&watchers, "greedy", 3).is_ok());
     }
 
     #[tokio::test]
@@ -624,7 +624,7 @@ mod tests {
             heartbeat: Duration::from_millis(20),
         };
         let dropped = Arc::new(AtomicBool::new(false));
-        let slot = Slot::take(&Arc::default(), "c", 1).expect("a watch slot");
+        let slot = StreamPermit::take(&Arc::default(), "c", 1).expect("a watch slot");
         let feeding = tokio::spawn(feed(
             watcher,
             hub.subscribe(),
