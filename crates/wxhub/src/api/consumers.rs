@@ -4,8 +4,6 @@
 //! through the control plane ([`crate::control::Control::put_consumer`]), which stores the
 //! consumer for every instance and puts it in force at once.
 
-use std::collections::HashSet;
-
 use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -14,7 +12,7 @@ use serde_json::{Map, Value};
 
 use super::admin::{audited, control_error};
 use super::{authorize_admin, finish, json_body, Account, AdminTarget, ApiError, ApiState};
-use crate::configuration::{parse_key_sha256, AppGrant, Scope};
+use crate::configuration::{parse_key_sha256, read_scopes, AppGrant};
 use crate::consumers::{self, RuntimeConsumer};
 use crate::metrics::Route;
 
@@ -175,36 +173,21 @@ fn read_body(
                  (`wxhub hash-key <KEY>` prints it)",
             )),
         };
+    // The rules are the file's `[[consumers]]` rules, shared: only the JSON shape is read here.
     let apps = match body.get("apps") {
         None => Vec::new(),
         Some(value) => strings(value, "apps", "invalid_grant")?,
     };
-    let mut grants = Vec::with_capacity(apps.len());
-    for (i, text) in apps.iter().enumerate() {
-        let grant = context
-            .control
-            .read_grant(text)
-            .map_err(|why| ApiError::bad_request("invalid_grant", format!("apps[{i}]: {why}")))?;
-        grants.push(grant);
-    }
+    let grants = context
+        .control
+        .read_grants(&apps)
+        .map_err(|e| ApiError::bad_request("invalid_grant", e.naming("apps")))?;
     let scope_names = match body.get("scopes") {
         Some(value) => strings(value, "scopes", "invalid_scope")?,
         None => Vec::new(),
     };
-    if scope_names.is_empty() {
-        return Err(ApiError::bad_request(
-            "invalid_scope",
-            "scopes must name at least one of \"read\", \"invalidate\", \"admin\", \"authorize\", \
-             \"call\"",
-        ));
-    }
-    let mut scopes = Vec::with_capacity(scope_names.len());
-    for (i, text) in scope_names.iter().enumerate() {
-        let scope: Scope = text
-            .parse()
-            .map_err(|why| ApiError::bad_request("invalid_scope", format!("scopes[{i}]: {why}")))?;
-        scopes.push(scope);
-    }
+    let scopes = read_scopes(&scope_names)
+        .map_err(|e| ApiError::bad_request("invalid_scope", e.naming("scopes")))?;
     Ok((
         RuntimeConsumer {
             key_sha256,
@@ -215,7 +198,7 @@ fn read_body(
     ))
 }
 
-/// An array of distinct strings named `field`; a 400 with `code` naming the element otherwise.
+/// An array of strings named `field`; a 400 with `code` naming the element otherwise.
 fn strings(value: &Value, field: &str, code: &'static str) -> Result<Vec<String>, ApiError> {
     let Value::Array(items) = value else {
         return Err(ApiError::bad_request(
@@ -223,24 +206,17 @@ fn strings(value: &Value, field: &str, code: &'static str) -> Result<Vec<String>
             format!("{field} must be an array of strings"),
         ));
     };
-    let mut seen = HashSet::new();
-    let mut texts = Vec::with_capacity(items.len());
-    for (i, item) in items.iter().enumerate() {
-        let Value::String(text) = item else {
-            return Err(ApiError::bad_request(
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, item)| match item {
+            Value::String(text) => Ok(text.clone()),
+            _ => Err(ApiError::bad_request(
                 code,
                 format!("{field}[{i}] must be a string"),
-            ));
-        };
-        if !seen.insert(text.as_str()) {
-            return Err(ApiError::bad_request(
-                code,
-                format!("{field}[{i}]: {text:?} is listed twice"),
-            ));
-        }
-        texts.push(text.clone());
-    }
-    Ok(texts)
+            )),
+        })
+        .collect()
 }
 
 /// Grants of accounts this hub does not have now: valid (they may be added later), but worth

@@ -24,7 +24,17 @@ pub enum Scope {
 }
 
 impl Scope {
-    /// The scope as the configuration spells it: `read`, `invalidate`, `admin` or `call`.
+    /// Every scope, in the order the documentation lists them.
+    pub const ALL: [Scope; 5] = [
+        Scope::Read,
+        Scope::Invalidate,
+        Scope::Admin,
+        Scope::Authorize,
+        Scope::Call,
+    ];
+
+    /// The scope as the configuration spells it: `read`, `invalidate`, `admin`, `authorize` or
+    /// `call`.
     pub fn as_str(self) -> &'static str {
         match self {
             Scope::Read => "read",
@@ -160,7 +170,12 @@ impl Settings {
 /// accounts of one configuration: see [`Settings::grants`].
 pub struct GrantReader<'a>(Known<'a>);
 
-impl GrantReader<'_> {
+impl<'a> GrantReader<'a> {
+    /// A reader against `known`.
+    pub(super) fn new(known: Known<'a>) -> GrantReader<'a> {
+        GrantReader(known)
+    }
+
     /// One grant: `*`, an appid, `corpid/agentid`, `component_appid`, `component_appid/*` or
     /// `component_appid/authorizer_appid`; the refusal explains the forms.
     pub fn read(&self, text: &str) -> Result<AppGrant, String> {

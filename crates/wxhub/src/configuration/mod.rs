@@ -37,7 +37,10 @@ use std::path::Path;
 
 pub use apps::{AppSettings, TokenMode};
 pub use components::ComponentSettings;
-pub use consumers::{consumer_key_digest, consumer_key_sha256, parse_key_sha256, ConsumerSettings};
+pub use consumers::{
+    consumer_key_digest, consumer_key_sha256, parse_key_sha256, read_grants, read_scopes,
+    ConsumerSettings, FieldError,
+};
 pub use corps::CorpSettings;
 pub use duration::{format_duration, parse_duration, DurationError};
 pub use error::ConfigError;

@@ -43,9 +43,13 @@ impl Access {
 }
 
 impl Control {
-    /// Reads a consumer's grant as the configuration file in force would.
-    pub fn read_grant(&self, text: &str) -> Result<crate::configuration::AppGrant, String> {
-        self.settings.load().grants().read(text)
+    /// Reads a consumer's `apps` as the configuration file in force would
+    /// ([`crate::configuration::read_grants`]).
+    pub fn read_grants(
+        &self,
+        texts: &[String],
+    ) -> Result<Vec<crate::configuration::AppGrant>, crate::configuration::FieldError> {
+        crate::configuration::read_grants(texts, &self.settings.load().grants())
     }
 
     /// Whether the configuration file in force defines the consumer `name`.

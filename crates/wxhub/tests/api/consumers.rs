@@ -383,12 +383,12 @@ async fn bad_bodies_are_refused_naming_the_field() {
         (
             json!({ "key_sha256": hash, "apps": [FIXED] }),
             "invalid_scope",
-            "scopes must name at least one",
+            "scopes: must name at least one of \"read\", \"invalidate\", \"admin\", \"authorize\", \"call\"",
         ),
         (
             json!({ "key_sha256": hash, "apps": [FIXED], "scopes": [] }),
             "invalid_scope",
-            "scopes must name at least one",
+            "scopes: must name at least one of \"read\", \"invalidate\", \"admin\", \"authorize\", \"call\"",
         ),
         (
             json!({ "key_sha256": hash, "apps": [FIXED], "scopes": ["read", "write"] }),
@@ -888,5 +888,62 @@ async fn names_the_audit_trail_uses_for_others_than_consumers_are_refused() {
     )
     .await;
     assert_eq!(status, 201);
+    hub.stop().await;
+}
+
+#[tokio::test]
+async fn a_body_is_refused_with_the_words_the_file_is_refused_with() {
+    let (_mock, hub) = hub_with(|o| o).await;
+    let hash = consumer_key_sha256(SHOP_KEY);
+    let cases: &[(&[&str], &[&str])] = &[
+        (&[FIXED, "wx 2"], &["read"]),
+        (&[FIXED, "a/b/c"], &["read"]),
+        (&[FIXED, FIXED], &["read"]),
+        (&["*", "wxc1/*", "wxc1/*"], &["read"]),
+        (&[FIXED], &[]),
+        (&[FIXED], &["read", "write"]),
+        (&[FIXED], &["call", "read", "call"]),
+    ];
+    for (apps, scopes) in cases {
+        let (status, answer) = put_consumer(
+            &hub,
+            ADMIN_KEY,
+            "shop",
+            json!({ "key_sha256": hash, "apps": apps, "scopes": scopes }),
+        )
+        .await;
+        assert_eq!(status, 400, "{apps:?} {scopes:?}: {answer}");
+        let said = answer["error"]["message"].as_str().unwrap_or_default();
+
+        // The same consumer in a file of the hub's accounts.
+        let quoted = |items: &[&str]| {
+            items
+                .iter()
+                .map(|i| format!("{i:?}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let text = format!(
+            "[[apps]]\nappid = \"{FIXED}\"\nsecret = \"s\"\n\n[[consumers]]\nname = \"shop\"\n\
+             key_sha256 = \"{hash}\"\napps = [{}]\nscopes = [{}]\n",
+            quoted(apps),
+            quoted(scopes),
+        );
+        let refused = wxhub::configuration::Settings::parse(
+            &text,
+            std::path::Path::new("wxhub.toml"),
+            &|_| None,
+        )
+        .expect_err("the file refuses it too");
+        let field = refused
+            .key()
+            .and_then(|k| k.strip_prefix("consumers[0]."))
+            .unwrap_or_else(|| panic!("{refused}"));
+        assert_eq!(
+            said,
+            format!("{field}: {}", refused.message()),
+            "{apps:?} {scopes:?}"
+        );
+    }
     hub.stop().await;
 }

@@ -78,7 +78,35 @@ fn consumers_are_checked() {
         &with(consumer("b", &k2, "[\"wx1\"]", "[]")),
         17,
         "consumers[1].scopes",
-        "at least one",
+        "must name at least one of \"read\", \"invalidate\", \"admin\", \"authorize\", \"call\"",
+    );
+    fails_at(
+        &with(consumer(
+            "b",
+            &k2,
+            "[\"wx1\"]",
+            "[\"call\", \"read\", \"call\"]",
+        )),
+        17,
+        "consumers[1].scopes[2]",
+        "\"call\" is listed twice",
+    );
+    fails_at(
+        &with(consumer(
+            "b",
+            &k2,
+            "[\"ww1/7\", \"wx1\", \"ww1/7\"]",
+            "[\"read\"]",
+        )),
+        16,
+        "consumers[1].apps[2]",
+        "\"ww1/7\" is listed twice",
+    );
+    fails_at(
+        &with(consumer("b", &k2, "[\"wx1\", 7]", "[\"read\"]")),
+        16,
+        "consumers[1].apps[1]",
+        "expected a string, found",
     );
     fails_at(
         &with(format!(
@@ -183,4 +211,49 @@ fn grants_of_accounts_the_file_lacks_are_warned_about_not_refused() {
         )
     );
     assert_eq!(parse(&quiet).unwrap().warnings(), Vec::<String>::new());
+}
+
+#[test]
+fn the_shared_rules_name_the_entry_at_fault_or_the_field() {
+    let texts = |items: &[&str]| items.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let settings = parse(APP).unwrap();
+    let reader = settings.grants();
+    assert_eq!(
+        read_grants(&texts(&["wx1", "ww1/7", "*"]), &reader),
+        Ok(vec![
+            AppGrant::App("wx1".into()),
+            AppGrant::CorpAgent {
+                corpid: "ww1".into(),
+                agentid: "7".into()
+            },
+            AppGrant::All,
+        ])
+    );
+    let twice = read_grants(&texts(&["wx1", "ww1/7", "ww1/7"]), &reader).unwrap_err();
+    assert_eq!(twice.index, Some(2));
+    assert_eq!(twice.naming("apps"), "apps[2]: \"ww1/7\" is listed twice");
+    let bad = read_grants(&texts(&["wx 1"]), &reader).unwrap_err();
+    assert_eq!(bad.index, Some(0));
+    assert!(bad.message.starts_with("unknown app \"wx 1\""), "{bad:?}");
+    assert_eq!(read_grants(&[], &reader), Ok(vec![]));
+
+    assert_eq!(
+        read_scopes(&texts(&["call", "read"])),
+        Ok(vec![Scope::Call, Scope::Read])
+    );
+    let none = read_scopes(&[]).unwrap_err();
+    assert_eq!(none.index, None);
+    // Every scope is offered, as `Scope` knows them.
+    for scope in Scope::ALL {
+        assert!(
+            none.message.contains(&format!("{:?}", scope.as_str())),
+            "{none:?}"
+        );
+    }
+    assert!(none.naming("scopes").starts_with("scopes: must name"));
+    let unknown = read_scopes(&texts(&["read", "write"])).unwrap_err();
+    assert_eq!(
+        unknown.naming("scopes"),
+        format!("scopes[1]: {}", "write".parse::<Scope>().unwrap_err())
+    );
 }
