@@ -503,10 +503,10 @@ async fn runtime_consumers_survive_a_restart_on_sqlite() {
 }
 
 /// A configuration file with [`FIXED`], the test master key, the admin, and `extra` consumers
-/// (name, key).
-fn config_text(mock: &wechat_mock::MockServer, extra: &[(&str, &str)]) -> String {
+/// (name, key), on `store` (the lines of its `[store]` table).
+fn config_text(mock: &wechat_mock::MockServer, store: &str, extra: &[(&str, &str)]) -> String {
     let mut text = format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\n\n[store]\nkind = \"memory\"\n\n[wechat]\napi_base = \"{0}\"\nwork_api_base = \"{0}\"\ntimeout = \"2s\"\n\n[secrets]\nmaster_key = \"BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=\"\n\n[[apps]]\nappid = \"{FIXED}\"\nsecret = \"{1}\"\nmode = \"legacy\"\n",
+        "[server]\nlisten = \"127.0.0.1:0\"\n\n[store]\n{store}\n\n[wechat]\napi_base = \"{0}\"\nwork_api_base = \"{0}\"\ntimeout = \"2s\"\n\n[secrets]\nmaster_key = \"BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=\"\n\n[[apps]]\nappid = \"{FIXED}\"\nsecret = \"{1}\"\nmode = \"legacy\"\n",
         mock.base_url(),
         secret_of(FIXED),
     );
@@ -519,27 +519,55 @@ fn config_text(mock: &wechat_mock::MockServer, extra: &[(&str, &str)]) -> String
     text
 }
 
+/// A hub started from the file at `path`, and how to stop it.
+struct FromFile {
+    hub: TestHub,
+    stop: tokio::sync::oneshot::Sender<()>,
+    running: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl FromFile {
+    async fn start(path: &std::path::Path) -> FromFile {
+        let app = wxhub::startup::Application::build_from_file(path)
+            .await
+            .expect("hub builds");
+        let hub = TestHub::remote(format!("http://{}", app.address()));
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let running = tokio::spawn(app.run_until(async {
+            let _ = stopped.await;
+        }));
+        hub.wait_ready().await;
+        FromFile { hub, stop, running }
+    }
+
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        self.running.await.unwrap().unwrap();
+    }
+}
+
 #[tokio::test]
 async fn a_reload_keeps_runtime_consumers_and_the_file_wins_a_name() {
     let mock = minute_mock(&[TestApp::legacy(FIXED)]).await;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("wxhub.toml");
-    std::fs::write(&path, config_text(&mock, &[])).unwrap();
-    let app = wxhub::startup::Application::build_from_file(&path)
-        .await
-        .expect("hub builds");
-    let hub = TestHub::remote(format!("http://{}", app.address()));
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let running = tokio::spawn(app.run_until(async {
-        let _ = stopped.await;
-    }));
-    hub.wait_ready().await;
+    let database = dir.path().join("wxhub.db");
+    let sqlite = format!(
+        "kind = \"sqlite\"\npath = {:?}",
+        database.display().to_string()
+    );
+    let write = |extra: &[(&str, &str)]| {
+        std::fs::write(&path, config_text(&mock, &sqlite, extra)).unwrap();
+    };
+    write(&[]);
+    let running = FromFile::start(&path).await;
+    let hub = &running.hub;
     let reload = || async {
         let reloaded = hub.send(Method::POST, "/v1/admin/reload", None).await;
         assert_eq!(reloaded.status(), 200);
     };
     let (status, _) = put_consumer(
-        &hub,
+        hub,
         ADMIN_KEY,
         "shop",
         consumer_body(SHOP_KEY, &[FIXED], &["read"]),
@@ -549,41 +577,55 @@ async fn a_reload_keeps_runtime_consumers_and_the_file_wins_a_name() {
 
     // A reload, of a changed file too, keeps it.
     reload().await;
-    assert_eq!(status_with(&hub, SHOP_KEY, &token_path(FIXED)).await, 200);
-    std::fs::write(&path, config_text(&mock, &[("ops", NARROW_ADMIN_KEY)])).unwrap();
+    assert_eq!(status_with(hub, SHOP_KEY, &token_path(FIXED)).await, 200);
+    write(&[("ops", NARROW_ADMIN_KEY)]);
     reload().await;
-    assert_eq!(status_with(&hub, SHOP_KEY, &token_path(FIXED)).await, 200);
+    assert_eq!(status_with(hub, SHOP_KEY, &token_path(FIXED)).await, 200);
     assert_eq!(
-        status_with(&hub, NARROW_ADMIN_KEY, &token_path(FIXED)).await,
+        status_with(hub, NARROW_ADMIN_KEY, &token_path(FIXED)).await,
         200
     );
 
     // The file takes the name over: its key is the one, and the runtime one is gone for good.
-    std::fs::write(&path, config_text(&mock, &[("shop", SHOP_NEW_KEY)])).unwrap();
+    write(&[("shop", SHOP_NEW_KEY)]);
     reload().await;
-    assert_eq!(status_with(&hub, SHOP_KEY, &token_path(FIXED)).await, 401);
+    assert_eq!(status_with(hub, SHOP_KEY, &token_path(FIXED)).await, 401);
     assert_eq!(
-        status_with(&hub, SHOP_NEW_KEY, &token_path(FIXED)).await,
+        status_with(hub, SHOP_NEW_KEY, &token_path(FIXED)).await,
         200
     );
     let (status, _) = put_consumer(
-        &hub,
+        hub,
         ADMIN_KEY,
         "shop",
         consumer_body(SHOP_KEY, &[FIXED], &["read"]),
     )
     .await;
     assert_eq!(status, 409);
-    std::fs::write(&path, config_text(&mock, &[])).unwrap();
+    write(&[]);
     reload().await;
-    assert_eq!(status_with(&hub, SHOP_KEY, &token_path(FIXED)).await, 401);
+    assert_eq!(status_with(hub, SHOP_KEY, &token_path(FIXED)).await, 401);
     assert_eq!(
-        status_with(&hub, SHOP_NEW_KEY, &token_path(FIXED)).await,
+        status_with(hub, SHOP_NEW_KEY, &token_path(FIXED)).await,
         401
     );
+    running.stop().await;
 
-    let _ = stop.send(());
-    running.await.unwrap().unwrap();
+    // Gone from the store, not only from the table of the instance that reloaded: nothing is left
+    // for a restart (or another instance) to read back.
+    let store = wxhub::store::sqlite::SqliteStore::open(&database).unwrap();
+    let stored = store.load_accounts().await.unwrap();
+    assert!(
+        stored.iter().all(|(name, _)| name != "consumer/shop"),
+        "{stored:?}"
+    );
+    drop(store);
+    let restarted = FromFile::start(&path).await;
+    assert_eq!(
+        status_with(&restarted.hub, SHOP_KEY, &token_path(FIXED)).await,
+        401
+    );
+    restarted.stop().await;
 }
 
 #[tokio::test]
@@ -591,7 +633,7 @@ async fn a_file_consumer_may_be_granted_an_app_that_exists_only_at_runtime() {
     let mock = minute_mock(&[TestApp::legacy(FIXED), TestApp::legacy(ADDED)]).await;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("wxhub.toml");
-    let mut text = config_text(&mock, &[]);
+    let mut text = config_text(&mock, "kind = \"memory\"", &[]);
     text.push_str(&format!(
         "\n[[consumers]]\nname = \"shop\"\nkey_sha256 = \"{}\"\napps = [\"{ADDED}\"]\nscopes = [\"read\"]\n",
         consumer_key_sha256(SHOP_KEY)
