@@ -6,6 +6,7 @@
 //! allowances for the parts a given binary does not use.
 //!
 //! - [`redis`]: a real `redis-server` (shared, private, TLS, or a Sentinel group).
+//! - [`faulty_store`]: a store with faults a test switches on (a slow write, failing reads).
 //! - [`helpers`]: the mock and the hub started in-process ([`helpers::spawn_app`],
 //!   [`helpers::TestHub`], [`helpers::HubOptions`]) and condition waits with deadlines.
 //! - [`in_process`]: WeChat in process (the mock's routes behind the hub's WeChat client), for
@@ -13,6 +14,7 @@
 //! - [`platform`]: what the third-party platform tests share (the push relay, the platform's
 //!   settings and mocks).
 
+pub mod faulty_store;
 pub mod helpers;
 pub mod in_process;
 pub mod platform;

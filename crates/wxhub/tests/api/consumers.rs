@@ -10,8 +10,8 @@ use serde_json::json;
 use wxhub::configuration::{
     consumer_key_digest, consumer_key_sha256, AppGrant, ConsumerSettings, Scope,
 };
-use wxhub::credential::{CredentialKey, Token};
-use wxhub::store::{AccountChange, CasOutcome, Store, StoreFuture};
+use wxhub::store::Store;
+use wxhub_test_support::faulty_store::FaultyStore;
 
 use crate::helpers::*;
 
@@ -661,115 +661,22 @@ async fn a_file_consumer_may_be_granted_an_app_that_exists_only_at_runtime() {
     running.await.unwrap().unwrap();
 }
 
-/// A shared memory store whose reads of runtime definitions fail while `failing` is set: a Redis
-/// blip, seen by one instance.
-struct DefinitionReadsFail {
-    inner: std::sync::Arc<wxhub::store::memory::MemoryStore>,
-    failing: std::sync::Arc<std::sync::atomic::AtomicBool>,
-}
-
-impl DefinitionReadsFail {
-    fn blip(&self) -> Option<wxhub::store::StoreError> {
-        self.failing
-            .load(std::sync::atomic::Ordering::SeqCst)
-            .then(|| wxhub::store::StoreError::Unavailable("a blip".into()))
-    }
-}
-
-impl Store for DefinitionReadsFail {
-    fn kind(&self) -> &'static str {
-        "memory"
-    }
-    fn load_all(&self) -> StoreFuture<'_, Vec<(CredentialKey, Token)>> {
-        self.inner.load_all()
-    }
-    fn get<'a>(&'a self, key: &'a CredentialKey) -> StoreFuture<'a, Option<Token>> {
-        self.inner.get(key)
-    }
-    fn compare_and_set<'a>(
-        &'a self,
-        key: &'a CredentialKey,
-        token: &'a Token,
-    ) -> StoreFuture<'a, CasOutcome> {
-        self.inner.compare_and_set(key, token)
-    }
-    fn restore<'a>(
-        &'a self,
-        key: &'a CredentialKey,
-        token: &'a Token,
-    ) -> StoreFuture<'a, CasOutcome> {
-        self.inner.restore(key, token)
-    }
-    fn acquire_lease<'a>(
-        &'a self,
-        key: &'a CredentialKey,
-        owner: &'a str,
-        ttl: Duration,
-    ) -> StoreFuture<'a, bool> {
-        self.inner.acquire_lease(key, owner, ttl)
-    }
-    fn release_lease<'a>(
-        &'a self,
-        key: &'a CredentialKey,
-        owner: &'a str,
-    ) -> StoreFuture<'a, bool> {
-        self.inner.release_lease(key, owner)
-    }
-    fn subscribe(&self) -> tokio::sync::broadcast::Receiver<wxhub::store::Change> {
-        self.inner.subscribe()
-    }
-    fn ping(&self) -> StoreFuture<'_, ()> {
-        self.inner.ping()
-    }
-    fn delete<'a>(&'a self, key: &'a CredentialKey) -> StoreFuture<'a, ()> {
-        self.inner.delete(key)
-    }
-    fn put_account<'a>(&'a self, name: &'a str, definition: &'a str) -> StoreFuture<'a, ()> {
-        self.inner.put_account(name, definition)
-    }
-    fn remove_account<'a>(&'a self, name: &'a str) -> StoreFuture<'a, bool> {
-        self.inner.remove_account(name)
-    }
-    fn load_accounts(&self) -> StoreFuture<'_, Vec<(String, String)>> {
-        match self.blip() {
-            Some(e) => Box::pin(async move { Err(e) }),
-            None => self.inner.load_accounts(),
-        }
-    }
-    fn get_account<'a>(&'a self, name: &'a str) -> StoreFuture<'a, Option<String>> {
-        match self.blip() {
-            Some(e) => Box::pin(async move { Err(e) }),
-            None => self.inner.get_account(name),
-        }
-    }
-    fn spend_force<'a>(
-        &'a self,
-        name: &'a str,
-        day: i64,
-        limit: u32,
-    ) -> StoreFuture<'a, Option<u32>> {
-        self.inner.spend_force(name, day, limit)
-    }
-    fn subscribe_accounts(&self) -> tokio::sync::broadcast::Receiver<AccountChange> {
-        self.inner.subscribe_accounts()
-    }
-}
-
 #[tokio::test]
 async fn an_instance_that_cannot_re_read_a_changed_consumer_refuses_its_old_key_until_it_can() {
     let fixed = TestApp::legacy(FIXED);
     let mock = minute_mock(std::slice::from_ref(&fixed)).await;
     let shared = std::sync::Arc::new(wxhub::store::memory::MemoryStore::new());
-    let failing = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let fail = |on: bool| failing.store(on, std::sync::atomic::Ordering::SeqCst);
+    let faulty = std::sync::Arc::new(FaultyStore::new(shared.clone()));
+    let fail = |on: bool| {
+        faulty
+            .failing_definition_reads
+            .store(on, std::sync::atomic::Ordering::SeqCst)
+    };
     let mut options = HubOptions::new(std::slice::from_ref(&fixed));
     options.shared_store = Some(shared.clone());
     let writer = spawn_app(&mock, options).await;
     let mut options = HubOptions::new(std::slice::from_ref(&fixed));
-    options.shared_store = Some(std::sync::Arc::new(DefinitionReadsFail {
-        inner: shared.clone(),
-        failing: failing.clone(),
-    }));
+    options.shared_store = Some(faulty.clone());
     let follower = spawn_app(&mock, options).await;
     writer.wait_ready().await;
     follower.wait_ready().await;

@@ -12,6 +12,7 @@ use wxhub::credential::CredentialKey;
 use wxhub::startup::Application;
 use wxhub::store::sqlite::SqliteStore;
 use wxhub::store::Store;
+use wxhub_test_support::faulty_store::FaultyStore;
 
 use crate::helpers::*;
 
@@ -684,102 +685,6 @@ async fn every_admin_action_leaves_exactly_one_audit_entry() {
     assert!(!audit.to_string().contains(&secret_of(added)));
 }
 
-/// A memory store whose writes of one account's definition take `delay`: a slow disk, or a Redis
-/// far away, for that one account.
-struct SlowForOne {
-    inner: wxhub::store::memory::MemoryStore,
-    slow_account: String,
-    delay: Duration,
-    /// Set once the slow write has begun.
-    writing: Arc<std::sync::atomic::AtomicBool>,
-}
-
-impl Store for SlowForOne {
-    fn kind(&self) -> &'static str {
-        "memory"
-    }
-    fn load_all(
-        &self,
-    ) -> wxhub::store::StoreFuture<'_, Vec<(CredentialKey, wxhub::credential::Token)>> {
-        self.inner.load_all()
-    }
-    fn get<'a>(
-        &'a self,
-        key: &'a CredentialKey,
-    ) -> wxhub::store::StoreFuture<'a, Option<wxhub::credential::Token>> {
-        self.inner.get(key)
-    }
-    fn compare_and_set<'a>(
-        &'a self,
-        key: &'a CredentialKey,
-        token: &'a wxhub::credential::Token,
-    ) -> wxhub::store::StoreFuture<'a, wxhub::store::CasOutcome> {
-        self.inner.compare_and_set(key, token)
-    }
-    fn restore<'a>(
-        &'a self,
-        key: &'a CredentialKey,
-        token: &'a wxhub::credential::Token,
-    ) -> wxhub::store::StoreFuture<'a, wxhub::store::CasOutcome> {
-        self.inner.restore(key, token)
-    }
-    fn acquire_lease<'a>(
-        &'a self,
-        key: &'a CredentialKey,
-        owner: &'a str,
-        ttl: Duration,
-    ) -> wxhub::store::StoreFuture<'a, bool> {
-        self.inner.acquire_lease(key, owner, ttl)
-    }
-    fn release_lease<'a>(
-        &'a self,
-        key: &'a CredentialKey,
-        owner: &'a str,
-    ) -> wxhub::store::StoreFuture<'a, bool> {
-        self.inner.release_lease(key, owner)
-    }
-    fn subscribe(&self) -> tokio::sync::broadcast::Receiver<wxhub::store::Change> {
-        self.inner.subscribe()
-    }
-    fn ping(&self) -> wxhub::store::StoreFuture<'_, ()> {
-        self.inner.ping()
-    }
-    fn delete<'a>(&'a self, key: &'a CredentialKey) -> wxhub::store::StoreFuture<'a, ()> {
-        self.inner.delete(key)
-    }
-    fn put_account<'a>(
-        &'a self,
-        name: &'a str,
-        definition: &'a str,
-    ) -> wxhub::store::StoreFuture<'a, ()> {
-        Box::pin(async move {
-            if name == self.slow_account {
-                self.writing
-                    .store(true, std::sync::atomic::Ordering::SeqCst);
-                tokio::time::sleep(self.delay).await;
-            }
-            self.inner.put_account(name, definition).await
-        })
-    }
-    fn remove_account<'a>(&'a self, name: &'a str) -> wxhub::store::StoreFuture<'a, bool> {
-        self.inner.remove_account(name)
-    }
-    fn load_accounts(&self) -> wxhub::store::StoreFuture<'_, Vec<(String, String)>> {
-        self.inner.load_accounts()
-    }
-    fn spend_force<'a>(
-        &'a self,
-        name: &'a str,
-        day: i64,
-        limit: u32,
-    ) -> wxhub::store::StoreFuture<'a, Option<u32>> {
-        self.inner.spend_force(name, day, limit)
-    }
-    fn subscribe_accounts(&self) -> tokio::sync::broadcast::Receiver<wxhub::store::AccountChange> {
-        self.inner.subscribe_accounts()
-    }
-}
-
 #[tokio::test]
 async fn a_slow_store_write_of_one_account_holds_up_no_other() {
     let (slow, quick) = ("wxslowstore000001", "wxquickstore00001");
@@ -792,21 +697,23 @@ async fn a_slow_store_write_of_one_account_holds_up_no_other() {
     )
     .await;
     let delay = Duration::from_secs(3);
-    let writing = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let store = Arc::new(
+        FaultyStore::new(Arc::new(wxhub::store::memory::MemoryStore::new()))
+            .with_slow_account(&format!("app/{slow}"), delay),
+    );
     let mut options = HubOptions::new(&[]);
-    options.shared_store = Some(Arc::new(SlowForOne {
-        inner: wxhub::store::memory::MemoryStore::new(),
-        slow_account: format!("app/{slow}"),
-        delay,
-        writing: writing.clone(),
-    }));
+    options.shared_store = Some(store.clone());
     let hub = spawn_app(&mock, options).await;
     let slow_put = put_app_in_background(&hub, slow);
     // The slow account's write is under way; another account's change goes through meanwhile.
     wait_until(
         Duration::from_secs(5),
         "the slow write has begun",
-        || async { writing.load(std::sync::atomic::Ordering::SeqCst) },
+        || async {
+            store
+                .slow_write_begun
+                .load(std::sync::atomic::Ordering::SeqCst)
+        },
     )
     .await;
     let started = std::time::Instant::now();

@@ -1,0 +1,137 @@
+//! A store with faults a test switches on, over any real store: one account's definition written
+//! slowly (a slow disk, or a Redis far away, for that one account), and reads of runtime
+//! definitions failing (a Redis blip, seen by one instance). Everything else goes straight
+//! through, so one wrapper serves every test that needs a fault of this kind.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::broadcast;
+use wxhub::credential::{CredentialKey, Token};
+use wxhub::store::{AccountChange, CasOutcome, Change, Store, StoreError, StoreFuture};
+
+/// `inner`, with the faults below.
+pub struct FaultyStore {
+    /// The real store.
+    inner: Arc<dyn Store>,
+    /// While set, `load_accounts` and `get_account` fail as unavailable.
+    pub failing_definition_reads: AtomicBool,
+    /// Writes of this account's definition (its storage name, `app/wx…`) wait this long first.
+    slow_account: Option<(String, Duration)>,
+    /// Set once a slow write has begun.
+    pub slow_write_begun: AtomicBool,
+}
+
+impl FaultyStore {
+    /// `inner` with no fault switched on.
+    pub fn new(inner: Arc<dyn Store>) -> FaultyStore {
+        FaultyStore {
+            inner,
+            failing_definition_reads: AtomicBool::new(false),
+            slow_account: None,
+            slow_write_begun: AtomicBool::new(false),
+        }
+    }
+
+    /// Writes of the account stored as `name` take `delay`.
+    pub fn with_slow_account(mut self, name: &str, delay: Duration) -> FaultyStore {
+        self.slow_account = Some((name.to_string(), delay));
+        self
+    }
+
+    /// The error of a definition read while they fail.
+    fn blip(&self) -> Option<StoreError> {
+        self.failing_definition_reads
+            .load(Ordering::SeqCst)
+            .then(|| StoreError::Unavailable("a blip".into()))
+    }
+}
+
+impl Store for FaultyStore {
+    fn kind(&self) -> &'static str {
+        self.inner.kind()
+    }
+    fn load_all(&self) -> StoreFuture<'_, Vec<(CredentialKey, Token)>> {
+        self.inner.load_all()
+    }
+    fn get<'a>(&'a self, key: &'a CredentialKey) -> StoreFuture<'a, Option<Token>> {
+        self.inner.get(key)
+    }
+    fn compare_and_set<'a>(
+        &'a self,
+        key: &'a CredentialKey,
+        token: &'a Token,
+    ) -> StoreFuture<'a, CasOutcome> {
+        self.inner.compare_and_set(key, token)
+    }
+    fn restore<'a>(
+        &'a self,
+        key: &'a CredentialKey,
+        token: &'a Token,
+    ) -> StoreFuture<'a, CasOutcome> {
+        self.inner.restore(key, token)
+    }
+    fn acquire_lease<'a>(
+        &'a self,
+        key: &'a CredentialKey,
+        owner: &'a str,
+        ttl: Duration,
+    ) -> StoreFuture<'a, bool> {
+        self.inner.acquire_lease(key, owner, ttl)
+    }
+    fn release_lease<'a>(
+        &'a self,
+        key: &'a CredentialKey,
+        owner: &'a str,
+    ) -> StoreFuture<'a, bool> {
+        self.inner.release_lease(key, owner)
+    }
+    fn subscribe(&self) -> broadcast::Receiver<Change> {
+        self.inner.subscribe()
+    }
+    fn subscribe_resync(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        self.inner.subscribe_resync()
+    }
+    fn ping(&self) -> StoreFuture<'_, ()> {
+        self.inner.ping()
+    }
+    fn delete<'a>(&'a self, key: &'a CredentialKey) -> StoreFuture<'a, ()> {
+        self.inner.delete(key)
+    }
+    fn put_account<'a>(&'a self, name: &'a str, definition: &'a str) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            if let Some((_, delay)) = self.slow_account.as_ref().filter(|(slow, _)| slow == name) {
+                self.slow_write_begun.store(true, Ordering::SeqCst);
+                tokio::time::sleep(*delay).await;
+            }
+            self.inner.put_account(name, definition).await
+        })
+    }
+    fn remove_account<'a>(&'a self, name: &'a str) -> StoreFuture<'a, bool> {
+        self.inner.remove_account(name)
+    }
+    fn load_accounts(&self) -> StoreFuture<'_, Vec<(String, String)>> {
+        match self.blip() {
+            Some(error) => Box::pin(async move { Err(error) }),
+            None => self.inner.load_accounts(),
+        }
+    }
+    fn get_account<'a>(&'a self, name: &'a str) -> StoreFuture<'a, Option<String>> {
+        match self.blip() {
+            Some(error) => Box::pin(async move { Err(error) }),
+            None => self.inner.get_account(name),
+        }
+    }
+    fn spend_force<'a>(
+        &'a self,
+        name: &'a str,
+        day: i64,
+        limit: u32,
+    ) -> StoreFuture<'a, Option<u32>> {
+        self.inner.spend_force(name, day, limit)
+    }
+    fn subscribe_accounts(&self) -> broadcast::Receiver<AccountChange> {
+        self.inner.subscribe_accounts()
+    }
+}
