@@ -394,21 +394,6 @@ fn parse_reply(body: &[u8], auth: Authenticates) -> Result<Fetched, UpstreamErro
     }
 }
 
-/// A transport failure, with the request URL (which may carry a secret) removed.
-fn transport_error(e: reqwest::Error) -> UpstreamError {
-    let kind = if e.is_timeout() {
-        "timed out"
-    } else if e.is_connect() {
-        "connection failed"
-    } else if e.is_body() || e.is_decode() {
-        "response interrupted"
-    } else {
-        "request failed"
-    };
-    let e = e.without_url();
-    UpstreamError::transient(untrusted(&format!("{kind}: {e}")))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

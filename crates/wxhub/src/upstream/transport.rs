@@ -12,6 +12,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use super::UpstreamError;
+use crate::telemetry::untrusted;
 
 /// One call to WeChat: `GET` with a query, or `POST` with a JSON body (and maybe a query).
 #[derive(Debug)]
@@ -125,7 +126,17 @@ pub fn too_large(max_bytes: usize) -> UpstreamError {
     UpstreamError::transient(format!("response body larger than {max_bytes} bytes"))
 }
 
-/// A transport failure, described without the URL (whose query may carry a secret).
+/// A transport failure, with the request URL (which may carry a secret) removed.
 fn transport_error(e: reqwest::Error) -> UpstreamError {
-    super::transport_error(e)
+    let kind = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "connection failed"
+    } else if e.is_body() || e.is_decode() {
+        "response interrupted"
+    } else {
+        "request failed"
+    };
+    let e = e.without_url();
+    UpstreamError::transient(untrusted(&format!("{kind}: {e}")))
 }
