@@ -8,7 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::broadcast;
-use wxhub::credential::{CredentialKey, Token};
+use wxhub::credential::Token;
+use wxhub::kinds::CredentialKey;
 use wxhub::store::{AccountChange, CasOutcome, Change, Store, StoreError, StoreFuture};
 
 /// `inner`, with the faults below.

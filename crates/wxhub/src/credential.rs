@@ -1,8 +1,7 @@
-//! What the hub keeps fresh: typed credential keys and the tokens stored under them.
+//! The values the hub keeps fresh: tokens, the instants they carry, and WeChat's ticket kinds.
 //!
-//! Every credential is named by one [`CredentialKey`] variant, never by strings glued together ad
-//! hoc. The key has one canonical text form ([`CredentialKey::storage_key`]) used by every store,
-//! so a key written by one node (or one version) is read back identically by another.
+//! Which credential a token belongs to is a `kinds::CredentialKey`; this module sits below every
+//! other so that the WeChat client, the stores and the kinds share these types.
 
 use std::fmt;
 use std::str::FromStr;
@@ -102,6 +101,11 @@ pub enum CorpTicketKind {
     AgentConfig,
 }
 
+/// A ticket kind's name is not one WeChat has.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("unknown ticket kind {0:?}")]
+pub struct UnknownTicket(pub String);
+
 macro_rules! ticket_kind_names {
     ($ty:ty { $($variant:ident => $name:literal),* $(,)? }) => {
         impl $ty {
@@ -111,11 +115,11 @@ macro_rules! ticket_kind_names {
             }
         }
         impl FromStr for $ty {
-            type Err = ParseKeyError;
+            type Err = UnknownTicket;
             fn from_str(s: &str) -> Result<Self, Self::Err> {
                 match s {
                     $($name => Ok(Self::$variant),)*
-                    other => Err(ParseKeyError(format!("unknown ticket kind {other:?}"))),
+                    other => Err(UnknownTicket(other.to_string())),
                 }
             }
         }
@@ -129,217 +133,6 @@ macro_rules! ticket_kind_names {
 
 ticket_kind_names!(TicketKind { Jsapi => "jsapi", WxCard => "wx_card" });
 ticket_kind_names!(CorpTicketKind { Jsapi => "jsapi", AgentConfig => "agent_config" });
-
-/// One credential the hub keeps: which account, which kind of token.
-///
-/// Each key knows which other credential it is fetched with ([`CredentialKey::depends_on`]): a
-/// ticket needs its access token, an authorizer token needs the component token and the
-/// authorizer's refresh token.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum CredentialKey {
-    /// An official account's or mini program's `access_token`.
-    AccessToken { appid: String },
-    /// A JS-SDK ticket of an official account.
-    Ticket { appid: String, kind: TicketKind },
-    /// A Work WeChat app's `access_token`: one per (corpid, agent secret).
-    CorpToken { corpid: String, agentid: String },
-    /// A Work WeChat JS-SDK ticket, fetched with that app's token.
-    CorpTicket {
-        corpid: String,
-        agentid: String,
-        kind: CorpTicketKind,
-    },
-    /// The ticket WeChat pushes to a third-party platform every 10 minutes; there is no pull API.
-    ComponentVerifyTicket { component_appid: String },
-    /// A third-party platform's `component_access_token`.
-    ComponentToken { component_appid: String },
-    /// An authorizer's durable refresh token: cannot be re-created without the account owner.
-    AuthorizerRefreshToken {
-        component_appid: String,
-        authorizer_appid: String,
-    },
-    /// An authorizer's `authorizer_access_token`.
-    AuthorizerToken {
-        component_appid: String,
-        authorizer_appid: String,
-    },
-    /// A JS-SDK ticket fetched with an authorizer's token.
-    AuthorizerTicket {
-        component_appid: String,
-        authorizer_appid: String,
-        kind: TicketKind,
-    },
-}
-
-/// A credential key's text form could not be parsed.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("invalid credential key: {0}")]
-pub struct ParseKeyError(pub String);
-
-impl CredentialKey {
-    /// Whether this credential's value is sealed in the store (see [`crate::store::sealed`]):
-    /// the ones that cannot be fetched again without the account's owner.
-    pub fn is_sealed_at_rest(&self) -> bool {
-        match self {
-            CredentialKey::AuthorizerRefreshToken { .. } => true,
-            CredentialKey::AccessToken { .. }
-            | CredentialKey::Ticket { .. }
-            | CredentialKey::CorpToken { .. }
-            | CredentialKey::CorpTicket { .. }
-            | CredentialKey::ComponentVerifyTicket { .. }
-            | CredentialKey::ComponentToken { .. }
-            | CredentialKey::AuthorizerToken { .. }
-            | CredentialKey::AuthorizerTicket { .. } => false,
-        }
-    }
-
-    /// The official account / mini program access token of `appid`.
-    pub fn access_token(appid: impl Into<String>) -> Self {
-        CredentialKey::AccessToken {
-            appid: appid.into(),
-        }
-    }
-
-    /// A short name of the key's kind, used in metrics labels and logs.
-    pub fn kind_name(&self) -> &'static str {
-        match self {
-            CredentialKey::AccessToken { .. } => "access_token",
-            CredentialKey::Ticket { .. } => "ticket",
-            CredentialKey::CorpToken { .. } => "corp_token",
-            CredentialKey::CorpTicket { .. } => "corp_ticket",
-            CredentialKey::ComponentVerifyTicket { .. } => "component_verify_ticket",
-            CredentialKey::ComponentToken { .. } => "component_token",
-            CredentialKey::AuthorizerRefreshToken { .. } => "authorizer_refresh_token",
-            CredentialKey::AuthorizerToken { .. } => "authorizer_token",
-            CredentialKey::AuthorizerTicket { .. } => "authorizer_ticket",
-        }
-    }
-
-    /// The credential this one is fetched with, if any.
-    pub fn depends_on(&self) -> Option<CredentialKey> {
-        match self {
-            CredentialKey::Ticket { appid, .. } => Some(CredentialKey::AccessToken {
-                appid: appid.clone(),
-            }),
-            CredentialKey::CorpTicket {
-                corpid, agentid, ..
-            } => Some(CredentialKey::CorpToken {
-                corpid: corpid.clone(),
-                agentid: agentid.clone(),
-            }),
-            CredentialKey::ComponentToken { component_appid } => {
-                Some(CredentialKey::ComponentVerifyTicket {
-                    component_appid: component_appid.clone(),
-                })
-            }
-            CredentialKey::AuthorizerToken {
-                component_appid, ..
-            } => Some(CredentialKey::ComponentToken {
-                component_appid: component_appid.clone(),
-            }),
-            CredentialKey::AuthorizerTicket {
-                component_appid,
-                authorizer_appid,
-                ..
-            } => Some(CredentialKey::AuthorizerToken {
-                component_appid: component_appid.clone(),
-                authorizer_appid: authorizer_appid.clone(),
-            }),
-            CredentialKey::AccessToken { .. }
-            | CredentialKey::CorpToken { .. }
-            | CredentialKey::ComponentVerifyTicket { .. }
-            | CredentialKey::AuthorizerRefreshToken { .. } => None,
-        }
-    }
-
-    /// The canonical text form every store uses, e.g. `access_token/wx123` or
-    /// `corp_ticket/ww1/1000002/agent_config`. Parsed back by [`FromStr`].
-    pub fn storage_key(&self) -> String {
-        self.to_string()
-    }
-}
-
-impl fmt::Display for CredentialKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let kind = self.kind_name();
-        match self {
-            CredentialKey::AccessToken { appid } => write!(f, "{kind}/{appid}"),
-            CredentialKey::Ticket { appid, kind: t } => write!(f, "{kind}/{appid}/{t}"),
-            CredentialKey::CorpToken { corpid, agentid } => write!(f, "{kind}/{corpid}/{agentid}"),
-            CredentialKey::CorpTicket {
-                corpid,
-                agentid,
-                kind: t,
-            } => write!(f, "{kind}/{corpid}/{agentid}/{t}"),
-            CredentialKey::ComponentVerifyTicket { component_appid }
-            | CredentialKey::ComponentToken { component_appid } => {
-                write!(f, "{kind}/{component_appid}")
-            }
-            CredentialKey::AuthorizerRefreshToken {
-                component_appid,
-                authorizer_appid,
-            }
-            | CredentialKey::AuthorizerToken {
-                component_appid,
-                authorizer_appid,
-            } => write!(f, "{kind}/{component_appid}/{authorizer_appid}"),
-            CredentialKey::AuthorizerTicket {
-                component_appid,
-                authorizer_appid,
-                kind: t,
-            } => write!(f, "{kind}/{component_appid}/{authorizer_appid}/{t}"),
-        }
-    }
-}
-
-impl FromStr for CredentialKey {
-    type Err = ParseKeyError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let parts: Vec<&str> = s.split('/').collect();
-        if parts.iter().any(|p| p.is_empty()) {
-            return Err(ParseKeyError(format!("empty segment in {s:?}")));
-        }
-        let owned = |i: usize| parts[i].to_string();
-        let key = match (parts[0], parts.len()) {
-            ("access_token", 2) => CredentialKey::AccessToken { appid: owned(1) },
-            ("ticket", 3) => CredentialKey::Ticket {
-                appid: owned(1),
-                kind: parts[2].parse()?,
-            },
-            ("corp_token", 3) => CredentialKey::CorpToken {
-                corpid: owned(1),
-                agentid: owned(2),
-            },
-            ("corp_ticket", 4) => CredentialKey::CorpTicket {
-                corpid: owned(1),
-                agentid: owned(2),
-                kind: parts[3].parse()?,
-            },
-            ("component_verify_ticket", 2) => CredentialKey::ComponentVerifyTicket {
-                component_appid: owned(1),
-            },
-            ("component_token", 2) => CredentialKey::ComponentToken {
-                component_appid: owned(1),
-            },
-            ("authorizer_refresh_token", 3) => CredentialKey::AuthorizerRefreshToken {
-                component_appid: owned(1),
-                authorizer_appid: owned(2),
-            },
-            ("authorizer_token", 3) => CredentialKey::AuthorizerToken {
-                component_appid: owned(1),
-                authorizer_appid: owned(2),
-            },
-            ("authorizer_ticket", 4) => CredentialKey::AuthorizerTicket {
-                component_appid: owned(1),
-                authorizer_appid: owned(2),
-                kind: parts[3].parse()?,
-            },
-            _ => return Err(ParseKeyError(format!("unrecognised key {s:?}"))),
-        };
-        Ok(key)
-    }
-}
 
 /// A credential's value at one moment, as stored and served.
 ///
@@ -390,67 +183,6 @@ impl fmt::Debug for Token {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn every_key_round_trips_through_its_storage_form() {
-        let keys = vec![
-            CredentialKey::access_token("wx1"),
-            CredentialKey::Ticket {
-                appid: "wx1".into(),
-                kind: TicketKind::WxCard,
-            },
-            CredentialKey::CorpToken {
-                corpid: "ww1".into(),
-                agentid: "1000002".into(),
-            },
-            CredentialKey::CorpTicket {
-                corpid: "ww1".into(),
-                agentid: "1000002".into(),
-                kind: CorpTicketKind::AgentConfig,
-            },
-            CredentialKey::ComponentVerifyTicket {
-                component_appid: "wxc".into(),
-            },
-            CredentialKey::ComponentToken {
-                component_appid: "wxc".into(),
-            },
-            CredentialKey::AuthorizerRefreshToken {
-                component_appid: "wxc".into(),
-                authorizer_appid: "wxa".into(),
-            },
-            CredentialKey::AuthorizerToken {
-                component_appid: "wxc".into(),
-                authorizer_appid: "wxa".into(),
-            },
-            CredentialKey::AuthorizerTicket {
-                component_appid: "wxc".into(),
-                authorizer_appid: "wxa".into(),
-                kind: TicketKind::Jsapi,
-            },
-        ];
-        for key in keys {
-            let text = key.storage_key();
-            assert_eq!(text.parse::<CredentialKey>(), Ok(key), "{text}");
-        }
-        assert_eq!(
-            CredentialKey::access_token("wx1").storage_key(),
-            "access_token/wx1"
-        );
-    }
-
-    #[test]
-    fn malformed_keys_are_refused() {
-        for bad in [
-            "",
-            "access_token",
-            "access_token/",
-            "access_token/a/b",
-            "ticket/wx1/sms",
-            "nonsense/wx1",
-        ] {
-            assert!(bad.parse::<CredentialKey>().is_err(), "{bad:?}");
-        }
-    }
 
     #[test]
     fn rfc3339_formats_known_instants() {

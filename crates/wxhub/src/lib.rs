@@ -18,7 +18,6 @@
 //! - [`fdlimit`] — the file-descriptor limit, raised at start, and the connections it allows;
 //! - [`demo`] — the hub against an in-process `wechat-mock`, nothing to configure.
 
-pub mod account;
 pub mod allocator;
 pub mod api;
 pub mod audit;
@@ -35,6 +34,7 @@ pub mod gateway;
 pub mod history;
 pub mod hub;
 pub mod jssdk;
+pub mod kinds;
 pub mod metrics;
 pub mod plan;
 pub mod platform;

@@ -13,7 +13,7 @@ use bytes::Bytes;
 use serde::Deserialize;
 
 use super::{
-    authorize_admin, authorize_named, finish, json_body, resolve, Account, AdminTarget, ApiError,
+    authorize_admin, authorize_named, finish, json_body, resolve, AccountId, AdminTarget, ApiError,
     ApiState,
 };
 use crate::configuration::{parse_duration, RefreshOverrides, Scope, Secret, TokenMode};
@@ -22,7 +22,7 @@ use crate::credential::{CorpTicketKind, TicketKind, Timestamp};
 use crate::engine::ImportError;
 use crate::hub::Credential;
 use crate::metrics::Route;
-use crate::registry::{account_of, AccountId, AccountSpec};
+use crate::registry::AccountSpec;
 
 /// The body of `PUT /v1/admin/apps/{appid}` and `PUT /v1/admin/corps/{corpid}/agents/{agentid}`.
 #[derive(Deserialize)]
@@ -216,7 +216,7 @@ async fn put_account(
     context: &ApiState,
     headers: &HeaderMap,
     request: Request,
-    account: Account<'_>,
+    account: &AccountId,
     target: String,
     build: impl FnOnce(AccountBody) -> Result<AccountSpec, ApiError>,
 ) -> Result<Response, ApiError> {
@@ -272,7 +272,7 @@ async fn delete_account(
     headers: &HeaderMap,
     id: AccountId,
 ) -> Result<Response, ApiError> {
-    let consumer = authorize_admin(context, headers, AdminTarget::Account(account_of(&id)))?;
+    let consumer = authorize_admin(context, headers, AdminTarget::Account(&id))?;
     let result = context
         .control
         .delete(&id)
@@ -299,9 +299,9 @@ pub async fn put_app(
         appid: appid.clone(),
     }
     .to_string();
-    let account = Account::App(&appid);
+    let account = AccountId::app(&appid);
     let taken = context.control.registry().is_platform_appid(&appid);
-    let result = put_account(&context, &headers, request, account, target, |body| {
+    let result = put_account(&context, &headers, request, &account, target, |body| {
         if taken {
             return Err(ApiError::new(
                 StatusCode::CONFLICT,
@@ -349,8 +349,8 @@ pub async fn put_corp(
         agentid: agentid.clone(),
     }
     .to_string();
-    let account = Account::corp(&corpid, &agentid);
-    let result = put_account(&context, &headers, request, account, target, |body| {
+    let account = AccountId::corp(&corpid, &agentid);
+    let result = put_account(&context, &headers, request, &account, target, |body| {
         if body.mode.is_some() {
             return Err(ApiError::bad_request(
                 "invalid_mode",
@@ -386,10 +386,10 @@ pub async fn import_app_token(
     headers: HeaderMap,
     request: Request,
 ) -> Response {
-    let account = Account::App(&appid);
+    let account = AccountId::app(&appid);
     let result = async {
-        let consumer = authorize_named(&context, &headers, Scope::Admin, Some(account))?;
-        let result = import(&context, account, request).await;
+        let consumer = authorize_named(&context, &headers, Scope::Admin, Some(&account))?;
+        let result = import(&context, &account, request).await;
         audited(
             &context,
             &consumer,
@@ -404,7 +404,7 @@ pub async fn import_app_token(
 
 async fn import(
     context: &ApiState,
-    account: Account<'_>,
+    account: &AccountId,
     request: Request,
 ) -> Result<Response, ApiError> {
     {

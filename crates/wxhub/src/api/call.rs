@@ -7,10 +7,10 @@ use axum::extract::{Path, Request, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 
-use super::{authorize, resolve, Account, ApiContext, ApiError, ApiState};
+use super::{authorize, resolve, AccountId, ApiContext, ApiError, ApiState};
 use crate::configuration::Scope;
 use crate::forward::heal::{self, Heal};
-use crate::forward::{query, Host, Outgoing};
+use crate::forward::{query, Outgoing};
 
 /// `ANY /v1/apps/{appid}/wechat/{*path}`.
 pub async fn app_call(
@@ -25,7 +25,7 @@ pub async fn app_call(
         .splitn(6, '/')
         .nth(5)
         .map(str::to_string);
-    call(&context, Account::App(&appid), rest, request).await
+    call(&context, &AccountId::app(appid), rest, request).await
 }
 
 /// `ANY /v1/corps/{corpid}/agents/{agentid}/wechat/{*path}`.
@@ -40,12 +40,12 @@ pub async fn corp_call(
         .splitn(8, '/')
         .nth(7)
         .map(str::to_string);
-    call(&context, Account::corp(&corpid, &agentid), rest, request).await
+    call(&context, &AccountId::corp(corpid, agentid), rest, request).await
 }
 
 async fn call(
     context: &ApiContext,
-    account: Account<'_>,
+    account: &AccountId,
     rest: Option<String>,
     request: Request,
 ) -> Response {
@@ -68,10 +68,7 @@ async fn call(
     let mut headers = parts.headers;
     // The consumer's key is for the hub, never for WeChat.
     headers.remove(header::AUTHORIZATION);
-    let host = match account {
-        Account::Corp { .. } => Host::Work,
-        Account::App(_) | Account::Component(_) | Account::Authorizer { .. } => Host::Official,
-    };
+    let host = account.kind().descriptor().host;
     let outgoing = Outgoing::new(
         host,
         parts.method,

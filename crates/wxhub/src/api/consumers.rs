@@ -11,9 +11,10 @@ use bytes::Bytes;
 use serde_json::{Map, Value};
 
 use super::admin::{audited, control_error};
-use super::{authorize_admin, finish, json_body, Account, AdminTarget, ApiError, ApiState};
+use super::{authorize_admin, finish, json_body, AdminTarget, ApiError, ApiState};
 use crate::configuration::{parse_key_sha256, read_scopes, AppGrant};
 use crate::consumers::{self, RuntimeConsumer};
+use crate::kinds::Grant;
 use crate::metrics::Route;
 
 /// The body, for error messages.
@@ -228,29 +229,37 @@ fn absent(context: &ApiState, grants: &[AppGrant]) -> Vec<String> {
         .iter()
         .enumerate()
         .filter_map(|(i, grant)| {
-            let what = match grant {
-                AppGrant::All => return None,
-                AppGrant::App(appid) if !hub.contains(Account::App(appid)) => {
-                    format!("no app {appid:?} exists now; the grant applies once it is added")
+            let account = match Grant::of(grant) {
+                Grant::All => return None,
+                Grant::Children(_, parent) => {
+                    return no_platform(&parent).then(|| platform_absent(i, &parent))
                 }
-                AppGrant::CorpAgent { corpid, agentid }
-                    if !hub.contains(Account::corp(corpid, agentid)) =>
-                {
-                    format!(
-                        "no Work WeChat app {corpid:?}/{agentid:?} exists now; the grant applies \
-                         once it is added"
-                    )
+                Grant::Account(account) => account,
+            };
+            let what = match account.parent() {
+                // A platform's accounts come and go with WeChat's pushes: only the platform
+                // itself must be known.
+                Some((_, parent)) if no_platform(parent) => {
+                    return Some(platform_absent(i, parent))
                 }
-                AppGrant::AllAuthorizers(c)
-                | AppGrant::Authorizer {
-                    component_appid: c, ..
-                } if no_platform(c) => format!(
-                    "no [[components]] entry has component_appid {c:?}; the grant applies once \
-                     the file configures it"
+                Some(_) => return None,
+                // Platforms exist only in the file: a grant may name one a reload will add.
+                None if account.kind().descriptor().admin_path.is_none() => return None,
+                None if hub.contains(&account) => return None,
+                None => format!(
+                    "no {} {account} exists now; the grant applies once it is added",
+                    account.kind().descriptor().title
                 ),
-                _ => return None,
             };
             Some(format!("apps[{i}]: {what}"))
         })
         .collect()
+}
+
+/// The warning for grant number `i`, naming a platform the file does not configure.
+fn platform_absent(i: usize, component_appid: &str) -> String {
+    format!(
+        "apps[{i}]: no [[components]] entry has component_appid {component_appid:?}; the grant \
+         applies once the file configures it"
+    )
 }

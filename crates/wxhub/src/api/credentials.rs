@@ -12,7 +12,7 @@ use serde::Deserialize;
 
 use super::{
     authorize, authorize_admin, authorize_named, authorize_read, authorize_reading, finish,
-    json_body, json_ok, missing, resolve, Account, AdminTarget, ApiContext, ApiError, ApiState,
+    json_body, json_ok, missing, resolve, AccountId, AdminTarget, ApiContext, ApiError, ApiState,
 };
 use crate::configuration::Scope;
 use crate::credential::Timestamp;
@@ -74,7 +74,7 @@ fn render(served: &Served) -> Result<Response, ApiError> {
 pub(super) fn read_body(
     context: &ApiContext,
     headers: &HeaderMap,
-    account: Account<'_>,
+    account: &AccountId,
     ticket: Option<&str>,
 ) -> Result<Bytes, ApiError> {
     authorize_read(context, headers, account, |entry| {
@@ -90,7 +90,7 @@ pub(super) fn read_body(
 pub(super) async fn read(
     context: &ApiContext,
     headers: &HeaderMap,
-    account: Account<'_>,
+    account: &AccountId,
     ticket: Option<&str>,
 ) -> Result<Response, ApiError> {
     match read_body(context, headers, account, ticket) {
@@ -114,7 +114,7 @@ pub(super) async fn read(
 pub(super) async fn invalidate(
     context: &ApiContext,
     headers: &HeaderMap,
-    account: Account<'_>,
+    account: &AccountId,
     ticket: Option<&str>,
     request: Request,
 ) -> Result<Response, ApiError> {
@@ -174,43 +174,17 @@ fn report_without_value(
 pub(super) async fn sign(
     context: &ApiContext,
     headers: &HeaderMap,
-    account: Account<'_>,
+    account: &AccountId,
     request: Request,
 ) -> Result<Response, ApiError> {
     authorize(context, headers, Scope::Read, Some(account))?;
     let body: SignatureRequest = json_body(request, r#"{"url":"<the page URL>"}"#).await?;
     let url =
         jssdk::page_url(&body.url).map_err(|why| ApiError::bad_request("invalid_url", why))?;
-    let (kind, app_id) = match account {
-        Account::App(appid)
-        | Account::Authorizer {
-            authorizer: appid, ..
-        } => {
-            if body.kind.as_deref().is_some_and(|k| k != "jsapi") {
-                return Err(ApiError::bad_request(
-                    "invalid_kind",
-                    "official accounts sign with the jsapi ticket only",
-                ));
-            }
-            ("jsapi", appid)
-        }
-        Account::Corp { corpid, .. } => match body.kind.as_deref() {
-            None | Some("jsapi") => ("jsapi", corpid),
-            Some("agent_config") => ("agent_config", corpid),
-            Some(_) => {
-                return Err(ApiError::bad_request(
-                    "invalid_kind",
-                    "kind must be \"jsapi\" or \"agent_config\"",
-                ))
-            }
-        },
-        Account::Component(_) => {
-            return Err(ApiError::bad_request(
-                "invalid_kind",
-                "a platform has no JS-SDK ticket; sign with one of its authorizers",
-            ))
-        }
-    };
+    let signing = account
+        .signing(body.kind.as_deref())
+        .map_err(|why| ApiError::bad_request("invalid_kind", why))?;
+    let kind = signing.ticket;
     let served = resolve(context, account, Some(kind))?
         .slot
         .load()
@@ -223,13 +197,13 @@ pub(super) async fn sign(
     let timestamp = now.as_secs();
     let signature = jssdk::signature(&served.value, &nonce, timestamp, url);
     let mut answer = serde_json::json!({
-        "appId": app_id,
+        "appId": signing.app_id,
         "timestamp": timestamp,
         "nonceStr": nonce,
         "signature": signature,
     });
-    if let (Account::Corp { agentid, .. }, "agent_config") = (account, kind) {
-        answer["agentId"] = serde_json::Value::from(agentid);
+    if let Some(agent_id) = signing.agent_id {
+        answer["agentId"] = serde_json::Value::from(agent_id);
     }
     Ok(json_ok(Bytes::from(answer.to_string())))
 }
@@ -259,7 +233,7 @@ fn forced(query: Option<&str>) -> Result<bool, ApiError> {
 async fn refresh(
     context: &ApiContext,
     headers: &HeaderMap,
-    account: Account<'_>,
+    account: &AccountId,
     query: Option<&str>,
 ) -> Result<Response, ApiError> {
     let consumer = authorize_named(context, headers, Scope::Admin, Some(account))?;
@@ -299,7 +273,7 @@ pub async fn app_access_token(
     Path(appid): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    let result = read(&context, &headers, Account::App(&appid), None).await;
+    let result = read(&context, &headers, &AccountId::app(appid), None).await;
     finish(&context, Route::AccessToken, result)
 }
 
@@ -310,7 +284,7 @@ pub async fn app_access_token_invalidate(
     headers: HeaderMap,
     request: Request,
 ) -> Response {
-    let result = invalidate(&context, &headers, Account::App(&appid), None, request).await;
+    let result = invalidate(&context, &headers, &AccountId::app(appid), None, request).await;
     finish(&context, Route::AccessTokenInvalidate, result)
 }
 
@@ -320,7 +294,7 @@ pub async fn app_ticket(
     Path((appid, kind)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Response {
-    let result = read(&context, &headers, Account::App(&appid), Some(&kind)).await;
+    let result = read(&context, &headers, &AccountId::app(appid), Some(&kind)).await;
     finish(&context, Route::Ticket, result)
 }
 
@@ -334,7 +308,7 @@ pub async fn app_ticket_invalidate(
     let result = invalidate(
         &context,
         &headers,
-        Account::App(&appid),
+        &AccountId::app(appid),
         Some(&kind),
         request,
     )
@@ -349,7 +323,7 @@ pub async fn app_jssdk_signature(
     headers: HeaderMap,
     request: Request,
 ) -> Response {
-    let result = sign(&context, &headers, Account::App(&appid), request).await;
+    let result = sign(&context, &headers, &AccountId::app(appid), request).await;
     finish(&context, Route::JssdkSignature, result)
 }
 
@@ -360,7 +334,7 @@ pub async fn app_refresh(
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Response {
-    let result = refresh(&context, &headers, Account::App(&appid), query.as_deref()).await;
+    let result = refresh(&context, &headers, &AccountId::app(appid), query.as_deref()).await;
     finish(&context, Route::AdminRefresh, result)
 }
 
@@ -370,8 +344,8 @@ pub async fn corp_access_token(
     Path((corpid, agentid)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Response {
-    let account = Account::corp(&corpid, &agentid);
-    let result = read(&context, &headers, account, None).await;
+    let account = AccountId::corp(corpid, agentid);
+    let result = read(&context, &headers, &account, None).await;
     finish(&context, Route::AccessToken, result)
 }
 
@@ -382,8 +356,8 @@ pub async fn corp_access_token_invalidate(
     headers: HeaderMap,
     request: Request,
 ) -> Response {
-    let account = Account::corp(&corpid, &agentid);
-    let result = invalidate(&context, &headers, account, None, request).await;
+    let account = AccountId::corp(corpid, agentid);
+    let result = invalidate(&context, &headers, &account, None, request).await;
     finish(&context, Route::AccessTokenInvalidate, result)
 }
 
@@ -393,8 +367,8 @@ pub async fn corp_ticket(
     Path((corpid, agentid, kind)): Path<(String, String, String)>,
     headers: HeaderMap,
 ) -> Response {
-    let account = Account::corp(&corpid, &agentid);
-    let result = read(&context, &headers, account, Some(&kind)).await;
+    let account = AccountId::corp(corpid, agentid);
+    let result = read(&context, &headers, &account, Some(&kind)).await;
     finish(&context, Route::Ticket, result)
 }
 
@@ -405,8 +379,8 @@ pub async fn corp_ticket_invalidate(
     headers: HeaderMap,
     request: Request,
 ) -> Response {
-    let account = Account::corp(&corpid, &agentid);
-    let result = invalidate(&context, &headers, account, Some(&kind), request).await;
+    let account = AccountId::corp(corpid, agentid);
+    let result = invalidate(&context, &headers, &account, Some(&kind), request).await;
     finish(&context, Route::TicketInvalidate, result)
 }
 
@@ -417,8 +391,8 @@ pub async fn corp_jssdk_signature(
     headers: HeaderMap,
     request: Request,
 ) -> Response {
-    let account = Account::corp(&corpid, &agentid);
-    let result = sign(&context, &headers, account, request).await;
+    let account = AccountId::corp(corpid, agentid);
+    let result = sign(&context, &headers, &account, request).await;
     finish(&context, Route::JssdkSignature, result)
 }
 
@@ -429,8 +403,8 @@ pub async fn corp_refresh(
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Response {
-    let account = Account::corp(&corpid, &agentid);
-    let result = refresh(&context, &headers, account, query.as_deref()).await;
+    let account = AccountId::corp(corpid, agentid);
+    let result = refresh(&context, &headers, &account, query.as_deref()).await;
     finish(&context, Route::AdminRefresh, result)
 }
 

@@ -9,7 +9,8 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 use super::{rollover_wait, ApiState};
-use crate::credential::{CredentialKey, Timestamp};
+use crate::credential::Timestamp;
+use crate::kinds::{AccountId, CredentialKey, Role};
 use crate::registry::Origin;
 
 /// The most configured credentials that get a remaining-life series each (see
@@ -124,9 +125,10 @@ fn verify_ticket_ages(context: &ApiState, out: &mut String) {
     out.push_str("# TYPE wxhub_component_verify_ticket_age_seconds gauge\n");
     let now = Timestamp::now();
     for component in &context.settings.components {
-        let key = CredentialKey::ComponentVerifyTicket {
-            component_appid: component.component_appid.clone(),
-        };
+        let key = CredentialKey::new(
+            AccountId::component(&component.component_appid),
+            Role::PushedTicket,
+        );
         let Some(pushed_at) = context
             .hub
             .by_key(&key)

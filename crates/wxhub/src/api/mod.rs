@@ -272,7 +272,7 @@ async fn not_found() -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route")
 }
 
-pub use crate::hub::Account;
+pub use crate::kinds::AccountId;
 
 /// Authenticates the bearer key, then checks `scope` and access to `account`.
 /// Order: 401 (no or unknown key), 403 (account or scope not granted), 404 or 410 (no such
@@ -282,7 +282,7 @@ pub fn authorize(
     context: &ApiContext,
     headers: &HeaderMap,
     scope: Scope,
-    account: Option<Account<'_>>,
+    account: Option<&AccountId>,
 ) -> Result<(), ApiError> {
     authorize_as(context, headers, scope, account, |_| ())
 }
@@ -293,7 +293,7 @@ pub fn authorize_reading(
     context: &ApiContext,
     headers: &HeaderMap,
     scope: Scope,
-    account: Option<Account<'_>>,
+    account: Option<&AccountId>,
 ) -> Result<bool, ApiError> {
     authorize_as(context, headers, scope, account, |consumer| {
         consumer.has_scope(Scope::Read)
@@ -305,7 +305,7 @@ pub fn authorize_named(
     context: &ApiContext,
     headers: &HeaderMap,
     scope: Scope,
-    account: Option<Account<'_>>,
+    account: Option<&AccountId>,
 ) -> Result<String, ApiError> {
     authorize_as(context, headers, scope, account, |consumer| {
         consumer.name.clone()
@@ -317,7 +317,7 @@ pub fn authorize_named(
 pub enum AdminTarget<'a> {
     /// One account, which may not exist yet (it is being created): the consumer must be granted
     /// it, as it would be to read it.
-    Account(Account<'a>),
+    Account(&'a AccountId),
     /// The whole process (a reload, the audit trail, every credential): the consumer must be
     /// granted every account (`apps = ["*"]`).
     Everything,
@@ -360,7 +360,7 @@ fn authorize_as<T>(
     context: &ApiContext,
     headers: &HeaderMap,
     scope: Scope,
-    account: Option<Account<'_>>,
+    account: Option<&AccountId>,
     granted: impl FnOnce(&ConsumerSettings) -> T,
 ) -> Result<T, ApiError> {
     let access = context.control.access().load();
@@ -379,7 +379,7 @@ fn authorize_as<T>(
 pub fn authorize_read<R>(
     context: &ApiContext,
     headers: &HeaderMap,
-    account: Account<'_>,
+    account: &AccountId,
     read: impl FnOnce(&AccountEntry) -> Result<R, ApiError>,
 ) -> Result<R, ApiError> {
     let access = context.control.access().load();
@@ -413,7 +413,7 @@ fn permit(
     access: &Access,
     index: usize,
     consumer: &ConsumerSettings,
-    account: Option<Account<'_>>,
+    account: Option<&AccountId>,
     scope: Scope,
 ) -> Result<(), ApiError> {
     if account.is_some_and(|account| !access.keys.may_use(&access.settings, index, account)) {
@@ -432,39 +432,18 @@ fn permit(
 }
 
 /// The 404 for an account the hub does not have.
-fn unknown_account(account: Account<'_>) -> ApiError {
-    match account {
-        Account::App(appid) => ApiError::unknown_app(appid),
-        Account::Corp { corpid, agentid } => ApiError::unknown_corp_app(corpid, agentid),
-        Account::Component(component) => ApiError::new(
-            StatusCode::NOT_FOUND,
-            "unknown_component",
-            format!("no [[components]] entry has component_appid {component:?}"),
-        ),
-        Account::Authorizer {
-            component,
-            authorizer,
-        } => ApiError::new(
-            StatusCode::NOT_FOUND,
-            "unknown_authorizer",
-            format!("{authorizer:?} has not authorized the platform {component:?}"),
-        ),
-    }
+fn unknown_account(account: &AccountId) -> ApiError {
+    let (code, message) = account.unknown();
+    ApiError::new(StatusCode::NOT_FOUND, code, message)
 }
 
-/// [`unknown_account`], or 410 for an authorizer that withdrew its authorization.
-fn unknown_account_in(hub: &Hub, account: Account<'_>) -> ApiError {
-    match account {
-        Account::Authorizer {
-            component,
-            authorizer,
-        } if hub.is_revoked(component, authorizer) => ApiError::new(
-            StatusCode::GONE,
-            "authorizer_revoked",
-            format!("{authorizer:?} withdrew its authorization of the platform {component:?}"),
-        ),
-        other => unknown_account(other),
+/// [`unknown_account`], or 410 for an account that withdrew its authorization.
+fn unknown_account_in(hub: &Hub, account: &AccountId) -> ApiError {
+    if hub.is_revoked(account) {
+        let (code, message) = account.withdrawn();
+        return ApiError::new(StatusCode::GONE, code, message);
     }
+    unknown_account(account)
 }
 
 /// The key of an `Authorization: Bearer <key>` header value. The scheme is matched without
@@ -539,7 +518,7 @@ pub fn finish(context: &ApiContext, route: Route, result: Result<Response, ApiEr
 }
 
 /// The error for a look-up that found nothing.
-pub fn missing(account: Account<'_>, ticket: Option<&str>, why: Missing) -> ApiError {
+pub fn missing(account: &AccountId, ticket: Option<&str>, why: Missing) -> ApiError {
     match why {
         Missing::Account => unknown_account(account),
         Missing::Ticket => ApiError::new(
@@ -556,7 +535,7 @@ pub fn missing(account: Account<'_>, ticket: Option<&str>, why: Missing) -> ApiE
 /// The handle of `account`'s access token (`None`) or ticket.
 pub fn resolve(
     context: &ApiContext,
-    account: Account<'_>,
+    account: &AccountId,
     ticket: Option<&str>,
 ) -> Result<Arc<Credential>, ApiError> {
     context

@@ -10,8 +10,8 @@ use serde::Deserialize;
 
 use super::credentials::{invalidate, read, sign};
 use super::{
-    authorize, authorize_admin, authorize_named, finish, json_body, json_ok, Account, AdminTarget,
-    ApiError, ApiState,
+    authorize, authorize_admin, authorize_named, finish, json_body, json_ok, AccountId,
+    AdminTarget, ApiError, ApiState,
 };
 use crate::configuration::Scope;
 use crate::engine::RefreshError;
@@ -102,7 +102,7 @@ pub async fn component_token(
     Path(component): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    let result = read(&context, &headers, Account::Component(&component), None).await;
+    let result = read(&context, &headers, &AccountId::component(&component), None).await;
     finish(&context, Route::AccessToken, result)
 }
 
@@ -113,8 +113,8 @@ pub async fn component_token_invalidate(
     headers: HeaderMap,
     request: Request,
 ) -> Response {
-    let account = Account::Component(&component);
-    let result = invalidate(&context, &headers, account, None, request).await;
+    let account = &AccountId::component(&component);
+    let result = invalidate(&context, &headers, &account, None, request).await;
     finish(&context, Route::AccessTokenInvalidate, result)
 }
 
@@ -129,7 +129,7 @@ pub async fn pre_auth_code(
             &context,
             &headers,
             Scope::Authorize,
-            Some(Account::Component(&component)),
+            Some(&AccountId::component(&component)),
         )?;
         let (code, expires_in) = context
             .platform
@@ -156,7 +156,7 @@ pub async fn authorizations(
             &context,
             &headers,
             Scope::Authorize,
-            Some(Account::Component(&component)),
+            Some(&AccountId::component(&component)),
         )?;
         let body: AuthorizationBody = json_body(
             request,
@@ -208,7 +208,7 @@ pub async fn list_authorizers(
         authorize_admin(
             &context,
             &headers,
-            AdminTarget::Account(Account::Component(&component)),
+            AdminTarget::Account(&AccountId::component(&component)),
         )?;
         if let Some(state) = query.state.as_deref() {
             if !matches!(state, "active" | "revoked" | "needs_attention") {
@@ -234,11 +234,8 @@ pub async fn list_authorizers(
     finish(&context, Route::Admin, result)
 }
 
-fn authorizer<'a>(component: &'a str, authorizer: &'a str) -> Account<'a> {
-    Account::Authorizer {
-        component,
-        authorizer,
-    }
+fn authorizer(component: &str, authorizer: &str) -> AccountId {
+    AccountId::authorizer(component, authorizer)
 }
 
 /// `GET /v1/components/{c}/authorizers/{a}/access_token`
@@ -247,7 +244,7 @@ pub async fn authorizer_token(
     Path((component, appid)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Response {
-    let result = read(&context, &headers, authorizer(&component, &appid), None).await;
+    let result = read(&context, &headers, &authorizer(&component, &appid), None).await;
     finish(&context, Route::AccessToken, result)
 }
 
@@ -259,7 +256,7 @@ pub async fn authorizer_token_invalidate(
     request: Request,
 ) -> Response {
     let account = authorizer(&component, &appid);
-    let result = invalidate(&context, &headers, account, None, request).await;
+    let result = invalidate(&context, &headers, &account, None, request).await;
     finish(&context, Route::AccessTokenInvalidate, result)
 }
 
@@ -272,7 +269,7 @@ pub async fn authorizer_ticket(
     let result = read(
         &context,
         &headers,
-        authorizer(&component, &appid),
+        &authorizer(&component, &appid),
         Some(&kind),
     )
     .await;
@@ -287,7 +284,7 @@ pub async fn authorizer_ticket_invalidate(
     request: Request,
 ) -> Response {
     let account = authorizer(&component, &appid);
-    let result = invalidate(&context, &headers, account, Some(&kind), request).await;
+    let result = invalidate(&context, &headers, &account, Some(&kind), request).await;
     finish(&context, Route::TicketInvalidate, result)
 }
 
@@ -298,7 +295,7 @@ pub async fn authorizer_jssdk_signature(
     headers: HeaderMap,
     request: Request,
 ) -> Response {
-    let result = sign(&context, &headers, authorizer(&component, &appid), request).await;
+    let result = sign(&context, &headers, &authorizer(&component, &appid), request).await;
     finish(&context, Route::JssdkSignature, result)
 }
 
@@ -312,7 +309,7 @@ pub async fn sync_authorizers(
         let consumer = authorize_admin(
             &context,
             &headers,
-            AdminTarget::Account(Account::Component(&component)),
+            AdminTarget::Account(&AccountId::component(&component)),
         )?;
         let summary = context
             .platform

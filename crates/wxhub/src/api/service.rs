@@ -29,7 +29,7 @@ use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use tower_service::Service;
 
-use super::{credentials, finish, json_response, panic_response, Account, ApiState};
+use super::{credentials, finish, json_response, panic_response, AccountId, ApiState};
 use crate::metrics::Route;
 
 /// A response body: the bytes of a read as they are, or whatever the router answered.
@@ -86,7 +86,7 @@ impl ApiService {
     fn read(&self, request: &Request<Incoming>, read: ReadPath<'_>) -> Option<Response<ApiBody>> {
         let context = &self.context;
         let answer = std::panic::catch_unwind(AssertUnwindSafe(|| {
-            match credentials::read_body(context, request.headers(), read.account, read.ticket) {
+            match credentials::read_body(context, request.headers(), &read.account, read.ticket) {
                 Ok(body) => {
                     context.metrics.count_request(read.route(), 200);
                     Some(json_response(Full::new(body)).map(Either::Left))
@@ -100,9 +100,10 @@ impl ApiService {
 }
 
 /// A read recognised from its path.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 struct ReadPath<'a> {
-    account: Account<'a>,
+    /// The account read.
+    account: AccountId,
     /// The ticket kind, or `None` for the access token.
     ticket: Option<&'a str>,
 }
@@ -138,16 +139,16 @@ fn read_path(path: &str) -> Option<ReadPath<'_>> {
     let param = |s: &'_ str| !s.is_empty() && !s.contains('%');
     let read = match &segments[..count] {
         ["apps", appid, "access_token"] if param(appid) => ReadPath {
-            account: Account::App(appid),
+            account: AccountId::app(*appid),
             ticket: None,
         },
         ["apps", appid, "tickets", kind] if param(appid) && param(kind) => ReadPath {
-            account: Account::App(appid),
+            account: AccountId::app(*appid),
             ticket: Some(kind),
         },
         ["corps", corpid, "agents", agentid, "access_token"] if param(corpid) && param(agentid) => {
             ReadPath {
-                account: Account::Corp { corpid, agentid },
+                account: AccountId::corp(*corpid, *agentid),
                 ticket: None,
             }
         }
@@ -155,7 +156,7 @@ fn read_path(path: &str) -> Option<ReadPath<'_>> {
             if param(corpid) && param(agentid) && param(kind) =>
         {
             ReadPath {
-                account: Account::Corp { corpid, agentid },
+                account: AccountId::corp(*corpid, *agentid),
                 ticket: Some(kind),
             }
         }
@@ -198,34 +199,28 @@ mod tests {
         assert_eq!(
             read_path("/v1/apps/wx1/access_token"),
             Some(ReadPath {
-                account: Account::App("wx1"),
+                account: AccountId::app("wx1"),
                 ticket: None
             })
         );
         assert_eq!(
             read_path("/v1/apps/wx1/tickets/jsapi"),
             Some(ReadPath {
-                account: Account::App("wx1"),
+                account: AccountId::app("wx1"),
                 ticket: Some("jsapi")
             })
         );
         assert_eq!(
             read_path("/v1/corps/ww1/agents/1000002/access_token"),
             Some(ReadPath {
-                account: Account::Corp {
-                    corpid: "ww1",
-                    agentid: "1000002"
-                },
+                account: AccountId::corp("ww1", "1000002"),
                 ticket: None
             })
         );
         assert_eq!(
             read_path("/v1/corps/ww1/agents/1000002/tickets/agent_config"),
             Some(ReadPath {
-                account: Account::Corp {
-                    corpid: "ww1",
-                    agentid: "1000002"
-                },
+                account: AccountId::corp("ww1", "1000002"),
                 ticket: Some("agent_config")
             })
         );

@@ -31,10 +31,11 @@ use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 use wxhub_types::WatchEvent;
 
-use super::{bearer_key, Account, ApiContext, ApiError, ApiState};
+use super::{bearer_key, ApiContext, ApiError, ApiState};
 use crate::configuration::Scope;
-use crate::credential::{CredentialKey, Timestamp};
+use crate::credential::Timestamp;
 use crate::hub::{Credential, Hub};
+use crate::kinds::CredentialKey;
 
 /// Streams open at once in this process.
 pub const MAX_WATCHERS: usize = 4096;
@@ -187,11 +188,7 @@ fn standing(
         return Standing::Ended;
     }
     match key {
-        Some(key)
-            if !access
-                .keys
-                .may_use(&access.settings, index, Account::of_key(key)) =>
-        {
+        Some(key) if !access.keys.may_use(&access.settings, index, &key.account) => {
             Standing::Hidden
         }
         _ => Standing::Visible { with_value },
@@ -451,9 +448,7 @@ mod tests {
             plan: Plan::new(&RefreshSettings::default()),
             origin: Origin::Config,
         };
-        let key = CredentialKey::AccessToken {
-            appid: appid.into(),
-        };
+        let key = CredentialKey::access_token(appid);
         Arc::new(Credential::new(id, key, spec))
     }
 
@@ -542,7 +537,7 @@ mod tests {
             .collect();
         for (i, credential) in credentials.iter().enumerate() {
             hub.put_account(
-                crate::hub::Account::App(&format!("wx{i}")),
+                &crate::kinds::AccountId::app(format!("wx{i}")),
                 crate::hub::AccountEntry {
                     access_token: credential.clone(),
                     tickets: vec![],

@@ -37,18 +37,6 @@ impl ConsumerSettings {
     pub fn has_scope(&self, scope: Scope) -> bool {
         self.scopes.contains(&scope)
     }
-
-    /// Whether this consumer may use the official account `appid`.
-    pub fn may_use_app(&self, appid: &str) -> bool {
-        self.apps.iter().any(|grant| grant.covers_app(appid))
-    }
-
-    /// Whether this consumer may use the Work WeChat app (`corpid`, `agentid`).
-    pub fn may_use_corp(&self, corpid: &str, agentid: &str) -> bool {
-        self.apps
-            .iter()
-            .any(|grant| grant.covers_corp(corpid, agentid))
-    }
 }
 
 impl Settings {

@@ -96,51 +96,6 @@ pub enum AppGrant {
     },
 }
 
-impl AppGrant {
-    /// Whether this grant covers the official account `appid`.
-    pub fn covers_app(&self, appid: &str) -> bool {
-        match self {
-            AppGrant::All => true,
-            AppGrant::App(granted) => granted == appid,
-            _ => false,
-        }
-    }
-
-    /// Whether this grant covers the Work WeChat app (`corpid`, `agentid`).
-    pub fn covers_corp(&self, corpid: &str, agentid: &str) -> bool {
-        match self {
-            AppGrant::All => true,
-            AppGrant::CorpAgent {
-                corpid: c,
-                agentid: a,
-            } => c == corpid && a == agentid,
-            _ => false,
-        }
-    }
-
-    /// Whether this grant covers the component token of `component_appid`.
-    pub fn covers_component(&self, component_appid: &str) -> bool {
-        match self {
-            AppGrant::All => true,
-            AppGrant::Component(c) => c == component_appid,
-            _ => false,
-        }
-    }
-
-    /// Whether this grant covers the authorizer `authorizer_appid` of `component_appid`.
-    pub fn covers_authorizer(&self, component_appid: &str, authorizer_appid: &str) -> bool {
-        match self {
-            AppGrant::All => true,
-            AppGrant::AllAuthorizers(c) => c == component_appid,
-            AppGrant::Authorizer {
-                component_appid: c,
-                authorizer_appid: a,
-            } => c == component_appid && a == authorizer_appid,
-            _ => false,
-        }
-    }
-}
-
 impl fmt::Display for AppGrant {
     /// The grant as the configuration spells it: `*`, an appid or `corpid/agentid`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -197,9 +197,6 @@ fn the_design_example_parses() {
         vec![AppGrant::App("wx1234567890abcdef".into())]
     );
     assert_eq!(consumer.scopes, vec![Scope::Read, Scope::Invalidate]);
-    assert!(consumer.may_use_app("wx1234567890abcdef"));
-    assert!(!consumer.may_use_app("wx0"));
-    assert!(!consumer.may_use_corp("ww1234567890abcdef", "1000002"));
     assert!(consumer.has_scope(Scope::Read) && !consumer.has_scope(Scope::Admin));
     assert_eq!(
         settings.find_consumer(ORDERS_KEY).map(|c| c.name.as_str()),

@@ -29,8 +29,8 @@ use std::sync::{Arc, OnceLock};
 use arc_swap::ArcSwap;
 use subtle::ConstantTimeEq;
 
-use crate::configuration::{AppGrant, ConsumerSettings, Settings};
-use crate::hub::Account;
+use crate::configuration::{ConsumerSettings, Settings};
+use crate::kinds::{AccountId, Grant, Kind};
 
 /// Verified bearer keys and the consumer each belongs to, and every consumer's grants as sets.
 ///
@@ -52,53 +52,41 @@ pub struct KeyCache {
 struct Grants {
     /// `*`: every account.
     all: bool,
-    /// Granted appids.
-    apps: HashSet<Box<str>>,
-    /// Granted Work WeChat apps: agentids by corpid.
-    corps: HashMap<Box<str>, HashSet<Box<str>>>,
-    /// Platforms whose component token is granted (`"C"`).
-    components: HashSet<Box<str>>,
-    /// Platforms every authorizer of which is granted (`"C/*"`).
-    all_authorizers: HashSet<Box<str>>,
-    /// Granted authorizers (`"C/A"`): authorizer appids by component appid.
-    authorizers: HashMap<Box<str>, HashSet<Box<str>>>,
+    /// Accounts granted one by one.
+    accounts: HashSet<AccountId>,
+    /// Accounts all of whose children are granted (`"C/*"`): their ids by kind.
+    children: HashMap<Kind, HashSet<Box<str>>>,
 }
 
 impl Grants {
     fn of(consumer: &ConsumerSettings) -> Grants {
         let mut grants = Grants::default();
         for grant in &consumer.apps {
-            match grant {
-                AppGrant::All => grants.all = true,
-                AppGrant::App(appid) => {
-                    grants.apps.insert(appid.as_str().into());
+            match Grant::of(grant) {
+                Grant::All => grants.all = true,
+                Grant::Account(account) => {
+                    grants.accounts.insert(account);
                 }
-                AppGrant::CorpAgent { corpid, agentid } => {
+                Grant::Children(kind, id) => {
                     grants
-                        .corps
-                        .entry(corpid.as_str().into())
+                        .children
+                        .entry(kind)
                         .or_default()
-                        .insert(agentid.as_str().into());
-                }
-                AppGrant::Component(c) => {
-                    grants.components.insert(c.as_str().into());
-                }
-                AppGrant::AllAuthorizers(c) => {
-                    grants.all_authorizers.insert(c.as_str().into());
-                }
-                AppGrant::Authorizer {
-                    component_appid,
-                    authorizer_appid,
-                } => {
-                    grants
-                        .authorizers
-                        .entry(component_appid.as_str().into())
-                        .or_default()
-                        .insert(authorizer_appid.as_str().into());
+                        .insert(id.into_boxed_str());
                 }
             }
         }
         grants
+    }
+
+    /// Whether these grants cover `account`: the same answer as any of the consumer's
+    /// [`Grant::covers`], in one or two lookups.
+    fn cover(&self, account: &AccountId) -> bool {
+        self.all
+            || self.accounts.contains(account)
+            || account.parent().is_some_and(|(kind, id)| {
+                self.children.get(&kind).is_some_and(|ids| ids.contains(id))
+            })
     }
 }
 
@@ -145,70 +133,12 @@ impl KeyCache {
         Some((index, consumer))
     }
 
-    /// Whether consumer number `consumer` may use `account`, in one lookup.
-    pub fn may_use(&self, settings: &Settings, consumer: usize, account: Account<'_>) -> bool {
-        match account {
-            Account::App(appid) => self.may_use_app(settings, consumer, appid),
-            Account::Corp { corpid, agentid } => {
-                self.may_use_corp(settings, consumer, corpid, agentid)
-            }
-            Account::Component(component) => self.may_use_component(settings, consumer, component),
-            Account::Authorizer {
-                component,
-                authorizer,
-            } => self.may_use_authorizer(settings, consumer, component, authorizer),
-        }
-    }
-
-    /// Whether consumer number `consumer` may use the official account `appid` (same answer as
-    /// [`ConsumerSettings::may_use_app`], in one lookup).
-    pub fn may_use_app(&self, settings: &Settings, consumer: usize, appid: &str) -> bool {
+    /// Whether consumer number `consumer` may use `account`, in one lookup (the same answer as
+    /// its configured grants' [`Grant::covers`]).
+    pub fn may_use(&self, settings: &Settings, consumer: usize, account: &AccountId) -> bool {
         self.grants(settings)
             .get(consumer)
-            .is_some_and(|g| g.all || g.apps.contains(appid))
-    }
-
-    /// Whether consumer number `consumer` may use the Work WeChat app (`corpid`, `agentid`) (same
-    /// answer as [`ConsumerSettings::may_use_corp`], in one lookup).
-    pub fn may_use_corp(
-        &self,
-        settings: &Settings,
-        consumer: usize,
-        corpid: &str,
-        agentid: &str,
-    ) -> bool {
-        self.grants(settings).get(consumer).is_some_and(|g| {
-            g.all
-                || g.corps
-                    .get(corpid)
-                    .is_some_and(|agents| agents.contains(agentid))
-        })
-    }
-
-    /// Whether consumer number `consumer` may use the component token of `component` (`"C"` or
-    /// `"*"`).
-    pub fn may_use_component(&self, settings: &Settings, consumer: usize, component: &str) -> bool {
-        self.grants(settings)
-            .get(consumer)
-            .is_some_and(|g| g.all || g.components.contains(component))
-    }
-
-    /// Whether consumer number `consumer` may use the authorizer `authorizer` of `component`
-    /// (`"C/*"`, `"C/A"` or `"*"`).
-    pub fn may_use_authorizer(
-        &self,
-        settings: &Settings,
-        consumer: usize,
-        component: &str,
-        authorizer: &str,
-    ) -> bool {
-        self.grants(settings).get(consumer).is_some_and(|g| {
-            g.all
-                || g.all_authorizers.contains(component)
-                || g.authorizers
-                    .get(component)
-                    .is_some_and(|a| a.contains(authorizer))
-        })
+            .is_some_and(|g| g.cover(account))
     }
 
     fn grants(&self, settings: &Settings) -> &[Grants] {
@@ -322,30 +252,28 @@ scopes = ["read"]
     fn grants_answer_as_the_configured_lists_do() {
         let settings = settings();
         let cache = KeyCache::default();
+        let accounts = [
+            AccountId::app("wx0000000000000001"),
+            AccountId::app("wx0000000000000002"),
+            AccountId::app("wx9"),
+            AccountId::app("ww1"),
+            AccountId::corp("ww1", "1000002"),
+            AccountId::corp("ww1", "1000003"),
+            AccountId::corp("ww2", "1000003"),
+            AccountId::component("wx0000000000000002"),
+            AccountId::authorizer("wxc", "wx0000000000000002"),
+        ];
         for (index, consumer) in settings.consumers.iter().enumerate() {
-            for appid in ["wx0000000000000001", "wx0000000000000002", "wx9", "ww1", ""] {
+            for account in &accounts {
                 assert_eq!(
-                    cache.may_use_app(&settings, index, appid),
-                    consumer.may_use_app(appid),
-                    "{} {appid}",
-                    consumer.name
-                );
-            }
-            for (corpid, agentid) in [
-                ("ww1", "1000002"),
-                ("ww1", "1000003"),
-                ("ww2", "1000003"),
-                ("wx0000000000000002", ""),
-            ] {
-                assert_eq!(
-                    cache.may_use_corp(&settings, index, corpid, agentid),
-                    consumer.may_use_corp(corpid, agentid),
-                    "{} {corpid}/{agentid}",
+                    cache.may_use(&settings, index, account),
+                    consumer.apps.iter().any(|g| Grant::of(g).covers(account)),
+                    "{} {account}",
                     consumer.name
                 );
             }
         }
-        assert!(!cache.may_use_app(&settings, 99, "wx0000000000000001"));
+        assert!(!cache.may_use(&settings, 99, &accounts[0]));
     }
 
     #[test]

@@ -9,14 +9,14 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use super::stored::{
-    spec_of, split_consumers, stored_account, stored_authorizer, StoredAuthorizer,
-};
+use super::stored::split_consumers;
 use super::{authorizer_spec, Control, ControlError};
 use crate::configuration::RefreshSettings;
-use crate::credential::{CredentialKey, Token};
+use crate::credential::Token;
 use crate::engine::{ErrorClass, ImportError, RefreshError};
 use crate::hub::Credential;
+use crate::kinds::stored::{spec_of, stored_account, stored_authorizer, StoredAuthorizer};
+use crate::kinds::CredentialKey;
 use crate::registry::{AccountId, AccountSpec, Origin, StoredAccount};
 
 /// The outcome of adding or changing a runtime account.
@@ -82,9 +82,8 @@ impl Control {
         };
         let sealer = self.sealer.as_ref().ok_or(ControlError::NoMasterKey)?;
         let name = id.storage_name();
-        let secret = match (&spec, spec.secret()) {
-            (AccountSpec::App { .. } | AccountSpec::Corp { .. }, Some(secret)) => secret,
-            _ => return Err(ControlError::WrongKind(id)),
+        let Some(secret) = spec.secret() else {
+            return Err(ControlError::WrongKind(id));
         };
         let stored = stored_account(&spec, sealer.seal(&name, secret))
             .ok_or_else(|| ControlError::WrongKind(id.clone()))?;
@@ -157,11 +156,8 @@ impl Control {
     /// refresh token first) must already be in the store: they are served at once.
     pub async fn put_authorizer(&self, spec: AccountSpec) -> Result<(), ControlError> {
         let id = spec.id();
-        let definition = match &spec {
-            AccountSpec::Authorizer { .. } => stored_authorizer(&spec),
-            _ => None,
-        }
-        .ok_or_else(|| ControlError::WrongKind(id.clone()))?;
+        let definition =
+            stored_authorizer(&spec).ok_or_else(|| ControlError::WrongKind(id.clone()))?;
         let name = id.storage_name();
         // The store's I/O is ordered per account, not under the process-wide lock, so that a
         // platform's recovery registers many authorizers at once (and their durable writes share
@@ -281,14 +277,14 @@ impl Control {
     /// Reads a stored runtime account and opens its secret.
     pub(super) fn open(&self, name: &str, definition: &str) -> Result<AccountSpec, ControlError> {
         let unreadable = || ControlError::Unreadable(name.to_string());
-        if let Some(AccountId::Authorizer {
-            component_appid, ..
-        }) = AccountId::parse(name)
-        {
+        let id = AccountId::parse(name);
+        // An account with a parent (an authorizer) is stored without a secret, and read with
+        // its platform's settings.
+        if let Some((_, component_appid)) = id.as_ref().and_then(AccountId::parent) {
             let stored: StoredAuthorizer =
                 serde_json::from_str(definition).map_err(|_| unreadable())?;
             let component = self
-                .component_settings(&component_appid)
+                .component_settings(component_appid)
                 .ok_or_else(|| ControlError::UnknownComponent(name.to_string()))?;
             let spec = authorizer_spec(&component, stored);
             if spec.id().storage_name() != name {

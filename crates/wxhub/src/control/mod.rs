@@ -34,8 +34,10 @@ use tokio::sync::broadcast;
 use crate::audit::AuditLog;
 use crate::configuration::Settings;
 use crate::consumers::{self, RuntimeConsumer};
-use crate::credential::{CredentialKey, Token};
+use crate::credential::Token;
 use crate::engine::Engine;
+pub use crate::kinds::stored::{authorizer_spec, StoredAuthorizer};
+use crate::kinds::CredentialKey;
 use crate::registry::{Diff, Origin, Registry};
 use crate::seal::Sealer;
 use crate::store::{AccountChange, Store};
@@ -47,7 +49,6 @@ pub use error::ControlError;
 use reload::config_accounts;
 pub use reload::ReloadSummary;
 use stored::split_consumers;
-pub use stored::{authorizer_spec, StoredAuthorizer};
 
 /// The first wait before the account feed tries again what the store did not answer for.
 const RETRY_FIRST: std::time::Duration = std::time::Duration::from_secs(1);

@@ -10,6 +10,7 @@ use serde::Serialize;
 
 use super::{Control, ControlError};
 use crate::configuration::Settings;
+use crate::kinds;
 use crate::registry::{AccountId, AccountSpec, Diff, Origin};
 
 /// What a reload changed, for its log line and `POST /v1/admin/reload`.
@@ -139,13 +140,14 @@ pub(super) fn config_accounts(settings: &Settings) -> Vec<AccountSpec> {
     settings
         .apps
         .iter()
-        .map(AccountSpec::from_app)
-        .chain(settings.corps.iter().map(AccountSpec::from_corp))
-        .chain(settings.components.iter().map(|c| AccountSpec::Component {
-            component_appid: c.component_appid.clone(),
-            secret: c.secret.clone(),
-            refresh: c.refresh,
-        }))
+        .map(kinds::app::from_settings)
+        .chain(settings.corps.iter().map(kinds::corp::from_settings))
+        .chain(
+            settings
+                .components
+                .iter()
+                .map(kinds::component::from_settings),
+        )
         .collect()
 }
 

@@ -16,8 +16,8 @@ use futures_util::StreamExt;
 use super::job::wait_for;
 use super::{Reason, RefreshError, Shared};
 use crate::hub::Credential;
+use crate::kinds::Host;
 use crate::metrics::TokenCheck;
-use crate::registry::CheckedAt;
 use crate::upstream::UpstreamError;
 
 /// How often the checker looks for values due for a check.
@@ -31,7 +31,7 @@ const CHECKS_AT_ONCE: usize = 16;
 struct Due {
     credential: Arc<Credential>,
     value: String,
-    at: CheckedAt,
+    at: Host,
 }
 
 /// Checks every value due for a check, once per [`CHECK_TICK`], until the engine stops.
@@ -121,7 +121,7 @@ async fn replace(
 
 /// Checks one value, and replaces it if WeChat refuses it.
 async fn check(shared: &Arc<Shared>, due: Due) {
-    let work = due.at == CheckedAt::Work;
+    let work = due.at == Host::Work;
     match shared.upstream.check_token(work, &due.value).await {
         Ok(()) => shared.metrics.count_token_check(TokenCheck::Alive),
         Err(UpstreamError::TokenInvalid { .. }) => {

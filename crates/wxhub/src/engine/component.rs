@@ -10,8 +10,9 @@ use super::job::Coordination;
 use super::state::Status;
 use super::{Engine, Reason, RefreshError, Shared};
 use crate::configuration::Secret;
-use crate::credential::{CredentialKey, Timestamp, Token};
+use crate::credential::{Timestamp, Token};
 use crate::hub::Credential;
+use crate::kinds::{AccountId, CredentialKey, Role};
 use crate::store::CasOutcome;
 use crate::upstream::{Fetched, UpstreamError};
 
@@ -72,9 +73,8 @@ impl Shared {
         secret: &Secret,
         coordination: Coordination,
     ) -> Result<Fetched, RefreshError> {
-        let ticket_key = CredentialKey::ComponentVerifyTicket {
-            component_appid: component_appid.to_string(),
-        };
+        let ticket_key =
+            CredentialKey::new(AccountId::component(component_appid), Role::PushedTicket);
         let ticket = self.hub.by_key(&ticket_key).ok_or(RefreshError::Removed)?;
         let ticket_value = self.usable_token(&ticket).await?;
         self.renew_lease(&credential.key, coordination).await?;

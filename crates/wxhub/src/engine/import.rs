@@ -8,8 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{Engine, Shared};
-use crate::credential::{CredentialKey, Token};
+use crate::credential::Token;
 use crate::hub::Credential;
+use crate::kinds::CredentialKey;
 use crate::store::{CasOutcome, StoreError};
 
 /// The longest life WeChat gives an access token, and so the longest an imported one may have.

@@ -19,8 +19,9 @@ use tokio::time::Instant;
 
 use super::state::{RefreshResult, Refreshed, State};
 use super::{random_unit, JobReceiver, Reason, RefreshError, Shared, DEPENDENCY_MIN_LIFE};
-use crate::credential::{CredentialKey, Token};
+use crate::credential::Token;
 use crate::hub::{Credential, CredentialId};
+use crate::kinds::CredentialKey;
 use crate::plan::Renewal;
 use crate::store::{CasOutcome, Change, StoreError};
 use crate::upstream::UpstreamError;

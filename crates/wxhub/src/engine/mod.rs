@@ -51,8 +51,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::configuration::Settings;
-use crate::credential::{CredentialKey, Timestamp, Token};
+use crate::credential::{Timestamp, Token};
 use crate::hub::{Credential, CredentialId, Hub, Served};
+use crate::kinds::{CredentialKey, Role};
 use crate::metrics::Metrics;
 use crate::registry::Diff;
 use crate::store::Store;
@@ -345,7 +346,7 @@ impl Shared {
     ) -> bool {
         let usable = |token: &Token| token.is_valid_at(now.plus(DEPENDENCY_MIN_LIFE));
         credential.spec().fetched_with.iter().any(|key| {
-            matches!(key, CredentialKey::ComponentVerifyTicket { .. })
+            key.role == Role::PushedTicket
                 && !stored.get(key).is_some_and(usable)
                 && !self.hub.by_key(key).is_some_and(|ticket| {
                     state

@@ -156,7 +156,7 @@ impl Shared {
         credential: &Arc<Credential>,
         reported: &str,
     ) -> Option<Verdict> {
-        let work = credential.spec().source.checked_at()? == crate::registry::CheckedAt::Work;
+        let work = credential.spec().source.checked_at()? == crate::kinds::Host::Work;
         let mut receiver = {
             let mut state = self.lock();
             let now = self.clock.now();

@@ -11,9 +11,10 @@ use serde::Serialize;
 use super::budget::{used_on, wechat_day, FORCE_REFRESH_DAILY_LIMIT};
 use super::state::{Entry, LastError, Status};
 use super::Engine;
-use crate::credential::{CredentialKey, Timestamp};
+use crate::credential::Timestamp;
 use crate::history::HistoryPoint;
 use crate::hub::{Credential, CredentialId};
+use crate::kinds::Role;
 
 /// One credential in `/v1/credentials`. Never a secret or token value.
 #[derive(Clone, Debug, Serialize)]
@@ -151,7 +152,7 @@ fn credential_status(entry: &Entry, now: Timestamp) -> CredentialStatus {
             .credential
             .has_force_budget()
             .then_some(FORCE_REFRESH_DAILY_LIMIT),
-        never_expires: matches!(key, CredentialKey::AuthorizerRefreshToken { .. }),
+        never_expires: key.role == Role::RefreshToken,
         rejected_reports: entry.rejected_reports,
         fetched_at: entry.token.as_ref().map(|t| t.fetched_at.to_rfc3339()),
         history: entry.history.recent(now),

@@ -11,14 +11,7 @@ use serde::Serialize;
 use crate::credential::Timestamp;
 use crate::hub::Served;
 
-/// Which host's conventions an answer follows.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Host {
-    /// api.weixin.qq.com: success bodies carry no `errcode`.
-    Official,
-    /// qyapi.weixin.qq.com: every body carries `errcode`, and some texts differ.
-    Work,
-}
+pub use crate::kinds::Host;
 
 /// The errcodes the gateway answers with itself.
 pub mod code {

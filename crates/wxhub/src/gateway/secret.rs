@@ -11,11 +11,10 @@ use axum::body::Body;
 use axum::response::Response;
 
 use super::token::granted;
-use crate::api::{Account, ApiContext};
+use crate::api::{AccountId, ApiContext};
 use crate::forward::query::{self, param};
 use crate::forward::reply::{self, code};
 use crate::forward::Outgoing;
-use crate::registry::Source;
 
 /// The paths whose `secret=` is the AppSecret.
 pub const SECRET_PATHS: [&str; 2] = ["/sns/jscode2session", "/sns/oauth2/access_token"];
@@ -30,15 +29,15 @@ pub async fn substitute(context: &ApiContext, mut outgoing: Outgoing, body: Body
     let Some(key) = param(raw, "secret") else {
         return reply::error(code::APPSECRET_MISSING, host);
     };
-    let account = Account::App(&appid);
-    let Ok(credential) = context.hub.find(account, None) else {
+    let account = AccountId::app(appid);
+    let Ok(credential) = context.hub.find(&account, None) else {
         return reply::error(code::INVALID_APPID, host);
     };
-    if !granted(context, &key, account) {
+    if !granted(context, &key, &account) {
         return reply::error(code::INVALID_APPSECRET, host);
     }
     let spec = credential.spec();
-    let Source::AppToken { secret, .. } = &spec.source else {
+    let Some(secret) = spec.source.secret() else {
         return reply::error(code::INVALID_APPID, host);
     };
     let rewritten = query::replace(raw, "secret", secret.expose());

@@ -10,18 +10,19 @@ use axum::http::Method;
 use axum::response::Response;
 use serde_json::{Map, Value};
 
-use crate::api::{Account, ApiContext};
+use crate::api::{AccountId, ApiContext};
 use crate::configuration::Scope;
-use crate::credential::{CredentialKey, Timestamp};
+use crate::credential::Timestamp;
 use crate::forward::query::param;
 use crate::forward::reply::{self, code, Host};
 use crate::hub::Credential;
+use crate::kinds::{Kind, Role};
 
 /// The largest `stable_token` body read; WeChat's is a few dozen bytes.
 const MAX_TOKEN_BODY: usize = 64 * 1024;
 
 /// Whether `key` is the key of a consumer granted `account` with `read`.
-pub fn granted(context: &ApiContext, key: &str, account: Account<'_>) -> bool {
+pub fn granted(context: &ApiContext, key: &str, account: &AccountId) -> bool {
     let access = context.control.access().load();
     let settings = &access.settings;
     let Some((index, consumer)) = access.keys.find(settings, key) else {
@@ -131,12 +132,12 @@ pub async fn component(context: &ApiContext, method: &Method, body: Body) -> Res
         let component_appid = text_field(&fields, "component_appid")?;
         let key = text_field(&fields, "component_appsecret")?;
         let component_appid = component_appid.ok_or(code::COMPONENT_APPID_MISSING)?;
-        let account = Account::Component(component_appid);
+        let account = AccountId::component(component_appid);
         let credential = context
             .hub
-            .find(account, None)
+            .find(&account, None)
             .map_err(|_| code::INVALID_COMPONENT)?;
-        if !granted(context, key.ok_or(code::APPSECRET_MISSING)?, account) {
+        if !granted(context, key.ok_or(code::APPSECRET_MISSING)?, &account) {
             return Err(code::INVALID_APPSECRET);
         }
         Ok(credential)
@@ -150,12 +151,12 @@ pub async fn component(context: &ApiContext, method: &Method, body: Body) -> Res
 
 /// The access-token credential of `appid` for a caller with `key`, or WeChat's errcode.
 fn app_token(context: &ApiContext, appid: &str, key: &str) -> Result<Arc<Credential>, i64> {
-    let account = Account::App(appid);
+    let account = AccountId::app(appid);
     let credential = context
         .hub
-        .find(account, None)
+        .find(&account, None)
         .map_err(|_| code::INVALID_APPID)?;
-    if !granted(context, key, account) {
+    if !granted(context, key, &account) {
         return Err(code::INVALID_APPSECRET);
     }
     Ok(credential)
@@ -179,32 +180,31 @@ pub fn corp(context: &ApiContext, query: Option<&str>) -> Response {
     let Some(secret) = param(query, "corpsecret") else {
         return reply::error(code::APPSECRET_MISSING, host);
     };
-    let agents = context.hub.agents_of(&corpid);
+    let agents: Vec<AccountId> = context.hub.accounts_under(Kind::Corp, &corpid);
     if agents.is_empty() {
         return reply::error(code::INVALID_APPID, host);
     }
-    let named = secret
-        .split_once(':')
-        .filter(|(agentid, _)| agents.iter().any(|a| **a == **agentid));
-    let agentid = match named {
-        Some((agentid, key)) => {
-            granted(context, key, Account::corp(&corpid, agentid)).then(|| agentid.to_string())
-        }
+    let named = secret.split_once(':').and_then(|(agentid, key)| {
+        let agent = agents.iter().find(|a| a.parts().1 == Some(agentid))?;
+        Some((agent, key))
+    });
+    let agent = match named {
+        Some((agent, key)) => granted(context, key, agent).then_some(agent),
         None => {
             let mut mine = agents
                 .iter()
-                .filter(|agentid| granted(context, &secret, Account::corp(&corpid, agentid)));
+                .filter(|agent| granted(context, &secret, agent));
             match (mine.next(), mine.next()) {
-                (Some(only), None) => Some(only.to_string()),
+                (Some(only), None) => Some(only),
                 _ => None,
             }
         }
     };
     // WeChat answers an unknown corpsecret with 40001.
-    let Some(agentid) = agentid else {
+    let Some(agent) = agent else {
         return reply::error(code::INVALID_CREDENTIAL, host);
     };
-    match context.hub.find(Account::corp(&corpid, &agentid), None) {
+    match context.hub.find(agent, None) {
         Ok(credential) => served_token(&credential, host),
         Err(_) => reply::error(code::INVALID_CREDENTIAL, host),
     }
@@ -229,16 +229,11 @@ pub fn ticket(context: &ApiContext, host: Host, query: Option<&str>, kind: &str)
     let Some(credential) = context.hub.serving(&token, Timestamp::now()) else {
         return TicketAnswer::Answered(reply::error(code::INVALID_ACCESS_TOKEN, host));
     };
-    let found = match (&credential.key, host) {
-        (CredentialKey::AccessToken { appid }, Host::Official) => {
-            context.hub.find(Account::App(appid), Some(kind)).ok()
-        }
-        (CredentialKey::CorpToken { corpid, agentid }, Host::Work) => context
-            .hub
-            .find(Account::corp(corpid, agentid), Some(kind))
-            .ok(),
-        _ => None,
-    };
+    // An access token asks for its own account's ticket, on its own kind's host.
+    let key = &credential.key;
+    let found = (key.role == Role::AccessToken && key.account.kind().descriptor().host == host)
+        .then(|| context.hub.find(&key.account, Some(kind)).ok())
+        .flatten();
     let served = found.and_then(|ticket| ticket.slot.load());
     match served {
         Some(served) => TicketAnswer::Answered(reply::ticket(&served, host)),

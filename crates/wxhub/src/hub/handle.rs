@@ -9,8 +9,8 @@ use std::sync::Arc;
 use arc_swap::{ArcSwap, ArcSwapOption};
 
 use super::Served;
-use crate::account::{CredentialSpec, Origin};
-use crate::credential::CredentialKey;
+use crate::kinds::CredentialKey;
+use crate::kinds::{CredentialSpec, Origin};
 
 /// A credential's number: unique for the life of the process, never reused, so that a handle of a
 /// removed credential can never be mistaken for a credential added later under the same key.

@@ -1,15 +1,14 @@
-//! The read index: every credential, found by account (the path's own string slices, without
-//! building a key), by key, and by value, in lock-free concurrent maps that the registry changes
-//! one account at a time. Announces each new generation to watchers.
+//! The read index: every credential, found by account id, by key, and by value, in lock-free
+//! concurrent maps that the registry changes one account at a time. Announces each new
+//! generation to watchers.
 
-use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use tokio::sync::broadcast;
 
 use super::{Change, Credential, Previous, Served, OVERLAP};
-use crate::account::Origin;
-use crate::credential::{CredentialKey, Timestamp};
+use crate::credential::Timestamp;
+use crate::kinds::{AccountId, CredentialKey, Kind, Origin, Role};
 
 /// How many generation changes a slow subscriber of [`Hub::subscribe`] may fall behind before it
 /// is told it lagged (the watch stream then drops that connection).
@@ -41,62 +40,6 @@ impl AccountEntry {
     }
 }
 
-/// The account a request is about, borrowed from its path.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Account<'a> {
-    /// An official account or mini program.
-    App(&'a str),
-    /// A Work WeChat app.
-    Corp { corpid: &'a str, agentid: &'a str },
-    /// A third-party platform (its component token).
-    Component(&'a str),
-    /// An account that authorized a platform.
-    Authorizer {
-        component: &'a str,
-        authorizer: &'a str,
-    },
-}
-
-impl<'a> Account<'a> {
-    /// A Work WeChat app, from the `{corpid}` and `{agentid}` path segments.
-    pub fn corp(corpid: &'a str, agentid: &'a str) -> Account<'a> {
-        Account::Corp { corpid, agentid }
-    }
-
-    /// The account a credential belongs to (what a consumer must be granted to see it).
-    pub fn of_key(key: &'a CredentialKey) -> Account<'a> {
-        match key {
-            CredentialKey::AccessToken { appid } | CredentialKey::Ticket { appid, .. } => {
-                Account::App(appid)
-            }
-            CredentialKey::CorpToken { corpid, agentid }
-            | CredentialKey::CorpTicket {
-                corpid, agentid, ..
-            } => Account::Corp { corpid, agentid },
-            CredentialKey::ComponentVerifyTicket { component_appid }
-            | CredentialKey::ComponentToken { component_appid } => {
-                Account::Component(component_appid)
-            }
-            CredentialKey::AuthorizerRefreshToken {
-                component_appid,
-                authorizer_appid,
-            }
-            | CredentialKey::AuthorizerToken {
-                component_appid,
-                authorizer_appid,
-            }
-            | CredentialKey::AuthorizerTicket {
-                component_appid,
-                authorizer_appid,
-                ..
-            } => Account::Authorizer {
-                component: component_appid,
-                authorizer: authorizer_appid,
-            },
-        }
-    }
-}
-
 /// Why a look-up found nothing.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Missing {
@@ -104,26 +47,6 @@ pub enum Missing {
     Account,
     /// The account has no such ticket.
     Ticket,
-}
-
-/// Key of the Work WeChat map: (corpid, agentid).
-type CorpAgent = (Box<str>, Box<str>);
-
-/// A borrowed (corpid, agentid) that finds a [`CorpAgent`] without allocating: it hashes exactly
-/// as the tuple does.
-struct CorpRef<'a>(&'a str, &'a str);
-
-impl Hash for CorpRef<'_> {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        self.0.hash(state);
-        self.1.hash(state);
-    }
-}
-
-impl papaya::Equivalent<CorpAgent> for CorpRef<'_> {
-    fn equivalent(&self, key: &CorpAgent) -> bool {
-        *key.0 == *self.0 && *key.1 == *self.1
-    }
 }
 
 /// A credential as the key of [`Hub`]'s `by_key` index: hashed and compared by its
@@ -154,18 +77,12 @@ impl Eq for ByKey {}
 
 /// The read-side index of every credential.
 pub struct Hub {
-    /// Official accounts and mini programs by appid.
-    apps: papaya::HashMap<Box<str>, Arc<AccountEntry>>,
-    /// Work WeChat apps by (corpid, agentid).
-    corps: papaya::HashMap<CorpAgent, Arc<AccountEntry>>,
+    /// Every account, of every kind, by its id.
+    accounts: papaya::HashMap<AccountId, Arc<AccountEntry>>,
     /// Every credential by key, for the paths that start from a key (startup, the change feed).
     by_key: papaya::HashMap<ByKey, Arc<Credential>>,
-    /// Third-party platforms by component appid.
-    components: papaya::HashMap<Box<str>, Arc<AccountEntry>>,
-    /// Authorizers by (component appid, authorizer appid).
-    authorizers: papaya::HashMap<CorpAgent, Arc<AccountEntry>>,
-    /// Authorizers that withdrew their authorization: reads answer 410, not 404.
-    revoked: papaya::HashMap<CorpAgent, ()>,
+    /// Accounts that withdrew their authorization (authorizers): reads answer 410, not 404.
+    revoked: papaya::HashMap<AccountId, ()>,
     /// Access tokens by value (the current and the previous one of each credential): the gateway
     /// learns from a call's `access_token` whose token it is, and whether the hub serves it.
     by_value: papaya::HashMap<Arc<str>, Arc<Credential>>,
@@ -176,11 +93,8 @@ pub struct Hub {
 impl Default for Hub {
     fn default() -> Self {
         Hub {
-            apps: papaya::HashMap::default(),
-            corps: papaya::HashMap::default(),
+            accounts: papaya::HashMap::default(),
             by_key: papaya::HashMap::default(),
-            components: papaya::HashMap::default(),
-            authorizers: papaya::HashMap::default(),
             revoked: papaya::HashMap::default(),
             by_value: papaya::HashMap::default(),
             changes: broadcast::channel(CHANGES_BUFFER).0,
@@ -259,67 +173,48 @@ impl Hub {
     /// Runs `f` on `account`'s entry, if it exists, without taking a lock or a reference count.
     pub fn with_account<R>(
         &self,
-        account: Account<'_>,
+        account: &AccountId,
         f: impl FnOnce(&AccountEntry) -> R,
     ) -> Option<R> {
-        match account {
-            Account::App(appid) => self.apps.pin().get(appid).map(|entry| f(entry)),
-            Account::Corp { corpid, agentid } => self
-                .corps
-                .pin()
-                .get(&CorpRef(corpid, agentid))
-                .map(|entry| f(entry)),
-            Account::Component(component) => {
-                self.components.pin().get(component).map(|entry| f(entry))
-            }
-            Account::Authorizer {
-                component,
-                authorizer,
-            } => self
-                .authorizers
-                .pin()
-                .get(&CorpRef(component, authorizer))
-                .map(|entry| f(entry)),
-        }
+        self.accounts.pin().get(account).map(|entry| f(entry))
     }
 
-    /// Whether the authorizer withdrew its authorization of the platform.
-    pub fn is_revoked(&self, component: &str, authorizer: &str) -> bool {
-        self.revoked
-            .pin()
-            .contains_key(&CorpRef(component, authorizer))
+    /// Whether the account withdrew its authorization.
+    pub fn is_revoked(&self, account: &AccountId) -> bool {
+        self.revoked.pin().contains_key(account)
     }
 
-    /// Marks an authorizer revoked or not (the registry calls this).
-    pub(crate) fn set_revoked(&self, component: &str, authorizer: &str, revoked: bool) {
+    /// Marks an account revoked or not (the registry calls this).
+    pub(crate) fn set_revoked(&self, account: &AccountId, revoked: bool) {
         let map = self.revoked.pin();
         if revoked {
-            map.insert((component.into(), authorizer.into()), ());
+            map.insert(account.clone(), ());
         } else {
-            map.remove(&CorpRef(component, authorizer));
+            map.remove(account);
         }
     }
 
-    /// The agentids of `corpid`'s Work WeChat apps, unordered (the gateway's `gettoken` picks the
-    /// one a consumer key is granted).
-    pub fn agents_of(&self, corpid: &str) -> Vec<Box<str>> {
-        self.corps
+    /// The accounts of `kind` whose first id part is `first` (the agents of one corp), unordered:
+    /// the gateway's `gettoken` picks the one a consumer key is granted. Walks every account:
+    /// `gettoken` is asked once per token lifetime by an SDK, never per API call.
+    pub fn accounts_under(&self, kind: Kind, first: &str) -> Vec<AccountId> {
+        self.accounts
             .pin()
             .keys()
-            .filter(|(c, _)| **c == *corpid)
-            .map(|(_, agentid)| agentid.clone())
+            .filter(|id| id.kind() == kind && id.parts().0 == first)
+            .cloned()
             .collect()
     }
 
     /// Whether `account` exists.
-    pub fn contains(&self, account: Account<'_>) -> bool {
+    pub fn contains(&self, account: &AccountId) -> bool {
         self.with_account(account, |_| ()).is_some()
     }
 
     /// The handle of `account`'s access token (`None`) or ticket.
     pub fn find(
         &self,
-        account: Account<'_>,
+        account: &AccountId,
         ticket: Option<&str>,
     ) -> Result<Arc<Credential>, Missing> {
         self.with_account(account, |entry| entry.credential(ticket).cloned())
@@ -369,7 +264,7 @@ impl Hub {
     }
 
     /// Publishes (or replaces) an account's entry and its credentials (the registry calls this).
-    pub(crate) fn put_account(&self, account: Account<'_>, entry: AccountEntry) {
+    pub(crate) fn put_account(&self, account: &AccountId, entry: AccountEntry) {
         {
             let by_key = self.by_key.pin();
             for credential in std::iter::once(&entry.access_token)
@@ -379,51 +274,12 @@ impl Hub {
                 by_key.insert(ByKey(credential.clone()), credential.clone());
             }
         }
-        let entry = Arc::new(entry);
-        match account {
-            Account::App(appid) => {
-                self.apps.pin().insert(appid.into(), entry);
-            }
-            Account::Corp { corpid, agentid } => {
-                self.corps
-                    .pin()
-                    .insert((corpid.into(), agentid.into()), entry);
-            }
-            Account::Component(component) => {
-                self.components.pin().insert(component.into(), entry);
-            }
-            Account::Authorizer {
-                component,
-                authorizer,
-            } => {
-                self.authorizers
-                    .pin()
-                    .insert((component.into(), authorizer.into()), entry);
-            }
-        }
+        self.accounts.pin().insert(account.clone(), Arc::new(entry));
     }
 
     /// Removes an account's entry (its credentials are removed with [`Hub::forget`]).
-    pub(crate) fn remove_account(&self, account: Account<'_>) {
-        match account {
-            Account::App(appid) => {
-                self.apps.pin().remove(appid);
-            }
-            Account::Corp { corpid, agentid } => {
-                self.corps.pin().remove(&CorpRef(corpid, agentid));
-            }
-            Account::Component(component) => {
-                self.components.pin().remove(component);
-            }
-            Account::Authorizer {
-                component,
-                authorizer,
-            } => {
-                self.authorizers
-                    .pin()
-                    .remove(&CorpRef(component, authorizer));
-            }
-        }
+    pub(crate) fn remove_account(&self, account: &AccountId) {
+        self.accounts.pin().remove(account);
     }
 
     /// Removes a credential from the by-key index, if this very handle is there.
@@ -450,25 +306,19 @@ impl Hub {
 /// Whether calls are authenticated with this credential's value (`access_token=`), as opposed to
 /// a ticket, which is only ever signed.
 fn is_access_token(key: &CredentialKey) -> bool {
-    matches!(
-        key,
-        CredentialKey::AccessToken { .. }
-            | CredentialKey::CorpToken { .. }
-            | CredentialKey::ComponentToken { .. }
-            | CredentialKey::AuthorizerToken { .. }
-    )
+    key.role == Role::AccessToken
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::account::CredentialSpec;
     use crate::credential::Token;
     use crate::hub::CredentialId;
+    use crate::kinds::CredentialSpec;
 
     fn app_credential(id: CredentialId, appid: &str) -> Arc<Credential> {
         let spec = CredentialSpec {
-            source: crate::account::Source::AppToken {
+            source: crate::kinds::Source::AppToken {
                 appid: appid.into(),
                 secret: crate::configuration::Secret::new("s".to_string()),
                 mode: crate::configuration::TokenMode::Legacy,
@@ -479,9 +329,7 @@ mod tests {
             plan: crate::plan::Plan::new(&Default::default()),
             origin: Origin::Config,
         };
-        let key = CredentialKey::AccessToken {
-            appid: appid.into(),
-        };
+        let key = CredentialKey::access_token(appid);
         Arc::new(Credential::new(id, key, spec))
     }
 

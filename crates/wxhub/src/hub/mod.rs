@@ -1,8 +1,8 @@
 //! The read side: what consumers are served, at memory speed.
 //!
 //! Credentials come and go at runtime (the registry adds and removes them), so the index is a
-//! set of concurrent maps whose reads take no lock: an account's entry is found by its appid (or
-//! corpid and agentid) without building a key, and holds the account's credentials. Each
+//! set of concurrent maps whose reads take no lock: an account's entry is found by its
+//! [`crate::kinds::AccountId`], and holds the account's credentials. Each
 //! credential has one [`Slot`] holding an `Arc<Served>` that the engine swaps atomically when the
 //! token (or its refresh plan) changes. A read is: two hash lookups, one atomic load, one small
 //! buffer for the body. It never waits on the store, the engine or WeChat. Adding or removing an
@@ -19,5 +19,5 @@ mod index;
 mod served;
 
 pub use handle::{Credential, CredentialId, Slot};
-pub use index::{Account, AccountEntry, Hub, Missing};
+pub use index::{AccountEntry, Hub, Missing};
 pub use served::{Change, Previous, Served, OVERLAP};

@@ -17,10 +17,11 @@ use serde::Serialize;
 
 use crate::configuration::ComponentSettings;
 use crate::control::{Control, ControlError};
-use crate::credential::{CredentialKey, Timestamp};
+use crate::credential::Timestamp;
 use crate::engine::state::Status;
 use crate::engine::{Engine, RefreshError};
-use crate::hub::{Account, Hub};
+use crate::hub::Hub;
+use crate::kinds::{AccountId, CredentialKey, Role};
 use crate::registry::AccountSpec;
 use crate::upstream::{Authorization, Upstream, UpstreamError};
 pub use receiver::{Push, PushKind, Refused};
@@ -223,9 +224,7 @@ impl Platform {
         create_time: i64,
     ) -> Result<(), PlatformError> {
         let created = Timestamp(create_time.saturating_mul(1000));
-        let key = CredentialKey::ComponentVerifyTicket {
-            component_appid: component_appid.to_string(),
-        };
+        let key = CredentialKey::new(AccountId::component(component_appid), Role::PushedTicket);
         let written = self
             .engine
             .write_pushed(
@@ -244,7 +243,7 @@ impl Platform {
         if let Some(ticket) = self.hub.by_key(&key) {
             self.engine.set_warning(&ticket, None);
         }
-        if let Ok(token) = self.hub.find(Account::Component(component_appid), None) {
+        if let Ok(token) = self.hub.find(&AccountId::component(component_appid), None) {
             self.engine.kick(&token);
         }
         Ok(())
@@ -254,7 +253,7 @@ impl Platform {
     async fn component_token(&self, component_appid: &str) -> Result<Arc<str>, PlatformError> {
         let credential = self
             .hub
-            .find(Account::Component(component_appid), None)
+            .find(&AccountId::component(component_appid), None)
             .map_err(|_| PlatformError::UnknownComponent(component_appid.to_string()))?;
         Ok(self.engine.usable(&credential).await?)
     }
@@ -275,7 +274,7 @@ impl Platform {
             Err(UpstreamError::TokenInvalid { .. }) => {
                 let credential = self
                     .hub
-                    .find(Account::Component(component_appid), None)
+                    .find(&AccountId::component(component_appid), None)
                     .map_err(|_| PlatformError::UnknownComponent(component_appid.to_string()))?;
                 let fresh = self.engine.invalidate(&credential, &token).await?;
                 Ok(call(fresh.served.value.clone()).await?)
@@ -319,19 +318,13 @@ impl Platform {
         let authorizer_appid = authorization.authorizer_appid.clone();
         let now = Timestamp::now();
         let key = |refresh: bool| {
-            let (component_appid, authorizer_appid) =
-                (component_appid.to_string(), authorizer_appid.clone());
-            if refresh {
-                CredentialKey::AuthorizerRefreshToken {
-                    component_appid,
-                    authorizer_appid,
-                }
+            let account = AccountId::authorizer(component_appid, &authorizer_appid);
+            let role = if refresh {
+                Role::RefreshToken
             } else {
-                CredentialKey::AuthorizerToken {
-                    component_appid,
-                    authorizer_appid,
-                }
-            }
+                Role::AccessToken
+            };
+            CredentialKey::new(account, role)
         };
         if let Some(refresh) = authorization.refresh_token {
             self.engine
@@ -514,10 +507,10 @@ impl Platform {
             Some((spec @ AccountSpec::Authorizer { revoked: false, .. }, _)) => Some(spec),
             _ => None,
         };
-        let key = CredentialKey::AuthorizerRefreshToken {
-            component_appid: component_appid.to_string(),
-            authorizer_appid: entry.authorizer_appid.clone(),
-        };
+        let key = CredentialKey::new(
+            AccountId::authorizer(component_appid, &entry.authorizer_appid),
+            Role::RefreshToken,
+        );
         let now = Timestamp::now();
         let written = self
             .engine
@@ -534,11 +527,8 @@ impl Platform {
                 if written != crate::engine::Written::AlreadyStored {
                     summary.recovered += 1;
                 }
-                let account = Account::Authorizer {
-                    component: component_appid,
-                    authorizer: &entry.authorizer_appid,
-                };
-                if let Ok(token) = self.hub.find(account, None) {
+                let account = AccountId::authorizer(component_appid, &entry.authorizer_appid);
+                if let Ok(token) = self.hub.find(&account, None) {
                     self.engine.kick(&token);
                 }
             }
@@ -631,13 +621,10 @@ impl Platform {
         if *revoked {
             return "revoked";
         }
-        let account = Account::Authorizer {
-            component: component_appid,
-            authorizer: authorizer_appid,
-        };
+        let account = AccountId::authorizer(component_appid, authorizer_appid);
         match self
             .hub
-            .find(account, None)
+            .find(&account, None)
             .ok()
             .and_then(|c| self.engine.status_of(&c))
         {
@@ -656,13 +643,10 @@ impl Platform {
                 authorized_at,
                 ..
             } => {
-                let account = Account::Authorizer {
-                    component: component_appid,
-                    authorizer: authorizer_appid,
-                };
+                let account = AccountId::authorizer(component_appid, authorizer_appid);
                 let expires_at = self
                     .hub
-                    .find(account, None)
+                    .find(&account, None)
                     .ok()
                     .and_then(|c| c.slot.load())
                     .map(|s| s.expires_at.to_rfc3339());

@@ -11,9 +11,10 @@ use tokio_util::sync::CancellationToken;
 use super::Platform;
 use crate::background::Background;
 use crate::configuration::Settings;
-use crate::credential::{CredentialKey, Timestamp};
+use crate::credential::Timestamp;
 use crate::engine::{Engine, FIRST_TICKET_WAIT};
 use crate::hub::Hub;
+use crate::kinds::{AccountId, CredentialKey, Role};
 use crate::upstream::Upstream;
 
 /// A verify ticket older than this means pushes stopped.
@@ -69,9 +70,7 @@ pub fn run_watchdogs(
                     _ = cancel.cancelled() => return,
                 }
                 wait = CHECK_EVERY;
-                let key = CredentialKey::ComponentVerifyTicket {
-                    component_appid: appid.clone(),
-                };
+                let key = CredentialKey::new(AccountId::component(&appid), Role::PushedTicket);
                 let Some(ticket) = hub.by_key(&key) else {
                     continue;
                 };
@@ -122,9 +121,7 @@ fn is_stale(pushed_at: Option<Timestamp>, now: Timestamp) -> bool {
 /// or the hub stops. The list needs a component token, which needs a verify ticket: without one
 /// in the store, the first attempt waits (up to [`FIRST_TICKET_WAIT`]) for the first push.
 async fn recover(platform: Arc<Platform>, component_appid: String, cancel: CancellationToken) {
-    let key = CredentialKey::ComponentVerifyTicket {
-        component_appid: component_appid.clone(),
-    };
+    let key = CredentialKey::new(AccountId::component(&component_appid), Role::PushedTicket);
     let give_up = tokio::time::Instant::now() + FIRST_TICKET_WAIT;
     while tokio::time::Instant::now() < give_up
         && platform

@@ -11,12 +11,11 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-pub use crate::account::{
-    AccountId, AccountSpec, CheckedAt, CredentialSpec, Origin, Source, StoredAccount,
-};
+pub use crate::kinds::{AccountId, AccountSpec, CredentialSpec, Origin, Source, StoredAccount};
 
 use crate::configuration::RefreshSettings;
-use crate::hub::{Account, AccountEntry, Credential, CredentialId, Hub};
+use crate::hub::{AccountEntry, Credential, CredentialId, Hub};
+use crate::kinds::Kind;
 
 /// What one change to the set of accounts did to credentials.
 #[derive(Default)]
@@ -119,10 +118,7 @@ impl Registry {
         keep: impl Fn(&AccountSpec) -> bool,
     ) -> (Vec<AccountSpec>, bool) {
         use std::ops::Bound;
-        let id = |a: &str| AccountId::Authorizer {
-            component_appid: component_appid.to_string(),
-            authorizer_appid: a.to_string(),
-        };
+        let id = |a: &str| AccountId::authorizer(component_appid, a);
         let start = match after {
             Some(a) => Bound::Excluded(id(a)),
             None => Bound::Included(id("")),
@@ -131,11 +127,8 @@ impl Registry {
         let mut page = Vec::new();
         let mut more = false;
         for (account, registered) in state.accounts.range((start, Bound::Unbounded)) {
-            match account {
-                AccountId::Authorizer {
-                    component_appid: c, ..
-                } if c == component_appid => {}
-                _ => break,
+            if account.parent() != Some((Kind::Component, component_appid)) {
+                break;
             }
             if !keep(&registered.spec) {
                 continue;
@@ -153,13 +146,10 @@ impl Registry {
     /// appid cannot also be added as an app of its own (its tokens and grants would be two
     /// things under one name).
     pub fn is_platform_appid(&self, appid: &str) -> bool {
-        self.lock().accounts.keys().any(|id| match id {
-            AccountId::Component { component_appid } => component_appid == appid,
-            AccountId::Authorizer {
-                authorizer_appid, ..
-            } => authorizer_appid == appid,
-            AccountId::App { .. } | AccountId::Corp { .. } => false,
-        })
+        self.lock()
+            .accounts
+            .keys()
+            .any(|id| id.kind() != Kind::App && id.wechat_appid() == Some(appid))
     }
 
     /// Every account with its origin.
@@ -224,27 +214,18 @@ impl Registry {
             self.hub.forget(&dropped);
             diff.removed.push(dropped);
         }
-        if let AccountSpec::Authorizer {
-            component_appid,
-            authorizer_appid,
-            revoked,
-            ..
-        } = &spec
-        {
-            self.hub
-                .set_revoked(component_appid, authorizer_appid, *revoked);
-        }
+        self.hub.set_revoked(&id, spec.is_revoked());
         let mut all = credentials.iter();
         match all.next() {
             Some(access_token) => {
                 let (tickets, others): (Vec<_>, Vec<_>) =
-                    all.partition(|c| !ticket_name(&c.spec().source).is_empty());
+                    all.partition(|c| c.key.role.ticket_name().is_some());
                 let tickets = tickets
                     .into_iter()
-                    .map(|c| (ticket_name(&c.spec().source), c.clone()))
+                    .filter_map(|c| Some((c.key.role.ticket_name()?, c.clone())))
                     .collect();
                 self.hub.put_account(
-                    account_of(&id),
+                    &id,
                     AccountEntry {
                         access_token: access_token.clone(),
                         tickets,
@@ -252,7 +233,7 @@ impl Registry {
                     },
                 );
             }
-            None => self.hub.remove_account(account_of(&id)),
+            None => self.hub.remove_account(&id),
         }
         state.accounts.insert(
             id,
@@ -269,15 +250,8 @@ impl Registry {
     pub fn remove(&self, id: &AccountId) -> Option<Diff> {
         let mut state = self.lock();
         let registered = state.accounts.remove(id)?;
-        self.hub.remove_account(account_of(id));
-        if let AccountId::Authorizer {
-            component_appid,
-            authorizer_appid,
-        } = id
-        {
-            self.hub
-                .set_revoked(component_appid, authorizer_appid, false);
-        }
+        self.hub.remove_account(id);
+        self.hub.set_revoked(id, false);
         for credential in &registered.credentials {
             credential.retire();
             self.hub.forget(credential);
@@ -289,41 +263,12 @@ impl Registry {
     }
 }
 
-/// The read side's view of an account id.
-pub fn account_of(id: &AccountId) -> Account<'_> {
-    match id {
-        AccountId::App { appid } => Account::App(appid),
-        AccountId::Corp { corpid, agentid } => Account::corp(corpid, agentid),
-        AccountId::Component { component_appid } => Account::Component(component_appid),
-        AccountId::Authorizer {
-            component_appid,
-            authorizer_appid,
-        } => Account::Authorizer {
-            component: component_appid,
-            authorizer: authorizer_appid,
-        },
-    }
-}
-
-/// WeChat's name of a ticket credential's kind (`jsapi`, …); empty for a token.
-fn ticket_name(source: &Source) -> &'static str {
-    match source {
-        Source::AppTicket { kind } => kind.as_str(),
-        Source::CorpTicket { kind } => kind.as_str(),
-        Source::AppToken { .. }
-        | Source::CorpToken { .. }
-        | Source::VerifyTicket { .. }
-        | Source::ComponentToken { .. }
-        | Source::AuthorizerRefreshToken
-        | Source::AuthorizerToken { .. } => "",
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::configuration::{RefreshOverrides, Secret, TokenMode};
-    use crate::credential::{CredentialKey, TicketKind};
+    use crate::credential::TicketKind;
+    use crate::kinds::{CredentialKey, Role};
 
     fn app(appid: &str, secret: &str, tickets: &[TicketKind]) -> AccountSpec {
         AccountSpec::App {
@@ -345,10 +290,10 @@ mod tests {
         let diff = registry.upsert(app("wx1", "s", &[TicketKind::Jsapi]), Origin::Runtime);
         assert_eq!(diff.added.len(), 2);
         let hub = registry.hub();
-        let token = hub.find(Account::App("wx1"), None).unwrap();
+        let token = hub.find(&AccountId::app("wx1"), None).unwrap();
         assert_eq!(token.key, CredentialKey::access_token("wx1"));
-        assert!(hub.find(Account::App("wx1"), Some("jsapi")).is_ok());
-        assert!(hub.find(Account::App("wx1"), Some("wx_card")).is_err());
+        assert!(hub.find(&AccountId::app("wx1"), Some("jsapi")).is_ok());
+        assert!(hub.find(&AccountId::app("wx1"), Some("wx_card")).is_err());
         assert!(hub
             .by_key(&CredentialKey::access_token("wx1"))
             .is_some_and(|c| c.id == token.id));
@@ -358,10 +303,10 @@ mod tests {
     fn changing_an_account_keeps_the_handles_it_keeps_and_retires_the_rest() {
         let registry = registry();
         registry.upsert(app("wx1", "s", &[TicketKind::Jsapi]), Origin::Runtime);
-        let token = registry.hub().find(Account::App("wx1"), None).unwrap();
+        let token = registry.hub().find(&AccountId::app("wx1"), None).unwrap();
         let ticket = registry
             .hub()
-            .find(Account::App("wx1"), Some("jsapi"))
+            .find(&AccountId::app("wx1"), Some("jsapi"))
             .unwrap();
         let diff = registry.upsert(
             app("wx1", "new-secret", &[TicketKind::WxCard]),
@@ -372,7 +317,7 @@ mod tests {
         assert_eq!(diff.changed.len(), 1);
         assert!(ticket.is_retired());
         assert!(!token.is_retired());
-        let after = registry.hub().find(Account::App("wx1"), None).unwrap();
+        let after = registry.hub().find(&AccountId::app("wx1"), None).unwrap();
         assert_eq!(after.id, token.id);
         assert!(matches!(
             &after.spec().source,
@@ -380,10 +325,10 @@ mod tests {
         ));
         assert!(registry
             .hub()
-            .by_key(&CredentialKey::Ticket {
-                appid: "wx1".into(),
-                kind: TicketKind::Jsapi
-            })
+            .by_key(&CredentialKey::new(
+                AccountId::app("wx1"),
+                Role::Ticket(TicketKind::Jsapi)
+            ))
             .is_none());
     }
 
@@ -391,7 +336,7 @@ mod tests {
     fn a_removed_account_is_gone_everywhere_and_ids_are_never_reused() {
         let registry = registry();
         registry.upsert(app("wx1", "s", &[]), Origin::Runtime);
-        let first = registry.hub().find(Account::App("wx1"), None).unwrap();
+        let first = registry.hub().find(&AccountId::app("wx1"), None).unwrap();
         let diff = registry
             .remove(&AccountId::App {
                 appid: "wx1".into(),
@@ -399,10 +344,10 @@ mod tests {
             .unwrap();
         assert_eq!(diff.removed.len(), 1);
         assert!(first.is_retired());
-        assert!(!registry.hub().contains(Account::App("wx1")));
+        assert!(!registry.hub().contains(&AccountId::app("wx1")));
         assert!(registry.hub().is_empty());
         registry.upsert(app("wx1", "s", &[]), Origin::Runtime);
-        let second = registry.hub().find(Account::App("wx1"), None).unwrap();
+        let second = registry.hub().find(&AccountId::app("wx1"), None).unwrap();
         assert_ne!(first.id, second.id);
         assert!(registry
             .remove(&AccountId::App {

@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::{broadcast, Barrier};
 
 use super::{AccountChange, CasOutcome, Change, Store};
-use crate::credential::{CorpTicketKind, CredentialKey, TicketKind, Timestamp, Token};
+use crate::credential::{CorpTicketKind, TicketKind, Timestamp, Token};
+use crate::kinds::{AccountId, CredentialKey, Role};
 
 /// How long a check waits for something that should happen promptly (a change to arrive, a lease
 /// to run out) before it fails.
@@ -309,10 +310,7 @@ pub(crate) async fn cas_race_has_exactly_one_winner(stores: &[Arc<dyn Store>]) {
 
 /// Applied writes appear on the change feed, in order; refused ones do not.
 pub(crate) async fn change_feed_carries_applied_writes_only(store: &dyn Store) {
-    let key = CredentialKey::Ticket {
-        appid: "wx_feed".into(),
-        kind: TicketKind::Jsapi,
-    };
+    let key = CredentialKey::new(AccountId::app("wx_feed"), Role::Ticket(TicketKind::Jsapi));
     let mut rx = store.subscribe();
 
     let first = token("value-feed-1", 1);
@@ -360,19 +358,15 @@ pub(crate) async fn load_all_returns_everything(store: &dyn Store) {
     assert!(store.load_all().await.expect("load_all").is_empty());
     let keys = [
         CredentialKey::access_token("wx_all"),
-        CredentialKey::Ticket {
-            appid: "wx_all".into(),
-            kind: TicketKind::WxCard,
-        },
-        CredentialKey::CorpTicket {
-            corpid: "ww_all".into(),
-            agentid: "1000002".into(),
-            kind: CorpTicketKind::AgentConfig,
-        },
-        CredentialKey::AuthorizerRefreshToken {
-            component_appid: "wxc_all".into(),
-            authorizer_appid: "wxa_all".into(),
-        },
+        CredentialKey::new(AccountId::app("wx_all"), Role::Ticket(TicketKind::WxCard)),
+        CredentialKey::new(
+            AccountId::corp("ww_all", "1000002"),
+            Role::CorpTicket(CorpTicketKind::AgentConfig),
+        ),
+        CredentialKey::new(
+            AccountId::authorizer("wxc_all", "wxa_all"),
+            Role::RefreshToken,
+        ),
     ];
     let mut expected = Vec::new();
     for (i, key) in keys.iter().enumerate() {

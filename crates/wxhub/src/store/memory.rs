@@ -14,7 +14,8 @@ use super::{
     generation_exceeds, generation_follows, AccountChange, CasOutcome, Change, Store, StoreFuture,
     CHANGE_FEED_CAPACITY,
 };
-use crate::credential::{CredentialKey, Timestamp, Token};
+use crate::credential::{Timestamp, Token};
+use crate::kinds::CredentialKey;
 
 /// A [`Store`] that keeps tokens and leases in process memory.
 ///

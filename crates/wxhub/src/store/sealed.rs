@@ -19,7 +19,8 @@ use std::time::Duration;
 use tokio::sync::{broadcast, watch};
 
 use super::{AccountChange, CasOutcome, Change, Store, StoreError, StoreFuture};
-use crate::credential::{CredentialKey, Token};
+use crate::credential::Token;
+use crate::kinds::CredentialKey;
 use crate::seal::Sealer;
 
 /// Changes buffered for the opened change feed (as the backends' own feeds).
@@ -331,10 +332,10 @@ mod tests {
     use crate::store::memory::MemoryStore;
 
     fn refresh_token_key() -> CredentialKey {
-        CredentialKey::AuthorizerRefreshToken {
-            component_appid: "wxcomponent".into(),
-            authorizer_appid: "wxauthorizer".into(),
-        }
+        CredentialKey::new(
+            crate::kinds::AccountId::authorizer("wxcomponent", "wxauthorizer"),
+            crate::kinds::Role::RefreshToken,
+        )
     }
 
     fn token(value: &str, generation: u64) -> Token {
@@ -398,9 +399,7 @@ mod tests {
     async fn other_credentials_stay_as_they_are() {
         let inner = Arc::new(MemoryStore::new());
         let store = sealed_over(&inner, 1);
-        let key = CredentialKey::AccessToken {
-            appid: "wx1".into(),
-        };
+        let key = CredentialKey::access_token("wx1");
         store
             .compare_and_set(&key, &token("served", 1))
             .await

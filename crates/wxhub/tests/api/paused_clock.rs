@@ -10,9 +10,10 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 use wechat_mock::MockServer;
-use wxhub::credential::{CredentialKey, TicketKind};
+use wxhub::credential::TicketKind;
 use wxhub::engine::clock::Clock;
 use wxhub::hub::Hub;
+use wxhub::kinds::{AccountId, CredentialKey, Role};
 use wxhub::metrics::Metrics;
 use wxhub::startup::Application;
 use wxhub::store::memory::MemoryStore;
@@ -137,12 +138,13 @@ async fn consume(
             ));
         }
         let value = held.as_ref().map(|(v, _)| v.clone()).unwrap_or_default();
-        let alive = match key {
-            CredentialKey::Ticket { .. } => mock.ticket_valid(&value),
-            _ => !matches!(
+        let alive = if key.role.ticket_name().is_some() {
+            mock.ticket_valid(&value)
+        } else {
+            !matches!(
                 wechat.check_token(false, &value).await,
                 Err(UpstreamError::TokenInvalid { .. })
-            ),
+            )
         };
         seen.calls += 1;
         if !alive {
@@ -165,16 +167,9 @@ async fn three_two_hour_lifetimes_pass_with_no_dead_token_on_the_paused_clock() 
     let paused = PausedHub::start(&mock, &apps).await;
     let (hub, clock) = (paused.hub.clone(), paused.clock.clone());
     let keys = [
-        CredentialKey::AccessToken {
-            appid: stable.into(),
-        },
-        CredentialKey::AccessToken {
-            appid: legacy.into(),
-        },
-        CredentialKey::Ticket {
-            appid: stable.into(),
-            kind: TicketKind::Jsapi,
-        },
+        CredentialKey::access_token(stable),
+        CredentialKey::access_token(legacy),
+        CredentialKey::new(AccountId::app(stable), Role::Ticket(TicketKind::Jsapi)),
     ];
     let wechat = InProcessWechat::upstream(&mock, 4, Arc::new(Metrics::default()));
     let started = std::time::Instant::now();
@@ -233,10 +228,7 @@ async fn a_polled_ticket_carries_its_true_remaining_life_and_is_renewed_each_cyc
     )
     .await;
     let paused = PausedHub::start(&mock, &apps).await;
-    let key = CredentialKey::Ticket {
-        appid: appid.into(),
-        kind: TicketKind::Jsapi,
-    };
+    let key = CredentialKey::new(AccountId::app(appid), Role::Ticket(TicketKind::Jsapi));
 
     // For each ticket: the earliest and latest "end of use" the hub announced (poll time +
     // expires_in), and when it was last served.
@@ -327,9 +319,7 @@ async fn ten_reports_of_a_live_stable_token_over_a_minute_spend_no_force_refresh
     )
     .await;
     let paused = PausedHub::start(&mock, &apps).await;
-    let key = CredentialKey::AccessToken {
-        appid: appid.into(),
-    };
+    let key = CredentialKey::access_token(appid);
     let credential = paused.credential(&key);
     let current = paused.served(&key).value.to_string();
     // Older than min_refresh_interval, so that a report could refresh it.

@@ -535,7 +535,7 @@ async fn an_acknowledged_authorizer_survives_a_restart_on_sqlite() {
 
     // The refresh token is sealed in the file. Put it back in the clear, as an earlier version
     // stored it: the next hub reads it, and seals it.
-    let key: wxhub::credential::CredentialKey =
+    let key: wxhub::kinds::CredentialKey =
         format!("authorizer_refresh_token/{COMPONENT}/{authorizer}")
             .parse()
             .unwrap();
@@ -734,7 +734,7 @@ async fn a_stale_refresh_token_is_recovered_from_wechat_instead_of_needing_the_o
     relay.point_at(&[&hub]);
     wait_for_component_token(&hub).await;
     let authorizer = authorize(&mock).await;
-    let key: wxhub::credential::CredentialKey =
+    let key: wxhub::kinds::CredentialKey =
         format!("authorizer_refresh_token/{COMPONENT}/{authorizer}")
             .parse()
             .unwrap();

@@ -8,7 +8,7 @@ use reqwest::Method;
 use serde_json::json;
 use wechat_mock::FaultRule;
 use wxhub::configuration::{consumer_key_sha256, MasterKey};
-use wxhub::credential::CredentialKey;
+use wxhub::kinds::CredentialKey;
 use wxhub::startup::Application;
 use wxhub::store::sqlite::SqliteStore;
 use wxhub::store::Store;

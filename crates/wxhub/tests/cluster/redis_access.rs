@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use wxhub::configuration::{RedisSettings, Secret, StoreSettings};
-use wxhub::credential::CredentialKey;
+use wxhub::kinds::CredentialKey;
 use wxhub::startup::{open_store, Application};
 
 use crate::helpers::*;

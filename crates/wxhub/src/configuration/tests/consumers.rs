@@ -25,7 +25,6 @@ fn consumers_are_checked() {
             }
         ]
     );
-    assert!(settings.consumers[1].may_use_corp("ww1", "7"));
     assert_eq!(
         settings.find_consumer("k2").map(|c| c.name.as_str()),
         Some("b")

@@ -10,7 +10,8 @@
 use redis::Value;
 use serde::{Deserialize, Serialize};
 
-use crate::credential::{CredentialKey, Timestamp, Token};
+use crate::credential::{Timestamp, Token};
+use crate::kinds::CredentialKey;
 use crate::store::{AccountChange, CasOutcome, Change, StoreError};
 
 /// One applied write as published on the channel. It carries the token itself, so that other

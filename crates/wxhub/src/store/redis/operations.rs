@@ -15,7 +15,8 @@ use super::codec::{decode_fields, decode_write_reply, encode_account, encode_cha
 use super::connection::Commands;
 use super::layout::Keys;
 use super::{unavailable, RedisStore};
-use crate::credential::{CredentialKey, Timestamp, Token};
+use crate::credential::{Timestamp, Token};
+use crate::kinds::CredentialKey;
 use crate::store::{AccountChange, CasOutcome, Change, Store, StoreError, StoreFuture};
 
 impl RedisStore {

@@ -13,7 +13,8 @@ use tokio::sync::broadcast;
 
 use super::codec::{decode_token, key_text, read_token};
 use super::{SqliteStore, SCHEMA_VERSION};
-use crate::credential::{CredentialKey, Timestamp, Token};
+use crate::credential::{Timestamp, Token};
+use crate::kinds::CredentialKey;
 use crate::store::{
     generation_exceeds, generation_follows, AccountChange, CasOutcome, Change, Store, StoreError,
     StoreFuture,

@@ -10,7 +10,7 @@ use rusqlite::Connection;
 
 use super::file::wal_path;
 use super::{SqliteStore, SCHEMA_VERSION};
-use crate::credential::CredentialKey;
+use crate::kinds::{AccountId, CredentialKey, Role};
 use crate::store::conformance::{self, store_conformance_tests, Fixture};
 use crate::store::{CasOutcome, Change, Store, StoreError};
 
@@ -43,10 +43,7 @@ fn expect_corrupt(result: Result<SqliteStore, StoreError>) -> String {
 async fn data_survives_closing_and_reopening() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("wxhub.db");
-    let refresh = CredentialKey::AuthorizerRefreshToken {
-        component_appid: "wxc".into(),
-        authorizer_appid: "wxa".into(),
-    };
+    let refresh = CredentialKey::new(AccountId::authorizer("wxc", "wxa"), Role::RefreshToken);
     let access = CredentialKey::access_token("wx1");
     let refresh_token = conformance::token("refresh-1", 1);
     let access_token = conformance::token("access-2", 2);

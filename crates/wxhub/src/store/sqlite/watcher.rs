@@ -16,7 +16,7 @@ use tokio::sync::broadcast;
 use super::codec::{key_text, read_token};
 use super::writer::{Db, Shared};
 use super::OpError;
-use crate::credential::CredentialKey;
+use crate::kinds::CredentialKey;
 use crate::store::{Change, StoreError};
 
 /// How often the store checks the file for writes made by other processes, to publish them on

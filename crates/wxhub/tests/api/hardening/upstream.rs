@@ -10,7 +10,7 @@ use axum::extract::State;
 use axum::http::{header, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
-use wxhub::credential::CredentialKey;
+use wxhub::kinds::CredentialKey;
 use wxhub::store::memory::MemoryStore;
 use wxhub::store::Store;
 

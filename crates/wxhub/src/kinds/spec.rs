@@ -1,98 +1,16 @@
 //! Accounts — the unit that is added and removed — and the credentials each one needs.
 //!
-//! An account is an official account or mini program, or a Work WeChat app. It is defined in the
-//! configuration file or at runtime through the admin API, and it owns several credentials (its
-//! access token, its JS-SDK tickets). [`AccountSpec::credentials`] is the one place that knows
-//! which credentials an account kind needs and how each is fetched: adding an account kind means
-//! adding a variant here, not a case in every route.
-
-use std::fmt;
+//! An account is defined in the configuration file, at runtime through the admin API, or by a
+//! platform's pushes, and it owns several credentials (its access token, its JS-SDK tickets).
+//! [`AccountSpec::credentials`] hands each kind's definition to its module, which says which
+//! credentials it needs and how each is fetched ([`Source`], the recipes the engine runs).
 
 use serde::{Deserialize, Serialize};
 
-use crate::configuration::{
-    AppSettings, CorpSettings, RefreshOverrides, RefreshSettings, Secret, TokenMode,
-};
-use crate::credential::{CorpTicketKind, CredentialKey, TicketKind};
+use super::{app, authorizer, component, corp, AccountId, CredentialKey, Host};
+use crate::configuration::{RefreshOverrides, RefreshSettings, Secret, TokenMode};
+use crate::credential::{CorpTicketKind, TicketKind};
 use crate::plan::{Plan, Renewal};
-
-/// Which account, by WeChat's identifiers.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum AccountId {
-    /// An official account or mini program.
-    App {
-        /// Its appid.
-        appid: String,
-    },
-    /// A Work WeChat app: one (corpid, agentid).
-    Corp {
-        /// The enterprise.
-        corpid: String,
-        /// The app within it.
-        agentid: String,
-    },
-    /// A third-party platform (开放平台 component): its verify ticket and component token.
-    Component {
-        /// The platform's appid.
-        component_appid: String,
-    },
-    /// An account that authorized a platform: its refresh token, access token and tickets.
-    Authorizer {
-        /// The platform it authorized.
-        component_appid: String,
-        /// The account's appid.
-        authorizer_appid: String,
-    },
-}
-
-impl AccountId {
-    /// The name under which a runtime definition is stored: `app/{appid}` or
-    /// `corp/{corpid}/{agentid}`.
-    pub fn storage_name(&self) -> String {
-        self.to_string()
-    }
-
-    /// Parses [`AccountId::storage_name`].
-    pub fn parse(name: &str) -> Option<AccountId> {
-        let mut parts = name.split('/');
-        let id = match (parts.next()?, parts.next(), parts.next()) {
-            ("app", Some(appid), None) if !appid.is_empty() => AccountId::App {
-                appid: appid.into(),
-            },
-            ("corp", Some(corpid), Some(agentid)) if !corpid.is_empty() && !agentid.is_empty() => {
-                AccountId::Corp {
-                    corpid: corpid.into(),
-                    agentid: agentid.into(),
-                }
-            }
-            ("component", Some(c), None) if !c.is_empty() => AccountId::Component {
-                component_appid: c.into(),
-            },
-            ("authorizer", Some(c), Some(a)) if !c.is_empty() && !a.is_empty() => {
-                AccountId::Authorizer {
-                    component_appid: c.into(),
-                    authorizer_appid: a.into(),
-                }
-            }
-            _ => return None,
-        };
-        parts.next().is_none().then_some(id)
-    }
-}
-
-impl fmt::Display for AccountId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            AccountId::App { appid } => write!(f, "app/{appid}"),
-            AccountId::Corp { corpid, agentid } => write!(f, "corp/{corpid}/{agentid}"),
-            AccountId::Component { component_appid } => write!(f, "component/{component_appid}"),
-            AccountId::Authorizer {
-                component_appid,
-                authorizer_appid,
-            } => write!(f, "authorizer/{component_appid}/{authorizer_appid}"),
-        }
-    }
-}
 
 /// Where an account's definition comes from. It decides who may change it (the admin API answers
 /// 409 for file-defined accounts) and whether its credentials gate `/readyz`.
@@ -144,6 +62,7 @@ pub enum AccountSpec {
         refresh: RefreshOverrides,
     },
     /// An account that authorized a platform (registered from a push or a redirect's code).
+    /// A kind's fields are its definition: what its module needs to list its credentials.
     Authorizer {
         /// The platform.
         component_appid: String,
@@ -200,24 +119,15 @@ pub enum Source {
     },
 }
 
-/// Where WeChat is asked whether an access token is alive (`get_api_domain_ip`, authenticated
-/// with it).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum CheckedAt {
-    /// api.weixin.qq.com: official accounts, mini programs, authorizers.
-    Official,
-    /// qyapi.weixin.qq.com: Work WeChat apps.
-    Work,
-}
-
 impl Source {
     /// Where WeChat can be asked whether this credential's value is alive; `None` for what no
     /// cheap call checks (tickets, the verify ticket, refresh tokens, the component token).
-    pub fn checked_at(&self) -> Option<CheckedAt> {
+    /// (`get_api_domain_ip` on that host, authenticated with the value).
+    pub fn checked_at(&self) -> Option<Host> {
         match self {
             // An authorizer's token is an official account's token: checked the same way.
-            Source::AppToken { .. } | Source::AuthorizerToken { .. } => Some(CheckedAt::Official),
-            Source::CorpToken { .. } => Some(CheckedAt::Work),
+            Source::AppToken { .. } | Source::AuthorizerToken { .. } => Some(Host::Official),
+            Source::CorpToken { .. } => Some(Host::Work),
             Source::AppTicket { .. }
             | Source::CorpTicket { .. }
             | Source::VerifyTicket { .. }
@@ -240,6 +150,21 @@ impl Source {
             | Source::CorpTicket { .. }
             | Source::VerifyTicket { .. }
             | Source::AuthorizerRefreshToken => None,
+        }
+    }
+
+    /// The account secret this credential is fetched with (an AppSecret, a Work app's secret, a
+    /// platform's `component_appsecret`); `None` for what is fetched with another credential.
+    pub fn secret(&self) -> Option<&Secret> {
+        match self {
+            Source::AppToken { secret, .. }
+            | Source::CorpToken { secret, .. }
+            | Source::VerifyTicket { secret, .. }
+            | Source::ComponentToken { secret, .. } => Some(secret),
+            Source::AppTicket { .. }
+            | Source::CorpTicket { .. }
+            | Source::AuthorizerRefreshToken
+            | Source::AuthorizerToken { .. } => None,
         }
     }
 
@@ -383,164 +308,33 @@ impl AccountSpec {
                 mode,
                 tickets,
                 ..
-            } => {
-                let token = CredentialKey::access_token(appid);
-                let mut all = vec![(
-                    token.clone(),
-                    spec(
-                        Source::AppToken {
-                            appid: appid.clone(),
-                            secret: secret.clone(),
-                            mode: *mode,
-                        },
-                        vec![],
-                    ),
-                )];
-                for &kind in tickets {
-                    all.push((
-                        CredentialKey::Ticket {
-                            appid: appid.clone(),
-                            kind,
-                        },
-                        spec(Source::AppTicket { kind }, vec![token.clone()]),
-                    ));
-                }
-                all
-            }
+            } => app::credentials(appid, secret, *mode, tickets, &spec),
             AccountSpec::Corp {
                 corpid,
                 agentid,
                 secret,
                 tickets,
                 ..
-            } => {
-                let token = CredentialKey::CorpToken {
-                    corpid: corpid.clone(),
-                    agentid: agentid.clone(),
-                };
-                let mut all = vec![(
-                    token.clone(),
-                    spec(
-                        Source::CorpToken {
-                            corpid: corpid.clone(),
-                            secret: secret.clone(),
-                        },
-                        vec![],
-                    ),
-                )];
-                for &kind in tickets {
-                    all.push((
-                        CredentialKey::CorpTicket {
-                            corpid: corpid.clone(),
-                            agentid: agentid.clone(),
-                            kind,
-                        },
-                        spec(Source::CorpTicket { kind }, vec![token.clone()]),
-                    ));
-                }
-                all
-            }
+            } => corp::credentials(corpid, agentid, secret, tickets, &spec),
             AccountSpec::Component {
                 component_appid,
                 secret,
                 ..
-            } => {
-                let ticket = CredentialKey::ComponentVerifyTicket {
-                    component_appid: component_appid.clone(),
-                };
-                let token = CredentialKey::ComponentToken {
-                    component_appid: component_appid.clone(),
-                };
-                let mut pushed = spec(
-                    Source::VerifyTicket {
-                        component_appid: component_appid.clone(),
-                        secret: secret.clone(),
-                    },
-                    vec![],
-                );
-                pushed.pushed = true;
-                pushed.durable = true;
-                vec![
-                    (
-                        token,
-                        spec(
-                            Source::ComponentToken {
-                                component_appid: component_appid.clone(),
-                                secret: secret.clone(),
-                            },
-                            vec![ticket.clone()],
-                        ),
-                    ),
-                    (ticket, pushed),
-                ]
-            }
+            } => component::credentials(component_appid, secret, &spec),
             AccountSpec::Authorizer { revoked: true, .. } => Vec::new(),
             AccountSpec::Authorizer {
                 component_appid,
                 authorizer_appid,
                 tickets,
                 ..
-            } => {
-                let token = CredentialKey::AuthorizerToken {
-                    component_appid: component_appid.clone(),
-                    authorizer_appid: authorizer_appid.clone(),
-                };
-                let refresh_token = CredentialKey::AuthorizerRefreshToken {
-                    component_appid: component_appid.clone(),
-                    authorizer_appid: authorizer_appid.clone(),
-                };
-                let component_token = CredentialKey::ComponentToken {
-                    component_appid: component_appid.clone(),
-                };
-                let mut all = vec![(
-                    token.clone(),
-                    spec(
-                        Source::AuthorizerToken {
-                            component_appid: component_appid.clone(),
-                            authorizer_appid: authorizer_appid.clone(),
-                        },
-                        vec![component_token, refresh_token.clone()],
-                    ),
-                )];
-                for &kind in tickets {
-                    all.push((
-                        CredentialKey::AuthorizerTicket {
-                            component_appid: component_appid.clone(),
-                            authorizer_appid: authorizer_appid.clone(),
-                            kind,
-                        },
-                        spec(Source::AppTicket { kind }, vec![token.clone()]),
-                    ));
-                }
-                let mut durable = spec(Source::AuthorizerRefreshToken, vec![]);
-                durable.pushed = true;
-                durable.durable = true;
-                all.push((refresh_token, durable));
-                all
-            }
+            } => authorizer::credentials(component_appid, authorizer_appid, tickets, &spec),
         }
     }
 
-    /// The account of an `[[apps]]` entry.
-    pub fn from_app(app: &AppSettings) -> AccountSpec {
-        AccountSpec::App {
-            appid: app.appid.clone(),
-            secret: app.secret.clone(),
-            mode: app.mode,
-            tickets: app.tickets.clone(),
-            refresh: app.refresh,
-        }
-    }
-
-    /// The account of a `[[corps]]` entry.
-    pub fn from_corp(corp: &CorpSettings) -> AccountSpec {
-        AccountSpec::Corp {
-            corpid: corp.corpid.clone(),
-            agentid: corp.agentid.clone(),
-            secret: corp.secret.clone(),
-            tickets: corp.tickets.clone(),
-            refresh: corp.refresh,
-        }
+    /// Whether it is an authorizer that withdrew its authorization: it then has no credentials,
+    /// and reads answer 410 instead of 404.
+    pub fn is_revoked(&self) -> bool {
+        matches!(self, AccountSpec::Authorizer { revoked: true, .. })
     }
 }
 
@@ -579,24 +373,6 @@ pub struct StoredAccount {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn account_names_round_trip() {
-        for id in [
-            AccountId::App {
-                appid: "wx1".into(),
-            },
-            AccountId::Corp {
-                corpid: "ww1".into(),
-                agentid: "1000002".into(),
-            },
-        ] {
-            assert_eq!(AccountId::parse(&id.storage_name()), Some(id));
-        }
-        for bad in ["", "app", "app/", "corp/ww1", "corp/ww1/", "app/a/b", "x/y"] {
-            assert_eq!(AccountId::parse(bad), None, "{bad}");
-        }
-    }
 
     #[test]
     fn an_app_needs_its_token_then_each_ticket_fetched_with_it() {

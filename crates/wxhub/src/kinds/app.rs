@@ -1,0 +1,73 @@
+//! Official accounts and mini programs: an access token from the AppSecret (stable or legacy
+//! endpoint), and the JS-SDK tickets fetched with it.
+
+use super::{AccountId, CredentialKey, CredentialSpec, Descriptor, Host, Role, RoleShape};
+use super::{AccountSpec, Source};
+use crate::configuration::{AppSettings, Secret, TokenMode};
+use crate::credential::TicketKind;
+
+/// The kind's data.
+pub static DESCRIPTOR: Descriptor = Descriptor {
+    name: "app",
+    title: "official account or mini program",
+    id_fields: &["appid"],
+    keys: &[
+        (RoleShape::AccessToken, "access_token"),
+        (RoleShape::Ticket, "ticket"),
+    ],
+    host: Host::Official,
+    v1_path: "/v1/apps/{appid}",
+    admin_path: Some("/v1/admin/apps/{appid}"),
+    parent: None,
+    unknown_code: "unknown_app",
+    signs_with: &["jsapi"],
+    sign_refusal: "official accounts sign with the jsapi ticket only",
+};
+
+/// Its access token, then each ticket fetched with it.
+pub(super) fn credentials(
+    appid: &str,
+    secret: &Secret,
+    mode: TokenMode,
+    tickets: &[TicketKind],
+    spec: &dyn Fn(Source, Vec<CredentialKey>) -> CredentialSpec,
+) -> Vec<(CredentialKey, CredentialSpec)> {
+    let account = AccountId::app(appid);
+    let token = CredentialKey::new(account.clone(), Role::AccessToken);
+    let source = Source::AppToken {
+        appid: appid.to_string(),
+        secret: secret.clone(),
+        mode,
+    };
+    let mut all = vec![(token.clone(), spec(source, vec![]))];
+    for &kind in tickets {
+        all.push((
+            CredentialKey::new(account.clone(), Role::Ticket(kind)),
+            spec(Source::AppTicket { kind }, vec![token.clone()]),
+        ));
+    }
+    all
+}
+
+/// The account of an `[[apps]]` entry.
+pub fn from_settings(app: &AppSettings) -> AccountSpec {
+    AccountSpec::App {
+        appid: app.appid.clone(),
+        secret: app.secret.clone(),
+        mode: app.mode,
+        tickets: app.tickets.clone(),
+        refresh: app.refresh,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use crate::kinds::Kind;
+
+    #[test]
+    fn describes_its_own_kind() {
+        assert_eq!(Kind::App.descriptor().name, DESCRIPTOR.name);
+    }
+}

@@ -1,0 +1,61 @@
+//! Accounts that authorized a third-party platform: the `authorizer_refresh_token` WeChat hands
+//! out once (kept durably and sealed), the `authorizer_access_token` fetched with it and the
+//! platform's component token, and JS-SDK tickets fetched with that token.
+
+use super::Source;
+use super::{AccountId, CredentialKey, CredentialSpec, Descriptor, Host, Kind, Role, RoleShape};
+use crate::credential::TicketKind;
+
+/// The kind's data.
+pub static DESCRIPTOR: Descriptor = Descriptor {
+    name: "authorizer",
+    title: "authorizer of a third-party platform",
+    id_fields: &["component_appid", "authorizer_appid"],
+    keys: &[
+        (RoleShape::RefreshToken, "authorizer_refresh_token"),
+        (RoleShape::AccessToken, "authorizer_token"),
+        (RoleShape::Ticket, "authorizer_ticket"),
+    ],
+    host: Host::Official,
+    v1_path: "/v1/components/{component}/authorizers/{appid}",
+    admin_path: None,
+    parent: Some(Kind::Component),
+    unknown_code: "unknown_authorizer",
+    signs_with: &["jsapi"],
+    sign_refusal: "official accounts sign with the jsapi ticket only",
+};
+
+/// Its access token (fetched with the platform's component token and its refresh token), each
+/// ticket fetched with that token, then the refresh token itself: written from WeChat's
+/// answers, never fetched on its own, and durable.
+pub(super) fn credentials(
+    component_appid: &str,
+    authorizer_appid: &str,
+    tickets: &[TicketKind],
+    spec: &dyn Fn(Source, Vec<CredentialKey>) -> CredentialSpec,
+) -> Vec<(CredentialKey, CredentialSpec)> {
+    let account = AccountId::authorizer(component_appid, authorizer_appid);
+    let token = CredentialKey::new(account.clone(), Role::AccessToken);
+    let refresh_token = CredentialKey::new(account.clone(), Role::RefreshToken);
+    let component_token =
+        CredentialKey::new(AccountId::component(component_appid), Role::AccessToken);
+    let source = Source::AuthorizerToken {
+        component_appid: component_appid.to_string(),
+        authorizer_appid: authorizer_appid.to_string(),
+    };
+    let mut all = vec![(
+        token.clone(),
+        spec(source, vec![component_token, refresh_token.clone()]),
+    )];
+    for &kind in tickets {
+        all.push((
+            CredentialKey::new(account.clone(), Role::Ticket(kind)),
+            spec(Source::AppTicket { kind }, vec![token.clone()]),
+        ));
+    }
+    let mut durable = spec(Source::AuthorizerRefreshToken, vec![]);
+    durable.pushed = true;
+    durable.durable = true;
+    all.push((refresh_token, durable));
+    all
+}

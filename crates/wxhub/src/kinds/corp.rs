@@ -1,0 +1,60 @@
+//! Work WeChat apps: one access token per (corpid, agentid) from the app's secret, and the
+//! corp's and the app's JS-SDK tickets fetched with it.
+
+use super::{AccountId, CredentialKey, CredentialSpec, Descriptor, Host, Role, RoleShape};
+use super::{AccountSpec, Source};
+use crate::configuration::{CorpSettings, Secret};
+use crate::credential::CorpTicketKind;
+
+/// The kind's data.
+pub static DESCRIPTOR: Descriptor = Descriptor {
+    name: "corp",
+    title: "Work WeChat app",
+    id_fields: &["corpid", "agentid"],
+    keys: &[
+        (RoleShape::AccessToken, "corp_token"),
+        (RoleShape::CorpTicket, "corp_ticket"),
+    ],
+    host: Host::Work,
+    v1_path: "/v1/corps/{corpid}/agents/{agentid}",
+    admin_path: Some("/v1/admin/corps/{corpid}/agents/{agentid}"),
+    parent: None,
+    unknown_code: "unknown_app",
+    signs_with: &["jsapi", "agent_config"],
+    sign_refusal: "kind must be \"jsapi\" or \"agent_config\"",
+};
+
+/// Its access token, then each ticket fetched with it.
+pub(super) fn credentials(
+    corpid: &str,
+    agentid: &str,
+    secret: &Secret,
+    tickets: &[CorpTicketKind],
+    spec: &dyn Fn(Source, Vec<CredentialKey>) -> CredentialSpec,
+) -> Vec<(CredentialKey, CredentialSpec)> {
+    let account = AccountId::corp(corpid, agentid);
+    let token = CredentialKey::new(account.clone(), Role::AccessToken);
+    let source = Source::CorpToken {
+        corpid: corpid.to_string(),
+        secret: secret.clone(),
+    };
+    let mut all = vec![(token.clone(), spec(source, vec![]))];
+    for &kind in tickets {
+        all.push((
+            CredentialKey::new(account.clone(), Role::CorpTicket(kind)),
+            spec(Source::CorpTicket { kind }, vec![token.clone()]),
+        ));
+    }
+    all
+}
+
+/// The account of a `[[corps]]` entry.
+pub fn from_settings(corp: &CorpSettings) -> AccountSpec {
+    AccountSpec::Corp {
+        corpid: corp.corpid.clone(),
+        agentid: corp.agentid.clone(),
+        secret: corp.secret.clone(),
+        tickets: corp.tickets.clone(),
+        refresh: corp.refresh,
+    }
+}

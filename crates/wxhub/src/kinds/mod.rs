@@ -1,0 +1,216 @@
+//! Account kinds: what the hub knows about each kind of WeChat account, in one module per kind.
+//!
+//! A kind's module ([`app`], [`corp`], [`component`], [`authorizer`]) says everything that differs
+//! between kinds: its identifiers, the credentials it needs and how each is fetched (as
+//! [`Source`] recipes the engine runs), the names its credentials are stored under, its `/v1`
+//! path, which host its calls go to, how a consumer's grant reaches it, how it signs JS-SDK
+//! pages, and the error for an unknown one. It says so through one [`Descriptor`] and the
+//! functions [`AccountSpec`] and [`AccountId`] dispatch to. [`KINDS`] is the registration table;
+//! the rest of the crate (registry, read index, engine, API, gateway, watch, status page, control
+//! plane, metrics) works through it and never matches over kinds. How to add one is in
+//! docs/architecture.md#adding-an-account-kind.
+
+pub mod app;
+pub mod authorizer;
+pub mod component;
+pub mod corp;
+mod grants;
+mod id;
+mod key;
+mod spec;
+pub mod stored;
+
+pub use grants::Grant;
+pub use id::AccountId;
+pub use key::{CredentialKey, ParseKeyError, Role, RoleShape};
+pub use spec::{AccountSpec, CredentialSpec, Origin, Source, StoredAccount};
+
+/// Which WeChat host an account's API calls go to. Their answers differ in shape (Work WeChat
+/// puts `errcode` in every body) and in how a token is checked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Host {
+    /// api.weixin.qq.com: official accounts, mini programs, platforms, authorizers.
+    Official,
+    /// qyapi.weixin.qq.com: Work WeChat apps.
+    Work,
+}
+
+/// One kind of account. The variants are the registration table's entries; [`KINDS`] lists them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Kind {
+    /// An official account or mini program ([`app`]).
+    App,
+    /// A Work WeChat app ([`corp`]).
+    Corp,
+    /// A third-party platform ([`component`]).
+    Component,
+    /// An account that authorized a platform ([`authorizer`]).
+    Authorizer,
+}
+
+/// The registration table: every kind the hub serves. Tests walk it to check every kind end to
+/// end, so a kind added here is tested by them without further listing.
+pub const KINDS: [Kind; 4] = [Kind::App, Kind::Corp, Kind::Component, Kind::Authorizer];
+
+impl Kind {
+    /// What its module declares about it.
+    pub fn descriptor(self) -> &'static Descriptor {
+        match self {
+            Kind::App => &app::DESCRIPTOR,
+            Kind::Corp => &corp::DESCRIPTOR,
+            Kind::Component => &component::DESCRIPTOR,
+            Kind::Authorizer => &authorizer::DESCRIPTOR,
+        }
+    }
+}
+
+/// Everything about a kind that is data rather than behaviour.
+#[derive(Debug)]
+pub struct Descriptor {
+    /// Its name: the first segment of its accounts' ids (`app/wx1`) and the label of its
+    /// accounts in logs and events.
+    pub name: &'static str,
+    /// What operators call it, for messages.
+    pub title: &'static str,
+    /// Its identifiers, by WeChat's names, in id order (`["corpid", "agentid"]`).
+    pub id_fields: &'static [&'static str],
+    /// The name of each credential role it has: the first segment of the credential's storage
+    /// key and its metrics label. Fixed forever: stores hold these names.
+    pub keys: &'static [(RoleShape, &'static str)],
+    /// Where its API calls go.
+    pub host: Host,
+    /// Its `/v1` path, with its id fields as `{placeholders}`; the credential is named after it
+    /// (`/access_token`, `/tickets/{kind}`).
+    pub v1_path: &'static str,
+    /// Its admin path (`PUT` defines a runtime account, `DELETE` removes it), if accounts of
+    /// this kind can be added at runtime; `None` for kinds defined by the file or by WeChat.
+    pub admin_path: Option<&'static str>,
+    /// The kind whose "all its children" grant (`"C/*"`) covers this kind's accounts.
+    pub parent: Option<Kind>,
+    /// The error code a read of an unknown account of this kind answers with (404).
+    pub unknown_code: &'static str,
+    /// The JS-SDK tickets it signs pages with, the default first; empty if it cannot sign.
+    pub signs_with: &'static [&'static str],
+    /// Why a signature request naming another ticket is refused.
+    pub sign_refusal: &'static str,
+}
+
+/// How a JS-SDK signature of one account is made.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Signing<'a> {
+    /// The ticket signed with (`jsapi`, `agent_config`).
+    pub ticket: &'static str,
+    /// The `appId` the page passes to `wx.config` (an appid, or a corpid).
+    pub app_id: &'a str,
+    /// The `agentId` of `wx.agentConfig`, when the ticket is the app's.
+    pub agent_id: Option<&'a str>,
+}
+
+impl AccountId {
+    /// How this account signs a page with the ticket `asked` (its default when `None`), or
+    /// why it cannot.
+    pub fn signing(&self, asked: Option<&str>) -> Result<Signing<'_>, &'static str> {
+        let descriptor = self.kind().descriptor();
+        let ticket = match asked {
+            None => descriptor.signs_with.first().copied(),
+            Some(asked) => descriptor.signs_with.iter().copied().find(|t| *t == asked),
+        }
+        .ok_or(descriptor.sign_refusal)?;
+        let (first, second) = self.parts();
+        Ok(match self {
+            AccountId::App { appid } => Signing {
+                ticket,
+                app_id: appid,
+                agent_id: None,
+            },
+            AccountId::Authorizer {
+                authorizer_appid, ..
+            } => Signing {
+                ticket,
+                app_id: authorizer_appid,
+                agent_id: None,
+            },
+            AccountId::Corp { .. } | AccountId::Component { .. } => Signing {
+                ticket,
+                app_id: first,
+                agent_id: second.filter(|_| ticket == "agent_config"),
+            },
+        })
+    }
+
+    /// Why a read of this account found nothing, for its 404: (code, message).
+    pub fn unknown(&self) -> (&'static str, String) {
+        let message = match self {
+            AccountId::App { appid } => format!("appid {appid:?} is not configured on this hub"),
+            AccountId::Corp { corpid, agentid } => {
+                format!("corp app {corpid:?}/{agentid:?} is not configured on this hub")
+            }
+            AccountId::Component { component_appid } => {
+                format!("no [[components]] entry has component_appid {component_appid:?}")
+            }
+            AccountId::Authorizer {
+                component_appid,
+                authorizer_appid,
+            } => {
+                format!("{authorizer_appid:?} has not authorized the platform {component_appid:?}")
+            }
+        };
+        (self.kind().descriptor().unknown_code, message)
+    }
+
+    /// Why a read of this account is refused once it withdrew its authorization (410): (code,
+    /// message). Only an authorizer withdraws; the read index marks no other account so.
+    pub fn withdrawn(&self) -> (&'static str, String) {
+        let (first, second) = self.parts();
+        let who = second.unwrap_or(first);
+        let message = match self.parent() {
+            Some((_, parent)) => {
+                format!("{who:?} withdrew its authorization of the platform {parent:?}")
+            }
+            None => format!("{who:?} withdrew its authorization"),
+        };
+        ("authorizer_revoked", message)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_unique_across_kinds() {
+        let mut names: Vec<&str> = KINDS.iter().map(|k| k.descriptor().name).collect();
+        let mut keys: Vec<&str> = KINDS
+            .iter()
+            .flat_map(|k| k.descriptor().keys.iter().map(|(_, name)| *name))
+            .collect();
+        let (all_names, all_keys) = (names.len(), keys.len());
+        names.sort_unstable();
+        names.dedup();
+        keys.sort_unstable();
+        keys.dedup();
+        assert_eq!((names.len(), keys.len()), (all_names, all_keys));
+    }
+
+    #[test]
+    fn signing_follows_each_kind_s_tickets() {
+        let corp = AccountId::corp("ww1", "7");
+        assert_eq!(
+            corp.signing(Some("agent_config")),
+            Ok(Signing {
+                ticket: "agent_config",
+                app_id: "ww1",
+                agent_id: Some("7"),
+            })
+        );
+        assert_eq!(corp.signing(None).map(|s| s.agent_id), Ok(None));
+        assert!(AccountId::app("wx1").signing(Some("agent_config")).is_err());
+        assert!(AccountId::component("wxc").signing(None).is_err());
+        assert_eq!(
+            AccountId::authorizer("wxc", "wxa")
+                .signing(None)
+                .map(|s| s.app_id),
+            Ok("wxa")
+        );
+    }
+}

@@ -1,0 +1,286 @@
+//! The formats runtime accounts are stored in: a runtime app or Work app with its secret sealed
+//! ([`StoredAccount`]), an authorizer ([`StoredAuthorizer`]). Versioned, read back by every
+//! instance and every restart, so they are kept apart from the orchestration that writes them, as
+//! pure functions with their tests.
+
+use std::time::Duration;
+
+use super::{AccountSpec, StoredAccount};
+use crate::configuration::{RefreshOverrides, Secret, TokenMode};
+
+/// An authorizer as stored: no secret (its refresh token is a credential in the token store),
+/// only what WeChat told about its authorization. Versioned like [`StoredAccount`].
+#[derive(serde::Serialize, serde::Deserialize)]
+pub struct StoredAuthorizer {
+    /// Format version (1).
+    pub version: u32,
+    /// The platform.
+    pub component_appid: String,
+    /// The account.
+    pub authorizer_appid: String,
+    /// The permission sets granted.
+    #[serde(default)]
+    pub func_info: Vec<u32>,
+    /// When it (last) authorized, in Unix seconds.
+    #[serde(default)]
+    pub authorized_at: i64,
+    /// Whether it withdrew.
+    #[serde(default)]
+    pub revoked: bool,
+}
+
+/// The stored form of an authorizer.
+pub fn stored_authorizer(spec: &AccountSpec) -> Option<String> {
+    let AccountSpec::Authorizer {
+        component_appid,
+        authorizer_appid,
+        func_info,
+        authorized_at,
+        revoked,
+        ..
+    } = spec
+    else {
+        return None;
+    };
+    serde_json::to_string(&StoredAuthorizer {
+        version: 1,
+        component_appid: component_appid.clone(),
+        authorizer_appid: authorizer_appid.clone(),
+        func_info: func_info.clone(),
+        authorized_at: *authorized_at,
+        revoked: *revoked,
+    })
+    .ok()
+}
+
+/// The account of a stored authorizer, with its platform's tickets and timing.
+pub fn authorizer_spec(
+    component: &crate::configuration::ComponentSettings,
+    stored: StoredAuthorizer,
+) -> AccountSpec {
+    AccountSpec::Authorizer {
+        component_appid: stored.component_appid,
+        authorizer_appid: stored.authorizer_appid,
+        tickets: component.authorizer_tickets.clone(),
+        refresh: component.refresh,
+        func_info: stored.func_info,
+        authorized_at: stored.authorized_at,
+        revoked: stored.revoked,
+    }
+}
+
+/// The stored form of a runtime app or Work app.
+pub fn stored_account(spec: &AccountSpec, sealed_secret: String) -> Option<StoredAccount> {
+    let millis = |d: Option<Duration>| d.map(|d| d.as_millis() as u64);
+    Some(match spec {
+        AccountSpec::App {
+            appid,
+            mode,
+            tickets,
+            refresh,
+            ..
+        } => StoredAccount {
+            version: 1,
+            kind: "app".into(),
+            id: appid.clone(),
+            agentid: None,
+            mode: Some(mode.as_str().into()),
+            tickets: tickets.iter().map(|t| t.as_str().to_string()).collect(),
+            refresh_before_expired_ms: millis(refresh.refresh_before_expired),
+            refresh_retry_interval_ms: millis(refresh.refresh_retry_interval),
+            check_interval_ms: millis(refresh.check_interval),
+            sealed_secret,
+        },
+        AccountSpec::Corp {
+            corpid,
+            agentid,
+            tickets,
+            refresh,
+            ..
+        } => StoredAccount {
+            version: 1,
+            kind: "corp".into(),
+            id: corpid.clone(),
+            agentid: Some(agentid.clone()),
+            mode: None,
+            tickets: tickets.iter().map(|t| t.as_str().to_string()).collect(),
+            refresh_before_expired_ms: millis(refresh.refresh_before_expired),
+            refresh_retry_interval_ms: millis(refresh.refresh_retry_interval),
+            check_interval_ms: millis(refresh.check_interval),
+            sealed_secret,
+        },
+        AccountSpec::Component { .. } | AccountSpec::Authorizer { .. } => return None,
+    })
+}
+
+/// The account a stored record describes, with its opened secret.
+pub fn spec_of(stored: StoredAccount, secret: Secret) -> Option<AccountSpec> {
+    let duration = |ms: Option<u64>| ms.map(Duration::from_millis);
+    let refresh = RefreshOverrides {
+        refresh_before_expired: duration(stored.refresh_before_expired_ms),
+        refresh_retry_interval: duration(stored.refresh_retry_interval_ms),
+        check_interval: duration(stored.check_interval_ms),
+    };
+    if stored.version != 1 {
+        return None;
+    }
+    match stored.kind.as_str() {
+        "app" => Some(AccountSpec::App {
+            appid: stored.id,
+            secret,
+            mode: stored
+                .mode
+                .as_deref()
+                .map_or(Ok(TokenMode::default()), str::parse)
+                .ok()?,
+            tickets: stored
+                .tickets
+                .iter()
+                .map(|t| t.parse())
+                .collect::<Result<_, _>>()
+                .ok()?,
+            refresh,
+        }),
+        "corp" => Some(AccountSpec::Corp {
+            corpid: stored.id,
+            agentid: stored.agentid?,
+            secret,
+            tickets: stored
+                .tickets
+                .iter()
+                .map(|t| t.parse())
+                .collect::<Result<_, _>>()
+                .ok()?,
+            refresh,
+        }),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::configuration::ComponentSettings;
+    use crate::credential::{CorpTicketKind, TicketKind};
+
+    fn overrides() -> RefreshOverrides {
+        RefreshOverrides {
+            refresh_before_expired: Some(Duration::from_secs(600)),
+            refresh_retry_interval: None,
+            check_interval: Some(Duration::from_millis(90_500)),
+        }
+    }
+
+    /// What `spec` reads back as after it was stored (through its JSON text, as the store keeps
+    /// it) and its secret opened.
+    fn read_back(spec: &AccountSpec) -> Option<AccountSpec> {
+        let stored = stored_account(spec, "sealed".to_string())?;
+        assert_eq!(stored.sealed_secret, "sealed");
+        let text = serde_json::to_string(&stored).unwrap();
+        spec_of(
+            serde_json::from_str(&text).unwrap(),
+            Secret::new("s".to_string()),
+        )
+    }
+
+    #[test]
+    fn an_app_and_a_work_app_read_back_as_they_were_stored() {
+        let app = AccountSpec::App {
+            appid: "wx1".into(),
+            secret: Secret::new("s".to_string()),
+            mode: TokenMode::Legacy,
+            tickets: vec![TicketKind::Jsapi, TicketKind::WxCard],
+            refresh: overrides(),
+        };
+        assert_eq!(read_back(&app), Some(app));
+        let corp = AccountSpec::Corp {
+            corpid: "ww1".into(),
+            agentid: "1000002".into(),
+            secret: Secret::new("s".to_string()),
+            tickets: vec![CorpTicketKind::AgentConfig],
+            refresh: RefreshOverrides::default(),
+        };
+        assert_eq!(read_back(&corp), Some(corp));
+    }
+
+    #[test]
+    fn a_record_of_another_version_or_kind_is_not_read() {
+        let record = |text: &str| -> StoredAccount { serde_json::from_str(text).unwrap() };
+        let secret = || Secret::new("s".to_string());
+        let app = r#"{"version":1,"kind":"app","id":"wx1","sealed_secret":"x"}"#;
+        assert!(spec_of(record(app), secret()).is_some());
+        let newer = r#"{"version":2,"kind":"app","id":"wx1","sealed_secret":"x"}"#;
+        assert_eq!(spec_of(record(newer), secret()), None);
+        let unknown = r#"{"version":1,"kind":"component","id":"wx1","sealed_secret":"x"}"#;
+        assert_eq!(spec_of(record(unknown), secret()), None);
+        let no_agent = r#"{"version":1,"kind":"corp","id":"ww1","sealed_secret":"x"}"#;
+        assert_eq!(spec_of(record(no_agent), secret()), None);
+        let bad_ticket =
+            r#"{"version":1,"kind":"app","id":"wx1","tickets":["nope"],"sealed_secret":"x"}"#;
+        assert_eq!(spec_of(record(bad_ticket), secret()), None);
+        let bad_mode = r#"{"version":1,"kind":"app","id":"wx1","mode":"fast","sealed_secret":"x"}"#;
+        assert_eq!(spec_of(record(bad_mode), secret()), None);
+    }
+
+    #[test]
+    fn an_authorizer_reads_back_with_its_platforms_tickets_and_timing() {
+        let component = ComponentSettings {
+            component_appid: "wxc1".into(),
+            secret: Secret::new("cs".to_string()),
+            token: Secret::new("tk".to_string()),
+            encoding_aes_key: Secret::new("k".to_string()),
+            previous_encoding_aes_key: None,
+            authorizer_tickets: vec![TicketKind::Jsapi],
+            refresh: overrides(),
+        };
+        let authorizer = AccountSpec::Authorizer {
+            component_appid: "wxc1".into(),
+            authorizer_appid: "wxa1".into(),
+            tickets: vec![TicketKind::Jsapi],
+            refresh: overrides(),
+            func_info: vec![1, 15],
+            authorized_at: 1_700_000_000,
+            revoked: true,
+        };
+        let text = stored_authorizer(&authorizer).unwrap();
+        let stored: StoredAuthorizer = serde_json::from_str(&text).unwrap();
+        assert_eq!(stored.version, 1);
+        assert_eq!(authorizer_spec(&component, stored), authorizer);
+        // A record written before the optional fields existed still reads.
+        let old: StoredAuthorizer = serde_json::from_str(
+            r#"{"version":1,"component_appid":"wxc1","authorizer_appid":"wxa2"}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            authorizer_spec(&component, old),
+            AccountSpec::Authorizer {
+                component_appid: "wxc1".into(),
+                authorizer_appid: "wxa2".into(),
+                tickets: vec![TicketKind::Jsapi],
+                refresh: overrides(),
+                func_info: vec![],
+                authorized_at: 0,
+                revoked: false,
+            }
+        );
+    }
+
+    #[test]
+    fn only_apps_and_work_apps_have_a_sealed_record_and_only_authorizers_the_other() {
+        let app = AccountSpec::App {
+            appid: "wx1".into(),
+            secret: Secret::new("s".to_string()),
+            mode: TokenMode::Stable,
+            tickets: vec![],
+            refresh: RefreshOverrides::default(),
+        };
+        assert!(stored_authorizer(&app).is_none());
+        let component = AccountSpec::Component {
+            component_appid: "wxc1".into(),
+            secret: Secret::new("cs".to_string()),
+            refresh: RefreshOverrides::default(),
+        };
+        assert!(stored_account(&component, "sealed".to_string()).is_none());
+        assert!(stored_authorizer(&component).is_none());
+    }
+}
