@@ -114,7 +114,7 @@ pub async fn component_token_invalidate(
     request: Request,
 ) -> Response {
     let account = &AccountId::component(&component);
-    let result = invalidate(&context, &headers, &account, None, request).await;
+    let result = invalidate(&context, &headers, account, None, request).await;
     finish(&context, Route::AccessTokenInvalidate, result)
 }
 

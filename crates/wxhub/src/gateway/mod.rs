@@ -213,7 +213,7 @@ async fn pass_through(
     let Some(credential) = context.hub.serving(&token, Timestamp::now()) else {
         return reply::error(reply::code::INVALID_ACCESS_TOKEN, host);
     };
-    if credential.spec().source.call_param() != Some(param) {
+    if credential.key.call_param() != Some(param) {
         // A hub value in the wrong parameter (a ticket as `access_token`, say): WeChat's refusal
         // would say nothing about the credential, so the call goes as it is, without healing.
         return match context.forwarder.stream(&outgoing, body).await {

@@ -16,6 +16,7 @@ pub static DESCRIPTOR: Descriptor = Descriptor {
         (RoleShape::Ticket, "ticket"),
     ],
     host: Host::Official,
+    token_param: "access_token",
     v1_path: "/v1/apps/{appid}",
     admin_path: Some("/v1/admin/apps/{appid}"),
     parent: None,

@@ -17,6 +17,7 @@ pub static DESCRIPTOR: Descriptor = Descriptor {
         (RoleShape::Ticket, "authorizer_ticket"),
     ],
     host: Host::Official,
+    token_param: "access_token",
     v1_path: "/v1/components/{component}/authorizers/{appid}",
     admin_path: None,
     parent: Some(Kind::Component),

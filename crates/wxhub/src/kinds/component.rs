@@ -15,6 +15,7 @@ pub static DESCRIPTOR: Descriptor = Descriptor {
         (RoleShape::AccessToken, "component_token"),
     ],
     host: Host::Official,
+    token_param: "component_access_token",
     v1_path: "/v1/components/{component}",
     admin_path: None,
     parent: None,

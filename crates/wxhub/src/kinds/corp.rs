@@ -16,6 +16,7 @@ pub static DESCRIPTOR: Descriptor = Descriptor {
         (RoleShape::CorpTicket, "corp_ticket"),
     ],
     host: Host::Work,
+    token_param: "access_token",
     v1_path: "/v1/corps/{corpid}/agents/{agentid}",
     admin_path: Some("/v1/admin/corps/{corpid}/agents/{agentid}"),
     parent: None,

@@ -129,6 +129,14 @@ impl CredentialKey {
         self.role == Role::RefreshToken
     }
 
+    /// The query parameter a WeChat API call carries this credential in (its kind's
+    /// `token_param`, for an access token); `None` for what no call carries (tickets, the verify
+    /// ticket, refresh tokens). The gateway takes WeChat's refusal of a call as news of this
+    /// credential only when it came in this parameter.
+    pub fn call_param(&self) -> Option<&'static str> {
+        (self.role == Role::AccessToken).then(|| self.account.kind().descriptor().token_param)
+    }
+
     /// The name its kind gives its role: the first segment of its text form, and the label of
     /// metrics and logs (`access_token`, `corp_ticket`, `authorizer_token`, …).
     pub fn kind_name(&self) -> &'static str {

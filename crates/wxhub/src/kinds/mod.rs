@@ -79,6 +79,9 @@ pub struct Descriptor {
     pub keys: &'static [(RoleShape, &'static str)],
     /// Where its API calls go.
     pub host: Host,
+    /// The query parameter WeChat API calls carry its access token in (`access_token`, or a
+    /// platform's `component_access_token`): how the gateway recognises its token in a call.
+    pub token_param: &'static str,
     /// Its `/v1` path, with its id fields as `{placeholders}`; the credential is named after it
     /// (`/access_token`, `/tickets/{kind}`).
     pub v1_path: &'static str,

@@ -136,23 +136,6 @@ impl Source {
         }
     }
 
-    /// The query parameter a WeChat API call carries this credential in (`access_token`, or a
-    /// platform's `component_access_token`); `None` for what no call carries (tickets, the
-    /// verify ticket, refresh tokens). The gateway takes WeChat's refusal of a call as news of
-    /// this credential only when it came in this parameter.
-    pub fn call_param(&self) -> Option<&'static str> {
-        match self {
-            Source::AppToken { .. } | Source::CorpToken { .. } | Source::AuthorizerToken { .. } => {
-                Some("access_token")
-            }
-            Source::ComponentToken { .. } => Some("component_access_token"),
-            Source::AppTicket { .. }
-            | Source::CorpTicket { .. }
-            | Source::VerifyTicket { .. }
-            | Source::AuthorizerRefreshToken => None,
-        }
-    }
-
     /// The account secret this credential is fetched with (an AppSecret, a Work app's secret, a
     /// platform's `component_appsecret`); `None` for what is fetched with another credential.
     pub fn secret(&self) -> Option<&Secret> {

@@ -14,6 +14,7 @@ mod gateway;
 mod gateway_upstream;
 mod hardening;
 mod invalidation;
+mod kinds;
 mod paused_clock;
 mod platform;
 mod refresh_cycle;

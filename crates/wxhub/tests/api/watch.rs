@@ -11,13 +11,13 @@ const APP: &str = "wx00000000000000d1";
 const OTHER: &str = "wx00000000000000d2";
 
 /// An open watch stream, read event by event.
-struct Stream {
+pub(crate) struct Stream {
     body: futures_util::stream::BoxStream<'static, reqwest::Result<bytes::Bytes>>,
     pending: String,
 }
 
 impl Stream {
-    async fn open(hub: &TestHub, key: &str, last_event_id: Option<&str>) -> Stream {
+    pub(crate) async fn open(hub: &TestHub, key: &str, last_event_id: Option<&str>) -> Stream {
         let mut request = hub.client.get(hub.url("/v1/watch")).bearer_auth(key);
         if let Some(id) = last_event_id {
             request = request.header("last-event-id", id);
@@ -32,7 +32,7 @@ impl Stream {
     }
 
     /// The next `credential` event: (id, data).
-    async fn next(&mut self) -> (String, Value) {
+    pub(crate) async fn next(&mut self) -> (String, Value) {
         loop {
             if let Some(end) = self.pending.find("\n\n") {
                 let block: String = self.pending.drain(..end + 2).collect();
