@@ -1,8 +1,8 @@
 //! Official accounts and mini programs: an access token from the AppSecret (stable or legacy
 //! endpoint), and the JS-SDK tickets fetched with it.
 
-use super::{AccountId, CredentialKey, CredentialSpec, Descriptor, Host, Role, RoleShape};
-use super::{AccountSpec, Source};
+use super::{token_then_tickets, AccountId, AccountSpec, CredentialKey, CredentialSpec};
+use super::{Descriptor, Host, Role, RoleShape, Source, SpecOf};
 use crate::configuration::{AppSettings, Secret, TokenMode};
 use crate::credential::TicketKind;
 
@@ -31,23 +31,17 @@ pub(super) fn credentials(
     secret: &Secret,
     mode: TokenMode,
     tickets: &[TicketKind],
-    spec: &dyn Fn(Source, Vec<CredentialKey>) -> CredentialSpec,
+    spec: SpecOf<'_>,
 ) -> Vec<(CredentialKey, CredentialSpec)> {
-    let account = AccountId::app(appid);
-    let token = CredentialKey::new(account.clone(), Role::AccessToken);
     let source = Source::AppToken {
         appid: appid.to_string(),
         secret: secret.clone(),
         mode,
     };
-    let mut all = vec![(token.clone(), spec(source, vec![]))];
-    for &kind in tickets {
-        all.push((
-            CredentialKey::new(account.clone(), Role::Ticket(kind)),
-            spec(Source::AppTicket { kind }, vec![token.clone()]),
-        ));
-    }
-    all
+    let tickets = tickets
+        .iter()
+        .map(|&kind| (Role::Ticket(kind), Source::AppTicket { kind }));
+    token_then_tickets(AccountId::app(appid), source, tickets, spec)
 }
 
 /// The account of an `[[apps]]` entry.

@@ -2,8 +2,8 @@
 //! out once (kept durably and sealed), the `authorizer_access_token` fetched with it and the
 //! platform's component token, and JS-SDK tickets fetched with that token.
 
-use super::Source;
 use super::{AccountId, CredentialKey, CredentialSpec, Descriptor, Host, Kind, Role, RoleShape};
+use super::{Source, SpecOf};
 use crate::credential::TicketKind;
 
 /// The kind's data.
@@ -33,7 +33,7 @@ pub(super) fn credentials(
     component_appid: &str,
     authorizer_appid: &str,
     tickets: &[TicketKind],
-    spec: &dyn Fn(Source, Vec<CredentialKey>) -> CredentialSpec,
+    spec: SpecOf<'_>,
 ) -> Vec<(CredentialKey, CredentialSpec)> {
     let account = AccountId::authorizer(component_appid, authorizer_appid);
     let token = CredentialKey::new(account.clone(), Role::AccessToken);

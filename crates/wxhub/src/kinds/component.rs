@@ -2,7 +2,7 @@
 //! the `component_access_token` fetched with it and the platform's secret.
 
 use super::{AccountId, CredentialKey, CredentialSpec, Descriptor, Host, Role, RoleShape};
-use super::{AccountSpec, Source};
+use super::{AccountSpec, Source, SpecOf};
 use crate::configuration::{ComponentSettings, Secret};
 
 /// The kind's data.
@@ -29,7 +29,7 @@ pub static DESCRIPTOR: Descriptor = Descriptor {
 pub(super) fn credentials(
     component_appid: &str,
     secret: &Secret,
-    spec: &dyn Fn(Source, Vec<CredentialKey>) -> CredentialSpec,
+    spec: SpecOf<'_>,
 ) -> Vec<(CredentialKey, CredentialSpec)> {
     let account = AccountId::component(component_appid);
     let ticket = CredentialKey::new(account.clone(), Role::PushedTicket);

@@ -1,8 +1,8 @@
 //! Work WeChat apps: one access token per (corpid, agentid) from the app's secret, and the
 //! corp's and the app's JS-SDK tickets fetched with it.
 
-use super::{AccountId, CredentialKey, CredentialSpec, Descriptor, Host, Role, RoleShape};
-use super::{AccountSpec, Source};
+use super::{token_then_tickets, AccountId, AccountSpec, CredentialKey, CredentialSpec};
+use super::{Descriptor, Host, Role, RoleShape, Source, SpecOf};
 use crate::configuration::{CorpSettings, Secret};
 use crate::credential::CorpTicketKind;
 
@@ -31,22 +31,16 @@ pub(super) fn credentials(
     agentid: &str,
     secret: &Secret,
     tickets: &[CorpTicketKind],
-    spec: &dyn Fn(Source, Vec<CredentialKey>) -> CredentialSpec,
+    spec: SpecOf<'_>,
 ) -> Vec<(CredentialKey, CredentialSpec)> {
-    let account = AccountId::corp(corpid, agentid);
-    let token = CredentialKey::new(account.clone(), Role::AccessToken);
     let source = Source::CorpToken {
         corpid: corpid.to_string(),
         secret: secret.clone(),
     };
-    let mut all = vec![(token.clone(), spec(source, vec![]))];
-    for &kind in tickets {
-        all.push((
-            CredentialKey::new(account.clone(), Role::CorpTicket(kind)),
-            spec(Source::CorpTicket { kind }, vec![token.clone()]),
-        ));
-    }
-    all
+    let tickets = tickets
+        .iter()
+        .map(|&kind| (Role::CorpTicket(kind), Source::CorpTicket { kind }));
+    token_then_tickets(AccountId::corp(corpid, agentid), source, tickets, spec)
 }
 
 /// The account of a `[[corps]]` entry.

@@ -98,6 +98,29 @@ pub struct Descriptor {
     pub sign_refusal: &'static str,
 }
 
+/// What builds one credential's spec from its source and what it is fetched with (the account's
+/// timing and origin already applied).
+type SpecOf<'a> = &'a dyn Fn(Source, Vec<CredentialKey>) -> CredentialSpec;
+
+/// An access token obtained by `source`, then each ticket fetched with it: the credentials of an
+/// account that has a secret of its own (an app, a Work app).
+fn token_then_tickets(
+    account: AccountId,
+    source: Source,
+    tickets: impl IntoIterator<Item = (Role, Source)>,
+    spec: SpecOf<'_>,
+) -> Vec<(CredentialKey, CredentialSpec)> {
+    let token = CredentialKey::new(account.clone(), Role::AccessToken);
+    let mut all = vec![(token.clone(), spec(source, vec![]))];
+    for (role, source) in tickets {
+        all.push((
+            CredentialKey::new(account.clone(), role),
+            spec(source, vec![token.clone()]),
+        ));
+    }
+    all
+}
+
 /// How a JS-SDK signature of one account is made.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Signing<'a> {

@@ -133,28 +133,23 @@ pub fn spec_of(stored: StoredAccount, secret: Secret) -> Option<AccountSpec> {
                 .as_deref()
                 .map_or(Ok(TokenMode::default()), str::parse)
                 .ok()?,
-            tickets: stored
-                .tickets
-                .iter()
-                .map(|t| t.parse())
-                .collect::<Result<_, _>>()
-                .ok()?,
+            tickets: parse_all(&stored.tickets)?,
             refresh,
         }),
         "corp" => Some(AccountSpec::Corp {
             corpid: stored.id,
             agentid: stored.agentid?,
             secret,
-            tickets: stored
-                .tickets
-                .iter()
-                .map(|t| t.parse())
-                .collect::<Result<_, _>>()
-                .ok()?,
+            tickets: parse_all(&stored.tickets)?,
             refresh,
         }),
         _ => None,
     }
+}
+
+/// Every name parsed, or `None` if one is not a name of `T`.
+fn parse_all<T: std::str::FromStr>(names: &[String]) -> Option<Vec<T>> {
+    names.iter().map(|name| name.parse().ok()).collect()
 }
 
 #[cfg(test)]
