@@ -8,9 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::broadcast;
-use wxhub::credential::Token;
 use wxhub::kinds::CredentialKey;
 use wxhub::store::{AccountChange, CasOutcome, Change, Store, StoreError, StoreFuture};
+use wxhub::token::Token;
 
 /// `inner`, with the faults below.
 pub struct FaultyStore {

@@ -16,10 +16,10 @@ use wxhub::configuration::{
     GatewaySettings, MasterKey, RefreshOverrides, RefreshSettings, Scope, Secret, SecretsSettings,
     ServerSettings, Settings, StoreSettings, TokenMode, WechatSettings,
 };
-use wxhub::credential::{CorpTicketKind, TicketKind};
 use wxhub::gateway::Host;
 use wxhub::startup::Application;
 use wxhub::store::Store;
+use wxhub::token::{CorpTicketKind, TicketKind};
 
 /// Bearer key of a consumer with every scope on every app.
 pub const ADMIN_KEY: &str = "test-admin-key-0123456789";

@@ -9,9 +9,9 @@ use axum::body::Body;
 use axum::http::{header, Method, Request};
 use tower_service::Service;
 use wechat_mock::MockServer;
-use wxhub::credential::Timestamp;
 use wxhub::engine::clock::Clock;
 use wxhub::metrics::Metrics;
+use wxhub::token::Timestamp;
 use wxhub::upstream::{check_status, too_large, Answer, Call, Transport, Upstream, UpstreamError};
 
 /// A [`Transport`] that hands each call to the mock's router.

@@ -13,7 +13,7 @@ use axum::routing::post;
 use serde_json::{json, Value};
 use wechat_mock::{MockConfig, MockServer};
 use wxhub::configuration::{ComponentSettings, RefreshOverrides, Secret};
-use wxhub::credential::TicketKind;
+use wxhub::token::TicketKind;
 
 use crate::helpers::*;
 

@@ -9,7 +9,7 @@ use std::sync::Mutex;
 
 use serde::Serialize;
 
-use crate::credential::Timestamp;
+use crate::token::Timestamp;
 
 /// How many entries the in-memory list keeps (the oldest go first).
 pub const AUDIT_CAPACITY: usize = 1000;

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::credential::Timestamp;
+use crate::token::Timestamp;
 
 /// How far back the history reaches.
 pub const WINDOW: Duration = Duration::from_secs(3600);

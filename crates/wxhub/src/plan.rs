@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use crate::configuration::RefreshSettings;
-use crate::credential::{Timestamp, Token};
+use crate::token::{Timestamp, Token};
 
 /// The longest window before expiry in which `stable_token` rotates (the platform's 5 minutes).
 const STABLE_ROTATION_WINDOW: Duration = Duration::from_secs(300);

@@ -23,8 +23,8 @@ use crate::engine::{Engine, EngineParts};
 use crate::fdlimit;
 use crate::forward::Forwarder;
 use crate::gateway::{self, Host};
-use crate::hub::Hub;
 use crate::metrics::Metrics;
+use crate::read::ReadIndex;
 use crate::registry::Registry;
 use crate::seal::Sealer;
 use crate::store::memory::MemoryStore;
@@ -179,7 +179,7 @@ impl Application {
             )?,
         };
         let platform_upstream = upstream.clone();
-        let hub = Arc::new(Hub::new());
+        let read_index = Arc::new(ReadIndex::new());
         let engine = Engine::new(
             &settings,
             EngineParts {
@@ -187,10 +187,10 @@ impl Application {
                 upstream,
                 metrics: metrics.clone(),
                 clock,
-                hub: hub.clone(),
+                read_index: read_index.clone(),
             },
         );
-        let registry = Registry::new(hub.clone(), settings.refresh.clone());
+        let registry = Registry::new(read_index.clone(), settings.refresh.clone());
         let control = Arc::new(Control::new(
             registry,
             engine.clone(),
@@ -263,26 +263,26 @@ impl Application {
         tracing::info!(
             %address,
             store = store.kind(),
-            credentials = hub.len(),
+            credentials = read_index.len(),
             "wxhub started"
         );
         let platform = Arc::new(crate::platform::Platform::new(
             control.clone(),
             engine.clone(),
-            hub.clone(),
+            read_index.clone(),
             platform_upstream.clone(),
         ));
         crate::platform::run_watchdogs(
             &settings,
             platform.clone(),
             engine.clone(),
-            hub.clone(),
+            read_index.clone(),
             platform_upstream,
             &background,
         );
         let context = Arc::new(ApiContext {
             platform,
-            hub,
+            read_index,
             engine: engine.clone(),
             store,
             metrics,
@@ -335,8 +335,8 @@ impl Application {
     }
 
     /// The read index: what the hub serves, as the API reads it.
-    pub fn hub(&self) -> &Arc<Hub> {
-        &self.context.hub
+    pub fn read_index(&self) -> &Arc<ReadIndex> {
+        &self.context.read_index
     }
 
     /// The tasks beside the listeners: spawn one here to have it stopped and awaited at

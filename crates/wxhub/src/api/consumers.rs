@@ -223,7 +223,7 @@ fn strings(value: &Value, field: &str, code: &'static str) -> Result<Vec<String>
 /// Grants of accounts this hub does not have now: valid (they may be added later), but worth
 /// telling, as `check-config` does for the file.
 fn absent(context: &ApiState, grants: &[AppGrant]) -> Vec<String> {
-    let hub = &context.hub;
+    let read_index = &context.read_index;
     let no_platform = |c: &str| context.control.component_settings(c).is_none();
     grants
         .iter()
@@ -245,7 +245,7 @@ fn absent(context: &ApiState, grants: &[AppGrant]) -> Vec<String> {
                 Some(_) => return None,
                 // Platforms exist only in the file: a grant may name one a reload will add.
                 None if account.kind().descriptor().admin_path.is_none() => return None,
-                None if hub.contains(&account) => return None,
+                None if read_index.contains(&account) => return None,
                 None => format!(
                     "no {} {account} exists now; the grant applies once it is added",
                     account.kind().descriptor().title

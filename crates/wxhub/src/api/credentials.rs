@@ -15,11 +15,11 @@ use super::{
     json_body, json_ok, missing, resolve, AccountId, AdminTarget, ApiContext, ApiError, ApiState,
 };
 use crate::configuration::Scope;
-use crate::credential::Timestamp;
 use crate::engine::RefreshError;
-use crate::hub::{Served, Slot};
 use crate::jssdk;
 use crate::metrics::{InvalidationOutcome, Route};
+use crate::read::{Served, Slot};
+use crate::token::Timestamp;
 
 /// The body of an access-token report.
 #[derive(Deserialize)]

@@ -9,9 +9,9 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 use super::{rollover_wait, ApiState};
-use crate::credential::Timestamp;
 use crate::kinds::{AccountId, CredentialKey, Role};
 use crate::registry::Origin;
+use crate::token::Timestamp;
 
 /// The most configured credentials that get a remaining-life series each (see
 /// [`remaining_lives`]).
@@ -39,7 +39,7 @@ pub async fn readyz(State(context): State<ApiState>) -> Response {
         Ok(Ok(()))
     );
     let tokens_ok = context
-        .hub
+        .read_index
         .all_usable(Timestamp::now(), rollover_wait(&context.settings));
     let status = match (tokens_ok, store_ok) {
         (false, _) => "unavailable",
@@ -77,7 +77,7 @@ fn remaining_lives(context: &ApiState, out: &mut String) {
     let mut shortest = std::collections::BTreeMap::<&'static str, f64>::new();
     let mut series = String::new();
     let mut configured = 0usize;
-    context.hub.for_each(|credential| {
+    context.read_index.for_each(|credential| {
         let Some(expires_at) = credential.slot.peek().as_ref().map(|s| s.expires_at) else {
             return;
         };
@@ -130,7 +130,7 @@ fn verify_ticket_ages(context: &ApiState, out: &mut String) {
             Role::PushedTicket,
         );
         let Some(pushed_at) = context
-            .hub
+            .read_index
             .by_key(&key)
             .and_then(|credential| context.engine.fetched_at(&credential))
         else {

@@ -34,8 +34,8 @@ use serde::de::DeserializeOwned;
 use crate::configuration::{AppGrant, ConsumerSettings, Scope, Settings};
 use crate::control::{Access, Control};
 use crate::engine::Engine;
-use crate::hub::{AccountEntry, Credential, Hub, Missing};
 use crate::metrics::{Metrics, Route};
+use crate::read::{AccountEntry, Credential, Missing, ReadIndex};
 use crate::store::Store;
 pub use connection::Deadlines;
 pub use error::ApiError;
@@ -54,7 +54,7 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 /// What every handler needs, shared behind one `Arc`.
 pub struct ApiContext {
     /// The read side.
-    pub hub: Arc<Hub>,
+    pub read_index: Arc<ReadIndex>,
     /// The refresh engine, for invalidations, admin refreshes and the credentials listing.
     pub engine: Engine,
     /// The store, pinged by `/readyz`.
@@ -367,8 +367,8 @@ fn authorize_as<T>(
     let (index, consumer) = authenticate(&access, headers)?;
     permit(&access, index, consumer, account, scope)?;
     if let Some(account) = account {
-        if !context.hub.contains(account) {
-            return Err(unknown_account_in(&context.hub, account));
+        if !context.read_index.contains(account) {
+            return Err(unknown_account_in(&context.read_index, account));
         }
     }
     Ok(granted(consumer))
@@ -386,9 +386,9 @@ pub fn authorize_read<R>(
     let (index, consumer) = authenticate(&access, headers)?;
     permit(&access, index, consumer, Some(account), Scope::Read)?;
     context
-        .hub
+        .read_index
         .with_account(account, read)
-        .unwrap_or_else(|| Err(unknown_account_in(&context.hub, account)))
+        .unwrap_or_else(|| Err(unknown_account_in(&context.read_index, account)))
 }
 
 /// The consumer whose bearer key the request carries, with its position (401 otherwise).
@@ -438,8 +438,8 @@ fn unknown_account(account: &AccountId) -> ApiError {
 }
 
 /// [`unknown_account`], or 410 for an account that withdrew its authorization.
-fn unknown_account_in(hub: &Hub, account: &AccountId) -> ApiError {
-    if hub.is_revoked(account) {
+fn unknown_account_in(read_index: &ReadIndex, account: &AccountId) -> ApiError {
+    if read_index.is_revoked(account) {
         let (code, message) = account.withdrawn();
         return ApiError::new(StatusCode::GONE, code, message);
     }
@@ -539,7 +539,7 @@ pub fn resolve(
     ticket: Option<&str>,
 ) -> Result<Arc<Credential>, ApiError> {
     context
-        .hub
+        .read_index
         .find(account, ticket)
         .map_err(|why| missing(account, ticket, why))
 }

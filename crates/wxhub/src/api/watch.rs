@@ -1,7 +1,7 @@
 //! `GET /v1/watch`: Server-Sent Events, one `credential` event per granted credential with its
 //! current state, then one per new generation, from whichever instance refreshed it (the engine
 //! serves tokens adopted from the store's change feed through the same path as its own, and the
-//! hub announces every new generation it serves: [`crate::hub::Hub::subscribe`]).
+//! hub announces every new generation it serves: [`crate::read::Hub::subscribe`]).
 //!
 //! - `data` is `{"key","generation","expires_at","expires_in"}`, plus `"value"` for consumers with
 //!   `read`; the event `id` is when this instance started serving that generation (Unix ms).
@@ -33,9 +33,9 @@ use wxhub_types::WatchEvent;
 
 use super::{bearer_key, ApiContext, ApiError, ApiState};
 use crate::configuration::Scope;
-use crate::credential::Timestamp;
-use crate::hub::{Credential, Hub};
 use crate::kinds::CredentialKey;
+use crate::read::{Credential, ReadIndex};
+use crate::token::Timestamp;
 
 /// Streams open at once in this process.
 pub const MAX_WATCHERS: usize = 4096;
@@ -152,7 +152,7 @@ enum Standing {
 /// Who is watching, and what they may see.
 struct Watcher {
     /// Where credentials and their changes are read.
-    hub: Arc<Hub>,
+    read_index: Arc<ReadIndex>,
     /// The consumer's standing for a credential (`Some`) or as a whole (`None`), read from the
     /// access in force at each call.
     standing: StandingOf,
@@ -264,7 +264,7 @@ pub async fn watch(State(context): State<ApiState>, headers: HeaderMap) -> Respo
         .map_or(i64::MIN, |ms| ms.saturating_sub(RESUME_MARGIN_MS));
     let grants = context.clone();
     let watcher = Watcher {
-        hub: context.hub.clone(),
+        read_index: context.read_index.clone(),
         standing: Box::new(move |key| standing(&grants, &name, &key_sha256, key)),
     };
     let resume = Resume {
@@ -272,7 +272,7 @@ pub async fn watch(State(context): State<ApiState>, headers: HeaderMap) -> Respo
         heartbeat: heartbeat_interval(context.settings.server.idle_timeout),
     };
     // Subscribe before reading the initial state, so nothing published in between is missed.
-    let changes = context.hub.subscribe();
+    let changes = context.read_index.subscribe();
     let (sender, receiver) = mpsc::channel::<Bytes>(CONNECTION_BUFFER);
     let dropped = Arc::new(AtomicBool::new(false));
     let stopping = context.background.stopping().clone();
@@ -345,7 +345,7 @@ fn heartbeat_interval(idle_timeout: Duration) -> Duration {
 /// Runs [`pump`] for one stream and marks it dropped if the reader fell behind.
 async fn feed(
     watcher: Watcher,
-    changes: broadcast::Receiver<crate::hub::Change>,
+    changes: broadcast::Receiver<crate::read::Change>,
     sender: mpsc::Sender<Bytes>,
     resume: Resume,
     stopping: CancellationToken,
@@ -378,7 +378,7 @@ async fn feed(
 /// away or falls behind.
 async fn pump(
     watcher: &Watcher,
-    mut changes: broadcast::Receiver<crate::hub::Change>,
+    mut changes: broadcast::Receiver<crate::read::Change>,
     sender: &mpsc::Sender<Bytes>,
     resume: Resume,
 ) -> Result<Infallible, Stop> {
@@ -389,7 +389,7 @@ async fn pump(
     };
     // An opening comment, so the client sees the stream is live before any event.
     send(Bytes::from_static(b": watching\n\n"))?;
-    let mut credentials = watcher.hub.credentials();
+    let mut credentials = watcher.read_index.credentials();
     credentials.sort_by(|a, b| a.key.cmp(&b.key));
     // The initial state may be far larger than the buffer (every authorizer of a platform): it
     // goes out at the reader's pace, and only a reader that stops taking it is dropped.
@@ -430,10 +430,10 @@ async fn pump(
 mod tests {
     use super::*;
     use crate::configuration::{RefreshSettings, Secret, TokenMode};
-    use crate::credential::Token;
-    use crate::hub::Served;
     use crate::plan::Plan;
+    use crate::read::Served;
     use crate::registry::{CredentialSpec, Origin, Source};
+    use crate::token::Token;
 
     fn credential(id: u64, appid: &str) -> Arc<Credential> {
         let spec = CredentialSpec {
@@ -452,7 +452,7 @@ mod tests {
         Arc::new(Credential::new(id, key, spec))
     }
 
-    fn publish(hub: &Hub, credential: &Arc<Credential>, generation: u64) {
+    fn publish(read_index: &ReadIndex, credential: &Arc<Credential>, generation: u64) {
         let now = Timestamp::now();
         let token = Token {
             value: format!("token-{generation}"),
@@ -461,12 +461,12 @@ mod tests {
             generation,
         };
         let served = Served::new("access_token", &token, token.expires_at);
-        hub.publish(credential, served, now);
+        read_index.publish(credential, served, now);
     }
 
-    fn watcher(hub: &Arc<Hub>) -> Watcher {
+    fn watcher(read_index: &Arc<ReadIndex>) -> Watcher {
         Watcher {
-            hub: hub.clone(),
+            read_index: read_index.clone(),
             standing: Box::new(|key| match key {
                 Some(key) if !key.to_string().ends_with("wx1") => Standing::Hidden,
                 _ => Standing::Visible { with_value: true },
@@ -482,19 +482,19 @@ mod tests {
 
     #[tokio::test]
     async fn a_reader_that_stops_reading_is_dropped_and_others_see_every_generation() {
-        let hub = Arc::new(Hub::new());
+        let read_index = Arc::new(ReadIndex::new());
         let granted = credential(1, "wx1");
         let other = credential(2, "wx2");
         let (stalled_tx, _stalled_rx) = mpsc::channel(CONNECTION_BUFFER);
         let (reader_tx, mut reader_rx) = mpsc::channel(CONNECTION_BUFFER);
         let stalled = tokio::spawn({
-            let watcher = watcher(&hub);
-            let changes = hub.subscribe();
+            let watcher = watcher(&read_index);
+            let changes = read_index.subscribe();
             async move { pump(&watcher, changes, &stalled_tx, FROM_START).await }
         });
         let reader = tokio::spawn({
-            let watcher = watcher(&hub);
-            let changes = hub.subscribe();
+            let watcher = watcher(&read_index);
+            let changes = read_index.subscribe();
             async move { pump(&watcher, changes, &reader_tx, FROM_START).await }
         });
         assert_eq!(
@@ -503,8 +503,8 @@ mod tests {
         );
         let mut seen = Vec::new();
         for generation in 1..=(CONNECTION_BUFFER as u64 * 2) {
-            publish(&hub, &granted, generation);
-            publish(&hub, &other, generation);
+            publish(&read_index, &granted, generation);
+            publish(&read_index, &other, generation);
             let event = reader_rx.recv().await.expect("an event per generation");
             let text = String::from_utf8(event.to_vec()).unwrap();
             assert!(text.contains("\"key\":\"access_token/wx1\""), "{text}");
@@ -531,30 +531,30 @@ mod tests {
 
     #[tokio::test]
     async fn an_initial_state_larger_than_the_buffer_goes_at_the_readers_pace() {
-        let hub = Arc::new(Hub::new());
+        let read_index = Arc::new(ReadIndex::new());
         let credentials: Vec<_> = (0..CONNECTION_BUFFER as u64 * 3)
             .map(|i| credential(i, &format!("wx{i}")))
             .collect();
         for (i, credential) in credentials.iter().enumerate() {
-            hub.put_account(
+            read_index.put_account(
                 &crate::kinds::AccountId::app(format!("wx{i}")),
-                crate::hub::AccountEntry {
+                crate::read::AccountEntry {
                     access_token: credential.clone(),
                     tickets: vec![],
                     others: vec![],
                 },
             );
-            publish(&hub, credential, 1);
+            publish(&read_index, credential, 1);
         }
-        let everyone = |hub: &Arc<Hub>| Watcher {
-            hub: hub.clone(),
+        let everyone = |read_index: &Arc<ReadIndex>| Watcher {
+            read_index: read_index.clone(),
             standing: Box::new(|_| Standing::Visible { with_value: false }),
         };
         // A reader that takes it all gets it all.
         let (reader_tx, mut reader_rx) = mpsc::channel(CONNECTION_BUFFER);
         let reader = tokio::spawn({
-            let watcher = everyone(&hub);
-            let changes = hub.subscribe();
+            let watcher = everyone(&read_index);
+            let changes = read_index.subscribe();
             async move { pump(&watcher, changes, &reader_tx, FROM_START).await }
         });
         let mut events = 0;
@@ -572,8 +572,8 @@ mod tests {
         // A reader that takes none of it is dropped once the patience runs out (a few seconds of
         // real time).
         let (stalled_tx, _stalled_rx) = mpsc::channel(CONNECTION_BUFFER);
-        let watcher = everyone(&hub);
-        let outcome = pump(&watcher, hub.subscribe(), &stalled_tx, FROM_START).await;
+        let watcher = everyone(&read_index);
+        let outcome = pump(&watcher, read_index.subscribe(), &stalled_tx, FROM_START).await;
         assert!(matches!(outcome, Err(Stop::Slow)));
     }
 
@@ -598,10 +598,10 @@ mod tests {
 
     #[tokio::test]
     async fn a_consumer_that_may_no_longer_watch_ends_its_stream_at_the_next_heartbeat() {
-        let hub = Arc::new(Hub::new());
+        let read_index = Arc::new(ReadIndex::new());
         let revoked = Arc::new(AtomicBool::new(false));
         let watcher = Watcher {
-            hub: hub.clone(),
+            read_index: read_index.clone(),
             standing: Box::new({
                 let revoked = revoked.clone();
                 move |_| {
@@ -622,7 +622,7 @@ mod tests {
         let slot = StreamPermit::take(&Arc::default(), "c", 1).expect("a watch slot");
         let feeding = tokio::spawn(feed(
             watcher,
-            hub.subscribe(),
+            read_index.subscribe(),
             sender,
             resume,
             CancellationToken::new(),

@@ -9,7 +9,7 @@ use super::error::{ConfigError, Place};
 use super::source::Node;
 use super::validate::{first_defined, Cx};
 use super::{RefreshOverrides, Secret};
-use crate::credential::TicketKind;
+use crate::token::TicketKind;
 
 /// How an official account's access token is obtained.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]

@@ -7,7 +7,7 @@ use super::error::{ConfigError, Place};
 use super::source::Node;
 use super::validate::{first_defined, Cx, Table};
 use super::{AppSettings, RefreshOverrides, Secret};
-use crate::credential::TicketKind;
+use crate::token::TicketKind;
 
 /// `[[components]]`: one third-party platform (开放平台 component).
 #[derive(Clone, Debug, PartialEq, Eq)]

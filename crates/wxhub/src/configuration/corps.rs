@@ -7,7 +7,7 @@ use super::error::{ConfigError, Place};
 use super::source::{Node, Value};
 use super::validate::{first_defined, Cx};
 use super::{RefreshOverrides, Secret};
-use crate::credential::CorpTicketKind;
+use crate::token::CorpTicketKind;
 
 /// `[[corps]]`: one Work WeChat app (a corpid and one of its agents' secret).
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::*;
-use crate::credential::{CorpTicketKind, TicketKind};
+use crate::token::{CorpTicketKind, TicketKind};
 
 mod accounts;
 mod consumers;

@@ -12,12 +12,12 @@ use serde::Serialize;
 use super::stored::split_consumers;
 use super::{authorizer_spec, Control, ControlError};
 use crate::configuration::RefreshSettings;
-use crate::credential::Token;
 use crate::engine::{ErrorClass, ImportError, RefreshError};
-use crate::hub::Credential;
 use crate::kinds::stored::{spec_of, stored_account, stored_authorizer, StoredAuthorizer};
 use crate::kinds::CredentialKey;
+use crate::read::Credential;
 use crate::registry::{AccountId, AccountSpec, Origin, StoredAccount};
+use crate::token::Token;
 
 /// The outcome of adding or changing a runtime account.
 #[derive(Serialize)]

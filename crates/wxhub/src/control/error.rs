@@ -17,7 +17,7 @@ pub enum ControlError {
     NotFound(AccountId),
     /// Secrets cannot be accepted without a master key to seal them.
     #[error(
-        "this hub has no [secrets] master_key, so it cannot store secrets given at runtime; \
+        "this read_index has no [secrets] master_key, so it cannot store secrets given at runtime; \
          set one (32 bytes, base64) on every instance"
     )]
     NoMasterKey,
@@ -56,7 +56,7 @@ pub enum ControlError {
     UnknownConsumer(String),
     /// As many runtime consumers as a hub takes exist already.
     #[error(
-        "there are {} runtime consumers already, the most a hub takes (a request with an unknown \
+        "there are {} runtime consumers already, the most a read_index takes (a request with an unknown \
          key is compared with every consumer's); delete one first, or define the consumer in the \
          configuration file",
         crate::consumers::MAX_RUNTIME_CONSUMERS

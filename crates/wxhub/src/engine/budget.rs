@@ -6,8 +6,8 @@
 
 use super::state::Entry;
 use super::{Engine, Shared};
-use crate::credential::Timestamp;
-use crate::hub::Credential;
+use crate::read::Credential;
+use crate::token::Timestamp;
 
 /// Daily budget of `stable_token` force refreshes per appid (docs/wechat.md#stable_token).
 pub(super) const FORCE_REFRESH_DAILY_LIMIT: u32 = 20;

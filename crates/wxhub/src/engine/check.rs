@@ -15,9 +15,9 @@ use futures_util::StreamExt;
 
 use super::job::wait_for;
 use super::{Reason, RefreshError, Shared};
-use crate::hub::Credential;
 use crate::kinds::Host;
 use crate::metrics::TokenCheck;
+use crate::read::Credential;
 use crate::upstream::UpstreamError;
 
 /// How often the checker looks for values due for a check.

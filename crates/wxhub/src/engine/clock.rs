@@ -5,7 +5,7 @@
 
 use std::sync::atomic::{AtomicI64, Ordering};
 
-use crate::credential::Timestamp;
+use crate::token::Timestamp;
 
 /// Tells the engine what time it is.
 pub trait Clock: Send + Sync + 'static {

@@ -10,10 +10,10 @@ use super::job::Coordination;
 use super::state::Status;
 use super::{Engine, Reason, RefreshError, Shared};
 use crate::configuration::Secret;
-use crate::credential::{Timestamp, Token};
-use crate::hub::Credential;
 use crate::kinds::{AccountId, CredentialKey, Role};
+use crate::read::Credential;
 use crate::store::CasOutcome;
+use crate::token::{Timestamp, Token};
 use crate::upstream::{Fetched, UpstreamError};
 
 /// `api_component_token`: the verify ticket is expired.
@@ -75,7 +75,10 @@ impl Shared {
     ) -> Result<Fetched, RefreshError> {
         let ticket_key =
             CredentialKey::new(AccountId::component(component_appid), Role::PushedTicket);
-        let ticket = self.hub.by_key(&ticket_key).ok_or(RefreshError::Removed)?;
+        let ticket = self
+            .read_index
+            .by_key(&ticket_key)
+            .ok_or(RefreshError::Removed)?;
         let ticket_value = self.usable_token(&ticket).await?;
         self.renew_lease(&credential.key, coordination).await?;
         match self
@@ -120,7 +123,7 @@ impl Shared {
             return Err(RefreshError::Removed);
         };
         let component = self
-            .hub
+            .read_index
             .by_key(component_key)
             .ok_or(RefreshError::Removed)?;
         let mut component_token = self.usable_token(&component).await?;
@@ -217,7 +220,7 @@ impl Shared {
         if let Some(stored) = self.store.get(key).await? {
             return Ok(Some(stored.value));
         }
-        let Some(credential) = self.hub.by_key(key) else {
+        let Some(credential) = self.read_index.by_key(key) else {
             return Ok(None);
         };
         let state = self.lock();
@@ -307,7 +310,7 @@ impl Shared {
     }
 
     /// Sets or clears the operator warning of `id`.
-    fn set_warning(&self, id: crate::hub::CredentialId, warning: Option<String>) {
+    fn set_warning(&self, id: crate::read::CredentialId, warning: Option<String>) {
         if let Some(entry) = self.lock().entries.get_mut(&id) {
             entry.warning = warning;
         }

@@ -9,11 +9,11 @@ use super::budget::ForcePurpose;
 use super::job::{wait_for, Coordination};
 use super::{Engine, Reason, RefreshError, Shared, DEPENDENCY_MIN_LIFE};
 use crate::configuration::TokenMode;
-use crate::credential::Token;
-use crate::hub::Credential;
 use crate::kinds::CredentialKey;
 use crate::plan::Plan;
+use crate::read::Credential;
 use crate::registry::Source;
+use crate::token::Token;
 use crate::upstream::{Fetched, Upstream, UpstreamError};
 
 /// An upstream call made with an access token (a ticket fetch).
@@ -173,7 +173,7 @@ impl Shared {
     ) -> Result<Fetched, RefreshError> {
         let dependency = fetched_with
             .first()
-            .and_then(|key| self.hub.by_key(key))
+            .and_then(|key| self.read_index.by_key(key))
             .ok_or(RefreshError::Removed)?;
         let token = self.usable_token(&dependency).await?;
         self.renew_lease(&credential.key, coordination).await?;

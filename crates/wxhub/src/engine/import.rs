@@ -8,10 +8,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{Engine, Shared};
-use crate::credential::Token;
-use crate::hub::Credential;
 use crate::kinds::CredentialKey;
+use crate::read::Credential;
 use crate::store::{CasOutcome, StoreError};
+use crate::token::Token;
 
 /// The longest life WeChat gives an access token, and so the longest an imported one may have.
 const LONGEST_LIFE: Duration = Duration::from_secs(7200);

@@ -19,11 +19,11 @@ use tokio::time::Instant;
 
 use super::state::{RefreshResult, Refreshed, State};
 use super::{random_unit, JobReceiver, Reason, RefreshError, Shared, DEPENDENCY_MIN_LIFE};
-use crate::credential::Token;
-use crate::hub::{Credential, CredentialId};
 use crate::kinds::CredentialKey;
 use crate::plan::Renewal;
+use crate::read::{Credential, CredentialId};
 use crate::store::{CasOutcome, Change, StoreError};
+use crate::token::Token;
 use crate::upstream::UpstreamError;
 
 /// Shortest slice a job waits on the change feed for another node's refresh before it re-reads

@@ -51,12 +51,12 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::configuration::Settings;
-use crate::credential::{Timestamp, Token};
-use crate::hub::{Credential, CredentialId, Hub, Served};
 use crate::kinds::{CredentialKey, Role};
 use crate::metrics::Metrics;
+use crate::read::{Credential, CredentialId, ReadIndex, Served};
 use crate::registry::Diff;
 use crate::store::Store;
+use crate::token::{Timestamp, Token};
 use crate::upstream::Upstream;
 use clock::Clock;
 pub use component::{refresh_token_expiry, Written};
@@ -131,7 +131,7 @@ struct Shared {
     /// What time it is.
     clock: Arc<dyn Clock>,
     /// The read side's index, to find a credential by key.
-    hub: Arc<Hub>,
+    read_index: Arc<ReadIndex>,
     /// Cancelled at shutdown: every background task and job sees it at once.
     cancel: CancellationToken,
     /// The background tasks and refresh jobs, awaited (within a deadline) at shutdown.
@@ -155,7 +155,7 @@ pub struct EngineParts {
     /// The clock (the system clock outside tests).
     pub clock: Arc<dyn Clock>,
     /// The read side's index, to find a credential by key (the change feed names keys).
-    pub hub: Arc<Hub>,
+    pub read_index: Arc<ReadIndex>,
 }
 
 impl Engine {
@@ -166,7 +166,7 @@ impl Engine {
             upstream,
             metrics,
             clock,
-            hub,
+            read_index,
         } = parts;
         Engine {
             shared: Arc::new(Shared {
@@ -182,7 +182,7 @@ impl Engine {
                 force_reserve: settings.refresh.force_reserve,
                 metrics,
                 clock,
-                hub,
+                read_index,
                 cancel: CancellationToken::new(),
                 tasks: TaskTracker::new(),
             }),
@@ -348,7 +348,7 @@ impl Shared {
         credential.spec().fetched_with.iter().any(|key| {
             key.role == Role::PushedTicket
                 && !stored.get(key).is_some_and(usable)
-                && !self.hub.by_key(key).is_some_and(|ticket| {
+                && !self.read_index.by_key(key).is_some_and(|ticket| {
                     state
                         .entries
                         .get(&ticket.id)
@@ -383,13 +383,13 @@ impl Shared {
             // Pushed by WeChat, never scheduled: see `platform::PushedValue`.
             entry.next_refresh = None;
             if let Some(token) = &entry.token {
-                serve(&self.hub, &entry.credential, token, token.expires_at);
+                serve(&self.read_index, &entry.credential, token, token.expires_at);
             }
             return;
         }
         entry.next_refresh = Some(next);
         if let Some(token) = &entry.token {
-            serve(&self.hub, &entry.credential, token, next);
+            serve(&self.read_index, &entry.credential, token, next);
         }
         state.schedule(id, next);
         self.scheduler_wakeup.notify_one();
@@ -401,7 +401,7 @@ impl Shared {
     /// only when this node serves a token the store never took (fetched while the store did not
     /// answer, then beaten by another node's write), and the store's word wins.
     fn apply_change(&self, key: &CredentialKey, token: Token) {
-        let Some(id) = self.hub.by_key(key).map(|c| c.id) else {
+        let Some(id) = self.read_index.by_key(key).map(|c| c.id) else {
             return;
         };
         let mut state = self.lock();
@@ -430,7 +430,7 @@ impl Shared {
             return;
         };
         let next = entry.next_refresh.unwrap_or_else(|| self.clock.now());
-        serve(&self.hub, &entry.credential, &token, next);
+        serve(&self.read_index, &entry.credential, &token, next);
         entry.token = Some(token);
     }
 }
@@ -439,14 +439,14 @@ impl Shared {
 /// `next` (docs/architecture.md#what-consumers-are-told). Every token served, from this
 /// instance's refresh or another's (through the change feed), passes here: the hub announces a
 /// new generation to watchers and remembers the replaced value for its overlap.
-fn serve(hub: &Hub, credential: &Arc<Credential>, token: &Token, next: Timestamp) {
+fn serve(read_index: &ReadIndex, credential: &Arc<Credential>, token: &Token, next: Timestamp) {
     let spec = credential.spec();
     let serve_until = spec.plan.serve_until(spec.source.renewal(), token, next);
     if !spec.source.is_served() {
         // Never handed to anyone: the engine's state is its only copy in memory.
         return;
     }
-    hub.publish(
+    read_index.publish(
         credential,
         Served::new(spec.source.field(), token, serve_until),
         token.fetched_at,

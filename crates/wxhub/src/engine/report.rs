@@ -11,8 +11,8 @@ use tokio::sync::watch;
 
 use super::state::{ReportDecision, Verdict};
 use super::{job, Engine, Reason, RefreshError, Shared};
-use crate::hub::{Credential, Served};
 use crate::metrics::InvalidationOutcome;
+use crate::read::{Credential, Served};
 use crate::upstream::UpstreamError;
 
 /// How long WeChat's word that a value is alive answers further reports of it without a new check.

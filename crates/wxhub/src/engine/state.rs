@@ -11,10 +11,10 @@ use serde::Serialize;
 use tokio::sync::watch;
 
 use super::error::{ErrorClass, RefreshError};
-use crate::credential::{Timestamp, Token};
 use crate::history::History;
-use crate::hub::{Credential, CredentialId};
 use crate::plan::{FailureClass, Plan, Renewal};
+use crate::read::{Credential, CredentialId};
+use crate::token::{Timestamp, Token};
 
 /// A successful refresh: the token to serve, and whether WeChat gave a different value than the
 /// hub had (a `stable_token` poll or a ticket may come back unchanged).

@@ -11,10 +11,10 @@ use serde::Serialize;
 use super::budget::{used_on, wechat_day, FORCE_REFRESH_DAILY_LIMIT};
 use super::state::{Entry, LastError, Status};
 use super::Engine;
-use crate::credential::Timestamp;
 use crate::history::HistoryPoint;
-use crate::hub::{Credential, CredentialId};
 use crate::kinds::Role;
+use crate::read::{Credential, CredentialId};
+use crate::token::Timestamp;
 
 /// One credential in `/v1/credentials`. Never a secret or token value.
 #[derive(Clone, Debug, Serialize)]

@@ -19,7 +19,7 @@ use super::proxy::{inspect, streamed, Outgoing};
 use super::query;
 use super::Forwarder;
 use crate::engine::Engine;
-use crate::hub::Credential;
+use crate::read::Credential;
 
 /// WeChat's answers that mean "this access token is dead" (invalid, unknown, expired).
 pub const DEAD_TOKEN: [i64; 3] = [40001, 40014, 42001];

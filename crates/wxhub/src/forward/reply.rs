@@ -8,8 +8,8 @@ use axum::response::Response;
 use rand::Rng;
 use serde::Serialize;
 
-use crate::credential::Timestamp;
-use crate::hub::Served;
+use crate::read::Served;
+use crate::token::Timestamp;
 
 pub use crate::kinds::Host;
 

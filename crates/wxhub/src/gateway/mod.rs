@@ -22,10 +22,10 @@ use axum::response::Response;
 use axum::Router;
 
 use crate::api::{ApiService, ApiState};
-use crate::credential::Timestamp;
 use crate::forward::heal::Heal;
 pub use crate::forward::Host;
 use crate::forward::{query, reply, Outgoing};
+use crate::token::Timestamp;
 use token::TicketAnswer;
 
 /// One gateway listener's state.
@@ -210,7 +210,7 @@ async fn pass_through(
             Err(e) => e.response(host),
         };
     };
-    let Some(credential) = context.hub.serving(&token, Timestamp::now()) else {
+    let Some(credential) = context.read_index.serving(&token, Timestamp::now()) else {
         return reply::error(reply::code::INVALID_ACCESS_TOKEN, host);
     };
     if credential.key.call_param() != Some(param) {

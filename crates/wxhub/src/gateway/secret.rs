@@ -30,7 +30,7 @@ pub async fn substitute(context: &ApiContext, mut outgoing: Outgoing, body: Body
         return reply::error(code::APPSECRET_MISSING, host);
     };
     let account = AccountId::app(appid);
-    let Ok(credential) = context.hub.find(&account, None) else {
+    let Ok(credential) = context.read_index.find(&account, None) else {
         return reply::error(code::INVALID_APPID, host);
     };
     if !granted(context, &key, &account) {

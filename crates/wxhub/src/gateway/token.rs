@@ -12,11 +12,11 @@ use serde_json::{Map, Value};
 
 use crate::api::{AccountId, ApiContext};
 use crate::configuration::Scope;
-use crate::credential::Timestamp;
 use crate::forward::query::param;
 use crate::forward::reply::{self, code, Host};
-use crate::hub::Credential;
 use crate::kinds::{Kind, Role};
+use crate::read::Credential;
+use crate::token::Timestamp;
 
 /// The largest `stable_token` body read; WeChat's is a few dozen bytes.
 const MAX_TOKEN_BODY: usize = 64 * 1024;
@@ -134,7 +134,7 @@ pub async fn component(context: &ApiContext, method: &Method, body: Body) -> Res
         let component_appid = component_appid.ok_or(code::COMPONENT_APPID_MISSING)?;
         let account = AccountId::component(component_appid);
         let credential = context
-            .hub
+            .read_index
             .find(&account, None)
             .map_err(|_| code::INVALID_COMPONENT)?;
         if !granted(context, key.ok_or(code::APPSECRET_MISSING)?, &account) {
@@ -153,7 +153,7 @@ pub async fn component(context: &ApiContext, method: &Method, body: Body) -> Res
 fn app_token(context: &ApiContext, appid: &str, key: &str) -> Result<Arc<Credential>, i64> {
     let account = AccountId::app(appid);
     let credential = context
-        .hub
+        .read_index
         .find(&account, None)
         .map_err(|_| code::INVALID_APPID)?;
     if !granted(context, key, &account) {
@@ -180,7 +180,7 @@ pub fn corp(context: &ApiContext, query: Option<&str>) -> Response {
     let Some(secret) = param(query, "corpsecret") else {
         return reply::error(code::APPSECRET_MISSING, host);
     };
-    let agents: Vec<AccountId> = context.hub.accounts_under(Kind::Corp, &corpid);
+    let agents: Vec<AccountId> = context.read_index.accounts_under(Kind::Corp, &corpid);
     if agents.is_empty() {
         return reply::error(code::INVALID_APPID, host);
     }
@@ -204,7 +204,7 @@ pub fn corp(context: &ApiContext, query: Option<&str>) -> Response {
     let Some(agent) = agent else {
         return reply::error(code::INVALID_CREDENTIAL, host);
     };
-    match context.hub.find(agent, None) {
+    match context.read_index.find(agent, None) {
         Ok(credential) => served_token(&credential, host),
         Err(_) => reply::error(code::INVALID_CREDENTIAL, host),
     }
@@ -226,13 +226,13 @@ pub fn ticket(context: &ApiContext, host: Host, query: Option<&str>, kind: &str)
     let Some(token) = param(query, "access_token") else {
         return TicketAnswer::Answered(reply::error(code::ACCESS_TOKEN_MISSING, host));
     };
-    let Some(credential) = context.hub.serving(&token, Timestamp::now()) else {
+    let Some(credential) = context.read_index.serving(&token, Timestamp::now()) else {
         return TicketAnswer::Answered(reply::error(code::INVALID_ACCESS_TOKEN, host));
     };
     // An access token asks for its own account's ticket, on its own kind's host.
     let key = &credential.key;
     let found = (key.role == Role::AccessToken && key.account.kind().descriptor().host == host)
-        .then(|| context.hub.find(&key.account, Some(kind)).ok())
+        .then(|| context.read_index.find(&key.account, Some(kind)).ok())
         .flatten();
     let served = found.and_then(|ticket| ticket.slot.load());
     match served {

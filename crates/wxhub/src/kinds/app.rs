@@ -4,7 +4,7 @@
 use super::{token_then_tickets, AccountId, AccountSpec, CredentialKey, CredentialSpec};
 use super::{Descriptor, Host, Role, RoleShape, Source, SpecOf};
 use crate::configuration::{AppSettings, Secret, TokenMode};
-use crate::credential::TicketKind;
+use crate::token::TicketKind;
 
 /// The kind's data.
 pub static DESCRIPTOR: Descriptor = Descriptor {

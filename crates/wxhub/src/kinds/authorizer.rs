@@ -4,7 +4,7 @@
 
 use super::{AccountId, CredentialKey, CredentialSpec, Descriptor, Host, Kind, Role, RoleShape};
 use super::{Source, SpecOf};
-use crate::credential::TicketKind;
+use crate::token::TicketKind;
 
 /// The kind's data.
 pub static DESCRIPTOR: Descriptor = Descriptor {

@@ -10,7 +10,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use super::{AccountId, KINDS};
-use crate::credential::{CorpTicketKind, TicketKind};
+use crate::token::{CorpTicketKind, TicketKind};
 
 /// What a credential is for its account.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -106,8 +106,8 @@ pub struct CredentialKey {
 #[error("invalid credential key: {0}")]
 pub struct ParseKeyError(pub String);
 
-impl From<crate::credential::UnknownTicket> for ParseKeyError {
-    fn from(e: crate::credential::UnknownTicket) -> Self {
+impl From<crate::token::UnknownTicket> for ParseKeyError {
+    fn from(e: crate::token::UnknownTicket) -> Self {
         ParseKeyError(e.to_string())
     }
 }

@@ -9,8 +9,8 @@ use serde::{Deserialize, Serialize};
 
 use super::{app, authorizer, component, corp, AccountId, CredentialKey, Host};
 use crate::configuration::{RefreshOverrides, RefreshSettings, Secret, TokenMode};
-use crate::credential::{CorpTicketKind, TicketKind};
 use crate::plan::{Plan, Renewal};
+use crate::token::{CorpTicketKind, TicketKind};
 
 /// Where an account's definition comes from. It decides who may change it (the admin API answers
 /// 409 for file-defined accounts) and whether its credentials gate `/readyz`.

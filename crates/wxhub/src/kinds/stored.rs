@@ -156,7 +156,7 @@ fn parse_all<T: std::str::FromStr>(names: &[String]) -> Option<Vec<T>> {
 mod tests {
     use super::*;
     use crate::configuration::ComponentSettings;
-    use crate::credential::{CorpTicketKind, TicketKind};
+    use crate::token::{CorpTicketKind, TicketKind};
 
     fn overrides() -> RefreshOverrides {
         RefreshOverrides {

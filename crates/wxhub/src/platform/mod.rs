@@ -17,12 +17,12 @@ use serde::Serialize;
 
 use crate::configuration::ComponentSettings;
 use crate::control::{Control, ControlError};
-use crate::credential::Timestamp;
 use crate::engine::state::Status;
 use crate::engine::{Engine, RefreshError};
-use crate::hub::Hub;
 use crate::kinds::{AccountId, CredentialKey, Role};
+use crate::read::ReadIndex;
 use crate::registry::AccountSpec;
+use crate::token::Timestamp;
 use crate::upstream::{Authorization, Upstream, UpstreamError};
 pub use receiver::{Push, PushKind, Refused};
 pub use watchdog::run_watchdogs;
@@ -91,7 +91,7 @@ pub struct Platform {
     /// Tokens and durable writes.
     engine: Engine,
     /// The read side.
-    hub: Arc<Hub>,
+    read_index: Arc<ReadIndex>,
     /// WeChat.
     upstream: Upstream,
     /// The pushes acted on lately, so that a replay within the freshness window is acknowledged
@@ -129,11 +129,16 @@ impl RecentPushes {
 
 impl Platform {
     /// The platform operations of one hub.
-    pub fn new(control: Arc<Control>, engine: Engine, hub: Arc<Hub>, upstream: Upstream) -> Self {
+    pub fn new(
+        control: Arc<Control>,
+        engine: Engine,
+        read_index: Arc<ReadIndex>,
+        upstream: Upstream,
+    ) -> Self {
         Platform {
             control,
             engine,
-            hub,
+            read_index,
             upstream,
             recent_pushes: Mutex::default(),
         }
@@ -240,10 +245,13 @@ impl Platform {
             ?written,
             "verify ticket pushed"
         );
-        if let Some(ticket) = self.hub.by_key(&key) {
+        if let Some(ticket) = self.read_index.by_key(&key) {
             self.engine.set_warning(&ticket, None);
         }
-        if let Ok(token) = self.hub.find(&AccountId::component(component_appid), None) {
+        if let Ok(token) = self
+            .read_index
+            .find(&AccountId::component(component_appid), None)
+        {
             self.engine.kick(&token);
         }
         Ok(())
@@ -252,7 +260,7 @@ impl Platform {
     /// A usable component token of `component_appid`.
     async fn component_token(&self, component_appid: &str) -> Result<Arc<str>, PlatformError> {
         let credential = self
-            .hub
+            .read_index
             .find(&AccountId::component(component_appid), None)
             .map_err(|_| PlatformError::UnknownComponent(component_appid.to_string()))?;
         Ok(self.engine.usable(&credential).await?)
@@ -273,7 +281,7 @@ impl Platform {
         match call(token.clone()).await {
             Err(UpstreamError::TokenInvalid { .. }) => {
                 let credential = self
-                    .hub
+                    .read_index
                     .find(&AccountId::component(component_appid), None)
                     .map_err(|_| PlatformError::UnknownComponent(component_appid.to_string()))?;
                 let fresh = self.engine.invalidate(&credential, &token).await?;
@@ -528,7 +536,7 @@ impl Platform {
                     summary.recovered += 1;
                 }
                 let account = AccountId::authorizer(component_appid, &entry.authorizer_appid);
-                if let Ok(token) = self.hub.find(&account, None) {
+                if let Ok(token) = self.read_index.find(&account, None) {
                     self.engine.kick(&token);
                 }
             }
@@ -623,7 +631,7 @@ impl Platform {
         }
         let account = AccountId::authorizer(component_appid, authorizer_appid);
         match self
-            .hub
+            .read_index
             .find(&account, None)
             .ok()
             .and_then(|c| self.engine.status_of(&c))
@@ -645,7 +653,7 @@ impl Platform {
             } => {
                 let account = AccountId::authorizer(component_appid, authorizer_appid);
                 let expires_at = self
-                    .hub
+                    .read_index
                     .find(&account, None)
                     .ok()
                     .and_then(|c| c.slot.load())

@@ -11,10 +11,10 @@ use tokio_util::sync::CancellationToken;
 use super::Platform;
 use crate::background::Background;
 use crate::configuration::Settings;
-use crate::credential::Timestamp;
 use crate::engine::{Engine, FIRST_TICKET_WAIT};
-use crate::hub::Hub;
 use crate::kinds::{AccountId, CredentialKey, Role};
+use crate::read::ReadIndex;
+use crate::token::Timestamp;
 use crate::upstream::Upstream;
 
 /// A verify ticket older than this means pushes stopped.
@@ -38,7 +38,7 @@ pub fn run_watchdogs(
     settings: &Settings,
     platform: Arc<Platform>,
     engine: Engine,
-    hub: Arc<Hub>,
+    read_index: Arc<ReadIndex>,
     upstream: Upstream,
     background: &Background,
 ) {
@@ -55,9 +55,9 @@ pub fn run_watchdogs(
     for component in &settings.components {
         let appid = component.component_appid.clone();
         let secret = component.secret.clone();
-        let (engine, hub, upstream, cancel) = (
+        let (engine, read_index, upstream, cancel) = (
             engine.clone(),
-            hub.clone(),
+            read_index.clone(),
             upstream.clone(),
             cancel.clone(),
         );
@@ -71,7 +71,7 @@ pub fn run_watchdogs(
                 }
                 wait = CHECK_EVERY;
                 let key = CredentialKey::new(AccountId::component(&appid), Role::PushedTicket);
-                let Some(ticket) = hub.by_key(&key) else {
+                let Some(ticket) = read_index.by_key(&key) else {
                     continue;
                 };
                 let now = Timestamp::now();
@@ -125,7 +125,7 @@ async fn recover(platform: Arc<Platform>, component_appid: String, cancel: Cance
     let give_up = tokio::time::Instant::now() + FIRST_TICKET_WAIT;
     while tokio::time::Instant::now() < give_up
         && platform
-            .hub
+            .read_index
             .by_key(&key)
             .is_some_and(|ticket| platform.engine.fetched_at(&ticket).is_none())
     {

@@ -3,7 +3,7 @@
 //! Credentials come and go while the hub runs: the configuration file defines some (and a reload
 //! changes them), the admin API adds and removes others, and later the platform's pushes will add
 //! authorizers. Each of those goes through [`Registry::upsert`] or [`Registry::remove`], which
-//! update the read side's index ([`Hub`]) and return a [`Diff`] for the engine to start, stop or
+//! update the read side's index ([`ReadIndex`]) and return a [`Diff`] for the engine to start, stop or
 //! re-plan the credentials concerned. Nothing else creates a [`Credential`].
 //!
 //! See `docs/architecture.md#registry` for why credentials are runtime facts.
@@ -14,8 +14,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 pub use crate::kinds::{AccountId, AccountSpec, CredentialSpec, Origin, Source, StoredAccount};
 
 use crate::configuration::RefreshSettings;
-use crate::hub::{AccountEntry, Credential, CredentialId, Hub};
 use crate::kinds::Kind;
+use crate::read::{AccountEntry, Credential, CredentialId, ReadIndex};
 
 /// What one change to the set of accounts did to credentials.
 #[derive(Default)]
@@ -64,7 +64,7 @@ struct State {
 /// The one owner of which credentials exist. See the module docs.
 pub struct Registry {
     /// The read side it keeps in step.
-    hub: Arc<Hub>,
+    read_index: Arc<ReadIndex>,
     /// `[refresh]`, which each account's overrides apply to.
     refresh: RefreshSettings,
     /// The accounts.
@@ -73,9 +73,9 @@ pub struct Registry {
 
 impl Registry {
     /// An empty registry over `hub`.
-    pub fn new(hub: Arc<Hub>, refresh: RefreshSettings) -> Registry {
+    pub fn new(read_index: Arc<ReadIndex>, refresh: RefreshSettings) -> Registry {
         Registry {
-            hub,
+            read_index,
             refresh,
             state: Mutex::new(State {
                 accounts: BTreeMap::new(),
@@ -90,8 +90,8 @@ impl Registry {
     }
 
     /// The read side.
-    pub fn hub(&self) -> &Arc<Hub> {
-        &self.hub
+    pub fn read_index(&self) -> &Arc<ReadIndex> {
+        &self.read_index
     }
 
     /// Where `id` is defined, if it exists.
@@ -211,10 +211,10 @@ impl Registry {
         }
         for (_, dropped) in old {
             dropped.retire();
-            self.hub.forget(&dropped);
+            self.read_index.forget(&dropped);
             diff.removed.push(dropped);
         }
-        self.hub.set_revoked(&id, spec.is_revoked());
+        self.read_index.set_revoked(&id, spec.is_revoked());
         let mut all = credentials.iter();
         match all.next() {
             Some(access_token) => {
@@ -224,7 +224,7 @@ impl Registry {
                     .into_iter()
                     .filter_map(|c| Some((c.key.role.ticket_name()?, c.clone())))
                     .collect();
-                self.hub.put_account(
+                self.read_index.put_account(
                     &id,
                     AccountEntry {
                         access_token: access_token.clone(),
@@ -233,7 +233,7 @@ impl Registry {
                     },
                 );
             }
-            None => self.hub.remove_account(&id),
+            None => self.read_index.remove_account(&id),
         }
         state.accounts.insert(
             id,
@@ -250,11 +250,11 @@ impl Registry {
     pub fn remove(&self, id: &AccountId) -> Option<Diff> {
         let mut state = self.lock();
         let registered = state.accounts.remove(id)?;
-        self.hub.remove_account(id);
-        self.hub.set_revoked(id, false);
+        self.read_index.remove_account(id);
+        self.read_index.set_revoked(id, false);
         for credential in &registered.credentials {
             credential.retire();
-            self.hub.forget(credential);
+            self.read_index.forget(credential);
         }
         Some(Diff {
             removed: registered.credentials,
@@ -267,8 +267,8 @@ impl Registry {
 mod tests {
     use super::*;
     use crate::configuration::{RefreshOverrides, Secret, TokenMode};
-    use crate::credential::TicketKind;
     use crate::kinds::{CredentialKey, Role};
+    use crate::token::TicketKind;
 
     fn app(appid: &str, secret: &str, tickets: &[TicketKind]) -> AccountSpec {
         AccountSpec::App {
@@ -281,7 +281,7 @@ mod tests {
     }
 
     fn registry() -> Registry {
-        Registry::new(Arc::new(Hub::new()), RefreshSettings::default())
+        Registry::new(Arc::new(ReadIndex::new()), RefreshSettings::default())
     }
 
     #[test]
@@ -289,12 +289,16 @@ mod tests {
         let registry = registry();
         let diff = registry.upsert(app("wx1", "s", &[TicketKind::Jsapi]), Origin::Runtime);
         assert_eq!(diff.added.len(), 2);
-        let hub = registry.hub();
-        let token = hub.find(&AccountId::app("wx1"), None).unwrap();
+        let read_index = registry.read_index();
+        let token = read_index.find(&AccountId::app("wx1"), None).unwrap();
         assert_eq!(token.key, CredentialKey::access_token("wx1"));
-        assert!(hub.find(&AccountId::app("wx1"), Some("jsapi")).is_ok());
-        assert!(hub.find(&AccountId::app("wx1"), Some("wx_card")).is_err());
-        assert!(hub
+        assert!(read_index
+            .find(&AccountId::app("wx1"), Some("jsapi"))
+            .is_ok());
+        assert!(read_index
+            .find(&AccountId::app("wx1"), Some("wx_card"))
+            .is_err());
+        assert!(read_index
             .by_key(&CredentialKey::access_token("wx1"))
             .is_some_and(|c| c.id == token.id));
     }
@@ -303,9 +307,12 @@ mod tests {
     fn changing_an_account_keeps_the_handles_it_keeps_and_retires_the_rest() {
         let registry = registry();
         registry.upsert(app("wx1", "s", &[TicketKind::Jsapi]), Origin::Runtime);
-        let token = registry.hub().find(&AccountId::app("wx1"), None).unwrap();
+        let token = registry
+            .read_index()
+            .find(&AccountId::app("wx1"), None)
+            .unwrap();
         let ticket = registry
-            .hub()
+            .read_index()
             .find(&AccountId::app("wx1"), Some("jsapi"))
             .unwrap();
         let diff = registry.upsert(
@@ -317,14 +324,17 @@ mod tests {
         assert_eq!(diff.changed.len(), 1);
         assert!(ticket.is_retired());
         assert!(!token.is_retired());
-        let after = registry.hub().find(&AccountId::app("wx1"), None).unwrap();
+        let after = registry
+            .read_index()
+            .find(&AccountId::app("wx1"), None)
+            .unwrap();
         assert_eq!(after.id, token.id);
         assert!(matches!(
             &after.spec().source,
             Source::AppToken { secret, .. } if secret.expose() == "new-secret"
         ));
         assert!(registry
-            .hub()
+            .read_index()
             .by_key(&CredentialKey::new(
                 AccountId::app("wx1"),
                 Role::Ticket(TicketKind::Jsapi)
@@ -336,7 +346,10 @@ mod tests {
     fn a_removed_account_is_gone_everywhere_and_ids_are_never_reused() {
         let registry = registry();
         registry.upsert(app("wx1", "s", &[]), Origin::Runtime);
-        let first = registry.hub().find(&AccountId::app("wx1"), None).unwrap();
+        let first = registry
+            .read_index()
+            .find(&AccountId::app("wx1"), None)
+            .unwrap();
         let diff = registry
             .remove(&AccountId::App {
                 appid: "wx1".into(),
@@ -344,10 +357,13 @@ mod tests {
             .unwrap();
         assert_eq!(diff.removed.len(), 1);
         assert!(first.is_retired());
-        assert!(!registry.hub().contains(&AccountId::app("wx1")));
-        assert!(registry.hub().is_empty());
+        assert!(!registry.read_index().contains(&AccountId::app("wx1")));
+        assert!(registry.read_index().is_empty());
         registry.upsert(app("wx1", "s", &[]), Origin::Runtime);
-        let second = registry.hub().find(&AccountId::app("wx1"), None).unwrap();
+        let second = registry
+            .read_index()
+            .find(&AccountId::app("wx1"), None)
+            .unwrap();
         assert_ne!(first.id, second.id);
         assert!(registry
             .remove(&AccountId::App {

@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::{broadcast, Barrier};
 
 use super::{AccountChange, CasOutcome, Change, Store};
-use crate::credential::{CorpTicketKind, TicketKind, Timestamp, Token};
 use crate::kinds::{AccountId, CredentialKey, Role};
+use crate::token::{CorpTicketKind, TicketKind, Timestamp, Token};
 
 /// How long a check waits for something that should happen promptly (a change to arrive, a lease
 /// to run out) before it fails.

@@ -14,8 +14,8 @@ use super::{
     generation_exceeds, generation_follows, AccountChange, CasOutcome, Change, Store, StoreFuture,
     CHANGE_FEED_CAPACITY,
 };
-use crate::credential::{Timestamp, Token};
 use crate::kinds::CredentialKey;
+use crate::token::{Timestamp, Token};
 
 /// A [`Store`] that keeps tokens and leases in process memory.
 ///

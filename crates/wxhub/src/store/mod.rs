@@ -27,8 +27,8 @@ use std::time::Duration;
 
 use tokio::sync::{broadcast, watch};
 
-use crate::credential::Token;
 use crate::kinds::CredentialKey;
+use crate::token::Token;
 
 /// The boxed future every [`Store`] method returns, so the trait stays object-safe
 /// (`Arc<dyn Store>` is chosen at runtime from the configuration).

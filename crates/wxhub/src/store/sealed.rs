@@ -19,9 +19,9 @@ use std::time::Duration;
 use tokio::sync::{broadcast, watch};
 
 use super::{AccountChange, CasOutcome, Change, Store, StoreError, StoreFuture};
-use crate::credential::Token;
 use crate::kinds::CredentialKey;
 use crate::seal::Sealer;
+use crate::token::Token;
 
 /// Changes buffered for the opened change feed (as the backends' own feeds).
 const FEED_BUFFER: usize = 1024;
@@ -328,8 +328,8 @@ impl Store for SealedStore {
 mod tests {
     use super::*;
     use crate::configuration::MasterKey;
-    use crate::credential::Timestamp;
     use crate::store::memory::MemoryStore;
+    use crate::token::Timestamp;
 
     fn refresh_token_key() -> CredentialKey {
         CredentialKey::new(

@@ -22,9 +22,9 @@ use std::time::{Duration, Instant};
 use serde::Deserialize;
 use tokio::sync::{Semaphore, SemaphorePermit};
 
-use crate::credential::{CorpTicketKind, TicketKind};
 use crate::metrics::Metrics;
 use crate::telemetry::untrusted;
+use crate::token::{CorpTicketKind, TicketKind};
 use std::sync::Arc;
 
 pub use component::{Authorization, AuthorizerPage, AuthorizerTokens, ListedAuthorizer};

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use wxhub::credential::CorpTicketKind;
+use wxhub::token::CorpTicketKind;
 
 use crate::helpers::*;
 

@@ -254,7 +254,7 @@ async fn jscode2session_carries_the_real_secret_for_a_granted_consumer_only() {
 
 #[tokio::test]
 async fn tickets_are_answered_from_the_hub_for_its_token() {
-    let apps = [TestApp::stable(APP).with_tickets(&[wxhub::credential::TicketKind::Jsapi])];
+    let apps = [TestApp::stable(APP).with_tickets(&[wxhub::token::TicketKind::Jsapi])];
     let (mock, hub) = start_ready(&apps).await;
     let token = hub.token(APP).await.access_token;
     let ticket = hub.token_at(&format!("/v1/apps/{APP}/tickets/jsapi")).await;

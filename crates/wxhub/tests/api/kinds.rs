@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use wxhub::configuration::{consumer_key_digest, AppGrant, ConsumerSettings, Scope};
-use wxhub::credential::{CorpTicketKind, TicketKind};
 use wxhub::kinds::{AccountId, CredentialKey, Host, Kind, Role, KINDS};
+use wxhub::token::{CorpTicketKind, TicketKind};
 
 use crate::helpers::*;
 use crate::platform_support::*;

@@ -10,13 +10,13 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 use wechat_mock::MockServer;
-use wxhub::credential::TicketKind;
 use wxhub::engine::clock::Clock;
-use wxhub::hub::Hub;
 use wxhub::kinds::{AccountId, CredentialKey, Role};
 use wxhub::metrics::Metrics;
+use wxhub::read::ReadIndex;
 use wxhub::startup::Application;
 use wxhub::store::memory::MemoryStore;
+use wxhub::token::TicketKind;
 use wxhub::upstream::{Upstream, UpstreamError};
 use wxhub_test_support::in_process::{InProcessWechat, TokioClock};
 
@@ -32,7 +32,7 @@ const CALL_EVERY: Duration = Duration::from_secs(20);
 /// store would let the paused clock jump while it waits).
 struct PausedHub {
     /// The read index.
-    hub: Arc<Hub>,
+    read_index: Arc<ReadIndex>,
     /// The hub's clock, on tokio's.
     clock: Arc<TokioClock>,
     /// The refresh engine, for reports.
@@ -55,20 +55,21 @@ impl PausedHub {
         )
         .await
         .expect("the hub builds");
-        let hub = app.hub().clone();
+        let read_index = app.read_index().clone();
         let engine = app.engine().clone();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let running = tokio::spawn(app.run_until(async {
             let _ = stopped.await;
         }));
-        let reading = hub.clone();
+        let reading = read_index.clone();
         wait_until(
             Duration::from_secs(30),
             "every credential is served",
             || {
-                let hub = reading.clone();
+                let read_index = reading.clone();
                 async move {
-                    hub.credentials()
+                    read_index
+                        .credentials()
                         .iter()
                         .all(|credential| credential.slot.load().is_some())
                 }
@@ -76,7 +77,7 @@ impl PausedHub {
         )
         .await;
         PausedHub {
-            hub,
+            read_index,
             clock,
             engine,
             stop,
@@ -85,12 +86,14 @@ impl PausedHub {
     }
 
     /// The credential `key`, registered.
-    fn credential(&self, key: &CredentialKey) -> Arc<wxhub::hub::Credential> {
-        self.hub.by_key(key).expect("the credential is registered")
+    fn credential(&self, key: &CredentialKey) -> Arc<wxhub::read::Credential> {
+        self.read_index
+            .by_key(key)
+            .expect("the credential is registered")
     }
 
     /// What is served for `key` now.
-    fn served(&self, key: &CredentialKey) -> Arc<wxhub::hub::Served> {
+    fn served(&self, key: &CredentialKey) -> Arc<wxhub::read::Served> {
         self.credential(key).slot.load().expect("a value is served")
     }
 
@@ -112,7 +115,7 @@ struct Seen {
 /// A business server that keeps the token it read for its `expires_in`, and calls WeChat with it
 /// every 20 s (of the paused clock); with `ticket`, it also checks the JS-SDK ticket it holds.
 async fn consume(
-    hub: Arc<Hub>,
+    read_index: Arc<ReadIndex>,
     clock: Arc<TokioClock>,
     mock: Arc<MockServer>,
     wechat: Upstream,
@@ -126,7 +129,9 @@ async fn consume(
             .as_ref()
             .is_none_or(|(_, until)| Instant::now() >= *until)
         {
-            let credential = hub.by_key(&key).expect("the credential is registered");
+            let credential = read_index
+                .by_key(&key)
+                .expect("the credential is registered");
             let served = credential.slot.load().expect("a value is served");
             let expires_in = served
                 .expires_in(clock.now())
@@ -165,7 +170,7 @@ async fn three_two_hour_lifetimes_pass_with_no_dead_token_on_the_paused_clock() 
     ];
     let mock = spawn_mock(LIFETIME, GRACE, &apps, &[], |c| c).await;
     let paused = PausedHub::start(&mock, &apps).await;
-    let (hub, clock) = (paused.hub.clone(), paused.clock.clone());
+    let (read_index, clock) = (paused.read_index.clone(), paused.clock.clone());
     let keys = [
         CredentialKey::access_token(stable),
         CredentialKey::access_token(legacy),
@@ -177,7 +182,7 @@ async fn three_two_hour_lifetimes_pass_with_no_dead_token_on_the_paused_clock() 
         .iter()
         .map(|key| {
             tokio::spawn(consume(
-                hub.clone(),
+                read_index.clone(),
                 clock.clone(),
                 mock.clone(),
                 wechat.clone(),

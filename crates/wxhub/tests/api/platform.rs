@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use wechat_crypto::{EncodingAesKey, MessageCrypt};
 use wechat_mock::{MockConfig, MockServer};
-use wxhub::credential::TicketKind;
+use wxhub::token::TicketKind;
 
 use crate::helpers::*;
 use crate::platform_support::*;
@@ -558,7 +558,7 @@ async fn an_acknowledged_authorizer_survives_a_restart_on_sqlite() {
             .unwrap()
             .expose()
             .to_string();
-        let earlier = wxhub::credential::Token {
+        let earlier = wxhub::token::Token {
             value: plain,
             generation: stored.generation + 1,
             ..stored
@@ -748,7 +748,7 @@ async fn a_stale_refresh_token_is_recovered_from_wechat_instead_of_needing_the_o
     })
     .await;
     let current = store.get(&key).await.unwrap().unwrap();
-    let stale = wxhub::credential::Token {
+    let stale = wxhub::token::Token {
         value: original.value.clone(),
         generation: current.generation + 1,
         ..current

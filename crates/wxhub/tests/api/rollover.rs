@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 use wechat_mock::FaultRule;
-use wxhub::credential::{CorpTicketKind, TicketKind};
+use wxhub::token::{CorpTicketKind, TicketKind};
 
 use crate::helpers::*;
 

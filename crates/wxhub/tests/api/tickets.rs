@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use sha1::{Digest, Sha1};
 use wechat_mock::FaultRule;
-use wxhub::credential::TicketKind;
+use wxhub::token::TicketKind;
 
 use crate::helpers::*;
 

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use tokio::time::Instant;
-use wxhub::credential::TicketKind;
+use wxhub::token::TicketKind;
 
 use crate::common::*;
 use crate::helpers::*;

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use wechat_mock::{FaultRule, MockConfig};
-use wxhub::credential::{CorpTicketKind, TicketKind};
+use wxhub::token::{CorpTicketKind, TicketKind};
 
 use crate::browser::{target_dir, Browser};
 use crate::helpers::*;

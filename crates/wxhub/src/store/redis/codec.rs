@@ -10,9 +10,9 @@
 use redis::Value;
 use serde::{Deserialize, Serialize};
 
-use crate::credential::{Timestamp, Token};
 use crate::kinds::CredentialKey;
 use crate::store::{AccountChange, CasOutcome, Change, StoreError};
+use crate::token::{Timestamp, Token};
 
 /// One applied write as published on the channel. It carries the token itself, so that other
 /// instances update their view without a round trip back to Redis.

@@ -15,9 +15,9 @@ use super::codec::{decode_fields, decode_write_reply, encode_account, encode_cha
 use super::connection::Commands;
 use super::layout::Keys;
 use super::{unavailable, RedisStore};
-use crate::credential::{Timestamp, Token};
 use crate::kinds::CredentialKey;
 use crate::store::{AccountChange, CasOutcome, Change, Store, StoreError, StoreFuture};
+use crate::token::{Timestamp, Token};
 
 impl RedisStore {
     /// A handle for reading every stored token (shared with the pub/sub task).

@@ -9,10 +9,10 @@ use redis::Value;
 use tokio::sync::broadcast;
 
 use super::{Persistence, RedisStore};
-use crate::credential::Timestamp;
 use crate::kinds::CredentialKey;
 use crate::store::conformance::{self, store_conformance_tests, Fixture};
 use crate::store::{Store, StoreError, CHANGE_FEED_CAPACITY};
+use crate::token::Timestamp;
 use wxhub_test_support::redis::{unique_namespace, RedisServer, ServerOptions, TestRedis};
 
 async fn open(url: &str, namespace: &str) -> RedisStore {

@@ -8,8 +8,8 @@ use rusqlite::types::ValueRef;
 use rusqlite::{Connection, Row};
 
 use super::OpError;
-use crate::credential::{Timestamp, Token};
 use crate::store::StoreError;
+use crate::token::{Timestamp, Token};
 
 /// The storage key of a row as text, whatever SQLite type it was stored as (for messages and
 /// bookkeeping; parsing decides whether it is a valid key).

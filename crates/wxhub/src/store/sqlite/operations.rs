@@ -13,12 +13,12 @@ use tokio::sync::broadcast;
 
 use super::codec::{decode_token, key_text, read_token};
 use super::{SqliteStore, SCHEMA_VERSION};
-use crate::credential::{Timestamp, Token};
 use crate::kinds::CredentialKey;
 use crate::store::{
     generation_exceeds, generation_follows, AccountChange, CasOutcome, Change, Store, StoreError,
     StoreFuture,
 };
+use crate::token::{Timestamp, Token};
 
 impl SqliteStore {
     /// Writes `token` if `allowed(stored, token)` holds (the compare-and-set or the restore

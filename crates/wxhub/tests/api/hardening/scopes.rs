@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use wxhub::credential::{CorpTicketKind, TicketKind};
+use wxhub::token::{CorpTicketKind, TicketKind};
 
 use crate::helpers::*;
 

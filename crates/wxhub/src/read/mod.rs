@@ -12,12 +12,12 @@
 //! - [`served`] — what a read hands out: the pre-rendered [`Served`] value and the [`Previous`]
 //!   one it replaced, and the [`Change`] announced to watchers;
 //! - [`handle`] — the [`Credential`] handle and its [`Slot`];
-//! - [`index`] — the read index, [`Hub`], and the account lookups.
+//! - [`index`] — the read index, [`ReadIndex`], and the account lookups.
 
 mod handle;
 mod index;
 mod served;
 
 pub use handle::{Credential, CredentialId, Slot};
-pub use index::{AccountEntry, Hub, Missing};
+pub use index::{AccountEntry, Missing, ReadIndex};
 pub use served::{Change, Previous, Served, OVERLAP};

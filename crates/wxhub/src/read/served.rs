@@ -9,7 +9,7 @@ use std::time::Duration;
 use bytes::{BufMut, Bytes, BytesMut};
 
 use super::Credential;
-use crate::credential::{Timestamp, Token};
+use crate::token::{Timestamp, Token};
 
 /// How long WeChat keeps accepting an access token after a newer one was issued for the same
 /// account (docs/wechat.md): a token handed out before a refresh still works this long after it.
@@ -34,7 +34,7 @@ pub struct Served {
     /// The value served before this one, while WeChat may still accept it: the gateway forwards
     /// calls made with it (a consumer may hold it for a few more seconds) instead of refusing them.
     pub previous: Option<Previous>,
-    /// When this instance started serving this generation (set by [`Hub::publish`]): the watch
+    /// When this instance started serving this generation (set by [`ReadIndex::publish`]): the watch
     /// stream's event ids, so that a watcher resuming with `Last-Event-ID` is sent only what
     /// changed since.
     pub published_at: Timestamp,
@@ -49,7 +49,7 @@ pub struct Previous {
     pub until: Timestamp,
 }
 
-/// A new generation served for a credential, as [`Hub::subscribe`] announces it.
+/// A new generation served for a credential, as [`ReadIndex::subscribe`] announces it.
 #[derive(Clone)]
 pub struct Change {
     /// The credential whose slot now holds the new generation.

@@ -7,10 +7,10 @@ use std::sync::Arc;
 use tokio::sync::broadcast;
 
 use super::{Change, Credential, Previous, Served, OVERLAP};
-use crate::credential::Timestamp;
 use crate::kinds::{AccountId, CredentialKey, Kind, Origin, Role};
+use crate::token::Timestamp;
 
-/// How many generation changes a slow subscriber of [`Hub::subscribe`] may fall behind before it
+/// How many generation changes a slow subscriber of [`ReadIndex::subscribe`] may fall behind before it
 /// is told it lagged (the watch stream then drops that connection).
 const CHANGES_BUFFER: usize = 1024;
 
@@ -49,7 +49,7 @@ pub enum Missing {
     Ticket,
 }
 
-/// A credential as the key of [`Hub`]'s `by_key` index: hashed and compared by its
+/// A credential as the key of [`ReadIndex`]'s `by_key` index: hashed and compared by its
 /// [`CredentialKey`], which it lends for lookups, so the index holds no copy of the key (at
 /// 100,000 authorizers, 200,000 copies of two appids each).
 struct ByKey(Arc<Credential>);
@@ -76,7 +76,7 @@ impl PartialEq for ByKey {
 impl Eq for ByKey {}
 
 /// The read-side index of every credential.
-pub struct Hub {
+pub struct ReadIndex {
     /// Every account, of every kind, by its id.
     accounts: papaya::HashMap<AccountId, Arc<AccountEntry>>,
     /// Every credential by key, for the paths that start from a key (startup, the change feed).
@@ -90,9 +90,9 @@ pub struct Hub {
     changes: broadcast::Sender<Change>,
 }
 
-impl Default for Hub {
+impl Default for ReadIndex {
     fn default() -> Self {
-        Hub {
+        ReadIndex {
             accounts: papaya::HashMap::default(),
             by_key: papaya::HashMap::default(),
             revoked: papaya::HashMap::default(),
@@ -102,16 +102,16 @@ impl Default for Hub {
     }
 }
 
-impl Hub {
+impl ReadIndex {
     /// An empty index; the registry fills it.
-    pub fn new() -> Hub {
-        Hub::default()
+    pub fn new() -> ReadIndex {
+        ReadIndex::default()
     }
 
     /// Serves `served` for `credential` (only the engine calls this, whenever what it serves
     /// changes: a new token from any instance, or a new refresh plan). `fetched_at` is when the new
     /// value was issued: the value it replaces stays acceptable for [`OVERLAP`] after that. A new
-    /// generation is announced to [`Hub::subscribe`]rs.
+    /// generation is announced to [`ReadIndex::subscribe`]rs.
     pub fn publish(&self, credential: &Arc<Credential>, mut served: Served, fetched_at: Timestamp) {
         let old = credential.slot.load();
         let mut dropped = None;
@@ -277,7 +277,7 @@ impl Hub {
         self.accounts.pin().insert(account.clone(), Arc::new(entry));
     }
 
-    /// Removes an account's entry (its credentials are removed with [`Hub::forget`]).
+    /// Removes an account's entry (its credentials are removed with [`ReadIndex::forget`]).
     pub(crate) fn remove_account(&self, account: &AccountId) {
         self.accounts.pin().remove(account);
     }
@@ -312,9 +312,9 @@ fn is_access_token(key: &CredentialKey) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::credential::Token;
-    use crate::hub::CredentialId;
     use crate::kinds::CredentialSpec;
+    use crate::read::CredentialId;
+    use crate::token::Token;
 
     fn app_credential(id: CredentialId, appid: &str) -> Arc<Credential> {
         let spec = CredentialSpec {
@@ -333,14 +333,20 @@ mod tests {
         Arc::new(Credential::new(id, key, spec))
     }
 
-    fn publish(hub: &Hub, credential: &Arc<Credential>, value: &str, generation: u64, at: i64) {
+    fn publish(
+        read_index: &ReadIndex,
+        credential: &Arc<Credential>,
+        value: &str,
+        generation: u64,
+        at: i64,
+    ) {
         let token = Token {
             value: value.into(),
             expires_at: Timestamp(at + 7_200_000),
             fetched_at: Timestamp(at),
             generation,
         };
-        hub.publish(
+        read_index.publish(
             credential,
             Served::new("access_token", &token, token.expires_at),
             token.fetched_at,
@@ -349,23 +355,25 @@ mod tests {
 
     #[test]
     fn the_previous_token_is_served_for_its_overlap_and_older_ones_are_forgotten() {
-        let hub = Hub::new();
+        let read_index = ReadIndex::new();
         let credential = app_credential(1, "wx1");
-        let mut changes = hub.subscribe();
-        publish(&hub, &credential, "t1", 1, 1_000_000);
-        publish(&hub, &credential, "t2", 2, 2_000_000);
+        let mut changes = read_index.subscribe();
+        publish(&read_index, &credential, "t1", 1, 1_000_000);
+        publish(&read_index, &credential, "t2", 2, 2_000_000);
         let overlap_end = 2_000_000 + OVERLAP.as_millis() as i64;
-        assert!(hub.serving("t2", Timestamp(2_000_001)).is_some());
-        assert!(hub.serving("t1", Timestamp(overlap_end - 1)).is_some());
-        assert!(hub.serving("t1", Timestamp(overlap_end)).is_none());
-        assert!(hub.serving("never", Timestamp(2_000_001)).is_none());
+        assert!(read_index.serving("t2", Timestamp(2_000_001)).is_some());
+        assert!(read_index
+            .serving("t1", Timestamp(overlap_end - 1))
+            .is_some());
+        assert!(read_index.serving("t1", Timestamp(overlap_end)).is_none());
+        assert!(read_index.serving("never", Timestamp(2_000_001)).is_none());
         // A re-plan of the same generation keeps the previous value.
-        publish(&hub, &credential, "t2", 2, 2_000_000);
-        assert!(hub.serving("t1", Timestamp(2_000_001)).is_some());
+        publish(&read_index, &credential, "t2", 2, 2_000_000);
+        assert!(read_index.serving("t1", Timestamp(2_000_001)).is_some());
         // A third value forgets the first.
-        publish(&hub, &credential, "t3", 3, 3_000_000);
-        assert!(hub.serving("t1", Timestamp(3_000_001)).is_none());
-        assert!(hub.serving("t2", Timestamp(3_000_001)).is_some());
+        publish(&read_index, &credential, "t3", 3, 3_000_000);
+        assert!(read_index.serving("t1", Timestamp(3_000_001)).is_none());
+        assert!(read_index.serving("t2", Timestamp(3_000_001)).is_some());
         // Each new generation is announced once; a re-plan is not.
         let announced: Vec<u64> = std::iter::from_fn(|| changes.try_recv().ok())
             .map(|c| c.generation)
@@ -373,7 +381,7 @@ mod tests {
         assert_eq!(announced, vec![1, 2, 3]);
         // A removed credential's tokens are no longer served.
         credential.retire();
-        hub.forget(&credential);
-        assert!(hub.serving("t3", Timestamp(3_000_001)).is_none());
+        read_index.forget(&credential);
+        assert!(read_index.serving("t3", Timestamp(3_000_001)).is_none());
     }
 }
