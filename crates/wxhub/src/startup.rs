@@ -186,7 +186,7 @@ impl Application {
                 store: store.clone(),
                 upstream,
                 metrics: metrics.clone(),
-                clock,
+                clock: clock.clone(),
                 read_index: read_index.clone(),
             },
         );
@@ -281,6 +281,7 @@ impl Application {
             &background,
         );
         let context = Arc::new(ApiContext {
+            clock,
             platform,
             read_index,
             engine: engine.clone(),

@@ -22,7 +22,7 @@ use crate::engine::ImportError;
 use crate::metrics::Route;
 use crate::read::Credential;
 use crate::registry::AccountSpec;
-use crate::token::{CorpTicketKind, TicketKind, Timestamp};
+use crate::token::{CorpTicketKind, TicketKind};
 
 /// The body of `PUT /v1/admin/apps/{appid}` and `PUT /v1/admin/corps/{corpid}/agents/{agentid}`.
 #[derive(Deserialize)]
@@ -202,7 +202,7 @@ fn served_for_another(
     value: &str,
     own: Option<&Arc<Credential>>,
 ) -> Result<(), ApiError> {
-    match context.read_index.serving(value, Timestamp::now()) {
+    match context.read_index.serving(value, context.clock.now()) {
         Some(other) if own.is_none_or(|own| other.id != own.id) => Err(ApiError::new(
             StatusCode::CONFLICT,
             "conflict",

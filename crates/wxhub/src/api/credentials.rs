@@ -53,21 +53,18 @@ fn refresh_failed(error: RefreshError) -> ApiError {
     ApiError::unavailable("refresh_failed", format!("refresh failed: {error}"))
 }
 
-/// Renders what is served from `slot` now.
-fn serve_slot(slot: &Slot) -> Result<Bytes, ApiError> {
+/// Renders what is served from `slot` at `now`.
+fn serve_slot(slot: &Slot, now: Timestamp) -> Result<Bytes, ApiError> {
     let served = slot.peek();
     served
         .as_deref()
         .ok_or_else(not_ready)?
-        .render(Timestamp::now())
+        .render(now)
         .ok_or_else(not_ready)
 }
 
-fn render(served: &Served) -> Result<Response, ApiError> {
-    served
-        .render(Timestamp::now())
-        .map(json_ok)
-        .ok_or_else(not_ready)
+fn render(served: &Served, now: Timestamp) -> Result<Response, ApiError> {
+    served.render(now).map(json_ok).ok_or_else(not_ready)
 }
 
 /// The body of a token or ticket read (shared by the router's handlers and the read fast path).
@@ -81,7 +78,7 @@ pub(super) fn read_body(
         let credential = entry
             .credential(ticket)
             .map_err(|why| missing(account, ticket, why))?;
-        serve_slot(&credential.slot)
+        serve_slot(&credential.slot, context.clock.now())
     })
 }
 
@@ -101,12 +98,12 @@ pub(super) async fn read(
     let give_up = tokio::time::Instant::now() + super::rollover_wait(&context.settings);
     loop {
         let changed = credential.served_changed();
-        match serve_slot(&credential.slot) {
+        match serve_slot(&credential.slot, context.clock.now()) {
             Err(error) if error.is_not_ready() => {}
             other => return other.map(json_ok),
         }
         if tokio::time::timeout_at(give_up, changed).await.is_err() {
-            return serve_slot(&credential.slot).map(json_ok);
+            return serve_slot(&credential.slot, context.clock.now()).map(json_ok);
         }
     }
 }
@@ -147,9 +144,13 @@ pub(super) async fn invalidate(
         .await
         .map_err(refresh_failed)?;
     if may_read {
-        render(&invalidation.served)
+        render(&invalidation.served, context.clock.now())
     } else {
-        report_without_value(&invalidation.served, invalidation.outcome)
+        report_without_value(
+            &invalidation.served,
+            invalidation.outcome,
+            context.clock.now(),
+        )
     }
 }
 
@@ -159,9 +160,10 @@ pub(super) async fn invalidate(
 fn report_without_value(
     served: &Served,
     outcome: InvalidationOutcome,
+    now: Timestamp,
 ) -> Result<Response, ApiError> {
     let outcome = outcome.as_str();
-    let expires_in = served.expires_in(Timestamp::now()).ok_or_else(not_ready)?;
+    let expires_in = served.expires_in(now).ok_or_else(not_ready)?;
     let answer = serde_json::json!({
         "outcome": outcome,
         "generation": served.generation,
@@ -189,7 +191,7 @@ pub(super) async fn sign(
         .slot
         .load()
         .ok_or_else(not_ready)?;
-    let now = Timestamp::now();
+    let now = context.clock.now();
     if served.expires_in(now).is_none() {
         return Err(not_ready());
     }

@@ -11,7 +11,6 @@ use axum::response::{IntoResponse, Response};
 use super::{rollover_wait, ApiState};
 use crate::kinds::{AccountId, CredentialKey, Role};
 use crate::registry::Origin;
-use crate::token::Timestamp;
 
 /// The most configured credentials that get a remaining-life series each (see
 /// [`remaining_lives`]).
@@ -40,7 +39,7 @@ pub async fn readyz(State(context): State<ApiState>) -> Response {
     );
     let tokens_ok = context
         .read_index
-        .all_usable(Timestamp::now(), rollover_wait(&context.settings));
+        .all_usable(context.clock.now(), rollover_wait(&context.settings));
     let status = match (tokens_ok, store_ok) {
         (false, _) => "unavailable",
         (true, false) => "degraded",
@@ -73,7 +72,7 @@ pub async fn readyz(State(context): State<ApiState>) -> Response {
 /// A configuration with more than [`PER_CREDENTIAL_SERIES_LIMIT`] credentials gets the aggregates
 /// only: a scrape of hundreds of thousands of series is a problem for Prometheus, not a help.
 fn remaining_lives(context: &ApiState, out: &mut String) {
-    let now = Timestamp::now();
+    let now = context.clock.now();
     let mut shortest = std::collections::BTreeMap::<&'static str, f64>::new();
     let mut series = String::new();
     let mut configured = 0usize;
@@ -123,7 +122,7 @@ fn verify_ticket_ages(context: &ApiState, out: &mut String) {
         "# HELP wxhub_component_verify_ticket_age_seconds Seconds since the platform's component_verify_ticket was pushed.\n",
     );
     out.push_str("# TYPE wxhub_component_verify_ticket_age_seconds gauge\n");
-    let now = Timestamp::now();
+    let now = context.clock.now();
     for component in &context.settings.components {
         let key = CredentialKey::new(
             AccountId::component(&component.component_appid),

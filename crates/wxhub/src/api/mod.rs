@@ -53,6 +53,9 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// What every handler needs, shared behind one `Arc`.
 pub struct ApiContext {
+    /// What time it is: every `expires_in` and overlap the API and the gateway compute reads it
+    /// (the engine's clock, so a test's fake time reaches them too).
+    pub clock: Arc<dyn crate::clock::Clock>,
     /// The read side.
     pub read_index: Arc<ReadIndex>,
     /// The refresh engine, for invalidations, admin refreshes and the credentials listing.

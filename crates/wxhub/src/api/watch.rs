@@ -32,6 +32,7 @@ use tokio_util::sync::CancellationToken;
 use wxhub_types::WatchEvent;
 
 use super::{bearer_key, ApiContext, ApiError, ApiState};
+use crate::clock::Clock;
 use crate::configuration::Scope;
 use crate::kinds::CredentialKey;
 use crate::read::{Credential, ReadIndex};
@@ -153,6 +154,8 @@ enum Standing {
 struct Watcher {
     /// Where credentials and their changes are read.
     read_index: Arc<ReadIndex>,
+    /// What time it is, for each event's `expires_in`.
+    clock: Arc<dyn Clock>,
     /// The consumer's standing for a credential (`Some`) or as a whole (`None`), read from the
     /// access in force at each call.
     standing: StandingOf,
@@ -204,12 +207,12 @@ impl Watcher {
             Standing::Hidden => return Ok(None),
             Standing::Visible { with_value } => with_value,
         };
-        Ok(render(credential, after, with_value))
+        Ok(render(credential, after, with_value, self.clock.now()))
     }
 }
 
-/// `credential`'s current state as an event, if newer than `after` (Unix ms).
-fn render(credential: &Credential, after: i64, with_value: bool) -> Option<Bytes> {
+/// `credential`'s current state at `now` as an event, if newer than `after` (Unix ms).
+fn render(credential: &Credential, after: i64, with_value: bool, now: Timestamp) -> Option<Bytes> {
     let served = credential.slot.load()?;
     if served.published_at.0 <= after {
         return None;
@@ -218,7 +221,7 @@ fn render(credential: &Credential, after: i64, with_value: bool) -> Option<Bytes
         key: credential.key.to_string(),
         generation: served.generation,
         expires_at: served.expires_at.to_rfc3339(),
-        expires_in: served.expires_in(Timestamp::now()).unwrap_or(0),
+        expires_in: served.expires_in(now).unwrap_or(0),
         value: with_value.then(|| served.value.to_string()),
     };
     let data = serde_json::to_string(&data).ok()?;
@@ -265,6 +268,7 @@ pub async fn watch(State(context): State<ApiState>, headers: HeaderMap) -> Respo
     let grants = context.clone();
     let watcher = Watcher {
         read_index: context.read_index.clone(),
+        clock: context.clock.clone(),
         standing: Box::new(move |key| standing(&grants, &name, &key_sha256, key)),
     };
     let resume = Resume {
@@ -429,6 +433,7 @@ async fn pump(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::SystemClock;
     use crate::configuration::{RefreshSettings, Secret, TokenMode};
     use crate::plan::Plan;
     use crate::read::Served;
@@ -461,12 +466,13 @@ mod tests {
             generation,
         };
         let served = Served::new("access_token", &token, token.expires_at);
-        read_index.publish(credential, served, now);
+        read_index.publish(credential, served, now, now);
     }
 
     fn watcher(read_index: &Arc<ReadIndex>) -> Watcher {
         Watcher {
             read_index: read_index.clone(),
+            clock: Arc::new(SystemClock),
             standing: Box::new(|key| match key {
                 Some(key) if !key.to_string().ends_with("wx1") => Standing::Hidden,
                 _ => Standing::Visible { with_value: true },
@@ -548,6 +554,7 @@ mod tests {
         }
         let everyone = |read_index: &Arc<ReadIndex>| Watcher {
             read_index: read_index.clone(),
+            clock: Arc::new(SystemClock),
             standing: Box::new(|_| Standing::Visible { with_value: false }),
         };
         // A reader that takes it all gets it all.
@@ -602,6 +609,7 @@ mod tests {
         let revoked = Arc::new(AtomicBool::new(false));
         let watcher = Watcher {
             read_index: read_index.clone(),
+            clock: Arc::new(SystemClock),
             standing: Box::new({
                 let revoked = revoked.clone();
                 move |_| {

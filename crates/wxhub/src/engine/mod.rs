@@ -14,6 +14,8 @@
 //! - [`state`] — per-credential state, the deadline queue and the rules that change them (pure);
 //! - [`crate::plan`] — the refresh timing rules (pure);
 //! - [`job`] — one refresh: single-flight, lease, re-read, compare-and-set;
+//! - [`write_back`] — a fetched token written (and kept offered while the store does not answer),
+//!   and a store that lost data restored;
 //! - [`fetch`] — how each kind of credential is asked of WeChat;
 //! - [`component`] — the third-party platform's credentials and the values WeChat pushes;
 //! - [`report`] — a consumer's report of a refused token, checked with WeChat before it refreshes;
@@ -40,6 +42,7 @@ mod report;
 pub mod state;
 mod tasks;
 mod views;
+mod write_back;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -383,13 +386,25 @@ impl Shared {
             // Pushed by WeChat, never scheduled: see `platform::PushedValue`.
             entry.next_refresh = None;
             if let Some(token) = &entry.token {
-                serve(&self.read_index, &entry.credential, token, token.expires_at);
+                serve(
+                    &self.read_index,
+                    &entry.credential,
+                    token,
+                    token.expires_at,
+                    self.clock.now(),
+                );
             }
             return;
         }
         entry.next_refresh = Some(next);
         if let Some(token) = &entry.token {
-            serve(&self.read_index, &entry.credential, token, next);
+            serve(
+                &self.read_index,
+                &entry.credential,
+                token,
+                next,
+                self.clock.now(),
+            );
         }
         state.schedule(id, next);
         self.scheduler_wakeup.notify_one();
@@ -430,7 +445,13 @@ impl Shared {
             return;
         };
         let next = entry.next_refresh.unwrap_or_else(|| self.clock.now());
-        serve(&self.read_index, &entry.credential, &token, next);
+        serve(
+            &self.read_index,
+            &entry.credential,
+            &token,
+            next,
+            self.clock.now(),
+        );
         entry.token = Some(token);
     }
 }
@@ -438,8 +459,14 @@ impl Shared {
 /// Renders `token` into `credential`'s slot, with consumers told to come back shortly after
 /// `next` (docs/architecture.md#what-consumers-are-told). Every token served, from this
 /// instance's refresh or another's (through the change feed), passes here: the hub announces a
-/// new generation to watchers and remembers the replaced value for its overlap.
-fn serve(read_index: &ReadIndex, credential: &Arc<Credential>, token: &Token, next: Timestamp) {
+/// new generation to watchers and remembers the replaced value for its overlap. `now` is when.
+fn serve(
+    read_index: &ReadIndex,
+    credential: &Arc<Credential>,
+    token: &Token,
+    next: Timestamp,
+    now: Timestamp,
+) {
     let spec = credential.spec();
     let serve_until = spec.plan.serve_until(spec.source.renewal(), token, next);
     if !spec.source.is_served() {
@@ -450,6 +477,7 @@ fn serve(read_index: &ReadIndex, credential: &Arc<Credential>, token: &Token, ne
         credential,
         Served::new(spec.source.field(), token, serve_until),
         token.fetched_at,
+        now,
     );
 }
 

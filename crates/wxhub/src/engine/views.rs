@@ -117,6 +117,11 @@ impl Engine {
         self.shared.lock().entries.contains_key(&id)
     }
 
+    /// What time it is, by the engine's clock (the platform's pushes and watchdog read it too).
+    pub fn now(&self) -> Timestamp {
+        self.shared.clock.now()
+    }
+
     /// The state of `credential` now, if it is tracked.
     pub fn status_of(&self, credential: &Credential) -> Option<Status> {
         self.shared

@@ -137,8 +137,8 @@ pub fn expires_in(served: &Served, now: Timestamp) -> Option<u64> {
 
 /// `{"component_access_token":"…","expires_in":N}`: a platform's token as
 /// `api_component_token` answers.
-pub fn component_token(served: &Served) -> Response {
-    let Some(expires_in) = expires_in(served, Timestamp::now()) else {
+pub fn component_token(served: &Served, now: Timestamp) -> Response {
+    let Some(expires_in) = expires_in(served, now) else {
         return error(code::SYSTEM_ERROR, Host::Official);
     };
     #[derive(Serialize)]
@@ -153,8 +153,8 @@ pub fn component_token(served: &Served) -> Response {
 }
 
 /// `{"access_token","expires_in"}` (official) or with `errcode` 0 first (Work).
-pub fn access_token(served: &Served, host: Host) -> Response {
-    let Some(expires_in) = expires_in(served, Timestamp::now()) else {
+pub fn access_token(served: &Served, host: Host, now: Timestamp) -> Response {
+    let Some(expires_in) = expires_in(served, now) else {
         return error(code::SYSTEM_ERROR, host);
     };
     match host {
@@ -188,8 +188,8 @@ pub fn access_token(served: &Served, host: Host) -> Response {
 }
 
 /// `{"errcode":0,"errmsg":"ok","ticket","expires_in"}`, the same on both hosts.
-pub fn ticket(served: &Served, host: Host) -> Response {
-    let Some(expires_in) = expires_in(served, Timestamp::now()) else {
+pub fn ticket(served: &Served, host: Host, now: Timestamp) -> Response {
+    let Some(expires_in) = expires_in(served, now) else {
         return error(code::SYSTEM_ERROR, host);
     };
     #[derive(Serialize)]

@@ -25,7 +25,6 @@ use crate::api::{ApiService, ApiState};
 use crate::forward::heal::Heal;
 pub use crate::forward::Host;
 use crate::forward::{query, reply, Outgoing};
-use crate::token::Timestamp;
 use token::TicketAnswer;
 
 /// One gateway listener's state.
@@ -210,7 +209,7 @@ async fn pass_through(
             Err(e) => e.response(host),
         };
     };
-    let Some(credential) = context.read_index.serving(&token, Timestamp::now()) else {
+    let Some(credential) = context.read_index.serving(&token, context.clock.now()) else {
         return reply::error(reply::code::INVALID_ACCESS_TOKEN, host);
     };
     if credential.key.call_param() != Some(param) {

@@ -16,7 +16,6 @@ use crate::forward::query::param;
 use crate::forward::reply::{self, code, Host};
 use crate::kinds::{Kind, Role};
 use crate::read::Credential;
-use crate::token::Timestamp;
 
 /// The largest `stable_token` body read; WeChat's is a few dozen bytes.
 const MAX_TOKEN_BODY: usize = 64 * 1024;
@@ -45,7 +44,7 @@ pub fn legacy(context: &ApiContext, query: Option<&str>) -> Response {
         return reply::error(code::INVALID_GRANT_TYPE, host);
     }
     match app_token(context, &appid, &key) {
-        Ok(credential) => served_token(&credential, host),
+        Ok(credential) => served_token(context, &credential, host),
         Err(code) => reply::error(code, host),
     }
 }
@@ -86,14 +85,16 @@ pub async fn stable(context: &ApiContext, method: &Method, body: Body) -> Respon
             return reply::error(code::SYSTEM_ERROR, host);
         };
         return match context.engine.invalidate(&credential, &current.value).await {
-            Ok(invalidation) => reply::access_token(&invalidation.served, host),
+            Ok(invalidation) => {
+                reply::access_token(&invalidation.served, host, context.clock.now())
+            }
             Err(e) => {
                 tracing::warn!(key = %credential.key, error = %e, "stable_token force_refresh: the reported token could not be replaced");
                 reply::error(code::SYSTEM_ERROR, host)
             }
         };
     }
-    served_token(&credential, host)
+    served_token(context, &credential, host)
 }
 
 /// The fields of a JSON body. A body that is not a JSON object (a form, say) has none, as WeChat
@@ -143,7 +144,7 @@ pub async fn component(context: &ApiContext, method: &Method, body: Body) -> Res
         Ok(credential)
     })();
     match answer.map(|credential| credential.slot.load()) {
-        Ok(Some(served)) => reply::component_token(&served),
+        Ok(Some(served)) => reply::component_token(&served, context.clock.now()),
         Ok(None) => reply::error(code::SYSTEM_ERROR, host),
         Err(code) => reply::error(code, host),
     }
@@ -163,9 +164,9 @@ fn app_token(context: &ApiContext, appid: &str, key: &str) -> Result<Arc<Credent
 }
 
 /// The token served for `credential` now, in `host`'s shape.
-fn served_token(credential: &Credential, host: Host) -> Response {
+fn served_token(context: &ApiContext, credential: &Credential, host: Host) -> Response {
     match credential.slot.load() {
-        Some(served) => reply::access_token(&served, host),
+        Some(served) => reply::access_token(&served, host, context.clock.now()),
         None => reply::error(code::SYSTEM_ERROR, host),
     }
 }
@@ -205,7 +206,7 @@ pub fn corp(context: &ApiContext, query: Option<&str>) -> Response {
         return reply::error(code::INVALID_CREDENTIAL, host);
     };
     match context.read_index.find(agent, None) {
-        Ok(credential) => served_token(&credential, host),
+        Ok(credential) => served_token(context, &credential, host),
         Err(_) => reply::error(code::INVALID_CREDENTIAL, host),
     }
 }
@@ -226,7 +227,7 @@ pub fn ticket(context: &ApiContext, host: Host, query: Option<&str>, kind: &str)
     let Some(token) = param(query, "access_token") else {
         return TicketAnswer::Answered(reply::error(code::ACCESS_TOKEN_MISSING, host));
     };
-    let Some(credential) = context.read_index.serving(&token, Timestamp::now()) else {
+    let Some(credential) = context.read_index.serving(&token, context.clock.now()) else {
         return TicketAnswer::Answered(reply::error(code::INVALID_ACCESS_TOKEN, host));
     };
     // An access token asks for its own account's ticket, on its own kind's host.
@@ -236,7 +237,7 @@ pub fn ticket(context: &ApiContext, host: Host, query: Option<&str>, kind: &str)
         .flatten();
     let served = found.and_then(|ticket| ticket.slot.load());
     match served {
-        Some(served) => TicketAnswer::Answered(reply::ticket(&served, host)),
+        Some(served) => TicketAnswer::Answered(reply::ticket(&served, host, context.clock.now())),
         None => TicketAnswer::PassOn,
     }
 }

@@ -4,6 +4,7 @@
 
 use super::{AccountId, CredentialKey, CredentialSpec, Descriptor, Host, Kind, Role, RoleShape};
 use super::{Source, SpecOf};
+use crate::configuration::RefreshOverrides;
 use crate::token::TicketKind;
 
 /// The kind's data.
@@ -26,16 +27,56 @@ pub static DESCRIPTOR: Descriptor = Descriptor {
     sign_refusal: "official accounts sign with the jsapi ticket only",
 };
 
+/// An authorizer's definition: what WeChat told about its authorization, and what its platform's
+/// settings give every authorizer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuthorizerSpec {
+    /// The platform.
+    pub component_appid: String,
+    /// The account.
+    pub authorizer_appid: String,
+    /// The JS-SDK tickets kept for it (the platform's `authorizer_tickets`).
+    pub tickets: Vec<TicketKind>,
+    /// The platform's refresh timing.
+    pub refresh: RefreshOverrides,
+    /// The permission sets it granted (`funcscope_category` ids).
+    pub func_info: Vec<u32>,
+    /// When it (last) authorized, in Unix seconds.
+    pub authorized_at: i64,
+    /// Whether it withdrew the authorization: it then has no credentials, and reads answer 410
+    /// instead of 404.
+    pub revoked: bool,
+}
+
+impl AuthorizerSpec {
+    /// Its account id.
+    pub fn id(&self) -> AccountId {
+        AccountId::authorizer(&self.component_appid, &self.authorizer_appid)
+    }
+
+    /// The same authorizer, withdrawn.
+    pub fn withdrawn(self) -> AuthorizerSpec {
+        AuthorizerSpec {
+            revoked: true,
+            ..self
+        }
+    }
+}
+
 /// Its access token (fetched with the platform's component token and its refresh token), each
 /// ticket fetched with that token, then the refresh token itself: written from WeChat's
 /// answers, never fetched on its own, and durable.
+/// None once it withdrew.
 pub(super) fn credentials(
-    component_appid: &str,
-    authorizer_appid: &str,
-    tickets: &[TicketKind],
+    authorizer: &AuthorizerSpec,
     spec: SpecOf<'_>,
 ) -> Vec<(CredentialKey, CredentialSpec)> {
-    let account = AccountId::authorizer(component_appid, authorizer_appid);
+    if authorizer.revoked {
+        return Vec::new();
+    }
+    let (component_appid, authorizer_appid) =
+        (&authorizer.component_appid, &authorizer.authorizer_appid);
+    let account = authorizer.id();
     let token = CredentialKey::new(account.clone(), Role::AccessToken);
     let refresh_token = CredentialKey::new(account.clone(), Role::RefreshToken);
     let component_token =
@@ -48,7 +89,7 @@ pub(super) fn credentials(
         token.clone(),
         spec(source, vec![component_token, refresh_token.clone()]),
     )];
-    for &kind in tickets {
+    for &kind in &authorizer.tickets {
         all.push((
             CredentialKey::new(account.clone(), Role::Ticket(kind)),
             spec(Source::AppTicket { kind }, vec![token.clone()]),

@@ -7,7 +7,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{app, authorizer, component, corp, AccountId, CredentialKey, Host};
+use super::authorizer::{self, AuthorizerSpec};
+use super::{app, component, corp, AccountId, CredentialKey, Host};
 use crate::configuration::{RefreshOverrides, RefreshSettings, Secret, TokenMode};
 use crate::plan::{Plan, Renewal};
 use crate::token::{CorpTicketKind, TicketKind};
@@ -62,24 +63,7 @@ pub enum AccountSpec {
         refresh: RefreshOverrides,
     },
     /// An account that authorized a platform (registered from a push or a redirect's code).
-    /// A kind's fields are its definition: what its module needs to list its credentials.
-    Authorizer {
-        /// The platform.
-        component_appid: String,
-        /// The account.
-        authorizer_appid: String,
-        /// The JS-SDK tickets kept for it (the platform's `authorizer_tickets`).
-        tickets: Vec<TicketKind>,
-        /// The platform's refresh timing.
-        refresh: RefreshOverrides,
-        /// The permission sets it granted (`funcscope_category` ids).
-        func_info: Vec<u32>,
-        /// When it (last) authorized, in Unix seconds.
-        authorized_at: i64,
-        /// Whether it withdrew the authorization: it then has no credentials, and reads answer
-        /// 410 instead of 404.
-        revoked: bool,
-    },
+    Authorizer(AuthorizerSpec),
 }
 
 /// How one credential is obtained from WeChat.
@@ -231,14 +215,7 @@ impl AccountSpec {
             } => AccountId::Component {
                 component_appid: component_appid.clone(),
             },
-            AccountSpec::Authorizer {
-                component_appid,
-                authorizer_appid,
-                ..
-            } => AccountId::Authorizer {
-                component_appid: component_appid.clone(),
-                authorizer_appid: authorizer_appid.clone(),
-            },
+            AccountSpec::Authorizer(authorizer) => authorizer.id(),
         }
     }
 
@@ -249,7 +226,7 @@ impl AccountSpec {
             AccountSpec::App { secret, .. }
             | AccountSpec::Corp { secret, .. }
             | AccountSpec::Component { secret, .. } => Some(secret),
-            AccountSpec::Authorizer { .. } => None,
+            AccountSpec::Authorizer(_) => None,
         }
     }
 
@@ -258,8 +235,8 @@ impl AccountSpec {
         match self {
             AccountSpec::App { refresh, .. }
             | AccountSpec::Corp { refresh, .. }
-            | AccountSpec::Component { refresh, .. }
-            | AccountSpec::Authorizer { refresh, .. } => refresh,
+            | AccountSpec::Component { refresh, .. } => refresh,
+            AccountSpec::Authorizer(authorizer) => &authorizer.refresh,
         }
     }
 
@@ -270,7 +247,7 @@ impl AccountSpec {
         origin: Origin,
     ) -> Vec<(CredentialKey, CredentialSpec)> {
         let mut settings = self.overrides().apply(base);
-        if let AccountSpec::Authorizer { refresh, .. } = self {
+        if let AccountSpec::Authorizer(AuthorizerSpec { refresh, .. }) = self {
             // A platform may have thousands of authorizers: they are checked only when the
             // platform's own settings ask for it, never by the global `check_interval`.
             settings.check_interval = refresh.check_interval;
@@ -304,20 +281,24 @@ impl AccountSpec {
                 secret,
                 ..
             } => component::credentials(component_appid, secret, &spec),
-            AccountSpec::Authorizer { revoked: true, .. } => Vec::new(),
-            AccountSpec::Authorizer {
-                component_appid,
-                authorizer_appid,
-                tickets,
-                ..
-            } => authorizer::credentials(component_appid, authorizer_appid, tickets, &spec),
+            AccountSpec::Authorizer(authorizer) => authorizer::credentials(authorizer, &spec),
         }
     }
 
     /// Whether it is an authorizer that withdrew its authorization: it then has no credentials,
     /// and reads answer 410 instead of 404.
     pub fn is_revoked(&self) -> bool {
-        matches!(self, AccountSpec::Authorizer { revoked: true, .. })
+        self.as_authorizer().is_some_and(|a| a.revoked)
+    }
+
+    /// The authorizer's definition, if this is one.
+    pub fn as_authorizer(&self) -> Option<&AuthorizerSpec> {
+        match self {
+            AccountSpec::Authorizer(authorizer) => Some(authorizer),
+            AccountSpec::App { .. } | AccountSpec::Corp { .. } | AccountSpec::Component { .. } => {
+                None
+            }
+        }
     }
 }
 
@@ -406,14 +387,16 @@ mod tests {
                 .check_interval
         };
         assert_eq!(checks(&app), Some(every));
-        let authorizer = |refresh: RefreshOverrides| AccountSpec::Authorizer {
-            component_appid: "wxc".into(),
-            authorizer_appid: "wxa".into(),
-            tickets: vec![],
-            refresh,
-            func_info: vec![],
-            authorized_at: 0,
-            revoked: false,
+        let authorizer = |refresh: RefreshOverrides| {
+            AccountSpec::Authorizer(AuthorizerSpec {
+                component_appid: "wxc".into(),
+                authorizer_appid: "wxa".into(),
+                tickets: vec![],
+                refresh,
+                func_info: vec![],
+                authorized_at: 0,
+                revoked: false,
+            })
         };
         assert_eq!(checks(&authorizer(RefreshOverrides::default())), None);
         let asked = RefreshOverrides {

@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use super::authorizer::AuthorizerSpec;
 use super::{AccountSpec, StoredAccount};
 use crate::configuration::{RefreshOverrides, Secret, TokenMode};
 
@@ -31,24 +32,14 @@ pub struct StoredAuthorizer {
 
 /// The stored form of an authorizer.
 pub fn stored_authorizer(spec: &AccountSpec) -> Option<String> {
-    let AccountSpec::Authorizer {
-        component_appid,
-        authorizer_appid,
-        func_info,
-        authorized_at,
-        revoked,
-        ..
-    } = spec
-    else {
-        return None;
-    };
+    let authorizer = spec.as_authorizer()?;
     serde_json::to_string(&StoredAuthorizer {
         version: 1,
-        component_appid: component_appid.clone(),
-        authorizer_appid: authorizer_appid.clone(),
-        func_info: func_info.clone(),
-        authorized_at: *authorized_at,
-        revoked: *revoked,
+        component_appid: authorizer.component_appid.clone(),
+        authorizer_appid: authorizer.authorizer_appid.clone(),
+        func_info: authorizer.func_info.clone(),
+        authorized_at: authorizer.authorized_at,
+        revoked: authorizer.revoked,
     })
     .ok()
 }
@@ -58,7 +49,7 @@ pub fn authorizer_spec(
     component: &crate::configuration::ComponentSettings,
     stored: StoredAuthorizer,
 ) -> AccountSpec {
-    AccountSpec::Authorizer {
+    AccountSpec::Authorizer(AuthorizerSpec {
         component_appid: stored.component_appid,
         authorizer_appid: stored.authorizer_appid,
         tickets: component.authorizer_tickets.clone(),
@@ -66,7 +57,7 @@ pub fn authorizer_spec(
         func_info: stored.func_info,
         authorized_at: stored.authorized_at,
         revoked: stored.revoked,
-    }
+    })
 }
 
 /// The stored form of a runtime app or Work app.
@@ -109,7 +100,7 @@ pub fn stored_account(spec: &AccountSpec, sealed_secret: String) -> Option<Store
             check_interval_ms: millis(refresh.check_interval),
             sealed_secret,
         },
-        AccountSpec::Component { .. } | AccountSpec::Authorizer { .. } => return None,
+        AccountSpec::Component { .. } | AccountSpec::Authorizer(_) => return None,
     })
 }
 
@@ -228,7 +219,7 @@ mod tests {
             authorizer_tickets: vec![TicketKind::Jsapi],
             refresh: overrides(),
         };
-        let authorizer = AccountSpec::Authorizer {
+        let authorizer = AccountSpec::Authorizer(AuthorizerSpec {
             component_appid: "wxc1".into(),
             authorizer_appid: "wxa1".into(),
             tickets: vec![TicketKind::Jsapi],
@@ -236,7 +227,7 @@ mod tests {
             func_info: vec![1, 15],
             authorized_at: 1_700_000_000,
             revoked: true,
-        };
+        });
         let text = stored_authorizer(&authorizer).unwrap();
         let stored: StoredAuthorizer = serde_json::from_str(&text).unwrap();
         assert_eq!(stored.version, 1);
@@ -248,7 +239,7 @@ mod tests {
         .unwrap();
         assert_eq!(
             authorizer_spec(&component, old),
-            AccountSpec::Authorizer {
+            AccountSpec::Authorizer(AuthorizerSpec {
                 component_appid: "wxc1".into(),
                 authorizer_appid: "wxa2".into(),
                 tickets: vec![TicketKind::Jsapi],
@@ -256,7 +247,7 @@ mod tests {
                 func_info: vec![],
                 authorized_at: 0,
                 revoked: false,
-            }
+            })
         );
     }
 

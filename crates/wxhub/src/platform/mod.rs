@@ -19,6 +19,7 @@ use crate::configuration::ComponentSettings;
 use crate::control::{Control, ControlError};
 use crate::engine::state::Status;
 use crate::engine::{Engine, RefreshError};
+use crate::kinds::authorizer::AuthorizerSpec;
 use crate::kinds::{AccountId, CredentialKey, Role};
 use crate::read::ReadIndex;
 use crate::registry::AccountSpec;
@@ -164,7 +165,7 @@ impl Platform {
         body: &[u8],
     ) -> Result<(), PlatformError> {
         let settings = self.settings(component_appid)?;
-        let push = receiver::open(&settings, query, body, Timestamp::now().as_secs())?;
+        let push = receiver::open(&settings, query, body, self.engine.now().as_secs())?;
         if self.recent_pushes().contains(&push.signature) {
             tracing::debug!(
                 component = component_appid,
@@ -324,7 +325,7 @@ impl Platform {
             })
             .await?;
         let authorizer_appid = authorization.authorizer_appid.clone();
-        let now = Timestamp::now();
+        let now = self.engine.now();
         let key = |refresh: bool| {
             let account = AccountId::authorizer(component_appid, &authorizer_appid);
             let role = if refresh {
@@ -356,7 +357,7 @@ impl Platform {
                 )
                 .await?;
         }
-        let spec = AccountSpec::Authorizer {
+        let spec = AuthorizerSpec {
             component_appid: component_appid.to_string(),
             authorizer_appid: authorizer_appid.clone(),
             tickets: settings.authorizer_tickets.clone(),
@@ -365,7 +366,9 @@ impl Platform {
             authorized_at: now.as_secs(),
             revoked: false,
         };
-        self.control.put_authorizer(spec.clone()).await?;
+        self.control
+            .put_authorizer(AccountSpec::Authorizer(spec.clone()))
+            .await?;
         Ok(self.view(&spec))
     }
 
@@ -378,11 +381,8 @@ impl Platform {
         authorizer_appid: &str,
         create_time: i64,
     ) -> Result<(), PlatformError> {
-        let id = crate::registry::AccountId::Authorizer {
-            component_appid: component_appid.to_string(),
-            authorizer_appid: authorizer_appid.to_string(),
-        };
-        let Some((spec, _)) = self.control.registry().spec(&id) else {
+        let id = AccountId::authorizer(component_appid, authorizer_appid);
+        let Some(spec) = self.authorizer(&id) else {
             tracing::info!(
                 component = component_appid,
                 authorizer = authorizer_appid,
@@ -390,38 +390,11 @@ impl Platform {
             );
             return Ok(());
         };
-        let AccountSpec::Authorizer {
-            authorized_at,
-            revoked,
-            ..
-        } = &spec
-        else {
-            return Ok(());
-        };
-        if *revoked || (create_time > 0 && create_time < *authorized_at) {
+        if spec.revoked || (create_time > 0 && create_time < spec.authorized_at) {
             return Ok(());
         }
-        let revoked_spec = match spec {
-            AccountSpec::Authorizer {
-                component_appid,
-                authorizer_appid,
-                tickets,
-                refresh,
-                func_info,
-                authorized_at,
-                ..
-            } => AccountSpec::Authorizer {
-                component_appid,
-                authorizer_appid,
-                tickets,
-                refresh,
-                func_info,
-                authorized_at,
-                revoked: true,
-            },
-            other => other,
-        };
-        self.control.put_authorizer(revoked_spec).await?;
+        let revoked = AccountSpec::Authorizer(spec.withdrawn());
+        self.control.put_authorizer(revoked).await?;
         tracing::info!(
             component = component_appid,
             authorizer = authorizer_appid,
@@ -466,25 +439,16 @@ impl Platform {
                 component_appid,
                 cursor.as_deref(),
                 LOCAL_PAGE,
-                |spec| matches!(spec, AccountSpec::Authorizer { revoked: false, .. }),
+                |spec| !spec.revoked,
             );
             for spec in &page {
-                if let AccountSpec::Authorizer {
-                    authorizer_appid, ..
-                } = spec
-                {
-                    if !listed.contains(authorizer_appid) {
-                        self.revoke(component_appid, authorizer_appid, 0).await?;
-                        summary.revoked += 1;
-                    }
+                if !listed.contains(&spec.authorizer_appid) {
+                    self.revoke(component_appid, &spec.authorizer_appid, 0)
+                        .await?;
+                    summary.revoked += 1;
                 }
             }
-            cursor = page.last().and_then(|spec| match spec {
-                AccountSpec::Authorizer {
-                    authorizer_appid, ..
-                } => Some(authorizer_appid.clone()),
-                _ => None,
-            });
+            cursor = page.last().map(|spec| spec.authorizer_appid.clone());
             if !more || cursor.is_none() {
                 break;
             }
@@ -507,19 +471,13 @@ impl Platform {
         summary: &mut SyncSummary,
     ) -> Result<(), PlatformError> {
         let component_appid = settings.component_appid.as_str();
-        let id = crate::registry::AccountId::Authorizer {
-            component_appid: component_appid.to_string(),
-            authorizer_appid: entry.authorizer_appid.clone(),
-        };
-        let known = match self.control.registry().spec(&id) {
-            Some((spec @ AccountSpec::Authorizer { revoked: false, .. }, _)) => Some(spec),
-            _ => None,
-        };
+        let id = AccountId::authorizer(component_appid, &entry.authorizer_appid);
+        let known = self.authorizer(&id).filter(|spec| !spec.revoked);
         let key = CredentialKey::new(
             AccountId::authorizer(component_appid, &entry.authorizer_appid),
             Role::RefreshToken,
         );
-        let now = Timestamp::now();
+        let now = self.engine.now();
         let written = self
             .engine
             .write_pushed(
@@ -541,7 +499,7 @@ impl Platform {
                 }
             }
             None => {
-                let spec = AccountSpec::Authorizer {
+                let spec = AccountSpec::Authorizer(AuthorizerSpec {
                     component_appid: component_appid.to_string(),
                     authorizer_appid: entry.authorizer_appid,
                     tickets: settings.authorizer_tickets.clone(),
@@ -549,7 +507,7 @@ impl Platform {
                     func_info: Vec::new(),
                     authorized_at: entry.auth_time,
                     revoked: false,
-                };
+                });
                 self.control.put_authorizer(spec).await?;
                 summary.added += 1;
             }
@@ -562,9 +520,7 @@ impl Platform {
     pub fn has_no_authorizers(&self, component_appid: &str) -> bool {
         self.control
             .registry()
-            .authorizers_page(component_appid, None, 1, |spec| {
-                matches!(spec, AccountSpec::Authorizer { revoked: false, .. })
-            })
+            .authorizers_page(component_appid, None, 1, |spec| !spec.revoked)
             .0
             .is_empty()
     }
@@ -602,12 +558,7 @@ impl Platform {
                 }
                 views.push(self.view(spec));
             }
-            let last = chunk.last().and_then(|spec| match spec {
-                AccountSpec::Authorizer {
-                    authorizer_appid, ..
-                } => Some(authorizer_appid.clone()),
-                _ => None,
-            });
+            let last = chunk.last().map(|spec| spec.authorizer_appid.clone());
             match last {
                 Some(last) if more => after = Some(last),
                 _ => return Ok((views, None)),
@@ -615,24 +566,20 @@ impl Platform {
         }
     }
 
+    /// The authorizer `id`'s definition, if it is registered.
+    fn authorizer(&self, id: &AccountId) -> Option<AuthorizerSpec> {
+        let (spec, _) = self.control.registry().spec(id)?;
+        spec.as_authorizer().cloned()
+    }
+
     /// `active`, `revoked` or `needs_attention`.
-    fn state_of(&self, spec: &AccountSpec) -> &'static str {
-        let AccountSpec::Authorizer {
-            component_appid,
-            authorizer_appid,
-            revoked,
-            ..
-        } = spec
-        else {
-            return "active";
-        };
-        if *revoked {
+    fn state_of(&self, spec: &AuthorizerSpec) -> &'static str {
+        if spec.revoked {
             return "revoked";
         }
-        let account = AccountId::authorizer(component_appid, authorizer_appid);
         match self
             .read_index
-            .find(&account, None)
+            .find(&spec.id(), None)
             .ok()
             .and_then(|c| self.engine.status_of(&c))
         {
@@ -642,36 +589,18 @@ impl Platform {
     }
 
     /// What consumers and operators see of an authorizer.
-    fn view(&self, spec: &AccountSpec) -> AuthorizerView {
-        let (authorizer_appid, func_info, authorized_at, expires_at) = match spec {
-            AccountSpec::Authorizer {
-                component_appid,
-                authorizer_appid,
-                func_info,
-                authorized_at,
-                ..
-            } => {
-                let account = AccountId::authorizer(component_appid, authorizer_appid);
-                let expires_at = self
-                    .read_index
-                    .find(&account, None)
-                    .ok()
-                    .and_then(|c| c.slot.load())
-                    .map(|s| s.expires_at.to_rfc3339());
-                (
-                    authorizer_appid.clone(),
-                    func_info.clone(),
-                    *authorized_at,
-                    expires_at,
-                )
-            }
-            _ => (String::new(), Vec::new(), 0, None),
-        };
+    fn view(&self, spec: &AuthorizerSpec) -> AuthorizerView {
+        let expires_at = self
+            .read_index
+            .find(&spec.id(), None)
+            .ok()
+            .and_then(|c| c.slot.load())
+            .map(|s| s.expires_at.to_rfc3339());
         AuthorizerView {
-            authorizer_appid,
+            authorizer_appid: spec.authorizer_appid.clone(),
             state: self.state_of(spec),
-            authorized_at: Timestamp(authorized_at.saturating_mul(1000)).to_rfc3339(),
-            func_info,
+            authorized_at: Timestamp(spec.authorized_at.saturating_mul(1000)).to_rfc3339(),
+            func_info: spec.func_info.clone(),
             expires_at,
         }
     }

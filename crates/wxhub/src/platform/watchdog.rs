@@ -74,7 +74,7 @@ pub fn run_watchdogs(
                 let Some(ticket) = read_index.by_key(&key) else {
                     continue;
                 };
-                let now = Timestamp::now();
+                let now = engine.now();
                 let fetched = engine.fetched_at(&ticket);
                 if !is_stale(fetched, now) {
                     continue;

@@ -111,13 +111,20 @@ impl ReadIndex {
     /// Serves `served` for `credential` (only the engine calls this, whenever what it serves
     /// changes: a new token from any instance, or a new refresh plan). `fetched_at` is when the new
     /// value was issued: the value it replaces stays acceptable for [`OVERLAP`] after that. A new
-    /// generation is announced to [`ReadIndex::subscribe`]rs.
-    pub fn publish(&self, credential: &Arc<Credential>, mut served: Served, fetched_at: Timestamp) {
+    /// generation is announced to [`ReadIndex::subscribe`]rs, stamped `now` (a watcher resumes
+    /// after the last stamp it saw).
+    pub fn publish(
+        &self,
+        credential: &Arc<Credential>,
+        mut served: Served,
+        fetched_at: Timestamp,
+        now: Timestamp,
+    ) {
         let old = credential.slot.load();
         let mut dropped = None;
         served.published_at = match &old {
             Some(old) if old.generation == served.generation => old.published_at,
-            _ => Timestamp::now(),
+            _ => now,
         };
         match &old {
             Some(old) if *old.value == *served.value => served.previous = old.previous.clone(),
@@ -349,6 +356,7 @@ mod tests {
         read_index.publish(
             credential,
             Served::new("access_token", &token, token.expires_at),
+            token.fetched_at,
             token.fetched_at,
         );
     }

@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 pub use crate::kinds::{AccountId, AccountSpec, CredentialSpec, Origin, Source, StoredAccount};
 
 use crate::configuration::RefreshSettings;
+use crate::kinds::authorizer::AuthorizerSpec;
 use crate::kinds::Kind;
 use crate::read::{AccountEntry, Credential, CredentialId, ReadIndex};
 
@@ -115,8 +116,8 @@ impl Registry {
         component_appid: &str,
         after: Option<&str>,
         limit: usize,
-        keep: impl Fn(&AccountSpec) -> bool,
-    ) -> (Vec<AccountSpec>, bool) {
+        keep: impl Fn(&AuthorizerSpec) -> bool,
+    ) -> (Vec<AuthorizerSpec>, bool) {
         use std::ops::Bound;
         let id = |a: &str| AccountId::authorizer(component_appid, a);
         let start = match after {
@@ -130,14 +131,17 @@ impl Registry {
             if account.parent() != Some((Kind::Component, component_appid)) {
                 break;
             }
-            if !keep(&registered.spec) {
+            let Some(authorizer) = registered.spec.as_authorizer() else {
+                continue;
+            };
+            if !keep(authorizer) {
                 continue;
             }
             if page.len() == limit {
                 more = true;
                 break;
             }
-            page.push(registered.spec.clone());
+            page.push(authorizer.clone());
         }
         (page, more)
     }

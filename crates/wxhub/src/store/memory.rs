@@ -5,7 +5,7 @@
 //! contract, so code tested against it behaves the same on the persistent backends.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use tokio::sync::broadcast;
@@ -14,6 +14,7 @@ use super::{
     generation_exceeds, generation_follows, AccountChange, CasOutcome, Change, Store, StoreFuture,
     CHANGE_FEED_CAPACITY,
 };
+use crate::clock::{Clock, SystemClock};
 use crate::kinds::CredentialKey;
 use crate::token::{Timestamp, Token};
 
@@ -30,6 +31,8 @@ pub struct MemoryStore {
     changes: broadcast::Sender<Change>,
     /// The account feed, sent under the state lock like the change feed.
     accounts: broadcast::Sender<AccountChange>,
+    /// What time it is, for leases (a test's fake time; the system clock otherwise).
+    clock: Arc<dyn Clock>,
 }
 
 /// What a [`MemoryStore`] holds.
@@ -62,14 +65,20 @@ impl Lease {
 }
 
 impl MemoryStore {
-    /// An empty store.
+    /// An empty store, on the system clock.
     pub fn new() -> MemoryStore {
+        MemoryStore::with_clock(Arc::new(SystemClock))
+    }
+
+    /// An empty store whose leases run on `clock`.
+    pub fn with_clock(clock: Arc<dyn Clock>) -> MemoryStore {
         let (changes, _) = broadcast::channel(CHANGE_FEED_CAPACITY);
         let (accounts, _) = broadcast::channel(CHANGE_FEED_CAPACITY);
         MemoryStore {
             state: Mutex::new(State::default()),
             changes,
             accounts,
+            clock,
         }
     }
 
@@ -137,7 +146,7 @@ impl Store for MemoryStore {
         owner: &'a str,
         ttl: Duration,
     ) -> StoreFuture<'a, bool> {
-        Box::pin(async move { Ok(self.lock().acquire_lease(key, owner, ttl, Timestamp::now())) })
+        Box::pin(async move { Ok(self.lock().acquire_lease(key, owner, ttl, self.clock.now())) })
     }
 
     /// Reports true only if `owner`'s lease was still live; an expired lease of `owner` is
@@ -147,7 +156,7 @@ impl Store for MemoryStore {
         key: &'a CredentialKey,
         owner: &'a str,
     ) -> StoreFuture<'a, bool> {
-        Box::pin(async move { Ok(self.lock().release_lease(key, owner, Timestamp::now())) })
+        Box::pin(async move { Ok(self.lock().release_lease(key, owner, self.clock.now())) })
     }
 
     fn subscribe(&self) -> broadcast::Receiver<Change> {

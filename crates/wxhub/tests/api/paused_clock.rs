@@ -49,7 +49,7 @@ impl PausedHub {
         let clock = Arc::new(TokioClock::new());
         let app = Application::build_with_wechat(
             settings_for(mock, &HubOptions::new(apps)),
-            Arc::new(MemoryStore::new()),
+            Arc::new(MemoryStore::with_clock(clock.clone())),
             Arc::new(InProcessWechat::new(mock)),
             clock.clone(),
         )
