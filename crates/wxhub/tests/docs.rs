@@ -11,6 +11,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use wxhub::kinds::KINDS;
+
 /// The repository's root, where the README and `docs/` live.
 fn repository() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -289,6 +291,17 @@ fn every_v1_route_metric_error_code_and_scope_is_documented() {
     let docs = all_docs();
     let mut missing = Vec::new();
     let mut counts = [0usize; 4];
+    // Every kind's account routes, mounted from its descriptor.
+    for kind in KINDS {
+        let descriptor = kind.descriptor();
+        for route in descriptor.routes.iter().flat_map(|r| r.paths()) {
+            let route = format!("{}{route}", descriptor.v1_path);
+            counts[0] += 1;
+            if !documented_route(&docs, &route) {
+                missing.push(format!("route {route} (the {} kind)", descriptor.name));
+            }
+        }
+    }
     for (path, text) in sources() {
         let name = path.file_name().unwrap_or_default().to_string_lossy();
         for route in literals_after(&text, ".route(", false) {

@@ -1,12 +1,14 @@
 //! Consumer routes: read a token or ticket, report one that WeChat refused, sign a JS-SDK page,
 //! and the admin routes (force a refresh, list every credential).
 //!
-//! Official-account routes and Work WeChat routes share one implementation per action; the
-//! handlers only turn their path into an [`Account`].
+//! Every kind's account routes share one implementation per action ([`account_routes`]); the
+//! handlers only turn their path into an [`AccountId`].
 
 use axum::extract::{Path, RawQuery, Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
+use axum::routing::{get, post};
+use axum::Router;
 use bytes::Bytes;
 use serde::Deserialize;
 
@@ -17,6 +19,7 @@ use super::{
 use crate::configuration::Scope;
 use crate::engine::RefreshError;
 use crate::jssdk;
+use crate::kinds::{AccountRoute, Kind};
 use crate::metrics::{InvalidationOutcome, Route};
 use crate::read::{Served, Slot};
 use crate::token::Timestamp;
@@ -269,144 +272,124 @@ async fn refresh(
     Ok(json_ok(Bytes::from(answer.to_string())))
 }
 
-/// `GET /v1/apps/{appid}/access_token`
-pub async fn app_access_token(
-    State(context): State<ApiState>,
-    Path(appid): Path<String>,
-    headers: HeaderMap,
-) -> Response {
-    let result = read(&context, &headers, &AccountId::app(appid), None).await;
-    finish(&context, Route::AccessToken, result)
+/// Adds the consumer routes of `kind`'s accounts (its descriptor's [`AccountRoute`]s) under its
+/// `/v1` path. Every kind answers them with the handlers below; the path's parameters, in order,
+/// are the account's id fields and then, for a ticket, its kind.
+pub(super) fn account_routes(mut router: Router<ApiState>, kind: Kind) -> Router<ApiState> {
+    let base = kind.descriptor().v1_path;
+    for route in kind.descriptor().routes {
+        let path = |i: usize| format!("{base}{}", route.paths()[i]);
+        router = match route {
+            AccountRoute::AccessToken | AccountRoute::Tickets => router
+                .route(
+                    &path(0),
+                    get(move |state, path, headers| read_route(kind, state, path, headers)),
+                )
+                .route(
+                    &path(1),
+                    post(move |state, path, headers, request| {
+                        invalidate_route(kind, state, path, headers, request)
+                    }),
+                ),
+            AccountRoute::JssdkSignature => router.route(
+                &path(0),
+                post(move |state, path, headers, request| {
+                    sign_route(kind, state, path, headers, request)
+                }),
+            ),
+            AccountRoute::Refresh => router.route(
+                &path(0),
+                post(move |state, path, query, headers| {
+                    refresh_route(kind, state, path, query, headers)
+                }),
+            ),
+        };
+    }
+    router
 }
 
-/// `POST /v1/apps/{appid}/access_token/invalidate`
-pub async fn app_access_token_invalidate(
-    State(context): State<ApiState>,
-    Path(appid): Path<String>,
-    headers: HeaderMap,
-    request: Request,
-) -> Response {
-    let result = invalidate(&context, &headers, &AccountId::app(appid), None, request).await;
-    finish(&context, Route::AccessTokenInvalidate, result)
+/// The account a route's path names, and the ticket kind after its id fields, if any.
+fn account_in(kind: Kind, path: &[String]) -> Result<(AccountId, Option<&str>), ApiError> {
+    let fields = kind.descriptor().id_fields.len();
+    let ids: Vec<&str> = path.iter().take(fields).map(String::as_str).collect();
+    let account = AccountId::from_parts(kind, &ids).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "the path does not name an account",
+        )
+    })?;
+    Ok((account, path.get(fields).map(String::as_str)))
 }
 
-/// `GET /v1/apps/{appid}/tickets/{kind}`
-pub async fn app_ticket(
+/// `GET {v1_path}/access_token` and `GET {v1_path}/tickets/{kind}`
+async fn read_route(
+    kind: Kind,
     State(context): State<ApiState>,
-    Path((appid, kind)): Path<(String, String)>,
+    Path(path): Path<Vec<String>>,
     headers: HeaderMap,
 ) -> Response {
-    let result = read(&context, &headers, &AccountId::app(appid), Some(&kind)).await;
-    finish(&context, Route::Ticket, result)
-}
-
-/// `POST /v1/apps/{appid}/tickets/{kind}/invalidate`
-pub async fn app_ticket_invalidate(
-    State(context): State<ApiState>,
-    Path((appid, kind)): Path<(String, String)>,
-    headers: HeaderMap,
-    request: Request,
-) -> Response {
-    let result = invalidate(
-        &context,
-        &headers,
-        &AccountId::app(appid),
-        Some(&kind),
-        request,
-    )
+    let result = async {
+        let (account, ticket) = account_in(kind, &path)?;
+        read(&context, &headers, &account, ticket).await
+    }
     .await;
-    finish(&context, Route::TicketInvalidate, result)
+    let route = match path.len() > kind.descriptor().id_fields.len() {
+        false => Route::AccessToken,
+        true => Route::Ticket,
+    };
+    finish(&context, route, result)
 }
 
-/// `POST /v1/apps/{appid}/jssdk/signature`
-pub async fn app_jssdk_signature(
+/// `POST {v1_path}/access_token/invalidate` and `POST {v1_path}/tickets/{kind}/invalidate`
+async fn invalidate_route(
+    kind: Kind,
     State(context): State<ApiState>,
-    Path(appid): Path<String>,
+    Path(path): Path<Vec<String>>,
     headers: HeaderMap,
     request: Request,
 ) -> Response {
-    let result = sign(&context, &headers, &AccountId::app(appid), request).await;
+    let result = async {
+        let (account, ticket) = account_in(kind, &path)?;
+        invalidate(&context, &headers, &account, ticket, request).await
+    }
+    .await;
+    let route = match path.len() > kind.descriptor().id_fields.len() {
+        false => Route::AccessTokenInvalidate,
+        true => Route::TicketInvalidate,
+    };
+    finish(&context, route, result)
+}
+
+/// `POST {v1_path}/jssdk/signature`
+async fn sign_route(
+    kind: Kind,
+    State(context): State<ApiState>,
+    Path(path): Path<Vec<String>>,
+    headers: HeaderMap,
+    request: Request,
+) -> Response {
+    let result = async {
+        let (account, _) = account_in(kind, &path)?;
+        sign(&context, &headers, &account, request).await
+    }
+    .await;
     finish(&context, Route::JssdkSignature, result)
 }
 
-/// `POST /v1/apps/{appid}/refresh` (admin)
-pub async fn app_refresh(
+/// `POST {v1_path}/refresh` (admin)
+async fn refresh_route(
+    kind: Kind,
     State(context): State<ApiState>,
-    Path(appid): Path<String>,
+    Path(path): Path<Vec<String>>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Response {
-    let result = refresh(&context, &headers, &AccountId::app(appid), query.as_deref()).await;
-    finish(&context, Route::AdminRefresh, result)
-}
-
-/// `GET /v1/corps/{corpid}/agents/{agentid}/access_token`
-pub async fn corp_access_token(
-    State(context): State<ApiState>,
-    Path((corpid, agentid)): Path<(String, String)>,
-    headers: HeaderMap,
-) -> Response {
-    let account = AccountId::corp(corpid, agentid);
-    let result = read(&context, &headers, &account, None).await;
-    finish(&context, Route::AccessToken, result)
-}
-
-/// `POST /v1/corps/{corpid}/agents/{agentid}/access_token/invalidate`
-pub async fn corp_access_token_invalidate(
-    State(context): State<ApiState>,
-    Path((corpid, agentid)): Path<(String, String)>,
-    headers: HeaderMap,
-    request: Request,
-) -> Response {
-    let account = AccountId::corp(corpid, agentid);
-    let result = invalidate(&context, &headers, &account, None, request).await;
-    finish(&context, Route::AccessTokenInvalidate, result)
-}
-
-/// `GET /v1/corps/{corpid}/agents/{agentid}/tickets/{kind}`
-pub async fn corp_ticket(
-    State(context): State<ApiState>,
-    Path((corpid, agentid, kind)): Path<(String, String, String)>,
-    headers: HeaderMap,
-) -> Response {
-    let account = AccountId::corp(corpid, agentid);
-    let result = read(&context, &headers, &account, Some(&kind)).await;
-    finish(&context, Route::Ticket, result)
-}
-
-/// `POST /v1/corps/{corpid}/agents/{agentid}/tickets/{kind}/invalidate`
-pub async fn corp_ticket_invalidate(
-    State(context): State<ApiState>,
-    Path((corpid, agentid, kind)): Path<(String, String, String)>,
-    headers: HeaderMap,
-    request: Request,
-) -> Response {
-    let account = AccountId::corp(corpid, agentid);
-    let result = invalidate(&context, &headers, &account, Some(&kind), request).await;
-    finish(&context, Route::TicketInvalidate, result)
-}
-
-/// `POST /v1/corps/{corpid}/agents/{agentid}/jssdk/signature`
-pub async fn corp_jssdk_signature(
-    State(context): State<ApiState>,
-    Path((corpid, agentid)): Path<(String, String)>,
-    headers: HeaderMap,
-    request: Request,
-) -> Response {
-    let account = AccountId::corp(corpid, agentid);
-    let result = sign(&context, &headers, &account, request).await;
-    finish(&context, Route::JssdkSignature, result)
-}
-
-/// `POST /v1/corps/{corpid}/agents/{agentid}/refresh` (admin)
-pub async fn corp_refresh(
-    State(context): State<ApiState>,
-    Path((corpid, agentid)): Path<(String, String)>,
-    RawQuery(query): RawQuery,
-    headers: HeaderMap,
-) -> Response {
-    let account = AccountId::corp(corpid, agentid);
-    let result = refresh(&context, &headers, &account, query.as_deref()).await;
+    let result = async {
+        let (account, _) = account_in(kind, &path)?;
+        refresh(&context, &headers, &account, query.as_deref()).await
+    }
+    .await;
     finish(&context, Route::AdminRefresh, result)
 }
 

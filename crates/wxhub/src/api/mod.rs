@@ -34,6 +34,7 @@ use serde::de::DeserializeOwned;
 use crate::configuration::{AppGrant, ConsumerSettings, Scope, Settings};
 use crate::control::{Access, Control};
 use crate::engine::Engine;
+use crate::kinds::KINDS;
 use crate::metrics::{Metrics, Route};
 use crate::read::{AccountEntry, Credential, Missing, ReadIndex};
 use crate::store::Store;
@@ -90,52 +91,10 @@ pub fn service(context: ApiState, request_timeout: Duration) -> ApiService {
 
 /// Builds the router with its limits: body size, request timeout, panic isolation.
 pub fn router(context: ApiState, request_timeout: Duration) -> Router {
-    let v1 = Router::new()
-        .route(
-            "/v1/apps/{appid}/access_token",
-            get(credentials::app_access_token),
-        )
-        .route(
-            "/v1/apps/{appid}/access_token/invalidate",
-            post(credentials::app_access_token_invalidate),
-        )
-        .route(
-            "/v1/apps/{appid}/tickets/{kind}",
-            get(credentials::app_ticket),
-        )
-        .route(
-            "/v1/apps/{appid}/tickets/{kind}/invalidate",
-            post(credentials::app_ticket_invalidate),
-        )
-        .route(
-            "/v1/apps/{appid}/jssdk/signature",
-            post(credentials::app_jssdk_signature),
-        )
-        .route("/v1/apps/{appid}/refresh", post(credentials::app_refresh))
-        .route(
-            "/v1/corps/{corpid}/agents/{agentid}/access_token",
-            get(credentials::corp_access_token),
-        )
-        .route(
-            "/v1/corps/{corpid}/agents/{agentid}/access_token/invalidate",
-            post(credentials::corp_access_token_invalidate),
-        )
-        .route(
-            "/v1/corps/{corpid}/agents/{agentid}/tickets/{kind}",
-            get(credentials::corp_ticket),
-        )
-        .route(
-            "/v1/corps/{corpid}/agents/{agentid}/tickets/{kind}/invalidate",
-            post(credentials::corp_ticket_invalidate),
-        )
-        .route(
-            "/v1/corps/{corpid}/agents/{agentid}/jssdk/signature",
-            post(credentials::corp_jssdk_signature),
-        )
-        .route(
-            "/v1/corps/{corpid}/agents/{agentid}/refresh",
-            post(credentials::corp_refresh),
-        )
+    // Each kind's account routes (token, tickets, signature, refresh) come from its descriptor.
+    let v1 = KINDS
+        .into_iter()
+        .fold(Router::new(), credentials::account_routes)
         .route("/v1/credentials", get(credentials::list_credentials))
         .route("/v1/watch", get(watch::watch))
         .route(
@@ -158,14 +117,6 @@ pub fn router(context: ApiState, request_timeout: Duration) -> Router {
         .route("/v1/admin/reload", post(admin::reload))
         .route("/v1/admin/audit", get(admin::audit))
         .route(
-            "/v1/components/{component}/access_token",
-            get(platform::component_token),
-        )
-        .route(
-            "/v1/components/{component}/access_token/invalidate",
-            post(platform::component_token_invalidate),
-        )
-        .route(
             "/v1/components/{component}/pre_auth_code",
             post(platform::pre_auth_code),
         )
@@ -180,26 +131,6 @@ pub fn router(context: ApiState, request_timeout: Duration) -> Router {
         .route(
             "/v1/components/{component}/authorizers/sync",
             post(platform::sync_authorizers),
-        )
-        .route(
-            "/v1/components/{component}/authorizers/{appid}/access_token",
-            get(platform::authorizer_token),
-        )
-        .route(
-            "/v1/components/{component}/authorizers/{appid}/access_token/invalidate",
-            post(platform::authorizer_token_invalidate),
-        )
-        .route(
-            "/v1/components/{component}/authorizers/{appid}/tickets/{kind}",
-            get(platform::authorizer_ticket),
-        )
-        .route(
-            "/v1/components/{component}/authorizers/{appid}/tickets/{kind}/invalidate",
-            post(platform::authorizer_ticket_invalidate),
-        )
-        .route(
-            "/v1/components/{component}/authorizers/{appid}/jssdk/signature",
-            post(platform::authorizer_jssdk_signature),
         )
         .route("/v1/apps/{appid}/wechat/{*path}", any(call::app_call))
         .route(

@@ -1,6 +1,7 @@
 //! The third-party platform's routes: WeChat's event receiver, the component token, the
 //! authorization flow (pre-auth code, registering the redirect's code), the authorizers'
-//! listing, and the authorizers' credentials, answered by the same handlers as an app's.
+//! listing. The platform's and the authorizers' credentials are read through the routes every kind
+//! shares ([`super::credentials::account_routes`]).
 
 use axum::extract::{Path, Query, RawQuery, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -8,7 +9,6 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use serde::Deserialize;
 
-use super::credentials::{invalidate, read, sign};
 use super::{
     authorize, authorize_admin, authorize_named, finish, json_body, json_ok, AccountId,
     AdminTarget, ApiError, ApiState,
@@ -94,28 +94,6 @@ pub async fn events(
         .metrics
         .count_request(Route::Other, response.status().as_u16());
     response
-}
-
-/// `GET /v1/components/{c}/access_token`
-pub async fn component_token(
-    State(context): State<ApiState>,
-    Path(component): Path<String>,
-    headers: HeaderMap,
-) -> Response {
-    let result = read(&context, &headers, &AccountId::component(&component), None).await;
-    finish(&context, Route::AccessToken, result)
-}
-
-/// `POST /v1/components/{c}/access_token/invalidate`
-pub async fn component_token_invalidate(
-    State(context): State<ApiState>,
-    Path(component): Path<String>,
-    headers: HeaderMap,
-    request: Request,
-) -> Response {
-    let account = &AccountId::component(&component);
-    let result = invalidate(&context, &headers, account, None, request).await;
-    finish(&context, Route::AccessTokenInvalidate, result)
 }
 
 /// `POST /v1/components/{c}/pre_auth_code` (authorize)
@@ -232,71 +210,6 @@ pub async fn list_authorizers(
         Ok(json_ok(Bytes::from(body.to_string())))
     })();
     finish(&context, Route::Admin, result)
-}
-
-fn authorizer(component: &str, authorizer: &str) -> AccountId {
-    AccountId::authorizer(component, authorizer)
-}
-
-/// `GET /v1/components/{c}/authorizers/{a}/access_token`
-pub async fn authorizer_token(
-    State(context): State<ApiState>,
-    Path((component, appid)): Path<(String, String)>,
-    headers: HeaderMap,
-) -> Response {
-    let result = read(&context, &headers, &authorizer(&component, &appid), None).await;
-    finish(&context, Route::AccessToken, result)
-}
-
-/// `POST /v1/components/{c}/authorizers/{a}/access_token/invalidate`
-pub async fn authorizer_token_invalidate(
-    State(context): State<ApiState>,
-    Path((component, appid)): Path<(String, String)>,
-    headers: HeaderMap,
-    request: Request,
-) -> Response {
-    let account = authorizer(&component, &appid);
-    let result = invalidate(&context, &headers, &account, None, request).await;
-    finish(&context, Route::AccessTokenInvalidate, result)
-}
-
-/// `GET /v1/components/{c}/authorizers/{a}/tickets/{kind}`
-pub async fn authorizer_ticket(
-    State(context): State<ApiState>,
-    Path((component, appid, kind)): Path<(String, String, String)>,
-    headers: HeaderMap,
-) -> Response {
-    let result = read(
-        &context,
-        &headers,
-        &authorizer(&component, &appid),
-        Some(&kind),
-    )
-    .await;
-    finish(&context, Route::Ticket, result)
-}
-
-/// `POST /v1/components/{c}/authorizers/{a}/tickets/{kind}/invalidate`
-pub async fn authorizer_ticket_invalidate(
-    State(context): State<ApiState>,
-    Path((component, appid, kind)): Path<(String, String, String)>,
-    headers: HeaderMap,
-    request: Request,
-) -> Response {
-    let account = authorizer(&component, &appid);
-    let result = invalidate(&context, &headers, &account, Some(&kind), request).await;
-    finish(&context, Route::TicketInvalidate, result)
-}
-
-/// `POST /v1/components/{c}/authorizers/{a}/jssdk/signature`
-pub async fn authorizer_jssdk_signature(
-    State(context): State<ApiState>,
-    Path((component, appid)): Path<(String, String)>,
-    headers: HeaderMap,
-    request: Request,
-) -> Response {
-    let result = sign(&context, &headers, &authorizer(&component, &appid), request).await;
-    finish(&context, Route::JssdkSignature, result)
 }
 
 /// `POST /v1/components/{c}/authorizers/sync` (admin): reconciles with WeChat's list.

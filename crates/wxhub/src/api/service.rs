@@ -18,6 +18,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
+use std::sync::OnceLock;
 use std::task::{Context, Poll};
 
 use axum::body::Body;
@@ -30,6 +31,7 @@ use hyper::body::Incoming;
 use tower_service::Service;
 
 use super::{credentials, finish, json_response, panic_response, AccountId, ApiState};
+use crate::kinds::{AccountRoute, Kind, KINDS};
 use crate::metrics::Route;
 
 /// A response body: the bytes of a read as they are, or whatever the router answered.
@@ -117,16 +119,16 @@ impl ReadPath<'_> {
     }
 }
 
-/// Recognises the four read routes exactly as the router matches them:
-/// `/v1/apps/{appid}/access_token`, `/v1/apps/{appid}/tickets/{kind}`,
-/// `/v1/corps/{corpid}/agents/{agentid}/access_token` and
-/// `/v1/corps/{corpid}/agents/{agentid}/tickets/{kind}`. A parameter must be non-empty and free of
-/// `%` (the router percent-decodes parameters; those rare paths are left to it).
+/// Recognises the read routes of every kind ([`AccountRoute::AccessToken`] and
+/// [`AccountRoute::Tickets`] under its `v1_path`) exactly as the router matches them, e.g.
+/// `/v1/apps/{appid}/access_token` or `/v1/corps/{corpid}/agents/{agentid}/tickets/{kind}`. A
+/// parameter must be non-empty and free of `%` (the router percent-decodes parameters; those rare
+/// paths are left to it).
 fn read_path(path: &str) -> Option<ReadPath<'_>> {
     let rest = path.strip_prefix("/v1/")?;
     // Split on '/' by hand: `str::split` sets up a searcher that costs more than these few
     // dozen bytes do.
-    let mut segments = [""; 6];
+    let mut segments = [""; MAX_SEGMENTS];
     let mut count = 0;
     let mut start = 0;
     for (i, byte) in rest.bytes().enumerate().chain([(rest.len(), b'/')]) {
@@ -136,33 +138,75 @@ fn read_path(path: &str) -> Option<ReadPath<'_>> {
             start = i + 1;
         }
     }
-    let param = |s: &'_ str| !s.is_empty() && !s.contains('%');
-    let read = match &segments[..count] {
-        ["apps", appid, "access_token"] if param(appid) => ReadPath {
-            account: AccountId::app(*appid),
-            ticket: None,
-        },
-        ["apps", appid, "tickets", kind] if param(appid) && param(kind) => ReadPath {
-            account: AccountId::app(*appid),
-            ticket: Some(kind),
-        },
-        ["corps", corpid, "agents", agentid, "access_token"] if param(corpid) && param(agentid) => {
-            ReadPath {
-                account: AccountId::corp(*corpid, *agentid),
-                ticket: None,
-            }
+    let segments = &segments[..count];
+    let param = |s: &str| !s.is_empty() && !s.contains('%');
+    for shape in shapes() {
+        let Some((head, tail)) = segments.split_at_checked(shape.segments.len()) else {
+            continue;
+        };
+        let ticket = match tail {
+            ["access_token"] => None,
+            ["tickets", kind] if shape.tickets && param(kind) => Some(*kind),
+            _ => continue,
+        };
+        let mut ids = [""; MAX_SEGMENTS];
+        let mut fields = 0;
+        let matches = shape
+            .segments
+            .iter()
+            .zip(head)
+            .all(|(expected, actual)| match expected {
+                Some(literal) => literal == actual,
+                None if param(actual) => {
+                    ids[fields] = actual;
+                    fields += 1;
+                    true
+                }
+                None => false,
+            });
+        if matches {
+            let account = AccountId::from_parts(shape.kind, &ids[..fields])?;
+            return Some(ReadPath { account, ticket });
         }
-        ["corps", corpid, "agents", agentid, "tickets", kind]
-            if param(corpid) && param(agentid) && param(kind) =>
-        {
-            ReadPath {
-                account: AccountId::corp(*corpid, *agentid),
-                ticket: Some(kind),
-            }
-        }
-        _ => return None,
-    };
-    Some(read)
+    }
+    None
+}
+
+/// Most segments a read path has after `/v1/` (an authorizer's ticket has six).
+const MAX_SEGMENTS: usize = 6;
+
+/// A kind's `v1_path` after `/v1/`, split once: a literal segment, or `None` for an id field.
+struct Shape {
+    kind: Kind,
+    segments: Vec<Option<&'static str>>,
+    tickets: bool,
+}
+
+/// Every kind's read path shape, from the registration table.
+fn shapes() -> &'static [Shape] {
+    static SHAPES: OnceLock<Vec<Shape>> = OnceLock::new();
+    SHAPES.get_or_init(|| {
+        KINDS
+            .into_iter()
+            .filter(|kind| {
+                kind.descriptor()
+                    .routes
+                    .contains(&AccountRoute::AccessToken)
+            })
+            .map(|kind| {
+                let descriptor = kind.descriptor();
+                let path = descriptor.v1_path.strip_prefix("/v1/").unwrap_or_default();
+                Shape {
+                    kind,
+                    segments: path
+                        .split('/')
+                        .map(|s| (!s.starts_with('{')).then_some(s))
+                        .collect(),
+                    tickets: descriptor.routes.contains(&AccountRoute::Tickets),
+                }
+            })
+            .collect()
+    })
 }
 
 /// The answer of [`ApiService::answer`]: ready at once for a read, the router's future otherwise.
@@ -227,6 +271,47 @@ mod tests {
     }
 
     #[test]
+    fn recognises_every_kind_s_reads() {
+        assert_eq!(
+            read_path("/v1/components/wxc/access_token"),
+            Some(ReadPath {
+                account: AccountId::component("wxc"),
+                ticket: None
+            })
+        );
+        assert_eq!(
+            read_path("/v1/components/wxc/authorizers/wxa/tickets/jsapi"),
+            Some(ReadPath {
+                account: AccountId::authorizer("wxc", "wxa"),
+                ticket: Some("jsapi")
+            })
+        );
+        for kind in KINDS {
+            let descriptor = kind.descriptor();
+            let mut ids = vec![];
+            let path: Vec<String> = descriptor
+                .v1_path
+                .split('/')
+                .map(|segment| match segment.starts_with('{') {
+                    true => {
+                        ids.push(format!("id{}", ids.len()));
+                        ids[ids.len() - 1].clone()
+                    }
+                    false => segment.to_string(),
+                })
+                .collect();
+            let path = path.join("/");
+            let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+            let account = AccountId::from_parts(kind, &ids);
+            assert_eq!(
+                read_path(&format!("{path}/access_token")).map(|r| r.account),
+                account,
+                "{kind:?}"
+            );
+        }
+    }
+
+    #[test]
     fn leaves_everything_else_to_the_router() {
         for path in [
             "/v1/apps/wx1/access_token/",
@@ -239,6 +324,10 @@ mod tests {
             "/v1/apps/wx1/refresh",
             "/v1/corps/ww1/agents//access_token",
             "/v1/corps/ww1/agents/1/tickets/jsapi/x",
+            "/v1/components/wxc/tickets/jsapi",
+            "/v1/components/wxc/authorizers/wxa/refresh",
+            "/v1/components//authorizers/wxa/access_token",
+            "/v1/components/wxc/authorizers/wxa/jssdk/signature",
             "/v1/credentials",
             "/v1/",
             "/v1",

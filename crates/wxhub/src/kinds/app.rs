@@ -2,7 +2,7 @@
 //! endpoint), and the JS-SDK tickets fetched with it.
 
 use super::{token_then_tickets, AccountId, AccountSpec, CredentialKey, CredentialSpec};
-use super::{Descriptor, Host, Role, RoleShape, Source, SpecOf};
+use super::{AccountRoute, Descriptor, Host, Role, RoleShape, Source, SpecOf};
 use crate::configuration::{AppSettings, Secret, TokenMode};
 use crate::token::TicketKind;
 
@@ -23,6 +23,12 @@ pub static DESCRIPTOR: Descriptor = Descriptor {
     unknown_code: "unknown_app",
     signs_with: &["jsapi"],
     sign_refusal: "official accounts sign with the jsapi ticket only",
+    routes: &[
+        AccountRoute::AccessToken,
+        AccountRoute::Tickets,
+        AccountRoute::JssdkSignature,
+        AccountRoute::Refresh,
+    ],
 };
 
 /// Its access token, then each ticket fetched with it.

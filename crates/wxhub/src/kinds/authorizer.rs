@@ -2,7 +2,9 @@
 //! out once (kept durably and sealed), the `authorizer_access_token` fetched with it and the
 //! platform's component token, and JS-SDK tickets fetched with that token.
 
-use super::{AccountId, CredentialKey, CredentialSpec, Descriptor, Host, Kind, Role, RoleShape};
+use super::{
+    AccountId, AccountRoute, CredentialKey, CredentialSpec, Descriptor, Host, Kind, Role, RoleShape,
+};
 use super::{Source, SpecOf};
 use crate::configuration::RefreshOverrides;
 use crate::token::TicketKind;
@@ -25,6 +27,11 @@ pub static DESCRIPTOR: Descriptor = Descriptor {
     unknown_code: "unknown_authorizer",
     signs_with: &["jsapi"],
     sign_refusal: "official accounts sign with the jsapi ticket only",
+    routes: &[
+        AccountRoute::AccessToken,
+        AccountRoute::Tickets,
+        AccountRoute::JssdkSignature,
+    ],
 };
 
 /// An authorizer's definition: what WeChat told about its authorization, and what its platform's

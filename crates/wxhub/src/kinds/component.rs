@@ -1,7 +1,9 @@
 //! Third-party platforms (开放平台 components): the `component_verify_ticket` WeChat pushes, and
 //! the `component_access_token` fetched with it and the platform's secret.
 
-use super::{AccountId, CredentialKey, CredentialSpec, Descriptor, Host, Role, RoleShape};
+use super::{
+    AccountId, AccountRoute, CredentialKey, CredentialSpec, Descriptor, Host, Role, RoleShape,
+};
 use super::{AccountSpec, Source, SpecOf};
 use crate::configuration::{ComponentSettings, Secret};
 
@@ -22,6 +24,7 @@ pub static DESCRIPTOR: Descriptor = Descriptor {
     unknown_code: "unknown_component",
     signs_with: &[],
     sign_refusal: "a platform has no JS-SDK ticket; sign with one of its authorizers",
+    routes: &[AccountRoute::AccessToken],
 };
 
 /// Its component token, then the verify ticket it is fetched with (pushed, and kept durably:

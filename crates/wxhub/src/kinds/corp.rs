@@ -2,7 +2,7 @@
 //! corp's and the app's JS-SDK tickets fetched with it.
 
 use super::{token_then_tickets, AccountId, AccountSpec, CredentialKey, CredentialSpec};
-use super::{Descriptor, Host, Role, RoleShape, Source, SpecOf};
+use super::{AccountRoute, Descriptor, Host, Role, RoleShape, Source, SpecOf};
 use crate::configuration::{CorpSettings, Secret};
 use crate::token::CorpTicketKind;
 
@@ -23,6 +23,12 @@ pub static DESCRIPTOR: Descriptor = Descriptor {
     unknown_code: "unknown_app",
     signs_with: &["jsapi", "agent_config"],
     sign_refusal: "kind must be \"jsapi\" or \"agent_config\"",
+    routes: &[
+        AccountRoute::AccessToken,
+        AccountRoute::Tickets,
+        AccountRoute::JssdkSignature,
+        AccountRoute::Refresh,
+    ],
 };
 
 /// Its access token, then each ticket fetched with it.

@@ -96,6 +96,34 @@ pub struct Descriptor {
     pub signs_with: &'static [&'static str],
     /// Why a signature request naming another ticket is refused.
     pub sign_refusal: &'static str,
+    /// The consumer routes its accounts answer under [`v1_path`](Self::v1_path).
+    pub routes: &'static [AccountRoute],
+}
+
+/// A consumer route under an account's `/v1` path, answered the same way for every kind that
+/// lists it (docs/api.md has the shapes).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AccountRoute {
+    /// `GET …/access_token` and `POST …/access_token/invalidate` (the report of a refused token).
+    AccessToken,
+    /// `GET …/tickets/{kind}` and `POST …/tickets/{kind}/invalidate`.
+    Tickets,
+    /// `POST …/jssdk/signature`: signs a page with one of [`Descriptor::signs_with`].
+    JssdkSignature,
+    /// `POST …/refresh` (admin): fetches a new access token now.
+    Refresh,
+}
+
+impl AccountRoute {
+    /// The paths it mounts after the account's `v1_path`, the read before its report.
+    pub fn paths(self) -> &'static [&'static str] {
+        match self {
+            AccountRoute::AccessToken => &["/access_token", "/access_token/invalidate"],
+            AccountRoute::Tickets => &["/tickets/{kind}", "/tickets/{kind}/invalidate"],
+            AccountRoute::JssdkSignature => &["/jssdk/signature"],
+            AccountRoute::Refresh => &["/refresh"],
+        }
+    }
 }
 
 /// What builds one credential's spec from its source and what it is fetched with (the account's
@@ -216,6 +244,25 @@ mod tests {
         keys.sort_unstable();
         keys.dedup();
         assert_eq!((names.len(), keys.len()), (all_names, all_keys));
+    }
+
+    #[test]
+    fn a_kind_signs_pages_exactly_when_it_has_the_signature_route() {
+        for kind in KINDS {
+            let descriptor = kind.descriptor();
+            let route = descriptor.routes.contains(&AccountRoute::JssdkSignature);
+            assert_eq!(route, !descriptor.signs_with.is_empty(), "{kind:?}");
+            if route {
+                assert!(
+                    descriptor.routes.contains(&AccountRoute::Tickets),
+                    "{kind:?}"
+                );
+            }
+            assert!(
+                descriptor.routes.contains(&AccountRoute::AccessToken),
+                "{kind:?}"
+            );
+        }
     }
 
     #[test]
