@@ -43,6 +43,8 @@ const MAX_LIST_PAGE: u64 = 500;
 const MAX_TICKETS: usize = 1024;
 /// Authorization codes remembered per platform before expired ones are swept.
 const CODE_SWEEP_AT: usize = 1024;
+/// What a push URL names a platform's appid with (see [`MockConfig::push_url`]).
+const COMPONENT_PLACEHOLDER: &str = "{component_appid}";
 /// The permission sets (`funcscope_category` ids) an account grants when none are named.
 const DEFAULT_FUNC_INFO: [u32; 10] = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10];
 
@@ -102,7 +104,7 @@ impl PlatformSettings {
             let target = config
                 .push_url
                 .as_deref()
-                .map(|url| PushTarget::parse(url, &c.appid))
+                .map(|url| PushTarget::parse(url, COMPONENT_PLACEHOLDER, &c.appid))
                 .transpose()
                 .map_err(|e| format!("push URL for component {:?}: {e}", c.appid))?;
             let settings = ComponentSettings {
@@ -136,7 +138,7 @@ impl PlatformSettings {
     pub fn push_to(&self, push_url: &str) -> Result<(), String> {
         let mut targets = Vec::new();
         for appid in &self.order {
-            let target = PushTarget::parse(push_url, appid)
+            let target = PushTarget::parse(push_url, COMPONENT_PLACEHOLDER, appid)
                 .map_err(|e| format!("push URL for component {appid:?}: {e}"))?;
             let settings = &self.components[appid];
             if settings.target.get().is_some() {

@@ -4,15 +4,18 @@
 //! (`signature`, `timestamp`, `nonce`, `encrypt_type=aes`, `msg_signature`). A push counts as
 //! acknowledged only when the receiver answers HTTP 200 with exactly `success`; WeChat does not
 //! retry platform pushes, so neither does the mock.
+//!
+//! The plumbing (push URLs, the HTTP exchange, flat XML documents, the pusher tasks) is shared
+//! with Work WeChat's suite pushes in `suite/push.rs`.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
 
-use axum::body::Body;
+use axum::body::{Body, Bytes};
 use axum::http::header::{CONTENT_TYPE, HOST};
-use axum::http::{Request, StatusCode, Uri};
+use axum::http::{Method, Request, StatusCode, Uri};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
@@ -101,35 +104,41 @@ impl PushMessage {
     /// The plaintext XML. Real pushes put each element on its own line; `one_line` gives the
     /// compact form (which the published test vector uses).
     pub(crate) fn xml(&self, one_line: bool) -> String {
-        let sep = if one_line { "" } else { "\n" };
-        let mut out = String::with_capacity(256);
-        out.push_str("<xml>");
-        let mut element = |name: &str, value: &PushField| {
-            out.push_str(sep);
-            match value {
-                PushField::Text(text) => {
-                    out.push_str(&format!("<{name}>{}</{name}>", cdata(text)));
-                }
-                PushField::Number(n) => out.push_str(&format!("<{name}>{n}</{name}>")),
-            }
-        };
-        element("AppId", &PushField::Text(self.component_appid.clone()));
-        element("CreateTime", &PushField::Number(self.create_time));
-        element(
-            "InfoType",
-            &PushField::Text(self.info_type.as_str().to_owned()),
-        );
-        for (name, value) in &self.fields {
-            element(name, value);
-        }
-        out.push_str(sep);
-        out.push_str("</xml>");
-        out
+        let head = [
+            ("AppId", PushField::Text(self.component_appid.clone())),
+            ("CreateTime", PushField::Number(self.create_time)),
+            (
+                "InfoType",
+                PushField::Text(self.info_type.as_str().to_owned()),
+            ),
+        ];
+        xml_document(head.iter().chain(&self.fields), one_line)
     }
 }
 
+/// A flat `<xml>…</xml>` document of `elements`, text in CDATA sections and numbers bare; each
+/// element on its own line unless `one_line`.
+pub(crate) fn xml_document<'a>(
+    elements: impl IntoIterator<Item = &'a (&'static str, PushField)>,
+    one_line: bool,
+) -> String {
+    let sep = if one_line { "" } else { "\n" };
+    let mut out = String::with_capacity(256);
+    out.push_str("<xml>");
+    for (name, value) in elements {
+        out.push_str(sep);
+        match value {
+            PushField::Text(text) => out.push_str(&format!("<{name}>{}</{name}>", cdata(text))),
+            PushField::Number(n) => out.push_str(&format!("<{name}>{n}</{name}>")),
+        }
+    }
+    out.push_str(sep);
+    out.push_str("</xml>");
+    out
+}
+
 /// A CDATA section holding `text`, split around any `]]>` so that it cannot end early.
-fn cdata(text: &str) -> String {
+pub(crate) fn cdata(text: &str) -> String {
     format!("<![CDATA[{}]]>", text.replace("]]>", "]]]]><![CDATA[>"))
 }
 
@@ -166,7 +175,7 @@ pub(crate) fn seal(
     }
 }
 
-/// Where one platform's pushes go: a plain-HTTP URL.
+/// Where one platform's (or suite's) pushes go: a plain-HTTP URL.
 #[derive(Clone, Debug)]
 pub(crate) struct PushTarget {
     /// The host to connect to (a name or an IP address, without IPv6 brackets).
@@ -180,9 +189,10 @@ pub(crate) struct PushTarget {
 }
 
 impl PushTarget {
-    /// Parses the configured push URL for one platform, replacing `{component_appid}`.
-    pub(crate) fn parse(url: &str, component_appid: &str) -> Result<PushTarget, String> {
-        let url = url.replace("{component_appid}", component_appid);
+    /// Parses the configured push URL for one receiver, replacing `placeholder` (such as
+    /// `{component_appid}`) with its id.
+    pub(crate) fn parse(url: &str, placeholder: &str, id: &str) -> Result<PushTarget, String> {
+        let url = url.replace(placeholder, id);
         let uri: Uri = url
             .parse()
             .map_err(|e| format!("{url:?} is not a URL: {e}"))?;
@@ -222,7 +232,37 @@ impl PushTarget {
 /// POSTs a sealed push; `Ok` when the receiver answered HTTP 200 and exactly `success`, else why
 /// not.
 pub(crate) async fn deliver(target: &PushTarget, sealed: &Sealed) -> Result<(), String> {
-    match tokio::time::timeout(PUSH_TIMEOUT, post(target, sealed)).await {
+    let (status, answer) = exchange(
+        target,
+        Method::POST,
+        &sealed.query,
+        Some(sealed.body.clone()),
+    )
+    .await?;
+    if status != StatusCode::OK {
+        return Err(format!("HTTP {}", status.as_u16()));
+    }
+    if answer.as_ref() != b"success" {
+        return Err(format!("answered {} instead of \"success\"", shown(&answer)));
+    }
+    Ok(())
+}
+
+/// The start of an answer, quoted, for a failure message.
+pub(crate) fn shown(answer: &[u8]) -> String {
+    let text: String = String::from_utf8_lossy(answer).chars().take(64).collect();
+    format!("{text:?}")
+}
+
+/// Sends one request to `target` with `query` appended (and `body` as XML, if any) and returns
+/// the status and the answer, within [`PUSH_TIMEOUT`].
+pub(crate) async fn exchange(
+    target: &PushTarget,
+    method: Method,
+    query: &str,
+    body: Option<String>,
+) -> Result<(StatusCode, Bytes), String> {
+    match tokio::time::timeout(PUSH_TIMEOUT, request(target, method, query, body)).await {
         Ok(result) => result,
         Err(_) => Err(format!("no answer within {} s", PUSH_TIMEOUT.as_secs())),
     }
@@ -237,7 +277,12 @@ impl Drop for AbortOnDrop {
     }
 }
 
-async fn post(target: &PushTarget, sealed: &Sealed) -> Result<(), String> {
+async fn request(
+    target: &PushTarget,
+    method: Method,
+    query: &str,
+    body: Option<String>,
+) -> Result<(StatusCode, Bytes), String> {
     let stream = TcpStream::connect((target.host.as_str(), target.port))
         .await
         .map_err(|e| format!("cannot connect to {}: {e}", target.authority))?;
@@ -248,10 +293,15 @@ async fn post(target: &PushTarget, sealed: &Sealed) -> Result<(), String> {
     let _connection = AbortOnDrop(tokio::spawn(async move {
         let _ = connection.await;
     }));
-    let request = Request::post(target.request_target(&sealed.query))
-        .header(HOST, target.authority.as_str())
-        .header(CONTENT_TYPE, "text/xml")
-        .body(Body::from(sealed.body.clone()))
+    let mut builder = Request::builder()
+        .method(method)
+        .uri(target.request_target(query))
+        .header(HOST, target.authority.as_str());
+    if body.is_some() {
+        builder = builder.header(CONTENT_TYPE, "text/xml");
+    }
+    let request = builder
+        .body(body.map_or_else(Body::empty, Body::from))
         .map_err(|e| format!("cannot build the request: {e}"))?;
     let response = sender
         .send_request(request)
@@ -261,14 +311,7 @@ async fn post(target: &PushTarget, sealed: &Sealed) -> Result<(), String> {
     let answer = axum::body::to_bytes(Body::new(response.into_body()), MAX_ANSWER)
         .await
         .map_err(|_| format!("answer cut or longer than {MAX_ANSWER} bytes"))?;
-    if status != StatusCode::OK {
-        return Err(format!("HTTP {}", status.as_u16()));
-    }
-    if answer.as_ref() != b"success" {
-        let shown: String = String::from_utf8_lossy(&answer).chars().take(64).collect();
-        return Err(format!("answered {shown:?} instead of \"success\""));
-    }
-    Ok(())
+    Ok((status, answer))
 }
 
 /// What became of a push.
@@ -338,8 +381,8 @@ pub(crate) async fn push_verify_ticket(shared: &Shared, appid: &str) -> PushOutc
     outcome
 }
 
-/// The platforms' periodic pushers; dropping this stops them.
-pub(crate) struct Pushers(Vec<JoinHandle<()>>);
+/// The periodic pushers (of platforms and suites); dropping this stops them.
+pub(crate) struct Pushers(pub(crate) Vec<JoinHandle<()>>);
 
 impl Pushers {
     /// Takes over `other`'s pushers.
@@ -500,16 +543,17 @@ mod tests {
 
     #[test]
     fn push_urls() {
-        let t = PushTarget::parse("http://127.0.0.1:8080/events/{component_appid}", "wxc").unwrap();
+        const P: &str = "{component_appid}";
+        let t = PushTarget::parse("http://127.0.0.1:8080/events/{component_appid}", P, "wxc").unwrap();
         assert_eq!((t.host.as_str(), t.port), ("127.0.0.1", 8080));
         assert_eq!(t.request_target("a=1"), "/events/wxc?a=1");
-        let t = PushTarget::parse("http://localhost/cb?x=y", "wxc").unwrap();
+        let t = PushTarget::parse("http://localhost/cb?x=y", P, "wxc").unwrap();
         assert_eq!(t.port, 80);
         assert_eq!(t.request_target("a=1"), "/cb?x=y&a=1");
-        let t = PushTarget::parse("http://[::1]:9/", "wxc").unwrap();
+        let t = PushTarget::parse("http://[::1]:9/", P, "wxc").unwrap();
         assert_eq!(t.host, "::1");
-        assert!(PushTarget::parse("https://example.com/", "wxc").is_err());
-        assert!(PushTarget::parse("not a url", "wxc").is_err());
-        assert!(PushTarget::parse("/relative", "wxc").is_err());
+        assert!(PushTarget::parse("https://example.com/", P, "wxc").is_err());
+        assert!(PushTarget::parse("not a url", P, "wxc").is_err());
+        assert!(PushTarget::parse("/relative", P, "wxc").is_err());
     }
 }
