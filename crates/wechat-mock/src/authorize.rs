@@ -201,7 +201,7 @@ async fn answer_granted(shared: &Shared, granted: Granted) -> Response {
 
 /// `{"sent","acknowledged","error"}`: whether a push went out and whether the receiver answered
 /// `success`.
-fn outcome_json(outcome: &PushOutcome) -> Value {
+pub(crate) fn outcome_json(outcome: &PushOutcome) -> Value {
     match outcome {
         PushOutcome::NotSent => {
             json!({"sent": false, "acknowledged": false, "error": "no push URL is configured"})
@@ -211,7 +211,7 @@ fn outcome_json(outcome: &PushOutcome) -> Value {
     }
 }
 
-fn error(e: ControlError) -> Response {
+pub(crate) fn error(e: ControlError) -> Response {
     let (status, message) = match e {
         ControlError::BadRequest(m) => (StatusCode::BAD_REQUEST, m),
         ControlError::NotFound(m) => (StatusCode::NOT_FOUND, m),

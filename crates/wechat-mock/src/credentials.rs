@@ -30,6 +30,19 @@ pub(crate) enum Kind {
     AuthorizationCode,
     /// An `authorizer_refresh_token` (`refreshtoken@@@…`): it lives as long as the authorization.
     RefreshToken,
+    /// A Work WeChat suite's `suite_access_token`: it works on the `service/*` endpoints only.
+    Suite,
+    /// A `suite_ticket` the mock pushed to a suite.
+    SuiteTicket,
+    /// A suite's `pre_auth_code`: the start of an install link.
+    SuitePreAuthCode,
+    /// A temporary `auth_code` (`create_auth`, `reset_permanent_code`), exchanged once by
+    /// `get_permanent_code`.
+    SuiteAuthCode,
+    /// An installed corp's `permanent_code`: it lives until the corp uninstalls or it is reset.
+    PermanentCode,
+    /// A provider's `provider_access_token`.
+    Provider,
 }
 
 /// One minted token or ticket.
@@ -131,6 +144,10 @@ impl Credentials {
                 Kind::PreAuthCode => prefixed("preauthcode@@@", &mut rng, 86),
                 Kind::AuthorizationCode => prefixed("queryauthcode@@@", &mut rng, 86),
                 Kind::RefreshToken => prefixed("refreshtoken@@@", &mut rng, 43),
+                Kind::Suite | Kind::Provider => random_string(&mut rng, 128),
+                Kind::SuiteTicket | Kind::SuitePreAuthCode => random_string(&mut rng, 64),
+                Kind::SuiteAuthCode => random_string(&mut rng, 108),
+                Kind::PermanentCode => random_string(&mut rng, 43),
             };
             if !self.map.contains_key(&candidate) {
                 break candidate;

@@ -1,5 +1,7 @@
 //! The WeChat endpoints the mock serves, and the per-endpoint facts the request pipeline needs.
 
+use crate::input::Input;
+
 /// One mocked WeChat endpoint.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Endpoint {
@@ -44,6 +46,19 @@ pub(crate) enum Endpoint {
     CallbackIp,
     /// `GET /sns/jscode2session`: a mini-program login, authenticated with the AppSecret itself.
     JsCode2Session,
+    /// `POST /cgi-bin/service/get_suite_token`: a Work suite's token, for its pushed ticket.
+    SuiteToken,
+    /// `GET /cgi-bin/service/get_pre_auth_code`: the code of a suite's install link.
+    SuitePreAuthCode,
+    /// `POST /cgi-bin/service/get_permanent_code`: an installation's `auth_code` for the corp's
+    /// permanent code and a first corp token.
+    PermanentCode,
+    /// `POST /cgi-bin/service/get_auth_info`: an installed corp and the app it installed.
+    AuthInfo,
+    /// `POST /cgi-bin/service/get_corp_token`: an installed corp's access token.
+    SuiteCorpToken,
+    /// `POST /cgi-bin/service/get_provider_token`: the provider's own token.
+    ProviderToken,
 }
 
 /// Which platform's conventions an answer follows: official accounts omit nothing special, but
@@ -57,7 +72,7 @@ pub(crate) enum Flavor {
 }
 
 impl Endpoint {
-    pub(crate) const ALL: [Endpoint; 19] = [
+    pub(crate) const ALL: [Endpoint; 25] = [
         Endpoint::Token,
         Endpoint::StableToken,
         Endpoint::GetTicket,
@@ -77,6 +92,12 @@ impl Endpoint {
         Endpoint::StartPushTicket,
         Endpoint::CallbackIp,
         Endpoint::JsCode2Session,
+        Endpoint::SuiteToken,
+        Endpoint::SuitePreAuthCode,
+        Endpoint::PermanentCode,
+        Endpoint::AuthInfo,
+        Endpoint::SuiteCorpToken,
+        Endpoint::ProviderToken,
     ];
 
     pub(crate) fn path(self) -> &'static str {
@@ -100,6 +121,12 @@ impl Endpoint {
             Endpoint::StartPushTicket => "/cgi-bin/component/api_start_push_ticket",
             Endpoint::CallbackIp => "/cgi-bin/getcallbackip",
             Endpoint::JsCode2Session => "/sns/jscode2session",
+            Endpoint::SuiteToken => "/cgi-bin/service/get_suite_token",
+            Endpoint::SuitePreAuthCode => "/cgi-bin/service/get_pre_auth_code",
+            Endpoint::PermanentCode => "/cgi-bin/service/get_permanent_code",
+            Endpoint::AuthInfo => "/cgi-bin/service/get_auth_info",
+            Endpoint::SuiteCorpToken => "/cgi-bin/service/get_corp_token",
+            Endpoint::ProviderToken => "/cgi-bin/service/get_provider_token",
         }
     }
 
@@ -112,6 +139,7 @@ impl Endpoint {
                 | Endpoint::ClearQuota
                 | Endpoint::ClearQuotaV2
         ) || self.is_component()
+            || (self.is_suite() && self != Endpoint::SuitePreAuthCode)
     }
 
     /// Whether the endpoint belongs to the third-party platform (all POST with a JSON body).
@@ -128,6 +156,19 @@ impl Endpoint {
         )
     }
 
+    /// Whether the endpoint belongs to Work WeChat's third-party side (`cgi-bin/service/*`).
+    pub(crate) fn is_suite(self) -> bool {
+        matches!(
+            self,
+            Endpoint::SuiteToken
+                | Endpoint::SuitePreAuthCode
+                | Endpoint::PermanentCode
+                | Endpoint::AuthInfo
+                | Endpoint::SuiteCorpToken
+                | Endpoint::ProviderToken
+        )
+    }
+
     /// Whether outcomes count in [`crate::MockStats::business`].
     pub(crate) fn is_business(self) -> bool {
         matches!(
@@ -137,13 +178,19 @@ impl Endpoint {
     }
 
     /// The platform whose conventions an answer to `account` follows. `get_api_domain_ip` exists
-    /// on both hosts, so it answers a Work WeChat app (`corpid/agentid`) in the Work flavor.
-    pub(crate) fn flavor(self, account: &str) -> Flavor {
+    /// on both hosts, so it answers a Work WeChat app (`corpid/agentid`), and a call carrying a
+    /// suite or provider token, in the Work flavor.
+    pub(crate) fn flavor(self, account: &str, input: &Input) -> Flavor {
         match self {
             Endpoint::CorpToken | Endpoint::CorpJsapiTicket | Endpoint::CorpAgentTicket => {
                 Flavor::Work
             }
-            Endpoint::ApiDomainIp if account.contains('/') => Flavor::Work,
+            _ if self.is_suite() => Flavor::Work,
+            Endpoint::ApiDomainIp
+                if account.contains('/') || crate::suite::service_token_param(input).is_some() =>
+            {
+                Flavor::Work
+            }
             _ => Flavor::Official,
         }
     }

@@ -38,6 +38,24 @@ pub(crate) mod code {
     pub const CODE_EXPIRED: i64 = 61010;
     pub const INVALID_COMPONENT: i64 = 61011;
     pub const REFRESH_TOKEN_INVALID: i64 = 61023;
+    // Work WeChat's third-party codes, from its global error-code page (全局错误码, document
+    // 90313): 40078 不合法的auth_code参数, 40080 不合法的suite_secret, 40082 不合法的suite_token,
+    // 40083 不合法的suite_id, 40084 不合法的permanent_code参数 (also when the corp cancelled the
+    // authorisation), 40085 不合法的的suite_ticket参数 ("does not exist or has expired"), 41021–41025
+    // 缺少 suite_id / suite_access_token / suite_ticket / secret / permanent_code, 42009
+    // suite_access_token已过期.
+    pub const INVALID_AUTH_CODE: i64 = 40078;
+    pub const INVALID_SUITE_SECRET: i64 = 40080;
+    pub const INVALID_SUITE_TOKEN: i64 = 40082;
+    pub const INVALID_SUITE_ID: i64 = 40083;
+    pub const INVALID_PERMANENT_CODE: i64 = 40084;
+    pub const INVALID_SUITE_TICKET: i64 = 40085;
+    pub const SUITE_ID_MISSING: i64 = 41021;
+    pub const SUITE_TOKEN_MISSING: i64 = 41022;
+    pub const SUITE_TICKET_MISSING: i64 = 41023;
+    pub const SUITE_SECRET_MISSING: i64 = 41024;
+    pub const PERMANENT_CODE_MISSING: i64 = 41025;
+    pub const SUITE_TOKEN_EXPIRED: i64 = 42009;
 }
 
 /// The pointer to `stable_token` that WeChat has appended to some `cgi-bin/token` errors since 2023.
@@ -57,6 +75,20 @@ pub(crate) fn base_text(code: i64, flavor: Flavor, endpoint: Endpoint) -> &'stat
         (Flavor::Work, APPSECRET_MISSING) => "corpsecret missing",
         (Flavor::Work, DAILY_QUOTA) => "api freq out of limit",
         (Flavor::Work, WORK_INVALID_PARAMETER) => "invalid Request Parameter",
+        // Texts seen in real answers (the misspelling is Work WeChat's own); the others follow
+        // the global error-code page.
+        (_, INVALID_AUTH_CODE) => "invalid auth_code",
+        (_, INVALID_SUITE_SECRET) => "invalid suite_secret",
+        (_, INVALID_SUITE_TOKEN) => "invalid suite_acccess_token or provider_access_token",
+        (_, INVALID_SUITE_ID) => "invalid SuiteId",
+        (_, INVALID_PERMANENT_CODE) => "invalid permanent_code",
+        (_, INVALID_SUITE_TICKET) => "invalid suite ticket",
+        (_, SUITE_ID_MISSING) => "suite_id missing",
+        (_, SUITE_TOKEN_MISSING) => "suite_access_token missing",
+        (_, SUITE_TICKET_MISSING) => "suite_ticket missing",
+        (_, SUITE_SECRET_MISSING) => "suite_secret missing",
+        (_, PERMANENT_CODE_MISSING) => "permanent_code missing",
+        (_, SUITE_TOKEN_EXPIRED) => "suite_access_token expired",
         (_, SYSTEM_ERROR) => "system error",
         (_, INVALID_CREDENTIAL) => concat!(
             "invalid credential, access_token is invalid or not latest",

@@ -48,7 +48,10 @@ mod routes;
 mod server;
 mod sns;
 mod state;
+mod suite;
 mod time;
+
+pub use suite::{auth_corpid, MockProvider, MockSuite, SuiteStats};
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -108,6 +111,24 @@ pub struct MockConfig {
     pub pre_auth_code_lifetime: Duration,
     /// Lifetime of an authorization code (WeChat: about an hour).
     pub authorization_code_lifetime: Duration,
+    /// Work WeChat suites (第三方应用) the mock plays Work WeChat for.
+    pub suites: Vec<MockSuite>,
+    /// Work WeChat providers (服务商) whose `provider_access_token` the mock hands out.
+    pub providers: Vec<MockProvider>,
+    /// Where the suites' pushes go (the command callback URL, 指令回调URL), for example
+    /// `http://127.0.0.1:8080/wechat/suites/{suite_id}/events`; `{suite_id}` is replaced by each
+    /// suite's id. Plain `http://` only. Without it nothing is pushed until
+    /// [`MockServer::push_suites_to`] names one.
+    pub suite_push_url: Option<String>,
+    /// How often a `suite_ticket` is pushed to each suite (Work WeChat: 600 s). The first push goes
+    /// out as soon as the mock starts.
+    pub suite_ticket_interval: Duration,
+    /// How long a pushed `suite_ticket` can be used (Work WeChat: 30 min), newer pushes or not.
+    pub suite_ticket_lifetime: Duration,
+    /// Corps that installed each suite before the mock started, for scale tests: each has a
+    /// permanent code (listed by `GET /mock/suites/{suite_id}/installations`) and nothing is
+    /// pushed for them. Their corpids are [`auth_corpid`]`(suite index, 1..=N)`.
+    pub auth_corps_per_suite: u32,
 }
 
 impl Default for MockConfig {
@@ -128,6 +149,12 @@ impl Default for MockConfig {
             verify_ticket_lifetime: Duration::from_secs(12 * 3600),
             pre_auth_code_lifetime: Duration::from_secs(1800),
             authorization_code_lifetime: Duration::from_secs(3600),
+            suites: Vec::new(),
+            providers: Vec::new(),
+            suite_push_url: None,
+            suite_ticket_interval: Duration::from_secs(600),
+            suite_ticket_lifetime: Duration::from_secs(1800),
+            auth_corps_per_suite: 0,
         }
     }
 }
@@ -340,7 +367,7 @@ pub struct MockServer {
     addr: SocketAddr,
     shared: Arc<Shared>,
     server: server::ServerHandle,
-    /// The platforms' verify-ticket pushers, stopped with the server.
+    /// The platforms' verify-ticket and the suites' ticket pushers, stopped with the server.
     pushers: std::sync::Mutex<push::Pushers>,
 }
 
@@ -348,13 +375,16 @@ impl MockServer {
     /// Binds `listen` (use `127.0.0.1:0` in tests) and serves until shutdown or drop.
     ///
     /// Fails with `InvalidInput` when the configuration is unusable (a zero lifetime, a duplicated
-    /// appid, corp app or component, a bad EncodingAESKey or push URL), and with the bind error when the address cannot be bound.
+    /// appid, corp app, component, suite or provider, a bad EncodingAESKey or push URL), and with
+    /// the bind error when the address cannot be bound.
     pub async fn start(config: MockConfig, listen: SocketAddr) -> std::io::Result<MockServer> {
         let shared = Arc::new(Shared::new(&config)?);
         let listener = tokio::net::TcpListener::bind(listen).await?;
         let addr = listener.local_addr()?;
         let server = server::spawn(listener, routes::router(shared.clone()));
-        let pushers = std::sync::Mutex::new(push::spawn(&shared));
+        let mut pushers = push::spawn(&shared);
+        pushers.extend(suite::push::spawn(&shared));
+        let pushers = std::sync::Mutex::new(pushers);
         Ok(MockServer {
             addr,
             shared,
@@ -374,6 +404,24 @@ impl MockServer {
             .push_to(push_url)
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
         let started = push::spawn(&self.shared);
+        self.pushers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend(started);
+        Ok(())
+    }
+
+    /// Starts pushing to `suite_push_url` (as [`MockConfig::suite_push_url`]) for a mock started
+    /// without one, as [`MockServer::push_to`] does for the platforms. The first suite tickets go
+    /// out at once.
+    ///
+    /// Fails with `InvalidInput` when the URL is unusable or the suites already push somewhere.
+    pub fn push_suites_to(&self, suite_push_url: &str) -> std::io::Result<()> {
+        self.shared
+            .suite_settings()
+            .push_to(suite_push_url)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+        let started = suite::push::spawn(&self.shared);
         self.pushers
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -430,9 +478,12 @@ impl MockServer {
 /// The mock's counters, for tests that assert how the code under test used WeChat.
 ///
 /// Accounts are named by appid for official accounts (authorizers of a platform included) and by
-/// `corpid/agentid` for Work WeChat apps; calls to the component endpoints count under the
-/// platform's appid. `-` stands for a request whose account could not be identified (an unknown appid, a garbage
-/// token). Paths are the request paths, such as `/cgi-bin/token`.
+/// `corpid/agentid` for Work WeChat apps (the apps suites installed included); calls to the
+/// component endpoints count under the platform's appid, calls to the `service/*` endpoints under
+/// the suite id (`get_corp_token`: the corp's corpid; `get_provider_token`: the provider's
+/// corpid), and business calls with a suite or provider token under the suite id or the
+/// provider's corpid. `-` stands for a request whose account could not be identified (an unknown
+/// appid, a garbage token). Paths are the request paths, such as `/cgi-bin/token`.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
 pub struct MockStats {
     /// Every request that reached an endpoint, including ones answered by a fault or an error, by
@@ -469,6 +520,12 @@ pub struct MockStats {
     /// appid. Calls per path and errcodes are in `calls` and `outcomes` as for every endpoint.
     #[serde(default)]
     pub components: BTreeMap<String, ComponentStats>,
+    /// Work WeChat suites' own counters (pushes, tokens, installations), by suite id.
+    #[serde(default)]
+    pub suites: BTreeMap<String, SuiteStats>,
+    /// `provider_access_token`s minted, by provider corpid.
+    #[serde(default)]
+    pub provider_tokens_issued: BTreeMap<String, u64>,
 }
 
 /// What happened on one third-party platform: the counters a hub test asserts on. No token,
@@ -499,7 +556,7 @@ pub struct ComponentStats {
     pub authorizers: u64,
 }
 
-/// The fate of one kind of push.
+/// The fate of one kind of push (or of URL verifications).
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PushCounts {
     /// Pushes attempted.
@@ -593,8 +650,9 @@ pub struct FaultRule {
     /// The request path the rule applies to, for example `/cgi-bin/token` (exact match).
     pub path: String,
     /// When set, only requests of this account match: the appid, or `corpid/agentid` for Work
-    /// WeChat, or the component appid on the component endpoints. For token-carrying requests
-    /// the account is the one the token belongs to.
+    /// WeChat, the component appid on the component endpoints, the suite id (or corpid) on the
+    /// `service/*` endpoints, as in [`MockStats`]. For token-carrying requests the account is the
+    /// one the token belongs to.
     #[serde(default)]
     pub account: Option<String>,
     /// The WeChat errcode to answer with, for example -1 (system busy) or 45009.

@@ -1,5 +1,6 @@
 //! HTTP routes: the WeChat endpoints, each through the same pipeline (identify and count, fault,
-//! rules), and the mock's own `/mock/*` control endpoints.
+//! rules), and the mock's own `/mock/*` control endpoints (`authorize.rs` for the platforms,
+//! `suite/control.rs` for Work WeChat's suites).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,6 +36,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
     }
     router
         .merge(crate::authorize::routes())
+        .merge(crate::suite::control::routes())
         .route("/mock/stats", get(stats))
         .route(
             "/mock/faults",
@@ -84,7 +86,7 @@ fn fault_reply(
     match (status, rule.errcode) {
         (status, Some(code)) => {
             let errmsg = rule.errmsg.clone().unwrap_or_else(|| {
-                let flavor = endpoint.flavor(account);
+                let flavor = endpoint.flavor(account, input);
                 let base = errors::base_text(code, flavor, endpoint);
                 errors::errmsg(base, code, flavor, input.peer())
             });

@@ -21,6 +21,7 @@ use crate::errors::code::*;
 use crate::faults::Faults;
 use crate::input::{Field, Input};
 use crate::reply::{Reply, Status};
+use crate::suite::{self, SuiteSettings, Suites};
 use crate::time::Periods;
 use crate::{FaultRule, MockConfig, MockStats};
 
@@ -75,6 +76,8 @@ struct Settings {
     corp_secrets: HashMap<String, Vec<(String, String)>>,
     /// The third-party platforms' configuration.
     platform: PlatformSettings,
+    /// Work WeChat's suites' and providers' configuration.
+    suite: SuiteSettings,
 }
 
 struct State {
@@ -88,6 +91,8 @@ struct State {
     stats: MockStats,
     /// The third-party platforms: tickets, tokens and authorizers.
     platform: Platform,
+    /// Work WeChat's suites and providers: tickets, tokens and installations.
+    suites: Suites,
 }
 
 /// Everything under the lock that the third-party platform's rules touch.
@@ -109,6 +114,51 @@ impl PlatformCtx<'_> {
         if !self.apps.contains_key(appid) {
             let secret = crate::credentials::random_secret();
             self.apps.insert(appid.to_owned(), AppState::new(secret));
+        }
+    }
+}
+
+/// Everything under the lock that Work WeChat's suite rules touch.
+pub(crate) struct SuiteCtx<'a> {
+    /// The suites' and providers' own state.
+    pub suites: &'a mut Suites,
+    /// Where tickets, codes and tokens are minted and judged.
+    pub credentials: &'a mut Credentials,
+    /// The counters.
+    pub stats: &'a mut MockStats,
+    /// The Work WeChat apps, which every installation joins.
+    corp_apps: &'a mut HashMap<String, CorpAppState>,
+    /// The Work WeChat corps, whose corp ticket an installed app fetches.
+    corps: &'a mut HashMap<String, CorpState>,
+}
+
+impl SuiteCtx<'_> {
+    /// Whether the Work WeChat app `account` (`corpid/agentid`) exists, configured or installed.
+    pub fn has_corp_app(&self, account: &str) -> bool {
+        self.corp_apps.contains_key(account)
+    }
+
+    /// Makes an installed suite's app a Work WeChat app of `corpid`, so that its corp tokens
+    /// work on every API a Work app token works on (tickets, the business API).
+    pub fn add_corp_app(&mut self, corpid: &str, account: &str) {
+        self.corp_apps.insert(
+            account.to_owned(),
+            CorpAppState {
+                corpid: corpid.to_owned(),
+                token: None,
+                agent_ticket: None,
+                agent_tickets: HourCount::default(),
+            },
+        );
+        self.corps.entry(corpid.to_owned()).or_default();
+    }
+
+    /// An uninstalled suite's app leaves the Work WeChat apps; its agent ticket dies with it.
+    pub fn remove_corp_app(&mut self, account: &str, now: Instant) {
+        if let Some(app) = self.corp_apps.remove(account) {
+            let mut dead: Vec<String> = app.agent_ticket.into_iter().collect();
+            self.credentials
+                .supersede(&mut dead, now, Duration::ZERO, false);
         }
     }
 }
@@ -317,6 +367,7 @@ impl Shared {
             .mul_f64(30.0 / 7200.0)
             .max(Duration::from_secs(1));
         let platform_settings = PlatformSettings::new(config).map_err(invalid)?;
+        let suite_settings = SuiteSettings::new(config).map_err(invalid)?;
         let mut state = State {
             credentials: Credentials::new(config.lifetime),
             apps,
@@ -325,12 +376,14 @@ impl Shared {
             faults: Faults::default(),
             stats: MockStats::default(),
             platform: Platform::default(),
+            suites: Suites::default(),
         };
         component::start(
             &platform_settings,
             &mut state.platform_ctx(),
             Instant::now(),
         );
+        suite::start(&suite_settings, &mut state.suite_ctx(), Instant::now());
         Ok(Shared {
             settings: Settings {
                 lifetime: config.lifetime,
@@ -341,6 +394,7 @@ impl Shared {
                 ticket_quota: config.ticket_daily_quota,
                 corp_secrets,
                 platform: platform_settings,
+                suite: suite_settings,
             },
             state: Mutex::new(state),
             in_flight: AtomicU64::new(0),
@@ -365,6 +419,17 @@ impl Shared {
     ) -> R {
         let mut state = self.lock();
         f(&self.settings.platform, &mut state.platform_ctx())
+    }
+
+    /// The suites' and providers' configuration, readable without the lock (the pushers use it).
+    pub fn suite_settings(&self) -> &SuiteSettings {
+        &self.settings.suite
+    }
+
+    /// Runs `f` on the suite state under the lock (never across an await).
+    pub fn with_suites<R>(&self, f: impl FnOnce(&SuiteSettings, &mut SuiteCtx<'_>) -> R) -> R {
+        let mut state = self.lock();
+        f(&self.settings.suite, &mut state.suite_ctx())
     }
 
     pub fn stats(&self) -> MockStats {
@@ -446,10 +511,11 @@ impl Shared {
             Endpoint::CorpToken => state.corp_token(s, input, now),
             Endpoint::CorpJsapiTicket => state.corp_jsapi_ticket(s, input, now, periods),
             Endpoint::CorpAgentTicket => state.corp_agent_ticket(s, input, now, periods),
+            e if e.is_suite() => suite::serve(&s.suite, e, input, &mut state.suite_ctx(), now),
             _ => component::serve(&s.platform, endpoint, input, &mut state.platform_ctx(), now),
         };
         let reply = result.unwrap_or_else(|code| {
-            Reply::error(code, endpoint, endpoint.flavor(account), input.peer())
+            Reply::error(code, endpoint, endpoint.flavor(account, input), input.peer())
         });
         state.record(endpoint, account, reply.errcode);
         reply
@@ -472,7 +538,7 @@ pub(crate) fn bump(map: &mut BTreeMap<String, BTreeMap<String, u64>>, outer: &st
 
 /// The live value in `slot`, or a newly minted one (then `true`): tickets and Work WeChat
 /// tokens are handed out unchanged until they expire.
-fn current_or_mint(
+pub(crate) fn current_or_mint(
     credentials: &mut Credentials,
     slot: &mut Option<String>,
     kind: Kind,
@@ -532,8 +598,19 @@ impl State {
         }
     }
 
+    fn suite_ctx(&mut self) -> SuiteCtx<'_> {
+        SuiteCtx {
+            suites: &mut self.suites,
+            credentials: &mut self.credentials,
+            stats: &mut self.stats,
+            corp_apps: &mut self.corp_apps,
+            corps: &mut self.corps,
+        }
+    }
+
     /// The account a request is about, for counters and fault matching: a configured appid,
-    /// the `corpid/agentid` of a corp secret, or the owner of the token it carries; else `-`.
+    /// the `corpid/agentid` of a corp secret, a configured suite or provider, or the owner of the
+    /// token it carries; else `-`.
     fn identify(&self, s: &Settings, endpoint: Endpoint, input: &Input) -> String {
         let account = match endpoint {
             Endpoint::Token => self.known_app(input.query("appid")),
@@ -550,8 +627,15 @@ impl State {
                         .map(|(_, account)| account.as_str())
                 }),
             Endpoint::JsCode2Session => self.known_app(input.query("appid")),
+            Endpoint::ApiDomainIp => input
+                .query("access_token")
+                .or_else(|| suite::service_token_param(input).map(|(_, token)| token))
+                .and_then(|t| self.credentials.get(t))
+                .map(|r| r.account.as_str()),
+            e if e.is_suite() => {
+                suite::identify(&s.suite, &self.suites, &self.credentials, e, input)
+            }
             Endpoint::GetTicket
-            | Endpoint::ApiDomainIp
             | Endpoint::CallbackIp
             | Endpoint::QuotaGet
             | Endpoint::ClearQuota
@@ -731,8 +815,18 @@ impl State {
         Ok(ticket_reply(&ticket, s.lifetime))
     }
 
-    /// `GET /cgi-bin/get_api_domain_ip`: the business API, for both kinds of token.
+    /// `GET /cgi-bin/get_api_domain_ip`: the business API, for both kinds of token. On the Work
+    /// host it also takes a `suite_access_token=` or `provider_access_token=` instead, judged as
+    /// the `service/*` endpoints judge them (40082, 42009).
     fn api_domain_ip(&mut self, input: &Input, now: Instant) -> Result<Reply, i64> {
+        if let Some((kind, token)) = suite::service_token_param(input) {
+            suite::check_service_token(&self.credentials, kind, Some(token), now)?;
+            return Ok(Reply::success(&WorkIpList {
+                errcode: 0,
+                errmsg: "ok",
+                ip_list: API_IPS,
+            }));
+        }
         let record = self.credentials.check(
             input.query("access_token"),
             &[Kind::Official, Kind::Corp],
