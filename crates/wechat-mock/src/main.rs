@@ -8,11 +8,23 @@ use std::time::Duration;
 
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
-use wechat_mock::{parse_apps_file, MockApp, MockComponent, MockConfig, MockCorpApp, MockServer};
+use wechat_mock::{
+    parse_apps_file, MockApp, MockComponent, MockConfig, MockCorpApp, MockProvider, MockServer,
+    MockSuite,
+};
 
-/// A mock of WeChat's token, ticket and business endpoints (official accounts and Work WeChat).
+/// A mock of WeChat's token, ticket and business endpoints: official accounts and mini programs,
+/// Work WeChat apps, third-party platforms (开放平台) and Work WeChat suites and providers
+/// (企业微信服务商), with their encrypted pushes.
 #[derive(Parser, Debug)]
-#[command(name = "wechat-mock", version)]
+#[command(
+    name = "wechat-mock",
+    version,
+    after_help = "Mock-only control endpoints: /mock/stats, /mock/faults, /mock/authorize, \
+/mock/updateauthorize, /mock/unauthorize (platforms), /mock/install, /mock/uninstall, \
+/mock/reset_permanent_code, /mock/change_auth, /mock/suites/{suite_id}/push_ticket, \
+/mock/suites/{suite_id}/verify_url, /mock/suites/{suite_id}/installations (suites)."
+)]
 struct Cli {
     /// Address to listen on, for example 127.0.0.1:9000 (port 0 picks a free port).
     #[arg(long, value_name = "ADDR")]
@@ -61,6 +73,28 @@ struct Cli {
     /// after the grace.
     #[arg(long)]
     rotate_refresh_tokens: bool,
+    /// A Work WeChat suite (第三方应用) with its suite_secret, callback Token and 43-character
+    /// EncodingAESKey (repeatable).
+    // Parsed after clap, whose errors would repeat the raw value, secrets included.
+    #[arg(long = "suite", value_name = "SUITEID:SECRET:TOKEN:AESKEY")]
+    suites: Vec<String>,
+    /// A Work WeChat provider (服务商) with its provider_secret (repeatable).
+    // Parsed after clap, as --suite.
+    #[arg(long = "provider", value_name = "CORPID:SECRET")]
+    providers: Vec<String>,
+    /// Where the suites' encrypted pushes go (their command callback URL; http:// only);
+    /// {suite_id} in it is replaced by each suite's id. Without it nothing is pushed.
+    #[arg(long, value_name = "URL")]
+    suite_push_url: Option<String>,
+    /// Seconds between suite_ticket pushes to each suite (the first goes out at start).
+    #[arg(long, value_name = "SECS", default_value_t = 600,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    suite_ticket_interval: u64,
+    /// Corps that installed each suite before start (for scale tests), each with a permanent code
+    /// listed by GET /mock/suites/{suite_id}/installations; their corpids are ww + the suite's
+    /// index as 4 hex digits + the corp's number (from 1) as 12.
+    #[arg(long = "auth-corps", value_name = "N", default_value_t = 0)]
+    auth_corps: u32,
 }
 
 #[tokio::main]
@@ -87,6 +121,30 @@ async fn main() -> ExitCode {
         Ok(components) => components,
         Err(e) => {
             eprintln!("error: --component: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let suites = match cli
+        .suites
+        .iter()
+        .map(|s| s.parse::<MockSuite>())
+        .collect::<Result<Vec<_>, _>>()
+    {
+        Ok(suites) => suites,
+        Err(e) => {
+            eprintln!("error: --suite: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let providers = match cli
+        .providers
+        .iter()
+        .map(|p| p.parse::<MockProvider>())
+        .collect::<Result<Vec<_>, _>>()
+    {
+        Ok(providers) => providers,
+        Err(e) => {
+            eprintln!("error: --provider: {e}");
             return ExitCode::from(2);
         }
     };
@@ -117,6 +175,11 @@ async fn main() -> ExitCode {
         push_interval: Duration::from_secs(cli.push_interval),
         authorizers_per_component: cli.authorizers,
         rotate_refresh_tokens: cli.rotate_refresh_tokens,
+        suites,
+        providers,
+        suite_push_url: cli.suite_push_url,
+        suite_ticket_interval: Duration::from_secs(cli.suite_ticket_interval),
+        auth_corps_per_suite: cli.auth_corps,
         ..MockConfig::default()
     };
     let apps: Vec<&str> = config.apps.iter().map(|a| a.appid.as_str()).collect();
@@ -126,6 +189,8 @@ async fn main() -> ExitCode {
         .map(|c| format!("{}/{}", c.corpid, c.agentid))
         .collect();
     let components: Vec<&str> = config.components.iter().map(|c| c.appid.as_str()).collect();
+    let suites: Vec<&str> = config.suites.iter().map(|s| s.suite_id.as_str()).collect();
+    let providers: Vec<&str> = config.providers.iter().map(|p| p.corpid.as_str()).collect();
     tracing::info!(
         lifetime = cli.lifetime,
         grace = cli.grace,
@@ -134,6 +199,9 @@ async fn main() -> ExitCode {
         corps = %listing(&corps),
         components = %listing(&components),
         push_url = config.push_url.as_deref().unwrap_or("-"),
+        suites = %listing(&suites),
+        providers = %listing(&providers),
+        suite_push_url = config.suite_push_url.as_deref().unwrap_or("-"),
         "starting"
     );
     if !config.components.is_empty() && config.push_url.is_none() {
@@ -141,9 +209,19 @@ async fn main() -> ExitCode {
             "no --push-url given: verify tickets and authorization events are not pushed"
         );
     }
-    if config.apps.is_empty() && config.corps.is_empty() && config.components.is_empty() {
+    if !config.suites.is_empty() && config.suite_push_url.is_none() {
         tracing::warn!(
-            "no --app, --corp or --component given: every token request will be refused"
+            "no --suite-push-url given: suite tickets and installation events are not pushed"
+        );
+    }
+    if config.apps.is_empty()
+        && config.corps.is_empty()
+        && config.components.is_empty()
+        && config.suites.is_empty()
+        && config.providers.is_empty()
+    {
+        tracing::warn!(
+            "no --app, --corp, --component, --suite or --provider given: every token request will be refused"
         );
     }
 
