@@ -3,10 +3,18 @@
 //! The mock is a second implementation of the rules in `docs/wechat.md`: the token endpoints
 //! (`cgi-bin/token`, `cgi-bin/stable_token`), the JS-SDK ticket endpoint, a business API that checks
 //! tokens the way every WeChat API does, the quota-management APIs, the Work WeChat (企业微信)
-//! token and ticket endpoints and the third-party platform (开放平台: component endpoints,
+//! token and ticket endpoints, the third-party platform (开放平台: component endpoints,
 //! encrypted event pushes to the platform's URL, account owners played through
-//! `/mock/authorize`), all on one listener. Where WeChat is strict the mock is strict too:
-//! a hub that passes its tests against a lenient mock would fail in production.
+//! `/mock/authorize`) and Work WeChat's provider side (企业微信服务商: the `cgi-bin/service/*`
+//! endpoints for suite, corp and provider tokens, `suite_ticket` and installation pushes to each
+//! suite's command callback URL, corp administrators played through `/mock/install`,
+//! `/mock/uninstall`, `/mock/reset_permanent_code` and `/mock/change_auth`), all on one listener.
+//! Where WeChat is strict the mock is strict too: a hub that passes its tests against a lenient
+//! mock would fail in production.
+//!
+//! The `/mock/*` endpoints are the mock's own (stats, faults, the parties WeChat talks to, and
+//! test backdoors such as `GET /mock/suites/{suite_id}/installations`, which lists permanent
+//! codes as Work WeChat never does); WeChat has none of them.
 //!
 //! Tests start it in-process on port 0 and read its counters:
 //!

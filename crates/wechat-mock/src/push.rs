@@ -243,7 +243,10 @@ pub(crate) async fn deliver(target: &PushTarget, sealed: &Sealed) -> Result<(), 
         return Err(format!("HTTP {}", status.as_u16()));
     }
     if answer.as_ref() != b"success" {
-        return Err(format!("answered {} instead of \"success\"", shown(&answer)));
+        return Err(format!(
+            "answered {} instead of \"success\"",
+            shown(&answer)
+        ));
     }
     Ok(())
 }
@@ -544,7 +547,8 @@ mod tests {
     #[test]
     fn push_urls() {
         const P: &str = "{component_appid}";
-        let t = PushTarget::parse("http://127.0.0.1:8080/events/{component_appid}", P, "wxc").unwrap();
+        let t =
+            PushTarget::parse("http://127.0.0.1:8080/events/{component_appid}", P, "wxc").unwrap();
         assert_eq!((t.host.as_str(), t.port), ("127.0.0.1", 8080));
         assert_eq!(t.request_target("a=1"), "/events/wxc?a=1");
         let t = PushTarget::parse("http://localhost/cb?x=y", P, "wxc").unwrap();

@@ -515,7 +515,12 @@ impl Shared {
             _ => component::serve(&s.platform, endpoint, input, &mut state.platform_ctx(), now),
         };
         let reply = result.unwrap_or_else(|code| {
-            Reply::error(code, endpoint, endpoint.flavor(account, input), input.peer())
+            Reply::error(
+                code,
+                endpoint,
+                endpoint.flavor(account, input),
+                input.peer(),
+            )
         });
         state.record(endpoint, account, reply.errcode);
         reply

@@ -125,7 +125,10 @@ impl SuiteSettings {
                     p.corpid
                 ));
             }
-            if providers.insert(p.corpid.clone(), p.secret.clone()).is_some() {
+            if providers
+                .insert(p.corpid.clone(), p.secret.clone())
+                .is_some()
+            {
                 return Err(format!("provider {:?} is configured twice", p.corpid));
             }
         }
@@ -268,8 +271,12 @@ pub(crate) fn identify<'a>(
     match endpoint {
         Endpoint::SuiteToken => body("suite_id").filter(|id| ss.suites.contains_key(*id)),
         Endpoint::ProviderToken => body("corpid").filter(|id| ss.providers.contains_key(*id)),
-        Endpoint::SuiteCorpToken => body("auth_corpid")
-            .filter(|corpid| suites.suites.values().any(|s| s.corps.contains_key(*corpid))),
+        Endpoint::SuiteCorpToken => body("auth_corpid").filter(|corpid| {
+            suites
+                .suites
+                .values()
+                .any(|s| s.corps.contains_key(*corpid))
+        }),
         _ => input
             .query("suite_access_token")
             .and_then(|t| credentials.get(t))

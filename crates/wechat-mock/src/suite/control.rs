@@ -230,9 +230,8 @@ async fn installations(
     Path(suite_id): Path<String>,
 ) -> Response {
     let listed = shared.with_suites(|_, ctx| {
-        install::installations(ctx, &suite_id).map(|list| {
-            json!({"suite_id": suite_id, "total": list.len(), "installations": list})
-        })
+        install::installations(ctx, &suite_id)
+            .map(|list| json!({"suite_id": suite_id, "total": list.len(), "installations": list}))
     });
     match listed {
         Ok(listed) => Json(listed).into_response(),

@@ -8,7 +8,9 @@ use serde::Serialize;
 use tokio::time::Instant;
 
 use super::push::{SuiteInfo, SuiteMessage};
-use super::{free_agentid, new_auth_code, suite_stats, Installation, SuiteState, AUTH_CODE_LIFETIME};
+use super::{
+    free_agentid, new_auth_code, suite_stats, Installation, SuiteState, AUTH_CODE_LIFETIME,
+};
 use crate::component::ControlError;
 use crate::credentials::Kind;
 use crate::state::SuiteCtx;

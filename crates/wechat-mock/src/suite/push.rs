@@ -19,7 +19,9 @@ use wechat_crypto::MessageCrypt;
 
 use super::{record_push, suite_stats, tally};
 use crate::component::ControlError;
-use crate::push::{cdata, deliver, exchange, shown, xml_document, PushField, PushOutcome, Pushers, Sealed};
+use crate::push::{
+    cdata, deliver, exchange, shown, xml_document, PushField, PushOutcome, Pushers, Sealed,
+};
 use crate::state::Shared;
 use crate::time::unix_now;
 
@@ -155,8 +157,7 @@ pub(crate) async fn push_ticket(shared: &Shared, suite_id: &str) -> PushOutcome 
     if !has_target {
         return PushOutcome::NotSent;
     }
-    let minted =
-        shared.with_suites(|ss, ctx| super::new_ticket(ss, ctx, suite_id, Instant::now()));
+    let minted = shared.with_suites(|ss, ctx| super::new_ticket(ss, ctx, suite_id, Instant::now()));
     let Some(ticket) = minted else {
         return PushOutcome::NotSent;
     };

@@ -81,7 +81,11 @@ fn suite_token(
     if !pushed_here {
         return Err(INVALID_SUITE_TICKET);
     }
-    let suite = ctx.suites.suites.get_mut(suite_id).ok_or(INVALID_SUITE_ID)?;
+    let suite = ctx
+        .suites
+        .suites
+        .get_mut(suite_id)
+        .ok_or(INVALID_SUITE_ID)?;
     let (token, minted) = current_or_mint(
         ctx.credentials,
         &mut suite.token,
@@ -158,8 +162,7 @@ fn permanent_code(
     let installation = suite.corps.get_mut(&corpid).ok_or(INVALID_AUTH_CODE)?;
     let mut old: Vec<String> = installation.permanent_code.take().into_iter().collect();
     credentials.supersede(&mut old, now, Duration::ZERO, false);
-    let permanent =
-        credentials.mint(Kind::PermanentCode, &corpid, now, PERMANENT_CODE_LIFETIME);
+    let permanent = credentials.mint(Kind::PermanentCode, &corpid, now, PERMANENT_CODE_LIFETIME);
     installation.permanent_code = Some(permanent.clone());
     let (token, minted) = corp_access_token(ss, installation, credentials, now);
     let reply = json!({
@@ -320,8 +323,7 @@ fn provider_token(
             Endpoint::ProviderToken.path(),
             corpid,
         );
-        *ctx
-            .stats
+        *ctx.stats
             .provider_tokens_issued
             .entry(corpid.to_owned())
             .or_default() += 1;
