@@ -24,6 +24,10 @@ fn malformed_accounts_exit_with_2_and_say_why() {
         ][..],
         &["--listen", "127.0.0.1:0", "--push-interval", "0"][..],
         &["--listen", "127.0.0.1:0", "--authorizers", "-1"][..],
+        &["--listen", "127.0.0.1:0", "--suite", "wws:secret:token"][..],
+        &["--listen", "127.0.0.1:0", "--provider", "wwp"][..],
+        &["--listen", "127.0.0.1:0", "--suite-ticket-interval", "0"][..],
+        &["--listen", "127.0.0.1:0", "--auth-corps", "-1"][..],
     ] {
         let out = Command::new(BIN).args(args).output().unwrap();
         assert_eq!(out.status.code(), Some(2), "{args:?}");
@@ -48,6 +52,96 @@ fn malformed_accounts_exit_with_2_and_say_why() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("EncodingAESKey"), "{stderr}");
     assert!(!stderr.contains("topsecret"), "{stderr}");
+    for (flag, value) in [
+        ("--suite", "wws:topsecret:token:tooshort"),
+        ("--provider", "wwp:"),
+        ("--provider", ":topsecret"),
+    ] {
+        let out = Command::new(BIN)
+            .args(["--listen", "127.0.0.1:0", flag, value])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{flag} {value}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(flag), "{stderr}");
+        assert!(!stderr.contains("topsecret"), "{stderr}");
+    }
+}
+
+#[tokio::test]
+async fn the_binary_pushes_suite_tickets_and_serves_installed_corps() {
+    use crate::suite_receiver::*;
+
+    let receiver = SuiteReceiver::start().await;
+    let suite = format!("{SUITE}:{SUITE_SECRET}:{SUITE_TOKEN}:{SUITE_KEY}");
+    let provider = format!("{PROVIDER}:{PROVIDER_SECRET}");
+    let mut child = Child(
+        Command::new(BIN)
+            .args(["--listen", "127.0.0.1:0", "--lifetime", "20"])
+            .args(["--suite", &suite, "--provider", &provider])
+            .args(["--suite-push-url", &receiver.push_url()])
+            .args(["--suite-ticket-interval", "1", "--auth-corps", "2"])
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let base = address_of(&mut child).await;
+    // A ticket at start and another a second later.
+    receiver.next_ticket(SUITE).await;
+    let ticket = receiver.next_ticket(SUITE).await;
+    let client = reqwest::Client::new();
+    let call = |request: reqwest::RequestBuilder| async move {
+        request
+            .send()
+            .await
+            .unwrap()
+            .json::<serde_json::Value>()
+            .await
+            .unwrap()
+    };
+    let token = call(client.post(format!("{base}/cgi-bin/service/get_suite_token")).json(
+        &serde_json::json!({"suite_id": SUITE, "suite_secret": SUITE_SECRET, "suite_ticket": ticket}),
+    ))
+    .await;
+    assert_eq!(token["expires_in"], 20, "{token}");
+    let token = token["suite_access_token"].as_str().unwrap().to_owned();
+    let listed = call(client.get(format!("{base}/mock/suites/{SUITE}/installations"))).await;
+    assert_eq!(listed["total"], 2, "{listed}");
+    let corp = &listed["installations"][0];
+    assert_eq!(corp["corpid"], wechat_mock::auth_corpid(0, 1));
+    let corp_token = call(
+        client
+            .post(format!(
+                "{base}/cgi-bin/service/get_corp_token?suite_access_token={token}"
+            ))
+            .json(&serde_json::json!({"auth_corpid": corp["corpid"], "permanent_code": corp["permanent_code"]})),
+    )
+    .await;
+    assert_eq!(corp_token["expires_in"], 20, "{corp_token}");
+    let provider_token = call(
+        client
+            .post(format!("{base}/cgi-bin/service/get_provider_token"))
+            .json(&serde_json::json!({"corpid": PROVIDER, "provider_secret": PROVIDER_SECRET})),
+    )
+    .await;
+    assert!(
+        provider_token["provider_access_token"].is_string(),
+        "{provider_token}"
+    );
+    let stats: wechat_mock::MockStats = client
+        .get(format!("{base}/mock/stats"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let s = stats.suite(SUITE);
+    assert!(s.pushes("suite_ticket").acknowledged >= 2);
+    assert_eq!((s.installed, s.corp_tokens_issued), (2, 1));
+    assert_eq!(stats.provider_tokens(PROVIDER), 1);
 }
 
 #[tokio::test]

@@ -11,6 +11,8 @@ mod platform;
 mod quota;
 mod server;
 mod stable;
+mod suite_receiver;
+mod suites;
 mod tickets;
 mod token;
 mod work;

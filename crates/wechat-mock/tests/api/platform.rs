@@ -227,7 +227,7 @@ fn open(
 }
 
 /// The child elements of a flat `<xml>…</xml>` document, CDATA unwrapped.
-fn elements(xml: &str) -> BTreeMap<String, String> {
+pub fn elements(xml: &str) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
     let inner = xml
         .trim()
