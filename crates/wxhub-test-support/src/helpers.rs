@@ -13,8 +13,9 @@ use tokio::task::JoinHandle;
 use wechat_mock::{MockConfig, MockServer, MockStats};
 use wxhub::configuration::{
     consumer_key_digest, AppGrant, AppSettings, ComponentSettings, ConsumerSettings, CorpSettings,
-    GatewaySettings, MasterKey, RefreshOverrides, RefreshSettings, Scope, Secret, SecretsSettings,
-    ServerSettings, Settings, StoreSettings, TokenMode, WechatSettings,
+    GatewaySettings, MasterKey, ProviderSettings, RefreshOverrides, RefreshSettings, Scope, Secret,
+    SecretsSettings, ServerSettings, Settings, StoreSettings, SuiteSettings, TokenMode,
+    WechatSettings,
 };
 use wxhub::gateway::Host;
 use wxhub::startup::Application;
@@ -128,6 +129,10 @@ pub struct HubOptions {
     pub master_key: Option<MasterKey>,
     /// `[[components]]`: third-party platforms.
     pub components: Vec<ComponentSettings>,
+    /// `[[suites]]`: Work WeChat suites.
+    pub suites: Vec<SuiteSettings>,
+    /// `[[providers]]`: Work WeChat service providers.
+    pub providers: Vec<ProviderSettings>,
     /// WeChat's address for the hub, when it is not the mock's (a hostile upstream).
     pub api_base: Option<String>,
     /// `[server]` apart from `listen` (connection limits and timeouts).
@@ -157,6 +162,8 @@ impl HubOptions {
             shared_store: None,
             master_key: Some(test_master_key()),
             components: vec![],
+            suites: vec![],
+            providers: vec![],
             api_base: None,
             server: ServerSettings {
                 request_timeout: Duration::from_secs(10),
@@ -238,6 +245,8 @@ pub fn settings_for(mock: &MockServer, options: &HubOptions) -> Settings {
             })
             .collect(),
         components: options.components.clone(),
+        suites: options.suites.clone(),
+        providers: options.providers.clone(),
         consumers: vec![
             ConsumerSettings {
                 name: "admin".into(),

@@ -13,9 +13,12 @@
 //!   engine tests on tokio's paused clock.
 //! - [`platform`]: what the third-party platform tests share (the push relay, the platform's
 //!   settings and mocks).
+//! - [`suites`]: what the Work WeChat suite tests share (the suite's and the provider's settings,
+//!   a mock that pushes suite tickets through the relay, installs).
 
 pub mod faulty_store;
 pub mod helpers;
 pub mod in_process;
 pub mod platform;
 pub mod redis;
+pub mod suites;

@@ -51,6 +51,11 @@ impl Relay {
         )
     }
 
+    /// The command callback URL the mock pushes suites' events to.
+    pub fn suite_push_url(&self) -> String {
+        format!("{}/wechat/suites/{{suite_id}}/events", self.address)
+    }
+
     /// Points the relay at raw addresses (`http://IP:PORT`).
     pub fn targets(&self) -> std::sync::MutexGuard<'_, Vec<String>> {
         self.targets.lock().unwrap()

@@ -160,6 +160,8 @@ pub async fn start(options: DemoOptions) -> Result<Demo, StartupError> {
             authorizer_tickets: vec![TicketKind::Jsapi],
             refresh: RefreshOverrides::default(),
         }],
+        suites: vec![],
+        providers: vec![],
         consumers: vec![ConsumerSettings {
             name: "demo".into(),
             key_sha256: consumer_key_digest(&consumer_key),

@@ -272,6 +272,12 @@ impl Application {
             read_index.clone(),
             platform_upstream.clone(),
         ));
+        let suites = Arc::new(crate::suites::Suites::new(
+            control.clone(),
+            engine.clone(),
+            read_index.clone(),
+            platform_upstream.clone(),
+        ));
         crate::platform::run_watchdogs(
             &settings,
             platform.clone(),
@@ -283,6 +289,7 @@ impl Application {
         let context = Arc::new(ApiContext {
             clock,
             platform,
+            suites,
             read_index,
             engine: engine.clone(),
             store,
@@ -432,10 +439,11 @@ fn seal_at_rest(
     settings: &Settings,
 ) -> (Arc<dyn Store>, Option<Arc<SealedStore>>) {
     let Some(key) = settings.secrets.master_key.as_ref() else {
-        if !settings.components.is_empty() {
+        if !settings.components.is_empty() || !settings.suites.is_empty() {
             tracing::warn!(
-                "no [secrets] master_key: authorizers' refresh tokens are stored unsealed; \
-                 set one (32 bytes, base64) on every instance"
+                "no [secrets] master_key: authorizers' refresh tokens and installed corps' \
+                 permanent codes are stored unsealed; set one (32 bytes, base64) on every \
+                 instance"
             );
         }
         return (store, None);

@@ -379,6 +379,42 @@ pub async fn delete_corp(
     finish(&context, Route::Admin, result)
 }
 
+/// `PUT /v1/admin/providers/{corpid}` (body `{"secret"}`)
+pub async fn put_provider(
+    State(context): State<ApiState>,
+    Path(corpid): Path<String>,
+    headers: HeaderMap,
+    request: Request,
+) -> Response {
+    let account = AccountId::provider(&corpid);
+    let target = account.to_string();
+    let result = put_account(&context, &headers, request, &account, target, |body| {
+        if body.mode.is_some() || !body.tickets.is_empty() {
+            return Err(ApiError::bad_request(
+                "invalid_json",
+                "a provider has only a secret (and refresh timing)",
+            ));
+        }
+        Ok(AccountSpec::Provider {
+            corpid: identifier("corpid", &corpid)?.to_string(),
+            secret: secret(&body)?,
+            refresh: overrides(&body)?,
+        })
+    })
+    .await;
+    finish(&context, Route::Admin, result)
+}
+
+/// `DELETE /v1/admin/providers/{corpid}`
+pub async fn delete_provider(
+    State(context): State<ApiState>,
+    Path(corpid): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let result = delete_account(&context, &headers, AccountId::provider(corpid)).await;
+    finish(&context, Route::Admin, result)
+}
+
 /// `PUT /v1/admin/apps/{appid}/access_token`: imports a live token fetched by another system.
 pub async fn import_app_token(
     State(context): State<ApiState>,

@@ -144,12 +144,40 @@ fn verify_ticket_ages(context: &ApiState, out: &mut String) {
     }
 }
 
+/// Seconds since Work WeChat pushed each suite's `suite_ticket` (every 10 minutes when the
+/// command callback URL works; a ticket lives 30): past 30 minutes, the alert
+/// `WxhubSuiteTicketStale` fires. No sample for a suite that has never had a push.
+fn suite_ticket_ages(context: &ApiState, out: &mut String) {
+    out.push_str(
+        "# HELP wxhub_suite_ticket_age_seconds Seconds since the suite's suite_ticket was pushed.\n",
+    );
+    out.push_str("# TYPE wxhub_suite_ticket_age_seconds gauge\n");
+    let now = context.clock.now();
+    for suite in &context.settings.suites {
+        let key = CredentialKey::new(AccountId::suite(&suite.suite_id), Role::PushedTicket);
+        let Some(pushed_at) = context
+            .read_index
+            .by_key(&key)
+            .and_then(|credential| context.engine.fetched_at(&credential))
+        else {
+            continue;
+        };
+        let _ = writeln!(
+            out,
+            "wxhub_suite_ticket_age_seconds{{suite_id=\"{}\"}} {:.3}",
+            suite.suite_id,
+            now.since(pushed_at).as_secs_f64()
+        );
+    }
+}
+
 /// `GET /metrics`: Prometheus text.
 pub async fn metrics(State(context): State<ApiState>) -> Response {
     let mut out = String::with_capacity(4096);
     context.metrics.render(&mut out);
     remaining_lives(&context, &mut out);
     verify_ticket_ages(&context, &mut out);
+    suite_ticket_ages(&context, &mut out);
     if let Some(budgets) = context.engine.force_budgets(PER_CREDENTIAL_SERIES_LIMIT) {
         out.push_str(
             "# HELP wxhub_force_refresh_budget_remaining Stable-mode force refreshes left today.\n",

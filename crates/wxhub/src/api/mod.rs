@@ -16,6 +16,7 @@ mod platform;
 mod serve;
 mod service;
 mod status;
+mod suites;
 pub mod watch;
 
 use std::sync::Arc;
@@ -71,6 +72,8 @@ pub struct ApiContext {
     pub control: Arc<Control>,
     /// The third-party platforms: pushes, authorizations, authorizers.
     pub platform: Arc<crate::platform::Platform>,
+    /// The Work WeChat suites: pushes, installations, installed corps.
+    pub suites: Arc<crate::suites::Suites>,
     /// Calls WeChat for the gateway and the token-less `/v1/…/wechat/…` calls.
     pub forwarder: Arc<crate::forward::Forwarder>,
     /// The watch streams open, in all and per consumer.
@@ -109,6 +112,10 @@ pub fn router(context: ApiState, request_timeout: Duration) -> Router {
             "/v1/admin/corps/{corpid}/agents/{agentid}",
             put(admin::put_corp).delete(admin::delete_corp),
         )
+        .route(
+            "/v1/admin/providers/{corpid}",
+            put(admin::put_provider).delete(admin::delete_provider),
+        )
         .route("/v1/admin/consumers", get(consumers::list_consumers))
         .route(
             "/v1/admin/consumers/{name}",
@@ -132,6 +139,15 @@ pub fn router(context: ApiState, request_timeout: Duration) -> Router {
             "/v1/components/{component}/authorizers/sync",
             post(platform::sync_authorizers),
         )
+        .route(
+            "/v1/suites/{suite_id}/pre_auth_code",
+            post(suites::pre_auth_code),
+        )
+        .route(
+            "/v1/suites/{suite_id}/authorizations",
+            post(suites::authorizations),
+        )
+        .route("/v1/suites/{suite_id}/corps", get(suites::list_corps))
         .route("/v1/apps/{appid}/wechat/{*path}", any(call::app_call))
         .route(
             "/v1/corps/{corpid}/agents/{agentid}/wechat/{*path}",
@@ -158,12 +174,18 @@ pub fn router(context: ApiState, request_timeout: Duration) -> Router {
         .with_state(context)
 }
 
-/// WeChat's event receiver: signed by WeChat, no consumer key, its own timeout.
+/// WeChat's event receivers (a platform's event URL, a suite's command callback URL): signed by
+/// WeChat, no consumer key, its own timeout.
 fn events_routes() -> Router<ApiState> {
-    Router::new().route(
-        "/wechat/components/{component}/events",
-        post(platform::events),
-    )
+    Router::new()
+        .route(
+            "/wechat/components/{component}/events",
+            post(platform::events),
+        )
+        .route(
+            "/wechat/suites/{suite_id}/events",
+            get(suites::verify_url).post(suites::events),
+        )
 }
 
 /// The router of `[server] events_listen`: the event receiver alone, with the same limits.

@@ -111,7 +111,7 @@ impl Cx<'_> {
 
     /// An EncodingAESKey given like a secret under `name`: 43 characters of base64 that decode
     /// to 32 bytes. The message never includes the value.
-    fn aes_key(&self, table: &Table, name: &str) -> Result<Secret, ConfigError> {
+    pub(super) fn aes_key(&self, table: &Table, name: &str) -> Result<Secret, ConfigError> {
         let secret = self.secret_named(table, name)?;
         if wechat_crypto::EncodingAesKey::parse(secret.expose()).is_err() {
             let place = table

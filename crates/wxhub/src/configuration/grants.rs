@@ -94,6 +94,19 @@ pub enum AppGrant {
         /// The authorizer.
         authorizer_appid: String,
     },
+    /// A Work WeChat suite's own suite token, written `"suite:suite_id"`.
+    Suite(String),
+    /// Every corp that installed a suite, written `"suite:suite_id/*"`.
+    AllAuthCorps(String),
+    /// One corp that installed a suite, written `"suite:suite_id/corpid"`.
+    AuthCorp {
+        /// The suite.
+        suite_id: String,
+        /// The corp that installed it.
+        corpid: String,
+    },
+    /// A Work WeChat service provider's provider token, written `"provider:corpid"`.
+    Provider(String),
 }
 
 impl fmt::Display for AppGrant {
@@ -109,6 +122,10 @@ impl fmt::Display for AppGrant {
                 component_appid,
                 authorizer_appid,
             } => write!(f, "{component_appid}/{authorizer_appid}"),
+            AppGrant::Suite(suite_id) => write!(f, "suite:{suite_id}"),
+            AppGrant::AllAuthCorps(suite_id) => write!(f, "suite:{suite_id}/*"),
+            AppGrant::AuthCorp { suite_id, corpid } => write!(f, "suite:{suite_id}/{corpid}"),
+            AppGrant::Provider(corpid) => write!(f, "provider:{corpid}"),
         }
     }
 }
@@ -176,6 +193,17 @@ pub(crate) fn grant(text: &str, known: &Known<'_>) -> Result<AppGrant, String> {
     if text == "*" {
         return Ok(AppGrant::All);
     }
+    if let Some(rest) = text.strip_prefix("suite:") {
+        return suite_grant(text, rest);
+    }
+    if let Some(corpid) = text.strip_prefix("provider:") {
+        if account_name(corpid) {
+            return Ok(AppGrant::Provider(corpid.to_string()));
+        }
+        return Err(format!(
+            "unknown app {text:?}: write \"provider:<the provider's corpid>\""
+        ));
+    }
     if known.components.contains(text) {
         return Ok(AppGrant::Component(text.to_string()));
     }
@@ -226,6 +254,29 @@ pub(crate) fn grant(text: &str, known: &Known<'_>) -> Result<AppGrant, String> {
         "unknown app {text:?}: an appid has only letters, digits, '_', '-' and '.' (use \"*\" for \
          every app)"
     ))
+}
+
+/// `suite:S`, `suite:S/*` or `suite:S/CORPID` (`rest` is what follows `suite:`).
+fn suite_grant(text: &str, rest: &str) -> Result<AppGrant, String> {
+    let refused = || {
+        format!(
+            "unknown app {text:?}: write \"suite:<suite_id>\", \"suite:<suite_id>/*\" or \
+             \"suite:<suite_id>/<corpid>\""
+        )
+    };
+    match rest.split_once('/') {
+        None if account_name(rest) => Ok(AppGrant::Suite(rest.to_string())),
+        Some((suite_id, "*")) if account_name(suite_id) => {
+            Ok(AppGrant::AllAuthCorps(suite_id.to_string()))
+        }
+        Some((suite_id, corpid)) if account_name(suite_id) && account_name(corpid) => {
+            Ok(AppGrant::AuthCorp {
+                suite_id: suite_id.to_string(),
+                corpid: corpid.to_string(),
+            })
+        }
+        _ => Err(refused()),
+    }
 }
 
 /// Whether `text` can name an account (an appid, a corpid, an agentid): non-empty, at most 64

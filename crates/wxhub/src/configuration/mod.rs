@@ -8,7 +8,7 @@
 //! Each section lives in one file with its types and its validation, so that a new kind of
 //! account is a new file plus its field in [`Settings`], its key in `validate` and its lines in
 //! `render`: `server`, `store` (and `redis`), `wechat`, `refresh`, `gateway`, `apps`, `corps`,
-//! `components`, `consumers` (with the grants and scopes of `grants`) and `secrets`. Reading the
+//! `components`, `suites` (and providers), `consumers` (with the grants and scopes of `grants`) and `secrets`. Reading the
 //! TOML tree and the rules every section shares are in `source` and `validate`.
 
 mod apps;
@@ -26,6 +26,7 @@ mod secrets;
 mod server;
 mod source;
 mod store;
+mod suites;
 mod validate;
 mod warnings;
 mod wechat;
@@ -52,6 +53,7 @@ pub use refresh::{RefreshOverrides, RefreshSettings};
 pub use secrets::{MasterKey, Secret, SecretSource, SecretsSettings};
 pub use server::{ServerSettings, DEFAULT_LISTEN, DEFAULT_MAX_WATCHERS_PER_CONSUMER};
 pub use store::{StoreSettings, DEFAULT_SQLITE_PATH};
+pub use suites::{ProviderSettings, SuiteSettings};
 pub(crate) use wechat::mask_url_userinfo;
 pub use wechat::{WechatSettings, DEFAULT_API_BASE, DEFAULT_WORK_API_BASE};
 
@@ -73,6 +75,11 @@ pub struct Settings {
     /// `[[components]]`: the third-party platforms (开放平台) whose pushes the hub receives and
     /// whose authorizers' tokens it keeps (see `docs/platform.md`).
     pub components: Vec<ComponentSettings>,
+    /// `[[suites]]`: Work WeChat third-party suites whose pushes the hub receives and whose
+    /// installed corps' tokens it keeps (see `docs/suites.md`).
+    pub suites: Vec<SuiteSettings>,
+    /// `[[providers]]`: Work WeChat service providers whose provider token the hub keeps.
+    pub providers: Vec<ProviderSettings>,
     /// `[[consumers]]`: the business servers allowed to read credentials, and what they may read.
     pub consumers: Vec<ConsumerSettings>,
     /// `[secrets]`: the key that seals secrets written at runtime (admin-added apps).

@@ -200,6 +200,30 @@ pub(super) fn masked(settings: &Settings) -> String {
         overrides_lines(&mut out, &component.refresh);
     }
 
+    for suite in &settings.suites {
+        let _ = writeln!(out, "\n[[suites]]");
+        let _ = writeln!(out, "suite_id = {}", quote(&suite.suite_id));
+        secret_line(&mut out, suite.secret.source());
+        masked_line(&mut out, "token", suite.token.source());
+        masked_line(
+            &mut out,
+            "encoding_aes_key",
+            suite.encoding_aes_key.source(),
+        );
+        if let Some(previous) = &suite.previous_encoding_aes_key {
+            masked_line(&mut out, "previous_encoding_aes_key", previous.source());
+        }
+        let _ = writeln!(out, "corp_tickets = {}", quote_list(&suite.corp_tickets));
+        overrides_lines(&mut out, &suite.refresh);
+    }
+
+    for provider in &settings.providers {
+        let _ = writeln!(out, "\n[[providers]]");
+        let _ = writeln!(out, "corpid = {}", quote(&provider.corpid));
+        secret_line(&mut out, provider.secret.source());
+        overrides_lines(&mut out, &provider.refresh);
+    }
+
     for consumer in &settings.consumers {
         let _ = writeln!(out, "\n[[consumers]]");
         let _ = writeln!(out, "name = {}", quote(&consumer.name));

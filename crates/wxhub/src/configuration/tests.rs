@@ -14,6 +14,7 @@ mod consumers;
 mod process;
 mod secrets;
 mod store;
+mod suites;
 
 const ORDERS_KEY: &str = "orders-service-bearer-key";
 const WX_SECRET: &str = "0123456789abcdef-main-secret";

@@ -25,6 +25,8 @@ const TOP_KEYS: &[&str] = &[
     "consumers",
     "secrets",
     "components",
+    "suites",
+    "providers",
     "gateway",
 ];
 
@@ -51,6 +53,8 @@ pub(super) fn settings(
     let corps = keep(&mut errors, cx.corps(top.get("corps")));
     let secrets = keep(&mut errors, cx.secrets(top.get("secrets")));
     let gateway = keep(&mut errors, cx.gateway(top.get("gateway")));
+    let suites = keep(&mut errors, cx.suites(top.get("suites")));
+    let providers = keep(&mut errors, cx.providers(top.get("providers")));
     let components = match &apps {
         Some(apps) => keep(&mut errors, cx.components(top.get("components"), apps)),
         None => None,
@@ -74,8 +78,11 @@ pub(super) fn settings(
         Some(consumers),
         Some(secrets),
         Some(gateway),
+        Some(suites),
+        Some(providers),
     ) = (
         server, store, wechat, refresh, apps, corps, components, consumers, secrets, gateway,
+        suites, providers,
     )
     else {
         return Err(ConfigError::all(errors));
@@ -88,6 +95,8 @@ pub(super) fn settings(
         apps,
         corps,
         components,
+        suites,
+        providers,
         consumers,
         secrets,
         gateway,

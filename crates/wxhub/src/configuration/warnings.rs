@@ -39,6 +39,8 @@ impl Settings {
             .iter()
             .map(|c| c.component_appid.as_str())
             .collect();
+        let suites: HashSet<&str> = self.suites.iter().map(|s| s.suite_id.as_str()).collect();
+        let providers: HashSet<&str> = self.providers.iter().map(|p| p.corpid.as_str()).collect();
         let mut warnings = Vec::new();
         for (i, consumer) in self.consumers.iter().enumerate() {
             for (j, grant) in consumer.apps.iter().enumerate() {
@@ -63,6 +65,20 @@ impl Settings {
                     } if !components.contains(c.as_str()) => format!(
                         "no [[components]] entry has component_appid {c:?}; it grants nothing \
                          until one is configured"
+                    ),
+                    AppGrant::Suite(s)
+                    | AppGrant::AllAuthCorps(s)
+                    | AppGrant::AuthCorp { suite_id: s, .. }
+                        if !suites.contains(s.as_str()) =>
+                    {
+                        format!(
+                            "no [[suites]] entry has suite_id {s:?}; it grants that suite once \
+                             it is added at runtime (PUT /v1/admin/suites/{s}), nothing until then"
+                        )
+                    }
+                    AppGrant::Provider(c) if !providers.contains(c.as_str()) => format!(
+                        "no [[providers]] entry has corpid {c:?}; it grants that provider once \
+                         it is added at runtime (PUT /v1/admin/providers/{c}), nothing until then"
                     ),
                     _ => continue,
                 };

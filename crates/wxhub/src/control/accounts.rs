@@ -10,10 +10,11 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::stored::split_consumers;
-use super::{authorizer_spec, Control, ControlError};
+use super::{Control, ControlError};
 use crate::configuration::RefreshSettings;
 use crate::engine::{ErrorClass, ImportError, RefreshError};
-use crate::kinds::stored::{spec_of, stored_account, stored_authorizer, StoredAuthorizer};
+use crate::kinds::stored::{child_spec, ChildError};
+use crate::kinds::stored::{spec_of, stored_account, stored_child};
 use crate::kinds::CredentialKey;
 use crate::read::Credential;
 use crate::registry::{AccountId, AccountSpec, Origin, StoredAccount};
@@ -151,13 +152,13 @@ impl Control {
         })
     }
 
-    /// Registers (or changes, or revokes) an authorizer of a platform: stores its definition for
-    /// every instance, then starts, re-plans or stops its credentials here. Its tokens (the
-    /// refresh token first) must already be in the store: they are served at once.
-    pub async fn put_authorizer(&self, spec: AccountSpec) -> Result<(), ControlError> {
+    /// Registers (or changes, or revokes) an account under a parent (an authorizer of a
+    /// platform, a corp that installed a suite): stores its definition for every instance, then
+    /// starts, re-plans or stops its credentials here. Its durable credential (refresh token,
+    /// permanent code) must already be in the store: its tokens are served at once.
+    pub async fn put_child(&self, spec: AccountSpec) -> Result<(), ControlError> {
         let id = spec.id();
-        let definition =
-            stored_authorizer(&spec).ok_or_else(|| ControlError::WrongKind(id.clone()))?;
+        let definition = stored_child(&spec).ok_or_else(|| ControlError::WrongKind(id.clone()))?;
         let name = id.storage_name();
         // The store's I/O is ordered per account, not under the process-wide lock, so that a
         // platform's recovery registers many authorizers at once (and their durable writes share
@@ -278,15 +279,19 @@ impl Control {
     pub(super) fn open(&self, name: &str, definition: &str) -> Result<AccountSpec, ControlError> {
         let unreadable = || ControlError::Unreadable(name.to_string());
         let id = AccountId::parse(name);
-        // An account with a parent (an authorizer) is stored without a secret, and read with
-        // its platform's settings.
-        if let Some((_, component_appid)) = id.as_ref().and_then(AccountId::parent) {
-            let stored: StoredAuthorizer =
-                serde_json::from_str(definition).map_err(|_| unreadable())?;
-            let component = self
-                .component_settings(component_appid)
-                .ok_or_else(|| ControlError::UnknownComponent(name.to_string()))?;
-            let spec = authorizer_spec(&component, stored);
+        // An account with a parent (an authorizer, an installed corp) is stored without a
+        // secret, and read with its parent's settings.
+        if let Some((parent, parent_id)) = id.as_ref().and_then(AccountId::parent) {
+            let settings = self.settings.load();
+            let spec =
+                child_spec((parent, parent_id), definition, &settings).map_err(
+                    |why| match why {
+                        ChildError::Unreadable => unreadable(),
+                        ChildError::UnknownParent => {
+                            ControlError::UnknownComponent(name.to_string())
+                        }
+                    },
+                )?;
             if spec.id().storage_name() != name {
                 return Err(unreadable());
             }

@@ -39,8 +39,9 @@ pub enum ControlError {
     /// The hub was not started from a file, so there is nothing to reload.
     #[error("this hub was not started from a configuration file")]
     NoFile,
-    /// A stored authorizer belongs to a platform the configuration no longer has.
-    #[error("stored authorizer {0} belongs to a platform that is not configured")]
+    /// A stored authorizer or installed corp belongs to a platform or suite the configuration
+    /// no longer has.
+    #[error("stored account {0} belongs to a platform or suite that is not configured")]
     UnknownComponent(String),
     /// This operation does not apply to that kind of account.
     #[error("{0} cannot be changed this way")]

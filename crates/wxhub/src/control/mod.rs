@@ -180,7 +180,7 @@ impl Control {
             let spec = match self.open(&name, &definition) {
                 Ok(spec) => spec,
                 Err(ControlError::UnknownComponent(name)) => {
-                    tracing::warn!(account = %name, "a stored authorizer belongs to a platform that is not configured; it is kept in the store but not served");
+                    tracing::warn!(account = %name, "a stored authorizer or installed corp belongs to a platform or suite that is not configured; it is kept in the store but not served");
                     continue;
                 }
                 Err(e) => return Err(e),
@@ -299,6 +299,16 @@ impl Control {
             .components
             .iter()
             .find(|c| c.component_appid == component_appid)
+            .cloned()
+    }
+
+    /// The suite settings of `suite_id` now in force.
+    pub fn suite_settings(&self, suite_id: &str) -> Option<crate::configuration::SuiteSettings> {
+        self.settings
+            .load()
+            .suites
+            .iter()
+            .find(|s| s.suite_id == suite_id)
             .cloned()
     }
 

@@ -148,6 +148,13 @@ pub(super) fn config_accounts(settings: &Settings) -> Vec<AccountSpec> {
                 .iter()
                 .map(kinds::component::from_settings),
         )
+        .chain(settings.suites.iter().map(kinds::suite::from_settings))
+        .chain(
+            settings
+                .providers
+                .iter()
+                .map(kinds::provider::from_settings),
+        )
         .collect()
 }
 

@@ -127,7 +127,7 @@ impl Shared {
             .by_key(component_key)
             .ok_or(RefreshError::Removed)?;
         let mut component_token = self.usable_token(&component).await?;
-        let stored = self.refresh_token(refresh_key).await?;
+        let stored = self.durable_value(refresh_key).await?;
         self.renew_lease(&credential.key, coordination).await?;
         let mut refresh = match stored {
             Some(refresh) => refresh,
@@ -214,9 +214,13 @@ impl Shared {
         Ok(tokens.access_token)
     }
 
-    /// The authorizer's refresh token as the store holds it (another instance may have stored a
-    /// rotated one), else as this node holds it; `None` if neither has one.
-    async fn refresh_token(&self, key: &CredentialKey) -> Result<Option<String>, RefreshError> {
+    /// A durable value (an authorizer's refresh token, a permanent code) as the store holds it
+    /// (another instance may have stored a rotated one), else as this node holds it; `None` if
+    /// neither has one.
+    pub(super) async fn durable_value(
+        &self,
+        key: &CredentialKey,
+    ) -> Result<Option<String>, RefreshError> {
         if let Some(stored) = self.store.get(key).await? {
             return Ok(Some(stored.value));
         }
@@ -310,7 +314,7 @@ impl Shared {
     }
 
     /// Sets or clears the operator warning of `id`.
-    fn set_warning(&self, id: crate::read::CredentialId, warning: Option<String>) {
+    pub(super) fn set_warning(&self, id: crate::read::CredentialId, warning: Option<String>) {
         if let Some(entry) = self.lock().entries.get_mut(&id) {
             entry.warning = warning;
         }

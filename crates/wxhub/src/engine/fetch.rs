@@ -147,6 +147,25 @@ impl Shared {
                               authorize again or be recovered with authorizers/sync"
                     .into(),
             })),
+            Source::SuiteTicket { .. } => Err(self.wait_for_suite_ticket()),
+            Source::SuiteToken { suite_id, secret } => {
+                self.fetch_suite_token(credential, suite_id, secret.expose(), coordination)
+                    .await
+            }
+            Source::PermanentCode => Err(super::suite::lost_permanent_code(
+                key.account.parts().1.unwrap_or_default(),
+            )),
+            Source::AuthCorpToken { corpid, .. } => {
+                self.fetch_auth_corp_token(credential, corpid, coordination)
+                    .await
+            }
+            Source::ProviderToken { corpid, secret } => {
+                self.renew_lease(key, coordination).await?;
+                Ok(self
+                    .upstream
+                    .provider_token(corpid, secret.expose())
+                    .await?)
+            }
             Source::AuthorizerToken {
                 component_appid,
                 authorizer_appid,

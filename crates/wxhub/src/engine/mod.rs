@@ -40,6 +40,7 @@ mod import;
 mod job;
 mod report;
 pub mod state;
+pub mod suite;
 mod tasks;
 mod views;
 mod write_back;

@@ -44,6 +44,12 @@ pub mod code {
     pub const COMPONENT_APPID_MISSING: i64 = 41018;
     /// A third-party platform the hub does not serve.
     pub const INVALID_COMPONENT: i64 = 61011;
+    /// Work WeChat: an invalid suite token.
+    pub const INVALID_SUITE_TOKEN: i64 = 40082;
+    /// Work WeChat: an unknown suite id.
+    pub const INVALID_SUITE_ID: i64 = 40083;
+    /// Work WeChat: an invalid permanent code (no such installation).
+    pub const INVALID_PERMANENT_CODE: i64 = 40084;
 }
 
 /// WeChat's text for `code` on `host`.
@@ -185,6 +191,20 @@ pub fn access_token(served: &Served, host: Host, now: Timestamp) -> Response {
             })
         }
     }
+}
+
+/// Work WeChat's third-party token answers: `{"errcode":0,"errmsg":"ok", FIELD, "expires_in"}`
+/// with FIELD `suite_access_token` or `provider_access_token`.
+pub fn work_token(field: &str, served: &Served, now: Timestamp) -> Response {
+    let Some(expires_in) = expires_in(served, now) else {
+        return error(code::SYSTEM_ERROR, Host::Work);
+    };
+    json(&serde_json::json!({
+        "errcode": 0,
+        "errmsg": "ok",
+        field: &*served.value,
+        "expires_in": expires_in,
+    }))
 }
 
 /// `{"errcode":0,"errmsg":"ok","ticket","expires_in"}`, the same on both hosts.

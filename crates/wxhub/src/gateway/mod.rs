@@ -4,6 +4,7 @@
 //!
 //! The parts, one concern each:
 //! - [`token`] — the token and ticket endpoints, answered by the hub in WeChat's shapes;
+//! - [`service`] — Work WeChat's third-party token endpoints (suite, provider, installed corp);
 //! - [`secret`] — the AppSecret put in place of a consumer key on the calls that carry it;
 //! - everything else is forwarded to WeChat and back by [`crate::forward`], which heals a call
 //!   refused for a dead hub-served token.
@@ -13,6 +14,7 @@
 //! WeChat would, without reaching WeChat.
 
 pub mod secret;
+pub mod service;
 pub mod token;
 
 use std::sync::Arc;
@@ -25,6 +27,7 @@ use crate::api::{ApiService, ApiState};
 use crate::forward::heal::Heal;
 pub use crate::forward::Host;
 use crate::forward::{query, reply, Outgoing};
+use crate::kinds::KINDS;
 use token::TicketAnswer;
 
 /// One gateway listener's state.
@@ -85,6 +88,15 @@ async fn handle(State(gateway): State<Arc<Gateway>>, request: Request) -> Respon
         (Host::Official, "/cgi-bin/component/api_component_token") => {
             return token::component(context, &parts.method, body).await
         }
+        (Host::Work, "/cgi-bin/service/get_suite_token") => {
+            return service::suite_token(context, &parts.method, body).await
+        }
+        (Host::Work, "/cgi-bin/service/get_provider_token") => {
+            return service::provider_token(context, &parts.method, body).await
+        }
+        (Host::Work, "/cgi-bin/service/get_corp_token") => {
+            return service::corp_token(context, &parts.method, query, body).await
+        }
         _ => {}
     }
     let ticket_kind = match (host, path) {
@@ -110,7 +122,7 @@ async fn handle(State(gateway): State<Arc<Gateway>>, request: Request) -> Respon
     if host == Host::Official && secret::SECRET_PATHS.contains(&path) {
         return secret::substitute(context, outgoing, body).await;
     }
-    let Ok(token_param) = token_param(path, outgoing.query.as_deref()) else {
+    let Ok(token_param) = token_param(host, path, outgoing.query.as_deref()) else {
         return reply::error_with_status(
             axum::http::StatusCode::BAD_REQUEST,
             reply::code::INVALID_ARGS,
@@ -147,7 +159,7 @@ fn is_canonical(path: &str) -> bool {
 }
 
 /// The paths the gateway answers or rewrites itself, besides `/sns/…`.
-const HUB_PATHS: [&str; 7] = [
+const HUB_PATHS: [&str; 10] = [
     "/cgi-bin/token",
     "/cgi-bin/stable_token",
     "/cgi-bin/gettoken",
@@ -155,6 +167,9 @@ const HUB_PATHS: [&str; 7] = [
     "/cgi-bin/ticket/getticket",
     "/cgi-bin/get_jsapi_ticket",
     "/cgi-bin/ticket/get",
+    "/cgi-bin/service/get_suite_token",
+    "/cgi-bin/service/get_provider_token",
+    "/cgi-bin/service/get_corp_token",
 ];
 
 /// A call with more than one token parameter: which one WeChat reads, and so which token a
@@ -162,23 +177,33 @@ const HUB_PATHS: [&str; 7] = [
 #[derive(Debug, PartialEq, Eq)]
 struct AmbiguousToken;
 
-/// The query parameter that carries the call's hub token, if any: `access_token`, or a third-party
-/// platform's `component_access_token`. Web-OAuth calls (`/sns/…`) carry a user's
-/// `access_token`, not the hub's; only the platform's `/sns/component/…` forms carry its token.
-/// A hub token parameter given twice, or both given, is [`AmbiguousToken`].
-fn token_param(path: &str, query: Option<&str>) -> Result<Option<&'static str>, AmbiguousToken> {
-    let names: &[&'static str] = if path.starts_with("/sns/component/") {
-        &["component_access_token"]
-    } else if path.starts_with("/sns/") {
+/// The query parameter that carries the call's hub token, if any: the token parameter of a kind
+/// served on `host` (`access_token`; a platform's `component_access_token`; a suite's
+/// `suite_access_token`; a provider's `provider_access_token`). Web-OAuth calls (`/sns/…`) carry
+/// a user's `access_token`, not the hub's; only the platform's `/sns/component/…` forms carry its
+/// token. A hub token parameter given twice, or two given, is [`AmbiguousToken`].
+fn token_param(
+    host: Host,
+    path: &str,
+    query: Option<&str>,
+) -> Result<Option<&'static str>, AmbiguousToken> {
+    let sns_component = path.starts_with("/sns/component/");
+    if path.starts_with("/sns/") && !sns_component {
         return Ok(None);
-    } else {
-        &["access_token", "component_access_token"]
+    }
+    let hub_param = |key: &str| {
+        KINDS
+            .iter()
+            .map(|kind| kind.descriptor())
+            .find(|d| d.host == host && d.token_param == key)
+            .map(|d| d.token_param)
+            .filter(|name| !sns_component || *name == "component_access_token")
     };
     // One pass over the query: the first hub token parameter, and no second one.
     let mut found = None;
     let mut seen = false;
     for (key, value) in form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
-        let Some(name) = names.iter().find(|name| key == **name) else {
+        let Some(name) = hub_param(&key) else {
             continue;
         };
         if seen {
@@ -186,7 +211,7 @@ fn token_param(path: &str, query: Option<&str>) -> Result<Option<&'static str>, 
         }
         seen = true;
         // An empty parameter is a missing one, as WeChat reads it.
-        found = (!value.is_empty()).then_some(*name);
+        found = (!value.is_empty()).then_some(name);
     }
     Ok(found)
 }
@@ -236,37 +261,70 @@ async fn pass_through(
 
 #[cfg(test)]
 mod tests {
-    use super::{token_param, AmbiguousToken};
+    use super::{token_param, AmbiguousToken, Host};
 
     #[test]
     fn the_hub_token_is_looked_for_where_each_kind_of_call_carries_it() {
         let q = Some("access_token=A&component_access_token=C");
         assert_eq!(
-            token_param("/cgi-bin/menu/get", Some("access_token=A")),
+            token_param(Host::Official, "/cgi-bin/menu/get", Some("access_token=A")),
             Ok(Some("access_token"))
         );
         assert_eq!(
             token_param(
+                Host::Official,
                 "/cgi-bin/component/api_get_authorizer_list",
                 Some("component_access_token=C")
             ),
             Ok(Some("component_access_token"))
         );
         // Web OAuth: a user's token, not the hub's.
-        assert_eq!(token_param("/sns/userinfo", q), Ok(None));
+        assert_eq!(token_param(Host::Official, "/sns/userinfo", q), Ok(None));
         // The platform's forms carry the component token.
         assert_eq!(
-            token_param("/sns/component/jscode2session", q),
+            token_param(Host::Official, "/sns/component/jscode2session", q),
             Ok(Some("component_access_token"))
         );
         assert_eq!(
-            token_param("/sns/component/jscode2session", Some("appid=x")),
+            token_param(
+                Host::Official,
+                "/sns/component/jscode2session",
+                Some("appid=x")
+            ),
             Ok(None)
         );
-        assert_eq!(token_param("/cgi-bin/getcallbackip", None), Ok(None));
+        assert_eq!(
+            token_param(Host::Official, "/cgi-bin/getcallbackip", None),
+            Ok(None)
+        );
+        // Work WeChat's third-party tokens are looked for on its host only.
+        assert_eq!(
+            token_param(
+                Host::Work,
+                "/cgi-bin/service/get_admin_list",
+                Some("suite_access_token=S")
+            ),
+            Ok(Some("suite_access_token"))
+        );
+        assert_eq!(
+            token_param(
+                Host::Official,
+                "/cgi-bin/menu/get",
+                Some("suite_access_token=S")
+            ),
+            Ok(None)
+        );
+        assert_eq!(
+            token_param(
+                Host::Work,
+                "/cgi-bin/user/get",
+                Some("access_token=A&provider_access_token=P")
+            ),
+            Err(AmbiguousToken)
+        );
         // An empty parameter is a missing one, as WeChat reads it.
         assert_eq!(
-            token_param("/cgi-bin/menu/get", Some("access_token=")),
+            token_param(Host::Official, "/cgi-bin/menu/get", Some("access_token=")),
             Ok(None)
         );
     }
@@ -309,13 +367,14 @@ mod tests {
             "component_access_token=C&access_token=A",
         ] {
             assert_eq!(
-                token_param("/cgi-bin/menu/get", Some(query)),
+                token_param(Host::Official, "/cgi-bin/menu/get", Some(query)),
                 Err(AmbiguousToken),
                 "{query}"
             );
         }
         assert_eq!(
             token_param(
+                Host::Official,
                 "/sns/component/jscode2session",
                 Some("component_access_token=C&component_access_token=D")
             ),

@@ -99,7 +99,7 @@ pub async fn stable(context: &ApiContext, method: &Method, body: Body) -> Respon
 
 /// The fields of a JSON body. A body that is not a JSON object (a form, say) has none, as WeChat
 /// reads it.
-async fn json_fields(body: Body) -> Map<String, Value> {
+pub(super) async fn json_fields(body: Body) -> Map<String, Value> {
     match axum::body::to_bytes(body, MAX_TOKEN_BODY).await {
         Ok(bytes) => match serde_json::from_slice(&bytes) {
             Ok(Value::Object(fields)) => fields,
@@ -110,7 +110,10 @@ async fn json_fields(body: Body) -> Map<String, Value> {
 }
 
 /// A text field: `None` when absent, null or empty; 47001 when of another type.
-fn text_field<'a>(fields: &'a Map<String, Value>, name: &str) -> Result<Option<&'a str>, i64> {
+pub(super) fn text_field<'a>(
+    fields: &'a Map<String, Value>,
+    name: &str,
+) -> Result<Option<&'a str>, i64> {
     match fields.get(name) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) if s.is_empty() => Ok(None),

@@ -32,6 +32,12 @@ impl Grant {
                 component_appid,
                 authorizer_appid,
             } => Grant::Account(AccountId::authorizer(component_appid, authorizer_appid)),
+            AppGrant::Suite(suite_id) => Grant::Account(AccountId::suite(suite_id)),
+            AppGrant::AllAuthCorps(suite_id) => Grant::Children(Kind::Suite, suite_id.clone()),
+            AppGrant::AuthCorp { suite_id, corpid } => {
+                Grant::Account(AccountId::auth_corp(suite_id, corpid))
+            }
+            AppGrant::Provider(corpid) => Grant::Account(AccountId::provider(corpid)),
         }
     }
 
@@ -56,6 +62,18 @@ mod tests {
         assert!(!grant.covers(&AccountId::authorizer("wxd", "wxa")));
         assert!(!grant.covers(&AccountId::component("wxc")));
         assert!(!grant.covers(&AccountId::app("wxc")));
+    }
+
+    #[test]
+    fn a_suite_s_children_grant_covers_its_installed_corps_only() {
+        let grant = Grant::of(&AppGrant::AllAuthCorps("ws1".into()));
+        assert!(grant.covers(&AccountId::auth_corp("ws1", "wc1")));
+        assert!(!grant.covers(&AccountId::auth_corp("ws2", "wc1")));
+        assert!(!grant.covers(&AccountId::suite("ws1")));
+        assert!(!grant.covers(&AccountId::authorizer("ws1", "wc1")));
+        let provider = Grant::of(&AppGrant::Provider("wp".into()));
+        assert!(provider.covers(&AccountId::provider("wp")));
+        assert!(!provider.covers(&AccountId::corp("wp", "1")));
     }
 
     #[test]

@@ -33,6 +33,23 @@ pub enum AccountId {
         /// The account's appid.
         authorizer_appid: String,
     },
+    /// A Work WeChat suite: its pushed suite ticket and its suite token.
+    Suite {
+        /// The suite's id.
+        suite_id: String,
+    },
+    /// A corp that installed a suite: its permanent code, access token and tickets.
+    AuthCorp {
+        /// The suite it installed.
+        suite_id: String,
+        /// The corp.
+        corpid: String,
+    },
+    /// A Work WeChat service provider: its provider token.
+    Provider {
+        /// The provider's corpid.
+        corpid: String,
+    },
 }
 
 impl AccountId {
@@ -69,6 +86,28 @@ impl AccountId {
         }
     }
 
+    /// A Work WeChat suite.
+    pub fn suite(suite_id: impl Into<String>) -> AccountId {
+        AccountId::Suite {
+            suite_id: suite_id.into(),
+        }
+    }
+
+    /// A corp that installed a suite.
+    pub fn auth_corp(suite_id: impl Into<String>, corpid: impl Into<String>) -> AccountId {
+        AccountId::AuthCorp {
+            suite_id: suite_id.into(),
+            corpid: corpid.into(),
+        }
+    }
+
+    /// A Work WeChat service provider.
+    pub fn provider(corpid: impl Into<String>) -> AccountId {
+        AccountId::Provider {
+            corpid: corpid.into(),
+        }
+    }
+
     /// Its kind.
     pub fn kind(&self) -> Kind {
         match self {
@@ -76,6 +115,9 @@ impl AccountId {
             AccountId::Corp { .. } => Kind::Corp,
             AccountId::Component { .. } => Kind::Component,
             AccountId::Authorizer { .. } => Kind::Authorizer,
+            AccountId::Suite { .. } => Kind::Suite,
+            AccountId::AuthCorp { .. } => Kind::AuthCorp,
+            AccountId::Provider { .. } => Kind::Provider,
         }
     }
 
@@ -89,6 +131,9 @@ impl AccountId {
                 component_appid,
                 authorizer_appid,
             } => (component_appid, Some(authorizer_appid)),
+            AccountId::Suite { suite_id } => (suite_id, None),
+            AccountId::AuthCorp { suite_id, corpid } => (suite_id, Some(corpid)),
+            AccountId::Provider { corpid } => (corpid, None),
         }
     }
 
@@ -103,6 +148,9 @@ impl AccountId {
             Kind::Corp => AccountId::corp(parts[0], parts[1]),
             Kind::Component => AccountId::component(parts[0]),
             Kind::Authorizer => AccountId::authorizer(parts[0], parts[1]),
+            Kind::Suite => AccountId::suite(parts[0]),
+            Kind::AuthCorp => AccountId::auth_corp(parts[0], parts[1]),
+            Kind::Provider => AccountId::provider(parts[0]),
         })
     }
 
@@ -123,6 +171,9 @@ impl AccountId {
             AccountId::Authorizer {
                 authorizer_appid, ..
             } => Some(authorizer_appid),
+            AccountId::Suite { .. } | AccountId::AuthCorp { .. } | AccountId::Provider { .. } => {
+                None
+            }
         }
     }
 
@@ -163,6 +214,9 @@ mod tests {
             AccountId::corp("ww1", "1000002"),
             AccountId::component("wxc"),
             AccountId::authorizer("wxc", "wxa"),
+            AccountId::suite("ww4asffe99e54c0f00"),
+            AccountId::auth_corp("ww4asffe99e54c0f00", "wwcorp1"),
+            AccountId::provider("wwprovider1"),
         ] {
             assert_eq!(AccountId::parse(&id.storage_name()), Some(id));
         }

@@ -11,14 +11,17 @@
 //! docs/architecture.md#adding-an-account-kind.
 
 pub mod app;
+pub mod auth_corp;
 pub mod authorizer;
 pub mod component;
 pub mod corp;
 mod grants;
 mod id;
 mod key;
+pub mod provider;
 mod spec;
 pub mod stored;
+pub mod suite;
 
 pub use grants::Grant;
 pub use id::AccountId;
@@ -31,7 +34,7 @@ pub use spec::{AccountSpec, CredentialSpec, Origin, Source, StoredAccount};
 pub enum Host {
     /// api.weixin.qq.com: official accounts, mini programs, platforms, authorizers.
     Official,
-    /// qyapi.weixin.qq.com: Work WeChat apps.
+    /// qyapi.weixin.qq.com: Work WeChat apps, suites, the corps that installed them, providers.
     Work,
 }
 
@@ -46,11 +49,25 @@ pub enum Kind {
     Component,
     /// An account that authorized a platform ([`authorizer`]).
     Authorizer,
+    /// A Work WeChat suite ([`suite`]).
+    Suite,
+    /// A corp that installed a suite ([`auth_corp`]).
+    AuthCorp,
+    /// A Work WeChat service provider ([`provider`]).
+    Provider,
 }
 
 /// The registration table: every kind the hub serves. Tests walk it to check every kind end to
 /// end, so a kind added here is tested by them without further listing.
-pub const KINDS: [Kind; 4] = [Kind::App, Kind::Corp, Kind::Component, Kind::Authorizer];
+pub const KINDS: [Kind; 7] = [
+    Kind::App,
+    Kind::Corp,
+    Kind::Component,
+    Kind::Authorizer,
+    Kind::Suite,
+    Kind::AuthCorp,
+    Kind::Provider,
+];
 
 impl Kind {
     /// What its module declares about it.
@@ -60,6 +77,9 @@ impl Kind {
             Kind::Corp => &corp::DESCRIPTOR,
             Kind::Component => &component::DESCRIPTOR,
             Kind::Authorizer => &authorizer::DESCRIPTOR,
+            Kind::Suite => &suite::DESCRIPTOR,
+            Kind::AuthCorp => &auth_corp::DESCRIPTOR,
+            Kind::Provider => &provider::DESCRIPTOR,
         }
     }
 }
@@ -184,7 +204,15 @@ impl AccountId {
                 app_id: authorizer_appid,
                 agent_id: None,
             },
-            AccountId::Corp { .. } | AccountId::Component { .. } => Signing {
+            AccountId::AuthCorp { corpid, .. } => Signing {
+                ticket,
+                app_id: corpid,
+                agent_id: None,
+            },
+            AccountId::Corp { .. }
+            | AccountId::Component { .. }
+            | AccountId::Suite { .. }
+            | AccountId::Provider { .. } => Signing {
                 ticket,
                 app_id: first,
                 agent_id: second.filter(|_| ticket == "agent_config"),
@@ -208,22 +236,45 @@ impl AccountId {
             } => {
                 format!("{authorizer_appid:?} has not authorized the platform {component_appid:?}")
             }
+            AccountId::Suite { suite_id } => {
+                format!("no [[suites]] entry has suite_id {suite_id:?}")
+            }
+            AccountId::AuthCorp { suite_id, corpid } => {
+                format!("{corpid:?} has not installed the suite {suite_id:?}")
+            }
+            AccountId::Provider { corpid } => {
+                format!("no [[providers]] entry has corpid {corpid:?}")
+            }
         };
         (self.kind().descriptor().unknown_code, message)
     }
 
     /// Why a read of this account is refused once it withdrew its authorization (410): (code,
-    /// message). Only an authorizer withdraws; the read index marks no other account so.
+    /// message). Only an authorizer withdraws, or a corp uninstalls a suite; the read index marks
+    /// no other account so.
     pub fn withdrawn(&self) -> (&'static str, String) {
-        let (first, second) = self.parts();
-        let who = second.unwrap_or(first);
-        let message = match self.parent() {
-            Some((_, parent)) => {
-                format!("{who:?} withdrew its authorization of the platform {parent:?}")
+        match self {
+            AccountId::AuthCorp { suite_id, corpid } => (
+                "corp_revoked",
+                format!("{corpid:?} uninstalled the suite {suite_id:?}"),
+            ),
+            AccountId::App { .. }
+            | AccountId::Corp { .. }
+            | AccountId::Component { .. }
+            | AccountId::Authorizer { .. }
+            | AccountId::Suite { .. }
+            | AccountId::Provider { .. } => {
+                let (first, second) = self.parts();
+                let who = second.unwrap_or(first);
+                let message = match self.parent() {
+                    Some((_, parent)) => {
+                        format!("{who:?} withdrew its authorization of the platform {parent:?}")
+                    }
+                    None => format!("{who:?} withdrew its authorization"),
+                };
+                ("authorizer_revoked", message)
             }
-            None => format!("{who:?} withdrew its authorization"),
-        };
-        ("authorizer_revoked", message)
+        }
     }
 }
 

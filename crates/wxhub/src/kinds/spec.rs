@@ -7,8 +7,9 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::auth_corp::{self, AuthCorpSpec};
 use super::authorizer::{self, AuthorizerSpec};
-use super::{app, component, corp, AccountId, CredentialKey, Host};
+use super::{app, component, corp, provider, suite, AccountId, CredentialKey, Host};
 use crate::configuration::{RefreshOverrides, RefreshSettings, Secret, TokenMode};
 use crate::plan::{Plan, Renewal};
 use crate::token::{CorpTicketKind, TicketKind};
@@ -64,6 +65,27 @@ pub enum AccountSpec {
     },
     /// An account that authorized a platform (registered from a push or a redirect's code).
     Authorizer(AuthorizerSpec),
+    /// A Work WeChat suite.
+    Suite {
+        /// Its id.
+        suite_id: String,
+        /// Its secret (`suite_secret`).
+        secret: Secret,
+        /// The timing of its suite token.
+        refresh: RefreshOverrides,
+    },
+    /// A corp that installed a suite (registered from a `create_auth` push or an install
+    /// redirect's code).
+    AuthCorp(AuthCorpSpec),
+    /// A Work WeChat service provider.
+    Provider {
+        /// Its corpid.
+        corpid: String,
+        /// Its `provider_secret`.
+        secret: Secret,
+        /// The timing of its provider token.
+        refresh: RefreshOverrides,
+    },
 }
 
 /// How one credential is obtained from WeChat.
@@ -101,6 +123,20 @@ pub enum Source {
         component_appid: String,
         authorizer_appid: String,
     },
+    /// A suite's `suite_ticket`: pushed by Work WeChat every ten minutes, never fetched (there
+    /// is no API that asks for a push).
+    SuiteTicket { suite_id: String },
+    /// A suite's `suite_access_token`, fetched with its secret and suite ticket (its
+    /// `fetched_with`).
+    SuiteToken { suite_id: String, secret: Secret },
+    /// An installed corp's permanent code: written from Work WeChat's answers, never fetched on
+    /// its own.
+    PermanentCode,
+    /// An installed corp's access token, fetched with the suite token and the corp's permanent
+    /// code (its `fetched_with`, in that order).
+    AuthCorpToken { suite_id: String, corpid: String },
+    /// A service provider's `provider_access_token`, with its `provider_secret`.
+    ProviderToken { corpid: String, secret: Secret },
 }
 
 impl Source {
@@ -111,12 +147,17 @@ impl Source {
         match self {
             // An authorizer's token is an official account's token: checked the same way.
             Source::AppToken { .. } | Source::AuthorizerToken { .. } => Some(Host::Official),
-            Source::CorpToken { .. } => Some(Host::Work),
+            // A corp's token from a suite is a Work app's token: checked the same way.
+            Source::CorpToken { .. } | Source::AuthCorpToken { .. } => Some(Host::Work),
             Source::AppTicket { .. }
             | Source::CorpTicket { .. }
             | Source::VerifyTicket { .. }
             | Source::ComponentToken { .. }
-            | Source::AuthorizerRefreshToken => None,
+            | Source::AuthorizerRefreshToken
+            | Source::SuiteTicket { .. }
+            | Source::SuiteToken { .. }
+            | Source::PermanentCode
+            | Source::ProviderToken { .. } => None,
         }
     }
 
@@ -127,11 +168,16 @@ impl Source {
             Source::AppToken { secret, .. }
             | Source::CorpToken { secret, .. }
             | Source::VerifyTicket { secret, .. }
-            | Source::ComponentToken { secret, .. } => Some(secret),
+            | Source::ComponentToken { secret, .. }
+            | Source::SuiteToken { secret, .. }
+            | Source::ProviderToken { secret, .. } => Some(secret),
             Source::AppTicket { .. }
             | Source::CorpTicket { .. }
             | Source::AuthorizerRefreshToken
-            | Source::AuthorizerToken { .. } => None,
+            | Source::AuthorizerToken { .. }
+            | Source::SuiteTicket { .. }
+            | Source::PermanentCode
+            | Source::AuthCorpToken { .. } => None,
         }
     }
 
@@ -147,11 +193,17 @@ impl Source {
                 ..
             } => Renewal::Legacy,
             Source::ComponentToken { .. } | Source::AuthorizerToken { .. } => Renewal::Legacy,
+            // Work WeChat answers a repeated fetch inside the lifetime with the same value.
             Source::AppTicket { .. }
             | Source::CorpToken { .. }
             | Source::CorpTicket { .. }
             | Source::VerifyTicket { .. }
-            | Source::AuthorizerRefreshToken => Renewal::ReSent,
+            | Source::AuthorizerRefreshToken
+            | Source::SuiteTicket { .. }
+            | Source::SuiteToken { .. }
+            | Source::PermanentCode
+            | Source::AuthCorpToken { .. }
+            | Source::ProviderToken { .. } => Renewal::ReSent,
         }
     }
 
@@ -161,18 +213,23 @@ impl Source {
             Source::AppToken { .. }
             | Source::CorpToken { .. }
             | Source::ComponentToken { .. }
-            | Source::AuthorizerToken { .. } => "access_token",
+            | Source::AuthorizerToken { .. }
+            | Source::SuiteToken { .. }
+            | Source::AuthCorpToken { .. }
+            | Source::ProviderToken { .. } => "access_token",
             Source::AppTicket { .. } | Source::CorpTicket { .. } => "ticket",
             Source::VerifyTicket { .. } => "component_verify_ticket",
             Source::AuthorizerRefreshToken => "authorizer_refresh_token",
+            Source::SuiteTicket { .. } => "suite_ticket",
+            Source::PermanentCode => "permanent_code",
         }
     }
 
     /// Whether the hub ever hands this credential out (to consumers, the gateway, a watcher). An
-    /// authorizer refresh token never leaves the hub: it is kept in the engine's state and the
-    /// store only, never rendered into a served slot.
+    /// authorizer refresh token or a permanent code never leaves the hub: it is kept in the
+    /// engine's state and the store only, never rendered into a served slot.
     pub fn is_served(&self) -> bool {
-        !matches!(self, Source::AuthorizerRefreshToken)
+        !matches!(self, Source::AuthorizerRefreshToken | Source::PermanentCode)
     }
 }
 
@@ -216,6 +273,9 @@ impl AccountSpec {
                 component_appid: component_appid.clone(),
             },
             AccountSpec::Authorizer(authorizer) => authorizer.id(),
+            AccountSpec::Suite { suite_id, .. } => AccountId::suite(suite_id),
+            AccountSpec::AuthCorp(corp) => corp.id(),
+            AccountSpec::Provider { corpid, .. } => AccountId::provider(corpid),
         }
     }
 
@@ -225,8 +285,10 @@ impl AccountSpec {
         match self {
             AccountSpec::App { secret, .. }
             | AccountSpec::Corp { secret, .. }
-            | AccountSpec::Component { secret, .. } => Some(secret),
-            AccountSpec::Authorizer(_) => None,
+            | AccountSpec::Component { secret, .. }
+            | AccountSpec::Suite { secret, .. }
+            | AccountSpec::Provider { secret, .. } => Some(secret),
+            AccountSpec::Authorizer(_) | AccountSpec::AuthCorp(_) => None,
         }
     }
 
@@ -235,8 +297,11 @@ impl AccountSpec {
         match self {
             AccountSpec::App { refresh, .. }
             | AccountSpec::Corp { refresh, .. }
-            | AccountSpec::Component { refresh, .. } => refresh,
+            | AccountSpec::Component { refresh, .. }
+            | AccountSpec::Suite { refresh, .. }
+            | AccountSpec::Provider { refresh, .. } => refresh,
             AccountSpec::Authorizer(authorizer) => &authorizer.refresh,
+            AccountSpec::AuthCorp(corp) => &corp.refresh,
         }
     }
 
@@ -247,9 +312,11 @@ impl AccountSpec {
         origin: Origin,
     ) -> Vec<(CredentialKey, CredentialSpec)> {
         let mut settings = self.overrides().apply(base);
-        if let AccountSpec::Authorizer(AuthorizerSpec { refresh, .. }) = self {
-            // A platform may have thousands of authorizers: they are checked only when the
-            // platform's own settings ask for it, never by the global `check_interval`.
+        if let AccountSpec::Authorizer(AuthorizerSpec { refresh, .. })
+        | AccountSpec::AuthCorp(AuthCorpSpec { refresh, .. }) = self
+        {
+            // A platform or a suite may have thousands of accounts under it: they are checked
+            // only when its own settings ask for it, never by the global `check_interval`.
             settings.check_interval = refresh.check_interval;
         }
         let plan = Plan::new(&settings);
@@ -282,22 +349,46 @@ impl AccountSpec {
                 ..
             } => component::credentials(component_appid, secret, &spec),
             AccountSpec::Authorizer(authorizer) => authorizer::credentials(authorizer, &spec),
+            AccountSpec::Suite {
+                suite_id, secret, ..
+            } => suite::credentials(suite_id, secret, &spec),
+            AccountSpec::AuthCorp(corp) => auth_corp::credentials(corp, &spec),
+            AccountSpec::Provider { corpid, secret, .. } => {
+                provider::credentials(corpid, secret, &spec)
+            }
         }
     }
 
-    /// Whether it is an authorizer that withdrew its authorization: it then has no credentials,
-    /// and reads answer 410 instead of 404.
+    /// Whether it is an authorizer that withdrew its authorization, or a corp that uninstalled
+    /// its suite: it then has no credentials, and reads answer 410 instead of 404.
     pub fn is_revoked(&self) -> bool {
         self.as_authorizer().is_some_and(|a| a.revoked)
+            || self.as_auth_corp().is_some_and(|c| c.revoked)
+    }
+
+    /// The installation's definition, if this is a corp that installed a suite.
+    pub fn as_auth_corp(&self) -> Option<&AuthCorpSpec> {
+        match self {
+            AccountSpec::AuthCorp(corp) => Some(corp),
+            AccountSpec::App { .. }
+            | AccountSpec::Corp { .. }
+            | AccountSpec::Component { .. }
+            | AccountSpec::Authorizer(_)
+            | AccountSpec::Suite { .. }
+            | AccountSpec::Provider { .. } => None,
+        }
     }
 
     /// The authorizer's definition, if this is one.
     pub fn as_authorizer(&self) -> Option<&AuthorizerSpec> {
         match self {
             AccountSpec::Authorizer(authorizer) => Some(authorizer),
-            AccountSpec::App { .. } | AccountSpec::Corp { .. } | AccountSpec::Component { .. } => {
-                None
-            }
+            AccountSpec::App { .. }
+            | AccountSpec::Corp { .. }
+            | AccountSpec::Component { .. }
+            | AccountSpec::Suite { .. }
+            | AccountSpec::AuthCorp(_)
+            | AccountSpec::Provider { .. } => None,
         }
     }
 }
@@ -308,9 +399,9 @@ impl AccountSpec {
 pub struct StoredAccount {
     /// Format version (1).
     pub version: u32,
-    /// `app` or `corp`.
+    /// `app`, `corp` or `provider`.
     pub kind: String,
-    /// The appid or corpid.
+    /// The appid or corpid (a Work app's or a provider's).
     pub id: String,
     /// The Work WeChat agentid.
     #[serde(default, skip_serializing_if = "Option::is_none")]

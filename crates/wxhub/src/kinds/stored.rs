@@ -1,13 +1,15 @@
-//! The formats runtime accounts are stored in: a runtime app or Work app with its secret sealed
-//! ([`StoredAccount`]), an authorizer ([`StoredAuthorizer`]). Versioned, read back by every
+//! The formats runtime accounts are stored in: a runtime app, Work app or provider with its secret sealed
+//! ([`StoredAccount`]), an authorizer ([`StoredAuthorizer`]), an installed corp
+//! ([`StoredAuthCorp`]). Versioned, read back by every
 //! instance and every restart, so they are kept apart from the orchestration that writes them, as
 //! pure functions with their tests.
 
 use std::time::Duration;
 
+use super::auth_corp::AuthCorpSpec;
 use super::authorizer::AuthorizerSpec;
-use super::{AccountSpec, StoredAccount};
-use crate::configuration::{RefreshOverrides, Secret, TokenMode};
+use super::{AccountSpec, Kind, StoredAccount};
+use crate::configuration::{RefreshOverrides, Secret, Settings, TokenMode};
 
 /// An authorizer as stored: no secret (its refresh token is a credential in the token store),
 /// only what WeChat told about its authorization. Versioned like [`StoredAccount`].
@@ -60,6 +62,106 @@ pub fn authorizer_spec(
     })
 }
 
+/// A corp that installed a suite, as stored: no secret (its permanent code is a credential in
+/// the token store, sealed), only what Work WeChat told about the installation. Versioned like
+/// [`StoredAccount`].
+#[derive(serde::Serialize, serde::Deserialize)]
+pub struct StoredAuthCorp {
+    /// Format version (1).
+    pub version: u32,
+    /// The suite.
+    pub suite_id: String,
+    /// The corp.
+    pub corpid: String,
+    /// The corp's name.
+    #[serde(default)]
+    pub corp_name: String,
+    /// The suite's agentid in that corp.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agentid: Option<String>,
+    /// When it (last) installed, in Unix seconds.
+    #[serde(default)]
+    pub installed_at: i64,
+    /// Whether it uninstalled.
+    #[serde(default)]
+    pub revoked: bool,
+}
+
+/// The stored form of an account under a parent (an authorizer, an installed corp).
+pub fn stored_child(spec: &AccountSpec) -> Option<String> {
+    if let Some(corp) = spec.as_auth_corp() {
+        return serde_json::to_string(&StoredAuthCorp {
+            version: 1,
+            suite_id: corp.suite_id.clone(),
+            corpid: corp.corpid.clone(),
+            corp_name: corp.corp_name.clone(),
+            agentid: corp.agentid.clone(),
+            installed_at: corp.installed_at,
+            revoked: corp.revoked,
+        })
+        .ok();
+    }
+    stored_authorizer(spec)
+}
+
+/// The account of a stored installation, with its suite's tickets and timing.
+pub fn auth_corp_spec(
+    suite: &crate::configuration::SuiteSettings,
+    stored: StoredAuthCorp,
+) -> AccountSpec {
+    AccountSpec::AuthCorp(AuthCorpSpec {
+        suite_id: stored.suite_id,
+        corpid: stored.corpid,
+        corp_name: stored.corp_name,
+        agentid: stored.agentid,
+        tickets: suite.corp_tickets.clone(),
+        refresh: suite.refresh,
+        installed_at: stored.installed_at,
+        revoked: stored.revoked,
+    })
+}
+
+/// Why a stored child account could not be read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChildError {
+    /// The record is not one this version reads.
+    Unreadable,
+    /// Its parent (platform, suite) is not configured.
+    UnknownParent,
+}
+
+/// The account a stored child record describes, read with its parent's settings in `settings`.
+pub fn child_spec(
+    (parent, parent_id): (Kind, &str),
+    definition: &str,
+    settings: &Settings,
+) -> Result<AccountSpec, ChildError> {
+    let unreadable = |_| ChildError::Unreadable;
+    match parent {
+        Kind::Component => {
+            let stored: StoredAuthorizer = serde_json::from_str(definition).map_err(unreadable)?;
+            let component = settings
+                .components
+                .iter()
+                .find(|c| c.component_appid == parent_id)
+                .ok_or(ChildError::UnknownParent)?;
+            Ok(authorizer_spec(component, stored))
+        }
+        Kind::Suite => {
+            let stored: StoredAuthCorp = serde_json::from_str(definition).map_err(unreadable)?;
+            let suite = settings
+                .suites
+                .iter()
+                .find(|s| s.suite_id == parent_id)
+                .ok_or(ChildError::UnknownParent)?;
+            Ok(auth_corp_spec(suite, stored))
+        }
+        Kind::App | Kind::Corp | Kind::Authorizer | Kind::AuthCorp | Kind::Provider => {
+            Err(ChildError::Unreadable)
+        }
+    }
+}
+
 /// The stored form of a runtime app or Work app.
 pub fn stored_account(spec: &AccountSpec, sealed_secret: String) -> Option<StoredAccount> {
     let millis = |d: Option<Duration>| d.map(|d| d.as_millis() as u64);
@@ -100,7 +202,24 @@ pub fn stored_account(spec: &AccountSpec, sealed_secret: String) -> Option<Store
             check_interval_ms: millis(refresh.check_interval),
             sealed_secret,
         },
-        AccountSpec::Component { .. } | AccountSpec::Authorizer(_) => return None,
+        AccountSpec::Provider {
+            corpid, refresh, ..
+        } => StoredAccount {
+            version: 1,
+            kind: "provider".into(),
+            id: corpid.clone(),
+            agentid: None,
+            mode: None,
+            tickets: Vec::new(),
+            refresh_before_expired_ms: millis(refresh.refresh_before_expired),
+            refresh_retry_interval_ms: millis(refresh.refresh_retry_interval),
+            check_interval_ms: millis(refresh.check_interval),
+            sealed_secret,
+        },
+        AccountSpec::Component { .. }
+        | AccountSpec::Authorizer(_)
+        | AccountSpec::Suite { .. }
+        | AccountSpec::AuthCorp(_) => return None,
     })
 }
 
@@ -132,6 +251,11 @@ pub fn spec_of(stored: StoredAccount, secret: Secret) -> Option<AccountSpec> {
             agentid: stored.agentid?,
             secret,
             tickets: parse_all(&stored.tickets)?,
+            refresh,
+        }),
+        "provider" => Some(AccountSpec::Provider {
+            corpid: stored.id,
+            secret,
             refresh,
         }),
         _ => None,
@@ -187,6 +311,12 @@ mod tests {
             refresh: RefreshOverrides::default(),
         };
         assert_eq!(read_back(&corp), Some(corp));
+        let provider = AccountSpec::Provider {
+            corpid: "wwprovider1".into(),
+            secret: Secret::new("s".to_string()),
+            refresh: overrides(),
+        };
+        assert_eq!(read_back(&provider), Some(provider));
     }
 
     #[test]
@@ -206,6 +336,33 @@ mod tests {
         assert_eq!(spec_of(record(bad_ticket), secret()), None);
         let bad_mode = r#"{"version":1,"kind":"app","id":"wx1","mode":"fast","sealed_secret":"x"}"#;
         assert_eq!(spec_of(record(bad_mode), secret()), None);
+    }
+
+    #[test]
+    fn an_installed_corp_reads_back_with_its_suites_tickets_and_timing() {
+        let suite = crate::configuration::SuiteSettings {
+            suite_id: "wwsuite1".into(),
+            secret: Secret::new("ss".to_string()),
+            token: Secret::new("tk".to_string()),
+            encoding_aes_key: Secret::new("k".to_string()),
+            previous_encoding_aes_key: None,
+            corp_tickets: vec![CorpTicketKind::Jsapi],
+            refresh: overrides(),
+        };
+        let corp = AccountSpec::AuthCorp(AuthCorpSpec {
+            suite_id: "wwsuite1".into(),
+            corpid: "wwcorp1".into(),
+            corp_name: "A corp".into(),
+            agentid: Some("1000005".into()),
+            tickets: vec![CorpTicketKind::Jsapi],
+            refresh: overrides(),
+            installed_at: 1_700_000_000,
+            revoked: true,
+        });
+        let text = stored_child(&corp).unwrap();
+        assert!(!text.contains("permanent"), "{text}");
+        let stored: StoredAuthCorp = serde_json::from_str(&text).unwrap();
+        assert_eq!(auth_corp_spec(&suite, stored), corp);
     }
 
     #[test]

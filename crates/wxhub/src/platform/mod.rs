@@ -9,7 +9,6 @@
 pub mod receiver;
 mod watchdog;
 
-use std::collections::{HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -19,6 +18,7 @@ use crate::configuration::ComponentSettings;
 use crate::control::{Control, ControlError};
 use crate::engine::state::Status;
 use crate::engine::{Engine, RefreshError};
+use crate::envelope::RecentPushes;
 use crate::kinds::authorizer::AuthorizerSpec;
 use crate::kinds::{AccountId, CredentialKey, Role};
 use crate::read::ReadIndex;
@@ -98,34 +98,6 @@ pub struct Platform {
     /// The pushes acted on lately, so that a replay within the freshness window is acknowledged
     /// without acting again (an `authorized` push would cost a WeChat call each time).
     recent_pushes: Mutex<RecentPushes>,
-}
-
-/// The signatures of the last [`RECENT_PUSHES`] pushes acted on, oldest first.
-#[derive(Default)]
-struct RecentPushes {
-    order: VecDeque<String>,
-    seen: HashSet<String>,
-}
-
-/// How many pushes [`RecentPushes`] remembers: far more than arrive in the freshness window.
-const RECENT_PUSHES: usize = 4096;
-
-impl RecentPushes {
-    fn contains(&self, signature: &str) -> bool {
-        self.seen.contains(signature)
-    }
-
-    fn remember(&mut self, signature: String) {
-        if !self.seen.insert(signature.clone()) {
-            return;
-        }
-        self.order.push_back(signature);
-        if self.order.len() > RECENT_PUSHES {
-            if let Some(oldest) = self.order.pop_front() {
-                self.seen.remove(&oldest);
-            }
-        }
-    }
 }
 
 impl Platform {
@@ -367,7 +339,7 @@ impl Platform {
             revoked: false,
         };
         self.control
-            .put_authorizer(AccountSpec::Authorizer(spec.clone()))
+            .put_child(AccountSpec::Authorizer(spec.clone()))
             .await?;
         Ok(self.view(&spec))
     }
@@ -394,7 +366,7 @@ impl Platform {
             return Ok(());
         }
         let revoked = AccountSpec::Authorizer(spec.withdrawn());
-        self.control.put_authorizer(revoked).await?;
+        self.control.put_child(revoked).await?;
         tracing::info!(
             component = component_appid,
             authorizer = authorizer_appid,
@@ -508,7 +480,7 @@ impl Platform {
                     authorized_at: entry.auth_time,
                     revoked: false,
                 });
-                self.control.put_authorizer(spec).await?;
+                self.control.put_child(spec).await?;
                 summary.added += 1;
             }
         }

@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 pub use crate::kinds::{AccountId, AccountSpec, CredentialSpec, Origin, Source, StoredAccount};
 
 use crate::configuration::RefreshSettings;
+use crate::kinds::auth_corp::AuthCorpSpec;
 use crate::kinds::authorizer::AuthorizerSpec;
 use crate::kinds::Kind;
 use crate::read::{AccountEntry, Credential, CredentialId, ReadIndex};
@@ -118,30 +119,62 @@ impl Registry {
         limit: usize,
         keep: impl Fn(&AuthorizerSpec) -> bool,
     ) -> (Vec<AuthorizerSpec>, bool) {
-        use std::ops::Bound;
         let id = |a: &str| AccountId::authorizer(component_appid, a);
+        self.children_page(
+            (id(""), after.map(id)),
+            (Kind::Component, component_appid),
+            limit,
+            |spec| spec.as_authorizer().filter(|a| keep(a)),
+        )
+    }
+
+    /// One page of the corps that installed `suite_id`, in corpid order, as
+    /// [`Self::authorizers_page`] pages a platform's authorizers.
+    pub fn auth_corps_page(
+        &self,
+        suite_id: &str,
+        after: Option<&str>,
+        limit: usize,
+        keep: impl Fn(&AuthCorpSpec) -> bool,
+    ) -> (Vec<AuthCorpSpec>, bool) {
+        let id = |c: &str| AccountId::auth_corp(suite_id, c);
+        self.children_page(
+            (id(""), after.map(id)),
+            (Kind::Suite, suite_id),
+            limit,
+            |spec| spec.as_auth_corp().filter(|c| keep(c)),
+        )
+    }
+
+    /// One page of the children of `parent`: from the first id (or after the second), those
+    /// `pick` returns, at most `limit`, and whether more may follow.
+    fn children_page<T: Clone>(
+        &self,
+        (first, after): (AccountId, Option<AccountId>),
+        parent: (Kind, &str),
+        limit: usize,
+        pick: impl Fn(&AccountSpec) -> Option<&T>,
+    ) -> (Vec<T>, bool) {
+        use std::ops::Bound;
         let start = match after {
-            Some(a) => Bound::Excluded(id(a)),
-            None => Bound::Included(id("")),
+            Some(after) => Bound::Excluded(after),
+            None => Bound::Included(first),
         };
         let state = self.lock();
         let mut page = Vec::new();
         let mut more = false;
         for (account, registered) in state.accounts.range((start, Bound::Unbounded)) {
-            if account.parent() != Some((Kind::Component, component_appid)) {
+            if account.parent() != Some(parent) {
                 break;
             }
-            let Some(authorizer) = registered.spec.as_authorizer() else {
+            let Some(child) = pick(&registered.spec) else {
                 continue;
             };
-            if !keep(authorizer) {
-                continue;
-            }
             if page.len() == limit {
                 more = true;
                 break;
             }
-            page.push(authorizer.clone());
+            page.push(child.clone());
         }
         (page, more)
     }

@@ -1,13 +1,13 @@
 //! The third-party platform's endpoints (`cgi-bin/component/*`): all POST with a JSON body, all
 //! but `api_component_token` and `api_start_push_ticket` authenticated with the component token.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::MAX_RESPONSE_BYTES;
-use super::{classify, Authenticates, Call, Fetched, Upstream, UpstreamError};
+use super::{Authenticates, Call, Fetched, Upstream, UpstreamError};
 
 /// Largest `api_get_authorizer_list` answer accepted: a page of 500 authorizers, each with its
 /// appid, refresh token and authorization time, is well above the 64 KiB that bounds every other
@@ -293,29 +293,6 @@ impl Upstream {
         if let Some(token) = component_token {
             request = request.query(&[("component_access_token", token)]);
         }
-        let _slot = self.call_slot().await?;
-        let started = Instant::now();
-        let result = match self.transport.send(request, max_bytes).await {
-            Ok(body) => read_json(&body, auth),
-            Err(e) => Err(e),
-        };
-        self.metrics.observe_upstream(
-            endpoint,
-            started.elapsed(),
-            result.as_ref().err().and_then(UpstreamError::errcode),
-        );
-        result
+        self.send_json(endpoint, request, auth, max_bytes).await
     }
-}
-
-/// WeChat's JSON answer, or the classified error it carries.
-fn read_json(body: &[u8], auth: Authenticates) -> Result<Value, UpstreamError> {
-    let value: Value = serde_json::from_slice(body)
-        .map_err(|e| UpstreamError::transient(format!("unreadable response body: {e}")))?;
-    let errcode = value["errcode"].as_i64().unwrap_or(0);
-    if errcode != 0 {
-        let errmsg = value["errmsg"].as_str().unwrap_or_default();
-        return Err(classify(errcode, errmsg, auth));
-    }
-    Ok(value)
 }

@@ -15,6 +15,7 @@
 //! ([`crate::telemetry::untrusted`]) so it cannot forge a log line.
 
 mod component;
+mod suite;
 mod transport;
 
 use std::time::{Duration, Instant};
@@ -28,6 +29,7 @@ use crate::token::{CorpTicketKind, TicketKind};
 use std::sync::Arc;
 
 pub use component::{Authorization, AuthorizerPage, AuthorizerTokens, ListedAuthorizer};
+pub use suite::Installation;
 pub use transport::{check_status, too_large, Answer, Call, HttpTransport, Transport};
 
 /// Largest response body accepted from WeChat; real token responses are well under 1 KiB.
@@ -131,7 +133,8 @@ fn classify(errcode: i64, errmsg: &str, auth: Authenticates) -> UpstreamError {
             message,
         },
         45009 => UpstreamError::Quota { errcode, message },
-        40001 | 40014 | 42001 | 41001 if auth == Authenticates::WithAccessToken => {
+        // 40082 and 42009: Work WeChat's invalid and expired suite token.
+        40001 | 40014 | 42001 | 41001 | 40082 | 42009 if auth == Authenticates::WithAccessToken => {
             UpstreamError::TokenInvalid { errcode, message }
         }
         // Everything else — 40001/40125 (wrong secret), 40013, 40164 (IP whitelist), 40243
@@ -139,6 +142,18 @@ fn classify(errcode: i64, errmsg: &str, auth: Authenticates) -> UpstreamError {
         // know — needs a human: retrying fast cannot fix it and would burn quota.
         _ => UpstreamError::Config { errcode, message },
     }
+}
+
+/// WeChat's JSON answer, or the classified error it carries.
+fn read_json(body: &[u8], auth: Authenticates) -> Result<serde_json::Value, UpstreamError> {
+    let value: serde_json::Value = serde_json::from_slice(body)
+        .map_err(|e| UpstreamError::transient(format!("unreadable response body: {e}")))?;
+    let errcode = value["errcode"].as_i64().unwrap_or(0);
+    if errcode != 0 {
+        let errmsg = value["errmsg"].as_str().unwrap_or_default();
+        return Err(classify(errcode, errmsg, auth));
+    }
+    Ok(value)
 }
 
 /// WeChat's answer: a credential and its lifetime, or an errcode. Token endpoints omit `errcode`
@@ -319,6 +334,29 @@ impl Upstream {
         };
         self.metrics.observe_upstream(
             "get_api_domain_ip",
+            started.elapsed(),
+            result.as_ref().err().and_then(UpstreamError::errcode),
+        );
+        result
+    }
+
+    /// Sends `request` (an answer of up to `max_bytes`), measures it as `endpoint`, and reads
+    /// WeChat's JSON answer: the value once it carries no errcode, else the classified error.
+    async fn send_json(
+        &self,
+        endpoint: &'static str,
+        request: Call,
+        auth: Authenticates,
+        max_bytes: usize,
+    ) -> Result<serde_json::Value, UpstreamError> {
+        let _slot = self.call_slot().await?;
+        let started = Instant::now();
+        let result = match self.transport.send(request, max_bytes).await {
+            Ok(body) => read_json(&body, auth),
+            Err(e) => Err(e),
+        };
+        self.metrics.observe_upstream(
+            endpoint,
             started.elapsed(),
             result.as_ref().err().and_then(UpstreamError::errcode),
         );

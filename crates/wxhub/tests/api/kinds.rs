@@ -13,6 +13,7 @@ use wxhub::token::{CorpTicketKind, TicketKind};
 
 use crate::helpers::*;
 use crate::platform_support::*;
+use crate::suites_support::*;
 use crate::watch::Stream;
 
 const APP: &str = "wx00000000000000k1";
@@ -21,7 +22,7 @@ const AGENT: &str = "1000002";
 
 /// The test's account of `kind`, the grant that covers it (as a consumer's file writes it), and
 /// the consumer key granted it. No wildcard arm: a new kind must name its test account.
-fn account_of(kind: Kind, authorizer: &str) -> (AccountId, AppGrant, String) {
+fn account_of(kind: Kind, children: &Children) -> (AccountId, AppGrant, String) {
     let (account, grant) = match kind {
         Kind::App => (AccountId::app(APP), AppGrant::App(APP.into())),
         Kind::Corp => (
@@ -37,12 +38,29 @@ fn account_of(kind: Kind, authorizer: &str) -> (AccountId, AppGrant, String) {
         ),
         // The children grant: every authorizer of the platform, this one among them.
         Kind::Authorizer => (
-            AccountId::authorizer(COMPONENT, authorizer),
+            AccountId::authorizer(COMPONENT, &children.authorizer),
             AppGrant::AllAuthorizers(COMPONENT.into()),
+        ),
+        Kind::Suite => (AccountId::suite(SUITE), AppGrant::Suite(SUITE.into())),
+        // The children grant: every corp that installed the suite, this one among them.
+        Kind::AuthCorp => (
+            AccountId::auth_corp(SUITE, &children.auth_corp),
+            AppGrant::AllAuthCorps(SUITE.into()),
+        ),
+        Kind::Provider => (
+            AccountId::provider(PROVIDER),
+            AppGrant::Provider(PROVIDER.into()),
         ),
     };
     let key = format!("kind-key-{}-0123456789", kind.descriptor().name);
     (account, grant, key)
+}
+
+/// The accounts WeChat creates (an authorizer, an installed corp), known once they exist.
+#[derive(Default)]
+struct Children {
+    authorizer: String,
+    auth_corp: String,
 }
 
 /// The kind's `/v1` path for `account`: its template with the id parts in order.
@@ -72,6 +90,7 @@ fn domain_ip_calls(mock: &wechat_mock::MockServer) -> u64 {
 #[tokio::test]
 async fn every_kind_is_read_watched_listed_and_recognised_by_the_gateway() {
     let relay = Relay::start().await;
+    let suite_relay = relay.clone();
     let app = TestApp::legacy(APP).with_tickets(&[TicketKind::Jsapi]);
     let corp = TestCorp {
         corpid: CORP.into(),
@@ -83,20 +102,23 @@ async fn every_kind_is_read_watched_listed_and_recognised_by_the_gateway() {
         Duration::from_secs(60),
         Duration::from_secs(600),
         |c| {
-            c.with_app(APP, secret_of(APP)).with_corp(
+            let c = c.with_app(APP, secret_of(APP)).with_corp(
                 CORP,
                 AGENT,
                 secret_of(&format!("{CORP}/{AGENT}")),
-            )
+            );
+            with_suite(c, &suite_relay, Duration::from_secs(600))
         },
     )
     .await;
     let mut options = platform_options(&[TicketKind::Jsapi]);
     options.apps = vec![app];
     options.corps = vec![corp];
+    options.suites = vec![suite_settings(&[])];
+    options.providers = vec![provider_settings()];
     // One consumer per kind, granted that kind's account only.
     for kind in KINDS {
-        let (_, grant, key) = account_of(kind, "");
+        let (_, grant, key) = account_of(kind, &Children::default());
         options.more_consumers.push(ConsumerSettings {
             name: format!("kind-{}", kind.descriptor().name),
             key_sha256: consumer_key_digest(&key),
@@ -107,10 +129,14 @@ async fn every_kind_is_read_watched_listed_and_recognised_by_the_gateway() {
     let hub = spawn_app(&mock, options).await;
     relay.point_at(&[&hub]);
     wait_for_component_token(&hub).await;
-    let authorizer = authorize(&mock).await;
+    wait_for_suite_token(&hub).await;
+    let children = Children {
+        authorizer: authorize(&mock).await,
+        auth_corp: install(&mock).await,
+    };
 
     for kind in KINDS {
-        let (account, _, key) = account_of(kind, &authorizer);
+        let (account, _, key) = account_of(kind, &children);
         let name = kind.descriptor().name;
         let token_key = CredentialKey::new(account.clone(), Role::AccessToken).to_string();
 
@@ -129,7 +155,7 @@ async fn every_kind_is_read_watched_listed_and_recognised_by_the_gateway() {
             .to_string();
         assert!(!token.is_empty(), "{name}: {body}");
         let stranger = KINDS.into_iter().find(|k| *k != kind).expect("two kinds");
-        let (_, _, stranger_key) = account_of(stranger, &authorizer);
+        let (_, _, stranger_key) = account_of(stranger, &children);
         let refused = hub
             .client
             .get(hub.url(&path))

@@ -3,6 +3,7 @@
 
 pub use wxhub_test_support::helpers;
 pub use wxhub_test_support::platform as platform_support;
+pub use wxhub_test_support::suites as suites_support;
 
 mod auth;
 mod client;

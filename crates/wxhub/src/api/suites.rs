@@ -1,0 +1,241 @@
+//! Work WeChat suites' routes: the command callback receiver (Work WeChat's URL check and its
+//! pushes), the install flow (pre-auth code, registering the redirect's code) and the installed
+//! corps' listing. The suite token, each installed corp's credentials and the provider token are
+//! read through the routes every kind shares ([`super::credentials::account_routes`]).
+
+use axum::extract::{Path, Query, RawQuery, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use serde::Deserialize;
+
+use super::{
+    authorize, authorize_admin, authorize_named, finish, json_body, json_ok, AccountId,
+    AdminTarget, ApiError, ApiState,
+};
+use crate::configuration::Scope;
+use crate::engine::RefreshError;
+use crate::envelope::Refused;
+use crate::metrics::Route;
+use crate::suites::SuiteError;
+use crate::upstream::UpstreamError;
+
+/// Most installed corps one listing page holds.
+const MAX_PAGE: usize = 500;
+/// Installed corps per listing page when `limit` is not given.
+const DEFAULT_PAGE: usize = 100;
+
+/// The body of `POST …/authorizations`.
+#[derive(Deserialize)]
+struct AuthorizationBody {
+    auth_code: String,
+}
+
+/// The query of the installed corps' listing.
+#[derive(Deserialize)]
+pub struct ListQuery {
+    state: Option<String>,
+    cursor: Option<String>,
+    limit: Option<usize>,
+}
+
+fn suite_error(error: SuiteError) -> ApiError {
+    let message = error.to_string();
+    match error {
+        SuiteError::UnknownSuite(_) => {
+            ApiError::new(StatusCode::NOT_FOUND, "unknown_suite", message)
+        }
+        SuiteError::Refused(Refused::Signature) => {
+            ApiError::new(StatusCode::FORBIDDEN, "bad_signature", message)
+        }
+        SuiteError::Refused(Refused::Envelope(_)) => ApiError::bad_request("bad_envelope", message),
+        SuiteError::Refresh(RefreshError::Upstream(UpstreamError::Config { .. })) => {
+            ApiError::new(StatusCode::BAD_GATEWAY, "wechat_refused", message)
+        }
+        SuiteError::Refresh(_) | SuiteError::Control(_) => {
+            ApiError::unavailable("suite_unavailable", message)
+        }
+    }
+}
+
+/// A plain-text answer to Work WeChat.
+fn plain(text: String) -> Response {
+    let mut response = text.into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+/// The answer to a request from Work WeChat that failed: quiet when anyone could have sent it.
+fn refused(context: &ApiState, suite_id: &str, error: SuiteError) -> Response {
+    match &error {
+        SuiteError::Refused(_) | SuiteError::UnknownSuite(_) => {
+            tracing::debug!(suite = ?suite_id, error = %error, "push refused");
+        }
+        _ => {
+            tracing::warn!(suite = ?suite_id, error = %error, "push not stored; not acknowledged");
+        }
+    }
+    let response = suite_error(error).into_response();
+    context
+        .metrics
+        .count_request(Route::Other, response.status().as_u16());
+    response
+}
+
+/// `GET /wechat/suites/{suite_id}/events?msg_signature&timestamp&nonce&echostr`: Work WeChat's
+/// check of the command callback URL, answered with the decrypted `echostr` in plain text.
+pub async fn verify_url(
+    State(context): State<ApiState>,
+    Path(suite_id): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Response {
+    match context
+        .suites
+        .echo(&suite_id, query.as_deref().unwrap_or(""))
+    {
+        Ok(echo) => {
+            context.metrics.count_request(Route::Other, 200);
+            plain(echo)
+        }
+        Err(error) => refused(&context, &suite_id, error),
+    }
+}
+
+/// `POST /wechat/suites/{suite_id}/events`: a push from Work WeChat. Answers `success` only once
+/// what it carries is durably stored.
+pub async fn events(
+    State(context): State<ApiState>,
+    Path(suite_id): Path<String>,
+    RawQuery(query): RawQuery,
+    body: Bytes,
+) -> Response {
+    let result = context
+        .suites
+        .receive(&suite_id, query.as_deref().unwrap_or(""), &body)
+        .await;
+    match result {
+        Ok(()) => {
+            context.metrics.count_request(Route::Other, 200);
+            plain("success".to_string())
+        }
+        Err(error) => refused(&context, &suite_id, error),
+    }
+}
+
+/// `POST /v1/suites/{s}/pre_auth_code` (authorize)
+pub async fn pre_auth_code(
+    State(context): State<ApiState>,
+    Path(suite_id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let result = async {
+        authorize(
+            &context,
+            &headers,
+            Scope::Authorize,
+            Some(&AccountId::suite(&suite_id)),
+        )?;
+        let (code, expires_in) = context
+            .suites
+            .pre_auth_code(&suite_id)
+            .await
+            .map_err(suite_error)?;
+        let body = serde_json::json!({ "pre_auth_code": code, "expires_in": expires_in });
+        Ok(json_ok(Bytes::from(body.to_string())))
+    }
+    .await;
+    finish(&context, Route::Other, result)
+}
+
+/// `POST /v1/suites/{s}/authorizations` (authorize): registers the corp of the install
+/// redirect's `auth_code`.
+pub async fn authorizations(
+    State(context): State<ApiState>,
+    Path(suite_id): Path<String>,
+    headers: HeaderMap,
+    request: Request,
+) -> Response {
+    let result = async {
+        let consumer = authorize_named(
+            &context,
+            &headers,
+            Scope::Authorize,
+            Some(&AccountId::suite(&suite_id)),
+        )?;
+        let body: AuthorizationBody = json_body(
+            request,
+            r#"{"auth_code":"<the code of the install redirect>"}"#,
+        )
+        .await?;
+        if body.auth_code.is_empty() || body.auth_code.len() > 512 {
+            return Err(ApiError::bad_request(
+                "invalid_json",
+                "auth_code must be 1 to 512 characters",
+            ));
+        }
+        let view = context
+            .suites
+            .exchange(&suite_id, &body.auth_code)
+            .await
+            .map_err(suite_error);
+        let (outcome, target) = match &view {
+            Ok(view) => ("ok", format!("auth_corp/{suite_id}/{}", view.corpid)),
+            Err(e) => (e.code, format!("suite/{suite_id}")),
+        };
+        context
+            .control
+            .audit()
+            .record(&consumer, "register_auth_corp", &target, outcome);
+        let view = view?;
+        let body = serde_json::json!({
+            "corpid": view.corpid,
+            "corp_name": view.corp_name,
+            "agentid": view.agentid,
+            "state": view.state,
+        });
+        Ok(json_ok(Bytes::from(body.to_string())))
+    }
+    .await;
+    finish(&context, Route::Other, result)
+}
+
+/// `GET /v1/suites/{s}/corps?state=&cursor=&limit=` (admin): one page, never a permanent code
+/// or a token.
+pub async fn list_corps(
+    State(context): State<ApiState>,
+    Path(suite_id): Path<String>,
+    Query(query): Query<ListQuery>,
+    headers: HeaderMap,
+) -> Response {
+    let result = (|| {
+        authorize_admin(
+            &context,
+            &headers,
+            AdminTarget::Account(&AccountId::suite(&suite_id)),
+        )?;
+        if let Some(state) = query.state.as_deref() {
+            if !matches!(state, "active" | "revoked" | "needs_attention") {
+                return Err(ApiError::bad_request(
+                    "invalid_state",
+                    "state must be \"active\", \"revoked\" or \"needs_attention\"",
+                ));
+            }
+        }
+        let limit = query.limit.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE);
+        let (page, next) = context
+            .suites
+            .list(
+                &suite_id,
+                query.state.as_deref(),
+                query.cursor.as_deref(),
+                limit,
+            )
+            .map_err(suite_error)?;
+        let body = serde_json::json!({ "corps": page, "next_cursor": next });
+        Ok(json_ok(Bytes::from(body.to_string())))
+    })();
+    finish(&context, Route::Admin, result)
+}
