@@ -75,7 +75,7 @@ fn func_info(value: &Value) -> Vec<u32> {
 }
 
 /// A token and its positive lifetime from `value[token_field]` and `value["expires_in"]`.
-fn fetched(value: &Value, token_field: &str) -> Option<Fetched> {
+pub(super) fn fetched(value: &Value, token_field: &str) -> Option<Fetched> {
     let token = value[token_field].as_str().filter(|t| !t.is_empty())?;
     let expires_in = value["expires_in"].as_u64().filter(|e| *e > 0)?;
     Some(Fetched {
@@ -84,7 +84,7 @@ fn fetched(value: &Value, token_field: &str) -> Option<Fetched> {
     })
 }
 
-fn malformed(what: &str) -> UpstreamError {
+pub(super) fn malformed(what: &str) -> UpstreamError {
     UpstreamError::transient(format!("response lacks {what}"))
 }
 

@@ -2,10 +2,9 @@
 //! from the pushed suite ticket, installations exchanged for permanent codes, installed corps'
 //! tokens, and the provider token. See docs/suites.md.
 
-use std::time::Duration;
-
 use serde_json::{json, Value};
 
+use super::component::{fetched, malformed};
 use super::MAX_RESPONSE_BYTES;
 use super::{Authenticates, Call, Fetched, Upstream, UpstreamError};
 
@@ -22,20 +21,6 @@ pub struct Installation {
     pub permanent_code: String,
     /// The corp's access token, when the answer carries one.
     pub access_token: Option<Fetched>,
-}
-
-/// A token and its positive lifetime from `value[token_field]` and `value["expires_in"]`.
-fn fetched(value: &Value, token_field: &str) -> Option<Fetched> {
-    let token = value[token_field].as_str().filter(|t| !t.is_empty())?;
-    let expires_in = value["expires_in"].as_u64().filter(|e| *e > 0)?;
-    Some(Fetched {
-        value: token.to_string(),
-        expires_in: Duration::from_secs(expires_in),
-    })
-}
-
-fn malformed(what: &str) -> UpstreamError {
-    UpstreamError::transient(format!("response lacks {what}"))
 }
 
 /// An id as Work WeChat writes it: a string, or (agentid) a number.
