@@ -177,6 +177,21 @@ impl RecentPushes {
     }
 }
 
+/// `text` if it can name an account in paths and storage keys (an appid, a corpid: 1 to 64
+/// letters, digits, `_`, `-`, `.`); else the envelope refusal `what`.
+pub fn identifier(text: String, what: &'static str) -> Result<String, Refused> {
+    let ok = !text.is_empty()
+        && text.len() <= 64
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+    if ok {
+        Ok(text)
+    } else {
+        Err(Refused::Envelope(what))
+    }
+}
+
 /// Refuses a `timestamp` further than [`FRESHNESS`] from `now`.
 fn fresh(timestamp: &str, now: i64) -> Result<(), Refused> {
     let sent_at = timestamp

@@ -35,7 +35,6 @@ use crate::audit::AuditLog;
 use crate::configuration::Settings;
 use crate::consumers::{self, RuntimeConsumer};
 use crate::engine::Engine;
-pub use crate::kinds::stored::{authorizer_spec, StoredAuthorizer};
 use crate::kinds::CredentialKey;
 use crate::registry::{Diff, Origin, Registry};
 use crate::seal::Sealer;

@@ -4,7 +4,7 @@
 //! rule is tested on its own and against arbitrary input.
 
 use crate::configuration::ComponentSettings;
-use crate::envelope::{self, Keys, Opened};
+use crate::envelope::{self, identifier, Keys, Opened};
 pub use crate::envelope::{Refused, FRESHNESS, MAX_PUSH_BYTES};
 
 /// A push, opened and checked.
@@ -81,12 +81,12 @@ pub fn open(
             ticket: field("ComponentVerifyTicket")?,
         },
         "authorized" | "updateauthorized" => PushKind::Authorized {
-            authorizer_appid: appid(field("AuthorizerAppid")?)?,
+            authorizer_appid: identifier(field("AuthorizerAppid")?, "malformed AuthorizerAppid")?,
             authorization_code: field("AuthorizationCode")?,
             updated: info_type == "updateauthorized",
         },
         "unauthorized" => PushKind::Unauthorized {
-            authorizer_appid: appid(field("AuthorizerAppid")?)?,
+            authorizer_appid: identifier(field("AuthorizerAppid")?, "malformed AuthorizerAppid")?,
         },
         other => PushKind::Other(other.chars().take(64).collect()),
     };
@@ -95,20 +95,6 @@ pub fn open(
         create_time,
         kind,
     })
-}
-
-/// An appid safe in paths and storage keys.
-fn appid(text: String) -> Result<String, Refused> {
-    let ok = !text.is_empty()
-        && text.len() <= 64
-        && text
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
-    if ok {
-        Ok(text)
-    } else {
-        Err(Refused::Envelope("malformed AuthorizerAppid"))
-    }
 }
 
 #[cfg(test)]

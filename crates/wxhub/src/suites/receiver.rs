@@ -4,7 +4,7 @@
 //! I/O). The URL check Work WeChat makes when the URL is set is [`echo`].
 
 use crate::configuration::SuiteSettings;
-use crate::envelope::{self, Keys, Opened, Refused};
+use crate::envelope::{self, identifier, Keys, Opened, Refused};
 
 /// A push, opened and checked.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -92,10 +92,10 @@ pub fn open(
             auth_code: auth_code(field("AuthCode")?)?,
         },
         "change_auth" => SuitePushKind::Changed {
-            corpid: corpid(field("AuthCorpId")?)?,
+            corpid: identifier(field("AuthCorpId")?, "malformed AuthCorpId")?,
         },
         "cancel_auth" => SuitePushKind::Uninstalled {
-            corpid: corpid(field("AuthCorpId")?)?,
+            corpid: identifier(field("AuthCorpId")?, "malformed AuthCorpId")?,
         },
         other => SuitePushKind::Other(other.chars().take(64).collect()),
     };
@@ -114,20 +114,6 @@ pub fn open(
 /// the decrypted `echostr`.
 pub fn echo(settings: &SuiteSettings, query: &str, now: i64) -> Result<String, Refused> {
     envelope::echo(&keys(settings), query, now)
-}
-
-/// A corpid safe in paths and storage keys.
-fn corpid(text: String) -> Result<String, Refused> {
-    let ok = !text.is_empty()
-        && text.len() <= 64
-        && text
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
-    if ok {
-        Ok(text)
-    } else {
-        Err(Refused::Envelope("malformed AuthCorpId"))
-    }
 }
 
 /// An auth code of a sane length (Work WeChat: 64 to 512 bytes).
