@@ -69,7 +69,7 @@ struct ImportBody {
 const ACCOUNT_SHAPE: &str = r#"{"secret":"…","mode":"stable|legacy","tickets":["jsapi"]}"#;
 
 /// Checks an identifier from the path the way the configuration checks appids.
-fn identifier<'a>(what: &str, text: &'a str) -> Result<&'a str, ApiError> {
+pub(super) fn identifier<'a>(what: &str, text: &'a str) -> Result<&'a str, ApiError> {
     // Path segments of its own routes and storage keys: `.` and `..` would be read as the
     // current and parent directory.
     let valid = !text.is_empty()
@@ -92,6 +92,18 @@ fn identifier<'a>(what: &str, text: &'a str) -> Result<&'a str, ApiError> {
 }
 
 fn overrides(body: &AccountBody) -> Result<RefreshOverrides, ApiError> {
+    refresh_overrides([
+        &body.refresh_before_expired,
+        &body.refresh_retry_interval,
+        &body.check_interval,
+    ])
+}
+
+/// A body's `refresh_before_expired`, `refresh_retry_interval` and `check_interval`, in that
+/// order, as an account's refresh timing.
+pub(super) fn refresh_overrides(
+    [before, retry, check]: [&Option<String>; 3],
+) -> Result<RefreshOverrides, ApiError> {
     let duration = |field: &str, text: &Option<String>| -> Result<Option<Duration>, ApiError> {
         text.as_deref()
             .map(|t| match parse_duration(t) {
@@ -104,24 +116,32 @@ fn overrides(body: &AccountBody) -> Result<RefreshOverrides, ApiError> {
             .transpose()
     };
     Ok(RefreshOverrides {
-        refresh_before_expired: duration("refresh_before_expired", &body.refresh_before_expired)?,
-        refresh_retry_interval: duration("refresh_retry_interval", &body.refresh_retry_interval)?,
-        check_interval: duration("check_interval", &body.check_interval)?,
+        refresh_before_expired: duration("refresh_before_expired", before)?,
+        refresh_retry_interval: duration("refresh_retry_interval", retry)?,
+        check_interval: duration("check_interval", check)?,
     })
 }
 
 fn secret(body: &AccountBody) -> Result<Secret, ApiError> {
-    let secret = body.secret.trim();
+    non_empty_secret("secret", &body.secret)
+}
+
+/// A secret of a body's `field`, which must not be blank.
+pub(super) fn non_empty_secret(field: &str, text: &str) -> Result<Secret, ApiError> {
+    let secret = text.trim();
     if secret.is_empty() {
         return Err(ApiError::bad_request(
             "invalid_secret",
-            "secret must not be empty",
+            format!("{field} must not be empty"),
         ));
     }
     Ok(Secret::new(secret.to_string()))
 }
 
-fn tickets<T: std::str::FromStr>(names: &[String], expected: &str) -> Result<Vec<T>, ApiError> {
+pub(super) fn tickets<T: std::str::FromStr>(
+    names: &[String],
+    expected: &str,
+) -> Result<Vec<T>, ApiError> {
     let mut kinds = Vec::new();
     for name in names {
         let kind = name.parse().map_err(|_| {
@@ -247,6 +267,15 @@ async fn store_account(
         served_for_another(context, token, None)?;
     }
     let spec = build(body)?;
+    put_spec(context, spec, live_token).await
+}
+
+/// Stores a runtime account and answers with its first refresh's outcome and its credentials.
+pub(super) async fn put_spec(
+    context: &ApiState,
+    spec: AccountSpec,
+    live_token: Option<(String, Duration)>,
+) -> Result<Response, ApiError> {
     let outcome = context
         .control
         .put(spec, live_token)

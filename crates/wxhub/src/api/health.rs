@@ -153,8 +153,8 @@ fn suite_ticket_ages(context: &ApiState, out: &mut String) {
     );
     out.push_str("# TYPE wxhub_suite_ticket_age_seconds gauge\n");
     let now = context.clock.now();
-    for suite in &context.settings.suites {
-        let key = CredentialKey::new(AccountId::suite(&suite.suite_id), Role::PushedTicket);
+    for suite_id in context.control.registry().suite_ids() {
+        let key = CredentialKey::new(AccountId::suite(&suite_id), Role::PushedTicket);
         let Some(pushed_at) = context
             .read_index
             .by_key(&key)
@@ -165,7 +165,7 @@ fn suite_ticket_ages(context: &ApiState, out: &mut String) {
         let _ = writeln!(
             out,
             "wxhub_suite_ticket_age_seconds{{suite_id=\"{}\"}} {:.3}",
-            suite.suite_id,
+            suite_id,
             now.since(pushed_at).as_secs_f64()
         );
     }

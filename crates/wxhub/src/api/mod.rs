@@ -116,6 +116,10 @@ pub fn router(context: ApiState, request_timeout: Duration) -> Router {
             "/v1/admin/providers/{corpid}",
             put(admin::put_provider).delete(admin::delete_provider),
         )
+        .route(
+            "/v1/admin/suites/{suite_id}",
+            put(suites::put_suite).delete(suites::delete_suite),
+        )
         .route("/v1/admin/consumers", get(consumers::list_consumers))
         .route(
             "/v1/admin/consumers/{name}",

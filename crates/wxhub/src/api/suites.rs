@@ -9,15 +9,21 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use serde::Deserialize;
 
+use super::admin::{
+    audited, control_error, identifier, non_empty_secret, put_spec, refresh_overrides, tickets,
+};
 use super::{
     authorize, authorize_admin, authorize_named, finish, json_body, json_ok, AccountId,
     AdminTarget, ApiError, ApiState,
 };
-use crate::configuration::Scope;
+use crate::configuration::Secret;
+use crate::configuration::{Scope, SuiteSettings};
 use crate::engine::RefreshError;
 use crate::envelope::Refused;
 use crate::metrics::Route;
+use crate::registry::AccountSpec;
 use crate::suites::SuiteError;
+use crate::token::CorpTicketKind;
 use crate::upstream::UpstreamError;
 
 /// Most installed corps one listing page holds.
@@ -237,5 +243,142 @@ pub async fn list_corps(
         let body = serde_json::json!({ "corps": page, "next_cursor": next });
         Ok(json_ok(Bytes::from(body.to_string())))
     })();
+    finish(&context, Route::Admin, result)
+}
+
+/// The body of `PUT /v1/admin/suites/{suite_id}`: what a `[[suites]]` entry holds.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SuiteBody {
+    /// The suite's secret (`suite_secret`).
+    secret: String,
+    /// The command callback's Token.
+    token: String,
+    /// The command callback's 43-character EncodingAESKey.
+    encoding_aes_key: String,
+    /// The key before the last change in the provider console, while pushes sealed with it may
+    /// still arrive.
+    #[serde(default)]
+    previous_encoding_aes_key: Option<String>,
+    /// JS-SDK tickets kept fresh for every installed corp.
+    #[serde(default)]
+    corp_tickets: Vec<String>,
+    /// e.g. `"20m"`, overriding `[refresh] refresh_before_expired`.
+    #[serde(default)]
+    refresh_before_expired: Option<String>,
+    /// e.g. `"30s"`, overriding `[refresh] refresh_retry_interval`.
+    #[serde(default)]
+    refresh_retry_interval: Option<String>,
+    /// e.g. `"5m"`, overriding `[refresh] check_interval`.
+    #[serde(default)]
+    check_interval: Option<String>,
+}
+
+const SUITE_SHAPE: &str =
+    r#"{"secret":"…","token":"…","encoding_aes_key":"<43 characters>","corp_tickets":["jsapi"]}"#;
+
+/// An EncodingAESKey of a body's `field`: 43 characters that decode to the 32-byte key.
+fn aes_key(field: &str, text: &str) -> Result<Secret, ApiError> {
+    if wechat_crypto::EncodingAesKey::parse(text).is_err() {
+        return Err(ApiError::bad_request(
+            "invalid_secret",
+            format!("{field} must be the suite's 43-character EncodingAESKey (letters and digits)"),
+        ));
+    }
+    Ok(Secret::new(text.to_string()))
+}
+
+/// The suite a `PUT` body describes.
+fn suite_settings(suite_id: &str, body: SuiteBody) -> Result<SuiteSettings, ApiError> {
+    Ok(SuiteSettings {
+        suite_id: identifier("suite_id", suite_id)?.to_string(),
+        secret: non_empty_secret("secret", &body.secret)?,
+        token: non_empty_secret("token", &body.token)?,
+        encoding_aes_key: aes_key("encoding_aes_key", &body.encoding_aes_key)?,
+        previous_encoding_aes_key: body
+            .previous_encoding_aes_key
+            .as_deref()
+            .map(|key| aes_key("previous_encoding_aes_key", key))
+            .transpose()?,
+        corp_tickets: tickets::<CorpTicketKind>(
+            &body.corp_tickets,
+            "\"jsapi\" or \"agent_config\"",
+        )?,
+        refresh: refresh_overrides([
+            &body.refresh_before_expired,
+            &body.refresh_retry_interval,
+            &body.check_interval,
+        ])?,
+    })
+}
+
+/// `PUT /v1/admin/suites/{suite_id}` (admin): adds or changes a suite at runtime, its secret and
+/// push keys sealed with the master key. Its suite token is fetched once Work WeChat pushes a
+/// suite ticket to its command callback URL.
+pub async fn put_suite(
+    State(context): State<ApiState>,
+    Path(suite_id): Path<String>,
+    headers: HeaderMap,
+    request: Request,
+) -> Response {
+    let account = AccountId::suite(&suite_id);
+    let result = async {
+        let consumer = authorize_admin(&context, &headers, AdminTarget::Account(&account))?;
+        let stored = async {
+            let body: SuiteBody = json_body(request, SUITE_SHAPE).await?;
+            let settings = suite_settings(&suite_id, body)?;
+            put_spec(&context, AccountSpec::Suite(Box::new(settings)), None).await
+        }
+        .await;
+        audited(
+            &context,
+            &consumer,
+            "put_account",
+            &account.to_string(),
+            stored,
+        )
+    }
+    .await;
+    finish(&context, Route::Admin, result)
+}
+
+/// `DELETE /v1/admin/suites/{suite_id}` (admin): removes a runtime suite. Refused while a corp
+/// has it installed: the corps' permanent codes would stop being usable without the suite.
+pub async fn delete_suite(
+    State(context): State<ApiState>,
+    Path(suite_id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let account = AccountId::suite(&suite_id);
+    let result = async {
+        let consumer = authorize_admin(&context, &headers, AdminTarget::Account(&account))?;
+        let (installed, _) =
+            context
+                .control
+                .registry()
+                .auth_corps_page(&suite_id, None, 1, |corp| !corp.revoked);
+        let removed = if installed.is_empty() {
+            context
+                .control
+                .delete(&account)
+                .await
+                .map(|()| StatusCode::NO_CONTENT.into_response())
+                .map_err(control_error)
+        } else {
+            Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "suite_installed",
+                "corps have this suite installed; it can be removed once they uninstall it",
+            ))
+        };
+        audited(
+            &context,
+            &consumer,
+            "delete_account",
+            &account.to_string(),
+            removed,
+        )
+    }
+    .await;
     finish(&context, Route::Admin, result)
 }

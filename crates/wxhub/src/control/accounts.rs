@@ -9,12 +9,12 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use super::stored::split_consumers;
+use super::stored::{parents_first, split_consumers};
 use super::{Control, ControlError};
 use crate::configuration::RefreshSettings;
 use crate::engine::{ErrorClass, ImportError, RefreshError};
 use crate::kinds::stored::{child_spec, ChildError};
-use crate::kinds::stored::{spec_of, stored_account, stored_child};
+use crate::kinds::stored::{seal_place, spec_of, stored_account, stored_child};
 use crate::kinds::CredentialKey;
 use crate::read::Credential;
 use crate::registry::{AccountId, AccountSpec, Origin, StoredAccount};
@@ -83,11 +83,13 @@ impl Control {
         };
         let sealer = self.sealer.as_ref().ok_or(ControlError::NoMasterKey)?;
         let name = id.storage_name();
-        let Some(secret) = spec.secret() else {
+        if spec.secret().is_none() {
             return Err(ControlError::WrongKind(id));
-        };
-        let stored = stored_account(&spec, sealer.seal(&name, secret))
-            .ok_or_else(|| ControlError::WrongKind(id.clone()))?;
+        }
+        let stored = stored_account(&spec, |field, secret| {
+            sealer.seal(&seal_place(&name, field), secret)
+        })
+        .ok_or_else(|| ControlError::WrongKind(id.clone()))?;
         let definition =
             serde_json::to_string(&stored).map_err(|_| ControlError::Unreadable(name.clone()))?;
         if let Some((value, expires_in)) = live_token {
@@ -253,7 +255,7 @@ impl Control {
             let _consumers = self.consumer_changes.lock().await;
             let (stored_consumers, stored) = split_consumers(self.store.load_accounts().await?);
             self.replace_runtime_consumers(stored_consumers);
-            stored
+            parents_first(stored)
         };
         let mut present = std::collections::BTreeSet::new();
         for (name, definition) in &stored {
@@ -282,16 +284,11 @@ impl Control {
         // An account with a parent (an authorizer, an installed corp) is stored without a
         // secret, and read with its parent's settings.
         if let Some((parent, parent_id)) = id.as_ref().and_then(AccountId::parent) {
-            let settings = self.settings.load();
             let spec =
-                child_spec((parent, parent_id), definition, &settings).map_err(
-                    |why| match why {
-                        ChildError::Unreadable => unreadable(),
-                        ChildError::UnknownParent => {
-                            ControlError::UnknownComponent(name.to_string())
-                        }
-                    },
-                )?;
+                child_spec((parent, parent_id), definition, self).map_err(|why| match why {
+                    ChildError::Unreadable => unreadable(),
+                    ChildError::UnknownParent => ControlError::UnknownComponent(name.to_string()),
+                })?;
             if spec.id().storage_name() != name {
                 return Err(unreadable());
             }
@@ -300,7 +297,14 @@ impl Control {
         let stored: StoredAccount = serde_json::from_str(definition).map_err(|_| unreadable())?;
         let sealer = self.sealer.as_ref().ok_or(ControlError::NoMasterKey)?;
         let secret = sealer.open(name, &stored.sealed_secret)?;
-        let spec = spec_of(stored, secret).ok_or_else(unreadable)?;
+        let mut others = BTreeMap::new();
+        for (field, sealed) in &stored.sealed {
+            others.insert(
+                field.clone(),
+                sealer.open(&seal_place(name, field), sealed)?,
+            );
+        }
+        let spec = spec_of(stored, secret, others).ok_or_else(unreadable)?;
         if spec.id().storage_name() != name {
             return Err(unreadable());
         }

@@ -35,7 +35,7 @@ use crate::audit::AuditLog;
 use crate::configuration::Settings;
 use crate::consumers::{self, RuntimeConsumer};
 use crate::engine::Engine;
-use crate::kinds::CredentialKey;
+use crate::kinds::{AccountId, CredentialKey};
 use crate::registry::{Diff, Origin, Registry};
 use crate::seal::Sealer;
 use crate::store::{AccountChange, Store};
@@ -47,7 +47,7 @@ pub use accounts::PutOutcome;
 pub use error::ControlError;
 use reload::config_accounts;
 pub use reload::ReloadSummary;
-use stored::split_consumers;
+use stored::{parents_first, split_consumers};
 
 /// The first wait before the account feed tries again what the store did not answer for.
 const RETRY_FIRST: std::time::Duration = std::time::Duration::from_secs(1);
@@ -175,7 +175,9 @@ impl Control {
         }
         let (stored_consumers, accounts) = split_consumers(self.store.load_accounts().await?);
         self.replace_runtime_consumers(stored_consumers);
-        for (name, definition) in accounts {
+        // A runtime suite is registered before the corps that installed it: they are read with
+        // its settings.
+        for (name, definition) in parents_first(accounts) {
             let spec = match self.open(&name, &definition) {
                 Ok(spec) => spec,
                 Err(ControlError::UnknownComponent(name)) => {
@@ -301,18 +303,24 @@ impl Control {
             .cloned()
     }
 
-    /// The suite settings of `suite_id` now in force.
+    /// The suite settings of `suite_id` now in force: the file's, or those put at runtime.
     pub fn suite_settings(&self, suite_id: &str) -> Option<crate::configuration::SuiteSettings> {
-        self.settings
-            .load()
-            .suites
-            .iter()
-            .find(|s| s.suite_id == suite_id)
-            .cloned()
+        let (spec, _) = self.registry.spec(&AccountId::suite(suite_id))?;
+        spec.as_suite().cloned()
     }
 
     /// The engine.
     pub fn engine(&self) -> &Engine {
         &self.engine
+    }
+}
+
+impl crate::kinds::stored::Parents for Control {
+    fn component(&self, component_appid: &str) -> Option<crate::configuration::ComponentSettings> {
+        self.component_settings(component_appid)
+    }
+
+    fn suite(&self, suite_id: &str) -> Option<crate::configuration::SuiteSettings> {
+        self.suite_settings(suite_id)
     }
 }

@@ -2,6 +2,7 @@
 //! are their kinds' (`kinds::stored`).
 
 use crate::consumers;
+use crate::kinds::AccountId;
 
 /// Stored runtime definitions: (name, definition).
 pub(super) type Definitions = Vec<(String, String)>;
@@ -18,6 +19,15 @@ pub(super) fn split_consumers(stored: Definitions) -> (Definitions, Definitions)
         }
     }
     (consumers, accounts)
+}
+
+/// The definitions with the accounts that have no parent first: a child (an installed corp) is
+/// read with its parent's (a runtime suite's) settings, so the parent must be known by then.
+/// Otherwise in the store's order.
+pub(super) fn parents_first(mut accounts: Definitions) -> Definitions {
+    accounts
+        .sort_by_key(|(name, _)| AccountId::parse(name).is_some_and(|id| id.parent().is_some()));
+    accounts
 }
 
 #[cfg(test)]
@@ -40,5 +50,19 @@ mod tests {
                 ("corp/ww1/1".to_string(), "b".to_string()),
             ]
         );
+    }
+
+    #[test]
+    fn runtime_suites_come_before_the_corps_that_installed_them() {
+        let stored = vec![
+            ("auth_corp/wws/wwc".to_string(), "corp".to_string()),
+            ("app/wx1".to_string(), "app".to_string()),
+            ("suite/wws".to_string(), "suite".to_string()),
+        ];
+        let order: Vec<String> = parents_first(stored)
+            .into_iter()
+            .map(|(_, definition)| definition)
+            .collect();
+        assert_eq!(order, ["app", "suite", "corp"]);
     }
 }

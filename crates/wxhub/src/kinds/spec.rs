@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use super::auth_corp::{self, AuthCorpSpec};
 use super::authorizer::{self, AuthorizerSpec};
 use super::{app, component, corp, provider, suite, AccountId, CredentialKey, Host};
-use crate::configuration::{RefreshOverrides, RefreshSettings, Secret, TokenMode};
+use crate::configuration::{RefreshOverrides, RefreshSettings, Secret, SuiteSettings, TokenMode};
 use crate::plan::{Plan, Renewal};
 use crate::token::{CorpTicketKind, TicketKind};
 
@@ -65,15 +65,9 @@ pub enum AccountSpec {
     },
     /// An account that authorized a platform (registered from a push or a redirect's code).
     Authorizer(AuthorizerSpec),
-    /// A Work WeChat suite.
-    Suite {
-        /// Its id.
-        suite_id: String,
-        /// Its secret (`suite_secret`).
-        secret: Secret,
-        /// The timing of its suite token.
-        refresh: RefreshOverrides,
-    },
+    /// A Work WeChat suite, with what opens its pushes (the receiver reads a suite's keys from
+    /// here, so a suite put at runtime is received like one in the file).
+    Suite(Box<SuiteSettings>),
     /// A corp that installed a suite (registered from a `create_auth` push or an install
     /// redirect's code).
     AuthCorp(AuthCorpSpec),
@@ -273,7 +267,7 @@ impl AccountSpec {
                 component_appid: component_appid.clone(),
             },
             AccountSpec::Authorizer(authorizer) => authorizer.id(),
-            AccountSpec::Suite { suite_id, .. } => AccountId::suite(suite_id),
+            AccountSpec::Suite(suite) => AccountId::suite(&suite.suite_id),
             AccountSpec::AuthCorp(corp) => corp.id(),
             AccountSpec::Provider { corpid, .. } => AccountId::provider(corpid),
         }
@@ -286,8 +280,8 @@ impl AccountSpec {
             AccountSpec::App { secret, .. }
             | AccountSpec::Corp { secret, .. }
             | AccountSpec::Component { secret, .. }
-            | AccountSpec::Suite { secret, .. }
             | AccountSpec::Provider { secret, .. } => Some(secret),
+            AccountSpec::Suite(suite) => Some(&suite.secret),
             AccountSpec::Authorizer(_) | AccountSpec::AuthCorp(_) => None,
         }
     }
@@ -298,8 +292,8 @@ impl AccountSpec {
             AccountSpec::App { refresh, .. }
             | AccountSpec::Corp { refresh, .. }
             | AccountSpec::Component { refresh, .. }
-            | AccountSpec::Suite { refresh, .. }
             | AccountSpec::Provider { refresh, .. } => refresh,
+            AccountSpec::Suite(suite) => &suite.refresh,
             AccountSpec::Authorizer(authorizer) => &authorizer.refresh,
             AccountSpec::AuthCorp(corp) => &corp.refresh,
         }
@@ -349,9 +343,7 @@ impl AccountSpec {
                 ..
             } => component::credentials(component_appid, secret, &spec),
             AccountSpec::Authorizer(authorizer) => authorizer::credentials(authorizer, &spec),
-            AccountSpec::Suite {
-                suite_id, secret, ..
-            } => suite::credentials(suite_id, secret, &spec),
+            AccountSpec::Suite(suite) => suite::credentials(&suite.suite_id, &suite.secret, &spec),
             AccountSpec::AuthCorp(corp) => auth_corp::credentials(corp, &spec),
             AccountSpec::Provider { corpid, secret, .. } => {
                 provider::credentials(corpid, secret, &spec)
@@ -374,7 +366,20 @@ impl AccountSpec {
             | AccountSpec::Corp { .. }
             | AccountSpec::Component { .. }
             | AccountSpec::Authorizer(_)
-            | AccountSpec::Suite { .. }
+            | AccountSpec::Suite(_)
+            | AccountSpec::Provider { .. } => None,
+        }
+    }
+
+    /// The suite's settings, if this is a suite.
+    pub fn as_suite(&self) -> Option<&SuiteSettings> {
+        match self {
+            AccountSpec::Suite(suite) => Some(suite),
+            AccountSpec::App { .. }
+            | AccountSpec::Corp { .. }
+            | AccountSpec::Component { .. }
+            | AccountSpec::Authorizer(_)
+            | AccountSpec::AuthCorp(_)
             | AccountSpec::Provider { .. } => None,
         }
     }
@@ -386,7 +391,7 @@ impl AccountSpec {
             AccountSpec::App { .. }
             | AccountSpec::Corp { .. }
             | AccountSpec::Component { .. }
-            | AccountSpec::Suite { .. }
+            | AccountSpec::Suite(_)
             | AccountSpec::AuthCorp(_)
             | AccountSpec::Provider { .. } => None,
         }
@@ -399,9 +404,9 @@ impl AccountSpec {
 pub struct StoredAccount {
     /// Format version (1).
     pub version: u32,
-    /// `app`, `corp` or `provider`.
+    /// `app`, `corp`, `provider` or `suite`.
     pub kind: String,
-    /// The appid or corpid (a Work app's or a provider's).
+    /// The appid, corpid (a Work app's or a provider's) or suite id.
     pub id: String,
     /// The Work WeChat agentid.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -423,6 +428,11 @@ pub struct StoredAccount {
     pub check_interval_ms: Option<u64>,
     /// The secret, sealed with the master key (see `registry::seal`).
     pub sealed_secret: String,
+    /// The account's other secrets by field name (a suite's `token`, `encoding_aes_key` and
+    /// `previous_encoding_aes_key`, which open its pushes), each sealed and bound to its field
+    /// (`kinds::stored::seal_place`).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub sealed: std::collections::BTreeMap<String, String>,
 }
 
 #[cfg(test)]

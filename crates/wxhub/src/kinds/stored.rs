@@ -9,7 +9,7 @@ use std::time::Duration;
 use super::auth_corp::AuthCorpSpec;
 use super::authorizer::AuthorizerSpec;
 use super::{AccountSpec, Kind, StoredAccount};
-use crate::configuration::{RefreshOverrides, Secret, Settings, TokenMode};
+use crate::configuration::{RefreshOverrides, Secret, SuiteSettings, TokenMode};
 
 /// An authorizer as stored: no secret (its refresh token is a credential in the token store),
 /// only what WeChat told about its authorization. Versioned like [`StoredAccount`].
@@ -130,31 +130,34 @@ pub enum ChildError {
     UnknownParent,
 }
 
-/// The account a stored child record describes, read with its parent's settings in `settings`.
+/// Where the settings of a child's parent are found: a platform's in the file, a suite's in the
+/// file or put at runtime.
+pub trait Parents {
+    /// The platform `component_appid`'s settings, if it is configured.
+    fn component(&self, component_appid: &str) -> Option<crate::configuration::ComponentSettings>;
+    /// The suite `suite_id`'s settings, if it is configured or put.
+    fn suite(&self, suite_id: &str) -> Option<SuiteSettings>;
+}
+
+/// The account a stored child record describes, read with its parent's settings.
 pub fn child_spec(
     (parent, parent_id): (Kind, &str),
     definition: &str,
-    settings: &Settings,
+    parents: &dyn Parents,
 ) -> Result<AccountSpec, ChildError> {
     let unreadable = |_| ChildError::Unreadable;
     match parent {
         Kind::Component => {
             let stored: StoredAuthorizer = serde_json::from_str(definition).map_err(unreadable)?;
-            let component = settings
-                .components
-                .iter()
-                .find(|c| c.component_appid == parent_id)
+            let component = parents
+                .component(parent_id)
                 .ok_or(ChildError::UnknownParent)?;
-            Ok(authorizer_spec(component, stored))
+            Ok(authorizer_spec(&component, stored))
         }
         Kind::Suite => {
             let stored: StoredAuthCorp = serde_json::from_str(definition).map_err(unreadable)?;
-            let suite = settings
-                .suites
-                .iter()
-                .find(|s| s.suite_id == parent_id)
-                .ok_or(ChildError::UnknownParent)?;
-            Ok(auth_corp_spec(suite, stored))
+            let suite = parents.suite(parent_id).ok_or(ChildError::UnknownParent)?;
+            Ok(auth_corp_spec(&suite, stored))
         }
         Kind::App | Kind::Corp | Kind::Authorizer | Kind::AuthCorp | Kind::Provider => {
             Err(ChildError::Unreadable)
@@ -162,69 +165,105 @@ pub fn child_spec(
     }
 }
 
-/// The stored form of a runtime app or Work app.
-pub fn stored_account(spec: &AccountSpec, sealed_secret: String) -> Option<StoredAccount> {
+/// The field name of an account's secret.
+pub const SECRET_FIELD: &str = "secret";
+
+/// What a sealed field of the runtime account stored as `name` is bound to (the sealing's
+/// associated data): the secret to the account's storage name (as it always was), every other
+/// field to `name#field`, so a sealed value copied into another field or account does not open.
+pub fn seal_place(name: &str, field: &str) -> String {
+    if field == SECRET_FIELD {
+        name.to_string()
+    } else {
+        format!("{name}#{field}")
+    }
+}
+
+/// The stored form of a runtime app, Work app, provider or suite; `seal` seals one secret given
+/// its field name.
+pub fn stored_account(
+    spec: &AccountSpec,
+    seal: impl Fn(&str, &Secret) -> String,
+) -> Option<StoredAccount> {
     let millis = |d: Option<Duration>| d.map(|d| d.as_millis() as u64);
-    Some(match spec {
-        AccountSpec::App {
-            appid,
-            mode,
-            tickets,
-            refresh,
-            ..
-        } => StoredAccount {
+    let record =
+        |kind: &str, id: &str, secret: &Secret, refresh: &RefreshOverrides| StoredAccount {
             version: 1,
-            kind: "app".into(),
-            id: appid.clone(),
-            agentid: None,
-            mode: Some(mode.as_str().into()),
-            tickets: tickets.iter().map(|t| t.as_str().to_string()).collect(),
-            refresh_before_expired_ms: millis(refresh.refresh_before_expired),
-            refresh_retry_interval_ms: millis(refresh.refresh_retry_interval),
-            check_interval_ms: millis(refresh.check_interval),
-            sealed_secret,
-        },
-        AccountSpec::Corp {
-            corpid,
-            agentid,
-            tickets,
-            refresh,
-            ..
-        } => StoredAccount {
-            version: 1,
-            kind: "corp".into(),
-            id: corpid.clone(),
-            agentid: Some(agentid.clone()),
-            mode: None,
-            tickets: tickets.iter().map(|t| t.as_str().to_string()).collect(),
-            refresh_before_expired_ms: millis(refresh.refresh_before_expired),
-            refresh_retry_interval_ms: millis(refresh.refresh_retry_interval),
-            check_interval_ms: millis(refresh.check_interval),
-            sealed_secret,
-        },
-        AccountSpec::Provider {
-            corpid, refresh, ..
-        } => StoredAccount {
-            version: 1,
-            kind: "provider".into(),
-            id: corpid.clone(),
+            kind: kind.into(),
+            id: id.to_string(),
             agentid: None,
             mode: None,
             tickets: Vec::new(),
             refresh_before_expired_ms: millis(refresh.refresh_before_expired),
             refresh_retry_interval_ms: millis(refresh.refresh_retry_interval),
             check_interval_ms: millis(refresh.check_interval),
-            sealed_secret,
+            sealed_secret: seal(SECRET_FIELD, secret),
+            sealed: Default::default(),
+        };
+    Some(match spec {
+        AccountSpec::App {
+            appid,
+            secret,
+            mode,
+            tickets,
+            refresh,
+        } => StoredAccount {
+            mode: Some(mode.as_str().into()),
+            tickets: tickets.iter().map(|t| t.as_str().to_string()).collect(),
+            ..record("app", appid, secret, refresh)
         },
-        AccountSpec::Component { .. }
-        | AccountSpec::Authorizer(_)
-        | AccountSpec::Suite { .. }
-        | AccountSpec::AuthCorp(_) => return None,
+        AccountSpec::Corp {
+            corpid,
+            agentid,
+            secret,
+            tickets,
+            refresh,
+        } => StoredAccount {
+            agentid: Some(agentid.clone()),
+            tickets: tickets.iter().map(|t| t.as_str().to_string()).collect(),
+            ..record("corp", corpid, secret, refresh)
+        },
+        AccountSpec::Provider {
+            corpid,
+            secret,
+            refresh,
+        } => record("provider", corpid, secret, refresh),
+        AccountSpec::Suite(suite) => {
+            let mut sealed = std::collections::BTreeMap::new();
+            sealed.insert("token".to_string(), seal("token", &suite.token));
+            sealed.insert(
+                "encoding_aes_key".to_string(),
+                seal("encoding_aes_key", &suite.encoding_aes_key),
+            );
+            if let Some(previous) = &suite.previous_encoding_aes_key {
+                sealed.insert(
+                    "previous_encoding_aes_key".to_string(),
+                    seal("previous_encoding_aes_key", previous),
+                );
+            }
+            StoredAccount {
+                tickets: suite
+                    .corp_tickets
+                    .iter()
+                    .map(|t| t.as_str().to_string())
+                    .collect(),
+                sealed,
+                ..record("suite", &suite.suite_id, &suite.secret, &suite.refresh)
+            }
+        }
+        AccountSpec::Component { .. } | AccountSpec::Authorizer(_) | AccountSpec::AuthCorp(_) => {
+            return None
+        }
     })
 }
 
-/// The account a stored record describes, with its opened secret.
-pub fn spec_of(stored: StoredAccount, secret: Secret) -> Option<AccountSpec> {
+/// The account a stored record describes, with its opened secret and its other opened secrets
+/// by field name.
+pub fn spec_of(
+    stored: StoredAccount,
+    secret: Secret,
+    mut others: std::collections::BTreeMap<String, Secret>,
+) -> Option<AccountSpec> {
     let duration = |ms: Option<u64>| ms.map(Duration::from_millis);
     let refresh = RefreshOverrides {
         refresh_before_expired: duration(stored.refresh_before_expired_ms),
@@ -258,6 +297,15 @@ pub fn spec_of(stored: StoredAccount, secret: Secret) -> Option<AccountSpec> {
             secret,
             refresh,
         }),
+        "suite" => Some(AccountSpec::Suite(Box::new(SuiteSettings {
+            suite_id: stored.id,
+            secret,
+            token: others.remove("token")?,
+            encoding_aes_key: others.remove("encoding_aes_key")?,
+            previous_encoding_aes_key: others.remove("previous_encoding_aes_key"),
+            corp_tickets: parse_all(&stored.tickets)?,
+            refresh,
+        }))),
         _ => None,
     }
 }
@@ -283,14 +331,60 @@ mod tests {
 
     /// What `spec` reads back as after it was stored (through its JSON text, as the store keeps
     /// it) and its secret opened.
+    /// (Sealing here only marks the field: the tests of `seal` cover the cipher.)
     fn read_back(spec: &AccountSpec) -> Option<AccountSpec> {
-        let stored = stored_account(spec, "sealed".to_string())?;
-        assert_eq!(stored.sealed_secret, "sealed");
+        let stored = stored_account(spec, |field, secret| {
+            format!("sealed {field} {}", secret.expose())
+        })?;
         let text = serde_json::to_string(&stored).unwrap();
-        spec_of(
-            serde_json::from_str(&text).unwrap(),
-            Secret::new("s".to_string()),
-        )
+        let stored: StoredAccount = serde_json::from_str(&text).unwrap();
+        let open = |field: &str, sealed: &str| {
+            let value = sealed.strip_prefix(&format!("sealed {field} ")).unwrap();
+            Secret::new(value.to_string())
+        };
+        let others = stored
+            .sealed
+            .iter()
+            .map(|(field, sealed)| (field.clone(), open(field, sealed)))
+            .collect();
+        let secret = open(SECRET_FIELD, &stored.sealed_secret);
+        spec_of(stored, secret, others)
+    }
+
+    #[test]
+    fn a_suite_reads_back_with_every_key_sealed_apart() {
+        let mut settings = crate::configuration::SuiteSettings {
+            suite_id: "wwsuite1".into(),
+            secret: Secret::new("ss".to_string()),
+            token: Secret::new("tk".to_string()),
+            encoding_aes_key: Secret::new("k1".to_string()),
+            previous_encoding_aes_key: Some(Secret::new("k0".to_string())),
+            corp_tickets: vec![CorpTicketKind::Jsapi, CorpTicketKind::AgentConfig],
+            refresh: overrides(),
+        };
+        let suite = AccountSpec::Suite(Box::new(settings.clone()));
+        assert_eq!(read_back(&suite), Some(suite));
+        let stored = stored_account(&AccountSpec::Suite(Box::new(settings.clone())), |f, _| {
+            format!("<{f}>")
+        })
+        .unwrap();
+        let text = serde_json::to_string(&stored).unwrap();
+        for secret in ["ss", "tk", "k1", "k0"] {
+            assert!(!text.contains(&format!("\"{secret}\"")), "{text}");
+        }
+        settings.previous_encoding_aes_key = None;
+        let suite = AccountSpec::Suite(Box::new(settings));
+        assert_eq!(read_back(&suite), Some(suite));
+    }
+
+    #[test]
+    fn each_sealed_field_is_bound_to_its_account_and_field() {
+        assert_eq!(seal_place("suite/wws", SECRET_FIELD), "suite/wws");
+        assert_eq!(seal_place("suite/wws", "token"), "suite/wws#token");
+        assert_ne!(
+            seal_place("suite/wws", "token"),
+            seal_place("suite/wws", "encoding_aes_key")
+        );
     }
 
     #[test]
@@ -323,19 +417,23 @@ mod tests {
     fn a_record_of_another_version_or_kind_is_not_read() {
         let record = |text: &str| -> StoredAccount { serde_json::from_str(text).unwrap() };
         let secret = || Secret::new("s".to_string());
+        let read = |text: &str| spec_of(record(text), secret(), Default::default());
         let app = r#"{"version":1,"kind":"app","id":"wx1","sealed_secret":"x"}"#;
-        assert!(spec_of(record(app), secret()).is_some());
+        assert!(read(app).is_some());
         let newer = r#"{"version":2,"kind":"app","id":"wx1","sealed_secret":"x"}"#;
-        assert_eq!(spec_of(record(newer), secret()), None);
+        assert_eq!(read(newer), None);
         let unknown = r#"{"version":1,"kind":"component","id":"wx1","sealed_secret":"x"}"#;
-        assert_eq!(spec_of(record(unknown), secret()), None);
+        assert_eq!(read(unknown), None);
         let no_agent = r#"{"version":1,"kind":"corp","id":"ww1","sealed_secret":"x"}"#;
-        assert_eq!(spec_of(record(no_agent), secret()), None);
+        assert_eq!(read(no_agent), None);
         let bad_ticket =
             r#"{"version":1,"kind":"app","id":"wx1","tickets":["nope"],"sealed_secret":"x"}"#;
-        assert_eq!(spec_of(record(bad_ticket), secret()), None);
+        assert_eq!(read(bad_ticket), None);
         let bad_mode = r#"{"version":1,"kind":"app","id":"wx1","mode":"fast","sealed_secret":"x"}"#;
-        assert_eq!(spec_of(record(bad_mode), secret()), None);
+        assert_eq!(read(bad_mode), None);
+        // A suite without the keys that open its pushes is not read.
+        let keyless = r#"{"version":1,"kind":"suite","id":"wws","sealed_secret":"x"}"#;
+        assert_eq!(read(keyless), None);
     }
 
     #[test]
@@ -423,7 +521,7 @@ mod tests {
             secret: Secret::new("cs".to_string()),
             refresh: RefreshOverrides::default(),
         };
-        assert!(stored_account(&component, "sealed".to_string()).is_none());
+        assert!(stored_account(&component, |_, _| "sealed".to_string()).is_none());
         assert!(stored_authorizer(&component).is_none());
     }
 }

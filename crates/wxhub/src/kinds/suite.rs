@@ -18,8 +18,7 @@ pub static DESCRIPTOR: Descriptor = Descriptor {
     host: Host::Work,
     token_param: "suite_access_token",
     v1_path: "/v1/suites/{suite_id}",
-    // Suites are defined in the file for now; their receiver settings are read from it.
-    admin_path: None,
+    admin_path: Some("/v1/admin/suites/{suite_id}"),
     parent: None,
     unknown_code: "unknown_suite",
     signs_with: &[],
@@ -57,9 +56,5 @@ pub(super) fn credentials(
 
 /// The account of a `[[suites]]` entry.
 pub fn from_settings(suite: &SuiteSettings) -> AccountSpec {
-    AccountSpec::Suite {
-        suite_id: suite.suite_id.clone(),
-        secret: suite.secret.clone(),
-        refresh: suite.refresh,
-    }
+    AccountSpec::Suite(Box::new(suite.clone()))
 }

@@ -189,6 +189,19 @@ impl Registry {
             .any(|id| id.kind() != Kind::App && id.wechat_appid() == Some(appid))
     }
 
+    /// The ids of every suite, from the file or put at runtime. Walks the suites only (the
+    /// accounts are ordered by kind first).
+    pub fn suite_ids(&self) -> Vec<String> {
+        self.lock()
+            .accounts
+            .range(AccountId::suite("")..)
+            .map_while(|(id, _)| match id {
+                AccountId::Suite { suite_id } => Some(suite_id.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// Every account with its origin.
     pub fn accounts(&self) -> Vec<(AccountId, Origin)> {
         self.lock()

@@ -22,6 +22,7 @@ mod refresh_cycle;
 mod restart;
 mod rollover;
 mod runtime;
+mod runtime_suites;
 mod sdk;
 mod tickets;
 mod watch;
