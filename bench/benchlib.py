@@ -16,9 +16,14 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-RELEASE = os.path.join(ROOT, "target", "release")
+# Where `cargo build --release` puts the binaries: CARGO_TARGET_DIR when set (cargo reads it
+# relative to the directory it runs in, which is ROOT), else target/ in the checkout.
+RELEASE = os.path.join(
+    os.path.join(ROOT, os.environ.get("CARGO_TARGET_DIR") or "target"), "release"
+)
 
 _children = []
 
@@ -154,6 +159,110 @@ def wait_ready(port, child, timeout, what="wxhub"):
             pass
         time.sleep(0.01)
     raise SystemExit(f"{what} was not ready within {timeout}s")
+
+
+def start_hub(config, tmp, name):
+    """Starts `wxhub serve --config config`, its log in `tmp/name.log`; returns the child and
+    the monotonic time it was started at."""
+    started = time.monotonic()
+    hub = start(
+        [binary("wxhub"), "serve", "--config", config],
+        os.path.join(tmp, f"{name}.log"),
+        env=dict(os.environ, RUST_LOG=os.environ.get("RUST_LOG", "info")),
+    )
+    return hub, started
+
+
+def metric(port, name, labels):
+    """Sum of a series of the hub's /metrics over the lines whose labels include `labels`."""
+    status, body = request(port, "GET", "/metrics", timeout=30)
+    if status != 200:
+        return 0.0
+    total = 0.0
+    for line in body.decode().splitlines():
+        if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def scrape_metrics(port, times=5):
+    """Scrapes the hub's /metrics `times` times; returns (status, KiB, lines, median ms)."""
+    scrapes = []
+    for _ in range(times):
+        t = time.monotonic()
+        status, body = request(port, "GET", "/metrics", timeout=30)
+        scrapes.append(time.monotonic() - t)
+    scrapes.sort()
+    return status, len(body) / 1024, body.count(b"\n"), scrapes[len(scrapes) // 2] * 1000
+
+
+def mock_stats(port):
+    """wechat-mock's counters (`GET /mock/stats`)."""
+    status, body = request(port, "GET", "/mock/stats", timeout=120)
+    if status != 200:
+        raise SystemExit(f"/mock/stats answered {status}")
+    return json.loads(body)
+
+
+def upstream_calls(stats):
+    """Every call the mock answered, by path (the hub is its only client)."""
+    return {path: sum(per.values()) for path, per in stats.get("calls", {}).items()}
+
+
+def calls_since(before, after):
+    """The paths whose call counts moved between two `upstream_calls`, with how many calls."""
+    return {p: after[p] - before.get(p, 0) for p in after if after[p] != before.get(p, 0)}
+
+
+def delay_calls(mock_port, path, delay_ms):
+    """Makes the mock hold every call to `path` for `delay_ms` (a delay fault), so that calls
+    overlap measurably; nothing when `delay_ms` is 0."""
+    if delay_ms <= 0:
+        return
+    fault = {"path": path, "delay_ms": delay_ms}
+    status, _ = request(mock_port, "POST", "/mock/faults", body=fault)
+    if status != 200:
+        raise SystemExit("could not add the delay fault")
+
+
+def read_status(port, key, path):
+    """The HTTP status of one consumer read of `path` with `key`."""
+    status, _ = request(port, "GET", path, {"Authorization": f"Bearer {key}"}, timeout=10)
+    return status
+
+
+def list_all(port, key, path, field, id_field, limit=500):
+    """Pages through an admin listing at `path` (the page's items in `field`, each named by
+    `id_field`); returns (ids, seconds per page)."""
+    ids, times, cursor = [], [], None
+    while True:
+        query = {"limit": str(limit)}
+        if cursor:
+            query["cursor"] = cursor
+        t = time.monotonic()
+        status, body = request(
+            port,
+            "GET",
+            path + "?" + urllib.parse.urlencode(query),
+            {"Authorization": f"Bearer {key}"},
+            timeout=60,
+        )
+        times.append(time.monotonic() - t)
+        if status != 200:
+            raise SystemExit(f"listing {path} answered {status}: {body[:200]!r}")
+        page = json.loads(body)
+        ids += [item[id_field] for item in page[field]]
+        cursor = page.get("next_cursor")
+        if not cursor:
+            return ids, times
+
+
+def idle_cpu(pid, seconds):
+    """CPU a process uses over the next `seconds`: (CPU seconds, wall seconds, % of one core)."""
+    cpu0, t0 = cpu_seconds(pid), time.monotonic()
+    time.sleep(seconds)
+    cpu1, t1 = cpu_seconds(pid), time.monotonic()
+    return cpu1 - cpu0, t1 - t0, (cpu1 - cpu0) / (t1 - t0) * 100
 
 
 def hash_key(key):
