@@ -10,6 +10,7 @@
 pub use wxhub_test_support::helpers;
 pub use wxhub_test_support::platform as platform_support;
 pub use wxhub_test_support::redis as redis_server;
+pub use wxhub_test_support::suites as suites_support;
 
 mod common;
 
@@ -23,5 +24,6 @@ mod redis_outage;
 mod runtime;
 mod sentinel;
 mod storm;
+mod suite_crash;
 mod tickets;
 mod watch;
