@@ -1,7 +1,7 @@
 //! `wxhub demo`: the whole system on one machine with no WeChat account — an in-process
 //! `wechat-mock`, a hub with two demo apps (one in stable mode with a JS-SDK ticket, one in legacy
-//! mode) and a third-party platform with two authorizers on the embedded SQLite store, and a demo
-//! consumer key.
+//! mode), a third-party platform with two authorizers and a Work WeChat suite installed in two
+//! corps with its provider's token, on the embedded SQLite store, and a demo consumer key.
 //!
 //! Lifetimes are shortened (two minutes instead of two hours) so refreshes show in the log within
 //! a minute or two.
@@ -17,12 +17,15 @@ use wechat_mock::{MockConfig, MockServer};
 
 use crate::configuration::{
     consumer_key_digest, AppGrant, AppSettings, ComponentSettings, ConsumerSettings,
-    GatewaySettings, MasterKey, RefreshOverrides, RefreshSettings, Scope, Secret, SecretsSettings,
-    ServerSettings, Settings, StoreSettings, TokenMode, WechatSettings,
+    GatewaySettings, MasterKey, ProviderSettings, RefreshOverrides, RefreshSettings, Scope, Secret,
+    SecretsSettings, ServerSettings, Settings, StoreSettings, SuiteSettings, TokenMode,
+    WechatSettings,
 };
 use crate::gateway::Host;
+use crate::kinds::AccountId;
+use crate::read::ReadIndex;
 use crate::startup::{Application, StartupError};
-use crate::token::TicketKind;
+use crate::token::{CorpTicketKind, TicketKind};
 
 /// The stable-mode demo app.
 pub const STABLE_APPID: &str = "wxd0000000000000a1";
@@ -34,7 +37,19 @@ pub const RUNTIME_APPID: &str = "wxd0000000000000c3";
 pub const COMPONENT_APPID: &str = "wxd0000000000000d4";
 /// Accounts that have authorized the demo platform when the demo starts.
 const DEMO_AUTHORIZERS: u32 = 2;
-/// How often the demo's mock pushes a verify ticket.
+/// The demo's Work WeChat suite (a service provider's third-party app).
+pub const SUITE_ID: &str = "wwd0000000000000e5";
+/// The demo's Work WeChat service provider, whose own token the demo serves too.
+pub const PROVIDER_CORPID: &str = "wwd0000000000000f6";
+/// The corps that install the demo suite once the hub runs (corpid, name): Work WeChat has no
+/// list of installations to recover, so each comes as a `create_auth` push.
+pub const DEMO_CORPS: [(&str, &str); 2] = [
+    ("wwd000000000000c01", "Demo Corp One"),
+    ("wwd000000000000c02", "Demo Corp Two"),
+];
+/// How long the demo waits for its suite's first token before it gives up installing the corps.
+const INSTALL_DEADLINE: Duration = Duration::from_secs(60);
+/// How often the demo's mock pushes a verify ticket (and a suite ticket).
 const DEMO_PUSH_INTERVAL: Duration = Duration::from_secs(60);
 /// Token lifetime the demo's mock grants.
 const DEMO_LIFETIME: Duration = Duration::from_secs(120);
@@ -80,6 +95,10 @@ pub async fn start(options: DemoOptions) -> Result<Demo, StartupError> {
     let component_secret = secret(COMPONENT_APPID);
     let component_token = secret("token");
     let aes_key = encoding_aes_key();
+    let suite_secret = secret(SUITE_ID);
+    let suite_token = secret("suite token");
+    let suite_aes_key = encoding_aes_key();
+    let provider_secret = secret(PROVIDER_CORPID);
     let mock_config = MockConfig {
         lifetime: DEMO_LIFETIME,
         grace: DEMO_GRACE,
@@ -88,6 +107,8 @@ pub async fn start(options: DemoOptions) -> Result<Demo, StartupError> {
         push_url: None,
         push_interval: DEMO_PUSH_INTERVAL,
         authorizers_per_component: DEMO_AUTHORIZERS,
+        suite_push_url: None,
+        suite_ticket_interval: DEMO_PUSH_INTERVAL,
         ..MockConfig::default()
     }
     .with_app(STABLE_APPID, stable_secret.clone())
@@ -98,7 +119,14 @@ pub async fn start(options: DemoOptions) -> Result<Demo, StartupError> {
         component_token.clone(),
         aes_key.clone(),
     )
-    .with_app(RUNTIME_APPID, runtime_secret.clone());
+    .with_app(RUNTIME_APPID, runtime_secret.clone())
+    .with_suite(
+        SUITE_ID,
+        suite_secret.clone(),
+        suite_token.clone(),
+        suite_aes_key.clone(),
+    )
+    .with_provider(PROVIDER_CORPID, provider_secret.clone());
     let mock = MockServer::start(mock_config, SocketAddr::from(([127, 0, 0, 1], 0)))
         .await
         .map(Arc::new)
@@ -160,8 +188,20 @@ pub async fn start(options: DemoOptions) -> Result<Demo, StartupError> {
             authorizer_tickets: vec![TicketKind::Jsapi],
             refresh: RefreshOverrides::default(),
         }],
-        suites: vec![],
-        providers: vec![],
+        suites: vec![SuiteSettings {
+            suite_id: SUITE_ID.into(),
+            secret: Secret::new(suite_secret),
+            token: Secret::new(suite_token),
+            encoding_aes_key: Secret::new(suite_aes_key),
+            previous_encoding_aes_key: None,
+            corp_tickets: vec![CorpTicketKind::Jsapi],
+            refresh: RefreshOverrides::default(),
+        }],
+        providers: vec![ProviderSettings {
+            corpid: PROVIDER_CORPID.into(),
+            secret: Secret::new(provider_secret),
+            refresh: RefreshOverrides::default(),
+        }],
         consumers: vec![ConsumerSettings {
             name: "demo".into(),
             key_sha256: consumer_key_digest(&consumer_key),
@@ -215,11 +255,73 @@ fn encoding_aes_key() -> String {
     }
 }
 
+/// Once the hub serves the demo suite's token (it needs the first pushed suite ticket), each demo
+/// corp installs the suite at the mock, which pushes `create_auth` to the hub: the hub exchanges
+/// the code for the corp's permanent code and stores it before it answers. Logs what became of
+/// each install; nothing else depends on it.
+async fn install_demo_corps(mock_base_url: String, read_index: Arc<ReadIndex>) {
+    let Ok(suite_token) = read_index.find(&AccountId::suite(SUITE_ID), None) else {
+        tracing::warn!(
+            suite = SUITE_ID,
+            "the demo suite is not configured; no corp installs it"
+        );
+        return;
+    };
+    let deadline = tokio::time::Instant::now() + INSTALL_DEADLINE;
+    loop {
+        // Registered before the check, so that a token served in between is not missed.
+        let changed = suite_token.served_changed();
+        if suite_token.slot.load().is_some() {
+            break;
+        }
+        if tokio::time::timeout_at(deadline, changed).await.is_err() {
+            tracing::warn!(
+                suite = SUITE_ID,
+                "no suite token within {} s; the demo corps are not installed",
+                INSTALL_DEADLINE.as_secs()
+            );
+            return;
+        }
+    }
+    let client = reqwest::Client::new();
+    for (corpid, corp_name) in DEMO_CORPS {
+        let answer = client
+            .post(format!("{mock_base_url}/mock/install"))
+            .timeout(Duration::from_secs(10))
+            .json(&serde_json::json!({
+                "suite_id": SUITE_ID,
+                "corpid": corpid,
+                "corp_name": corp_name,
+            }))
+            .send()
+            .await;
+        let acknowledged = match answer {
+            Ok(answer) => answer
+                .json::<serde_json::Value>()
+                .await
+                .is_ok_and(|body| body["push"]["acknowledged"] == true),
+            Err(_) => false,
+        };
+        if acknowledged {
+            tracing::info!(
+                suite = SUITE_ID,
+                corp = corpid,
+                "a demo corp installed the suite"
+            );
+        } else {
+            tracing::warn!(
+                suite = SUITE_ID,
+                corp = corpid,
+                "a demo corp's install was not acknowledged by the hub"
+            );
+        }
+    }
+}
+
 impl Demo {
-    /// Where the mock pushes: the event receiver of the hub as it is bound (its own listener
-    /// when it has one), whatever `--listen` said; over loopback when it listens on every
-    /// address.
-    pub fn push_url(&self) -> String {
+    /// The hub's event receiver as it is bound (its own listener when it has one), whatever
+    /// `--listen` said; over loopback when it listens on every address.
+    fn receiver(&self) -> SocketAddr {
         let mut receiver = self
             .app
             .events_address()
@@ -230,18 +332,42 @@ impl Demo {
                 SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
             });
         }
-        format!("http://{receiver}/wechat/components/{{component_appid}}/events")
+        receiver
+    }
+
+    /// Where the mock pushes the platform's events: the hub's receiver.
+    pub fn push_url(&self) -> String {
+        format!(
+            "http://{}/wechat/components/{{component_appid}}/events",
+            self.receiver()
+        )
+    }
+
+    /// Where the mock pushes the suite's events (its command callback URL): the hub's receiver.
+    pub fn suite_push_url(&self) -> String {
+        format!(
+            "http://{}/wechat/suites/{{suite_id}}/events",
+            self.receiver()
+        )
     }
 
     /// Points the mock's pushes at the hub, then serves until `shutdown` (see
-    /// [`Application::run_until`]). The hub's listener is bound before the first push goes out,
-    /// so that push waits to be accepted instead of being refused.
+    /// [`Application::run_until`]); meanwhile the demo corps install the suite. The hub's
+    /// listener is bound before the first push goes out, so that push waits to be accepted
+    /// instead of being refused.
     pub async fn run_until<F>(self, shutdown: F) -> std::io::Result<()>
     where
         F: std::future::Future<Output = ()> + Send + 'static,
     {
         self.mock.push_to(&self.push_url())?;
-        self.app.run_until(shutdown).await
+        self.mock.push_suites_to(&self.suite_push_url())?;
+        let installs = tokio::spawn(install_demo_corps(
+            self.mock.base_url(),
+            self.app.read_index().clone(),
+        ));
+        let served = self.app.run_until(shutdown).await;
+        installs.abort();
+        served
     }
 
     /// What `wxhub demo` prints: addresses, the key, and curl lines that work as printed.
@@ -287,6 +413,15 @@ A third-party platform with {authorizers} authorizers (docs/platform.md):
   curl -s {auth} {read_index}/v1/components/{component}/authorizers/{authorizer}/access_token
 An account authorizes the platform (the mock pushes to the read_index, which registers it):
   curl -s -d '{{\"component_appid\":\"{component}\"}}' {mock}/mock/authorize
+A Work WeChat suite that {corps} corps install a moment after the start, and its provider's token
+(docs/suites.md):
+  curl -s {auth} {read_index}/v1/suites/{suite}/access_token
+  curl -s {auth} {read_index}/v1/suites/{suite}/corps
+  curl -s {auth} {read_index}/v1/suites/{suite}/corps/{corp}/access_token
+  curl -s {auth} {read_index}/v1/suites/{suite}/corps/{corp}/tickets/jsapi
+  curl -s {auth} {read_index}/v1/providers/{provider}/access_token
+A corp installs the suite (the mock pushes create_auth; the read_index stores the corp's permanent code):
+  curl -s -d '{{\"suite_id\":\"{suite}\"}}' {mock}/mock/install
 Operator views (the status page asks for the consumer key above):
   {read_index}/status
   curl -s {auth} {read_index}/v1/credentials
@@ -301,6 +436,10 @@ Press Ctrl-C to stop.
             component = COMPONENT_APPID,
             authorizers = DEMO_AUTHORIZERS,
             authorizer = wechat_mock::authorizer_appid(0, 1),
+            suite = SUITE_ID,
+            corps = DEMO_CORPS.len(),
+            corp = DEMO_CORPS[0].0,
+            provider = PROVIDER_CORPID,
             runtime = RUNTIME_APPID,
             runtime_secret = self.runtime_secret,
         )

@@ -471,20 +471,28 @@ fn the_demo_starts_without_a_warning() {
         }
     });
 
-    // Started: the platform's authorizers recovered from the mock's list, and every credential
-    // fetched (the authorizers' last, as they need the component token, which needs the first
-    // pushed verify ticket).
-    let authorizers = [
+    // Started: the platform's authorizers recovered from the mock's list, both demo corps
+    // installed the suite, and every credential fetched (the authorizers' and the corps' last, as
+    // they need the component or suite token, which needs the first pushed ticket).
+    let refreshed = [
         "authorizer_token/wxd0000000000000d4/wx0000000000000001",
         "authorizer_token/wxd0000000000000d4/wx0000000000000002",
         "authorizer_ticket/wxd0000000000000d4/wx0000000000000001/jsapi",
         "authorizer_ticket/wxd0000000000000d4/wx0000000000000002/jsapi",
+        "provider_token/wwd0000000000000f6",
+        "auth_corp_ticket/wwd0000000000000e5/wwd000000000000c01/jsapi",
+        "auth_corp_ticket/wwd0000000000000e5/wwd000000000000c02/jsapi",
     ];
     let mut log: Vec<serde_json::Value> = Vec::new();
     let started = |log: &[serde_json::Value]| {
         log.iter()
             .any(|e| e["message"] == "authorizers reconciled with WeChat's list")
-            && authorizers.iter().all(|key| {
+            && log
+                .iter()
+                .filter(|e| e["message"] == "a demo corp installed the suite")
+                .count()
+                == 2
+            && refreshed.iter().all(|key| {
                 log.iter()
                     .any(|e| e["message"] == "refresh" && e["key"] == *key && e["outcome"] == "ok")
             })

@@ -1,7 +1,10 @@
 //! `wxhub demo` works with nothing configured: the printed key reads a token that WeChat (the
 //! mock) accepts.
 
-use wxhub::demo::{self, DemoOptions, COMPONENT_APPID, LEGACY_APPID, RUNTIME_APPID, STABLE_APPID};
+use wxhub::demo::{
+    self, DemoOptions, COMPONENT_APPID, DEMO_CORPS, LEGACY_APPID, PROVIDER_CORPID, RUNTIME_APPID,
+    STABLE_APPID, SUITE_ID,
+};
 
 use crate::helpers::*;
 
@@ -32,6 +35,16 @@ async fn the_demo_serves_working_tokens_with_its_printed_key() {
         format!("{address}/wechat/components/{{component_appid}}/events"),
         "the mock pushes to the hub it runs with"
     );
+    assert_eq!(
+        demo.suite_push_url(),
+        format!("{address}/wechat/suites/{{suite_id}}/events"),
+        "the mock pushes the suite's events to the hub it runs with"
+    );
+    let first_corp = DEMO_CORPS[0].0;
+    assert!(instructions.contains(&format!(
+        "/v1/suites/{SUITE_ID}/corps/{first_corp}/access_token"
+    )));
+    assert!(instructions.contains(&format!("/v1/providers/{PROVIDER_CORPID}/access_token")));
     tokio::spawn(demo.run_until(std::future::pending()));
 
     let client = reqwest::Client::new();
@@ -130,6 +143,37 @@ async fn the_demo_serves_working_tokens_with_its_printed_key() {
         assert_eq!(business_call(&client, &mock, &answer.access_token).await, 0);
     }
 
+    // The demo suite's token, its provider's, and both corps that install the suite once the hub
+    // runs: each corp's token is served (fetched with the permanent code the hub stored from the
+    // `create_auth` push) and works at Work WeChat.
+    served(
+        &client,
+        &address,
+        &key,
+        &format!("/v1/suites/{SUITE_ID}/access_token"),
+    )
+    .await;
+    served(
+        &client,
+        &address,
+        &key,
+        &format!("/v1/providers/{PROVIDER_CORPID}/access_token"),
+    )
+    .await;
+    for (corpid, _) in DEMO_CORPS {
+        let answer = served(
+            &client,
+            &address,
+            &key,
+            &format!("/v1/suites/{SUITE_ID}/corps/{corpid}/access_token"),
+        )
+        .await;
+        assert_eq!(business_call(&client, &mock, &answer.access_token).await, 0);
+    }
+    let suite = mock.stats().suite(SUITE_ID);
+    assert_eq!(suite.installs, 2);
+    assert_eq!(suite.permanent_codes_issued, 2);
+
     // The printed gateway call, with the consumer key as the AppSecret.
     let answer: serde_json::Value = client
         .get(format!("http://{gateway}/cgi-bin/token"))
@@ -149,4 +193,31 @@ async fn the_demo_serves_working_tokens_with_its_printed_key() {
         .expect("a token")
         .to_string();
     assert_eq!(business_call(&client, &mock, &token).await, 0);
+}
+
+/// The token at `path` once the demo serves it.
+async fn served(client: &reqwest::Client, address: &str, key: &str, path: &str) -> TokenAnswer {
+    let url = format!("{address}{path}");
+    wait_until(
+        std::time::Duration::from_secs(15),
+        &format!("{path} is served"),
+        || async {
+            client
+                .get(&url)
+                .bearer_auth(key)
+                .send()
+                .await
+                .is_ok_and(|r| r.status() == 200)
+        },
+    )
+    .await;
+    client
+        .get(&url)
+        .bearer_auth(key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
 }
