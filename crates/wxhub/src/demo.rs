@@ -372,7 +372,7 @@ impl Demo {
 
     /// What `wxhub demo` prints: addresses, the key, and curl lines that work as printed.
     pub fn instructions(&self) -> String {
-        let read_index = format!("http://{}", self.app.address());
+        let hub = format!("http://{}", self.app.address());
         let gateway = self
             .app
             .gateway_address(Host::Official)
@@ -381,51 +381,51 @@ impl Demo {
         let mock = self.mock.base_url();
         format!(
             "\
-wxhub demo is running: a read_index in front of an in-process WeChat mock (tokens live {lifetime} s).
+wxhub demo is running: a hub in front of an in-process WeChat mock (tokens live {lifetime} s).
 
-  read_index            {read_index}
+  hub            {hub}
   gateway        {gateway}   (shaped like api.weixin.qq.com)
   mock WeChat    {mock}   (counters: {mock}/mock/stats)
   SQLite store   {db}
   consumer key   {key}
 
 Read a token (stable mode) and its JS-SDK ticket:
-  curl -s {auth} {read_index}/v1/apps/{stable}/access_token
-  curl -s {auth} {read_index}/v1/apps/{stable}/tickets/jsapi
+  curl -s {auth} {hub}/v1/apps/{stable}/access_token
+  curl -s {auth} {hub}/v1/apps/{stable}/tickets/jsapi
 Sign a page for wx.config:
-  curl -s {auth} -d '{{\"url\":\"https://example.com/page\"}}' {read_index}/v1/apps/{stable}/jssdk/signature
+  curl -s {auth} -d '{{\"url\":\"https://example.com/page\"}}' {hub}/v1/apps/{stable}/jssdk/signature
 Use the token against WeChat (the mock) the way a business server would:
-  T=$(curl -s {auth} {read_index}/v1/apps/{legacy}/access_token | sed 's/.*\"access_token\":\"\\([^\"]*\\)\".*/\\1/')
+  T=$(curl -s {auth} {hub}/v1/apps/{legacy}/access_token | sed 's/.*\"access_token\":\"\\([^\"]*\\)\".*/\\1/')
   curl -s \"{mock}/cgi-bin/get_api_domain_ip?access_token=$T\"
-Report a token WeChat refused (40001): the read_index checks it with WeChat first (this one is alive,
+Report a token WeChat refused (40001): the hub checks it with WeChat first (this one is alive,
 so the report is \"rejected\"); a dead one is refreshed once, however many report it:
-  curl -s {auth} -d \"{{\\\"access_token\\\":\\\"$T\\\"}}\" {read_index}/v1/apps/{legacy}/access_token/invalidate
+  curl -s {auth} -d \"{{\\\"access_token\\\":\\\"$T\\\"}}\" {hub}/v1/apps/{legacy}/access_token/invalidate
 Keep an unmodified WeChat SDK: point its base URL at the gateway and give it the consumer key as
-the AppSecret. Its token call is answered by the read_index; everything else passes through to WeChat:
+the AppSecret. Its token call is answered by the hub; everything else passes through to WeChat:
   curl -s \"{gateway}/cgi-bin/token?grant_type=client_credential&appid={legacy}&secret={key}\"
   curl -s \"{gateway}/cgi-bin/get_api_domain_ip?access_token=$T\"
 Add an app at runtime (its secret sealed and stored; every instance would follow), use it, remove it:
-  curl -s -X PUT {auth} -d '{{\"secret\":\"{runtime_secret}\",\"mode\":\"legacy\"}}' {read_index}/v1/admin/apps/{runtime}
-  curl -s {auth} {read_index}/v1/apps/{runtime}/access_token
-  curl -s -X DELETE {auth} {read_index}/v1/admin/apps/{runtime}
+  curl -s -X PUT {auth} -d '{{\"secret\":\"{runtime_secret}\",\"mode\":\"legacy\"}}' {hub}/v1/admin/apps/{runtime}
+  curl -s {auth} {hub}/v1/apps/{runtime}/access_token
+  curl -s -X DELETE {auth} {hub}/v1/admin/apps/{runtime}
 A third-party platform with {authorizers} authorizers (docs/platform.md):
-  curl -s {auth} {read_index}/v1/components/{component}/authorizers
-  curl -s {auth} {read_index}/v1/components/{component}/authorizers/{authorizer}/access_token
-An account authorizes the platform (the mock pushes to the read_index, which registers it):
+  curl -s {auth} {hub}/v1/components/{component}/authorizers
+  curl -s {auth} {hub}/v1/components/{component}/authorizers/{authorizer}/access_token
+An account authorizes the platform (the mock pushes to the hub, which registers it):
   curl -s -d '{{\"component_appid\":\"{component}\"}}' {mock}/mock/authorize
 A Work WeChat suite that {corps} corps install a moment after the start, and its provider's token
 (docs/suites.md):
-  curl -s {auth} {read_index}/v1/suites/{suite}/access_token
-  curl -s {auth} {read_index}/v1/suites/{suite}/corps
-  curl -s {auth} {read_index}/v1/suites/{suite}/corps/{corp}/access_token
-  curl -s {auth} {read_index}/v1/suites/{suite}/corps/{corp}/tickets/jsapi
-  curl -s {auth} {read_index}/v1/providers/{provider}/access_token
-A corp installs the suite (the mock pushes create_auth; the read_index stores the corp's permanent code):
+  curl -s {auth} {hub}/v1/suites/{suite}/access_token
+  curl -s {auth} {hub}/v1/suites/{suite}/corps
+  curl -s {auth} {hub}/v1/suites/{suite}/corps/{corp}/access_token
+  curl -s {auth} {hub}/v1/suites/{suite}/corps/{corp}/tickets/jsapi
+  curl -s {auth} {hub}/v1/providers/{provider}/access_token
+A corp installs the suite (the mock pushes create_auth; the hub stores the corp's permanent code):
   curl -s -d '{{\"suite_id\":\"{suite}\"}}' {mock}/mock/install
 Operator views (the status page asks for the consumer key above):
-  {read_index}/status
-  curl -s {auth} {read_index}/v1/credentials
-  curl -s {read_index}/metrics
+  {hub}/status
+  curl -s {auth} {hub}/v1/credentials
+  curl -s {hub}/metrics
 Press Ctrl-C to stop.
 ",
             lifetime = DEMO_LIFETIME.as_secs(),
