@@ -190,6 +190,11 @@ pub(super) async fn sign(
         .signing(body.kind.as_deref())
         .map_err(|why| ApiError::bad_request("invalid_kind", why))?;
     let kind = signing.ticket;
+    let agent_id = match signing.agent_id {
+        Some(agent_id) => Some(agent_id.to_string()),
+        None if kind == "agent_config" => Some(defined_agent_id(context, account)?),
+        None => None,
+    };
     let served = resolve(context, account, Some(kind))?
         .slot
         .load()
@@ -207,10 +212,25 @@ pub(super) async fn sign(
         "nonceStr": nonce,
         "signature": signature,
     });
-    if let Some(agent_id) = signing.agent_id {
+    if let Some(agent_id) = agent_id {
         answer["agentId"] = serde_json::Value::from(agent_id);
     }
     Ok(json_ok(Bytes::from(answer.to_string())))
+}
+
+/// The agentid an account's definition gives `wx.agentConfig` (a corp that installed a suite),
+/// or why the page cannot be signed with `agent_config`.
+fn defined_agent_id(context: &ApiContext, account: &AccountId) -> Result<String, ApiError> {
+    let (spec, _) = context.control.registry().spec(account).ok_or_else(|| {
+        let (code, message) = account.unknown();
+        ApiError::new(StatusCode::NOT_FOUND, code, message)
+    })?;
+    spec.agent_id().map(str::to_string).ok_or_else(|| {
+        ApiError::bad_request(
+            "invalid_kind",
+            "Work WeChat named no agentid for this installation; sign with \"jsapi\"",
+        )
+    })
 }
 
 /// Whether the query string says `force=true`.

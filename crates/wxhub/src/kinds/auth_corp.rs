@@ -24,8 +24,8 @@ pub static DESCRIPTOR: Descriptor = Descriptor {
     admin_path: None,
     parent: Some(Kind::Suite),
     unknown_code: "unknown_corp",
-    signs_with: &["jsapi"],
-    sign_refusal: "a corp that installed a suite signs with the jsapi ticket",
+    signs_with: &["jsapi", "agent_config"],
+    sign_refusal: "a corp that installed a suite signs with \"jsapi\" or \"agent_config\"",
     routes: &[
         AccountRoute::AccessToken,
         AccountRoute::Tickets,

@@ -176,7 +176,8 @@ pub struct Signing<'a> {
     pub ticket: &'static str,
     /// The `appId` the page passes to `wx.config` (an appid, or a corpid).
     pub app_id: &'a str,
-    /// The `agentId` of `wx.agentConfig`, when the ticket is the app's.
+    /// The `agentId` of `wx.agentConfig`, when the ticket is the app's and its id names it. (An
+    /// installed corp's agentid is in its definition: see `AccountSpec::agent_id`.)
     pub agent_id: Option<&'a str>,
 }
 

@@ -371,6 +371,12 @@ impl AccountSpec {
         }
     }
 
+    /// The agentid a page's `wx.agentConfig` names for this account, when its id does not hold
+    /// it: the suite's app in a corp that installed it.
+    pub fn agent_id(&self) -> Option<&str> {
+        self.as_auth_corp().and_then(|corp| corp.agentid.as_deref())
+    }
+
     /// The suite's settings, if this is a suite.
     pub fn as_suite(&self) -> Option<&SuiteSettings> {
         match self {

@@ -85,3 +85,58 @@ async fn each_agent_gets_its_own_working_token_and_tickets() {
         1
     );
 }
+
+/// A corp that installed a suite signs a page for `wx.agentConfig` with the agentid Work WeChat
+/// gave the suite's app in that corp, and its ticket is the one the mock issued for that app.
+#[tokio::test]
+async fn an_installed_corp_signs_agent_config_with_its_installations_agentid() {
+    use crate::platform_support::{owner, Relay};
+    use crate::suites_support::*;
+
+    let relay = Relay::start().await;
+    let mock = suite_mock(&relay, Duration::from_secs(60), Duration::from_secs(600)).await;
+    let hub = spawn_app(
+        &mock,
+        suite_options(&[CorpTicketKind::Jsapi, CorpTicketKind::AgentConfig]),
+    )
+    .await;
+    relay.point_at(&[&hub]);
+    owner(&mock, &format!("suites/{SUITE}/push_ticket"), serde_json::json!({})).await;
+    wait_for_suite_token(&hub).await;
+    let answer = owner(
+        &mock,
+        "install",
+        serde_json::json!({ "suite_id": SUITE, "agentid": 1000042 }),
+    )
+    .await;
+    let corpid = corpid_of(&answer);
+
+    let ticket = hub.token_at(&corp_path(&corpid, "tickets/agent_config")).await;
+    assert!(mock.ticket_valid(&ticket.access_token));
+    let path = corp_path(&corpid, "jssdk/signature");
+    let sign = |kind: &'static str| {
+        hub.post(
+            &path,
+            serde_json::json!({"url": "https://work.example.com/app", "kind": kind}),
+        )
+    };
+    let response = sign("agent_config").await;
+    assert_eq!(response.status(), 200);
+    let answer: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(answer["appId"], corpid.as_str());
+    assert_eq!(answer["agentId"], "1000042");
+    let string1 = format!(
+        "jsapi_ticket={}&noncestr={}&timestamp={}&url=https://work.example.com/app",
+        ticket.access_token,
+        answer["nonceStr"].as_str().unwrap(),
+        answer["timestamp"]
+    );
+    let expected: String = <sha1::Sha1 as sha1::Digest>::digest(string1.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(answer["signature"], expected);
+    // The corp's own jsapi signature names no agent.
+    let jsapi: serde_json::Value = sign("jsapi").await.json().await.unwrap();
+    assert!(jsapi.get("agentId").is_none(), "{jsapi}");
+}
