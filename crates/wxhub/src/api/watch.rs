@@ -202,6 +202,9 @@ impl Watcher {
     /// The event for `credential`'s current state, if it has one newer than `after` (Unix ms)
     /// and the consumer may see it; `Err` when the stream must end.
     fn event(&self, credential: &Credential, after: i64) -> Result<Option<Bytes>, Stop> {
+        if !credential.key.role.is_for_consumers() {
+            return Ok(None);
+        }
         let with_value = match (self.standing)(Some(&credential.key)) {
             Standing::Ended => return Err(Stop::Revoked),
             Standing::Hidden => return Ok(None),

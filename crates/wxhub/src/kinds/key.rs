@@ -45,6 +45,13 @@ pub enum RoleShape {
 }
 
 impl Role {
+    /// Whether consumers may see credentials of this role (in a watch stream, say): a pushed
+    /// ticket is the hub's own input, read at no `/v1` route, and a refresh token or permanent
+    /// code never leaves the hub.
+    pub fn is_for_consumers(self) -> bool {
+        !matches!(self, Role::PushedTicket | Role::RefreshToken)
+    }
+
     /// The role without its ticket kind.
     pub fn shape(self) -> RoleShape {
         match self {

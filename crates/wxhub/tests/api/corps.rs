@@ -101,7 +101,12 @@ async fn an_installed_corp_signs_agent_config_with_its_installations_agentid() {
     )
     .await;
     relay.point_at(&[&hub]);
-    owner(&mock, &format!("suites/{SUITE}/push_ticket"), serde_json::json!({})).await;
+    owner(
+        &mock,
+        &format!("suites/{SUITE}/push_ticket"),
+        serde_json::json!({}),
+    )
+    .await;
     wait_for_suite_token(&hub).await;
     let answer = owner(
         &mock,
@@ -111,7 +116,9 @@ async fn an_installed_corp_signs_agent_config_with_its_installations_agentid() {
     .await;
     let corpid = corpid_of(&answer);
 
-    let ticket = hub.token_at(&corp_path(&corpid, "tickets/agent_config")).await;
+    let ticket = hub
+        .token_at(&corp_path(&corpid, "tickets/agent_config"))
+        .await;
     assert!(mock.ticket_valid(&ticket.access_token));
     let path = corp_path(&corpid, "jssdk/signature");
     let sign = |kind: &'static str| {

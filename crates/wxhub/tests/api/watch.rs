@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use serde_json::Value;
+use serde_json::{json, Value};
 
 use crate::helpers::*;
 
@@ -384,4 +384,43 @@ async fn one_consumer_cannot_take_every_watch_slot() {
     .await;
     drop((held, admin));
     hub.stop().await;
+}
+
+/// A ticket WeChat pushes (a suite's `suite_ticket`, a platform's `component_verify_ticket`) is
+/// the hub's input, read at no `/v1` route: a watcher granted everything never sees it.
+#[tokio::test]
+async fn a_pushed_ticket_never_reaches_a_watcher() {
+    use crate::platform_support::{owner, Relay};
+    use crate::suites_support::*;
+
+    let relay = Relay::start().await;
+    let mock = suite_mock(&relay, Duration::from_secs(60), Duration::from_secs(600)).await;
+    let hub = spawn_app(&mock, suite_options(&[])).await;
+    relay.point_at(&[&hub]);
+    owner(&mock, &format!("suites/{SUITE}/push_ticket"), json!({})).await;
+    wait_for_suite_token(&hub).await;
+
+    let mut stream = Stream::open(&hub, ADMIN_KEY, None).await;
+    let suite_token = format!("suite_token/{SUITE}");
+    let mut seen = vec![stream.next().await.1];
+    while !seen
+        .iter()
+        .any(|event| event["key"] == suite_token.as_str())
+    {
+        seen.push(stream.next().await.1);
+    }
+    // A new ticket is pushed, then a corp installs: its token's event comes after the ticket's
+    // would have.
+    let pushed = owner(&mock, &format!("suites/{SUITE}/push_ticket"), json!({})).await;
+    assert_eq!(pushed["push"]["acknowledged"], true, "{pushed}");
+    let corpid = install(&mock).await;
+    let corp_token = format!("auth_corp_token/{SUITE}/{corpid}");
+    while !seen.iter().any(|event| event["key"] == corp_token.as_str()) {
+        seen.push(stream.next().await.1);
+    }
+    for event in &seen {
+        let key = event["key"].as_str().unwrap_or_default();
+        assert!(!key.starts_with("suite_ticket/"), "{event}");
+        assert!(!key.starts_with("permanent_code/"), "{event}");
+    }
 }
