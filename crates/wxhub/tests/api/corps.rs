@@ -17,6 +17,20 @@ fn agent(agentid: &str) -> TestCorp {
     }
 }
 
+/// The JS-SDK signature of `https://work.example.com/app` with `ticket`, at the nonce and
+/// timestamp of the hub's `answer`, computed here as the spec describes it.
+fn signature(ticket: &str, answer: &serde_json::Value) -> String {
+    let string1 = format!(
+        "jsapi_ticket={ticket}&noncestr={}&timestamp={}&url=https://work.example.com/app",
+        answer["nonceStr"].as_str().unwrap(),
+        answer["timestamp"]
+    );
+    <sha1::Sha1 as sha1::Digest>::digest(string1.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 #[tokio::test]
 async fn each_agent_gets_its_own_working_token_and_tickets() {
     let corps = [agent("1000002"), agent("1000003")];
@@ -63,17 +77,10 @@ async fn each_agent_gets_its_own_working_token_and_tickets() {
     let answer: serde_json::Value = response.json().await.unwrap();
     assert_eq!(answer["appId"], CORPID);
     assert_eq!(answer["agentId"], "1000002");
-    let string1 = format!(
-        "jsapi_ticket={}&noncestr={}&timestamp={}&url=https://work.example.com/app",
-        app_ticket.access_token,
-        answer["nonceStr"].as_str().unwrap(),
-        answer["timestamp"]
+    assert_eq!(
+        answer["signature"],
+        signature(&app_ticket.access_token, &answer)
     );
-    let expected: String = <sha1::Sha1 as sha1::Digest>::digest(string1.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    assert_eq!(answer["signature"], expected);
 
     let calls = stats(&mock);
     assert_eq!(
@@ -132,17 +139,10 @@ async fn an_installed_corp_signs_agent_config_with_its_installations_agentid() {
     let answer: serde_json::Value = response.json().await.unwrap();
     assert_eq!(answer["appId"], corpid.as_str());
     assert_eq!(answer["agentId"], "1000042");
-    let string1 = format!(
-        "jsapi_ticket={}&noncestr={}&timestamp={}&url=https://work.example.com/app",
-        ticket.access_token,
-        answer["nonceStr"].as_str().unwrap(),
-        answer["timestamp"]
+    assert_eq!(
+        answer["signature"],
+        signature(&ticket.access_token, &answer)
     );
-    let expected: String = <sha1::Sha1 as sha1::Digest>::digest(string1.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    assert_eq!(answer["signature"], expected);
     // The corp's own jsapi signature names no agent.
     let jsapi: serde_json::Value = sign("jsapi").await.json().await.unwrap();
     assert!(jsapi.get("agentId").is_none(), "{jsapi}");

@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use crate::helpers::*;
 use crate::platform_support::*;
-use crate::process::{admin_consumer, wechat_section, ProcessHub};
-use crate::redis_server::{unique_namespace, RedisServer};
+use crate::process::{admin_consumer, redis_section, sqlite_section, wechat_section, ProcessHub};
+use crate::redis_server::RedisServer;
 
 /// The configuration (below `[server]`) of a platform hub on `store` (a `[store]` section).
 fn platform_config(mock: &wechat_mock::MockServer, store: &str) -> String {
@@ -105,21 +105,14 @@ async fn the_refresh_token_survives_a_kill_after_the_acknowledgement(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_keeps_the_refresh_token_through_a_kill_after_the_acknowledgement() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = format!(
-        "[store]\nkind = \"sqlite\"\npath = \"{}\"",
-        dir.path().join("wxhub.db").display()
-    );
+    let store = sqlite_section(dir.path());
     the_refresh_token_survives_a_kill_after_the_acknowledgement(&store, || {}).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_keeps_the_refresh_token_through_a_kill_of_the_hub_and_of_redis() {
     let mut redis = RedisServer::start(true);
-    let store = format!(
-        "[store]\nkind = \"redis\"\nurl = \"{}\"\nnamespace = \"{}\"",
-        redis.url(),
-        unique_namespace("platform-crash")
-    );
+    let store = redis_section(&redis.url(), "platform-crash");
     // Redis dies too, right after the hub: what the hub acknowledged is in its append-only file.
     the_refresh_token_survives_a_kill_after_the_acknowledgement(&store, || redis.restart()).await;
 }

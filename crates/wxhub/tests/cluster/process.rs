@@ -18,6 +18,22 @@ pub fn wechat_section(mock: &MockServer) -> String {
     )
 }
 
+/// `[store]` on an SQLite file in `dir`.
+pub fn sqlite_section(dir: &Path) -> String {
+    format!(
+        "[store]\nkind = \"sqlite\"\npath = \"{}\"",
+        dir.join("wxhub.db").display()
+    )
+}
+
+/// `[store]` on the Redis at `url`, in a namespace of its own named after `test`.
+pub fn redis_section(url: &str, test: &str) -> String {
+    format!(
+        "[store]\nkind = \"redis\"\nurl = \"{url}\"\nnamespace = \"{}\"",
+        crate::redis_server::unique_namespace(test)
+    )
+}
+
 /// A consumer with the admin key of the tests, granted every account, with `scopes`.
 pub fn admin_consumer(scopes: &str) -> String {
     format!(

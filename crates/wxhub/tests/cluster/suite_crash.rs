@@ -13,8 +13,8 @@ use wxhub::configuration::consumer_key_sha256;
 
 use crate::helpers::*;
 use crate::platform_support::{owner, Relay};
-use crate::process::{wechat_section, ProcessHub};
-use crate::redis_server::{unique_namespace, RedisServer};
+use crate::process::{redis_section, sqlite_section, wechat_section, ProcessHub};
+use crate::redis_server::RedisServer;
 use crate::suites_support::*;
 
 /// The tests' master key (`[7; 32]`, as `test_master_key`) in base64: permanent codes are
@@ -156,21 +156,14 @@ async fn the_permanent_code_survives_a_kill_after_the_acknowledgement(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_keeps_the_permanent_code_through_a_kill_after_the_acknowledgement() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = format!(
-        "[store]\nkind = \"sqlite\"\npath = \"{}\"",
-        dir.path().join("wxhub.db").display()
-    );
+    let store = sqlite_section(dir.path());
     the_permanent_code_survives_a_kill_after_the_acknowledgement(&store, || {}).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_keeps_the_permanent_code_through_a_kill_of_the_hub_and_of_redis() {
     let mut redis = RedisServer::start(true);
-    let store = format!(
-        "[store]\nkind = \"redis\"\nurl = \"{}\"\nnamespace = \"{}\"",
-        redis.url(),
-        unique_namespace("suite-crash")
-    );
+    let store = redis_section(&redis.url(), "suite-crash");
     // Redis dies too, right after the hub: what the hub acknowledged is in its append-only file.
     the_permanent_code_survives_a_kill_after_the_acknowledgement(&store, || redis.restart()).await;
 }
