@@ -22,6 +22,7 @@ pub mod allocator;
 pub mod api;
 pub mod audit;
 pub mod background;
+pub mod children;
 pub mod clock;
 pub mod configuration;
 pub mod consumers;

@@ -7,6 +7,7 @@
 
 mod admin;
 mod call;
+mod children;
 mod connection;
 mod consumers;
 mod credentials;
@@ -446,6 +447,16 @@ pub async fn json_body<T: DeserializeOwned>(request: Request, shape: &str) -> Re
 /// A JSON `200 OK` with the headers every credential answer carries.
 ///
 /// Every JSON body ends with a newline, so that `curl` output does not run into the prompt.
+/// A plain-text answer (to WeChat's pushes and URL checks).
+fn plain(text: String) -> Response {
+    let mut response = text.into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
 pub fn json_ok(body: Bytes) -> Response {
     if body.ends_with(b"\n") {
         return json_response(Body::from(body));

@@ -4,13 +4,14 @@
 //! shares ([`super::credentials::account_routes`]).
 
 use axum::extract::{Path, Query, RawQuery, Request, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use serde::Deserialize;
 
+use super::children::ListQuery;
 use super::{
-    authorize, authorize_admin, authorize_named, finish, json_body, json_ok, AccountId,
+    authorize, authorize_admin, authorize_named, finish, json_body, json_ok, plain, AccountId,
     AdminTarget, ApiError, ApiState,
 };
 use crate::configuration::Scope;
@@ -19,23 +20,10 @@ use crate::metrics::Route;
 use crate::platform::{PlatformError, Refused};
 use crate::upstream::UpstreamError;
 
-/// Most authorizers one listing page holds.
-const MAX_PAGE: usize = 500;
-/// Authorizers per listing page when `limit` is not given.
-const DEFAULT_PAGE: usize = 100;
-
 /// The body of `POST …/authorizations`.
 #[derive(Deserialize)]
 struct AuthorizationBody {
     authorization_code: String,
-}
-
-/// The query of the authorizers' listing.
-#[derive(Deserialize)]
-pub struct ListQuery {
-    state: Option<String>,
-    cursor: Option<String>,
-    limit: Option<usize>,
 }
 
 fn platform_error(error: PlatformError) -> ApiError {
@@ -72,14 +60,7 @@ pub async fn events(
         .receive(&component, query.as_deref().unwrap_or(""), &body)
         .await;
     let response = match result {
-        Ok(()) => {
-            let mut response = "success".into_response();
-            response.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("text/plain; charset=utf-8"),
-            );
-            response
-        }
+        Ok(()) => plain("success".to_string()),
         // Anyone can post here: refusals are not worth a warning each, and the path is quoted.
         Err(error @ (PlatformError::Refused(_) | PlatformError::UnknownComponent(_))) => {
             tracing::debug!(component = ?component, error = %error, "push refused");
@@ -188,23 +169,10 @@ pub async fn list_authorizers(
             &headers,
             AdminTarget::Account(&AccountId::component(&component)),
         )?;
-        if let Some(state) = query.state.as_deref() {
-            if !matches!(state, "active" | "revoked" | "needs_attention") {
-                return Err(ApiError::bad_request(
-                    "invalid_state",
-                    "state must be \"active\", \"revoked\" or \"needs_attention\"",
-                ));
-            }
-        }
-        let limit = query.limit.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE);
+        let (state, cursor, limit) = query.checked()?;
         let (page, next) = context
             .platform
-            .list(
-                &component,
-                query.state.as_deref(),
-                query.cursor.as_deref(),
-                limit,
-            )
+            .list(&component, state, cursor, limit)
             .map_err(platform_error)?;
         let body = serde_json::json!({ "authorizers": page, "next_cursor": next });
         Ok(json_ok(Bytes::from(body.to_string())))

@@ -4,7 +4,7 @@
 //! read through the routes every kind shares ([`super::credentials::account_routes`]).
 
 use axum::extract::{Path, Query, RawQuery, Request, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use serde::Deserialize;
@@ -12,8 +12,9 @@ use serde::Deserialize;
 use super::admin::{
     audited, control_error, identifier, non_empty_secret, put_spec, refresh_overrides, tickets,
 };
+use super::children::ListQuery;
 use super::{
-    authorize, authorize_admin, authorize_named, finish, json_body, json_ok, AccountId,
+    authorize, authorize_admin, authorize_named, finish, json_body, json_ok, plain, AccountId,
     AdminTarget, ApiError, ApiState,
 };
 use crate::configuration::Secret;
@@ -26,23 +27,10 @@ use crate::suites::SuiteError;
 use crate::token::CorpTicketKind;
 use crate::upstream::UpstreamError;
 
-/// Most installed corps one listing page holds.
-const MAX_PAGE: usize = 500;
-/// Installed corps per listing page when `limit` is not given.
-const DEFAULT_PAGE: usize = 100;
-
 /// The body of `POST …/authorizations`.
 #[derive(Deserialize)]
 struct AuthorizationBody {
     auth_code: String,
-}
-
-/// The query of the installed corps' listing.
-#[derive(Deserialize)]
-pub struct ListQuery {
-    state: Option<String>,
-    cursor: Option<String>,
-    limit: Option<usize>,
 }
 
 fn suite_error(error: SuiteError) -> ApiError {
@@ -62,16 +50,6 @@ fn suite_error(error: SuiteError) -> ApiError {
             ApiError::unavailable("suite_unavailable", message)
         }
     }
-}
-
-/// A plain-text answer to Work WeChat.
-fn plain(text: String) -> Response {
-    let mut response = text.into_response();
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    response
 }
 
 /// The answer to a request from Work WeChat that failed: quiet when anyone could have sent it.
@@ -222,23 +200,10 @@ pub async fn list_corps(
             &headers,
             AdminTarget::Account(&AccountId::suite(&suite_id)),
         )?;
-        if let Some(state) = query.state.as_deref() {
-            if !matches!(state, "active" | "revoked" | "needs_attention") {
-                return Err(ApiError::bad_request(
-                    "invalid_state",
-                    "state must be \"active\", \"revoked\" or \"needs_attention\"",
-                ));
-            }
-        }
-        let limit = query.limit.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE);
+        let (state, cursor, limit) = query.checked()?;
         let (page, next) = context
             .suites
-            .list(
-                &suite_id,
-                query.state.as_deref(),
-                query.cursor.as_deref(),
-                limit,
-            )
+            .list(&suite_id, state, cursor, limit)
             .map_err(suite_error)?;
         let body = serde_json::json!({ "corps": page, "next_cursor": next });
         Ok(json_ok(Bytes::from(body.to_string())))

@@ -14,9 +14,9 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use crate::children::{Children, Pager};
 use crate::configuration::ComponentSettings;
 use crate::control::{Control, ControlError};
-use crate::engine::state::Status;
 use crate::engine::{Engine, RefreshError};
 use crate::envelope::RecentPushes;
 use crate::kinds::authorizer::AuthorizerSpec;
@@ -507,35 +507,17 @@ impl Platform {
         limit: usize,
     ) -> Result<(Vec<AuthorizerView>, Option<String>), PlatformError> {
         self.settings(component_appid)?;
-        let mut views: Vec<AuthorizerView> = Vec::with_capacity(limit);
-        let mut after = cursor.map(str::to_string);
-        loop {
-            // The registry's lock is held only to copy a chunk; each authorizer's state is then
-            // asked of the engine with no lock held (docs/architecture.md#locks: the engine's
-            // lock is never taken inside the registry's).
-            let (chunk, more) = self.control.registry().authorizers_page(
-                component_appid,
-                after.as_deref(),
-                limit,
-                |_| true,
-            );
-            for spec in &chunk {
-                if state.is_some_and(|wanted| self.state_of(spec) != wanted) {
-                    continue;
-                }
-                if views.len() == limit {
-                    // A full page, and another authorizer after it.
-                    let next = views.last().map(|v| v.authorizer_appid.clone());
-                    return Ok((views, next));
-                }
-                views.push(self.view(spec));
-            }
-            let last = chunk.last().map(|spec| spec.authorizer_appid.clone());
-            match last {
-                Some(last) if more => after = Some(last),
-                _ => return Ok((views, None)),
-            }
-        }
+        let pager = Pager {
+            chunk: |after: Option<&str>, limit| {
+                self.control
+                    .registry()
+                    .authorizers_page(component_appid, after, limit, |_| true)
+            },
+            keep: |spec: &AuthorizerSpec| state.is_none_or(|wanted| self.state_of(spec) == wanted),
+            key: |spec: &AuthorizerSpec| spec.authorizer_appid.clone(),
+            view: |spec: &AuthorizerSpec| self.view(spec),
+        };
+        Ok(pager.page(cursor, limit))
     }
 
     /// The authorizer `id`'s definition, if it is registered.
@@ -544,30 +526,22 @@ impl Platform {
         spec.as_authorizer().cloned()
     }
 
+    /// How operators see its children.
+    fn children(&self) -> Children<'_> {
+        Children {
+            engine: &self.engine,
+            read_index: &self.read_index,
+        }
+    }
+
     /// `active`, `revoked` or `needs_attention`.
     fn state_of(&self, spec: &AuthorizerSpec) -> &'static str {
-        if spec.revoked {
-            return "revoked";
-        }
-        match self
-            .read_index
-            .find(&spec.id(), None)
-            .ok()
-            .and_then(|c| self.engine.status_of(&c))
-        {
-            Some(Status::NeedsAttention) => "needs_attention",
-            _ => "active",
-        }
+        self.children().state(&spec.id(), spec.revoked)
     }
 
     /// What consumers and operators see of an authorizer.
     fn view(&self, spec: &AuthorizerSpec) -> AuthorizerView {
-        let expires_at = self
-            .read_index
-            .find(&spec.id(), None)
-            .ok()
-            .and_then(|c| c.slot.load())
-            .map(|s| s.expires_at.to_rfc3339());
+        let expires_at = self.children().expires_at(&spec.id());
         AuthorizerView {
             authorizer_appid: spec.authorizer_appid.clone(),
             state: self.state_of(spec),

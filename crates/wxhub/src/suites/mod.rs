@@ -14,9 +14,9 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use crate::children::{Children, Pager};
 use crate::configuration::SuiteSettings;
 use crate::control::{Control, ControlError};
-use crate::engine::state::Status;
 use crate::engine::{Engine, RefreshError};
 use crate::envelope::{RecentPushes, Refused};
 use crate::kinds::auth_corp::AuthCorpSpec;
@@ -333,30 +333,17 @@ impl Suites {
         limit: usize,
     ) -> Result<(Vec<AuthCorpView>, Option<String>), SuiteError> {
         self.settings(suite_id)?;
-        let mut views: Vec<AuthCorpView> = Vec::with_capacity(limit);
-        let mut after = cursor.map(str::to_string);
-        loop {
-            // The registry's lock is held only to copy a chunk (docs/architecture.md#locks).
-            let (chunk, more) =
+        let pager = Pager {
+            chunk: |after: Option<&str>, limit| {
                 self.control
                     .registry()
-                    .auth_corps_page(suite_id, after.as_deref(), limit, |_| true);
-            for spec in &chunk {
-                if state.is_some_and(|wanted| self.state_of(spec) != wanted) {
-                    continue;
-                }
-                if views.len() == limit {
-                    let next = views.last().map(|v| v.corpid.clone());
-                    return Ok((views, next));
-                }
-                views.push(self.view(spec));
-            }
-            let last = chunk.last().map(|spec| spec.corpid.clone());
-            match last {
-                Some(last) if more => after = Some(last),
-                _ => return Ok((views, None)),
-            }
-        }
+                    .auth_corps_page(suite_id, after, limit, |_| true)
+            },
+            keep: |spec: &AuthCorpSpec| state.is_none_or(|wanted| self.state_of(spec) == wanted),
+            key: |spec: &AuthCorpSpec| spec.corpid.clone(),
+            view: |spec: &AuthCorpSpec| self.view(spec),
+        };
+        Ok(pager.page(cursor, limit))
     }
 
     /// The installation `id`'s definition, if it is registered.
@@ -365,30 +352,22 @@ impl Suites {
         spec.as_auth_corp().cloned()
     }
 
+    /// How operators see its children.
+    fn children(&self) -> Children<'_> {
+        Children {
+            engine: &self.engine,
+            read_index: &self.read_index,
+        }
+    }
+
     /// `active`, `revoked` or `needs_attention`.
     fn state_of(&self, spec: &AuthCorpSpec) -> &'static str {
-        if spec.revoked {
-            return "revoked";
-        }
-        match self
-            .read_index
-            .find(&spec.id(), None)
-            .ok()
-            .and_then(|c| self.engine.status_of(&c))
-        {
-            Some(Status::NeedsAttention) => "needs_attention",
-            _ => "active",
-        }
+        self.children().state(&spec.id(), spec.revoked)
     }
 
     /// What consumers and operators see of an installed corp.
     fn view(&self, spec: &AuthCorpSpec) -> AuthCorpView {
-        let expires_at = self
-            .read_index
-            .find(&spec.id(), None)
-            .ok()
-            .and_then(|c| c.slot.load())
-            .map(|s| s.expires_at.to_rfc3339());
+        let expires_at = self.children().expires_at(&spec.id());
         AuthCorpView {
             corpid: spec.corpid.clone(),
             corp_name: spec.corp_name.clone(),
