@@ -75,33 +75,24 @@ impl Shared {
     ) -> Result<Fetched, RefreshError> {
         let ticket_key =
             CredentialKey::new(AccountId::component(component_appid), Role::PushedTicket);
-        let ticket = self
-            .read_index
-            .by_key(&ticket_key)
-            .ok_or(RefreshError::Removed)?;
-        let ticket_value = self.usable_token(&ticket).await?;
-        self.renew_lease(&credential.key, coordination).await?;
+        let (ticket, ticket_value) = self
+            .ticket_in_hand(credential, &ticket_key, coordination)
+            .await?;
         match self
             .upstream
             .component_token(component_appid, secret.expose(), &ticket_value)
             .await
         {
             Err(e) if matches!(e.errcode(), Some(TICKET_EXPIRED | TICKET_INVALID)) => {
-                self.set_warning(
-                    ticket.id,
-                    Some(format!(
-                        "WeChat refused the verify ticket (errcode {}); a new push was asked for",
-                        e.errcode().unwrap_or_default()
-                    )),
+                let warning = format!(
+                    "WeChat refused the verify ticket (errcode {}); a new push was asked for",
+                    e.errcode().unwrap_or_default()
                 );
                 let _ = self
                     .upstream
                     .start_push_ticket(component_appid, secret.expose())
                     .await;
-                Err(RefreshError::Upstream(UpstreamError::Transient {
-                    errcode: e.errcode(),
-                    message: e.to_string(),
-                }))
+                Err(self.ticket_refused(&ticket, e, warning))
             }
             other => Ok(other?),
         }
@@ -311,13 +302,6 @@ impl Shared {
             }
         }
         Err(RefreshError::WriteRefused)
-    }
-
-    /// Sets or clears the operator warning of `id`.
-    pub(super) fn set_warning(&self, id: crate::read::CredentialId, warning: Option<String>) {
-        if let Some(entry) = self.lock().entries.get_mut(&id) {
-            entry.warning = warning;
-        }
     }
 }
 

@@ -38,6 +38,7 @@ pub mod error;
 mod fetch;
 mod import;
 mod job;
+mod pushed;
 mod report;
 pub mod state;
 pub mod suite;

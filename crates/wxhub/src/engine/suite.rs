@@ -40,30 +40,21 @@ impl Shared {
         coordination: Coordination,
     ) -> Result<Fetched, RefreshError> {
         let spec = credential.spec();
-        let ticket = spec
-            .fetched_with
-            .first()
-            .and_then(|key| self.read_index.by_key(key))
-            .ok_or(RefreshError::Removed)?;
-        let ticket_value = self.usable_token(&ticket).await?;
-        self.renew_lease(&credential.key, coordination).await?;
+        let ticket_key = spec.fetched_with.first().ok_or(RefreshError::Removed)?;
+        let (ticket, ticket_value) = self
+            .ticket_in_hand(credential, ticket_key, coordination)
+            .await?;
         match self
             .upstream
             .suite_token(suite_id, secret, &ticket_value)
             .await
         {
             Err(e) if e.errcode() == Some(SUITE_TICKET_INVALID) => {
-                self.set_warning(
-                    ticket.id,
-                    Some(format!(
-                        "Work WeChat refused the suite ticket (errcode {SUITE_TICKET_INVALID}); \
-                         waiting for the next push"
-                    )),
+                let warning = format!(
+                    "Work WeChat refused the suite ticket (errcode {SUITE_TICKET_INVALID}); \
+                     waiting for the next push"
                 );
-                Err(RefreshError::Upstream(UpstreamError::Transient {
-                    errcode: e.errcode(),
-                    message: e.to_string(),
-                }))
+                Err(self.ticket_refused(&ticket, e, warning))
             }
             other => Ok(other?),
         }
