@@ -653,6 +653,7 @@ fn nested(map: &BTreeMap<String, BTreeMap<String, u64>>, outer: &str, inner: &st
 /// connection, `http_status` answers with that status (with the errcode body when `errcode` is
 /// also set, otherwise a gateway-style text body), `errcode` answers HTTP 200 with
 /// `{"errcode","errmsg"}`, and a rule with only a delay lets the normal answer through late.
+/// `hold_answer_ms` comes last: whatever the answer, it leaves that much later.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 pub struct FaultRule {
     /// The request path the rule applies to, for example `/cgi-bin/token` (exact match).
@@ -681,6 +682,12 @@ pub struct FaultRule {
     /// Milliseconds to wait before answering (alone: the normal answer, late).
     #[serde(default)]
     pub delay_ms: Option<u64>,
+    /// Milliseconds to hold the answer once it is decided: the call takes effect at once (a
+    /// token minted, a code spent) and the caller hears of it late, as over a slow way back. What
+    /// happens meanwhile races with an answer already given, where `delay_ms` decides the
+    /// answer only after the wait.
+    #[serde(default)]
+    pub hold_answer_ms: Option<u64>,
     /// Close the connection without an answer: the client sees a network error.
     #[serde(default)]
     pub drop_connection: bool,

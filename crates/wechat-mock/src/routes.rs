@@ -9,7 +9,7 @@ use axum::body::Bytes;
 use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{any, get};
+use axum::routing::{any, get, post};
 use axum::{Json, Router};
 use serde_json::{json, Value};
 
@@ -18,7 +18,7 @@ use crate::errors;
 use crate::input::Input;
 use crate::reply::Reply;
 use crate::server::Peer;
-use crate::state::Shared;
+use crate::state::{EarlyInvalidation, Shared};
 use crate::{FaultRule, MockStats};
 
 /// Bodies WeChat accepts are small; anything larger is refused before it is parsed.
@@ -38,6 +38,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .merge(crate::authorize::routes())
         .merge(crate::suite::control::routes())
         .route("/mock/stats", get(stats))
+        .route("/mock/invalidate_token", post(invalidate_token))
         .route(
             "/mock/faults",
             get(list_faults).post(add_faults).delete(clear_faults),
@@ -55,18 +56,26 @@ async fn handle(shared: Arc<Shared>, endpoint: Endpoint, request: Request) -> Re
     };
     let input = Input::new(endpoint, parts.method, &parts.uri, &body, peer);
     let (account, fault) = shared.admit(endpoint, &input);
+    let hold = fault.as_ref().and_then(|rule| rule.hold_answer_ms);
+    let mut reply = None;
     if let Some(rule) = fault {
         if let Some(ms) = rule.delay_ms {
             tokio::time::sleep(Duration::from_millis(ms)).await;
         }
-        if let Some(reply) = fault_reply(&rule, endpoint, &account, &input) {
-            shared.record_outcome(endpoint, &account, reply.errcode);
-            tracing::debug!(path = endpoint.path(), %account, errcode = ?reply.errcode, "fault");
-            return reply.into_response();
+        if let Some(faulty) = fault_reply(&rule, endpoint, &account, &input) {
+            shared.record_outcome(endpoint, &account, faulty.errcode);
+            tracing::debug!(path = endpoint.path(), %account, errcode = ?faulty.errcode, "fault");
+            reply = Some(faulty);
         }
     }
-    let reply = shared.serve(endpoint, &input, &account);
-    tracing::debug!(path = endpoint.path(), %account, errcode = ?reply.errcode, "answered");
+    let reply = reply.unwrap_or_else(|| {
+        let served = shared.serve(endpoint, &input, &account);
+        tracing::debug!(path = endpoint.path(), %account, errcode = ?served.errcode, "answered");
+        served
+    });
+    if let Some(ms) = hold {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
     reply.into_response()
 }
 
@@ -103,6 +112,33 @@ fn fault_reply(
 
 async fn stats(State(shared): State<Arc<Shared>>) -> Json<MockStats> {
     Json(shared.stats())
+}
+
+/// `POST /mock/invalidate_token` with `{"token": T}`: Work WeChat invalidates a live Work token
+/// (a Work app's or installed corp's access token, a suite or provider token) before its expiry,
+/// as it may for operational reasons. 404 for a value that is not a live token, 400 for a token
+/// that is not Work WeChat's.
+async fn invalidate_token(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
+    let token = match serde_json::from_slice::<Value>(&body) {
+        Ok(Value::Object(fields)) => match fields.get("token") {
+            Some(Value::String(token)) if !token.is_empty() => token.clone(),
+            _ => return bad_request("token must be a non-empty string".into()),
+        },
+        _ => return bad_request(r#"expected {"token": "…"}"#.into()),
+    };
+    match shared.invalidate_early(&token) {
+        Ok(kind) => Json(json!({ "invalidated": kind })).into_response(),
+        Err(EarlyInvalidation::NotLive) => (
+            StatusCode::NOT_FOUND,
+            Json(json!({ "error": "no live token has this value" })),
+        )
+            .into_response(),
+        Err(EarlyInvalidation::NotWork) => bad_request(
+            "not a Work WeChat token: only access tokens of Work apps and installed corps, suite \
+             tokens and provider tokens are invalidated early"
+                .into(),
+        ),
+    }
 }
 
 async fn list_faults(State(shared): State<Arc<Shared>>) -> Json<Vec<FaultRule>> {

@@ -53,6 +53,16 @@ pub(crate) struct Shared {
     max_in_flight: AtomicU64,
 }
 
+/// Why [`Shared::invalidate_early`] invalidated nothing.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum EarlyInvalidation {
+    /// No token the mock minted is live with this value.
+    NotLive,
+    /// A live value, but not a Work WeChat token (the official accounts' tokens die when a new
+    /// one is fetched; tickets and codes have their own rules).
+    NotWork,
+}
+
 /// Counts one request as in flight until it is dropped, so that every way out of a handler
 /// (including a dropped connection) ends the count.
 pub(crate) struct InFlight<'a>(&'a Shared);
@@ -430,6 +440,29 @@ impl Shared {
     pub fn with_suites<R>(&self, f: impl FnOnce(&SuiteSettings, &mut SuiteCtx<'_>) -> R) -> R {
         let mut state = self.lock();
         f(&self.settings.suite, &mut state.suite_ctx())
+    }
+
+    /// Work WeChat invalidates `token` before its expiry, as it may for operational reasons
+    /// (docs/wechat.md#work-wechat): a Work app's or an installed corp's access token, a suite
+    /// token or a provider token. It dies now, is answered as superseded from then on (40001;
+    /// 40082 for the suite and provider tokens), and the next fetch mints a new one. Its kind
+    /// (`corp`, `suite`, `provider`), or why nothing was invalidated.
+    pub fn invalidate_early(&self, token: &str) -> Result<&'static str, EarlyInvalidation> {
+        let now = Instant::now();
+        let mut state = self.lock();
+        let kind = match state.credentials.live(token, Kind::Corp, now) {
+            Some(_) => "corp",
+            None => match state.credentials.get(token) {
+                Some(r) if r.kind == Kind::Suite && r.remaining(now).is_some() => "suite",
+                Some(r) if r.kind == Kind::Provider && r.remaining(now).is_some() => "provider",
+                Some(r) if r.remaining(now).is_some() => return Err(EarlyInvalidation::NotWork),
+                _ => return Err(EarlyInvalidation::NotLive),
+            },
+        };
+        state
+            .credentials
+            .supersede(&mut vec![token.to_owned()], now, Duration::ZERO, false);
+        Ok(kind)
     }
 
     pub fn stats(&self) -> MockStats {

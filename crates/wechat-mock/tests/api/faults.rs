@@ -195,3 +195,47 @@ async fn requests_held_by_a_delay_are_counted_in_flight() {
     assert_eq!(served.json["max_in_flight"], 3);
     assert_eq!(served.json["in_flight"], 0);
 }
+
+#[tokio::test]
+async fn a_held_answer_is_decided_at_once_and_delivered_late() {
+    let wx = Wx::start(config(1, 0)).await;
+    let first = wx.corp_token(CORPID, CORP_SECRET_1).await.access_token();
+    wx.mock.add_fault(FaultRule {
+        path: "/cgi-bin/gettoken".into(),
+        hold_answer_ms: Some(1500),
+        count: Some(1),
+        ..FaultRule::default()
+    });
+    // The held call is answered with the token live when it arrived, although that token has
+    // expired by the time the answer leaves; with `delay_ms` it would have been a new one.
+    let start = Instant::now();
+    let held = wx.corp_token(CORPID, CORP_SECRET_1).await;
+    assert!(start.elapsed() >= Duration::from_millis(1500));
+    assert_ok_wechat(&held);
+    assert_eq!(held.access_token(), first);
+    assert_work_error(&wx.business(&first).await, 42001, "access_token expired");
+    let account = format!("{CORPID}/{AGENT_1}");
+    assert_eq!(wx.mock.stats().issued("/cgi-bin/gettoken", &account), 1);
+
+    // Held behind an errcode: the fault's answer, late.
+    wx.mock.add_fault(FaultRule {
+        path: "/cgi-bin/gettoken".into(),
+        errcode: Some(-1),
+        hold_answer_ms: Some(300),
+        count: Some(1),
+        ..FaultRule::default()
+    });
+    let start = Instant::now();
+    let r = wx.corp_token(CORPID, CORP_SECRET_1).await;
+    assert!(start.elapsed() >= Duration::from_millis(300));
+    assert_work_error(&r, -1, "system error");
+    // Through /mock/faults too.
+    let r = wx
+        .post_json(
+            "/mock/faults",
+            &json!({"path": "/cgi-bin/gettoken", "hold_answer_ms": 200, "count": 1}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(wx.get("/mock/faults").await.json[0]["hold_answer_ms"], 200);
+}

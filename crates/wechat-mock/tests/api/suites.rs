@@ -742,3 +742,55 @@ async fn faults_failing_pushes_and_a_late_push_url() {
         Some("answered \"fail\" instead of \"success\"")
     );
 }
+
+#[tokio::test]
+async fn suite_and_provider_tokens_may_be_invalidated_early() {
+    let receiver = SuiteReceiver::start().await;
+    let wx = Wx::start(suite_config(60, 5, &receiver)).await;
+    let ticket = receiver.next_ticket(SUITE).await;
+    let suite_token = wx
+        .suite_token(SUITE, SUITE_SECRET, &ticket)
+        .await
+        .str("suite_access_token");
+    let provider = wx
+        .provider_token(PROVIDER, PROVIDER_SECRET)
+        .await
+        .str("provider_access_token");
+    for (param, token, kind) in [
+        ("suite_access_token", &suite_token, "suite"),
+        ("provider_access_token", &provider, "provider"),
+    ] {
+        let r = wx
+            .post_json("/mock/invalidate_token", &json!({"token": token}))
+            .await;
+        assert_eq!(r.json, json!({"invalidated": kind}), "{r:?}");
+        let dead = wx
+            .get(&format!("/cgi-bin/get_api_domain_ip?{param}={token}"))
+            .await;
+        assert_work_error(
+            &dead,
+            40082,
+            "invalid suite_acccess_token or provider_access_token",
+        );
+    }
+    // The next fetch mints a new one (the same ticket still buys it).
+    let renewed = wx
+        .suite_token(SUITE, SUITE_SECRET, &ticket)
+        .await
+        .str("suite_access_token");
+    assert_ne!(renewed, suite_token);
+    let r = wx
+        .get(&format!(
+            "/cgi-bin/service/get_pre_auth_code?suite_access_token={suite_token}"
+        ))
+        .await;
+    assert_eq!(r.errcode(), 40082, "{r:?}");
+    let renewed_provider = wx
+        .provider_token(PROVIDER, PROVIDER_SECRET)
+        .await
+        .str("provider_access_token");
+    assert_ne!(renewed_provider, provider);
+    let stats = wx.mock.stats();
+    assert_eq!(stats.suite(SUITE).suite_tokens_issued, 2);
+    assert_eq!(stats.provider_tokens(PROVIDER), 2);
+}

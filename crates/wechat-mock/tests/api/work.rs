@@ -3,6 +3,8 @@
 
 use std::time::{Duration, Instant};
 
+use serde_json::json;
+
 use crate::common::*;
 
 #[tokio::test]
@@ -145,4 +147,41 @@ async fn corp_and_app_tickets() {
     assert_eq!(stats.issued("/cgi-bin/ticket/get", &account1), 1);
     assert_eq!(stats.issued("/cgi-bin/ticket/get", &account2), 1);
     assert!(wx.mock.ticket_valid(&corp_ticket));
+}
+
+#[tokio::test]
+async fn work_wechat_may_invalidate_a_token_early() {
+    let wx = Wx::start(config(60, 5)).await;
+    let token = wx.corp_token(CORPID, CORP_SECRET_1).await.access_token();
+    let other = wx.corp_token(CORPID, CORP_SECRET_2).await.access_token();
+    let r = wx
+        .post_json("/mock/invalidate_token", &json!({"token": token}))
+        .await;
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.json, json!({"invalidated": "corp"}));
+    // Dead at once, answered as a token no longer the latest; the next fetch brings a new one,
+    // and the corp's other app is untouched.
+    assert_work_error(&wx.business(&token).await, 40001, "invalid credential");
+    let renewed = wx.corp_token(CORPID, CORP_SECRET_1).await.access_token();
+    assert_ne!(renewed, token);
+    assert_ok_wechat(&wx.business(&renewed).await);
+    assert_ok_wechat(&wx.business(&other).await);
+
+    // Only live Work tokens: a dead or unknown value is 404, an official account's token 400.
+    let r = wx
+        .post_json("/mock/invalidate_token", &json!({"token": token}))
+        .await;
+    assert_eq!(r.status, 404, "{r:?}");
+    let official = wx.legacy_token().await;
+    let r = wx
+        .post_json("/mock/invalidate_token", &json!({"token": official}))
+        .await;
+    assert_eq!(r.status, 400, "{r:?}");
+    assert_ok_wechat(&wx.business(&official).await);
+    for body in [json!({}), json!({"token": 7}), json!({"token": ""})] {
+        let r = wx.post_json("/mock/invalidate_token", &body).await;
+        assert_eq!(r.status, 400, "{body}: {r:?}");
+    }
+    let account = format!("{CORPID}/{AGENT_1}");
+    assert_eq!(wx.mock.stats().issued("/cgi-bin/gettoken", &account), 2);
 }

@@ -455,6 +455,7 @@ async fn a_refusal_for_another_reason_never_costs_a_refresh() {
         probability: None,
         count: None,
         delay_ms: None,
+        hold_answer_ms: None,
         drop_connection: false,
     });
     for _ in 0..5 {
