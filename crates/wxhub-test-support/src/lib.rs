@@ -9,6 +9,7 @@
 //! - [`faulty_store`]: a store with faults a test switches on (a slow write, failing reads).
 //! - [`helpers`]: the mock and the hub started in-process ([`helpers::spawn_app`],
 //!   [`helpers::TestHub`], [`helpers::HubOptions`]) and condition waits with deadlines.
+//! - [`logs`]: the hub's log lines, captured by a test that must show a value never reaches them.
 //! - [`in_process`]: WeChat in process (the mock's routes behind the hub's WeChat client), for
 //!   engine tests on tokio's paused clock.
 //! - [`platform`]: what the third-party platform tests share (the push relay, the platform's
@@ -19,6 +20,7 @@
 pub mod faulty_store;
 pub mod helpers;
 pub mod in_process;
+pub mod logs;
 pub mod platform;
 pub mod redis;
 pub mod suites;

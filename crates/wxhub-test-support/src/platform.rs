@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{StatusCode, Uri};
+use axum::http::{Method, StatusCode, Uri};
 use axum::response::IntoResponse;
-use axum::routing::post;
+use axum::routing::any;
 use serde_json::{json, Value};
 use wechat_mock::{MockConfig, MockServer};
 use wxhub::configuration::{ComponentSettings, RefreshOverrides, Secret};
@@ -23,24 +23,54 @@ pub const COMPONENT_TOKEN: &str = "pamtest";
 pub const COMPONENT_KEY: &str = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG";
 pub const OTHER_KEY: &str = "ZYXWVUTSRQPONMLKJIHGFEDCBA9876543210zyxwvut";
 
-/// Forwards each of the mock's pushes to every hub it is pointed at, in turn; answers what the
-/// first one answered (or 503 while it points nowhere).
+/// Forwards each of the mock's requests (its pushes, and Work WeChat's `GET` check of a callback
+/// URL) to every hub it is pointed at, in turn; answers what the first one answered (or 503 while
+/// it points nowhere), and keeps every hub's answer for the test to read.
 #[derive(Clone, Default)]
 pub struct Relay {
     targets: Arc<Mutex<Vec<String>>>,
+    deliveries: Arc<Mutex<Vec<Delivery>>>,
     address: String,
+}
+
+/// One request the relay handed to one hub, and the hub's answer.
+#[derive(Clone, Debug)]
+pub struct Delivery {
+    /// `GET` or `POST`.
+    pub method: Method,
+    /// The path the mock called (the push URL's path, with the account's id in it).
+    pub path: String,
+    /// The hub's HTTP status (502 when it could not be reached).
+    pub status: u16,
+    /// The hub's answer (`success` for an acknowledged push).
+    pub body: String,
+}
+
+/// What the relay's handler shares.
+#[derive(Clone)]
+struct RelayState {
+    targets: Arc<Mutex<Vec<String>>>,
+    deliveries: Arc<Mutex<Vec<Delivery>>>,
 }
 
 impl Relay {
     pub async fn start() -> Relay {
         let targets: Arc<Mutex<Vec<String>>> = Arc::default();
+        let deliveries: Arc<Mutex<Vec<Delivery>>> = Arc::default();
         let listener = tokio::net::TcpListener::bind(any_port()).await.unwrap();
         let address = format!("http://{}", listener.local_addr().unwrap());
         let app = axum::Router::new()
-            .route("/{*path}", post(forward))
-            .with_state(targets.clone());
+            .route("/{*path}", any(forward))
+            .with_state(RelayState {
+                targets: targets.clone(),
+                deliveries: deliveries.clone(),
+            });
         tokio::spawn(async move { axum::serve(listener, app).await });
-        Relay { targets, address }
+        Relay {
+            targets,
+            deliveries,
+            address,
+        }
     }
 
     /// The push URL the mock is given.
@@ -64,26 +94,39 @@ impl Relay {
     pub fn point_at(&self, hubs: &[&TestHub]) {
         *self.targets.lock().unwrap() = hubs.iter().map(|h| h.address.clone()).collect();
     }
+
+    /// Every hub answer so far, in the order the requests were handed over.
+    pub fn deliveries(&self) -> Vec<Delivery> {
+        self.deliveries.lock().unwrap().clone()
+    }
 }
 
 async fn forward(
-    State(targets): State<Arc<Mutex<Vec<String>>>>,
+    State(relay): State<RelayState>,
+    method: Method,
     uri: Uri,
     body: Bytes,
 ) -> axum::response::Response {
-    let targets = targets.lock().unwrap().clone();
+    let targets = relay.targets.lock().unwrap().clone();
     let client = reqwest::Client::new();
     let mut answers = Vec::new();
     for target in &targets {
         let sent = client
-            .post(format!("{target}{uri}"))
+            .request(method.clone(), format!("{target}{uri}"))
             .body(body.clone())
             .send()
             .await;
-        answers.push(match sent {
+        let (status, text) = match sent {
             Ok(r) => (r.status().as_u16(), r.text().await.unwrap_or_default()),
             Err(e) => (502, e.to_string()),
+        };
+        relay.deliveries.lock().unwrap().push(Delivery {
+            method: method.clone(),
+            path: uri.path().to_string(),
+            status,
+            body: text.clone(),
         });
+        answers.push((status, text));
     }
     match answers.into_iter().next() {
         Some((status, text)) => (StatusCode::from_u16(status).unwrap(), text).into_response(),
