@@ -24,5 +24,6 @@ mod rollover;
 mod runtime;
 mod runtime_suites;
 mod sdk;
+mod suites;
 mod tickets;
 mod watch;
