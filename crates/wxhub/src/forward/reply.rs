@@ -44,12 +44,20 @@ pub mod code {
     pub const COMPONENT_APPID_MISSING: i64 = 41018;
     /// A third-party platform the hub does not serve.
     pub const INVALID_COMPONENT: i64 = 61011;
+    /// Work WeChat: a wrong `suite_secret` (for the gateway: a key not granted the suite).
+    pub const INVALID_SUITE_SECRET: i64 = 40080;
     /// Work WeChat: an invalid suite token.
     pub const INVALID_SUITE_TOKEN: i64 = 40082;
     /// Work WeChat: an unknown suite id.
     pub const INVALID_SUITE_ID: i64 = 40083;
     /// Work WeChat: an invalid permanent code (no such installation).
     pub const INVALID_PERMANENT_CODE: i64 = 40084;
+    /// Work WeChat: no `suite_id`.
+    pub const SUITE_ID_MISSING: i64 = 41021;
+    /// Work WeChat: no `suite_access_token`.
+    pub const SUITE_TOKEN_MISSING: i64 = 41022;
+    /// Work WeChat: no `suite_secret`.
+    pub const SUITE_SECRET_MISSING: i64 = 41024;
 }
 
 /// WeChat's text for `code` on `host`.
@@ -75,6 +83,15 @@ fn text(code: i64, host: Host) -> &'static str {
         (_, code::INVALID_ARGS) => "invalid args: one token parameter per call",
         (_, code::COMPONENT_APPID_MISSING) => "missing component_appid",
         (_, code::INVALID_COMPONENT) => "invalid component",
+        // Work WeChat's third-party codes, with the texts its answers carry (the misspelling is
+        // Work WeChat's own).
+        (_, code::INVALID_SUITE_SECRET) => "invalid suite_secret",
+        (_, code::INVALID_SUITE_TOKEN) => "invalid suite_acccess_token or provider_access_token",
+        (_, code::INVALID_SUITE_ID) => "invalid SuiteId",
+        (_, code::INVALID_PERMANENT_CODE) => "invalid permanent_code",
+        (_, code::SUITE_ID_MISSING) => "suite_id missing",
+        (_, code::SUITE_TOKEN_MISSING) => "suite_access_token missing",
+        (_, code::SUITE_SECRET_MISSING) => "suite_secret missing",
         _ => "system error",
     }
 }

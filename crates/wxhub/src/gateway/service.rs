@@ -3,10 +3,14 @@
 //! hub's tokens and never makes Work WeChat issue others (see docs/suites.md):
 //!
 //! - `get_suite_token` with a consumer key granted the suite as `suite_secret` (the
-//!   `suite_ticket` is not needed: Work WeChat pushes tickets to the hub);
+//!   `suite_ticket` is not needed: Work WeChat pushes tickets to the hub); a key that is wrong
+//!   or not granted the suite is answered as a wrong secret (40080);
 //! - `get_provider_token` with a consumer key granted the provider as `provider_secret`;
 //! - `get_corp_token?suite_access_token=T` with T a suite token the hub serves: the installed
 //!   corp's token (the `permanent_code` is not needed: the hub keeps it, and never hands it out).
+//!
+//! Mistakes get Work WeChat's own errcodes and texts, in the order it checks them
+//! (docs/suites.md#the-gateway), so that an SDK reports them as it would Work WeChat's.
 
 use axum::body::Body;
 use axum::http::Method;
@@ -24,16 +28,17 @@ pub async fn suite_token(context: &ApiContext, method: &Method, body: Body) -> R
         Ok(fields) => fields,
         Err(response) => return response,
     };
+    // Work WeChat's checks in its order: both fields' types, then the suite, then the secret.
     let answer = (|| {
-        let suite_id = text_field(&fields, "suite_id")?.ok_or(code::INVALID_SUITE_ID)?;
-        let key = text_field(&fields, "suite_secret")?.ok_or(code::APPSECRET_MISSING)?;
-        let account = AccountId::suite(suite_id);
+        let suite_id = text_field(&fields, "suite_id")?;
+        let key = text_field(&fields, "suite_secret")?;
+        let account = AccountId::suite(suite_id.ok_or(code::SUITE_ID_MISSING)?);
         let credential = context
             .read_index
             .find(&account, None)
             .map_err(|_| code::INVALID_SUITE_ID)?;
-        if !granted(context, key, &account) {
-            return Err(code::INVALID_CREDENTIAL);
+        if !granted(context, key.ok_or(code::SUITE_SECRET_MISSING)?, &account) {
+            return Err(code::INVALID_SUITE_SECRET);
         }
         Ok(credential)
     })();
@@ -46,15 +51,16 @@ pub async fn provider_token(context: &ApiContext, method: &Method, body: Body) -
         Ok(fields) => fields,
         Err(response) => return response,
     };
+    // Work WeChat's checks in its order: both fields' types, then the corpid, then the secret.
     let answer = (|| {
-        let corpid = text_field(&fields, "corpid")?.ok_or(code::APPID_MISSING)?;
-        let key = text_field(&fields, "provider_secret")?.ok_or(code::APPSECRET_MISSING)?;
-        let account = AccountId::provider(corpid);
+        let corpid = text_field(&fields, "corpid")?;
+        let key = text_field(&fields, "provider_secret")?;
+        let account = AccountId::provider(corpid.ok_or(code::APPID_MISSING)?);
         let credential = context
             .read_index
             .find(&account, None)
             .map_err(|_| code::INVALID_APPID)?;
-        if !granted(context, key, &account) {
+        if !granted(context, key.ok_or(code::APPSECRET_MISSING)?, &account) {
             return Err(code::INVALID_CREDENTIAL);
         }
         Ok(credential)
@@ -75,7 +81,7 @@ pub async fn corp_token(
         Err(response) => return response,
     };
     let answer = (|| {
-        let token = param(query, "suite_access_token").ok_or(code::ACCESS_TOKEN_MISSING)?;
+        let token = param(query, "suite_access_token").ok_or(code::SUITE_TOKEN_MISSING)?;
         let suite = context
             .read_index
             .serving(&token, context.clock.now())

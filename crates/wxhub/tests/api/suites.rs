@@ -21,6 +21,7 @@ use crate::suites_support::*;
 const GET_SUITE_TOKEN: &str = "/cgi-bin/service/get_suite_token";
 const GET_CORP_TOKEN: &str = "/cgi-bin/service/get_corp_token";
 const GET_PERMANENT_CODE: &str = "/cgi-bin/service/get_permanent_code";
+const GET_PROVIDER_TOKEN: &str = "/cgi-bin/service/get_provider_token";
 
 /// A mock playing the provider side with tokens living `lifetime` (no ticket of its own during a
 /// test: one every ten minutes), `tune` applied to its configuration.
@@ -141,6 +142,17 @@ async fn answer_of(request: reqwest::RequestBuilder) -> Value {
         .json()
         .await
         .expect("a JSON answer")
+}
+
+/// The errcode and the text before Work WeChat's per-request suffix.
+fn errcode_and_text(answer: &Value) -> (i64, String) {
+    let errmsg = answer["errmsg"].as_str().unwrap_or_default();
+    let text = errmsg
+        .split(", hint:")
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    (answer["errcode"].as_i64().unwrap_or(0), text)
 }
 
 /// A call of the Work business API with `param=token`, straight to the mock: its errcode.
@@ -905,6 +917,142 @@ async fn a_refused_suite_ticket_keeps_the_suite_token_served_until_the_next_push
         work_call(&mock, "suite_access_token", &served.access_token).await,
         0
     );
+    hub.stop().await;
+}
+
+#[tokio::test]
+async fn the_work_gateway_answers_service_tokens_from_the_hub_and_refuses_like_work_wechat() {
+    let (mock, _relay, hub) = steady_suite().await;
+    let corpid = install(&mock).await;
+    let suite = hub
+        .token_at(&format!("/v1/suites/{SUITE}/access_token"))
+        .await;
+    let provider = hub
+        .token_at(&format!("/v1/providers/{PROVIDER}/access_token"))
+        .await;
+    let corp = hub.token_at(&corp_path(&corpid, "access_token")).await;
+    let client = &hub.client;
+    let ask = |base: String, path: &str, body: Value| {
+        answer_of(client.post(format!("{base}{path}")).json(&body))
+    };
+    let gateway = hub.work_gateway.clone();
+    let issued = |mock: &MockServer| {
+        let s = stats(mock);
+        (
+            s.suite(SUITE).suite_tokens_issued,
+            s.provider_tokens(PROVIDER),
+            s.suite(SUITE).corp_tokens_issued,
+        )
+    };
+    let before = issued(&mock);
+
+    // The consumer key stands in for the secret; the ticket and the permanent code are not
+    // needed (Work WeChat pushes tickets to the hub, which keeps the codes).
+    let answer = ask(
+        gateway.clone(),
+        GET_SUITE_TOKEN,
+        json!({ "suite_id": SUITE, "suite_secret": ADMIN_KEY, "suite_ticket": "any" }),
+    )
+    .await;
+    assert_eq!(
+        answer["suite_access_token"],
+        suite.access_token.as_str(),
+        "{answer}"
+    );
+    assert!(
+        answer["expires_in"].as_u64().is_some_and(|s| s > 0),
+        "{answer}"
+    );
+    let answer = ask(
+        gateway.clone(),
+        GET_PROVIDER_TOKEN,
+        json!({ "corpid": PROVIDER, "provider_secret": ADMIN_KEY }),
+    )
+    .await;
+    assert_eq!(
+        answer["provider_access_token"],
+        provider.access_token.as_str(),
+        "{answer}"
+    );
+    let answer = ask(
+        gateway.clone(),
+        &format!("{GET_CORP_TOKEN}?suite_access_token={}", suite.access_token),
+        json!({ "auth_corpid": corpid, "permanent_code": "any" }),
+    )
+    .await;
+    assert_eq!(
+        answer["access_token"],
+        corp.access_token.as_str(),
+        "{answer}"
+    );
+    assert_eq!(issued(&mock), before, "nothing minted at Work WeChat");
+
+    // Mistakes are answered as Work WeChat answers them (a wrong key as a wrong secret).
+    let mistakes = [
+        (
+            GET_SUITE_TOKEN.to_string(),
+            json!({ "suite_secret": ADMIN_KEY }),
+        ),
+        (
+            GET_SUITE_TOKEN.to_string(),
+            json!({ "suite_id": "wwnosuchsuite00001", "suite_secret": ADMIN_KEY }),
+        ),
+        (GET_SUITE_TOKEN.to_string(), json!({ "suite_id": SUITE })),
+        (
+            GET_SUITE_TOKEN.to_string(),
+            json!({ "suite_id": SUITE, "suite_secret": "not-a-key" }),
+        ),
+        (
+            GET_SUITE_TOKEN.to_string(),
+            json!({ "suite_id": SUITE, "suite_secret": READER_KEY }),
+        ),
+        (
+            GET_SUITE_TOKEN.to_string(),
+            json!({ "suite_id": SUITE, "suite_secret": 7 }),
+        ),
+        (
+            GET_PROVIDER_TOKEN.to_string(),
+            json!({ "provider_secret": ADMIN_KEY }),
+        ),
+        (
+            GET_PROVIDER_TOKEN.to_string(),
+            json!({ "corpid": "wwnosuchprovider01", "provider_secret": ADMIN_KEY }),
+        ),
+        (
+            GET_PROVIDER_TOKEN.to_string(),
+            json!({ "corpid": PROVIDER }),
+        ),
+        (
+            GET_PROVIDER_TOKEN.to_string(),
+            json!({ "corpid": PROVIDER, "provider_secret": "not-a-key" }),
+        ),
+        (
+            GET_CORP_TOKEN.to_string(),
+            json!({ "auth_corpid": corpid, "permanent_code": "any" }),
+        ),
+        (
+            format!("{GET_CORP_TOKEN}?suite_access_token=not-a-suite-token"),
+            json!({ "auth_corpid": corpid, "permanent_code": "any" }),
+        ),
+        (
+            format!("{GET_CORP_TOKEN}?suite_access_token={}", suite.access_token),
+            json!({ "permanent_code": "any" }),
+        ),
+        (
+            format!("{GET_CORP_TOKEN}?suite_access_token={}", suite.access_token),
+            json!({ "auth_corpid": "wwnotinstalled0001", "permanent_code": "any" }),
+        ),
+    ];
+    for (path, body) in mistakes {
+        let hub_answer = ask(gateway.clone(), &path, body.clone()).await;
+        let wechat = ask(mock.base_url(), &path, body.clone()).await;
+        assert_eq!(
+            errcode_and_text(&hub_answer),
+            errcode_and_text(&wechat),
+            "{path} {body}: {hub_answer} vs {wechat}"
+        );
+    }
+    assert_eq!(issued(&mock), before, "nothing minted at Work WeChat");
     hub.stop().await;
 }
 
