@@ -19,10 +19,22 @@ use super::proxy::{inspect, streamed, Outgoing};
 use super::query;
 use super::Forwarder;
 use crate::engine::Engine;
+use crate::kinds::Kind;
 use crate::read::Credential;
 
 /// WeChat's answers that mean "this access token is dead" (invalid, unknown, expired).
 pub const DEAD_TOKEN: [i64; 3] = [40001, 40014, 42001];
+/// Work WeChat's answers that mean "this suite or provider token is dead" (invalid, expired):
+/// what a call carrying `suite_access_token` or `provider_access_token` gets instead.
+pub const DEAD_SERVICE_TOKEN: [i64; 2] = [40082, 42009];
+
+/// Whether `errcode`, on a call made with a token of `credential`'s kind, says that token is
+/// dead.
+fn says_dead(credential: &Credential, errcode: i64) -> bool {
+    DEAD_TOKEN.contains(&errcode)
+        || (matches!(credential.key.account.kind(), Kind::Suite | Kind::Provider)
+            && DEAD_SERVICE_TOKEN.contains(&errcode))
+}
 
 /// The hub-served token a call carries, and whose it is.
 pub struct Heal {
@@ -66,7 +78,10 @@ pub async fn forward(
         Ok(answer) => inspect(answer).await,
         Err(e) => return e.response(host),
     };
-    if !first.errcode.is_some_and(|code| DEAD_TOKEN.contains(&code)) {
+    if !first
+        .errcode
+        .is_some_and(|code| says_dead(&heal.credential, code))
+    {
         return first.response;
     }
     let fresh = match engine.invalidate(&heal.credential, &heal.token).await {

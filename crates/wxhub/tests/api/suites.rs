@@ -1057,6 +1057,58 @@ async fn the_work_gateway_answers_service_tokens_from_the_hub_and_refuses_like_w
 }
 
 #[tokio::test]
+async fn business_calls_with_a_corp_suite_or_provider_token_work_wechat_killed_early_are_healed() {
+    let mut options = suite_options(&[]);
+    // Tokens are killed within a second of their fetch here.
+    options.refresh.min_refresh_interval = Duration::from_millis(1);
+    let (mock, _relay, hub) = suite_hub(Duration::from_secs(60), |c| c, options).await;
+    let corpid = install(&mock).await;
+    let suite = hub
+        .token_at(&format!("/v1/suites/{SUITE}/access_token"))
+        .await;
+    let corp = hub.token_at(&corp_path(&corpid, "access_token")).await;
+    let provider_path = format!("/v1/providers/{PROVIDER}/access_token");
+    let provider = hub.token_at(&provider_path).await;
+    let call = |param: &'static str, token: String| {
+        answer_of(
+            hub.client
+                .get(format!("{}/cgi-bin/get_api_domain_ip", hub.work_gateway))
+                .query(&[(param, token)]),
+        )
+    };
+    for (param, old) in [
+        ("access_token", corp.access_token.clone()),
+        ("suite_access_token", suite.access_token.clone()),
+        ("provider_access_token", provider.access_token.clone()),
+    ] {
+        // Work WeChat invalidates the token early, as it may.
+        let killed = owner(&mock, "invalidate_token", json!({ "token": old })).await;
+        assert!(killed["invalidated"].is_string(), "{killed}");
+        assert_ne!(work_call(&mock, param, &old).await, 0, "{param}: dead");
+        // The call made with it is refused, the token replaced and the call replayed.
+        let answer = call(param, old.clone()).await;
+        assert!(answer["ip_list"].is_array(), "{param}: {answer}");
+    }
+    let corp_after = hub.token_at(&corp_path(&corpid, "access_token")).await;
+    let suite_after = hub
+        .token_at(&format!("/v1/suites/{SUITE}/access_token"))
+        .await;
+    assert_ne!(corp_after.access_token, corp.access_token);
+    assert_ne!(suite_after.access_token, suite.access_token);
+    let provider_after = hub.token_at(&provider_path).await;
+    assert_ne!(provider_after.access_token, provider.access_token);
+    // One new token each, whatever else was asked.
+    let counts = stats(&mock).suite(SUITE);
+    assert_eq!(
+        (counts.suite_tokens_issued, counts.corp_tokens_issued),
+        (2, 2),
+        "{counts:?}"
+    );
+    assert_eq!(stats(&mock).provider_tokens(PROVIDER), 2);
+    hub.stop().await;
+}
+
+#[tokio::test]
 async fn the_provider_token_is_served_renewed_and_replaced_when_work_wechat_kills_it() {
     let lifetime = Duration::from_secs(4);
     let mut options = suite_options(&[]);
