@@ -584,8 +584,6 @@ async fn a_reset_permanent_code_racing_a_corp_token_refresh_keeps_the_corp_serve
     );
 
     let token_key = format!("auth_corp_token/{SUITE}/{corpid}");
-    let history = |token: &Value| token["history"].as_array().cloned().unwrap_or_default();
-    let refreshes = history(&hub.credential(&token_key).await).len();
     let calls = stats(&mock).calls(GET_CORP_TOKEN, &corpid);
     let done = corp_token_calls_done(&hub).await;
     // The hub's next renewal of the corp token leaves with the old code and is held before Work
@@ -614,19 +612,18 @@ async fn a_reset_permanent_code_racing_a_corp_token_refresh_keeps_the_corp_serve
         "the new code is stored before the reset is acknowledged"
     );
 
-    // The held call reaches Work WeChat with the dead code and is refused; the hub retries once
-    // with the code the reset stored.
+    // The held call reaches Work WeChat with the dead code and is refused; the hub retries at
+    // once with the code the reset stored, and that succeeds (long before the token the reset
+    // brought expires, when a renewal would take the new code anyway).
     wait_until(
         Duration::from_secs(10),
         "the held renewal was refused for its old code",
         || async { stats(&mock).outcome(GET_CORP_TOKEN, 40084) >= 1 },
     )
     .await;
-    // The hub retries once with the code the reset stored, and that succeeds: nothing failed,
-    // nothing needs the owner.
     wait_until(
-        Duration::from_secs(10),
-        "the raced renewal is retried with the new code",
+        Duration::from_millis(1500),
+        "the refused renewal is retried at once with the new code",
         || async { stats(&mock).calls(GET_CORP_TOKEN, &corpid) >= calls + 2 },
     )
     .await;
@@ -636,39 +633,11 @@ async fn a_reset_permanent_code_racing_a_corp_token_refresh_keeps_the_corp_serve
         || async { corp_token_calls_done(&hub).await >= done + 2 },
     )
     .await;
-    wait_until(
-        Duration::from_secs(10),
-        "the raced renewal is in the history",
-        || async { history(&hub.credential(&token_key).await).len() > refreshes },
-    )
-    .await;
-    let token = hub.credential(&token_key).await;
-    let raced = history(&token);
-    assert!(
-        raced[refreshes..]
-            .iter()
-            .all(|point| point["outcome"] == "ok" || point["outcome"] == "unchanged"),
-        "{token}"
+    let token = hub.token_at(&path).await;
+    assert_eq!(
+        business_call(&hub.client, &mock, &token.access_token).await,
+        0
     );
-    assert!(token["last_error"].is_null(), "{token}");
-    let issued = stats(&mock).suite(SUITE).corp_tokens_issued;
-    // Renewed with the new code past the old token's expiry: a token Work WeChat minted after
-    // the race, served and working.
-    wait_until(
-        Duration::from_secs(15),
-        "a corp token minted after the race is served",
-        || async { stats(&mock).suite(SUITE).corp_tokens_issued > issued },
-    )
-    .await;
-    let deadline = tokio::time::Instant::now() + lifetime;
-    while tokio::time::Instant::now() < deadline {
-        let token = hub.token_at(&path).await;
-        assert_eq!(
-            business_call(&hub.client, &mock, &token.access_token).await,
-            0
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
     let suite = stats(&mock).suite(SUITE);
     assert_eq!(
         stats(&mock).outcome(GET_CORP_TOKEN, 40084),
@@ -684,7 +653,10 @@ async fn a_reset_permanent_code_racing_a_corp_token_refresh_keeps_the_corp_serve
         .unwrap();
     assert_eq!(listing["corps"][0]["state"], "active", "{listing}");
     let token = hub.credential(&token_key).await;
-    assert!(token["last_error"].is_null(), "{token}");
+    assert!(
+        token["last_error"].is_null() && token["previous_error"].is_null(),
+        "no renewal of the corp token ever failed: {token}"
+    );
     hub.stop().await;
 }
 
@@ -723,7 +695,7 @@ async fn revoked_everywhere(hub: &TestHub, store: &Arc<dyn Store>, corpid: &str)
 
 #[tokio::test]
 async fn a_cancel_auth_while_a_corp_token_refresh_is_in_flight_stays_revoked() {
-    let lifetime = Duration::from_secs(4);
+    let lifetime = Duration::from_secs(2);
     let store: Arc<dyn Store> = Arc::new(wxhub::store::memory::MemoryStore::new());
     let (mock, _relay, hub) = suite_hub(lifetime, |c| c, options_on(&store)).await;
     let corpid = install(&mock).await;
@@ -766,7 +738,7 @@ async fn a_cancel_auth_while_a_corp_token_refresh_is_in_flight_stays_revoked() {
 
 #[tokio::test]
 async fn a_corp_token_answered_before_a_cancel_auth_and_received_after_it_is_not_served() {
-    let lifetime = Duration::from_secs(4);
+    let lifetime = Duration::from_secs(2);
     let store: Arc<dyn Store> = Arc::new(wxhub::store::memory::MemoryStore::new());
     let (mock, _relay, hub) = suite_hub(lifetime, |c| c, options_on(&store)).await;
     let corpid = install(&mock).await;
@@ -1110,7 +1082,7 @@ async fn business_calls_with_a_corp_suite_or_provider_token_work_wechat_killed_e
 
 #[tokio::test]
 async fn the_provider_token_is_served_renewed_and_replaced_when_work_wechat_kills_it() {
-    let lifetime = Duration::from_secs(4);
+    let lifetime = Duration::from_secs(2);
     let mut options = suite_options(&[]);
     // The token is killed within a second of its fetch here.
     options.refresh.min_refresh_interval = Duration::from_millis(1);
@@ -1118,20 +1090,28 @@ async fn the_provider_token_is_served_renewed_and_replaced_when_work_wechat_kill
     let path = format!("/v1/providers/{PROVIDER}/access_token");
     let mut seen = std::collections::BTreeSet::new();
     let deadline = tokio::time::Instant::now() + lifetime * 3;
+    let mut checked = 0;
     while tokio::time::Instant::now() < deadline {
         let token = hub.token_at(&path).await;
-        assert_eq!(
-            work_call(&mock, "provider_access_token", &token.access_token).await,
-            0,
-            "a served provider token always works"
-        );
+        // A token in its last second may die at Work WeChat before the call reaches it (the hub
+        // counts its life from the answer, Work WeChat from the minting): consumers are told
+        // to ask again (expires_in 0), and the call is not judged.
+        if token.expires_in > 0 {
+            assert_eq!(
+                work_call(&mock, "provider_access_token", &token.access_token).await,
+                0,
+                "a served provider token works"
+            );
+            checked += 1;
+        }
         seen.insert(token.access_token);
-        tokio::time::sleep(Duration::from_millis(250)).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    assert!(checked >= 10, "{checked} calls judged");
     // Work WeChat hands the same token back until it expires: a new one each lifetime.
     let issued = stats(&mock).provider_tokens(PROVIDER);
     assert!(
-        (3..=5).contains(&issued),
+        (3..=6).contains(&issued),
         "provider tokens issued: {issued}"
     );
     assert!(seen.len() >= 3, "{seen:?}");
