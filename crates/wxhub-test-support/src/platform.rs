@@ -229,3 +229,89 @@ pub async fn authorize(mock: &MockServer) -> String {
     assert_eq!(answer["push"]["acknowledged"], true, "{answer}");
     answer["authorizer_appid"].as_str().unwrap().to_string()
 }
+
+/// An account authorizes the platform through an authorization link whose `authorized` push
+/// does not reach the hub (the relay points nowhere meanwhile, then at `hubs` again): only the
+/// code the redirect carries registers it. Returns the authorizer appid and that code.
+pub async fn authorize_unpushed(
+    mock: &MockServer,
+    relay: &Relay,
+    hubs: &[&TestHub],
+    pre_auth_code: &str,
+) -> (String, String) {
+    relay.point_at(&[]);
+    let granted = owner(
+        mock,
+        "authorize",
+        json!({ "component_appid": COMPONENT, "pre_auth_code": pre_auth_code }),
+    )
+    .await;
+    relay.point_at(hubs);
+    assert_eq!(granted["push"]["acknowledged"], false, "{granted}");
+    (
+        granted["authorizer_appid"].as_str().unwrap().to_string(),
+        granted["authorization_code"].as_str().unwrap().to_string(),
+    )
+}
+
+/// WeChat's current refresh token of `authorizer`, as `api_get_authorizer_list` shows it to the
+/// holder of a component token (here the hub's).
+pub async fn wechats_refresh_token(
+    mock: &MockServer,
+    component_token: &str,
+    authorizer: &str,
+) -> String {
+    let list: Value = reqwest::Client::new()
+        .post(format!(
+            "{}/cgi-bin/component/api_get_authorizer_list?component_access_token={component_token}",
+            mock.base_url()
+        ))
+        .json(&json!({ "component_appid": COMPONENT, "offset": 0, "count": 500 }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    list["list"]
+        .as_array()
+        .and_then(|list| list.iter().find(|a| a["authorizer_appid"] == authorizer))
+        .and_then(|a| a["refresh_token"].as_str())
+        .filter(|r| !r.is_empty())
+        .unwrap_or_else(|| panic!("{authorizer} is listed with a refresh token: {list}"))
+        .to_string()
+}
+
+/// Kills the authorizer token `old` behind the hub's back: another party fetches a new one
+/// straight from WeChat (`api_authorizer_token` with WeChat's refresh token, read from the list),
+/// and this waits until WeChat refuses `old` (after its overlap).
+pub async fn authorizer_token_killed_behind_the_hubs_back(
+    mock: &MockServer,
+    component_token: &str,
+    authorizer: &str,
+    old: &str,
+) {
+    let refresh = wechats_refresh_token(mock, component_token, authorizer).await;
+    let answer: Value = reqwest::Client::new()
+        .post(format!(
+            "{}/cgi-bin/component/api_authorizer_token?component_access_token={component_token}",
+            mock.base_url()
+        ))
+        .json(&json!({
+            "component_appid": COMPONENT,
+            "authorizer_appid": authorizer,
+            "authorizer_refresh_token": refresh,
+        }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(answer["authorizer_access_token"].is_string(), "{answer}");
+    let client = reqwest::Client::new();
+    wait_until(Duration::from_secs(10), "the old token dies", || async {
+        business_call(&client, mock, old).await != 0
+    })
+    .await;
+}

@@ -17,6 +17,11 @@ pub const AUDIT_CAPACITY: usize = 1000;
 /// Who a reload by signal is recorded as.
 pub const SIGNAL_RELOAD: &str = "SIGHUP";
 
+/// Who an authorizer registered through the gateway's `api_query_auth` is recorded as: that call
+/// carries the platform's component token, which names no consumer. A runtime consumer cannot
+/// take the name (`:` is not allowed in one).
+pub const GATEWAY_COMPONENT_TOKEN: &str = "gateway:component_access_token";
+
 /// The names the trail records actions of others than consumers by. A consumer may not take one
 /// (in any case): its actions would read as those of the signal.
 pub const RESERVED_ACTORS: &[&str] = &[SIGNAL_RELOAD];

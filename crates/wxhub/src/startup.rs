@@ -271,6 +271,7 @@ impl Application {
             engine.clone(),
             read_index.clone(),
             platform_upstream.clone(),
+            settings.secrets.master_key.as_ref(),
         ));
         let suites = Arc::new(crate::suites::Suites::new(
             control.clone(),

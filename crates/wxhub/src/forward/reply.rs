@@ -46,6 +46,11 @@ pub mod code {
     pub const INVALID_COMPONENT: i64 = 61011;
     /// Work WeChat: a wrong `suite_secret` (for the gateway: a key not granted the suite).
     pub const INVALID_SUITE_SECRET: i64 = 40080;
+    /// No `authorization_code` in an `api_query_auth` call.
+    pub const CODE_MISSING: i64 = 41008;
+    /// An `authorizer_refresh_token` that is not the authorizer's (or an authorizer that
+    /// withdrew): a refetch of the component token cannot change it, so an SDK does not loop.
+    pub const REFRESH_TOKEN_INVALID: i64 = 61023;
     /// Work WeChat: an invalid suite token.
     pub const INVALID_SUITE_TOKEN: i64 = 40082;
     /// Work WeChat: an unknown suite id.
@@ -92,6 +97,8 @@ fn text(code: i64, host: Host) -> &'static str {
         (_, code::SUITE_ID_MISSING) => "suite_id missing",
         (_, code::SUITE_TOKEN_MISSING) => "suite_access_token missing",
         (_, code::SUITE_SECRET_MISSING) => "suite_secret missing",
+        (_, code::CODE_MISSING) => "missing code",
+        (_, code::REFRESH_TOKEN_INVALID) => "refresh_token is invalid",
         _ => "system error",
     }
 }
@@ -133,6 +140,15 @@ pub fn error_with_status(status: StatusCode, code: i64, host: Host) -> Response 
     });
     *response.status_mut() = status;
     response
+}
+
+/// An error WeChat gave the hub, passed on to the caller as WeChat worded it (`errmsg` as the
+/// upstream client read it: bounded, control characters escaped).
+pub fn relayed(code: i64, errmsg: &str) -> Response {
+    json(&Status {
+        errcode: code,
+        errmsg,
+    })
 }
 
 /// A JSON body with WeChat's content type.

@@ -4,6 +4,8 @@
 //!
 //! The parts, one concern each:
 //! - [`token`] — the token and ticket endpoints, answered by the hub in WeChat's shapes;
+//! - [`component`] — the third-party platform's authorization endpoints (`api_query_auth`,
+//!   `api_authorizer_token`), so that a platform SDK's authorizers are the hub's;
 //! - [`service`] — Work WeChat's third-party token endpoints (suite, provider, installed corp);
 //! - [`secret`] — the AppSecret put in place of a consumer key on the calls that carry it;
 //! - everything else is forwarded to WeChat and back by [`crate::forward`], which heals a call
@@ -13,6 +15,7 @@
 //! one, or the previous one within WeChat's overlap); otherwise it is refused with 40014, as
 //! WeChat would, without reaching WeChat.
 
+pub mod component;
 pub mod secret;
 pub mod service;
 pub mod token;
@@ -88,6 +91,12 @@ async fn handle(State(gateway): State<Arc<Gateway>>, request: Request) -> Respon
         (Host::Official, "/cgi-bin/component/api_component_token") => {
             return token::component(context, &parts.method, body).await
         }
+        (Host::Official, "/cgi-bin/component/api_query_auth") => {
+            return component::query_auth(context, &parts.method, path, query, body).await
+        }
+        (Host::Official, "/cgi-bin/component/api_authorizer_token") => {
+            return component::authorizer_token(context, &parts.method, path, query, body).await
+        }
         (Host::Work, "/cgi-bin/service/get_suite_token") => {
             return service::suite_token(context, &parts.method, body).await
         }
@@ -159,11 +168,13 @@ fn is_canonical(path: &str) -> bool {
 }
 
 /// The paths the gateway answers or rewrites itself, besides `/sns/…`.
-const HUB_PATHS: [&str; 10] = [
+const HUB_PATHS: [&str; 12] = [
     "/cgi-bin/token",
     "/cgi-bin/stable_token",
     "/cgi-bin/gettoken",
     "/cgi-bin/component/api_component_token",
+    "/cgi-bin/component/api_query_auth",
+    "/cgi-bin/component/api_authorizer_token",
     "/cgi-bin/ticket/getticket",
     "/cgi-bin/get_jsapi_ticket",
     "/cgi-bin/ticket/get",

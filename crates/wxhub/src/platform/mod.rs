@@ -7,6 +7,8 @@
 //! WeChat's push is acknowledged or the consumer is answered; it is deleted only on revocation.
 
 pub mod receiver;
+mod sdk;
+mod stand_in;
 mod watchdog;
 
 use std::sync::{Arc, Mutex};
@@ -15,7 +17,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::children::{Children, Pager};
-use crate::configuration::ComponentSettings;
+use crate::configuration::{ComponentSettings, MasterKey};
 use crate::control::{Control, ControlError};
 use crate::engine::{Engine, RefreshError};
 use crate::envelope::RecentPushes;
@@ -26,6 +28,7 @@ use crate::registry::AccountSpec;
 use crate::token::Timestamp;
 use crate::upstream::{Authorization, Upstream, UpstreamError};
 pub use receiver::{Push, PushKind, Refused};
+pub use sdk::{SdkAuthorizer, SdkRefusal};
 pub use watchdog::run_watchdogs;
 
 /// Authorizers per `api_get_authorizer_list` page (WeChat's maximum).
@@ -98,15 +101,18 @@ pub struct Platform {
     /// The pushes acted on lately, so that a replay within the freshness window is acknowledged
     /// without acting again (an `authorized` push would cost a WeChat call each time).
     recent_pushes: Mutex<RecentPushes>,
+    /// The refresh tokens platform SDKs hold in WeChat's place.
+    stand_ins: stand_in::StandIns,
 }
 
 impl Platform {
-    /// The platform operations of one hub.
+    /// The platform operations of one hub, whose `[secrets] master_key` is `master_key`.
     pub fn new(
         control: Arc<Control>,
         engine: Engine,
         read_index: Arc<ReadIndex>,
         upstream: Upstream,
+        master_key: Option<&MasterKey>,
     ) -> Self {
         Platform {
             control,
@@ -114,6 +120,7 @@ impl Platform {
             read_index,
             upstream,
             recent_pushes: Mutex::default(),
+            stand_ins: stand_in::StandIns::new(master_key),
         }
     }
 

@@ -987,3 +987,318 @@ async fn an_authorized_push_delivered_twice_is_exchanged_once() {
         "the replay cost no second exchange"
     );
 }
+
+/// A platform call at the gateway with the component token `token`.
+async fn at_gateway(hub: &TestHub, path: &str, token: &str, body: Value) -> Value {
+    answer_of(
+        hub.client
+            .post(format!(
+                "{}/cgi-bin/component/{path}?component_access_token={token}",
+                hub.gateway
+            ))
+            .json(&body),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn a_platform_sdks_authorization_goes_through_the_hub_and_its_refresh_token_is_a_stand_in() {
+    let (mock, relay, hub) = steady_platform().await;
+    let component_token = hub
+        .token_at(&format!("/v1/components/{COMPONENT}/access_token"))
+        .await
+        .access_token;
+    let ct = component_token.as_str();
+    let query_auth_path = "/cgi-bin/component/api_query_auth";
+    let refresh_path = "/cgi-bin/component/api_authorizer_token";
+
+    // The SDK's link (its pre-auth code goes through to WeChat); the owner authorizes; the push
+    // does not reach the hub, the redirect's code does.
+    let pre = at_gateway(
+        &hub,
+        "api_create_preauthcode",
+        ct,
+        json!({ "component_appid": COMPONENT }),
+    )
+    .await;
+    let pre = pre["pre_auth_code"].as_str().expect("a pre-auth code");
+    let (authorizer, code) = authorize_unpushed(&mock, &relay, &[&hub], pre).await;
+    let token_path = authorizer_path(&authorizer, "access_token");
+    assert_eq!(
+        hub.get(&token_path).await.status(),
+        404,
+        "not registered yet"
+    );
+
+    let answer = at_gateway(
+        &hub,
+        "api_query_auth",
+        ct,
+        json!({ "component_appid": COMPONENT, "authorization_code": code }),
+    )
+    .await;
+    assert_eq!(stats(&mock).total_calls(query_auth_path), 1);
+    let info = &answer["authorization_info"];
+    assert_eq!(info["authorizer_appid"], authorizer.as_str(), "{answer}");
+    // Registered, and the SDK holds the hub's token.
+    let served = hub.token_at(&token_path).await;
+    assert_eq!(
+        info["authorizer_access_token"],
+        served.access_token.as_str()
+    );
+    assert!(
+        info["expires_in"].as_u64().is_some_and(|s| s > 0),
+        "{answer}"
+    );
+    assert_eq!(info["func_info"][0]["funcscope_category"]["id"], 1);
+    let listing: Value = hub
+        .get(&format!("/v1/components/{COMPONENT}/authorizers"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        listing["authorizers"][0]["authorizer_appid"],
+        authorizer.as_str()
+    );
+    // The refresh token is a stand-in: never WeChat's, which stays in the hub.
+    let stand_in = info["authorizer_refresh_token"]
+        .as_str()
+        .filter(|r| !r.is_empty())
+        .expect("a refresh token")
+        .to_string();
+    let wechats = wechats_refresh_token(&mock, ct, &authorizer).await;
+    assert_ne!(stand_in, wechats);
+    assert!(!answer.to_string().contains(&wechats), "{answer}");
+
+    // The SDK's refreshes are answered from the hub's token, twice, without a call to WeChat.
+    let refresh = |refresh_token: &str| {
+        at_gateway(
+            &hub,
+            "api_authorizer_token",
+            ct,
+            json!({
+                "component_appid": COMPONENT,
+                "authorizer_appid": authorizer,
+                "authorizer_refresh_token": refresh_token,
+            }),
+        )
+    };
+    let fetched = stats(&mock).total_calls(refresh_path);
+    for _ in 0..2 {
+        let answer = refresh(&stand_in).await;
+        assert_eq!(
+            answer["authorizer_access_token"],
+            served.access_token.as_str(),
+            "{answer}"
+        );
+        assert_eq!(answer["authorizer_refresh_token"], stand_in.as_str());
+        assert!(
+            answer["expires_in"].as_u64().is_some_and(|s| s > 0),
+            "{answer}"
+        );
+    }
+    assert_eq!(stats(&mock).total_calls(refresh_path), fetched, "no fetch");
+
+    // Mistakes: answered with errcodes a refetch of the component token cannot loop on (only a
+    // component token the hub does not serve gets 40014, which the refetch fixes); none reaches
+    // WeChat.
+    let other_stand_in = {
+        let mut s = stand_in.clone();
+        let last = if s.ends_with('A') { "B" } else { "A" };
+        s.replace_range(s.len() - 1.., last);
+        s
+    };
+    let cases = [
+        (
+            refresh_path,
+            ct,
+            json!({ "component_appid": COMPONENT, "authorizer_appid": authorizer, "authorizer_refresh_token": wechats }),
+            61023,
+        ),
+        (
+            refresh_path,
+            ct,
+            json!({ "component_appid": COMPONENT, "authorizer_appid": authorizer, "authorizer_refresh_token": other_stand_in }),
+            61023,
+        ),
+        (
+            refresh_path,
+            ct,
+            json!({ "component_appid": COMPONENT, "authorizer_appid": "wx00000000000000ff", "authorizer_refresh_token": stand_in }),
+            61023,
+        ),
+        (
+            refresh_path,
+            ct,
+            json!({ "component_appid": COMPONENT, "authorizer_appid": authorizer }),
+            61023,
+        ),
+        (
+            refresh_path,
+            ct,
+            json!({ "component_appid": COMPONENT, "authorizer_refresh_token": stand_in }),
+            41002,
+        ),
+        (
+            refresh_path,
+            ct,
+            json!({ "component_appid": "wxc00000000000000ff", "authorizer_appid": authorizer, "authorizer_refresh_token": stand_in }),
+            61011,
+        ),
+        (
+            refresh_path,
+            ct,
+            json!({ "authorizer_appid": authorizer, "authorizer_refresh_token": stand_in }),
+            41018,
+        ),
+        (
+            refresh_path,
+            "not-a-hub-token",
+            json!({ "component_appid": COMPONENT, "authorizer_appid": authorizer, "authorizer_refresh_token": stand_in }),
+            40014,
+        ),
+        (
+            query_auth_path,
+            ct,
+            json!({ "component_appid": COMPONENT }),
+            41008,
+        ),
+        (
+            query_auth_path,
+            &served.access_token,
+            json!({ "component_appid": COMPONENT, "authorization_code": code }),
+            40014,
+        ),
+    ];
+    for (path, token, body, errcode) in cases {
+        let answer = answer_of(
+            hub.client
+                .post(format!(
+                    "{}{path}?component_access_token={token}",
+                    hub.gateway
+                ))
+                .json(&body),
+        )
+        .await;
+        assert_eq!(answer["errcode"], errcode, "{path} {body}: {answer}");
+    }
+    let get = answer_of(hub.client.get(format!(
+        "{}{refresh_path}?component_access_token={ct}",
+        hub.gateway
+    )))
+    .await;
+    assert_eq!(get["errcode"], 43002);
+    assert_eq!(stats(&mock).total_calls(refresh_path), fetched);
+    assert_eq!(stats(&mock).total_calls(query_auth_path), 1);
+    // WeChat's refusal of a code is passed on as WeChat words it.
+    let bad_code = json!({ "component_appid": COMPONENT, "authorization_code": "no-such-code" });
+    let gateway = at_gateway(&hub, "api_query_auth", ct, bad_code.clone()).await;
+    let wechat = answer_of(
+        hub.client
+            .post(format!(
+                "{}{query_auth_path}?component_access_token={ct}",
+                mock.base_url()
+            ))
+            .json(&bad_code),
+    )
+    .await;
+    assert_eq!(errcode_and_text(&gateway), errcode_and_text(&wechat));
+    assert_eq!(gateway["errcode"], 61009);
+
+    // A business call with the SDK's token, killed behind the hub's back, is healed: one refresh
+    // by the hub; afterwards the stand-in answers the hub's new token.
+    let old = served.access_token.clone();
+    authorizer_token_killed_behind_the_hubs_back(&mock, ct, &authorizer, &old).await;
+    let fetched = stats(&mock).total_calls(refresh_path);
+    let call: Value = hub
+        .client
+        .get(format!(
+            "{}/cgi-bin/get_api_domain_ip?access_token={old}",
+            hub.gateway
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(call["ip_list"].is_array(), "{call}");
+    assert_eq!(stats(&mock).total_calls(refresh_path), fetched + 1);
+    let renewed = hub.token_at(&token_path).await.access_token;
+    assert_ne!(renewed, old);
+    let answer = refresh(&stand_in).await;
+    assert_eq!(
+        answer["authorizer_access_token"],
+        renewed.as_str(),
+        "{answer}"
+    );
+
+    // Withdrawn: the stand-in is refused for good.
+    owner(
+        &mock,
+        "unauthorize",
+        json!({ "component_appid": COMPONENT, "authorizer_appid": authorizer }),
+    )
+    .await;
+    assert_eq!(refresh(&stand_in).await["errcode"], 61023);
+}
+
+#[tokio::test]
+async fn the_stand_in_outlives_every_rotation_of_wechats_refresh_token() {
+    let (mock, relay, hub) = platform(Duration::from_secs(4), Duration::from_secs(600), &[], |c| {
+        MockConfig {
+            rotate_refresh_tokens: true,
+            ..c
+        }
+    })
+    .await;
+    let component_path = format!("/v1/components/{COMPONENT}/access_token");
+    let ct = hub.token_at(&component_path).await.access_token;
+    let pre = at_gateway(
+        &hub,
+        "api_create_preauthcode",
+        &ct,
+        json!({ "component_appid": COMPONENT }),
+    )
+    .await;
+    let pre = pre["pre_auth_code"].as_str().expect("a pre-auth code");
+    let (authorizer, code) = authorize_unpushed(&mock, &relay, &[&hub], pre).await;
+    let answer = at_gateway(
+        &hub,
+        "api_query_auth",
+        &ct,
+        json!({ "component_appid": COMPONENT, "authorization_code": code }),
+    )
+    .await;
+    let stand_in = answer["authorization_info"]["authorizer_refresh_token"]
+        .as_str()
+        .expect("a refresh token")
+        .to_string();
+    let first = wechats_refresh_token(&mock, &ct, &authorizer).await;
+    // The hub renews the authorizer's token, and WeChat hands it a new refresh token each time.
+    wait_until(Duration::from_secs(15), "two rotations", || async {
+        stats(&mock).component(COMPONENT).refresh_tokens_rotated >= 2
+    })
+    .await;
+    let ct = hub.token_at(&component_path).await.access_token;
+    assert_ne!(wechats_refresh_token(&mock, &ct, &authorizer).await, first);
+    let answer = at_gateway(
+        &hub,
+        "api_authorizer_token",
+        &ct,
+        json!({
+            "component_appid": COMPONENT,
+            "authorizer_appid": authorizer,
+            "authorizer_refresh_token": stand_in,
+        }),
+    )
+    .await;
+    assert_eq!(
+        answer["authorizer_refresh_token"],
+        stand_in.as_str(),
+        "{answer}"
+    );
+    let token = answer["authorizer_access_token"].as_str().expect("a token");
+    assert_eq!(business_call(&hub.client, &mock, token).await, 0);
+}
