@@ -43,7 +43,7 @@ use crate::store::Store;
 pub use connection::Deadlines;
 pub use error::ApiError;
 pub use serve::{serve, Limits};
-pub use service::{ApiBody, ApiFuture, ApiService};
+pub use service::{ApiBody, ApiFuture, ApiService, Handler, HandlerFuture};
 
 /// How long a read that lands between an expired value and its successor waits for it: about one
 /// upstream call, plus a margin for the store write.

@@ -18,7 +18,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 
 use axum::body::Body;
@@ -37,6 +37,14 @@ use crate::metrics::Route;
 /// A response body: the bytes of a read as they are, or whatever the router answered.
 pub type ApiBody = Either<Full<Bytes>, Body>;
 
+/// The answer of a [`Handler`], boxed: the one allocation a request to such a listener costs
+/// beyond HTTP itself.
+pub type HandlerFuture = Pin<Box<dyn Future<Output = Response<Body>> + Send>>;
+
+/// A listener that answers every request with one function and needs no routing (the gateway).
+/// It isolates its own panics: nothing around it catches them.
+pub type Handler = Arc<dyn Fn(Request<Body>) -> HandlerFuture + Send + Sync>;
+
 /// The API as one service: the read fast path in front of the router.
 #[derive(Clone)]
 pub struct ApiService {
@@ -46,6 +54,10 @@ pub struct ApiService {
     /// own listener does: the gateway and the event receiver (which may face the internet) serve
     /// their router and nothing else.
     fast_reads: bool,
+    /// When set, every request goes to it and the router is never used: a listener with one
+    /// route is spared the router's per-request work (cloning it, matching, boxing bodies and
+    /// services, its layers).
+    handler: Option<Handler>,
 }
 
 impl ApiService {
@@ -55,6 +67,7 @@ impl ApiService {
             context,
             router,
             fast_reads: true,
+            handler: None,
         }
     }
 
@@ -65,12 +78,26 @@ impl ApiService {
             context,
             router,
             fast_reads: false,
+            handler: None,
+        }
+    }
+
+    /// A listener answered by `handler` alone (the gateway), served with the same limits.
+    pub(crate) fn handler_only(context: ApiState, handler: Handler) -> ApiService {
+        ApiService {
+            context,
+            router: Router::new(),
+            fast_reads: false,
+            handler: Some(handler),
         }
     }
 
     /// Answers one request. A read is answered before this returns; anything else is handed to
     /// (a clone of) the router, whose answer the returned future yields.
     pub fn answer(&self, request: Request<Incoming>) -> ApiFuture {
+        if let Some(handler) = &self.handler {
+            return ApiFuture::Handled(handler(request.map(Body::new)));
+        }
         if self.fast_reads && request.method() == Method::GET {
             if let Some(read) = read_path(request.uri().path()) {
                 // A value between expiry and successor is waited for by the router's handler.
@@ -215,6 +242,8 @@ pub enum ApiFuture {
     Ready(Option<Response<ApiBody>>),
     /// Anything else.
     Routed(RouteFuture<Infallible>),
+    /// A [`Handler`]'s answer.
+    Handled(HandlerFuture),
 }
 
 impl Future for ApiFuture {
@@ -230,6 +259,10 @@ impl Future for ApiFuture {
             ApiFuture::Routed(routed) => Pin::new(routed)
                 .poll(cx)
                 .map_ok(|response| response.map(Either::Right)),
+            ApiFuture::Handled(handled) => handled
+                .as_mut()
+                .poll(cx)
+                .map(|response| Ok(response.map(Either::Right))),
         }
     }
 }
