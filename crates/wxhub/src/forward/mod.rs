@@ -5,9 +5,10 @@
 //! - [`proxy`] — the outgoing call, streamed to WeChat and back, and its answer inspected;
 //! - [`heal`] — a call refused for a dead hub-served token: one refresh, one replay;
 //! - [`reply`] — WeChat's answer shapes; [`query`] — query strings;
-//! - [`transport`] — the pooled HTTP client that reaches WeChat.
+//! - [`transport`] — the HTTP client that reaches WeChat; [`pool`] — its connections.
 
 pub mod heal;
+pub mod pool;
 pub mod proxy;
 pub mod query;
 pub mod reply;

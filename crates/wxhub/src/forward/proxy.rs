@@ -7,8 +7,7 @@
 //! small JSON answer to such a call is read whole, to see its `errcode`.
 
 use axum::body::Body;
-use axum::http::uri::{Authority, PathAndQuery, Scheme};
-use axum::http::{header, HeaderMap, HeaderName, Method, Request, StatusCode, Uri};
+use axum::http::{header, HeaderMap, HeaderName, Method, Request, StatusCode};
 use axum::response::Response;
 use bytes::{Bytes, BytesMut};
 use futures_util::stream::{self, StreamExt};
@@ -108,61 +107,11 @@ impl Outgoing {
     }
 }
 
-/// A WeChat base URL, split once so that each call only adds its path and query.
-struct Base {
-    /// `http` or `https`.
-    scheme: Scheme,
-    /// Host and port.
-    authority: Authority,
-    /// A path the base URL carries before WeChat's paths (usually empty).
-    prefix: String,
-}
-
-impl Base {
-    /// `base` split, or `None` if it is not an absolute `http(s)` URL (every call then fails as
-    /// WeChat unreachable, and names nothing).
-    fn parse(base: &str) -> Option<Base> {
-        let parts = base.parse::<Uri>().ok()?.into_parts();
-        Some(Base {
-            scheme: parts.scheme?,
-            authority: parts.authority?,
-            prefix: parts
-                .path_and_query
-                .map(|pq| pq.path().to_string())
-                .filter(|p| p != "/" || base.ends_with('/'))
-                .unwrap_or_default(),
-        })
-    }
-
-    /// The URL of `path?query` on this base.
-    fn uri(&self, path: &str, query: Option<&str>) -> Option<Uri> {
-        let query = query.filter(|q| !q.is_empty());
-        let mut target = String::with_capacity(
-            self.prefix.len() + path.len() + query.map_or(0, |q| q.len() + 1),
-        );
-        target.push_str(&self.prefix);
-        target.push_str(path);
-        if let Some(query) = query {
-            target.push('?');
-            target.push_str(query);
-        }
-        let mut parts = axum::http::uri::Parts::default();
-        parts.scheme = Some(self.scheme.clone());
-        parts.authority = Some(self.authority.clone());
-        parts.path_and_query = Some(PathAndQuery::from_maybe_shared(target).ok()?);
-        Uri::from_parts(parts).ok()
-    }
-}
-
 /// The client that talks to WeChat for the gateway and the token-less calls.
 pub struct Forwarder {
     /// Same TLS stack as the engine's client; never follows redirects (a redirect could carry a
     /// substituted AppSecret to another origin).
     transport: Transport,
-    /// `[wechat] api_base`.
-    api_base: Option<Base>,
-    /// `[wechat] work_api_base`.
-    work_api_base: Option<Base>,
     /// `[gateway] max_body`.
     max_body: usize,
     /// What is left of `[gateway] replay_memory`, one permit a byte: bodies held for a replay
@@ -185,11 +134,9 @@ impl Forwarder {
     /// A forwarder for `settings`' WeChat and gateway sections.
     pub fn new(settings: &Settings) -> Result<Forwarder, reqwest::Error> {
         let wechat = &settings.wechat;
-        let transport = Transport::new(&[&wechat.api_base, &wechat.work_api_base], wechat.timeout)?;
+        let transport = Transport::new(&wechat.api_base, &wechat.work_api_base, wechat.timeout)?;
         Ok(Forwarder {
             transport,
-            api_base: Base::parse(&wechat.api_base),
-            work_api_base: Base::parse(&wechat.work_api_base),
             max_body: settings.gateway.max_body,
             replay_memory: Arc::new(Semaphore::new(settings.gateway.replay_memory)),
             replay_memory_total: settings.gateway.replay_memory,
@@ -272,17 +219,8 @@ impl Forwarder {
     }
 
     async fn send(&self, outgoing: &Outgoing, payload: Payload) -> Result<Response, ForwardError> {
-        let base = match outgoing.host {
-            Host::Official => &self.api_base,
-            Host::Work => &self.work_api_base,
-        };
-        let uri = base
-            .as_ref()
-            .and_then(|base| base.uri(&outgoing.path, outgoing.query.as_deref()))
-            .ok_or(ForwardError::Upstream("request failed"))?;
         let mut request = Request::new(());
         *request.method_mut() = outgoing.method.clone();
-        *request.uri_mut() = uri;
         *request.headers_mut() = outgoing.headers.clone();
         if let Payload::Held(_) = payload {
             // Set again from the bytes sent.
@@ -290,7 +228,13 @@ impl Forwarder {
         }
         // The URL may carry a token or secret: the failure is named without it.
         self.transport
-            .send(request, payload)
+            .send(
+                outgoing.host,
+                &outgoing.path,
+                outgoing.query.as_deref(),
+                request,
+                payload,
+            )
             .await
             .map_err(ForwardError::Upstream)
     }
@@ -439,39 +383,6 @@ mod tests {
         strip_hop_by_hop(&mut headers);
         assert_eq!(headers.len(), 1);
         assert!(headers.contains_key(header::CONTENT_TYPE));
-    }
-
-    #[test]
-    fn builds_wechat_urls_as_the_base_and_the_client_spell_them() {
-        let url = |base: &str, path: &str, query: Option<&str>| {
-            Base::parse(base)
-                .and_then(|b| b.uri(path, query))
-                .map(|u| u.to_string())
-        };
-        assert_eq!(
-            url(
-                "https://api.weixin.qq.com",
-                "/cgi-bin/x",
-                Some("a=%7E1&b=c")
-            )
-            .as_deref(),
-            Some("https://api.weixin.qq.com/cgi-bin/x?a=%7E1&b=c")
-        );
-        assert_eq!(
-            url("http://127.0.0.1:9", "/cgi-bin/x", Some("")).as_deref(),
-            Some("http://127.0.0.1:9/cgi-bin/x")
-        );
-        assert_eq!(
-            url("http://127.0.0.1:9/prefix", "/cgi-bin/x", None).as_deref(),
-            Some("http://127.0.0.1:9/prefix/cgi-bin/x")
-        );
-        // A trailing slash stays, as it did when the URL was the two strings joined.
-        assert_eq!(
-            url("http://127.0.0.1:9/", "/cgi-bin/x", None).as_deref(),
-            Some("http://127.0.0.1:9//cgi-bin/x")
-        );
-        assert!(Base::parse("not a url").is_none());
-        assert!(Base::parse("/relative").is_none());
     }
 
     #[test]

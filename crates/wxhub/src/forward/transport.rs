@@ -1,8 +1,9 @@
 //! The HTTP client the gateway talks to WeChat with.
 //!
-//! Normally hyper's pooled client, used directly: every call through the gateway pays for one
-//! exchange with WeChat, and a general-purpose client's per-call work (parsing the URL it is
-//! given, its redirect and retry layers, printing the URL back into a URI) cost more than the
+//! Normally a pool of HTTP/1 connections per WeChat origin ([`super::pool`]), over hyper's
+//! connection API: every call through the gateway pays for one exchange with WeChat, and a
+//! general-purpose client's per-call work (parsing the URL it is given, its redirect and retry
+//! layers, a task per connection and channels between it and the call) cost more than the
 //! exchange itself. When the environment names a proxy for WeChat (`HTTPS_PROXY`, `HTTP_PROXY`,
 //! `ALL_PROXY`, less `NO_PROXY`), the gateway goes through reqwest instead, which honours those
 //! variables exactly as the engine's client does.
@@ -13,18 +14,20 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::body::Body;
+use axum::http::uri::{Authority, PathAndQuery, Scheme};
 use axum::http::{header, HeaderValue, Request, Response, Uri};
 use bytes::Bytes;
-use hyper::body::{Frame, Incoming, SizeHint};
-use hyper_rustls::HttpsConnector;
+use hyper::body::{Frame, SizeHint};
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::time::{Instant, Sleep};
+
+use super::pool::{Pool, PooledBody};
+use super::reply::Host;
 
 /// Any error a body may carry on.
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -43,27 +46,108 @@ pub type Failure = &'static str;
 /// The failure named for a read that waited longer than the read timeout.
 const TIMED_OUT: Failure = "timed out";
 
+/// How long an idle connection to WeChat is kept for reuse (reqwest's default).
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// A WeChat base URL, split once so that each call only adds its path and query.
+pub struct Base {
+    /// `http` or `https`.
+    scheme: Scheme,
+    /// Host and port.
+    authority: Authority,
+    /// A path the base URL carries before WeChat's paths (usually empty).
+    prefix: String,
+}
+
+impl Base {
+    /// `base` split, or `None` if it is not an absolute `http(s)` URL (every call then fails as
+    /// WeChat unreachable, and names nothing).
+    pub fn parse(base: &str) -> Option<Base> {
+        let parts = base.parse::<Uri>().ok()?.into_parts();
+        Some(Base {
+            scheme: parts.scheme?,
+            authority: parts.authority?,
+            prefix: parts
+                .path_and_query
+                .map(|pq| pq.path().to_string())
+                .filter(|p| p != "/" || base.ends_with('/'))
+                .unwrap_or_default(),
+        })
+    }
+
+    /// `path?query` on this base, as the request line's target.
+    fn target(&self, path: &str, query: Option<&str>) -> Option<PathAndQuery> {
+        let query = query.filter(|q| !q.is_empty());
+        let mut target = String::with_capacity(
+            self.prefix.len() + path.len() + query.map_or(0, |q| q.len() + 1),
+        );
+        target.push_str(&self.prefix);
+        target.push_str(path);
+        if let Some(query) = query {
+            target.push('?');
+            target.push_str(query);
+        }
+        PathAndQuery::from_maybe_shared(target).ok()
+    }
+
+    /// The URL of `path?query` on this base.
+    fn uri(&self, path: &str, query: Option<&str>) -> Option<Uri> {
+        let mut parts = axum::http::uri::Parts::default();
+        parts.scheme = Some(self.scheme.clone());
+        parts.authority = Some(self.authority.clone());
+        parts.path_and_query = Some(self.target(path, query)?);
+        Uri::from_parts(parts).ok()
+    }
+
+    /// The origin alone (scheme and authority).
+    fn origin(&self) -> Option<Uri> {
+        self.uri("/", None)
+    }
+}
+
+/// One WeChat host as the direct transport reaches it.
+pub struct Upstream {
+    /// Its base URL.
+    base: Base,
+    /// Its connections.
+    pool: Arc<Pool>,
+}
+
 /// The way to WeChat.
 pub enum Transport {
-    /// hyper's pooled client over rustls with the webpki roots (reqwest's own TLS stack).
+    /// A pool of connections per WeChat host, over rustls with the webpki roots (reqwest's own TLS
+    /// stack).
     Direct {
-        /// The pooled client.
-        client: Client<HttpsConnector<HttpConnector>, Body>,
+        /// `[wechat] api_base`, if it is a usable URL.
+        official: Option<Upstream>,
+        /// `[wechat] work_api_base`, if it is a usable URL.
+        work: Option<Upstream>,
         /// The longest wait for any one read.
         read_timeout: Duration,
     },
     /// reqwest, for an environment that sends WeChat's traffic through a proxy.
-    Proxied(reqwest::Client),
+    Proxied {
+        /// The client.
+        client: reqwest::Client,
+        /// `[wechat] api_base`, if it is a usable URL.
+        official: Option<Base>,
+        /// `[wechat] work_api_base`, if it is a usable URL.
+        work: Option<Base>,
+    },
 }
 
 impl Transport {
-    /// The transport for `bases` (WeChat's base URLs): direct unless the environment names a
-    /// proxy for one of them.
-    pub fn new(bases: &[&str], timeout: Duration) -> Result<Transport, reqwest::Error> {
+    /// The transport to WeChat's two base URLs: direct unless the environment names a proxy for
+    /// one of them.
+    pub fn new(
+        api_base: &str,
+        work_api_base: &str,
+        timeout: Duration,
+    ) -> Result<Transport, reqwest::Error> {
         // Between two reads, not the whole exchange: a large download may take longer.
         let read_timeout = timeout.max(Duration::from_secs(1));
         let matcher = hyper_util::client::proxy::matcher::Matcher::from_system();
-        let proxied = bases.iter().any(|base| {
+        let proxied = [api_base, work_api_base].iter().any(|base| {
             base.parse::<Uri>()
                 .is_ok_and(|uri| matcher.intercept(&uri).is_some())
         });
@@ -74,7 +158,11 @@ impl Transport {
                 .read_timeout(read_timeout)
                 .redirect(reqwest::redirect::Policy::none())
                 .build()?;
-            return Ok(Transport::Proxied(client));
+            return Ok(Transport::Proxied {
+                client,
+                official: Base::parse(api_base),
+                work: Base::parse(work_api_base),
+            });
         }
         // As reqwest configures its connector: no Nagle delay, keep-alive probes after 15 s.
         let mut http = HttpConnector::new();
@@ -87,19 +175,28 @@ impl Transport {
             .https_or_http()
             .enable_http1()
             .wrap_connector(http);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(90))
-            .pool_timer(TokioTimer::new())
-            .build(https);
+        let upstream = |base: &str| {
+            let base = Base::parse(base)?;
+            let pool = Pool::new(https.clone(), &base.origin()?, POOL_IDLE_TIMEOUT)?;
+            Some(Upstream {
+                base,
+                pool: Arc::new(pool),
+            })
+        };
         Ok(Transport::Direct {
-            client,
+            official: upstream(api_base),
+            work: upstream(work_api_base),
             read_timeout,
         })
     }
 
-    /// Sends `request` with `payload` and returns WeChat's answer, its body still arriving.
+    /// Sends `request` (method and headers; its URI is set here) for `path?query` on `host` with
+    /// `payload`, and returns WeChat's answer, its body still arriving.
     pub async fn send(
         &self,
+        host: Host,
+        path: &str,
+        query: Option<&str>,
         mut request: Request<()>,
         payload: Payload,
     ) -> Result<Response<Body>, Failure> {
@@ -110,24 +207,42 @@ impl Transport {
             .or_insert(HeaderValue::from_static("*/*"));
         match self {
             Transport::Direct {
-                client,
+                official,
+                work,
                 read_timeout,
             } => {
+                let upstream = match host {
+                    Host::Official => official,
+                    Host::Work => work,
+                };
+                let upstream = upstream.as_ref().ok_or("request failed")?;
+                let target = upstream.base.target(path, query).ok_or("request failed")?;
+                *request.uri_mut() = Uri::from(target);
                 let body = match payload {
                     Payload::Held(bytes) => Body::from(bytes),
                     Payload::Streamed(body) => body,
                 };
-                let exchange = client.request(request.map(|()| body));
+                let exchange = upstream.pool.send(request.map(|()| body));
                 let answer = match tokio::time::timeout(*read_timeout, exchange).await {
-                    Ok(Ok(answer)) => answer,
-                    Ok(Err(e)) if e.is_connect() => return Err("connection failed"),
-                    Ok(Err(_)) => return Err("request failed"),
+                    Ok(answer) => answer?,
                     Err(_) => return Err(TIMED_OUT),
                 };
                 let read_timeout = *read_timeout;
-                Ok(answer.map(|incoming| Body::new(Idle::new(incoming, read_timeout))))
+                Ok(answer.map(|body| Body::new(Idle::new(body, read_timeout))))
             }
-            Transport::Proxied(client) => {
+            Transport::Proxied {
+                client,
+                official,
+                work,
+            } => {
+                let base = match host {
+                    Host::Official => official,
+                    Host::Work => work,
+                };
+                *request.uri_mut() = base
+                    .as_ref()
+                    .and_then(|base| base.uri(path, query))
+                    .ok_or("request failed")?;
                 let body = match payload {
                     Payload::Held(bytes) => reqwest::Body::from(bytes),
                     Payload::Streamed(body) => reqwest::Body::wrap_stream(body.into_data_stream()),
@@ -158,8 +273,8 @@ fn describe(error: &reqwest::Error) -> Failure {
 /// WeChat's answer body, failed once a read waits longer than the read timeout. The timer is armed
 /// only when a read has to wait: a small answer that came with its head costs none.
 struct Idle {
-    /// The body as hyper receives it.
-    inner: Incoming,
+    /// The body as it arrives on its connection.
+    inner: PooledBody,
     /// The longest wait for one piece.
     limit: Duration,
     /// The deadline of the wait in progress, kept to be re-armed rather than re-allocated.
@@ -170,7 +285,7 @@ struct Idle {
 
 impl Idle {
     /// `inner`, with at most `limit` between two pieces.
-    fn new(inner: Incoming, limit: Duration) -> Idle {
+    fn new(inner: PooledBody, limit: Duration) -> Idle {
         Idle {
             inner,
             limit,
@@ -221,5 +336,60 @@ impl hyper::body::Body for Idle {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builds_wechat_urls_as_the_base_and_the_client_spell_them() {
+        let url = |base: &str, path: &str, query: Option<&str>| {
+            Base::parse(base)
+                .and_then(|b| b.uri(path, query))
+                .map(|u| u.to_string())
+        };
+        assert_eq!(
+            url(
+                "https://api.weixin.qq.com",
+                "/cgi-bin/x",
+                Some("a=%7E1&b=c")
+            )
+            .as_deref(),
+            Some("https://api.weixin.qq.com/cgi-bin/x?a=%7E1&b=c")
+        );
+        assert_eq!(
+            url("http://127.0.0.1:9", "/cgi-bin/x", Some("")).as_deref(),
+            Some("http://127.0.0.1:9/cgi-bin/x")
+        );
+        assert_eq!(
+            url("http://127.0.0.1:9/prefix", "/cgi-bin/x", None).as_deref(),
+            Some("http://127.0.0.1:9/prefix/cgi-bin/x")
+        );
+        // A trailing slash stays, as it did when the URL was the two strings joined.
+        assert_eq!(
+            url("http://127.0.0.1:9/", "/cgi-bin/x", None).as_deref(),
+            Some("http://127.0.0.1:9//cgi-bin/x")
+        );
+        assert!(Base::parse("not a url").is_none());
+        assert!(Base::parse("/relative").is_none());
+    }
+
+    #[test]
+    fn sends_the_path_and_query_alone_to_a_pooled_connection() {
+        let target = |base: &str, path: &str, query: Option<&str>| {
+            Base::parse(base)
+                .and_then(|b| b.target(path, query))
+                .map(|t| t.to_string())
+        };
+        assert_eq!(
+            target("https://api.weixin.qq.com", "/cgi-bin/x", Some("a=1")).as_deref(),
+            Some("/cgi-bin/x?a=1")
+        );
+        assert_eq!(
+            target("http://127.0.0.1:9/prefix", "/cgi-bin/x", None).as_deref(),
+            Some("/prefix/cgi-bin/x")
+        );
     }
 }

@@ -1,7 +1,8 @@
 //! The gateway's forwarding against an upstream the test controls: which headers reach WeChat,
 //! redirects handed back and never followed, a slow WeChat answered with 502 in bounded time
 //! without the token or secret in the answer, and request bodies over `[gateway] max_body`
-//! refused. A tiny HTTP server on port 0 plays WeChat, token endpoint included.
+//! refused, and connections to WeChat reused between calls, or replaced when WeChat closed them.
+//! A tiny HTTP server on port 0 plays WeChat, token endpoint included.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -27,6 +28,8 @@ struct Fake {
     elsewhere: String,
     /// Requests received on every path but the token endpoint.
     calls: AtomicUsize,
+    /// Connections accepted, from the hub's engine and its gateway alike.
+    connections: Arc<AtomicUsize>,
 }
 
 async fn answer(
@@ -80,6 +83,7 @@ async fn spawn_fake(elsewhere: String) -> (Arc<Fake>, String) {
     let fake = Arc::new(Fake {
         elsewhere,
         calls: AtomicUsize::new(0),
+        connections: Arc::new(AtomicUsize::new(0)),
     });
     // WeChat takes media of up to 10 MiB; axum's own 2 MiB default would refuse them first.
     let app = Router::new()
@@ -88,6 +92,10 @@ async fn spawn_fake(elsewhere: String) -> (Arc<Fake>, String) {
         .with_state(fake.clone());
     let listener = tokio::net::TcpListener::bind(any_port()).await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
+    let connections = fake.connections.clone();
+    let listener = axum::serve::ListenerExt::tap_io(listener, move |_| {
+        connections.fetch_add(1, Ordering::SeqCst);
+    });
     tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
     });
@@ -275,5 +283,115 @@ async fn a_secret_path_written_another_way_is_refused_and_nothing_reaches_wechat
         0,
         "nothing was forwarded"
     );
+    hub.stop().await;
+}
+
+#[tokio::test]
+async fn calls_reuse_one_connection_to_wechat() {
+    let (hub, fake, _, token) = hub_against_fake().await;
+    let client = plain_client();
+    // One call first: the gateway's connection is opened by it.
+    let call = |query: String| {
+        let client = client.clone();
+        let url = format!("{}/echo{query}", hub.gateway);
+        async move { client.get(url).send().await.unwrap().status() }
+    };
+    assert_eq!(call(format!("?access_token={token}")).await, 200);
+    let opened = fake.connections.load(Ordering::SeqCst);
+    // Held for a replay and inspected, or streamed: one after the other, on that connection.
+    for query in [format!("?access_token={token}"), String::new()] {
+        for _ in 0..10 {
+            assert_eq!(call(query.clone()).await, 200);
+        }
+    }
+    assert_eq!(fake.calls.load(Ordering::SeqCst), 21);
+    assert_eq!(fake.connections.load(Ordering::SeqCst), opened);
+    hub.stop().await;
+}
+
+/// What the closing WeChat counts.
+#[derive(Default)]
+struct Closing {
+    /// Connections accepted.
+    accepted: AtomicUsize,
+    /// Connections it closed after their one answer.
+    closed: AtomicUsize,
+}
+
+/// A WeChat that answers one request on a kept-alive connection, then closes that connection
+/// 20 ms later without a word, as a server whose idle timeout expired does; returns its base URL
+/// and its counts.
+async fn spawn_closing_wechat() -> (String, Arc<Closing>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind(any_port()).await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let counts = Arc::new(Closing::default());
+    let seen = counts.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            seen.accepted.fetch_add(1, Ordering::SeqCst);
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let mut request = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => request.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let body = if request.starts_with(b"POST /cgi-bin/stable_token") {
+                    r#"{"access_token":"CLOSING-TOKEN-1","expires_in":7200}"#
+                } else {
+                    r#"{"errcode":0,"errmsg":"ok"}"#
+                };
+                let answer = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = stream.write_all(answer.as_bytes()).await;
+                // Closed, though the answer promised nothing of the kind.
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                drop(stream);
+                seen.closed.fetch_add(1, Ordering::SeqCst);
+            });
+        }
+    });
+    (base, counts)
+}
+
+#[tokio::test]
+async fn a_connection_wechat_closed_while_idle_is_replaced_not_reused() {
+    let (base, counts) = spawn_closing_wechat().await;
+    let apps = [TestApp::stable(APP)];
+    let mock = minute_mock(&apps).await;
+    let mut options = HubOptions::new(&apps);
+    options.api_base = Some(base);
+    let hub = spawn_app(&mock, options).await;
+    hub.wait_ready().await;
+    let token = hub.token(APP).await.access_token;
+    let client = plain_client();
+    let before = counts.accepted.load(Ordering::SeqCst);
+    for query in [format!("?access_token={token}"), String::new()] {
+        for _ in 0..10 {
+            // The connection the last call left idle is closed by now.
+            let accepted = counts.accepted.load(Ordering::SeqCst);
+            wait_until(
+                Duration::from_secs(5),
+                "idle connections closed",
+                || async { counts.closed.load(Ordering::SeqCst) == accepted },
+            )
+            .await;
+            let response = client
+                .get(format!("{}/cgi-bin/getcallbackip{query}", hub.gateway))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 200, "{query}");
+            let body: Value = response.json().await.unwrap();
+            assert_eq!(body["errcode"], 0, "{body}");
+        }
+    }
+    assert_eq!(counts.accepted.load(Ordering::SeqCst) - before, 20);
     hub.stop().await;
 }
