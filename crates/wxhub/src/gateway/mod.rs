@@ -20,6 +20,7 @@ pub mod secret;
 pub mod service;
 pub mod token;
 
+use std::borrow::Cow;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
@@ -140,14 +141,15 @@ async fn handle(gateway: Arc<Gateway>, request: Request) -> Response {
     if host == Host::Official && secret::SECRET_PATHS.contains(&path) {
         return secret::substitute(context, outgoing, body).await;
     }
-    let Ok(token_param) = token_param(host, path, outgoing.query.as_deref()) else {
+    let Ok(token) = token_param(host, path, query) else {
         return reply::error_with_status(
             axum::http::StatusCode::BAD_REQUEST,
             reply::code::INVALID_ARGS,
             host,
         );
     };
-    pass_through(context, outgoing, body, token_param).await
+    let token = token.map(|(param, token)| (param, Arc::<str>::from(&*token)));
+    pass_through(context, outgoing, body, token).await
 }
 
 /// Whether `path` is written the one way the hub matches it: `/`-separated segments of letters,
@@ -197,16 +199,16 @@ const HUB_PATHS: [&str; 12] = [
 #[derive(Debug, PartialEq, Eq)]
 struct AmbiguousToken;
 
-/// The query parameter that carries the call's hub token, if any: the token parameter of a kind
-/// served on `host` (`access_token`; a platform's `component_access_token`; a suite's
-/// `suite_access_token`; a provider's `provider_access_token`). Web-OAuth calls (`/sns/…`) carry
-/// a user's `access_token`, not the hub's; only the platform's `/sns/component/…` forms carry its
-/// token. A hub token parameter given twice, or two given, is [`AmbiguousToken`].
-fn token_param(
+/// The query parameter that carries the call's hub token, if any, and the token: the token
+/// parameter of a kind served on `host` (`access_token`; a platform's `component_access_token`; a
+/// suite's `suite_access_token`; a provider's `provider_access_token`). Web-OAuth calls (`/sns/…`)
+/// carry a user's `access_token`, not the hub's; only the platform's `/sns/component/…` forms
+/// carry its token. A hub token parameter given twice, or two given, is [`AmbiguousToken`].
+fn token_param<'q>(
     host: Host,
     path: &str,
-    query: Option<&str>,
-) -> Result<Option<&'static str>, AmbiguousToken> {
+    query: Option<&'q str>,
+) -> Result<Option<(&'static str, Cow<'q, str>)>, AmbiguousToken> {
     let sns_component = path.starts_with("/sns/component/");
     if path.starts_with("/sns/") && !sns_component {
         return Ok(None);
@@ -219,11 +221,12 @@ fn token_param(
             .map(|d| d.token_param)
             .filter(|name| !sns_component || *name == "component_access_token")
     };
-    // One pass over the query: the first hub token parameter, and no second one.
+    // One pass over the query: the first hub token parameter, and no second one. Only its value
+    // is decoded.
     let mut found = None;
     let mut seen = false;
-    for (key, value) in form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
-        let Some(name) = hub_param(&key) else {
+    for pair in query::pairs(query.unwrap_or_default()) {
+        let Some(name) = hub_param(&pair.key()) else {
             continue;
         };
         if seen {
@@ -231,24 +234,22 @@ fn token_param(
         }
         seen = true;
         // An empty parameter is a missing one, as WeChat reads it.
-        found = (!value.is_empty()).then_some(name);
+        let value = pair.value();
+        found = (!value.is_empty()).then_some((name, value));
     }
     Ok(found)
 }
 
-/// Forwards a call: with healing if it carries a token the hub serves (in `token_param`),
-/// refused with 40014 if it carries another token, streamed as is if it carries none.
+/// Forwards a call: with healing if it carries a token the hub serves (`token`: its parameter
+/// and value), refused with 40014 if it carries another token, streamed as is if it carries none.
 async fn pass_through(
     context: &ApiState,
     outgoing: Outgoing,
     body: axum::body::Body,
-    token_param: Option<&'static str>,
+    token: Option<(&'static str, Arc<str>)>,
 ) -> Response {
     let host = outgoing.host;
-    let token = token_param.and_then(|name| {
-        query::param(outgoing.query.as_deref(), name).map(|t| Arc::<str>::from(&*t))
-    });
-    let (Some(token), Some(param)) = (token, token_param) else {
+    let Some((param, token)) = token else {
         return match context.forwarder.stream(&outgoing, body).await {
             Ok(response) => response,
             Err(e) => e.response(host),
@@ -283,15 +284,37 @@ async fn pass_through(
 mod tests {
     use super::{token_param, AmbiguousToken, Host};
 
+    /// The parameter `token_param` finds, without its value.
+    fn param_of(
+        host: Host,
+        path: &str,
+        query: Option<&str>,
+    ) -> Result<Option<&'static str>, AmbiguousToken> {
+        token_param(host, path, query).map(|found| found.map(|(name, _)| name))
+    }
+
+    #[test]
+    fn the_token_is_read_decoded_with_its_parameter() {
+        let found = token_param(
+            Host::Official,
+            "/cgi-bin/menu/get",
+            Some("x=1&access_token=A%2BB&y=2"),
+        );
+        assert_eq!(
+            found.map(|f| f.map(|(name, token)| (name, token.into_owned()))),
+            Ok(Some(("access_token", "A+B".to_string())))
+        );
+    }
+
     #[test]
     fn the_hub_token_is_looked_for_where_each_kind_of_call_carries_it() {
         let q = Some("access_token=A&component_access_token=C");
         assert_eq!(
-            token_param(Host::Official, "/cgi-bin/menu/get", Some("access_token=A")),
+            param_of(Host::Official, "/cgi-bin/menu/get", Some("access_token=A")),
             Ok(Some("access_token"))
         );
         assert_eq!(
-            token_param(
+            param_of(
                 Host::Official,
                 "/cgi-bin/component/api_get_authorizer_list",
                 Some("component_access_token=C")
@@ -299,14 +322,14 @@ mod tests {
             Ok(Some("component_access_token"))
         );
         // Web OAuth: a user's token, not the hub's.
-        assert_eq!(token_param(Host::Official, "/sns/userinfo", q), Ok(None));
+        assert_eq!(param_of(Host::Official, "/sns/userinfo", q), Ok(None));
         // The platform's forms carry the component token.
         assert_eq!(
-            token_param(Host::Official, "/sns/component/jscode2session", q),
+            param_of(Host::Official, "/sns/component/jscode2session", q),
             Ok(Some("component_access_token"))
         );
         assert_eq!(
-            token_param(
+            param_of(
                 Host::Official,
                 "/sns/component/jscode2session",
                 Some("appid=x")
@@ -314,12 +337,12 @@ mod tests {
             Ok(None)
         );
         assert_eq!(
-            token_param(Host::Official, "/cgi-bin/getcallbackip", None),
+            param_of(Host::Official, "/cgi-bin/getcallbackip", None),
             Ok(None)
         );
         // Work WeChat's third-party tokens are looked for on its host only.
         assert_eq!(
-            token_param(
+            param_of(
                 Host::Work,
                 "/cgi-bin/service/get_admin_list",
                 Some("suite_access_token=S")
@@ -327,7 +350,7 @@ mod tests {
             Ok(Some("suite_access_token"))
         );
         assert_eq!(
-            token_param(
+            param_of(
                 Host::Official,
                 "/cgi-bin/menu/get",
                 Some("suite_access_token=S")
@@ -335,7 +358,7 @@ mod tests {
             Ok(None)
         );
         assert_eq!(
-            token_param(
+            param_of(
                 Host::Work,
                 "/cgi-bin/user/get",
                 Some("access_token=A&provider_access_token=P")
@@ -344,7 +367,7 @@ mod tests {
         );
         // An empty parameter is a missing one, as WeChat reads it.
         assert_eq!(
-            token_param(Host::Official, "/cgi-bin/menu/get", Some("access_token=")),
+            param_of(Host::Official, "/cgi-bin/menu/get", Some("access_token=")),
             Ok(None)
         );
     }
@@ -387,13 +410,13 @@ mod tests {
             "component_access_token=C&access_token=A",
         ] {
             assert_eq!(
-                token_param(Host::Official, "/cgi-bin/menu/get", Some(query)),
+                param_of(Host::Official, "/cgi-bin/menu/get", Some(query)),
                 Err(AmbiguousToken),
                 "{query}"
             );
         }
         assert_eq!(
-            token_param(
+            param_of(
                 Host::Official,
                 "/sns/component/jscode2session",
                 Some("component_access_token=C&component_access_token=D")
