@@ -69,15 +69,12 @@ async fn call(
     // The consumer's key is for the hub, never for WeChat.
     headers.remove(header::AUTHORIZATION);
     let host = account.kind().descriptor().host;
+    let query = query::replace(parts.uri.query(), "access_token", &served.value);
     let outgoing = Outgoing::new(
         host,
         parts.method,
-        format!("/{rest}"),
-        Some(query::replace(
-            parts.uri.query(),
-            "access_token",
-            &served.value,
-        )),
+        &format!("/{rest}"),
+        Some(&query),
         headers,
     );
     let token = served.value.clone();

@@ -99,11 +99,8 @@ pub async fn forward(
     }
     tracing::debug!(key = %heal.credential.key, errcode = ?first.errcode, "replaying a call refused for a dead token");
     let mut replay = outgoing;
-    replay.query = Some(query::replace(
-        replay.query.as_deref(),
-        heal.param,
-        &fresh.value,
-    ));
+    let query = query::replace(replay.query(), heal.param, &fresh.value);
+    replay.set_query(&query);
     match forwarder.send_bytes(&replay, body).await {
         Ok(answer) => streamed(answer),
         Err(e) => e.response(host),

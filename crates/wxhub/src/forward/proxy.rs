@@ -7,6 +7,7 @@
 //! small JSON answer to such a call is read whole, to see its `errcode`.
 
 use axum::body::Body;
+use axum::http::uri::PathAndQuery;
 use axum::http::{header, HeaderMap, HeaderName, Method, Request, StatusCode};
 use axum::response::Response;
 use bytes::{Bytes, BytesMut};
@@ -14,7 +15,7 @@ use futures_util::stream::{self, StreamExt};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Body as _;
 use serde::Deserialize;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::reply::{self, code, Host};
@@ -26,7 +27,8 @@ use crate::configuration::Settings;
 const PEEK_LIMIT: usize = 64 * 1024;
 
 /// Headers that belong to one connection, not to the request (RFC 9110 §7.6.1), plus `Host` (the
-/// client names the gateway; the client that forwards names WeChat).
+/// client names the gateway; the client that forwards names WeChat). `Connection` first: see
+/// [`strip_hop_by_hop`].
 const HOP_BY_HOP: [HeaderName; 9] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
@@ -77,22 +79,46 @@ pub struct Outgoing {
     pub host: Host,
     /// Its method.
     pub method: Method,
-    /// Its path, from the leading `/`.
-    pub path: String,
-    /// Its raw query string, if any.
-    pub query: Option<String>,
+    /// Its path (from the leading `/`) and query, as its request line carries them: the client's
+    /// own, already checked, as long as the query is not rewritten. `None` if a rewritten one is
+    /// not a valid request target (the call then fails as WeChat unreachable, naming nothing).
+    target: Option<PathAndQuery>,
     /// Its headers, hop-by-hop ones and the consumer's `Authorization` already removed.
     pub headers: HeaderMap,
 }
 
 impl Outgoing {
-    /// A request for `host` from the client's parts: hop-by-hop headers are dropped, and so is
+    /// A request for `host` to `path?query`: hop-by-hop headers are dropped, and so is
     /// `Authorization` (a consumer key is for the hub; WeChat reads none).
     pub fn new(
         host: Host,
         method: Method,
-        path: String,
-        query: Option<String>,
+        path: &str,
+        query: Option<&str>,
+        headers: HeaderMap,
+    ) -> Outgoing {
+        Outgoing::with_target(host, method, build_target(path, query), headers)
+    }
+
+    /// A request for `host` to the client's own request target (as [`Outgoing::new`]).
+    pub fn from_client(
+        host: Host,
+        method: Method,
+        target: &PathAndQuery,
+        headers: HeaderMap,
+    ) -> Outgoing {
+        let target = match target.query() {
+            // `/path?`: sent without the `?`, as WeChat's other paths are.
+            Some("") => build_target(target.path(), None),
+            _ => Some(target.clone()),
+        };
+        Outgoing::with_target(host, method, target, headers)
+    }
+
+    fn with_target(
+        host: Host,
+        method: Method,
+        target: Option<PathAndQuery>,
         mut headers: HeaderMap,
     ) -> Outgoing {
         strip_hop_by_hop(&mut headers);
@@ -100,11 +126,38 @@ impl Outgoing {
         Outgoing {
             host,
             method,
-            path,
-            query,
+            target,
             headers,
         }
     }
+
+    /// Its path, from the leading `/`.
+    pub fn path(&self) -> &str {
+        self.target.as_ref().map_or("", PathAndQuery::path)
+    }
+
+    /// Its raw query string, if any.
+    pub fn query(&self) -> Option<&str> {
+        self.target.as_ref().and_then(PathAndQuery::query)
+    }
+
+    /// Sends it with `query` as its query string instead.
+    pub fn set_query(&mut self, query: &str) {
+        self.target = build_target(self.path(), Some(query));
+    }
+}
+
+/// `path?query` as a request target (without the `?` when the query is empty); `None` if it is
+/// not a valid one.
+fn build_target(path: &str, query: Option<&str>) -> Option<PathAndQuery> {
+    let query = query.filter(|q| !q.is_empty());
+    let mut target = String::with_capacity(path.len() + query.map_or(0, |q| q.len() + 1));
+    target.push_str(path);
+    if let Some(query) = query {
+        target.push('?');
+        target.push_str(query);
+    }
+    PathAndQuery::from_maybe_shared(target).ok()
 }
 
 /// The client that talks to WeChat for the gateway and the token-less calls.
@@ -226,15 +279,13 @@ impl Forwarder {
             // Set again from the bytes sent.
             request.headers_mut().remove(header::CONTENT_LENGTH);
         }
+        let target = outgoing
+            .target
+            .as_ref()
+            .ok_or(ForwardError::Upstream("request failed"))?;
         // The URL may carry a token or secret: the failure is named without it.
         self.transport
-            .send(
-                outgoing.host,
-                &outgoing.path,
-                outgoing.query.as_deref(),
-                request,
-                payload,
-            )
+            .send(outgoing.host, target, request, payload)
             .await
             .map_err(ForwardError::Upstream)
     }
@@ -251,16 +302,38 @@ fn declared_length(headers: &HeaderMap) -> Option<u64> {
 }
 
 /// Removes the hop-by-hop headers, including those the `Connection` header names.
+///
+/// Every call strips both its request and its answer, which usually carry one of them (`Host`)
+/// or none: the few names present are looked at once, and only those found are removed (a
+/// removal hashes its name).
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::try_from(name.trim()).ok())
-        .collect();
-    for name in HOP_BY_HOP.iter().chain(named.iter()) {
-        headers.remove(name);
+    // Which of HOP_BY_HOP are present, one bit each.
+    let mut present = 0u16;
+    for name in headers.keys() {
+        if let Some(i) = HOP_BY_HOP.iter().position(|hop| hop == name) {
+            present |= 1 << i;
+        }
+    }
+    if present == 0 {
+        return;
+    }
+    // `Connection` comes first in HOP_BY_HOP: the names it lists go too.
+    if present & 1 != 0 {
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|name| HeaderName::try_from(name.trim()).ok())
+            .collect();
+        for name in &named {
+            headers.remove(name);
+        }
+    }
+    for (i, name) in HOP_BY_HOP.iter().enumerate() {
+        if present & (1 << i) != 0 {
+            headers.remove(name);
+        }
     }
 }
 
@@ -350,7 +423,14 @@ pub async fn inspect(answer: Response) -> Inspected {
 }
 
 /// The `errcode` of a JSON answer, if it has one.
+///
+/// Most answers carry none (a business call's data): those are told apart by a scan for the key
+/// before any parsing. WeChat writes its keys plainly, never with JSON escapes.
 fn errcode_of(body: &[u8]) -> Option<i64> {
+    // Built once: building the searcher costs more than a short answer's scan.
+    static KEY: LazyLock<memchr::memmem::Finder<'static>> =
+        LazyLock::new(|| memchr::memmem::Finder::new(b"\"errcode\""));
+    KEY.find(body)?;
     #[derive(Deserialize)]
     struct Code {
         errcode: Option<i64>,
@@ -383,6 +463,59 @@ mod tests {
         strip_hop_by_hop(&mut headers);
         assert_eq!(headers.len(), 1);
         assert!(headers.contains_key(header::CONTENT_TYPE));
+
+        // Each of them, and twice over; the others stay.
+        let mut headers = HeaderMap::new();
+        for name in &HOP_BY_HOP {
+            headers.append(name, HeaderValue::from_static("x"));
+            headers.append(name, HeaderValue::from_static("y"));
+        }
+        headers.insert(header::ACCEPT, HeaderValue::from_static("*/*"));
+        strip_hop_by_hop(&mut headers);
+        assert_eq!(headers.len(), 1);
+        assert!(headers.contains_key(header::ACCEPT));
+
+        // A `Connection` header naming others, alone among them.
+        let mut headers = HeaderMap::new();
+        headers.insert(header::CONNECTION, HeaderValue::from_static("x-a, x-b"));
+        headers.insert("x-a", HeaderValue::from_static("1"));
+        headers.insert("x-b", HeaderValue::from_static("1"));
+        headers.insert("x-c", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut headers);
+        assert_eq!(headers.keys().collect::<Vec<_>>(), ["x-c"]);
+    }
+
+    #[test]
+    fn a_call_goes_to_the_clients_own_target_until_its_query_is_rewritten() {
+        let outgoing = |target: &'static str| {
+            Outgoing::from_client(
+                Host::Official,
+                Method::GET,
+                &PathAndQuery::from_static(target),
+                HeaderMap::new(),
+            )
+        };
+        let mut call = outgoing("/cgi-bin/x?access_token=T&a=%7E1");
+        assert_eq!(call.path(), "/cgi-bin/x");
+        assert_eq!(call.query(), Some("access_token=T&a=%7E1"));
+        call.set_query("access_token=N&a=%7E1");
+        assert_eq!(call.query(), Some("access_token=N&a=%7E1"));
+        assert_eq!(call.path(), "/cgi-bin/x");
+        // An empty query goes without its `?`.
+        let call = outgoing("/cgi-bin/x?");
+        assert_eq!(call.query(), None);
+        assert_eq!(call.target.as_ref().map(|t| t.as_str()), Some("/cgi-bin/x"));
+        let built = Outgoing::new(
+            Host::Work,
+            Method::POST,
+            "/cgi-bin/y",
+            Some(""),
+            HeaderMap::new(),
+        );
+        assert_eq!(
+            built.target.as_ref().map(|t| t.as_str()),
+            Some("/cgi-bin/y")
+        );
     }
 
     #[test]
@@ -392,6 +525,11 @@ mod tests {
             Some(40001)
         );
         assert_eq!(errcode_of(br#"{"ip_list":[]}"#), None);
+        assert_eq!(
+            errcode_of(br#"{"errmsg":"x","errcode":42001}"#),
+            Some(42001)
+        );
+        assert_eq!(errcode_of(br#"{"errcode":"x"}"#), None);
         assert_eq!(errcode_of(b"\x89PNG"), None);
     }
 }

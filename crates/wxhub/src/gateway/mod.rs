@@ -131,13 +131,10 @@ async fn handle(gateway: Arc<Gateway>, request: Request) -> Response {
             return response;
         }
     }
-    let outgoing = Outgoing::new(
-        host,
-        parts.method.clone(),
-        path.to_string(),
-        query.map(str::to_string),
-        parts.headers,
-    );
+    let outgoing = match parts.uri.path_and_query() {
+        Some(target) => Outgoing::from_client(host, parts.method.clone(), target, parts.headers),
+        None => Outgoing::new(host, parts.method.clone(), path, query, parts.headers),
+    };
     if host == Host::Official && secret::SECRET_PATHS.contains(&path) {
         return secret::substitute(context, outgoing, body).await;
     }

@@ -22,7 +22,7 @@ pub const SECRET_PATHS: [&str; 2] = ["/sns/jscode2session", "/sns/oauth2/access_
 /// Forwards `outgoing` with `secret=K` replaced by the AppSecret of its `appid`.
 pub async fn substitute(context: &ApiContext, mut outgoing: Outgoing, body: Body) -> Response {
     let host = outgoing.host;
-    let raw = outgoing.query.as_deref();
+    let raw = outgoing.query();
     let Some(appid) = param(raw, "appid") else {
         return reply::error(code::APPID_MISSING, host);
     };
@@ -41,7 +41,7 @@ pub async fn substitute(context: &ApiContext, mut outgoing: Outgoing, body: Body
         return reply::error(code::INVALID_APPID, host);
     };
     let rewritten = query::replace(raw, "secret", secret.expose());
-    outgoing.query = Some(rewritten);
+    outgoing.set_query(&rewritten);
     match context.forwarder.stream(&outgoing, body).await {
         Ok(response) => response,
         Err(e) => e.response(host),
