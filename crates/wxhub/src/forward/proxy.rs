@@ -22,9 +22,11 @@ use super::reply::{self, code, Host};
 use super::transport::{Failure, Payload, Transport};
 use crate::configuration::Settings;
 
-/// The largest answer read whole to look for a dead-token `errcode`; WeChat's JSON answers to
-/// business calls are far smaller, and anything larger (a media download) streams untouched.
-const PEEK_LIMIT: usize = 64 * 1024;
+/// The largest answer read whole to look for a dead-token `errcode`. WeChat refuses a dead token
+/// with an `errcode` and an `errmsg`, a couple of hundred bytes: a larger answer (a list of
+/// users, a media download) cannot be such a refusal, and goes on streamed as it arrives rather
+/// than held.
+const PEEK_LIMIT: usize = 4 * 1024;
 
 /// Headers that belong to one connection, not to the request (RFC 9110 §7.6.1), plus `Host` (the
 /// client names the gateway; the client that forwards names WeChat). `Connection` first: see
@@ -201,10 +203,11 @@ impl Forwarder {
         self.replay_memory_total - self.replay_memory.available_permits()
     }
 
-    /// Reads a request body whole for a replay, if `[gateway] replay_memory` has room for it (its
-    /// declared length, or `max_body` when it declares none); `Ok(Err(body))` hands the body back
-    /// unread when there is no room, to be streamed without a replay. A body that declares no
-    /// length and has none (a GET) takes nothing.
+    /// Reads a request body whole for a replay, if `[gateway] replay_memory` has room for it;
+    /// `Ok(Err(body))` hands the body back when there is no room, to be streamed without a replay.
+    /// A body with a declared length takes that much at once, before it is read; one without takes
+    /// each piece's size as the piece arrives (see [`Forwarder::hold_as_it_comes`]). A body that
+    /// declares no length and has none (a GET) takes nothing.
     pub async fn hold(
         &self,
         headers: &HeaderMap,
@@ -219,7 +222,7 @@ impl Forwarder {
         let wanted = match declared_length(headers) {
             Some(n) if n > self.max_body as u64 => return Err(ForwardError::TooLarge),
             Some(n) => n as usize,
-            None => self.max_body,
+            None => return self.hold_as_it_comes(body).await,
         };
         let share = match u32::try_from(wanted.max(1))
             .ok()
@@ -232,6 +235,53 @@ impl Forwarder {
         Ok(Ok(HeldBody {
             bytes,
             _share: Some(share),
+        }))
+    }
+
+    /// A body of undeclared length, held piece by piece: each piece takes its own size from
+    /// `[gateway] replay_memory` as it arrives, so a call holds what it sent rather than reserving
+    /// `max_body` (10 MiB by default) for a body of a few hundred bytes. When the budget runs out
+    /// part-way, what was read goes on streamed, followed by the rest, without a replay.
+    async fn hold_as_it_comes(
+        &self,
+        mut body: Body,
+    ) -> Result<Result<HeldBody, Body>, ForwardError> {
+        let mut pieces: Vec<Bytes> = Vec::new();
+        let mut total = 0usize;
+        let mut share: Option<OwnedSemaphorePermit> = None;
+        while let Some(frame) = body.frame().await {
+            let Ok(piece) = frame.map_err(|_| ForwardError::Unreadable)?.into_data() else {
+                continue; // trailers: not sent on, as when the body is read whole
+            };
+            if piece.is_empty() {
+                continue;
+            }
+            total += piece.len();
+            if total > self.max_body {
+                return Err(ForwardError::TooLarge);
+            }
+            let more = u32::try_from(piece.len())
+                .ok()
+                .and_then(|n| self.replay_memory.clone().try_acquire_many_owned(n).ok());
+            pieces.push(piece);
+            match (more, &mut share) {
+                (Some(more), Some(share)) => share.merge(more),
+                (Some(more), None) => share = Some(more),
+                (None, _) => {
+                    // No room: nothing is held, the call goes without a replay.
+                    let read = stream::iter(pieces.into_iter().map(Ok::<_, axum::Error>));
+                    return Ok(Err(Body::from_stream(read.chain(body.into_data_stream()))));
+                }
+            }
+        }
+        let bytes = match pieces.len() {
+            0 => Bytes::new(),
+            1 => pieces.swap_remove(0),
+            _ => pieces.concat().into(),
+        };
+        Ok(Ok(HeldBody {
+            bytes,
+            _share: share,
         }))
     }
 
@@ -516,6 +566,47 @@ mod tests {
             built.target.as_ref().map(|t| t.as_str()),
             Some("/cgi-bin/y")
         );
+    }
+
+    /// An answer from WeChat with `content-type: application/json`, its body in `pieces`, its
+    /// length declared or not.
+    fn answer(pieces: Vec<Vec<u8>>, declared: bool) -> Response {
+        let length: usize = pieces.iter().map(Vec::len).sum();
+        let body = Body::from_stream(stream::iter(
+            pieces.into_iter().map(Ok::<_, std::io::Error>),
+        ));
+        let mut response = Response::new(body);
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        if declared {
+            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+        }
+        response
+    }
+
+    #[tokio::test]
+    async fn only_an_answer_small_enough_to_be_a_refusal_is_held() {
+        let refusal = br#"{"errcode":40001,"errmsg":"invalid credential"}"#.to_vec();
+        let inspected = inspect(answer(vec![refusal.clone()], true)).await;
+        assert_eq!(inspected.errcode, Some(40001));
+        // In two pieces, without a declared length: read whole too.
+        let (a, b) = refusal.split_at(10);
+        let inspected = inspect(answer(vec![a.to_vec(), b.to_vec()], false)).await;
+        assert_eq!(inspected.errcode, Some(40001));
+        // Larger than any refusal: streamed untouched, declared or found out while reading.
+        let mut large = refusal.clone();
+        large.truncate(large.len() - 1);
+        large.extend_from_slice(format!(r#","pad":"{}"}}"#, "x".repeat(PEEK_LIMIT)).as_bytes());
+        for declared in [true, false] {
+            let pieces = large.chunks(1000).map(<[u8]>::to_vec).collect();
+            let inspected = inspect(answer(pieces, declared)).await;
+            assert_eq!(inspected.errcode, None);
+            let body = inspected.response.into_body().collect().await.unwrap();
+            assert_eq!(body.to_bytes(), large);
+        }
     }
 
     #[test]

@@ -508,3 +508,43 @@ async fn bodies_held_for_replays_share_one_bounded_budget() {
     .await;
     hub.stop().await;
 }
+
+#[tokio::test]
+async fn a_body_without_a_declared_length_holds_what_it_sent_not_max_body() {
+    use tokio::io::AsyncWriteExt;
+    const MIB: usize = 1024 * 1024;
+    let apps = [TestApp::legacy(APP)];
+    let mock = minute_mock(&apps).await;
+    let mut options = HubOptions::new(&apps);
+    options.gateway.max_body = MIB;
+    options.gateway.replay_memory = MIB + MIB / 2;
+    let hub = spawn_app(&mock, options).await;
+    hub.wait_ready().await;
+    let token = hub.token(APP).await.access_token;
+    let held = || async { hub.metric_sum("wxhub_gateway_replay_bytes").await };
+
+    // Three calls that may need a replay, each chunked, with 1 KiB sent and the rest never coming.
+    let address = hub.gateway.trim_start_matches("http://").to_string();
+    let mut streams = Vec::new();
+    for _ in 0..3 {
+        let mut stream = tokio::net::TcpStream::connect(&address).await.unwrap();
+        let head = format!(
+            "POST /cgi-bin/getcallbackip?access_token={token} HTTP/1.1\r\nhost: gw\r\n\
+             content-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n400\r\n{}\r\n",
+            "x".repeat(1024)
+        );
+        stream.write_all(head.as_bytes()).await.unwrap();
+        streams.push(stream);
+    }
+    // Each holds its 1 KiB, not max_body: all three fit the budget.
+    wait_until(Duration::from_secs(5), "three bodies held", || async {
+        held().await == 3 * 1024
+    })
+    .await;
+    drop(streams);
+    wait_until(Duration::from_secs(5), "nothing held", || async {
+        held().await == 0
+    })
+    .await;
+    hub.stop().await;
+}

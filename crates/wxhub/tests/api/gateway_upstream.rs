@@ -105,12 +105,20 @@ async fn spawn_fake(elsewhere: String) -> (Arc<Fake>, String) {
 /// A ready hub whose WeChat is a fake, the fake, another fake the redirects point to, and the
 /// token the hub serves.
 async fn hub_against_fake() -> (TestHub, Arc<Fake>, Arc<Fake>, String) {
+    hub_against_fake_with(|_| {}).await
+}
+
+/// [`hub_against_fake`] with the hub's options changed by `change`.
+async fn hub_against_fake_with(
+    change: impl FnOnce(&mut HubOptions),
+) -> (TestHub, Arc<Fake>, Arc<Fake>, String) {
     let (elsewhere, elsewhere_base) = spawn_fake(String::new()).await;
     let (fake, base) = spawn_fake(elsewhere_base).await;
     let apps = [TestApp::stable(APP)];
     let mock = minute_mock(&apps).await;
     let mut options = HubOptions::new(&apps);
     options.api_base = Some(base);
+    change(&mut options);
     let hub = spawn_app(&mock, options).await;
     hub.wait_ready().await;
     let token = hub.token(APP).await.access_token;
@@ -250,6 +258,30 @@ async fn a_body_over_max_body_is_refused_declared_or_streamed() {
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["body_len"], over - 1);
     assert!(fake.calls.load(Ordering::SeqCst) >= 1);
+    hub.stop().await;
+}
+
+#[tokio::test]
+async fn a_chunked_body_larger_than_the_replay_budget_goes_on_whole_without_a_replay() {
+    const KIB: usize = 1024;
+    let (hub, fake, _, token) =
+        hub_against_fake_with(|options| options.gateway.replay_memory = 64 * KIB).await;
+    let client = plain_client();
+    // Pieces of 16 KiB: the first four fit the budget, the rest do not.
+    let pieces = (0..16).map(|i| Ok::<_, std::io::Error>(vec![b'a' + i as u8; 16 * KIB]));
+    let response = client
+        .post(format!("{}/echo?access_token={token}", hub.gateway))
+        .body(reqwest::Body::wrap_stream(futures_util::stream::iter(
+            pieces,
+        )))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["body_len"], 256 * KIB, "{body}");
+    assert_eq!(fake.calls.load(Ordering::SeqCst), 1);
+    assert_eq!(hub.metric_sum("wxhub_gateway_replay_bytes").await, 0);
     hub.stop().await;
 }
 
