@@ -52,8 +52,9 @@ pub struct Pool {
 
 /// A connection waiting in the pool, and since when.
 struct Idle {
-    /// The connection.
-    conn: Conn,
+    /// The connection, boxed: it is large (the connection's state and buffers) and moves from the
+    /// pool to a call, into the answer's body and back on every call.
+    conn: Box<Conn>,
     /// When it went back to the pool.
     since: Instant,
 }
@@ -181,7 +182,7 @@ impl Pool {
 
     /// An idle connection that takes a request now, if there is one; expired and closed ones are
     /// dropped on the way.
-    async fn checkout(&self) -> Option<Conn> {
+    async fn checkout(&self) -> Option<Box<Conn>> {
         loop {
             let (candidate, expired) = {
                 let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
@@ -204,7 +205,7 @@ impl Pool {
     }
 
     /// A new connection, ready for its first request.
-    async fn connect(&self) -> Result<Conn, Failure> {
+    async fn connect(&self) -> Result<Box<Conn>, Failure> {
         let mut connector = self.connector.clone();
         poll_fn(|cx| connector.poll_ready(cx))
             .await
@@ -217,10 +218,10 @@ impl Pool {
             .handshake(io)
             .await
             .map_err(|_| "connection failed")?;
-        let mut conn = Conn {
+        let mut conn = Box::new(Conn {
             sender,
             driver: Some(driver),
-        };
+        });
         if poll_fn(|cx| conn.poll_ready(cx)).await {
             Ok(conn)
         } else {
@@ -229,7 +230,7 @@ impl Pool {
     }
 
     /// Puts a connection whose last answer was read to its end back for the next call.
-    fn put(&self, conn: Conn) {
+    fn put(&self, conn: Box<Conn>) {
         if !conn.reusable() {
             return;
         }
@@ -251,7 +252,7 @@ pub struct PooledBody {
     /// The body as hyper hands it over.
     incoming: Incoming,
     /// The connection, until it goes back.
-    conn: Option<Conn>,
+    conn: Option<Box<Conn>>,
     /// Where it goes back to.
     pool: Arc<Pool>,
 }

@@ -38,7 +38,7 @@ impl<'q> Pair<'q> {
 
 /// Whether `part` reads the same decoded (no `%` escape, no `+` for a space).
 fn is_plain(part: &str) -> bool {
-    !part.bytes().any(|b| b == b'%' || b == b'+')
+    memchr::memchr2(b'%', b'+', part.as_bytes()).is_none()
 }
 
 /// A pair decoded as `form_urlencoded` decodes it.
