@@ -22,7 +22,6 @@ use serde_json::{json, Map, Value};
 use super::token::{json_fields, text_field};
 use crate::api::ApiContext;
 use crate::engine::RefreshError;
-use crate::forward::query::param;
 use crate::forward::reply::{self, code, Host};
 use crate::kinds::{Kind, Role};
 use crate::platform::{PlatformError, SdkAuthorizer, SdkRefusal};
@@ -159,8 +158,8 @@ async fn check(
     if *method != Method::POST {
         return Err(refuse(code::REQUIRE_POST));
     }
-    let name = match super::token_param(Host::Official, path, query) {
-        Ok(Some(name)) => name,
+    let token = match super::token_param(Host::Official, path, query) {
+        Ok(Some((_, token))) => token,
         Ok(None) => return Err(refuse(code::ACCESS_TOKEN_MISSING)),
         Err(super::AmbiguousToken) => {
             return Err(reply::error_with_status(
@@ -170,7 +169,6 @@ async fn check(
             ))
         }
     };
-    let token = param(query, name).ok_or_else(|| refuse(code::ACCESS_TOKEN_MISSING))?;
     let component = context
         .read_index
         .serving(&token, context.clock.now())
