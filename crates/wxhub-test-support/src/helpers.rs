@@ -602,3 +602,27 @@ pub fn seconds_until(rfc3339: &str) -> i64 {
         .as_secs() as i64;
     at - now
 }
+
+/// The JSON answer to `request`.
+pub async fn answer_of(request: reqwest::RequestBuilder) -> serde_json::Value {
+    request
+        .send()
+        .await
+        .expect("an answer")
+        .json()
+        .await
+        .expect("a JSON answer")
+}
+
+/// A WeChat answer's errcode and its text before the per-request suffix (WeChat's `rid:`, Work
+/// WeChat's `, hint:`), which differs at every call.
+pub fn errcode_and_text(answer: &serde_json::Value) -> (i64, String) {
+    let errmsg = answer["errmsg"].as_str().unwrap_or_default();
+    let text = errmsg
+        .split(" rid:")
+        .next()
+        .and_then(|t| t.split(", hint:").next())
+        .unwrap_or_default()
+        .to_string();
+    (answer["errcode"].as_i64().unwrap_or(0), text)
+}

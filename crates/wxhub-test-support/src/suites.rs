@@ -91,6 +91,13 @@ pub fn corp_path(corpid: &str, rest: &str) -> String {
     format!("/v1/suites/{SUITE}/corps/{corpid}/{rest}")
 }
 
+/// Has the mock push a suite ticket now (the provider console's button): whether the hub
+/// acknowledged it.
+pub async fn push_ticket(mock: &MockServer) -> bool {
+    let answer = owner(mock, &format!("suites/{SUITE}/push_ticket"), json!({})).await;
+    answer["push"]["acknowledged"] == true
+}
+
 /// A corp installs the test suite (the mock pushes `create_auth`); its corpid, once the hub
 /// acknowledged the push.
 pub async fn install(mock: &MockServer) -> String {

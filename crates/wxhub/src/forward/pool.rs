@@ -50,6 +50,11 @@ pub struct Pool {
     idle_timeout: Duration,
 }
 
+/// Most idle connections kept per origin: a burst of concurrent calls opens as many connections,
+/// and once it is over only this many wait for the next calls; the rest are closed at once
+/// instead of holding a descriptor each until their idle timeout.
+const MAX_IDLE: usize = 256;
+
 /// A connection waiting in the pool, and since when.
 struct Idle {
     /// The connection, boxed: it is large (the connection's state and buffers) and moves from the
@@ -238,10 +243,14 @@ impl Pool {
             conn,
             since: Instant::now(),
         };
-        self.idle
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(idle);
+        let surplus = {
+            let mut pool = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+            pool.push(idle);
+            // The least recently used goes: the pool hands out the most recent first.
+            (pool.len() > MAX_IDLE).then(|| pool.remove(0))
+        };
+        // Closed outside the lock.
+        drop(surplus);
     }
 }
 

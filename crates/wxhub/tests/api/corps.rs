@@ -108,12 +108,7 @@ async fn an_installed_corp_signs_agent_config_with_its_installations_agentid() {
     )
     .await;
     relay.point_at(&[&hub]);
-    owner(
-        &mock,
-        &format!("suites/{SUITE}/push_ticket"),
-        serde_json::json!({}),
-    )
-    .await;
+    assert!(push_ticket(&mock).await);
     wait_for_suite_token(&hub).await;
     let answer = owner(
         &mock,

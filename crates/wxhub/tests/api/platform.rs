@@ -873,24 +873,6 @@ async fn a_refused_verify_ticket_asks_for_a_push_and_keeps_serving_the_old_compo
     );
 }
 
-/// The JSON answer to `request`.
-async fn answer_of(request: reqwest::RequestBuilder) -> Value {
-    request
-        .send()
-        .await
-        .expect("an answer")
-        .json()
-        .await
-        .expect("a JSON answer")
-}
-
-/// The errcode and the text before WeChat's per-request suffix.
-fn errcode_and_text(answer: &Value) -> (i64, String) {
-    let errmsg = answer["errmsg"].as_str().unwrap_or_default();
-    let text = errmsg.split(" rid:").next().unwrap_or_default().to_string();
-    (answer["errcode"].as_i64().unwrap_or(0), text)
-}
-
 #[tokio::test]
 async fn a_platform_sdk_takes_the_hubs_component_token_at_the_gateway_and_its_calls_are_checked() {
     let (mock, _relay, hub) = steady_platform().await;

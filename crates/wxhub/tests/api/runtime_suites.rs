@@ -20,22 +20,6 @@ fn suite_body() -> Value {
     })
 }
 
-/// Asks the mock to push a suite ticket now; whether the hub acknowledged it.
-async fn push_ticket(mock: &wechat_mock::MockServer) -> bool {
-    let answer: Value = reqwest::Client::new()
-        .post(format!(
-            "{}/mock/suites/{SUITE}/push_ticket",
-            mock.base_url()
-        ))
-        .send()
-        .await
-        .expect("mock")
-        .json()
-        .await
-        .expect("JSON");
-    answer["push"]["acknowledged"] == true
-}
-
 async fn code_of(response: reqwest::Response) -> (u16, String) {
     let status = response.status().as_u16();
     let body: Value = response.json().await.unwrap_or_default();

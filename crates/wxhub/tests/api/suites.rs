@@ -48,7 +48,7 @@ async fn suite_hub(
     let mock = provider_side(&relay, lifetime, tune).await;
     let hub = spawn_app(&mock, options).await;
     relay.point_at(&[&hub]);
-    push_ticket(&mock).await;
+    ticket_pushed(&mock).await;
     wait_for_suite_token(&hub).await;
     (mock, relay, hub)
 }
@@ -66,10 +66,8 @@ fn options_on(store: &Arc<dyn Store>) -> HubOptions {
 }
 
 /// The mock pushes a new suite ticket now; its answer.
-async fn push_ticket(mock: &MockServer) -> Value {
-    let answer = owner(mock, &format!("suites/{SUITE}/push_ticket"), json!({})).await;
-    assert_eq!(answer["push"]["acknowledged"], true, "{answer}");
-    answer
+async fn ticket_pushed(mock: &MockServer) {
+    assert!(push_ticket(mock).await, "{:?}", stats(mock).suite(SUITE));
 }
 
 fn unix_now() -> i64 {
@@ -131,28 +129,6 @@ async fn ticket_generation(hub: &TestHub) -> u64 {
     hub.credential(&format!("suite_ticket/{SUITE}")).await["generation"]
         .as_u64()
         .unwrap_or(0)
-}
-
-/// The JSON answer to `request`.
-async fn answer_of(request: reqwest::RequestBuilder) -> Value {
-    request
-        .send()
-        .await
-        .expect("an answer")
-        .json()
-        .await
-        .expect("a JSON answer")
-}
-
-/// The errcode and the text before Work WeChat's per-request suffix.
-fn errcode_and_text(answer: &Value) -> (i64, String) {
-    let errmsg = answer["errmsg"].as_str().unwrap_or_default();
-    let text = errmsg
-        .split(", hint:")
-        .next()
-        .unwrap_or_default()
-        .to_string();
-    (answer["errcode"].as_i64().unwrap_or(0), text)
 }
 
 /// A call of the Work business API with `param=token`, straight to the mock: its errcode.
@@ -352,7 +328,7 @@ async fn a_suite_ticket_pushed_earlier_never_replaces_the_one_stored() {
     assert_eq!(answer.text().await.unwrap(), "success");
     assert_eq!(ticket_generation(&hub).await, before + 1);
     // And Work WeChat's own push of now, earlier than "later", does not replace it either.
-    push_ticket(&mock).await;
+    ticket_pushed(&mock).await;
     assert_eq!(ticket_generation(&hub).await, before + 1);
     hub.stop().await;
 }
@@ -693,24 +669,29 @@ async fn revoked_everywhere(hub: &TestHub, store: &Arc<dyn Store>, corpid: &str)
     }
 }
 
-#[tokio::test]
-async fn a_cancel_auth_while_a_corp_token_refresh_is_in_flight_stays_revoked() {
-    let lifetime = Duration::from_secs(2);
+/// A corp that uninstalls while its next corp-token call is held at the mock by `fault`.
+struct HeldUninstall {
+    mock: Arc<MockServer>,
+    hub: TestHub,
+    store: Arc<dyn Store>,
+    corpid: String,
+    /// Corp tokens the mock had minted before the held call.
+    issued_before: u64,
+    /// Corp-token calls the hub had seen answered before the held call.
+    done_before: u64,
+}
+
+/// Token lifetime of the cancel-during-refresh tests: renewals come quickly.
+const HELD_LIFETIME: Duration = Duration::from_secs(2);
+
+async fn uninstall_during_held_renewal(fault: FaultRule) -> HeldUninstall {
     let store: Arc<dyn Store> = Arc::new(wxhub::store::memory::MemoryStore::new());
-    let (mock, _relay, hub) = suite_hub(lifetime, |c| c, options_on(&store)).await;
+    let (mock, _relay, hub) = suite_hub(HELD_LIFETIME, |c| c, options_on(&store)).await;
     let corpid = install(&mock).await;
     hub.token_at(&corp_path(&corpid, "access_token")).await;
-
-    // The renewal is held before Work WeChat reads it; the corp uninstalls meanwhile.
-    hold_next_corp_token_call(
-        &mock,
-        &corpid,
-        FaultRule {
-            delay_ms: Some(1500),
-            ..FaultRule::default()
-        },
-    )
-    .await;
+    let issued_before = stats(&mock).suite(SUITE).corp_tokens_issued;
+    let done_before = corp_token_calls_done(&hub).await;
+    hold_next_corp_token_call(&mock, &corpid, fault).await;
     let gone = owner(
         &mock,
         "uninstall",
@@ -719,66 +700,67 @@ async fn a_cancel_auth_while_a_corp_token_refresh_is_in_flight_stays_revoked() {
     .await;
     assert_eq!(gone["push"]["acknowledged"], true, "{gone}");
     revoked_everywhere(&hub, &store, &corpid).await;
+    HeldUninstall {
+        mock,
+        hub,
+        store,
+        corpid,
+        issued_before,
+        done_before,
+    }
+}
 
-    // The held call is refused (the code died with the installation); the corp stays revoked.
+impl HeldUninstall {
+    /// Revoked now, and after more than a lifetime in which nothing was fetched for the corp.
+    async fn stays_revoked(self) {
+        revoked_everywhere(&self.hub, &self.store, &self.corpid).await;
+        let calls = stats(&self.mock).total_calls(GET_CORP_TOKEN);
+        // Nothing to wait for: the check is that no call comes within the window.
+        tokio::time::sleep(HELD_LIFETIME + Duration::from_secs(1)).await;
+        assert_eq!(stats(&self.mock).total_calls(GET_CORP_TOKEN), calls);
+        revoked_everywhere(&self.hub, &self.store, &self.corpid).await;
+        self.hub.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn a_cancel_auth_while_a_corp_token_refresh_is_in_flight_stays_revoked() {
+    // The renewal is held before Work WeChat reads it; the corp uninstalls meanwhile.
+    let held = uninstall_during_held_renewal(FaultRule {
+        delay_ms: Some(1500),
+        ..FaultRule::default()
+    })
+    .await;
+    // The held call is refused (the code died with the installation).
     wait_until(
         Duration::from_secs(10),
         "the held renewal was answered",
-        || async { stats(&mock).outcome(GET_CORP_TOKEN, 40084) >= 1 },
+        || async { stats(&held.mock).outcome(GET_CORP_TOKEN, 40084) >= 1 },
     )
     .await;
-    revoked_everywhere(&hub, &store, &corpid).await;
-    // Nothing is fetched for it any more, over more than a lifetime.
-    let calls = stats(&mock).total_calls(GET_CORP_TOKEN);
-    tokio::time::sleep(lifetime + Duration::from_secs(1)).await;
-    assert_eq!(stats(&mock).total_calls(GET_CORP_TOKEN), calls);
-    revoked_everywhere(&hub, &store, &corpid).await;
-    hub.stop().await;
+    held.stays_revoked().await;
 }
 
 #[tokio::test]
 async fn a_corp_token_answered_before_a_cancel_auth_and_received_after_it_is_not_served() {
-    let lifetime = Duration::from_secs(2);
-    let store: Arc<dyn Store> = Arc::new(wxhub::store::memory::MemoryStore::new());
-    let (mock, _relay, hub) = suite_hub(lifetime, |c| c, options_on(&store)).await;
-    let corpid = install(&mock).await;
-    hub.token_at(&corp_path(&corpid, "access_token")).await;
-    let issued = stats(&mock).suite(SUITE).corp_tokens_issued;
-
-    // Work WeChat answers the renewal at once (a token it then holds for the corp), and the
-    // answer is slow to come back; the corp uninstalls before it arrives.
-    let done = corp_token_calls_done(&hub).await;
-    hold_next_corp_token_call(
-        &mock,
-        &corpid,
-        FaultRule {
-            hold_answer_ms: Some(1500),
-            ..FaultRule::default()
-        },
-    )
+    // Work WeChat answers the renewal at once (a token it mints for the corp), and the answer is
+    // slow to come back; the corp uninstalls before it arrives.
+    let held = uninstall_during_held_renewal(FaultRule {
+        hold_answer_ms: Some(1500),
+        ..FaultRule::default()
+    })
     .await;
-    let gone = owner(
-        &mock,
-        "uninstall",
-        json!({ "suite_id": SUITE, "corpid": corpid }),
-    )
-    .await;
-    assert_eq!(gone["push"]["acknowledged"], true, "{gone}");
-    revoked_everywhere(&hub, &store, &corpid).await;
-    // The answer arrives: a token, which the hub must not serve or store for a revoked corp.
     wait_until(
         Duration::from_secs(10),
         "the held answer reached the hub",
-        || async { corp_token_calls_done(&hub).await > done },
+        || async { corp_token_calls_done(&held.hub).await > held.done_before },
     )
     .await;
-    assert!(stats(&mock).suite(SUITE).corp_tokens_issued >= issued);
-    revoked_everywhere(&hub, &store, &corpid).await;
-    let calls = stats(&mock).total_calls(GET_CORP_TOKEN);
-    tokio::time::sleep(lifetime + Duration::from_secs(1)).await;
-    assert_eq!(stats(&mock).total_calls(GET_CORP_TOKEN), calls);
-    revoked_everywhere(&hub, &store, &corpid).await;
-    hub.stop().await;
+    assert!(
+        stats(&held.mock).suite(SUITE).corp_tokens_issued > held.issued_before,
+        "the held call minted a token, which the hub must not serve or store"
+    );
+    held.stays_revoked().await;
 }
 
 #[tokio::test]
@@ -872,7 +854,7 @@ async fn a_refused_suite_ticket_keeps_the_suite_token_served_until_the_next_push
     );
 
     // The next push heals it: the warning goes, the renewal succeeds.
-    push_ticket(&mock).await;
+    ticket_pushed(&mock).await;
     wait_until(
         Duration::from_secs(5),
         "the suite token is renewed with the new ticket",

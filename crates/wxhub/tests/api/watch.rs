@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use crate::helpers::*;
 
@@ -390,14 +390,14 @@ async fn one_consumer_cannot_take_every_watch_slot() {
 /// the hub's input, read at no `/v1` route: a watcher granted everything never sees it.
 #[tokio::test]
 async fn a_pushed_ticket_never_reaches_a_watcher() {
-    use crate::platform_support::{owner, Relay};
+    use crate::platform_support::Relay;
     use crate::suites_support::*;
 
     let relay = Relay::start().await;
     let mock = suite_mock(&relay, Duration::from_secs(60), Duration::from_secs(600)).await;
     let hub = spawn_app(&mock, suite_options(&[])).await;
     relay.point_at(&[&hub]);
-    owner(&mock, &format!("suites/{SUITE}/push_ticket"), json!({})).await;
+    assert!(push_ticket(&mock).await);
     wait_for_suite_token(&hub).await;
 
     let mut stream = Stream::open(&hub, ADMIN_KEY, None).await;
@@ -411,8 +411,7 @@ async fn a_pushed_ticket_never_reaches_a_watcher() {
     }
     // A new ticket is pushed, then a corp installs: its token's event comes after the ticket's
     // would have.
-    let pushed = owner(&mock, &format!("suites/{SUITE}/push_ticket"), json!({})).await;
-    assert_eq!(pushed["push"]["acknowledged"], true, "{pushed}");
+    assert!(push_ticket(&mock).await);
     let corpid = install(&mock).await;
     let corp_token = format!("auth_corp_token/{SUITE}/{corpid}");
     while !seen.iter().any(|event| event["key"] == corp_token.as_str()) {
