@@ -2,6 +2,7 @@
 //! hub to a private address, docs/architecture.md#health-readiness-and-metrics).
 
 use std::fmt::Write as _;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::State;
@@ -10,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 
 use super::{rollover_wait, ApiState};
 use crate::kinds::{AccountId, CredentialKey, Role};
-use crate::registry::Origin;
+use crate::read::Credential;
 
 /// The most configured credentials that get a remaining-life series each (see
 /// [`remaining_lives`]).
@@ -64,52 +65,42 @@ pub async fn readyz(State(context): State<ApiState>) -> Response {
     response
 }
 
-/// The remaining-life gauges, read from what the read side serves (no engine lock): one series
-/// per credential of the configuration file, and the shortest remaining life per kind over all
-/// credentials, so that 100,000 runtime credentials (authorizers) add a handful of series, not
-/// 100,000.
+/// The remaining-life gauges, read from what the read side keeps as it serves (no walk of every
+/// credential, no engine lock): one series per credential of the configuration file, and the
+/// shortest remaining life per kind over all credentials, so that 100,000 runtime credentials
+/// (authorizers) add a handful of series, not 100,000.
 ///
 /// A configuration with more than [`PER_CREDENTIAL_SERIES_LIMIT`] credentials gets the aggregates
 /// only: a scrape of hundreds of thousands of series is a problem for Prometheus, not a help.
-fn remaining_lives(context: &ApiState, out: &mut String) {
+fn remaining_lives(context: &ApiState, configured: &[Arc<Credential>], out: &mut String) {
     let now = context.clock.now();
-    let mut shortest = std::collections::BTreeMap::<&'static str, f64>::new();
-    let mut series = String::new();
-    let mut configured = 0usize;
-    context.read_index.for_each(|credential| {
-        let Some(expires_at) = credential.slot.peek().as_ref().map(|s| s.expires_at) else {
-            return;
-        };
-        let remaining = expires_at.since(now).as_secs_f64();
-        let kind = credential.key.kind_name();
-        let min = shortest.entry(kind).or_insert(remaining);
-        *min = min.min(remaining);
-        if credential.origin() == Origin::Config {
-            configured += 1;
-            if configured <= PER_CREDENTIAL_SERIES_LIMIT {
-                let _ = writeln!(
-                    series,
-                    "wxhub_token_remaining_seconds{{key=\"{}\",kind=\"{kind}\"}} {remaining:.3}",
-                    credential.key
-                );
-            }
-        }
-    });
-    if configured <= PER_CREDENTIAL_SERIES_LIMIT {
+    if configured.len() <= PER_CREDENTIAL_SERIES_LIMIT {
         out.push_str(
             "# HELP wxhub_token_remaining_seconds Remaining life of each configured credential's token.\n",
         );
         out.push_str("# TYPE wxhub_token_remaining_seconds gauge\n");
-        out.push_str(&series);
+        for credential in configured {
+            let Some(expires_at) = credential.slot.peek().as_ref().map(|s| s.expires_at) else {
+                continue;
+            };
+            let _ = writeln!(
+                out,
+                "wxhub_token_remaining_seconds{{key=\"{}\",kind=\"{}\"}} {:.3}",
+                credential.key,
+                credential.key.kind_name(),
+                expires_at.since(now).as_secs_f64()
+            );
+        }
     }
     out.push_str(
         "# HELP wxhub_token_remaining_seconds_min Shortest remaining life over all credentials of a kind.\n",
     );
     out.push_str("# TYPE wxhub_token_remaining_seconds_min gauge\n");
-    for (kind, remaining) in shortest {
+    for (kind, expires_at) in context.read_index.earliest_expiry_by_kind() {
         let _ = writeln!(
             out,
-            "wxhub_token_remaining_seconds_min{{kind=\"{kind}\"}} {remaining:.3}"
+            "wxhub_token_remaining_seconds_min{{kind=\"{kind}\"}} {:.3}",
+            expires_at.since(now).as_secs_f64()
         );
     }
 }
@@ -175,10 +166,14 @@ fn suite_ticket_ages(context: &ApiState, out: &mut String) {
 pub async fn metrics(State(context): State<ApiState>) -> Response {
     let mut out = String::with_capacity(4096);
     context.metrics.render(&mut out);
-    remaining_lives(&context, &mut out);
+    let configured = context.read_index.configured();
+    remaining_lives(&context, &configured, &mut out);
     verify_ticket_ages(&context, &mut out);
     suite_ticket_ages(&context, &mut out);
-    if let Some(budgets) = context.engine.force_budgets(PER_CREDENTIAL_SERIES_LIMIT) {
+    if let Some(budgets) = context
+        .engine
+        .force_budgets(&configured, PER_CREDENTIAL_SERIES_LIMIT)
+    {
         out.push_str(
             "# HELP wxhub_force_refresh_budget_remaining Stable-mode force refreshes left today.\n",
         );

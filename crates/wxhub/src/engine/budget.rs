@@ -4,6 +4,8 @@
 //! apart from the refresh itself so that what may spend the budget, and what is shown of it, is
 //! decided in one place.
 
+use std::sync::Arc;
+
 use super::state::Entry;
 use super::{Engine, Shared};
 use crate::read::Credential;
@@ -40,15 +42,19 @@ pub(super) fn used_on(entry: &Entry, today: i64) -> u32 {
 impl Engine {
     /// Stable-mode force refreshes left today for each access token defined in the configuration
     /// file (as this instance last learned from the store), while there are at most `limit` of
-    /// them; `None` above that (the metrics then carry aggregates only).
-    pub fn force_budgets(&self, limit: usize) -> Option<Vec<(String, u32)>> {
+    /// them; `None` above that (the metrics then carry aggregates only). `configured` are the
+    /// file's credentials (the read index keeps them): only those are looked up, never every
+    /// credential.
+    pub fn force_budgets(
+        &self,
+        configured: &[Arc<Credential>],
+        limit: usize,
+    ) -> Option<Vec<(String, u32)>> {
         let today = wechat_day(self.shared.clock.now());
         let state = self.shared.lock();
         let mut budgets = Vec::new();
-        for entry in state.entries.values() {
-            if !entry.credential.is_configured_stable_token() {
-                continue;
-            }
+        let stable = configured.iter().filter(|c| c.is_configured_stable_token());
+        for entry in stable.filter_map(|c| state.entries.get(&c.id)) {
             if budgets.len() == limit {
                 return None;
             }

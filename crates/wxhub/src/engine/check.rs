@@ -65,7 +65,7 @@ fn due_now(shared: &Shared) -> Vec<Due> {
         let (Some(token), Some(at)) = (&entry.token, spec.source.checked_at()) else {
             continue;
         };
-        if entry.in_flight.is_some() || !token.is_valid_at(now) {
+        if entry.in_flight().is_some() || !token.is_valid_at(now) {
             continue;
         }
         let Some(next) = spec.plan.next_check(token.fetched_at, entry.checked_at) else {

@@ -346,7 +346,7 @@ impl Engine {
         let fresh = state
             .entries
             .get(&credential.id)
-            .is_some_and(|e| e.status == Status::Fresh || e.in_flight.is_some());
+            .is_some_and(|e| e.status() == Status::Fresh || e.in_flight().is_some());
         if !fresh {
             let _ = self
                 .shared

@@ -61,7 +61,7 @@ impl Drop for InFlightGuard {
         }
         let mut state = self.shared.lock();
         if let Some(entry) = state.entries.get_mut(&self.id) {
-            entry.in_flight = None;
+            entry.set_in_flight(None);
         }
         if !state.shutdown {
             let retry = self.shared.clock.now().plus(Duration::from_secs(1));
@@ -118,11 +118,11 @@ impl Shared {
     ) -> Option<(JobReceiver, bool)> {
         let id = credential.id;
         let entry = state.entries.get_mut(&id)?;
-        if let Some(running) = &entry.in_flight {
+        if let Some(running) = entry.in_flight() {
             return Some((running.clone(), false));
         }
         let (sender, receiver) = watch::channel(None);
-        entry.in_flight = Some(receiver.clone());
+        entry.set_in_flight(Some(receiver.clone()));
         let known = entry.token.clone();
         state.unschedule(id);
         let job = self
@@ -191,7 +191,7 @@ impl Shared {
             tracing::debug!(key = %key, "refresh of a removed credential ended; result dropped");
             return;
         };
-        entry.in_flight = None;
+        entry.set_in_flight(None);
         let next = match result {
             Ok(refreshed) => {
                 // The change feed may have delivered a newer generation while this job ran
@@ -208,7 +208,7 @@ impl Shared {
                     },
                     None => refreshed.clone(),
                 };
-                if entry.status == super::Status::NeedsAttention {
+                if entry.status() == super::Status::NeedsAttention {
                     tracing::info!(key = %key, "credential recovered");
                 }
                 let next = entry.record_success(

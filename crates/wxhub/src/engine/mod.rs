@@ -42,6 +42,7 @@ mod pushed;
 mod report;
 pub mod state;
 pub mod suite;
+mod tally;
 mod tasks;
 mod views;
 mod write_back;
@@ -113,6 +114,8 @@ impl Reason {
 struct Shared {
     /// The mutable part. Never held across an `.await`.
     state: Mutex<State>,
+    /// Credentials by state, the same tally `state` keeps, read without its lock.
+    tally: Arc<tally::StatusTally>,
     /// Wakes the scheduler when the earliest deadline may have moved.
     scheduler_wakeup: Notify,
     /// Scheduled-job slots: the scheduler starts a job only with one in hand. Twice the upstream
@@ -173,9 +176,12 @@ impl Engine {
             clock,
             read_index,
         } = parts;
+        let state = State::default();
+        let tally = state.tally.clone();
         Engine {
             shared: Arc::new(Shared {
-                state: Mutex::new(State::default()),
+                state: Mutex::new(state),
+                tally,
                 scheduler_wakeup: Notify::new(),
                 workers: Arc::new(Semaphore::new(
                     settings.refresh.concurrency.max(1) * JOB_SLOTS_PER_CALL,
@@ -264,7 +270,7 @@ impl Engine {
             if state
                 .entries
                 .get(&credential.id)
-                .is_some_and(|e| e.token.is_some() && e.in_flight.is_none())
+                .is_some_and(|e| e.token.is_some() && e.in_flight().is_none())
             {
                 return Ok(());
             }
@@ -432,7 +438,7 @@ impl Shared {
         if !newer {
             return;
         }
-        if entry.in_flight.is_some() {
+        if entry.in_flight().is_some() {
             // The running job will adopt it through the lease/re-read path; serve it already.
             self.serve_in_flight(&mut state, id, token);
             return;

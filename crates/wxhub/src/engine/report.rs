@@ -94,7 +94,7 @@ impl Engine {
                     }
                     // The current value, and no refresh running to join: ask WeChat first
                     // whether it really is dead, then judge again.
-                    ReportDecision::Refresh if !checked && entry.in_flight.is_none() => None,
+                    ReportDecision::Refresh if !checked && entry.in_flight().is_none() => None,
                     ReportDecision::Refresh => shared
                         .start_or_join(
                             &mut state,
@@ -162,7 +162,7 @@ impl Shared {
             let now = self.clock.now();
             let entry = state.entries.get_mut(&credential.id)?;
             let current = entry.token.as_ref()?;
-            if current.value != reported || entry.in_flight.is_some() {
+            if current.value != reported || entry.in_flight().is_some() {
                 return None;
             }
             if entry

@@ -11,6 +11,7 @@ use serde::Serialize;
 use tokio::sync::watch;
 
 use super::error::{ErrorClass, RefreshError};
+use super::tally::StatusTally;
 use crate::history::History;
 use crate::plan::{FailureClass, Plan, Renewal};
 use crate::read::{Credential, CredentialId};
@@ -71,8 +72,8 @@ pub struct Entry {
     pub credential: Arc<Credential>,
     /// What is known to be current (from the store, a refresh, or the change feed).
     pub token: Option<Token>,
-    /// Lifecycle state.
-    pub status: Status,
+    /// Lifecycle state (changed through [`Entry::set_status`], which keeps the tally true).
+    status: Status,
     /// This key's place in [`State::deadlines`], if scheduled.
     pub due: Option<(Timestamp, u64)>,
     /// The next planned refresh, for display and for consumer `expires_in`.
@@ -84,8 +85,9 @@ pub struct Entry {
     /// credentials never use: with 100,000 authorizers every byte of an entry counts 200,000
     /// times.
     pub last_error: Option<Box<LastError>>,
-    /// The running refresh job, which later requests join (single-flight in process).
-    pub in_flight: Option<watch::Receiver<Option<RefreshResult>>>,
+    /// The running refresh job, which later requests join (single-flight in process). Changed
+    /// through [`Entry::set_in_flight`]: while it runs the credential shows as refreshing.
+    in_flight: Option<watch::Receiver<Option<RefreshResult>>>,
     /// WeChat day (UTC+8) the force counter belongs to, and force refreshes used that day.
     pub force_day: i64,
     /// Force refreshes used on `force_day`.
@@ -108,6 +110,9 @@ pub struct Entry {
     pub rejected_reports: u64,
     /// When the periodic check last asked WeChat about the current value.
     pub checked_at: Option<Timestamp>,
+    /// The engine's count of credentials by state, which this entry keeps true as its shown
+    /// state changes and when it is dropped.
+    tally: Arc<StatusTally>,
 }
 
 /// What WeChat said of a reported value.
@@ -146,8 +151,9 @@ impl Status {
 }
 
 impl Entry {
-    /// A credential with nothing known yet.
-    pub fn new(credential: Arc<Credential>) -> Entry {
+    /// A credential with nothing known yet, counted as pending in `tally`.
+    pub fn new(credential: Arc<Credential>, tally: &Arc<StatusTally>) -> Entry {
+        tally.enter(credential.key.kind_name(), Status::Pending);
         Entry {
             credential,
             token: None,
@@ -166,7 +172,47 @@ impl Entry {
             confirmed_dead: None,
             rejected_reports: 0,
             checked_at: None,
+            tally: tally.clone(),
         }
+    }
+
+    /// The state operators see: refreshing while a job runs, else the lifecycle state.
+    pub fn shown_status(&self) -> Status {
+        if self.in_flight.is_some() {
+            Status::Refreshing
+        } else {
+            self.status
+        }
+    }
+
+    /// The lifecycle state, whether or not a job runs.
+    pub fn status(&self) -> Status {
+        self.status
+    }
+
+    /// Sets the lifecycle state.
+    fn set_status(&mut self, status: Status) {
+        let before = self.shown_status();
+        self.status = status;
+        self.recount(before);
+    }
+
+    /// The running refresh job, if any.
+    pub fn in_flight(&self) -> Option<&watch::Receiver<Option<RefreshResult>>> {
+        self.in_flight.as_ref()
+    }
+
+    /// Marks a refresh job running (`Some`) or over (`None`).
+    pub fn set_in_flight(&mut self, job: Option<watch::Receiver<Option<RefreshResult>>>) {
+        let before = self.shown_status();
+        self.in_flight = job;
+        self.recount(before);
+    }
+
+    /// Moves this entry's count from `before` to the state it shows now.
+    fn recount(&self, before: Status) {
+        self.tally
+            .shift(self.credential.key.kind_name(), before, self.shown_status());
     }
 
     /// Judges a report that `reported` was refused by WeChat.
@@ -196,7 +242,7 @@ impl Entry {
             plan.after_unchanged(renewal, &refreshed.token, now)
         };
         self.token = Some(refreshed.token.clone());
-        self.status = Status::Fresh;
+        self.set_status(Status::Fresh);
         self.attempts = 0;
         if let Some(error) = &mut self.last_error {
             error.recovered = true;
@@ -215,7 +261,7 @@ impl Entry {
             }
         }
         self.token = Some(token);
-        self.status = Status::Fresh;
+        self.set_status(Status::Fresh);
     }
 
     /// The failure this credential is in, if the last refresh failed.
@@ -243,10 +289,10 @@ impl Entry {
         let repeated = self
             .current_error()
             .is_some_and(|last| last.errcode == error.errcode() && last.class == error.class());
-        self.status = match class {
+        self.set_status(match class {
             FailureClass::Config => Status::NeedsAttention,
             FailureClass::Quota | FailureClass::Transient => Status::Retrying,
-        };
+        });
         self.last_error = Some(Box::new(LastError {
             class: error.class(),
             errcode: error.errcode(),
@@ -268,6 +314,13 @@ impl Entry {
     }
 }
 
+impl Drop for Entry {
+    fn drop(&mut self) {
+        self.tally
+            .leave(self.credential.key.kind_name(), self.shown_status());
+    }
+}
+
 /// Everything the engine mutates, under one mutex.
 #[derive(Default)]
 pub struct State {
@@ -285,6 +338,9 @@ pub struct State {
     /// The credentials whose value is checked periodically (`check_interval`): the checker
     /// walks these, not every credential.
     pub checked: HashSet<CredentialId>,
+    /// Credentials by state, kept by the entries themselves; shared with whoever renders it, who
+    /// reads it without this state's lock.
+    pub tally: Arc<StatusTally>,
 }
 
 impl State {
@@ -293,7 +349,7 @@ impl State {
         self.follow_check_plan(&credential);
         self.entries
             .entry(credential.id)
-            .or_insert_with(|| Box::new(Entry::new(credential)))
+            .or_insert_with(|| Box::new(Entry::new(credential, &self.tally)))
     }
 
     /// Stops tracking `id`: it leaves the queue, and a job still running for it finds no entry
@@ -422,9 +478,56 @@ mod tests {
     }
 
     #[test]
+    fn the_tally_follows_every_entry_through_its_states_and_out() {
+        let clock = ManualClock::at(START);
+        let mut state = State::default();
+        let tally = state.tally.clone();
+        let count = |status| {
+            tally
+                .snapshot()
+                .get(&("access_token", status))
+                .copied()
+                .unwrap_or(0)
+        };
+        state.insert(credential(1, "wx1"));
+        state.insert(credential(2, "wx2"));
+        state.insert(credential(2, "wx2"));
+        assert_eq!(count(Status::Pending), 2, "a second insert keeps the entry");
+        let (_sender, job) = watch::channel(None);
+        let entry = state.entries.get_mut(&1).expect("tracked");
+        entry.set_in_flight(Some(job));
+        assert_eq!((count(Status::Pending), count(Status::Refreshing)), (1, 1));
+        let refreshed = Refreshed {
+            token: token("t1", clock.now(), HOUR2),
+            rotated: true,
+        };
+        entry.record_success(&refreshed, Renewal::Legacy, &plan(), clock.now(), 0.0);
+        assert_eq!(
+            count(Status::Refreshing),
+            1,
+            "shown as refreshing until the job is over"
+        );
+        entry.set_in_flight(None);
+        assert_eq!((count(Status::Refreshing), count(Status::Fresh)), (0, 1));
+        let error = RefreshError::Upstream(UpstreamError::Transient {
+            errcode: Some(-1),
+            message: "system busy".into(),
+        });
+        entry.record_failure(&error, &plan(), clock.now(), 0.5);
+        assert_eq!((count(Status::Fresh), count(Status::Retrying)), (0, 1));
+        state.remove(1);
+        assert_eq!(count(Status::Retrying), 0);
+        drop(state);
+        assert!(
+            tally.snapshot().is_empty(),
+            "dropped entries leave no count"
+        );
+    }
+
+    #[test]
     fn a_success_plans_the_next_refresh_at_the_lead_and_clears_failures() {
         let clock = ManualClock::at(START);
-        let mut entry = Entry::new(credential(1, "wx1"));
+        let mut entry = Entry::new(credential(1, "wx1"), &Arc::default());
         let error = RefreshError::Upstream(UpstreamError::Transient {
             errcode: Some(-1),
             message: "system busy".into(),
@@ -459,7 +562,7 @@ mod tests {
     #[test]
     fn a_token_adopted_from_another_instance_recovers_only_a_failure_before_its_fetch() {
         let clock = ManualClock::at(START);
-        let mut entry = Entry::new(credential(1, "wx1"));
+        let mut entry = Entry::new(credential(1, "wx1"), &Arc::default());
         let error = RefreshError::Upstream(UpstreamError::Transient {
             errcode: Some(-1),
             message: "system busy".into(),
@@ -486,7 +589,7 @@ mod tests {
     #[test]
     fn a_success_keeps_the_last_failure_as_history() {
         let clock = ManualClock::at(START);
-        let mut entry = Entry::new(credential(1, "wx1"));
+        let mut entry = Entry::new(credential(1, "wx1"), &Arc::default());
         let error = RefreshError::Upstream(UpstreamError::Config {
             errcode: 40164,
             message: "invalid ip".into(),
@@ -518,7 +621,7 @@ mod tests {
     #[test]
     fn transient_failures_back_off_exponentially_up_to_the_retry_interval() {
         let clock = ManualClock::at(START);
-        let mut entry = Entry::new(credential(1, "wx1"));
+        let mut entry = Entry::new(credential(1, "wx1"), &Arc::default());
         let error = RefreshError::Upstream(UpstreamError::Transient {
             errcode: Some(-1),
             message: "system busy".into(),
@@ -540,7 +643,7 @@ mod tests {
     #[test]
     fn a_config_error_needs_attention_retries_in_minutes_and_repeats_quietly() {
         let clock = ManualClock::at(START);
-        let mut entry = Entry::new(credential(1, "wx1"));
+        let mut entry = Entry::new(credential(1, "wx1"), &Arc::default());
         let error = RefreshError::Upstream(UpstreamError::Config {
             errcode: 40125,
             message: "invalid appsecret".into(),
@@ -562,7 +665,7 @@ mod tests {
     #[test]
     fn reports_are_stale_throttled_or_refresh_by_value_and_age() {
         let clock = ManualClock::at(START);
-        let mut entry = Entry::new(credential(1, "wx1"));
+        let mut entry = Entry::new(credential(1, "wx1"), &Arc::default());
         assert_eq!(
             entry.judge_report("t1", &plan(), clock.now()),
             ReportDecision::Refresh
@@ -605,7 +708,7 @@ mod tests {
     #[test]
     fn store_failures_are_told_apart_from_upstream_failures_by_type() {
         let clock = ManualClock::at(START);
-        let mut entry = Entry::new(credential(1, "wx1"));
+        let mut entry = Entry::new(credential(1, "wx1"), &Arc::default());
         entry.record_failure(&RefreshError::LeaseTimeout, &plan(), clock.now(), 0.5);
         assert!(entry.waits_for_store());
         entry.record_failure(

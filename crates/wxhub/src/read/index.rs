@@ -6,8 +6,9 @@ use std::sync::Arc;
 
 use tokio::sync::broadcast;
 
+use super::lives::Lives;
 use super::{Change, Credential, Previous, Served, OVERLAP};
-use crate::kinds::{AccountId, CredentialKey, Kind, Origin, Role};
+use crate::kinds::{AccountId, CredentialKey, Kind, Role};
 use crate::token::Timestamp;
 
 /// How many generation changes a slow subscriber of [`ReadIndex::subscribe`] may fall behind before it
@@ -88,6 +89,9 @@ pub struct ReadIndex {
     by_value: papaya::HashMap<Arc<str>, Arc<Credential>>,
     /// Announces every new generation served (the watch stream listens).
     changes: broadcast::Sender<Change>,
+    /// Served expiries and configured credentials, kept as they change so that `/metrics` and
+    /// `/readyz` never walk every credential.
+    lives: Lives,
 }
 
 impl Default for ReadIndex {
@@ -98,6 +102,7 @@ impl Default for ReadIndex {
             revoked: papaya::HashMap::default(),
             by_value: papaya::HashMap::default(),
             changes: broadcast::channel(CHANGES_BUFFER).0,
+            lives: Lives::default(),
         }
     }
 }
@@ -139,7 +144,13 @@ impl ReadIndex {
         }
         let generation = served.generation;
         let new_value = served.value.clone();
-        credential.serve(Arc::new(served));
+        let expires_at = served.expires_at;
+        self.lives.serve(
+            credential,
+            old.as_ref().map(|old| old.expires_at),
+            expires_at,
+            || credential.serve(Arc::new(served)),
+        );
         if is_access_token(&credential.key) {
             let by_value = self.by_value.pin();
             by_value.insert(new_value.clone(), credential.clone());
@@ -245,6 +256,17 @@ impl ReadIndex {
         }
     }
 
+    /// The earliest expiry of a served token of each kind, in kind order (for the metrics).
+    pub fn earliest_expiry_by_kind(&self) -> Vec<(&'static str, Timestamp)> {
+        self.lives.earliest_by_kind()
+    }
+
+    /// The credentials of the configuration file (a set bounded by the file, whatever the
+    /// number of runtime credentials), in file order.
+    pub fn configured(&self) -> Vec<Arc<Credential>> {
+        self.lives.configured()
+    }
+
     /// How many credentials there are.
     pub fn len(&self) -> usize {
         self.by_key.len()
@@ -261,12 +283,11 @@ impl ReadIndex {
     /// a re-sent value's successor only once it died), and readiness must not flap on every
     /// cluster member at each expiry.
     pub fn all_usable(&self, now: Timestamp, rollover: std::time::Duration) -> bool {
-        self.by_key.pin().values().all(|c| {
-            c.origin() != Origin::Config
-                || c.slot
-                    .peek()
-                    .as_ref()
-                    .is_some_and(|s| s.expires_at.plus(rollover) > now)
+        self.lives.all_configured(|c| {
+            c.slot
+                .peek()
+                .as_ref()
+                .is_some_and(|s| s.expires_at.plus(rollover) > now)
         })
     }
 
@@ -279,6 +300,7 @@ impl ReadIndex {
                 .chain(&entry.others)
             {
                 by_key.insert(ByKey(credential.clone()), credential.clone());
+                self.lives.register(credential);
             }
         }
         self.accounts.pin().insert(account.clone(), Arc::new(entry));
@@ -291,6 +313,7 @@ impl ReadIndex {
 
     /// Removes a credential from the by-key index, if this very handle is there.
     pub(crate) fn forget(&self, credential: &Credential) {
+        self.lives.forget(credential);
         if let Some(served) = credential.slot.load() {
             let by_value = self.by_value.pin();
             let previous = served.previous.as_ref().map(|p| p.value.clone());
@@ -319,9 +342,10 @@ fn is_access_token(key: &CredentialKey) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kinds::CredentialSpec;
+    use crate::kinds::{CredentialSpec, Origin};
     use crate::read::CredentialId;
     use crate::token::Token;
+    use std::time::Duration;
 
     fn app_credential(id: CredentialId, appid: &str) -> Arc<Credential> {
         let spec = CredentialSpec {
@@ -391,5 +415,61 @@ mod tests {
         credential.retire();
         read_index.forget(&credential);
         assert!(read_index.serving("t3", Timestamp(3_000_001)).is_none());
+    }
+
+    fn put(read_index: &ReadIndex, credential: &Arc<Credential>, appid: &str) {
+        read_index.put_account(
+            &AccountId::app(appid),
+            AccountEntry {
+                access_token: credential.clone(),
+                tickets: vec![],
+                others: vec![],
+            },
+        );
+    }
+
+    #[test]
+    fn the_earliest_expiry_and_the_configured_credentials_follow_what_is_served() {
+        let read_index = ReadIndex::new();
+        let first = app_credential(1, "wx1");
+        let second = app_credential(2, "wx2");
+        put(&read_index, &first, "wx1");
+        put(&read_index, &second, "wx2");
+        let ids = |read_index: &ReadIndex| -> Vec<CredentialId> {
+            read_index.configured().iter().map(|c| c.id).collect()
+        };
+        assert_eq!(ids(&read_index), [1, 2]);
+        assert!(
+            read_index.earliest_expiry_by_kind().is_empty(),
+            "nothing served yet"
+        );
+        publish(&read_index, &first, "a1", 1, 1_000_000);
+        publish(&read_index, &second, "b1", 1, 2_000_000);
+        let earliest = |read_index: &ReadIndex| read_index.earliest_expiry_by_kind();
+        assert_eq!(
+            earliest(&read_index),
+            [("access_token", Timestamp(8_200_000))]
+        );
+        // A new token moves the credential's expiry: the other one is now the earliest.
+        publish(&read_index, &first, "a2", 2, 3_000_000);
+        assert_eq!(
+            earliest(&read_index),
+            [("access_token", Timestamp(9_200_000))]
+        );
+        assert!(read_index.all_usable(Timestamp(9_000_000), Duration::ZERO));
+        assert!(!read_index.all_usable(Timestamp(9_300_000), Duration::ZERO));
+        // A removed credential leaves both; a publish that races its removal is not kept.
+        second.retire();
+        read_index.forget(&second);
+        publish(&read_index, &second, "b2", 2, 4_000_000);
+        assert_eq!(ids(&read_index), [1]);
+        assert_eq!(
+            earliest(&read_index),
+            [("access_token", Timestamp(10_200_000))]
+        );
+        first.retire();
+        read_index.forget(&first);
+        assert!(earliest(&read_index).is_empty());
+        assert!(read_index.configured().is_empty());
     }
 }

@@ -12,10 +12,12 @@
 //! - [`served`] — what a read hands out: the pre-rendered [`Served`] value and the [`Previous`]
 //!   one it replaced, and the [`Change`] announced to watchers;
 //! - [`handle`] — the [`Credential`] handle and its [`Slot`];
-//! - [`index`] — the read index, [`ReadIndex`], and the account lookups.
+//! - [`index`] — the read index, [`ReadIndex`], and the account lookups;
+//! - [`lives`] — served expiries and configured credentials, kept for the metrics and readiness.
 
 mod handle;
 mod index;
+mod lives;
 mod served;
 
 pub use handle::{Credential, CredentialId, Slot};
