@@ -2,10 +2,14 @@
 //!
 //! Counters touched on the consumer read path are plain atomics in a fixed matrix (route ×
 //! status), one copy per thread, so serving a token never takes a lock for bookkeeping nor writes
-//! a cache line another core is writing. Everything else (refresh
+//! a cache line another core is writing; the gateway's, touched on every forwarded call, are
+//! built the same way ([`gateway`]). Everything else (refresh
 //! outcomes, upstream latency, errcodes) changes at most a few times per refresh and lives behind
 //! short `std::sync::Mutex` sections. Labels never carry a secret or token value: only key kinds,
-//! appids, routes, statuses and errcodes.
+//! appids, routes, statuses, errcodes and the gateway's closed sets of listeners, outcomes and
+//! reasons.
+
+pub mod gateway;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -204,6 +208,9 @@ pub struct Metrics {
     store_up: AtomicBool,
     /// Periodic token checks by outcome: [`TokenCheck`].
     token_checks: [AtomicU64; TokenCheck::ALL.len()],
+    /// The gateway listeners' calls, refusals, upstream latency and held bytes, counted on every
+    /// forwarded call (see [`gateway`]).
+    pub gateway: gateway::GatewayMetrics,
 }
 
 /// What one periodic check of a token found.
@@ -242,6 +249,7 @@ impl Default for Metrics {
             store_errors: AtomicU64::new(0),
             store_up: AtomicBool::new(true),
             token_checks: std::array::from_fn(|_| AtomicU64::new(0)),
+            gateway: gateway::GatewayMetrics::default(),
         }
     }
 }
@@ -427,6 +435,8 @@ impl Metrics {
         );
         out.push_str("# TYPE wxhub_degraded gauge\n");
         let _ = writeln!(out, "wxhub_degraded {}", 1 - up);
+
+        self.gateway.render(out);
     }
 }
 

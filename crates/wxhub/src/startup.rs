@@ -23,6 +23,7 @@ use crate::engine::{Engine, EngineParts};
 use crate::fdlimit;
 use crate::forward::Forwarder;
 use crate::gateway::{self, Host};
+use crate::metrics::gateway::Listener;
 use crate::metrics::Metrics;
 use crate::read::ReadIndex;
 use crate::registry::Registry;
@@ -231,9 +232,12 @@ impl Application {
                 .local_addr()
                 .map_err(|source| StartupError::Bind { address, source })?;
             tracing::info!(%address, ?host, "gateway listening");
+            metrics.gateway.listening(gateway::listener_of(host));
             gateways.push((listener, address, host));
         }
-        let forwarder = Arc::new(Forwarder::new(&settings)?);
+        // The main listener's `/v1/…/wechat/…` route forwards too, always.
+        metrics.gateway.listening(Listener::Api);
+        let forwarder = Arc::new(Forwarder::new(&settings, metrics.clone())?);
         let account_feed = store.subscribe_accounts();
         control.start().await?;
         if let Some(sealed) = sealed {

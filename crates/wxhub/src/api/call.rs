@@ -1,7 +1,8 @@
 //! Token-less calls on the main API: `ANY /v1/apps/{appid}/wechat/{path…}` and
 //! `/v1/corps/{corpid}/agents/{agentid}/wechat/{path…}` (scope `call`). Any plain HTTP client calls
 //! WeChat's `path` through the hub, which puts its current token in `access_token`, and replaces
-//! and replays once if WeChat refuses it.
+//! and replays once if WeChat refuses it. The calls it forwards are counted as the gateway's are,
+//! as `listener="api"` (docs/architecture.md#observability).
 
 use axum::extract::{Path, Request, State};
 use axum::http::header;
@@ -11,6 +12,7 @@ use super::{authorize, resolve, AccountId, ApiContext, ApiError, ApiState};
 use crate::configuration::Scope;
 use crate::forward::heal::{self, Heal};
 use crate::forward::{query, Outgoing};
+use crate::metrics::gateway::Listener;
 
 /// `ANY /v1/apps/{appid}/wechat/{*path}`.
 pub async fn app_call(
@@ -71,6 +73,7 @@ async fn call(
     let host = account.kind().descriptor().host;
     let query = query::replace(parts.uri.query(), "access_token", &served.value);
     let outgoing = Outgoing::new(
+        Listener::Api,
         host,
         parts.method,
         &format!("/{rest}"),
@@ -83,5 +86,12 @@ async fn call(
         token,
         param: "access_token",
     };
-    heal::forward(&context.forwarder, &context.engine, outgoing, body, heal).await
+    // Counted from here on only: the refusals before (authentication, an unknown account) are
+    // the route's, in `wxhub_http_requests_total`.
+    let forwarded = heal::forward(&context.forwarder, &context.engine, outgoing, body, heal).await;
+    context
+        .metrics
+        .gateway
+        .count_call(Listener::Api, forwarded.outcome);
+    forwarded.response
 }

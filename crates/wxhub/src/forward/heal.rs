@@ -13,13 +13,13 @@
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::response::Response;
 
-use super::proxy::{inspect, streamed, Outgoing};
+use super::proxy::{inspect, streamed, Forwarded, Outgoing};
 use super::query;
 use super::Forwarder;
 use crate::engine::Engine;
 use crate::kinds::Kind;
+use crate::metrics::gateway::Outcome;
 use crate::read::Credential;
 
 /// WeChat's answers that mean "this access token is dead" (invalid, unknown, expired).
@@ -50,59 +50,62 @@ pub struct Heal {
 /// Forwards `outgoing` (its body held for a replay, within `[gateway] replay_memory`; a body that
 /// does not fit goes streamed, without one) and, if WeChat says its
 /// token is dead, reports that token (checked like any report), then replays the call once with
-/// the token that replaced it.
+/// the token that replaced it. The outcome says which of these happened.
 pub async fn forward(
     forwarder: &Forwarder,
     engine: &Engine,
     mut outgoing: Outgoing,
     body: Body,
     heal: Heal,
-) -> Response {
+) -> Forwarded {
     // The answer is read for its errcode: ask for it uncompressed.
     outgoing.headers.remove(axum::http::header::ACCEPT_ENCODING);
     let host = outgoing.host;
-    let held = match forwarder.hold(&outgoing.headers, body).await {
+    let held = match forwarder
+        .hold(outgoing.listener, &outgoing.headers, body)
+        .await
+    {
         Ok(Ok(held)) => held,
         // Too many bodies held already: this call goes as it is, without a replay.
         Ok(Err(body)) => {
             tracing::debug!(key = %heal.credential.key, "replay memory full; a call is streamed without healing");
-            return match forwarder.stream(&outgoing, body).await {
-                Ok(response) => response,
-                Err(e) => e.response(host),
-            };
+            return forwarder.pass(&outgoing, body).await;
         }
-        Err(e) => return e.response(host),
+        Err(e) => return e.refused(host),
     };
     let body = held.bytes.clone();
     let first = match forwarder.send_bytes(&outgoing, body.clone()).await {
-        Ok(answer) => inspect(answer).await,
-        Err(e) => return e.response(host),
+        Ok(answer) => match inspect(answer).await {
+            Ok(first) => first,
+            Err(e) => return e.refused(host),
+        },
+        Err(e) => return e.refused(host),
     };
     if !first
         .errcode
         .is_some_and(|code| says_dead(&heal.credential, code))
     {
-        return first.response;
+        return Forwarded::new(first.response, Outcome::Passed);
     }
     let fresh = match engine.invalidate(&heal.credential, &heal.token).await {
         Ok(invalidation) => invalidation.served,
         Err(e) => {
             tracing::warn!(key = %heal.credential.key, error = %e, "a call was refused for a dead token and the token could not be replaced");
-            return first.response;
+            return Forwarded::new(first.response, Outcome::Unhealed);
         }
     };
     if *fresh.value == *heal.token {
         // The token is alive (WeChat refused the call for another reason), the refresh was
         // refused (too soon after the last) or WeChat re-sent the same value: WeChat's answer
         // stands.
-        return first.response;
+        return Forwarded::new(first.response, Outcome::Unhealed);
     }
     tracing::debug!(key = %heal.credential.key, errcode = ?first.errcode, "replaying a call refused for a dead token");
     let mut replay = outgoing;
     let query = query::replace(replay.query(), heal.param, &fresh.value);
     replay.set_query(&query);
     match forwarder.send_bytes(&replay, body).await {
-        Ok(answer) => streamed(answer),
-        Err(e) => e.response(host),
+        Ok(answer) => Forwarded::new(streamed(answer), Outcome::Healed),
+        Err(e) => e.refused(host),
     }
 }

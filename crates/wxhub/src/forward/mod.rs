@@ -14,5 +14,5 @@ pub mod query;
 pub mod reply;
 pub mod transport;
 
-pub use proxy::{Forwarder, Outgoing};
+pub use proxy::{Forwarded, Forwarder, Outgoing};
 pub use reply::Host;

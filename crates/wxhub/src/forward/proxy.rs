@@ -21,6 +21,8 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use super::reply::{self, code, Host};
 use super::transport::{Failure, Payload, Transport};
 use crate::configuration::Settings;
+use crate::metrics::gateway::{HeldBytes, Listener, Outcome, Refusal};
+use crate::metrics::Metrics;
 
 /// The largest answer read whole to look for a dead-token `errcode`. WeChat refuses a dead token
 /// with an `errcode` and an `errmsg`, a couple of hundred bytes: a larger answer (a list of
@@ -58,6 +60,23 @@ pub enum ForwardError {
 }
 
 impl ForwardError {
+    /// The reason it is counted under in `wxhub_gateway_refused_total`.
+    pub fn refusal(&self) -> Refusal {
+        match self {
+            ForwardError::TooLarge => Refusal::BodyTooLarge,
+            ForwardError::Unreadable => Refusal::BodyUnreadable,
+            ForwardError::Upstream(_) => Refusal::UpstreamUnreachable,
+        }
+    }
+
+    /// The call refused for this failure, with its WeChat-shaped answer.
+    pub fn refused(&self, host: Host) -> Forwarded {
+        Forwarded {
+            response: self.response(host),
+            outcome: Outcome::Refused(self.refusal()),
+        }
+    }
+
     /// The WeChat-shaped answer for this failure.
     pub fn response(&self, host: Host) -> Response {
         match self {
@@ -74,9 +93,28 @@ impl ForwardError {
     }
 }
 
+/// The answer for a call, and what became of the call (`wxhub_gateway_calls_total`): every
+/// way through the gateway and the forwarding below it ends in one, counted once by the
+/// listener that took the call.
+pub struct Forwarded {
+    /// The answer for the client.
+    pub response: Response,
+    /// What became of the call.
+    pub outcome: Outcome,
+}
+
+impl Forwarded {
+    /// An answer of `outcome`.
+    pub fn new(response: Response, outcome: Outcome) -> Forwarded {
+        Forwarded { response, outcome }
+    }
+}
+
 /// A request on its way to WeChat, without its body.
 #[derive(Clone, Debug)]
 pub struct Outgoing {
+    /// The listener that took the call, which its upstream latency is counted for.
+    pub listener: Listener,
     /// Which WeChat host it goes to.
     pub host: Host,
     /// Its method.
@@ -93,17 +131,19 @@ impl Outgoing {
     /// A request for `host` to `path?query`: hop-by-hop headers are dropped, and so is
     /// `Authorization` (a consumer key is for the hub; WeChat reads none).
     pub fn new(
+        listener: Listener,
         host: Host,
         method: Method,
         path: &str,
         query: Option<&str>,
         headers: HeaderMap,
     ) -> Outgoing {
-        Outgoing::with_target(host, method, build_target(path, query), headers)
+        Outgoing::with_target(listener, host, method, build_target(path, query), headers)
     }
 
     /// A request for `host` to the client's own request target (as [`Outgoing::new`]).
     pub fn from_client(
+        listener: Listener,
         host: Host,
         method: Method,
         target: &PathAndQuery,
@@ -114,10 +154,11 @@ impl Outgoing {
             Some("") => build_target(target.path(), None),
             _ => Some(target.clone()),
         };
-        Outgoing::with_target(host, method, target, headers)
+        Outgoing::with_target(listener, host, method, target, headers)
     }
 
     fn with_target(
+        listener: Listener,
         host: Host,
         method: Method,
         target: Option<PathAndQuery>,
@@ -126,6 +167,7 @@ impl Outgoing {
         strip_hop_by_hop(&mut headers);
         headers.remove(header::AUTHORIZATION);
         Outgoing {
+            listener,
             host,
             method,
             target,
@@ -174,20 +216,24 @@ pub struct Forwarder {
     replay_memory: Arc<Semaphore>,
     /// `[gateway] replay_memory`.
     replay_memory_total: usize,
+    /// Where the upstream latency and the bytes held are counted, per listener.
+    metrics: Arc<Metrics>,
 }
 
 /// A request body held in memory for a replay, and the share of `[gateway] replay_memory` it
 /// takes until it is dropped.
-pub struct HeldBody {
+pub struct HeldBody<'f> {
     /// The body.
     pub bytes: Bytes,
     /// Its share of the budget (at least its size).
     _share: Option<OwnedSemaphorePermit>,
+    /// The share, counted for its listener in `wxhub_gateway_held_bytes` until it is given back.
+    _counted: HeldBytes<'f>,
 }
 
 impl Forwarder {
-    /// A forwarder for `settings`' WeChat and gateway sections.
-    pub fn new(settings: &Settings) -> Result<Forwarder, reqwest::Error> {
+    /// A forwarder for `settings`' WeChat and gateway sections, counting into `metrics`.
+    pub fn new(settings: &Settings, metrics: Arc<Metrics>) -> Result<Forwarder, reqwest::Error> {
         let wechat = &settings.wechat;
         let transport = Transport::new(&wechat.api_base, &wechat.work_api_base, wechat.timeout)?;
         Ok(Forwarder {
@@ -195,6 +241,7 @@ impl Forwarder {
             max_body: settings.gateway.max_body,
             replay_memory: Arc::new(Semaphore::new(settings.gateway.replay_memory)),
             replay_memory_total: settings.gateway.replay_memory,
+            metrics,
         })
     }
 
@@ -207,22 +254,26 @@ impl Forwarder {
     /// `Ok(Err(body))` hands the body back when there is no room, to be streamed without a replay.
     /// A body with a declared length takes that much at once, before it is read; one without takes
     /// each piece's size as the piece arrives (see [`Forwarder::hold_as_it_comes`]). A body that
-    /// declares no length and has none (a GET) takes nothing.
+    /// declares no length and has none (a GET) takes nothing. What is held is counted for
+    /// `listener`.
     pub async fn hold(
         &self,
+        listener: Listener,
         headers: &HeaderMap,
         body: Body,
-    ) -> Result<Result<HeldBody, Body>, ForwardError> {
+    ) -> Result<Result<HeldBody<'_>, Body>, ForwardError> {
+        let mut counted = self.metrics.gateway.held(listener);
         if body.is_end_stream() {
             return Ok(Ok(HeldBody {
                 bytes: Bytes::new(),
                 _share: None,
+                _counted: counted,
             }));
         }
         let wanted = match declared_length(headers) {
             Some(n) if n > self.max_body as u64 => return Err(ForwardError::TooLarge),
             Some(n) => n as usize,
-            None => return self.hold_as_it_comes(body).await,
+            None => return self.hold_as_it_comes(counted, body).await,
         };
         let share = match u32::try_from(wanted.max(1))
             .ok()
@@ -231,10 +282,12 @@ impl Forwarder {
             Some(share) => share,
             None => return Ok(Err(body)),
         };
+        counted.add(share.num_permits());
         let bytes = self.collect(headers, body).await?;
         Ok(Ok(HeldBody {
             bytes,
             _share: Some(share),
+            _counted: counted,
         }))
     }
 
@@ -242,10 +295,11 @@ impl Forwarder {
     /// `[gateway] replay_memory` as it arrives, so a call holds what it sent rather than reserving
     /// `max_body` (10 MiB by default) for a body of a few hundred bytes. When the budget runs out
     /// part-way, what was read goes on streamed, followed by the rest, without a replay.
-    async fn hold_as_it_comes(
-        &self,
+    async fn hold_as_it_comes<'f>(
+        &'f self,
+        mut counted: HeldBytes<'f>,
         mut body: Body,
-    ) -> Result<Result<HeldBody, Body>, ForwardError> {
+    ) -> Result<Result<HeldBody<'f>, Body>, ForwardError> {
         let mut pieces: Vec<Bytes> = Vec::new();
         let mut total = 0usize;
         let mut share: Option<OwnedSemaphorePermit> = None;
@@ -263,6 +317,9 @@ impl Forwarder {
             let more = u32::try_from(piece.len())
                 .ok()
                 .and_then(|n| self.replay_memory.clone().try_acquire_many_owned(n).ok());
+            if let Some(more) = &more {
+                counted.add(more.num_permits());
+            }
             pieces.push(piece);
             match (more, &mut share) {
                 (Some(more), Some(share)) => share.merge(more),
@@ -282,6 +339,7 @@ impl Forwarder {
         Ok(Ok(HeldBody {
             bytes,
             _share: share,
+            _counted: counted,
         }))
     }
 
@@ -299,6 +357,15 @@ impl Forwarder {
             Ok(collected) => Ok(collected.to_bytes()),
             Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(ForwardError::TooLarge),
             Err(_) => Err(ForwardError::Unreadable),
+        }
+    }
+
+    /// Sends `outgoing` with `body` streamed, as [`Forwarder::stream`]: the call passed, or was
+    /// refused for the failure.
+    pub async fn pass(&self, outgoing: &Outgoing, body: Body) -> Forwarded {
+        match self.stream(outgoing, body).await {
+            Ok(response) => Forwarded::new(response, Outcome::Passed),
+            Err(e) => e.refused(outgoing.host),
         }
     }
 
@@ -334,10 +401,17 @@ impl Forwarder {
             .as_ref()
             .ok_or(ForwardError::Upstream("request failed"))?;
         // The URL may carry a token or secret: the failure is named without it.
-        self.transport
+        let sent = std::time::Instant::now();
+        let answer = self
+            .transport
             .send(outgoing.host, target, request, payload)
             .await
-            .map_err(ForwardError::Upstream)
+            .map_err(ForwardError::Upstream)?;
+        // Only exchanges WeChat answered: a failure is counted as a refusal, by the caller.
+        self.metrics
+            .gateway
+            .observe_upstream(outgoing.listener, sent.elapsed());
+        Ok(answer)
     }
 }
 
@@ -410,8 +484,9 @@ pub struct Inspected {
     pub errcode: Option<i64>,
 }
 
-/// Reads a small JSON answer whole to find its `errcode`; anything else streams on untouched.
-pub async fn inspect(answer: Response) -> Inspected {
+/// Reads a small JSON answer whole to find its `errcode`; anything else streams on untouched. An
+/// answer that breaks off while it is read is WeChat unreachable.
+pub async fn inspect(answer: Response) -> Result<Inspected, ForwardError> {
     let (parts, mut body) = answer.into_parts();
     let (status, headers) = (parts.status, parts.headers);
     let json_like = headers
@@ -420,10 +495,10 @@ pub async fn inspect(answer: Response) -> Inspected {
         .is_some_and(|t| t.contains("json") || t.starts_with("text/plain"));
     let small = declared_length(&headers).is_none_or(|n| n <= PEEK_LIMIT as u64);
     if !json_like || !small {
-        return Inspected {
+        return Ok(Inspected {
             response: respond(status, headers, body),
             errcode: None,
-        };
+        });
     }
     // The answer so far while it is one piece (most answers are): kept without a copy.
     let mut only: Option<Bytes> = None;
@@ -448,28 +523,25 @@ pub async fn inspect(answer: Response) -> Inspected {
                     let read = only.take().unwrap_or_else(|| held.split().freeze());
                     let head = stream::once(async move { Ok::<_, axum::Error>(read) });
                     let body = Body::from_stream(head.chain(body.into_data_stream()));
-                    return Inspected {
+                    return Ok(Inspected {
                         response: respond(status, headers, body),
                         errcode: None,
-                    };
+                    });
                 }
             }
             None => break,
             Some(Err(e)) => {
                 tracing::debug!(error = %e, "WeChat's answer broke off");
-                return Inspected {
-                    response: ForwardError::Upstream("body failed").response(Host::Official),
-                    errcode: None,
-                };
+                return Err(ForwardError::Upstream("body failed"));
             }
         }
     }
     let held = only.unwrap_or_else(|| held.freeze());
     let errcode = errcode_of(&held);
-    Inspected {
+    Ok(Inspected {
         response: respond(status, headers, Body::from(held)),
         errcode,
-    }
+    })
 }
 
 /// The `errcode` of a JSON answer, if it has one.
@@ -539,6 +611,7 @@ mod tests {
     fn a_call_goes_to_the_clients_own_target_until_its_query_is_rewritten() {
         let outgoing = |target: &'static str| {
             Outgoing::from_client(
+                Listener::Official,
                 Host::Official,
                 Method::GET,
                 &PathAndQuery::from_static(target),
@@ -556,6 +629,7 @@ mod tests {
         assert_eq!(call.query(), None);
         assert_eq!(call.target.as_ref().map(|t| t.as_str()), Some("/cgi-bin/x"));
         let built = Outgoing::new(
+            Listener::Work,
             Host::Work,
             Method::POST,
             "/cgi-bin/y",
@@ -590,11 +664,13 @@ mod tests {
     #[tokio::test]
     async fn only_an_answer_small_enough_to_be_a_refusal_is_held() {
         let refusal = br#"{"errcode":40001,"errmsg":"invalid credential"}"#.to_vec();
-        let inspected = inspect(answer(vec![refusal.clone()], true)).await;
+        let inspected = inspect(answer(vec![refusal.clone()], true)).await.unwrap();
         assert_eq!(inspected.errcode, Some(40001));
         // In two pieces, without a declared length: read whole too.
         let (a, b) = refusal.split_at(10);
-        let inspected = inspect(answer(vec![a.to_vec(), b.to_vec()], false)).await;
+        let inspected = inspect(answer(vec![a.to_vec(), b.to_vec()], false))
+            .await
+            .unwrap();
         assert_eq!(inspected.errcode, Some(40001));
         // Larger than any refusal: streamed untouched, declared or found out while reading.
         let mut large = refusal.clone();
@@ -602,7 +678,7 @@ mod tests {
         large.extend_from_slice(format!(r#","pad":"{}"}}"#, "x".repeat(PEEK_LIMIT)).as_bytes());
         for declared in [true, false] {
             let pieces = large.chunks(1000).map(<[u8]>::to_vec).collect();
-            let inspected = inspect(answer(pieces, declared)).await;
+            let inspected = inspect(answer(pieces, declared)).await.unwrap();
             assert_eq!(inspected.errcode, None);
             let body = inspected.response.into_body().collect().await.unwrap();
             assert_eq!(body.to_bytes(), large);

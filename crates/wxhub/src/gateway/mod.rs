@@ -31,8 +31,9 @@ use futures_util::FutureExt;
 use crate::api::{ApiService, ApiState};
 use crate::forward::heal::Heal;
 pub use crate::forward::Host;
-use crate::forward::{query, reply, Outgoing};
+use crate::forward::{query, reply, Forwarded, Outgoing};
 use crate::kinds::KINDS;
+use crate::metrics::gateway::{Listener, Outcome, Refusal};
 use token::TicketAnswer;
 
 /// One gateway listener's state.
@@ -41,6 +42,16 @@ struct Gateway {
     context: ApiState,
     /// Which WeChat host this listener stands for.
     host: Host,
+    /// The listener's label in the gateway's metrics.
+    listener: Listener,
+}
+
+/// The label of the listener that stands for `host` (`[gateway] listen` or `work_listen`).
+pub fn listener_of(host: Host) -> Listener {
+    match host {
+        Host::Official => Listener::Official,
+        Host::Work => Listener::Work,
+    }
 }
 
 /// What a gateway listener runs (served by [`crate::api::serve`], with the same limits as the
@@ -51,34 +62,57 @@ struct Gateway {
 /// the router's per-request work (cloning it, matching, boxing the request, the response and the
 /// route services, the panic layer's body wrapper) cost more than the gateway's own checks. A
 /// panic is still caught per request and answered 500 in WeChat's shape.
+///
+/// Each call is counted once, here, by what became of it (`wxhub_gateway_calls_total`): every
+/// way through [`handle`] ends in a [`Forwarded`] that says.
 pub fn service(context: ApiState, host: Host) -> ApiService {
     let gateway = Arc::new(Gateway {
         context: context.clone(),
         host,
+        listener: listener_of(host),
     });
     let handler: crate::api::Handler = Arc::new(move |request| {
         let gateway = gateway.clone();
         Box::pin(async move {
-            AssertUnwindSafe(handle(gateway, request))
+            let forwarded = AssertUnwindSafe(handle(&gateway, request))
                 .catch_unwind()
                 .await
                 .unwrap_or_else(|_| {
                     tracing::error!("gateway handler panicked");
-                    reply::error_with_status(
-                        axum::http::StatusCode::INTERNAL_SERVER_ERROR,
-                        reply::code::SYSTEM_ERROR,
-                        Host::Official,
+                    refused(
+                        Refusal::Internal,
+                        reply::error_with_status(
+                            axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                            reply::code::SYSTEM_ERROR,
+                            Host::Official,
+                        ),
                     )
-                })
+                });
+            gateway
+                .context
+                .metrics
+                .gateway
+                .count_call(gateway.listener, forwarded.outcome);
+            forwarded.response
         })
     });
     ApiService::handler_only(context, handler)
 }
 
+/// One of the hub's own endpoints' answers.
+fn answered(response: Response) -> Forwarded {
+    Forwarded::new(response, Outcome::Answered)
+}
+
+/// The gateway's own refusal of a call, for `reason`.
+fn refused(reason: Refusal, response: Response) -> Forwarded {
+    Forwarded::new(response, Outcome::Refused(reason))
+}
+
 /// Every request: the hub's own endpoints first, then the pass-through.
-async fn handle(gateway: Arc<Gateway>, request: Request) -> Response {
+async fn handle(gateway: &Gateway, request: Request) -> Forwarded {
     let context = &gateway.context;
-    let host = gateway.host;
+    let (host, listener) = (gateway.host, gateway.listener);
     let (parts, body) = request.into_parts();
     let path = parts.uri.path();
     let query = parts.uri.query();
@@ -86,35 +120,40 @@ async fn handle(gateway: Arc<Gateway>, request: Request) -> Response {
         // `//sns/jscode2session`, `/sns/./jscode2session`, `/SNS/…`, `%6A…` may be the same
         // API to WeChat but not to the hub's matching: refused, so that no consumer key or
         // unchecked token goes to WeChat through a path the hub did not recognise.
-        return reply::error_with_status(
-            axum::http::StatusCode::BAD_REQUEST,
-            reply::code::INVALID_ARGS,
-            host,
+        return refused(
+            Refusal::PathNotCanonical,
+            reply::error_with_status(
+                axum::http::StatusCode::BAD_REQUEST,
+                reply::code::INVALID_ARGS,
+                host,
+            ),
         );
     }
     match (host, path) {
-        (Host::Official, "/cgi-bin/token") => return token::legacy(context, query),
+        (Host::Official, "/cgi-bin/token") => return answered(token::legacy(context, query)),
         (Host::Official, "/cgi-bin/stable_token") => {
-            return token::stable(context, &parts.method, body).await
+            return answered(token::stable(context, &parts.method, body).await)
         }
-        (Host::Work, "/cgi-bin/gettoken") => return token::corp(context, query),
+        (Host::Work, "/cgi-bin/gettoken") => return answered(token::corp(context, query)),
         (Host::Official, "/cgi-bin/component/api_component_token") => {
-            return token::component(context, &parts.method, body).await
+            return answered(token::component(context, &parts.method, body).await)
         }
         (Host::Official, "/cgi-bin/component/api_query_auth") => {
-            return component::query_auth(context, &parts.method, path, query, body).await
+            return answered(component::query_auth(context, &parts.method, path, query, body).await)
         }
         (Host::Official, "/cgi-bin/component/api_authorizer_token") => {
-            return component::authorizer_token(context, &parts.method, path, query, body).await
+            return answered(
+                component::authorizer_token(context, &parts.method, path, query, body).await,
+            )
         }
         (Host::Work, "/cgi-bin/service/get_suite_token") => {
-            return service::suite_token(context, &parts.method, body).await
+            return answered(service::suite_token(context, &parts.method, body).await)
         }
         (Host::Work, "/cgi-bin/service/get_provider_token") => {
-            return service::provider_token(context, &parts.method, body).await
+            return answered(service::provider_token(context, &parts.method, body).await)
         }
         (Host::Work, "/cgi-bin/service/get_corp_token") => {
-            return service::corp_token(context, &parts.method, query, body).await
+            return answered(service::corp_token(context, &parts.method, query, body).await)
         }
         _ => {}
     }
@@ -127,22 +166,28 @@ async fn handle(gateway: Arc<Gateway>, request: Request) -> Response {
         _ => None,
     };
     if let Some(kind) = ticket_kind {
-        if let TicketAnswer::Answered(response) = token::ticket(context, host, query, &kind) {
-            return response;
+        match token::ticket(context, host, query, &kind) {
+            TicketAnswer::Answered(response) => return answered(response),
+            TicketAnswer::Unserved(response) => return refused(Refusal::TokenUnknown, response),
+            TicketAnswer::PassOn => {}
         }
     }
+    let method = parts.method.clone();
     let outgoing = match parts.uri.path_and_query() {
-        Some(target) => Outgoing::from_client(host, parts.method.clone(), target, parts.headers),
-        None => Outgoing::new(host, parts.method.clone(), path, query, parts.headers),
+        Some(target) => Outgoing::from_client(listener, host, method, target, parts.headers),
+        None => Outgoing::new(listener, host, method, path, query, parts.headers),
     };
     if host == Host::Official && secret::SECRET_PATHS.contains(&path) {
         return secret::substitute(context, outgoing, body).await;
     }
     let Ok(token) = token_param(host, path, query) else {
-        return reply::error_with_status(
-            axum::http::StatusCode::BAD_REQUEST,
-            reply::code::INVALID_ARGS,
-            host,
+        return refused(
+            Refusal::TokenAmbiguous,
+            reply::error_with_status(
+                axum::http::StatusCode::BAD_REQUEST,
+                reply::code::INVALID_ARGS,
+                host,
+            ),
         );
     };
     let token = token.map(|(param, token)| (param, Arc::<str>::from(&*token)));
@@ -244,24 +289,21 @@ async fn pass_through(
     outgoing: Outgoing,
     body: axum::body::Body,
     token: Option<(&'static str, Arc<str>)>,
-) -> Response {
+) -> Forwarded {
     let host = outgoing.host;
     let Some((param, token)) = token else {
-        return match context.forwarder.stream(&outgoing, body).await {
-            Ok(response) => response,
-            Err(e) => e.response(host),
-        };
+        return context.forwarder.pass(&outgoing, body).await;
     };
     let Some(credential) = context.read_index.serving(&token, context.clock.now()) else {
-        return reply::error(reply::code::INVALID_ACCESS_TOKEN, host);
+        return refused(
+            Refusal::TokenUnknown,
+            reply::error(reply::code::INVALID_ACCESS_TOKEN, host),
+        );
     };
     if credential.key.call_param() != Some(param) {
         // A hub value in the wrong parameter (a ticket as `access_token`, say): WeChat's refusal
         // would say nothing about the credential, so the call goes as it is, without healing.
-        return match context.forwarder.stream(&outgoing, body).await {
-            Ok(response) => response,
-            Err(e) => e.response(host),
-        };
+        return context.forwarder.pass(&outgoing, body).await;
     }
     crate::forward::heal::forward(
         &context.forwarder,

@@ -8,42 +8,45 @@
 //! `token_param`).
 
 use axum::body::Body;
-use axum::response::Response;
 
 use super::token::granted;
 use crate::api::{AccountId, ApiContext};
 use crate::forward::query::{self, param};
 use crate::forward::reply::{self, code};
-use crate::forward::Outgoing;
+use crate::forward::{Forwarded, Outgoing};
+use crate::metrics::gateway::{Outcome, Refusal};
 
 /// The paths whose `secret=` is the AppSecret.
 pub const SECRET_PATHS: [&str; 2] = ["/sns/jscode2session", "/sns/oauth2/access_token"];
 
 /// Forwards `outgoing` with `secret=K` replaced by the AppSecret of its `appid`.
-pub async fn substitute(context: &ApiContext, mut outgoing: Outgoing, body: Body) -> Response {
+pub async fn substitute(context: &ApiContext, mut outgoing: Outgoing, body: Body) -> Forwarded {
     let host = outgoing.host;
     let raw = outgoing.query();
+    let refused = |code| {
+        Forwarded::new(
+            reply::error(code, host),
+            Outcome::Refused(Refusal::SecretRefused),
+        )
+    };
     let Some(appid) = param(raw, "appid") else {
-        return reply::error(code::APPID_MISSING, host);
+        return refused(code::APPID_MISSING);
     };
     let Some(key) = param(raw, "secret") else {
-        return reply::error(code::APPSECRET_MISSING, host);
+        return refused(code::APPSECRET_MISSING);
     };
     let account = AccountId::app(appid);
     let Ok(credential) = context.read_index.find(&account, None) else {
-        return reply::error(code::INVALID_APPID, host);
+        return refused(code::INVALID_APPID);
     };
     if !granted(context, &key, &account) {
-        return reply::error(code::INVALID_APPSECRET, host);
+        return refused(code::INVALID_APPSECRET);
     }
     let spec = credential.spec();
     let Some(secret) = spec.source.secret() else {
-        return reply::error(code::INVALID_APPID, host);
+        return refused(code::INVALID_APPID);
     };
     let rewritten = query::replace(raw, "secret", secret.expose());
     outgoing.set_query(&rewritten);
-    match context.forwarder.stream(&outgoing, body).await {
-        Ok(response) => response,
-        Err(e) => e.response(host),
-    }
+    context.forwarder.pass(&outgoing, body).await
 }

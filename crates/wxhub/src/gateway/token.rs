@@ -216,8 +216,10 @@ pub fn corp(context: &ApiContext, query: Option<&str>) -> Response {
 
 /// What a ticket request with `access_token=T` is answered with.
 pub enum TicketAnswer {
-    /// The hub's own ticket (or WeChat's refusal of an unknown token).
+    /// The hub's own ticket (or WeChat's refusal of a call without a token).
     Answered(Response),
+    /// T is not a token the hub serves: WeChat's refusal of an unknown token, nothing forwarded.
+    Unserved(Response),
     /// T is a token the hub serves, but for an account without that ticket configured: the call
     /// goes to WeChat.
     PassOn,
@@ -231,7 +233,7 @@ pub fn ticket(context: &ApiContext, host: Host, query: Option<&str>, kind: &str)
         return TicketAnswer::Answered(reply::error(code::ACCESS_TOKEN_MISSING, host));
     };
     let Some(credential) = context.read_index.serving(&token, context.clock.now()) else {
-        return TicketAnswer::Answered(reply::error(code::INVALID_ACCESS_TOKEN, host));
+        return TicketAnswer::Unserved(reply::error(code::INVALID_ACCESS_TOKEN, host));
     };
     // An access token asks for its own account's ticket, on its own kind's host.
     let key = &credential.key;

@@ -215,6 +215,13 @@ async fn a_slow_wechat_is_a_502_in_bounded_time_that_names_no_token_or_secret() 
             assert!(!text.contains(secret), "{text}");
         }
     }
+    // Both counted as refused for WeChat unreachable; an exchange that never got an answer is
+    // not timed.
+    let reason =
+        "wxhub_gateway_refused_total{listener=\"official\",reason=\"upstream_unreachable\"}";
+    assert_eq!(hub.metric_sum(reason).await, 2);
+    let timed = "wxhub_gateway_upstream_seconds_count{listener=\"official\"}";
+    assert_eq!(hub.metric_sum(timed).await, 0);
     hub.stop().await;
 }
 

@@ -12,6 +12,7 @@ mod corps;
 mod demo;
 mod faults;
 mod gateway;
+mod gateway_metrics;
 mod gateway_upstream;
 mod hardening;
 mod invalidation;
