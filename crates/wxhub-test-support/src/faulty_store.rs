@@ -1,10 +1,12 @@
 //! A store with faults a test switches on, over any real store: one account's definition written
 //! slowly (a slow disk, or a Redis far away, for that one account), and reads of runtime
 //! definitions failing (a Redis blip, seen by one instance). Everything else goes straight
-//! through, so one wrapper serves every test that needs a fault of this kind.
+//! through, so one wrapper serves every test that needs a fault of this kind. It also counts the
+//! calls that reach it, by method: a test can tell how many store trips a refresh costs.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::broadcast;
@@ -22,6 +24,8 @@ pub struct FaultyStore {
     slow_account: Option<(String, Duration)>,
     /// Set once a slow write has begun.
     pub slow_write_begun: AtomicBool,
+    /// Calls by method name (`get`, `acquire_lease`, …) since the store was made.
+    calls: Mutex<BTreeMap<&'static str, u64>>,
 }
 
 impl FaultyStore {
@@ -32,7 +36,18 @@ impl FaultyStore {
             failing_definition_reads: AtomicBool::new(false),
             slow_account: None,
             slow_write_begun: AtomicBool::new(false),
+            calls: Mutex::default(),
         }
+    }
+
+    /// How many calls of `method` reached this store.
+    pub fn calls(&self, method: &str) -> u64 {
+        self.calls.lock().unwrap().get(method).copied().unwrap_or(0)
+    }
+
+    /// Counts one call of `method`.
+    fn count(&self, method: &'static str) {
+        *self.calls.lock().unwrap().entry(method).or_default() += 1;
     }
 
     /// Writes of the account stored as `name` take `delay`.
@@ -57,6 +72,7 @@ impl Store for FaultyStore {
         self.inner.load_all()
     }
     fn get<'a>(&'a self, key: &'a CredentialKey) -> StoreFuture<'a, Option<Token>> {
+        self.count("get");
         self.inner.get(key)
     }
     fn compare_and_set<'a>(
@@ -64,6 +80,7 @@ impl Store for FaultyStore {
         key: &'a CredentialKey,
         token: &'a Token,
     ) -> StoreFuture<'a, CasOutcome> {
+        self.count("compare_and_set");
         self.inner.compare_and_set(key, token)
     }
     fn restore<'a>(
@@ -71,6 +88,7 @@ impl Store for FaultyStore {
         key: &'a CredentialKey,
         token: &'a Token,
     ) -> StoreFuture<'a, CasOutcome> {
+        self.count("restore");
         self.inner.restore(key, token)
     }
     fn acquire_lease<'a>(
@@ -79,6 +97,7 @@ impl Store for FaultyStore {
         owner: &'a str,
         ttl: Duration,
     ) -> StoreFuture<'a, bool> {
+        self.count("acquire_lease");
         self.inner.acquire_lease(key, owner, ttl)
     }
     fn release_lease<'a>(
@@ -86,7 +105,17 @@ impl Store for FaultyStore {
         key: &'a CredentialKey,
         owner: &'a str,
     ) -> StoreFuture<'a, bool> {
+        self.count("release_lease");
         self.inner.release_lease(key, owner)
+    }
+    fn acquire_lease_and_get<'a>(
+        &'a self,
+        key: &'a CredentialKey,
+        owner: &'a str,
+        ttl: Duration,
+    ) -> StoreFuture<'a, Option<Option<Token>>> {
+        self.count("acquire_lease_and_get");
+        self.inner.acquire_lease_and_get(key, owner, ttl)
     }
     fn subscribe(&self) -> broadcast::Receiver<Change> {
         self.inner.subscribe()

@@ -31,7 +31,7 @@ impl Shared {
         coordination: Coordination,
     ) -> Result<Fetched, RefreshError> {
         let key = &credential.key;
-        let leased = coordination == Coordination::Leased;
+        let leased = matches!(coordination, Coordination::Leased { .. });
         let spec = credential.spec();
         match &spec.source {
             Source::AppToken {

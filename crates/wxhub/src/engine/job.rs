@@ -22,6 +22,7 @@ use super::{random_unit, JobReceiver, Reason, RefreshError, Shared, DEPENDENCY_M
 use crate::kinds::CredentialKey;
 use crate::plan::Renewal;
 use crate::read::{Credential, CredentialId};
+use crate::store::StoreError;
 use crate::store::{CasOutcome, Change};
 use crate::token::Token;
 use crate::upstream::UpstreamError;
@@ -29,12 +30,21 @@ use crate::upstream::UpstreamError;
 /// Shortest slice a job waits on the change feed for another node's refresh before it re-reads
 /// the store and tries the lease again (see [`Shared::lease_wait_slice`]).
 const LEASE_WAIT_MIN_SLICE: Duration = Duration::from_millis(250);
+
+/// How long after the lease was asked for an upstream call may start without renewing it: half
+/// of [`super::LEASE_MARGIN`], so that the call's timeout ends a second before the lease does.
+const LEASE_FRESH: Duration = Duration::from_millis(super::LEASE_MARGIN.as_millis() as u64 / 2);
 /// Whether a refresh runs under the key's lease (the rule), or alone because the store does not
 /// answer and the token is about to expire ([`crate::plan::Plan::alone_within`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Coordination {
-    /// The lease is held and renewed before each upstream call; force refreshes are allowed.
-    Leased,
+    /// The lease is held and renewed before each upstream call that starts too late to end
+    /// within it; force refreshes are allowed. `asked` is when the lease was asked for: the
+    /// store took it no earlier, so it lasts at least until `asked + lease_ttl`.
+    Leased {
+        /// When the acquisition was sent.
+        asked: Instant,
+    },
     /// No lease: only normal-mode calls, which return the same value to every node.
     Alone,
 }
@@ -275,13 +285,19 @@ impl Shared {
         let mut feed = self.store.subscribe();
         let known_generation = known.as_ref().map_or(0, |t| t.generation);
         let give_up = Instant::now() + self.lease_ttl * 3;
-        loop {
-            let acquired = match self
+        let (asked, stored) = loop {
+            let asked = Instant::now();
+            let taken = match self
                 .store
-                .acquire_lease(key, &self.node_id, self.lease_ttl)
+                .acquire_lease_and_get(key, &self.node_id, self.lease_ttl)
                 .await
             {
-                Ok(acquired) => acquired,
+                Ok(taken) => taken,
+                Err(e @ StoreError::Corrupt(_)) => {
+                    // The lease was taken, the row could not be read: nothing to do without it.
+                    let _ = self.store.release_lease(key, &self.node_id).await;
+                    return Err(e.into());
+                }
                 Err(e) => match self.alone_base(credential, reason) {
                     Some(held) => {
                         tracing::warn!(
@@ -298,8 +314,8 @@ impl Shared {
                     None => return Err(e.into()),
                 },
             };
-            if acquired {
-                break;
+            if let Some(stored) = taken {
+                break (asked, stored);
             }
             // Another node is refreshing this key: wait for its write rather than call WeChat.
             // The write may have reached this node before this job subscribed to the feed.
@@ -328,9 +344,9 @@ impl Shared {
             if Instant::now() >= give_up {
                 return Err(RefreshError::LeaseTimeout);
             }
-        }
+        };
         let result = self
-            .refresh_holding_lease(credential, reason, known_generation)
+            .refresh_holding_lease(credential, reason, known_generation, asked, stored)
             .await;
         if let Err(e) = self.store.release_lease(key, &self.node_id).await {
             self.metrics.count_store_error();
@@ -385,14 +401,17 @@ impl Shared {
             .cloned()
     }
 
+    /// The refresh once the lease is held: `stored` is what the store held when the lease was
+    /// taken (asked for at `asked`).
     async fn refresh_holding_lease(
         self: &Arc<Self>,
         credential: &Arc<Credential>,
         reason: &Reason,
         known_generation: u64,
+        asked: Instant,
+        mut stored: Option<Token>,
     ) -> RefreshResult {
         let key = &credential.key;
-        let mut stored = self.store.get(key).await?;
         if let Some(held) = self.held_above(credential.id, stored.as_ref()) {
             stored = self.restore(key, held).await?;
         }
@@ -405,7 +424,8 @@ impl Shared {
                 });
             }
         }
-        self.fetch_and_write(credential, reason, stored, Coordination::Leased)
+        let coordination = Coordination::Leased { asked };
+        self.fetch_and_write(credential, reason, stored, coordination)
             .await
     }
 
@@ -510,7 +530,13 @@ impl Shared {
         key: &CredentialKey,
         coordination: Coordination,
     ) -> Result<(), RefreshError> {
-        if coordination == Coordination::Alone {
+        let Coordination::Leased { asked } = coordination else {
+            return Ok(());
+        };
+        if asked.elapsed() < LEASE_FRESH {
+            // Taken just now (the common case: the first call of a refresh): the lease outlives
+            // a call started now by more than the call's timeout, so a renewal would be a store
+            // trip for nothing.
             return Ok(());
         }
         if self

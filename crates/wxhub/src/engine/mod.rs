@@ -77,6 +77,10 @@ pub use views::CredentialStatus;
 /// meanwhile, and a bulk refresh (a cold start, an authorizer recovery) runs well below the rate
 /// the concurrency allows. Two keeps a second job ready for each slot.
 const JOB_SLOTS_PER_CALL: usize = 2;
+
+/// How much longer than one upstream call's timeout a refresh lease lasts: a call started
+/// within the lease's first `LEASE_MARGIN` ends before it expires.
+const LEASE_MARGIN: Duration = Duration::from_secs(2);
 /// A token with less life than this left is not handed to a dependent fetch (a ticket fetch):
 /// it could die on the way.
 const DEPENDENCY_MIN_LIFE: Duration = Duration::from_secs(1);
@@ -188,7 +192,7 @@ impl Engine {
                 )),
                 store,
                 upstream,
-                lease_ttl: settings.wechat.timeout + Duration::from_secs(2),
+                lease_ttl: settings.wechat.timeout + LEASE_MARGIN,
                 node_id: format!("{:016x}", rand::thread_rng().gen::<u64>()),
                 force_reserve: settings.refresh.force_reserve,
                 metrics,

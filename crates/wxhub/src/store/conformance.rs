@@ -71,6 +71,7 @@ macro_rules! store_conformance_tests {
                 lease_release_only_by_owner,
                 expired_lease_can_be_taken_by_another_owner,
                 leases_are_per_key,
+                lease_and_read_in_one_call,
                 ping_succeeds,
                 delete_removes_the_token_and_its_lease,
                 accounts_are_stored_published_and_removed,
@@ -447,6 +448,46 @@ pub(crate) async fn lease_reacquire_by_owner_replaces_expiry(store: &dyn Store) 
             .expect("acquire")
     })
     .await;
+}
+
+/// Taking the lease with a read answers what is stored only to the owner that took it, and
+/// holds the lease as [`Store::acquire_lease`] would.
+pub(crate) async fn lease_and_read_in_one_call(store: &dyn Store) {
+    let key = CredentialKey::access_token("wx_lease_read");
+    let ttl = Duration::from_secs(30);
+    assert_eq!(
+        store
+            .acquire_lease_and_get(&key, "node-a", ttl)
+            .await
+            .expect("acquire and read"),
+        Some(None),
+        "taken, nothing stored yet"
+    );
+    assert!(!store
+        .acquire_lease(&key, "node-b", ttl)
+        .await
+        .expect("acquire"));
+    assert_eq!(
+        store
+            .acquire_lease_and_get(&key, "node-b", ttl)
+            .await
+            .expect("acquire and read"),
+        None,
+        "another owner's live lease: not taken, nothing read"
+    );
+    let written = token("t1", 1);
+    store
+        .compare_and_set(&key, &written)
+        .await
+        .expect("compare_and_set");
+    assert!(store.release_lease(&key, "node-a").await.expect("release"));
+    assert_eq!(
+        store
+            .acquire_lease_and_get(&key, "node-b", ttl)
+            .await
+            .expect("acquire and read"),
+        Some(Some(written))
+    );
 }
 
 /// Only the holder can release a lease; once released, another owner can take it.

@@ -136,6 +136,24 @@ pub trait Store: Send + Sync + 'static {
     fn release_lease<'a>(&'a self, key: &'a CredentialKey, owner: &'a str)
         -> StoreFuture<'a, bool>;
 
+    /// Takes the lease as [`Store::acquire_lease`] does and, if `owner` now holds it, reads what
+    /// is stored under `key` as [`Store::get`] does: how every refresh starts. `None` when another
+    /// owner holds a live lease. A store that can do both in one trip (SQLite: one turn of its
+    /// database thread) overrides this; by default it is the two calls in turn.
+    fn acquire_lease_and_get<'a>(
+        &'a self,
+        key: &'a CredentialKey,
+        owner: &'a str,
+        ttl: Duration,
+    ) -> StoreFuture<'a, Option<Option<Token>>> {
+        Box::pin(async move {
+            if !self.acquire_lease(key, owner, ttl).await? {
+                return Ok(None);
+            }
+            Ok(Some(self.get(key).await?))
+        })
+    }
+
     /// The change feed: every successful [`Store::compare_and_set`] from now on, from any node
     /// sharing this store.
     fn subscribe(&self) -> broadcast::Receiver<Change>;

@@ -278,6 +278,20 @@ impl Store for SealedStore {
         self.inner.release_lease(key, owner)
     }
 
+    fn acquire_lease_and_get<'a>(
+        &'a self,
+        key: &'a CredentialKey,
+        owner: &'a str,
+        ttl: Duration,
+    ) -> StoreFuture<'a, Option<Option<Token>>> {
+        Box::pin(async move {
+            let Some(stored) = self.inner.acquire_lease_and_get(key, owner, ttl).await? else {
+                return Ok(None);
+            };
+            Ok(Some(stored.map(|token| self.open(key, token)).transpose()?))
+        })
+    }
+
     fn subscribe(&self) -> broadcast::Receiver<Change> {
         self.open_feed().changes.subscribe()
     }

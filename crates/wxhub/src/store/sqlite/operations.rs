@@ -12,13 +12,40 @@ use rusqlite::{OptionalExtension, TransactionBehavior};
 use tokio::sync::broadcast;
 
 use super::codec::{decode_token, key_text, read_token};
-use super::{SqliteStore, SCHEMA_VERSION};
+use super::{OpError, SqliteStore, SCHEMA_VERSION};
 use crate::kinds::CredentialKey;
 use crate::store::{
     generation_exceeds, generation_follows, AccountChange, CasOutcome, Change, Store, StoreError,
     StoreFuture,
 };
 use crate::token::{Timestamp, Token};
+
+/// Takes the lease of `storage_key` for `owner` for `ttl` if it is free, ours, or expired. One
+/// statement, hence one atomic write: insert a free lease, or take over the row if it is ours or
+/// has expired; otherwise change nothing. Returns whether `owner` holds it now.
+fn take_lease(
+    conn: &rusqlite::Connection,
+    storage_key: &str,
+    owner: &str,
+    ttl: Duration,
+) -> Result<bool, OpError> {
+    let now = Timestamp::now();
+    let changed = conn
+        .prepare_cached(
+            "INSERT INTO leases (storage_key, owner, expires_at_ms) VALUES (?1, ?2, ?3)
+             ON CONFLICT (storage_key) DO UPDATE SET
+                 owner = excluded.owner,
+                 expires_at_ms = excluded.expires_at_ms
+             WHERE leases.owner = excluded.owner OR leases.expires_at_ms <= ?4",
+        )?
+        .execute(rusqlite::params![
+            storage_key,
+            owner,
+            now.plus(ttl).as_millis(),
+            now.as_millis(),
+        ])?;
+    Ok(changed == 1)
+}
 
 impl SqliteStore {
     /// Writes `token` if `allowed(stored, token)` holds (the compare-and-set or the restore
@@ -141,30 +168,28 @@ impl Store for SqliteStore {
         let storage_key = key.storage_key();
         let owner = owner.to_owned();
         self.run(format!("acquire_lease {storage_key}"), move |db, _| {
-            // One statement, hence one atomic write: insert a free lease, or take over the row if
-            // it is ours or has expired; otherwise change nothing.
-            let now = Timestamp::now();
-            let changed = db
-                .conn
-                .prepare_cached(
-                    "INSERT INTO leases (storage_key, owner, expires_at_ms) VALUES (?1, ?2, ?3)
-                     ON CONFLICT (storage_key) DO UPDATE SET
-                         owner = excluded.owner,
-                         expires_at_ms = excluded.expires_at_ms
-                     WHERE leases.owner = excluded.owner OR leases.expires_at_ms <= ?4",
-                )?
-                .execute(rusqlite::params![
-                    storage_key,
-                    owner,
-                    now.plus(ttl).as_millis(),
-                    now.as_millis(),
-                ])?;
-            Ok(changed == 1)
+            take_lease(&db.conn, &storage_key, &owner, ttl)
         })
     }
 
-    /// Deletes `owner`'s lease row; reports true only if the lease was still live (an expired one
-    /// is removed too, but the caller learns that its work outlived the lease).
+    fn acquire_lease_and_get<'a>(
+        &'a self,
+        key: &'a CredentialKey,
+        owner: &'a str,
+        ttl: Duration,
+    ) -> StoreFuture<'a, Option<Option<Token>>> {
+        let storage_key = key.storage_key();
+        let owner = owner.to_owned();
+        // One turn of the database thread for both: each turn costs two thread wake-ups, which
+        // is most of what a lease or a read costs here.
+        self.run(format!("acquire_lease {storage_key}"), move |db, _| {
+            if !take_lease(&db.conn, &storage_key, &owner, ttl)? {
+                return Ok(None);
+            }
+            Ok(Some(read_token(&db.conn, &storage_key)?))
+        })
+    }
+
     fn release_lease<'a>(
         &'a self,
         key: &'a CredentialKey,
