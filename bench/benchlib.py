@@ -325,13 +325,18 @@ def busy_cpus(seconds=1.0):
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def cpu_seconds(pid):
-    """utime + stime of a process so far, in seconds (from /proc/<pid>/stat)."""
+def cpu_times(pid):
+    """(user, system) CPU seconds of a process so far (utime and stime from /proc/<pid>/stat)."""
     with open(f"/proc/{pid}/stat") as f:
         stat = f.read()
     # The command name (field 2) may contain spaces: split after its closing parenthesis.
     fields = stat[stat.rindex(")") + 2 :].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    return int(fields[11]) / CLOCK_TICKS, int(fields[12]) / CLOCK_TICKS
+
+
+def cpu_seconds(pid):
+    """utime + stime of a process so far, in seconds."""
+    return sum(cpu_times(pid))
 
 
 def rss_mib(pid):

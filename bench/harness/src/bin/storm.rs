@@ -46,6 +46,11 @@ struct Cli {
     /// release of the reports to the last answer, is printed as `hub_cpu_ms`.
     #[arg(long)]
     hub_pid: Option<u32>,
+    /// Release token reads instead of reports, in the same way: the latency of as many
+    /// simultaneous requests that need nothing but HTTP and a lookup, the floor a storm of
+    /// reports is measured against.
+    #[arg(long)]
+    reads: bool,
 }
 
 /// One reporter's connection.
@@ -106,13 +111,17 @@ async fn storm(cli: &Cli) -> Result<(), Error> {
     for mut connection in connections {
         let barrier = barrier.clone();
         let report = report.clone();
-        let path = report_path.clone();
+        let (method, path, report) = if cli.reads {
+            (Method::GET, read_path.clone(), None)
+        } else {
+            (Method::POST, report_path.clone(), Some(report))
+        };
         let key = cli.key.clone();
         let host = cli.addr.to_string();
         tasks.push(tokio::spawn(async move {
             barrier.wait().await;
             let sent = Instant::now();
-            let request = request(&host, &key, Method::POST, &path, Some(report))?;
+            let request = request(&host, &key, method, &path, report)?;
             let response = connection.send_request(request).await?;
             let status = response.status().as_u16();
             let body = response.into_body().collect().await?.to_bytes();
@@ -145,10 +154,12 @@ async fn storm(cli: &Cli) -> Result<(), Error> {
             .join(",")
     );
     println!("distinct_tokens_returned={}", handed.len());
-    println!(
-        "reported_token_returned={}",
+    let reported_returned = if cli.reads {
+        0
+    } else {
         handed.get(&reported).copied().unwrap_or(0)
-    );
+    };
+    println!("reported_token_returned={reported_returned}");
     println!("p50_ms={:.2}", millis(percentile(&latencies, 50.0)));
     println!("p99_ms={:.2}", millis(percentile(&latencies, 99.0)));
     println!("max_ms={:.2}", millis(percentile(&latencies, 100.0)));
