@@ -108,15 +108,6 @@ impl Store for FaultyStore {
         self.count("release_lease");
         self.inner.release_lease(key, owner)
     }
-    fn compare_and_set_releasing<'a>(
-        &'a self,
-        key: &'a CredentialKey,
-        token: &'a Token,
-        owner: &'a str,
-    ) -> StoreFuture<'a, CasOutcome> {
-        self.count("compare_and_set_releasing");
-        self.inner.compare_and_set_releasing(key, token, owner)
-    }
     fn acquire_lease_and_get<'a>(
         &'a self,
         key: &'a CredentialKey,

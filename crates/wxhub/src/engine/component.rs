@@ -71,7 +71,7 @@ impl Shared {
         credential: &Arc<Credential>,
         component_appid: &str,
         secret: &Secret,
-        coordination: Coordination<'_>,
+        coordination: Coordination,
     ) -> Result<Fetched, RefreshError> {
         let ticket_key =
             CredentialKey::new(AccountId::component(component_appid), Role::PushedTicket);
@@ -105,7 +105,7 @@ impl Shared {
         credential: &Arc<Credential>,
         component_appid: &str,
         authorizer_appid: &str,
-        coordination: Coordination<'_>,
+        coordination: Coordination,
     ) -> Result<Fetched, RefreshError> {
         let spec = credential.spec();
         let (Some(component_key), Some(refresh_key)) =

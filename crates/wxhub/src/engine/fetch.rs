@@ -28,7 +28,7 @@ impl Shared {
         credential: &Arc<Credential>,
         reason: &Reason,
         stored: Option<&Token>,
-        coordination: Coordination<'_>,
+        coordination: Coordination,
     ) -> Result<Fetched, RefreshError> {
         let key = &credential.key;
         let leased = matches!(coordination, Coordination::Leased { .. });
@@ -187,7 +187,7 @@ impl Shared {
         self: &Arc<Self>,
         credential: &Credential,
         fetched_with: &[CredentialKey],
-        coordination: Coordination<'_>,
+        coordination: Coordination,
         call: &WithToken,
     ) -> Result<Fetched, RefreshError> {
         let dependency = fetched_with

@@ -11,7 +11,6 @@
 //! older token back. A credential removed while its job runs is not written back: the job checks
 //! before it writes, and deletes what it wrote if the removal raced the write.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -37,17 +36,14 @@ const LEASE_WAIT_MIN_SLICE: Duration = Duration::from_millis(250);
 const LEASE_FRESH: Duration = Duration::from_millis(super::LEASE_MARGIN.as_millis() as u64 / 2);
 /// Whether a refresh runs under the key's lease (the rule), or alone because the store does not
 /// answer and the token is about to expire ([`crate::plan::Plan::alone_within`]).
-#[derive(Clone, Copy, Debug)]
-pub(super) enum Coordination<'a> {
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Coordination {
     /// The lease is held and renewed before each upstream call that starts too late to end
     /// within it; force refreshes are allowed. `asked` is when the lease was asked for: the
     /// store took it no earlier, so it lasts at least until `asked + lease_ttl`.
     Leased {
         /// When the acquisition was sent.
         asked: Instant,
-        /// Set once the lease has been released with the token's write, so that the job does
-        /// not release it again (one store trip fewer per refresh).
-        released: &'a AtomicBool,
     },
     /// No lease: only normal-mode calls, which return the same value to every node.
     Alone,
@@ -349,17 +345,9 @@ impl Shared {
                 return Err(RefreshError::LeaseTimeout);
             }
         };
-        let released = AtomicBool::new(false);
-        let coordination = Coordination::Leased {
-            asked,
-            released: &released,
-        };
         let result = self
-            .refresh_holding_lease(credential, reason, known_generation, coordination, stored)
+            .refresh_holding_lease(credential, reason, known_generation, asked, stored)
             .await;
-        if released.load(Ordering::Relaxed) {
-            return result;
-        }
         if let Err(e) = self.store.release_lease(key, &self.node_id).await {
             self.metrics.count_store_error();
             tracing::warn!(key = %key, error = %e, "could not release refresh lease; it will expire");
@@ -413,14 +401,14 @@ impl Shared {
             .cloned()
     }
 
-    /// The refresh once the lease is held (`coordination`): `stored` is what the store held when
-    /// the lease was taken.
+    /// The refresh once the lease is held: `stored` is what the store held when the lease was
+    /// taken (asked for at `asked`).
     async fn refresh_holding_lease(
         self: &Arc<Self>,
         credential: &Arc<Credential>,
         reason: &Reason,
         known_generation: u64,
-        coordination: Coordination<'_>,
+        asked: Instant,
         mut stored: Option<Token>,
     ) -> RefreshResult {
         let key = &credential.key;
@@ -436,6 +424,7 @@ impl Shared {
                 });
             }
         }
+        let coordination = Coordination::Leased { asked };
         self.fetch_and_write(credential, reason, stored, coordination)
             .await
     }
@@ -447,7 +436,7 @@ impl Shared {
         credential: &Arc<Credential>,
         reason: &Reason,
         stored: Option<Token>,
-        coordination: Coordination<'_>,
+        coordination: Coordination,
     ) -> RefreshResult {
         let fetched = self
             .fetch(credential, reason, stored.as_ref(), coordination)
@@ -479,7 +468,7 @@ impl Shared {
         if credential.is_retired() {
             return Err(RefreshError::Removed);
         }
-        let outcome = self.write_fetched(credential, &token, coordination).await?;
+        let outcome = self.write_fetched(credential, &token).await?;
         if credential.is_retired() {
             // Removed while the write was on its way: take the write back.
             let _ = self.store.delete(&credential.key).await;
@@ -539,9 +528,9 @@ impl Shared {
     pub(super) async fn renew_lease(
         &self,
         key: &CredentialKey,
-        coordination: Coordination<'_>,
+        coordination: Coordination,
     ) -> Result<(), RefreshError> {
-        let Coordination::Leased { asked, .. } = coordination else {
+        let Coordination::Leased { asked } = coordination else {
             return Ok(());
         };
         if asked.elapsed() < LEASE_FRESH {

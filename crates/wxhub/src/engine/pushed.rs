@@ -18,7 +18,7 @@ impl Shared {
         self: &Arc<Self>,
         credential: &Arc<Credential>,
         ticket_key: &CredentialKey,
-        coordination: Coordination<'_>,
+        coordination: Coordination,
     ) -> Result<(Arc<Credential>, Arc<str>), RefreshError> {
         let ticket = self
             .read_index

@@ -37,7 +37,7 @@ impl Shared {
         credential: &Arc<Credential>,
         suite_id: &str,
         secret: &str,
-        coordination: Coordination<'_>,
+        coordination: Coordination,
     ) -> Result<Fetched, RefreshError> {
         let spec = credential.spec();
         let ticket_key = spec.fetched_with.first().ok_or(RefreshError::Removed)?;
@@ -66,7 +66,7 @@ impl Shared {
         self: &Arc<Self>,
         credential: &Arc<Credential>,
         corpid: &str,
-        coordination: Coordination<'_>,
+        coordination: Coordination,
     ) -> Result<Fetched, RefreshError> {
         let spec = credential.spec();
         let (Some(suite_key), Some(code_key)) =

@@ -1,12 +1,10 @@
 //! The store's side of a refresh job: writing a token just fetched (and keeping it offered while
 //! the store does not answer), and putting back what a store that lost data is missing.
 
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::job::Coordination;
 use super::{RefreshError, Shared};
 use crate::kinds::CredentialKey;
 use crate::read::{Credential, CredentialId};
@@ -62,14 +60,10 @@ impl Shared {
     /// offering it to the store, at short intervals, until the store takes it (or refuses it for a
     /// newer one, which is then adopted) or until the token itself is due for refresh. Meanwhile
     /// the job stays in flight, so this node starts no other refresh of the key.
-    ///
-    /// Under the lease, the compare-and-set releases it in the same store call, and says so in
-    /// `coordination` (the job then does not release it again).
     pub(super) async fn write_fetched(
         &self,
         credential: &Credential,
         token: &Token,
-        coordination: Coordination<'_>,
     ) -> Result<CasOutcome, RefreshError> {
         let key = &credential.key;
         let mut pause = UNWRITTEN_RETRY_MIN;
@@ -81,18 +75,7 @@ impl Shared {
                 .due_at(spec.source.renewal(), token, 0.0)
                 .since(self.clock.now());
         loop {
-            let written = match coordination {
-                Coordination::Leased { released, .. } => {
-                    let written = self
-                        .store
-                        .compare_and_set_releasing(key, token, &self.node_id)
-                        .await;
-                    released.store(written.is_ok(), Ordering::Relaxed);
-                    written
-                }
-                Coordination::Alone => self.store.compare_and_set(key, token).await,
-            };
-            let error = match written {
+            let error = match self.store.compare_and_set(key, token).await {
                 Ok(CasOutcome::Stale { current })
                     if current
                         .as_ref()

@@ -72,7 +72,6 @@ macro_rules! store_conformance_tests {
                 expired_lease_can_be_taken_by_another_owner,
                 leases_are_per_key,
                 lease_and_read_in_one_call,
-                a_write_releases_the_writers_lease,
                 ping_succeeds,
                 delete_removes_the_token_and_its_lease,
                 accounts_are_stored_published_and_removed,
@@ -488,51 +487,6 @@ pub(crate) async fn lease_and_read_in_one_call(store: &dyn Store) {
             .await
             .expect("acquire and read"),
         Some(Some(written))
-    );
-}
-
-/// A compare-and-set that releases the writer's lease frees it whatever the write's outcome, and
-/// never frees another owner's.
-pub(crate) async fn a_write_releases_the_writers_lease(store: &dyn Store) {
-    let key = CredentialKey::access_token("wx_lease_write");
-    let ttl = Duration::from_secs(30);
-    assert!(store
-        .acquire_lease(&key, "node-a", ttl)
-        .await
-        .expect("acquire"));
-    let outcome = store
-        .compare_and_set_releasing(&key, &token("t1", 1), "node-b")
-        .await
-        .expect("write");
-    assert_eq!(outcome, CasOutcome::Applied);
-    assert!(
-        !store
-            .acquire_lease(&key, "node-b", ttl)
-            .await
-            .expect("acquire"),
-        "another owner's lease is not released by this write"
-    );
-    let outcome = store
-        .compare_and_set_releasing(&key, &token("t2", 2), "node-a")
-        .await
-        .expect("write");
-    assert_eq!(outcome, CasOutcome::Applied);
-    assert_eq!(store.get(&key).await.expect("get"), Some(token("t2", 2)));
-    assert!(store
-        .acquire_lease(&key, "node-b", ttl)
-        .await
-        .expect("acquire"));
-    let refused = store
-        .compare_and_set_releasing(&key, &token("stale", 2), "node-b")
-        .await
-        .expect("write");
-    assert!(matches!(refused, CasOutcome::Stale { .. }));
-    assert!(
-        store
-            .acquire_lease(&key, "node-c", ttl)
-            .await
-            .expect("acquire"),
-        "released even though the write was refused"
     );
 }
 

@@ -140,26 +140,6 @@ pub trait Store: Send + Sync + 'static {
     /// is stored under `key` as [`Store::get`] does: how every refresh starts. `None` when another
     /// owner holds a live lease. A store that can do both in one trip (SQLite: one turn of its
     /// database thread) overrides this; by default it is the two calls in turn.
-    /// [`Store::compare_and_set`], then [`Store::release_lease`] of `key` by `owner` whatever
-    /// the write's outcome: how a refresh that holds the lease ends. `Ok` means both were done
-    /// (a release that fails after an applied write is logged, the lease then runs out); an
-    /// error means the lease may still be held. SQLite does both in one write transaction.
-    fn compare_and_set_releasing<'a>(
-        &'a self,
-        key: &'a CredentialKey,
-        token: &'a Token,
-        owner: &'a str,
-    ) -> StoreFuture<'a, CasOutcome> {
-        Box::pin(async move {
-            let outcome = self.compare_and_set(key, token).await?;
-            if let Err(e) = self.release_lease(key, owner).await {
-                // The write stands; the lease runs out on its own.
-                tracing::warn!(key = %key, error = %e, "could not release refresh lease; it will expire");
-            }
-            Ok(outcome)
-        })
-    }
-
     fn acquire_lease_and_get<'a>(
         &'a self,
         key: &'a CredentialKey,

@@ -130,7 +130,7 @@ impl SealedStore {
     /// A write of `token`, sealed when its key is, with the current value in a refusal opened.
     fn write<'a>(
         &'a self,
-        write: Write<'a>,
+        write: Write,
         key: &'a CredentialKey,
         token: &'a Token,
     ) -> StoreFuture<'a, CasOutcome> {
@@ -139,11 +139,6 @@ impl SealedStore {
             let token = sealed.as_ref().unwrap_or(token);
             let outcome = match write {
                 Write::CompareAndSet => self.inner.compare_and_set(key, token).await?,
-                Write::CompareAndSetReleasing(owner) => {
-                    self.inner
-                        .compare_and_set_releasing(key, token, owner)
-                        .await?
-                }
                 Write::Restore => self.inner.restore(key, token).await?,
             };
             open_outcome(&self.sealer, key, outcome)
@@ -155,12 +150,10 @@ impl SealedStore {
     }
 }
 
-/// Which of the store's conditional writes [`SealedStore::write`] makes.
+/// Which of the store's two conditional writes [`SealedStore::write`] makes.
 #[derive(Clone, Copy)]
-enum Write<'a> {
+enum Write {
     CompareAndSet,
-    /// A compare-and-set that releases this owner's lease with it.
-    CompareAndSetReleasing(&'a str),
     Restore,
 }
 
@@ -283,15 +276,6 @@ impl Store for SealedStore {
         owner: &'a str,
     ) -> StoreFuture<'a, bool> {
         self.inner.release_lease(key, owner)
-    }
-
-    fn compare_and_set_releasing<'a>(
-        &'a self,
-        key: &'a CredentialKey,
-        token: &'a Token,
-        owner: &'a str,
-    ) -> StoreFuture<'a, CasOutcome> {
-        self.write(Write::CompareAndSetReleasing(owner), key, token)
     }
 
     fn acquire_lease_and_get<'a>(

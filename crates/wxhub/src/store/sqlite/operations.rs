@@ -47,41 +47,19 @@ fn take_lease(
     Ok(changed == 1)
 }
 
-/// Deletes `owner`'s lease of `storage_key`, if it holds one; returns whether it did and the
-/// lease was still live.
-fn drop_lease(
-    conn: &rusqlite::Connection,
-    storage_key: &str,
-    owner: &str,
-) -> Result<bool, OpError> {
-    let now = Timestamp::now();
-    let expires_at: Option<i64> = conn
-        .prepare_cached(
-            "DELETE FROM leases WHERE storage_key = ?1 AND owner = ?2
-             RETURNING expires_at_ms",
-        )?
-        .query_row(rusqlite::params![storage_key, owner], |r| r.get(0))
-        .optional()?;
-    Ok(expires_at.is_some_and(|at| at > now.as_millis()))
-}
-
 impl SqliteStore {
     /// Writes `token` if `allowed(stored, token)` holds (the compare-and-set or the restore
     /// rule), in one write transaction, and publishes it; `what` names the operation in errors.
-    /// With `release`, that owner's lease of the key is released in the same transaction,
-    /// whether the write is allowed or not.
     fn write_if(
         &self,
         what: &str,
         allowed: fn(Option<&Token>, &Token) -> bool,
         key: &CredentialKey,
         token: &Token,
-        release: Option<&str>,
     ) -> StoreFuture<'static, CasOutcome> {
         let key = key.clone();
         let token = token.clone();
         let storage_key = key.storage_key();
-        let release = release.map(str::to_owned);
         self.run_synced(format!("{what} {storage_key}"), move |db, changes| {
             // IMMEDIATE takes the file's write lock before reading, so no other connection can
             // write between the generation check and the write.
@@ -89,11 +67,7 @@ impl SqliteStore {
                 .conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)?;
             let stored = read_token(&tx, &storage_key)?;
-            if let Some(owner) = &release {
-                drop_lease(&tx, &storage_key, owner)?;
-            }
             if !allowed(stored.as_ref(), &token) {
-                tx.commit()?;
                 return Ok(CasOutcome::Stale { current: stored });
             }
             let generation = i64::try_from(token.generation).map_err(|_| {
@@ -174,24 +148,7 @@ impl Store for SqliteStore {
         key: &'a CredentialKey,
         token: &'a Token,
     ) -> StoreFuture<'a, CasOutcome> {
-        self.write_if("compare_and_set", generation_follows, key, token, None)
-    }
-
-    fn compare_and_set_releasing<'a>(
-        &'a self,
-        key: &'a CredentialKey,
-        token: &'a Token,
-        owner: &'a str,
-    ) -> StoreFuture<'a, CasOutcome> {
-        // One write transaction, one turn of the database thread: a refresh's release costs
-        // nothing of its own.
-        self.write_if(
-            "compare_and_set",
-            generation_follows,
-            key,
-            token,
-            Some(owner),
-        )
+        self.write_if("compare_and_set", generation_follows, key, token)
     }
 
     fn restore<'a>(
@@ -199,7 +156,7 @@ impl Store for SqliteStore {
         key: &'a CredentialKey,
         token: &'a Token,
     ) -> StoreFuture<'a, CasOutcome> {
-        self.write_if("restore", generation_exceeds, key, token, None)
+        self.write_if("restore", generation_exceeds, key, token)
     }
 
     fn acquire_lease<'a>(
@@ -241,7 +198,16 @@ impl Store for SqliteStore {
         let storage_key = key.storage_key();
         let owner = owner.to_owned();
         self.run(format!("release_lease {storage_key}"), move |db, _| {
-            drop_lease(&db.conn, &storage_key, &owner)
+            let now = Timestamp::now();
+            let expires_at: Option<i64> = db
+                .conn
+                .prepare_cached(
+                    "DELETE FROM leases WHERE storage_key = ?1 AND owner = ?2
+                     RETURNING expires_at_ms",
+                )?
+                .query_row(rusqlite::params![storage_key, owner], |r| r.get(0))
+                .optional()?;
+            Ok(expires_at.is_some_and(|at| at > now.as_millis()))
         })
     }
 
