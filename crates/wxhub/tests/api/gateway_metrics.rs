@@ -11,27 +11,42 @@ use crate::helpers::*;
 
 const APP: &str = "wx00000000000000b1";
 
+/// The value of the one series written exactly `series` (name and labels). A series that is
+/// missing fails the test: read as 0, a misspelt label or a series that stopped being rendered
+/// would pass every check of a count that must not move.
+async fn value_of(hub: &TestHub, series: &str) -> u64 {
+    let text = hub.metrics().await;
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no series {series} in /metrics:\n{text}"))
+}
+
 /// `wxhub_gateway_calls_total` of `listener` and `outcome`.
 async fn calls(hub: &TestHub, listener: &str, outcome: &str) -> u64 {
-    hub.metric_sum(&format!(
-        "wxhub_gateway_calls_total{{listener=\"{listener}\",outcome=\"{outcome}\"}}"
-    ))
-    .await
+    let series =
+        format!("wxhub_gateway_calls_total{{listener=\"{listener}\",outcome=\"{outcome}\"}}");
+    value_of(hub, &series).await
 }
 
 /// `wxhub_gateway_refused_total` of `listener` and `reason`.
 async fn refused(hub: &TestHub, listener: &str, reason: &str) -> u64 {
-    hub.metric_sum(&format!(
-        "wxhub_gateway_refused_total{{listener=\"{listener}\",reason=\"{reason}\"}}"
-    ))
-    .await
+    let series =
+        format!("wxhub_gateway_refused_total{{listener=\"{listener}\",reason=\"{reason}\"}}");
+    value_of(hub, &series).await
 }
 
 /// How many exchanges with WeChat `listener`'s latency histogram counted.
 async fn timed(hub: &TestHub, listener: &str) -> u64 {
-    hub.metric_sum(&format!(
-        "wxhub_gateway_upstream_seconds_count{{listener=\"{listener}\"}}"
-    ))
+    let series = format!("wxhub_gateway_upstream_seconds_count{{listener=\"{listener}\"}}");
+    value_of(hub, &series).await
+}
+
+/// Bytes `listener`'s calls hold for replays now.
+async fn held(hub: &TestHub, listener: &str) -> u64 {
+    value_of(
+        hub,
+        &format!("wxhub_gateway_held_bytes{{listener=\"{listener}\"}}"),
+    )
     .await
 }
 
@@ -107,6 +122,35 @@ async fn each_gateway_call_is_counted_once_by_listener_and_outcome() {
     assert_eq!(outcomes(&hub, "official").await, plus(&before, "healed", 1));
     assert_eq!(timed(&hub, "official").await, exchanges + 3);
 
+    // Unhealed: WeChat refuses a token that is alive (for its own reasons); the hub's check finds
+    // it alive, so WeChat's answer stands and nothing is replayed: one exchange.
+    let token = hub.token(APP).await.access_token;
+    mock.add_fault(wechat_mock::FaultRule {
+        path: "/cgi-bin/getcallbackip".into(),
+        account: None,
+        errcode: Some(40001),
+        errmsg: None,
+        http_status: None,
+        probability: None,
+        count: Some(1),
+        delay_ms: None,
+        hold_answer_ms: None,
+        drop_connection: false,
+    });
+    let before = outcomes(&hub, "official").await;
+    let body = get_json(
+        &hub,
+        &format!("{}/cgi-bin/getcallbackip?access_token={token}", hub.gateway),
+    )
+    .await;
+    assert_eq!(body["errcode"], 40001, "WeChat's answer stands: {body}");
+    assert_eq!(
+        outcomes(&hub, "official").await,
+        plus(&before, "unhealed", 1)
+    );
+    assert_eq!(hub.token(APP).await.access_token, token, "not refreshed");
+    assert_eq!(timed(&hub, "official").await, exchanges + 4);
+
     // Answered: the hub's own token endpoint, nothing sent to WeChat.
     let before = outcomes(&hub, "official").await;
     let body = get_json(
@@ -122,7 +166,7 @@ async fn each_gateway_call_is_counted_once_by_listener_and_outcome() {
         outcomes(&hub, "official").await,
         plus(&before, "answered", 1)
     );
-    assert_eq!(timed(&hub, "official").await, exchanges + 3);
+    assert_eq!(timed(&hub, "official").await, exchanges + 4);
 
     // Each listener counts its own calls: Work WeChat's, and the main listener's call route.
     let work = outcomes(&hub, "work").await;
@@ -147,7 +191,7 @@ async fn each_gateway_call_is_counted_once_by_listener_and_outcome() {
     assert_eq!(outcomes(&hub, "api").await, plus(&api, "passed", 1));
     assert_eq!(timed(&hub, "api").await, 1);
     // None of it was counted twice, or for another listener.
-    assert_eq!(timed(&hub, "official").await, exchanges + 3);
+    assert_eq!(timed(&hub, "official").await, exchanges + 4);
     assert_eq!(timed(&hub, "work").await, 0);
 
     // The histogram's buckets are cumulative and end at its count.
@@ -160,7 +204,7 @@ async fn each_gateway_call_is_counted_once_by_listener_and_outcome() {
             )
         })
         .expect("the +Inf bucket");
-    assert!(inf.ends_with(&format!(" {}", exchanges + 3)), "{inf}");
+    assert!(inf.ends_with(&format!(" {}", exchanges + 4)), "{inf}");
     // No label carries a token.
     for line in text.lines().filter(|l| l.starts_with("wxhub_gateway_")) {
         assert!(!line.contains(&token), "{line}");
@@ -229,7 +273,11 @@ async fn refusals_are_counted_by_reason() {
     for reason in ["body_unreadable", "upstream_unreachable", "internal"] {
         assert_eq!(refused(&hub, "official", reason).await, 0, "{reason}");
     }
-    assert_eq!(calls(&hub, "official", "refused").await, 5);
+    assert_eq!(
+        outcomes(&hub, "official").await,
+        [0, 0, 0, 0, 5],
+        "refused, and nothing else"
+    );
     // None of these reached WeChat.
     assert_eq!(timed(&hub, "official").await, 0);
     hub.stop().await;
@@ -243,15 +291,7 @@ async fn bytes_held_for_replays_are_shown_per_listener_while_held() {
     let hub = spawn_app(&mock, HubOptions::new(&apps)).await;
     hub.wait_ready().await;
     let token = hub.token(APP).await.access_token;
-    let held = |listener: &'static str| {
-        let hub = &hub;
-        async move {
-            hub.metric_sum(&format!(
-                "wxhub_gateway_held_bytes{{listener=\"{listener}\"}}"
-            ))
-            .await
-        }
-    };
+    let held = |listener: &'static str| held(&hub, listener);
     assert_eq!(held("official").await, 0);
 
     // A call that may need a replay, its 1000-byte body declared and never finished.
@@ -267,10 +307,31 @@ async fn bytes_held_for_replays_are_shown_per_listener_while_held() {
     })
     .await;
     // The listener's share is the process's total, and no other listener's.
-    assert_eq!(hub.metric_sum("wxhub_gateway_replay_bytes").await, 1000);
+    assert_eq!(value_of(&hub, "wxhub_gateway_replay_bytes").await, 1000);
     assert_eq!(held("work").await, 0);
     assert_eq!(held("api").await, 0);
     // The client goes: its share is given back.
+    drop(stream);
+    wait_until(Duration::from_secs(5), "nothing held", || async {
+        held("official").await == 0
+    })
+    .await;
+
+    // A body of undeclared length is counted as it comes, chunk by chunk.
+    let mut stream = tokio::net::TcpStream::connect(&address).await.unwrap();
+    let head = format!(
+        "POST /cgi-bin/getcallbackip?access_token={token} HTTP/1.1\r\nhost: gw\r\n\
+         content-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n\
+         64\r\n{}\r\n",
+        "x".repeat(100)
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    wait_until(
+        Duration::from_secs(5),
+        "the first chunk is held",
+        || async { held("official").await == 100 },
+    )
+    .await;
     drop(stream);
     wait_until(Duration::from_secs(5), "nothing held", || async {
         held("official").await == 0
