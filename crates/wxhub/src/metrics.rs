@@ -180,6 +180,39 @@ fn errcode_label(code: i64) -> &'static str {
 /// Upper bounds of the upstream latency histogram, in seconds.
 const LATENCY_BUCKETS: [f64; 10] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];
 
+/// The slot of an observation of `secs` among [`LATENCY_BUCKETS`]: the first bound it does not
+/// exceed, or the last slot (above every bound).
+fn latency_bucket(secs: f64) -> usize {
+    LATENCY_BUCKETS
+        .iter()
+        .position(|bound| secs <= *bound)
+        .unwrap_or(LATENCY_BUCKETS.len())
+}
+
+/// Writes one latency histogram's series of `family` for the label set `labels` (without
+/// braces, e.g. `endpoint="token"`): the cumulative buckets, `+Inf`, `_sum` and `_count`.
+/// `buckets` holds the observations per slot of [`latency_bucket`], not cumulative.
+fn write_latency_histogram(
+    out: &mut String,
+    family: &str,
+    labels: &str,
+    buckets: &[u64; LATENCY_BUCKETS.len() + 1],
+    sum_secs: f64,
+) {
+    let mut cumulative = 0;
+    for (bound, n) in LATENCY_BUCKETS.iter().zip(buckets) {
+        cumulative += n;
+        let _ = writeln!(
+            out,
+            "{family}_bucket{{{labels},le=\"{bound}\"}} {cumulative}"
+        );
+    }
+    let count = cumulative + buckets[LATENCY_BUCKETS.len()];
+    let _ = writeln!(out, "{family}_bucket{{{labels},le=\"+Inf\"}} {count}");
+    let _ = writeln!(out, "{family}_sum{{{labels}}} {sum_secs}");
+    let _ = writeln!(out, "{family}_count{{{labels}}} {count}");
+}
+
 /// One latency histogram (Prometheus cumulative buckets are computed at render time).
 #[derive(Default)]
 struct Histogram {
@@ -310,11 +343,7 @@ impl Metrics {
         {
             let mut latency = lock(&self.upstream_latency);
             let h = latency.entry(endpoint).or_default();
-            let bucket = LATENCY_BUCKETS
-                .iter()
-                .position(|b| secs <= *b)
-                .unwrap_or(LATENCY_BUCKETS.len());
-            h.buckets[bucket] += 1;
+            h.buckets[latency_bucket(secs)] += 1;
             h.sum += secs;
             h.count += 1;
         }
@@ -370,29 +399,8 @@ impl Metrics {
         out.push_str("# HELP wxhub_upstream_seconds Latency of calls to WeChat by endpoint.\n");
         out.push_str("# TYPE wxhub_upstream_seconds histogram\n");
         for (endpoint, h) in lock(&self.upstream_latency).iter() {
-            let mut cumulative = 0;
-            for (i, bound) in LATENCY_BUCKETS.iter().enumerate() {
-                cumulative += h.buckets[i];
-                let _ = writeln!(
-                    out,
-                    "wxhub_upstream_seconds_bucket{{endpoint=\"{endpoint}\",le=\"{bound}\"}} {cumulative}"
-                );
-            }
-            let _ = writeln!(
-                out,
-                "wxhub_upstream_seconds_bucket{{endpoint=\"{endpoint}\",le=\"+Inf\"}} {}",
-                h.count
-            );
-            let _ = writeln!(
-                out,
-                "wxhub_upstream_seconds_sum{{endpoint=\"{endpoint}\"}} {}",
-                h.sum
-            );
-            let _ = writeln!(
-                out,
-                "wxhub_upstream_seconds_count{{endpoint=\"{endpoint}\"}} {}",
-                h.count
-            );
+            let labels = format!("endpoint=\"{endpoint}\"");
+            write_latency_histogram(out, "wxhub_upstream_seconds", &labels, &h.buckets, h.sum);
         }
 
         out.push_str("# HELP wxhub_upstream_errcodes_total WeChat errcodes seen by endpoint.\n");

@@ -13,7 +13,7 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use super::{shard, LATENCY_BUCKETS, REQUEST_SHARDS};
+use super::{latency_bucket, shard, write_latency_histogram, LATENCY_BUCKETS, REQUEST_SHARDS};
 
 /// The listeners calls are forwarded for: the label `listener`. Named after the configuration
 /// key that opens each (docs/architecture.md#gateway), never after anything a caller sends.
@@ -148,17 +148,6 @@ impl Refusal {
     }
 }
 
-/// [`LATENCY_BUCKETS`] in nanoseconds, so that a call finds its bucket with integer compares.
-const BOUND_NANOS: [u64; LATENCY_BUCKETS.len()] = {
-    let mut bounds = [0u64; LATENCY_BUCKETS.len()];
-    let mut i = 0;
-    while i < bounds.len() {
-        bounds[i] = (LATENCY_BUCKETS[i] * 1e9 + 0.5) as u64;
-        i += 1;
-    }
-    bounds
-};
-
 /// How many listeners there are, for the arrays' sizes.
 const LISTENERS: usize = Listener::ALL.len();
 
@@ -269,7 +258,7 @@ impl GatewayMetrics {
     /// head received (a streamed answer's body is the client's pace, not WeChat's).
     pub fn observe_upstream(&self, listener: Listener, elapsed: Duration) {
         let nanos = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
-        let bucket = BOUND_NANOS.partition_point(|bound| *bound < nanos);
+        let bucket = latency_bucket(elapsed.as_secs_f64());
         let local = self.local();
         local.upstream_buckets[listener as usize][bucket].fetch_add(1, Ordering::Relaxed);
         local.upstream_nanos[listener as usize].fetch_add(nanos, Ordering::Relaxed);
@@ -349,33 +338,21 @@ impl GatewayMetrics {
 
         out.push_str(
             "# HELP wxhub_gateway_upstream_seconds Time from a gateway call sent to WeChat to its \
-             answer's head, by listener.\n",
+             answer's head, by listener (a streamed request body is sent in that time, at the \
+             client's pace).\n",
         );
         out.push_str("# TYPE wxhub_gateway_upstream_seconds histogram\n");
         for listener in self.serving() {
             let (l, name) = (listener as usize, listener.as_str());
-            let mut cumulative = 0u64;
-            for (i, bound) in LATENCY_BUCKETS.iter().enumerate() {
-                cumulative += self.sum(|s| &s.upstream_buckets[l][i]);
-                let _ = writeln!(
-                    out,
-                    "wxhub_gateway_upstream_seconds_bucket{{listener=\"{name}\",le=\"{bound}\"}} \
-                     {cumulative}"
-                );
-            }
-            let count = cumulative + self.sum(|s| &s.upstream_buckets[l][LATENCY_BUCKETS.len()]);
+            let buckets = std::array::from_fn(|i| self.sum(|s| &s.upstream_buckets[l][i]));
             let seconds = self.sum(|s| &s.upstream_nanos[l]) as f64 / 1e9;
-            let _ = writeln!(
+            let labels = format!("listener=\"{name}\"");
+            write_latency_histogram(
                 out,
-                "wxhub_gateway_upstream_seconds_bucket{{listener=\"{name}\",le=\"+Inf\"}} {count}"
-            );
-            let _ = writeln!(
-                out,
-                "wxhub_gateway_upstream_seconds_sum{{listener=\"{name}\"}} {seconds}"
-            );
-            let _ = writeln!(
-                out,
-                "wxhub_gateway_upstream_seconds_count{{listener=\"{name}\"}} {count}"
+                "wxhub_gateway_upstream_seconds",
+                &labels,
+                &buckets,
+                seconds,
             );
         }
 
@@ -502,10 +479,7 @@ mod tests {
     }
 
     #[test]
-    fn the_bounds_in_nanoseconds_are_the_upstream_histograms() {
-        for (nanos, seconds) in BOUND_NANOS.iter().zip(LATENCY_BUCKETS) {
-            assert_eq!(*nanos as f64 / 1e9, seconds);
-        }
+    fn a_bound_falls_in_its_own_bucket() {
         let m = GatewayMetrics::default();
         m.listening(Listener::Work);
         // A bound itself falls in its bucket; just above it, in the next.
