@@ -84,7 +84,7 @@ pub fn service(context: ApiState, host: Host) -> ApiService {
                         reply::error_with_status(
                             axum::http::StatusCode::INTERNAL_SERVER_ERROR,
                             reply::code::SYSTEM_ERROR,
-                            Host::Official,
+                            gateway.host,
                         ),
                     )
                 });
