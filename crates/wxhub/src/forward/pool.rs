@@ -13,6 +13,7 @@
 //! sent again on another (the server may close an idle connection at any time); `Host` names the
 //! origin.
 
+use std::collections::VecDeque;
 use std::future::{poll_fn, Future};
 use std::pin::{pin, Pin};
 use std::sync::{Arc, Mutex};
@@ -45,7 +46,7 @@ pub struct Pool {
     /// The `Host` of every request: the authority, less a default port.
     host: HeaderValue,
     /// Connections waiting for a call, the most recently used last.
-    idle: Mutex<Vec<Idle>>,
+    idle: Mutex<VecDeque<Idle>>,
     /// How long a connection may wait for a call before it is closed instead of reused.
     idle_timeout: Duration,
 }
@@ -139,7 +140,7 @@ impl Pool {
             connector,
             origin: Uri::from_parts(parts).ok()?,
             host: HeaderValue::from_str(&host).ok()?,
-            idle: Mutex::new(Vec::new()),
+            idle: Mutex::new(VecDeque::new()),
             idle_timeout,
         })
     }
@@ -197,7 +198,7 @@ impl Pool {
                     .position(|i| now.duration_since(i.since) < self.idle_timeout)
                     .unwrap_or(idle.len());
                 let expired: Vec<Idle> = idle.drain(..live).collect();
-                (idle.pop(), expired)
+                (idle.pop_back(), expired)
             };
             // Closed outside the lock.
             drop(expired);
@@ -245,9 +246,13 @@ impl Pool {
         };
         let surplus = {
             let mut pool = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-            pool.push(idle);
+            pool.push_back(idle);
             // The least recently used goes: the pool hands out the most recent first.
-            (pool.len() > MAX_IDLE).then(|| pool.remove(0))
+            if pool.len() > MAX_IDLE {
+                pool.pop_front()
+            } else {
+                None
+            }
         };
         // Closed outside the lock.
         drop(surplus);
