@@ -127,15 +127,9 @@ async fn each_gateway_call_is_counted_once_by_listener_and_outcome() {
     let token = hub.token(APP).await.access_token;
     mock.add_fault(wechat_mock::FaultRule {
         path: "/cgi-bin/getcallbackip".into(),
-        account: None,
         errcode: Some(40001),
-        errmsg: None,
-        http_status: None,
-        probability: None,
         count: Some(1),
-        delay_ms: None,
-        hold_answer_ms: None,
-        drop_connection: false,
+        ..Default::default()
     });
     let before = outcomes(&hub, "official").await;
     let body = get_json(
