@@ -1,6 +1,6 @@
-//! Served values: a token as consumers receive it, its JSON body rendered once per generation and
-//! refresh plan so that a read only writes the `expires_in` digits, and the value it replaced
-//! while WeChat still accepts that one. Kept apart from the index that finds them: these are the
+//! Served values: a token as consumers receive it, the fixed parts of its JSON body rendered once
+//! per generation and refresh plan so that a read only writes the `expires_in` digits, and the
+//! value it replaced while WeChat still accepts that one. Kept apart from the index that finds them: these are the
 //! bytes of the read path, the index only where they are.
 
 use std::sync::Arc;
@@ -27,9 +27,15 @@ pub struct Served {
     /// Until when a consumer may keep using it without asking again (docs/architecture.md#what-consumers-are-told, "what consumers
     /// are told"): never after `expires_at`, and shortly after the hub's next planned refresh.
     pub serve_until: Timestamp,
-    /// `{"access_token":"…","expires_in":` — everything before the one per-request number.
-    body_prefix: Bytes,
-    /// `,"expires_at":"…","generation":N}`.
+    /// The JSON field the value is served under (`access_token` or `ticket`).
+    field: &'static str,
+    /// The value as it stands between the quotes of a JSON string, when that differs from
+    /// `value` (a quote or a backslash in it). WeChat's values never need escaping, so the body
+    /// is written from `value` itself: at 100,000 authorizers a rendered copy of every token
+    /// would cost about 20 MiB.
+    escaped: Option<Box<str>>,
+    /// `,"expires_at":"…","generation":N}` and a newline: everything after the one per-request
+    /// number.
     body_suffix: Bytes,
     /// The value served before this one, while WeChat may still accept it: the gateway forwards
     /// calls made with it (a consumer may hold it for a few more seconds) instead of refusing them.
@@ -58,11 +64,27 @@ pub struct Change {
     pub generation: u64,
 }
 
+/// What [`Served::render`] writes before the field name, between it and the value, and between
+/// the value and the per-request number.
+const OPEN: &[u8] = b"{\"";
+const FIELD_END: &[u8] = b"\":\"";
+const VALUE_END: &[u8] = b"\",\"expires_in\":";
+/// Their length together.
+const FIXED_LEN: usize = OPEN.len() + FIELD_END.len() + VALUE_END.len();
+
+/// Whether `value` reads differently between a JSON string's quotes: it holds a quote, a
+/// backslash or a control character (serde_json escapes nothing else).
+fn needs_escaping(value: &str) -> bool {
+    value.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20)
+}
+
 impl Served {
     /// Renders a token for serving under the JSON field `field` (`access_token` or `ticket`).
-    pub fn new(field: &str, token: &Token, serve_until: Timestamp) -> Served {
-        let value_json = serde_json::Value::String(token.value.clone()).to_string();
-        let body_prefix = format!("{{\"{field}\":{value_json},\"expires_in\":");
+    pub fn new(field: &'static str, token: &Token, serve_until: Timestamp) -> Served {
+        let escaped = needs_escaping(&token.value).then(|| {
+            let quoted = serde_json::Value::String(token.value.clone()).to_string();
+            Box::from(&quoted[1..quoted.len() - 1])
+        });
         let body_suffix = format!(
             ",\"expires_at\":\"{}\",\"generation\":{}}}\n",
             token.expires_at.to_rfc3339(),
@@ -73,9 +95,10 @@ impl Served {
             generation: token.generation,
             expires_at: token.expires_at,
             serve_until: serve_until.min(token.expires_at),
-            // Exact-size copies: `format!` leaves up to twice the length reserved, and one
-            // rendered token per credential is kept for its whole life.
-            body_prefix: Bytes::copy_from_slice(body_prefix.as_bytes()),
+            field,
+            escaped,
+            // An exact-size copy: `format!` leaves up to twice the length reserved, and one is
+            // kept per credential for its whole life.
             body_suffix: Bytes::copy_from_slice(body_suffix.as_bytes()),
             previous: None,
             published_at: Timestamp(0),
@@ -107,9 +130,15 @@ impl Served {
         let expires_in = self.expires_in(now)?;
         let mut digits = itoa::Buffer::new();
         let digits = digits.format(expires_in);
-        let mut body =
-            BytesMut::with_capacity(self.body_prefix.len() + digits.len() + self.body_suffix.len());
-        body.put_slice(&self.body_prefix);
+        let value = self.escaped.as_deref().unwrap_or(&self.value);
+        let len =
+            FIXED_LEN + self.field.len() + value.len() + digits.len() + self.body_suffix.len();
+        let mut body = BytesMut::with_capacity(len);
+        body.put_slice(OPEN);
+        body.put_slice(self.field.as_bytes());
+        body.put_slice(FIELD_END);
+        body.put_slice(value.as_bytes());
+        body.put_slice(VALUE_END);
         body.put_slice(digits.as_bytes());
         body.put_slice(&self.body_suffix);
         Some(body.freeze())
@@ -142,6 +171,19 @@ mod tests {
         assert_eq!(json["expires_in"], 4000);
         assert_eq!(json["expires_at"], "1970-01-01T02:46:40Z");
         assert_eq!(json["generation"], 7);
+    }
+
+    #[test]
+    fn renders_the_same_bytes_as_serialising_the_fields() {
+        for value in ["ACCESS_TOKEN-1", "a\"b\\c\u{1}d", "票据"] {
+            let served = Served::new("ticket", &token(value, 10_000_000), Timestamp(5_000_000));
+            let body = served.render(Timestamp(1_000_000)).unwrap();
+            let expected = format!(
+                "{{\"ticket\":{},\"expires_in\":4000,\"expires_at\":\"1970-01-01T02:46:40Z\",\"generation\":7}}\n",
+                serde_json::Value::String(value.into())
+            );
+            assert_eq!(std::str::from_utf8(&body).unwrap(), expected);
+        }
     }
 
     #[test]
