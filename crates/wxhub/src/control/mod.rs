@@ -38,7 +38,7 @@ use crate::engine::Engine;
 use crate::kinds::{AccountId, CredentialKey};
 use crate::registry::{Diff, Origin, Registry};
 use crate::seal::Sealer;
-use crate::store::{AccountChange, Store};
+use crate::store::{AccountChange, Store, StoreError};
 use crate::token::Token;
 pub use access::Access;
 use access::Said;
@@ -167,13 +167,17 @@ impl Control {
     /// secret does not open with the master key.
     pub async fn start(&self) -> Result<(), ControlError> {
         let settings = self.settings.load_full();
-        let stored: BTreeMap<CredentialKey, Token> =
-            self.store.load_all().await?.into_iter().collect();
         let mut diff = Diff::default();
         for spec in config_accounts(&settings) {
             diff.extend(self.registry.upsert(spec, Origin::Config));
         }
         let (stored_consumers, accounts) = split_consumers(self.store.load_accounts().await?);
+        // The tokens are read (and their sealed parts opened) on another thread while the
+        // accounts are registered here: at 100,000 authorizers each takes a few hundred
+        // milliseconds of the start.
+        let store = self.store.clone();
+        let stored = tokio::spawn(async move { store.load_all().await });
+        self.registry.reserve(accounts.len());
         self.replace_runtime_consumers(stored_consumers);
         // A runtime suite is registered before the corps that installed it: they are read with
         // its settings.
@@ -192,6 +196,14 @@ impl Control {
             }
             diff.extend(self.registry.upsert(spec, Origin::Runtime));
         }
+        let stored: BTreeMap<CredentialKey, Token> = match stored.await {
+            Ok(stored) => stored?.into_iter().collect(),
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(_) => {
+                let why = "loading the stored tokens was cancelled: the runtime is stopping";
+                return Err(StoreError::Unavailable(why.into()).into());
+            }
+        };
         self.engine.apply(diff, stored).await;
         Ok(())
     }

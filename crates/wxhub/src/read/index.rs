@@ -291,6 +291,15 @@ impl ReadIndex {
         })
     }
 
+    /// Makes room for `accounts` more accounts and their credentials (one or two each, most
+    /// often: an access token, and a refresh token or tickets), so that registering them does
+    /// not grow the maps one copy at a time.
+    pub(crate) fn reserve(&self, accounts: usize) {
+        self.accounts.pin().reserve(accounts);
+        self.by_key.pin().reserve(accounts.saturating_mul(2));
+        self.by_value.pin().reserve(accounts);
+    }
+
     /// Publishes (or replaces) an account's entry and its credentials (the registry calls this).
     pub(crate) fn put_account(&self, account: &AccountId, entry: AccountEntry) {
         {

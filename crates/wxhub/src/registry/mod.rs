@@ -220,6 +220,12 @@ impl Registry {
             .unwrap_or_default()
     }
 
+    /// Makes room for `accounts` more accounts in the read index at once (a start that registers
+    /// every stored account), rather than growing it step by step.
+    pub fn reserve(&self, accounts: usize) {
+        self.read_index.reserve(accounts);
+    }
+
     /// Adds `spec`, or changes it in place: credentials it keeps keep their handles (and so their
     /// tokens), the ones it drops are removed, new ones are added.
     pub fn upsert(&self, spec: AccountSpec, origin: Origin) -> Diff {
