@@ -1,11 +1,13 @@
 //! A store with faults a test switches on, over any real store: one account's definition written
-//! slowly (a slow disk, or a Redis far away, for that one account), and reads of runtime
-//! definitions failing (a Redis blip, seen by one instance). Everything else goes straight
+//! slowly (a slow disk, or a Redis far away, for that one account), reads of runtime
+//! definitions failing (a Redis blip, seen by one instance), a read of every account held after
+//! it was taken (a large store read while the hub goes on), and a resync signal on the account
+//! feed (what a store sends when its feed may have lost changes). Everything else goes straight
 //! through, so one wrapper serves every test that needs a fault of this kind. It also counts the
 //! calls that reach it, by method: a test can tell how many store trips a refresh costs.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -26,6 +28,15 @@ pub struct FaultyStore {
     pub slow_write_begun: AtomicBool,
     /// Calls by method name (`get`, `acquire_lease`, …) since the store was made.
     calls: Mutex<BTreeMap<&'static str, u64>>,
+    /// While set, `load_accounts` reads the accounts, then waits for a permit of
+    /// `account_load_permits` before answering with what it read.
+    holding_account_loads: AtomicBool,
+    /// Permits for held `load_accounts` calls ([`FaultyStore::release_account_loads`]).
+    account_load_permits: tokio::sync::Semaphore,
+    /// How many times `load_accounts` has read the accounts.
+    pub account_reads: AtomicU64,
+    /// Account-feed events the test sends, merged with the real store's.
+    injected: broadcast::Sender<AccountChange>,
 }
 
 impl FaultyStore {
@@ -37,7 +48,28 @@ impl FaultyStore {
             slow_account: None,
             slow_write_begun: AtomicBool::new(false),
             calls: Mutex::default(),
+            holding_account_loads: AtomicBool::new(false),
+            account_load_permits: tokio::sync::Semaphore::new(0),
+            account_reads: AtomicU64::new(0),
+            injected: broadcast::channel(16).0,
         }
+    }
+
+    /// From now on `load_accounts` answers only when released: it reads the accounts at once,
+    /// then waits.
+    pub fn hold_account_loads(&self) {
+        self.holding_account_loads.store(true, Ordering::SeqCst);
+    }
+
+    /// Lets `count` held (or future) `load_accounts` calls answer.
+    pub fn release_account_loads(&self, count: usize) {
+        self.account_load_permits.add_permits(count);
+    }
+
+    /// Sends a resync signal on the account feed: every subscriber re-reads the accounts.
+    pub fn signal_account_resync(&self) {
+        // No subscriber is not an error here either.
+        let _ = self.injected.send(AccountChange::Resync);
     }
 
     /// How many calls of `method` reached this store.
@@ -127,6 +159,7 @@ impl Store for FaultyStore {
         self.inner.ping()
     }
     fn delete<'a>(&'a self, key: &'a CredentialKey) -> StoreFuture<'a, ()> {
+        self.count("delete");
         self.inner.delete(key)
     }
     fn put_account<'a>(&'a self, name: &'a str, definition: &'a str) -> StoreFuture<'a, ()> {
@@ -144,7 +177,16 @@ impl Store for FaultyStore {
     fn load_accounts(&self) -> StoreFuture<'_, Vec<(String, String)>> {
         match self.blip() {
             Some(error) => Box::pin(async move { Err(error) }),
-            None => self.inner.load_accounts(),
+            None => Box::pin(async move {
+                let accounts = self.inner.load_accounts().await;
+                self.account_reads.fetch_add(1, Ordering::SeqCst);
+                if self.holding_account_loads.load(Ordering::SeqCst) {
+                    if let Ok(permit) = self.account_load_permits.acquire().await {
+                        permit.forget();
+                    }
+                }
+                accounts
+            }),
         }
     }
     fn get_account<'a>(&'a self, name: &'a str) -> StoreFuture<'a, Option<String>> {
@@ -162,6 +204,24 @@ impl Store for FaultyStore {
         self.inner.spend_force(name, day, limit)
     }
     fn subscribe_accounts(&self) -> broadcast::Receiver<AccountChange> {
-        self.inner.subscribe_accounts()
+        let (merged, receiver) = broadcast::channel(1024);
+        let mut real = self.inner.subscribe_accounts();
+        let mut injected = self.injected.subscribe();
+        tokio::spawn(async move {
+            loop {
+                let change = tokio::select! {
+                    change = real.recv() => match change {
+                        Ok(change) => change,
+                        Err(broadcast::error::RecvError::Lagged(_)) => AccountChange::Resync,
+                        Err(broadcast::error::RecvError::Closed) => return,
+                    },
+                    Ok(change) = injected.recv() => change,
+                };
+                if merged.send(change).is_err() {
+                    return;
+                }
+            }
+        });
+        receiver
     }
 }

@@ -230,7 +230,7 @@ impl Control {
             return Ok(());
         }
         let diff = self.registry.upsert(spec, Origin::Runtime);
-        self.engine.apply(diff, stored).await;
+        self.engine.follow(diff, stored);
         Ok(())
     }
 
@@ -245,12 +245,15 @@ impl Control {
         }
         if let Some(diff) = self.registry.remove(&id) {
             // The removing instance deleted the tokens; only stop here.
-            self.engine.apply(diff, BTreeMap::new()).await;
+            self.engine.follow(diff, BTreeMap::new());
         }
     }
 
     /// The feed may have missed changes: make the runtime accounts what the store says.
     pub(super) async fn resync(&self) -> Result<(), ControlError> {
+        // An account put here while the store is read may be missing from what is read; only
+        // the accounts put before the read began can be gone.
+        let read_from = self.registry.changes();
         let stored = {
             let _consumers = self.consumer_changes.lock().await;
             let (stored_consumers, stored) = split_consumers(self.store.load_accounts().await?);
@@ -266,7 +269,7 @@ impl Control {
         }
         let gone: Vec<AccountId> = self
             .registry
-            .accounts()
+            .accounts_put_by(read_from)
             .into_iter()
             .filter(|(id, origin)| *origin == Origin::Runtime && !present.contains(id))
             .map(|(id, _)| id)

@@ -217,10 +217,30 @@ impl Engine {
         shared.tasks.spawn(check::run_token_checks(shared.clone()));
     }
 
-    /// Applies a registry change: starts the added credentials (serving what `stored` holds for
-    /// them if it is still valid, else refreshing them at once), re-plans the changed ones, stops
-    /// the removed ones and deletes their stored tokens.
-    pub async fn apply(&self, diff: Diff, mut stored: BTreeMap<CredentialKey, Token>) {
+    /// Applies a registry change made here: starts the added credentials (serving what `stored`
+    /// holds for them if it is still valid, else refreshing them at once), re-plans the changed
+    /// ones, stops the removed ones and deletes their stored tokens.
+    pub async fn apply(&self, diff: Diff, stored: BTreeMap<CredentialKey, Token>) {
+        let removed = self.follow(diff, stored);
+        let shared = &self.shared;
+        for credential in &removed {
+            if let Err(e) = shared.store.delete(&credential.key).await {
+                shared.metrics.count_store_error();
+                tracing::warn!(key = %credential.key, error = %e, "could not delete the stored token of a removed credential");
+            }
+        }
+    }
+
+    /// Applies a registry change another instance made, as [`Engine::apply`] does but leaving
+    /// the store alone: that instance deleted what it removed, and by the time the change
+    /// arrives here the same key may hold a newer account's token (removed and added again), or
+    /// a refresh token or permanent code that cannot be fetched again. Returns the removed
+    /// credentials.
+    pub fn follow(
+        &self,
+        diff: Diff,
+        mut stored: BTreeMap<CredentialKey, Token>,
+    ) -> Vec<Arc<Credential>> {
         let shared = &self.shared;
         let now = shared.clock.now();
         {
@@ -258,12 +278,7 @@ impl Engine {
             }
         }
         shared.scheduler_wakeup.notify_one();
-        for credential in &diff.removed {
-            if let Err(e) = shared.store.delete(&credential.key).await {
-                shared.metrics.count_store_error();
-                tracing::warn!(key = %credential.key, error = %e, "could not delete the stored token of a removed credential");
-            }
-        }
+        diff.removed
     }
 
     /// Waits for the first refresh of `credential` (joining the one running, or starting one)

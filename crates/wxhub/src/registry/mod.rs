@@ -52,6 +52,8 @@ struct Registered {
     origin: Origin,
     /// Its credentials, the access token first.
     credentials: Vec<Arc<Credential>>,
+    /// The registry's change count when it was last put (see [`Registry::changes`]).
+    changed_at: u64,
 }
 
 /// What the registry mutates, under one mutex (never held across an `.await`).
@@ -61,6 +63,8 @@ struct State {
     accounts: BTreeMap<AccountId, Box<Registered>>,
     /// The next [`CredentialId`].
     next_id: CredentialId,
+    /// How many times an account was put so far.
+    changes: u64,
 }
 
 /// The one owner of which credentials exist. See the module docs.
@@ -82,6 +86,7 @@ impl Registry {
             state: Mutex::new(State {
                 accounts: BTreeMap::new(),
                 next_id: 1,
+                changes: 0,
             }),
         }
     }
@@ -204,9 +209,23 @@ impl Registry {
 
     /// Every account with its origin.
     pub fn accounts(&self) -> Vec<(AccountId, Origin)> {
+        self.accounts_put_by(u64::MAX)
+    }
+
+    /// How many times an account was put so far: a mark to take before reading the store's
+    /// accounts. An account put after the mark may be missing from what was read because it was
+    /// written after the read, not because it was removed.
+    pub fn changes(&self) -> u64 {
+        self.lock().changes
+    }
+
+    /// Every account whose last put came no later than `mark` (from [`Registry::changes`]), with
+    /// where it is defined.
+    pub fn accounts_put_by(&self, mark: u64) -> Vec<(AccountId, Origin)> {
         self.lock()
             .accounts
             .iter()
+            .filter(|(_, r)| r.changed_at <= mark)
             .map(|(id, r)| (id.clone(), r.origin))
             .collect()
     }
@@ -291,12 +310,15 @@ impl Registry {
             }
             None => self.read_index.remove_account(&id),
         }
+        state.changes += 1;
+        let changed_at = state.changes;
         state.accounts.insert(
             id,
             Box::new(Registered {
                 spec,
                 origin,
                 credentials,
+                changed_at,
             }),
         );
         diff

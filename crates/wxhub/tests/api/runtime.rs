@@ -735,6 +735,129 @@ async fn a_slow_store_write_of_one_account_holds_up_no_other() {
     hub.stop().await;
 }
 
+/// A hub on a [`FaultyStore`] over a memory store that a test may share with a second hub, with
+/// the mock knowing `apps`.
+async fn hub_on_faulty_store(
+    apps: &[&str],
+) -> (
+    Arc<wechat_mock::MockServer>,
+    Arc<wxhub::store::memory::MemoryStore>,
+    Arc<FaultyStore>,
+    TestHub,
+) {
+    let known: Vec<TestApp> = apps.iter().map(|appid| TestApp::legacy(appid)).collect();
+    let mock = spawn_mock(
+        Duration::from_secs(60),
+        Duration::from_secs(5),
+        &known,
+        &[],
+        |c| c,
+    )
+    .await;
+    let shared = Arc::new(wxhub::store::memory::MemoryStore::new());
+    let store = Arc::new(FaultyStore::new(shared.clone()));
+    let mut options = HubOptions::new(&[]);
+    options.shared_store = Some(store.clone());
+    let hub = spawn_app(&mock, options).await;
+    (mock, shared, store, hub)
+}
+
+#[tokio::test]
+async fn an_app_put_while_a_resync_reads_the_store_is_not_taken_for_removed() {
+    let appid = "wxputduringresync";
+    let (mock, _, store, hub) = hub_on_faulty_store(&[appid]).await;
+    store.hold_account_loads();
+    store.signal_account_resync();
+    wait_until(
+        Duration::from_secs(5),
+        "the resync has read the accounts",
+        || async {
+            store
+                .account_reads
+                .load(std::sync::atomic::Ordering::SeqCst)
+                == 1
+        },
+    )
+    .await;
+    // Put after the resync read the store: what it read does not have the app.
+    let put = hub
+        .send(
+            Method::PUT,
+            &format!("/v1/admin/apps/{appid}"),
+            Some(put_app_body(appid)),
+        )
+        .await;
+    assert_eq!(put.status(), 201);
+    let token = hub.token(appid).await;
+    // A second resync, behind the first on the feed: once it reads, the first has ended.
+    store.signal_account_resync();
+    store.release_account_loads(1);
+    wait_until(
+        Duration::from_secs(5),
+        "the second resync has read the accounts",
+        || async {
+            store
+                .account_reads
+                .load(std::sync::atomic::Ordering::SeqCst)
+                == 2
+        },
+    )
+    .await;
+    let served = hub.get(&format!("/v1/apps/{appid}/access_token")).await;
+    assert_eq!(
+        served.status(),
+        200,
+        "the app put during the resync is gone"
+    );
+    assert_eq!(hub.token(appid).await.access_token, token.access_token);
+    let key = CredentialKey::access_token(appid);
+    assert!(
+        store.get(&key).await.unwrap().is_some(),
+        "its token was deleted"
+    );
+    assert_eq!(store.calls("delete"), 0);
+    store.release_account_loads(1);
+    assert_eq!(stats(&mock).issued("/cgi-bin/token", appid), 1);
+    hub.stop().await;
+}
+
+#[tokio::test]
+async fn an_instance_that_follows_a_removal_leaves_the_stored_tokens_to_the_remover() {
+    let appid = "wxremovedelsewher";
+    let (mock, shared, follower_store, follower) = hub_on_faulty_store(&[appid]).await;
+    let mut options = HubOptions::new(&[]);
+    options.shared_store = Some(shared);
+    let remover = spawn_app(&mock, options).await;
+    let put = remover
+        .send(
+            Method::PUT,
+            &format!("/v1/admin/apps/{appid}"),
+            Some(put_app_body(appid)),
+        )
+        .await;
+    assert_eq!(put.status(), 201);
+    let path = format!("/v1/apps/{appid}/access_token");
+    wait_until(
+        Duration::from_secs(5),
+        "the follower serves the app",
+        || async { follower.get(&path).await.status() == 200 },
+    )
+    .await;
+    let deleted = remover
+        .send(Method::DELETE, &format!("/v1/admin/apps/{appid}"), None)
+        .await;
+    assert_eq!(deleted.status(), 204);
+    wait_until(
+        Duration::from_secs(5),
+        "the follower no longer serves the app",
+        || async { follower.get(&path).await.status() == 404 },
+    )
+    .await;
+    assert_eq!(follower_store.calls("delete"), 0);
+    remover.stop().await;
+    follower.stop().await;
+}
+
 #[tokio::test]
 async fn runtime_apps_that_would_be_confused_with_others_are_refused() {
     let fixed = TestApp::legacy("wxconfusefixed001");
