@@ -217,16 +217,19 @@ impl Control {
     ) -> Result<(), ControlError> {
         let spec = self.open(name, definition)?;
         let _account = self.account_locks.lock(name).await;
-        let stored = self.stored_tokens(&spec).await;
-        let _changing = self.changing.lock().await;
-        if self.registry.origin(&spec.id()) == Some(Origin::Config) {
+        let in_force = |spec: &AccountSpec| match self.registry.spec(&spec.id()) {
+            Some((_, Origin::Config)) => true,
+            Some((current, _)) => current == *spec,
+            None => false,
+        };
+        // Most messages are this instance's own puts coming back, or a resync going over what is
+        // already here: nothing to read from the store for them.
+        if in_force(&spec) {
             return Ok(());
         }
-        if self
-            .registry
-            .spec(&spec.id())
-            .is_some_and(|(current, _)| current == spec)
-        {
+        let stored = self.stored_tokens(&spec).await;
+        let _changing = self.changing.lock().await;
+        if in_force(&spec) {
             return Ok(());
         }
         let diff = self.registry.upsert(spec, Origin::Runtime);
