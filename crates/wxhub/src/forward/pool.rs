@@ -313,3 +313,96 @@ impl hyper::body::Body for PooledBody {
         self.incoming.size_hint()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use http_body_util::{BodyExt, Full};
+    use hyper::server::conn::http1 as server;
+    use hyper::service::service_fn;
+    use tokio::net::TcpListener;
+    use tokio::sync::Barrier;
+
+    use super::*;
+
+    /// How many connections `pool` keeps idle.
+    fn idle(pool: &Pool) -> usize {
+        pool.idle.lock().unwrap().len()
+    }
+
+    /// A server that answers `{}` once `together` requests have arrived, and counts the
+    /// connections that ended.
+    async fn server(together: usize) -> (Uri, Arc<AtomicUsize>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let origin: Uri = format!("http://{}", listener.local_addr().unwrap())
+            .parse()
+            .unwrap();
+        let ended = Arc::new(AtomicUsize::new(0));
+        let barrier = Arc::new(Barrier::new(together));
+        let counted = ended.clone();
+        tokio::spawn(async move {
+            loop {
+                let (stream, _) = listener.accept().await.unwrap();
+                let (barrier, ended) = (barrier.clone(), counted.clone());
+                tokio::spawn(async move {
+                    let answer = service_fn(move |_| {
+                        let barrier = barrier.clone();
+                        async move {
+                            barrier.wait().await;
+                            Ok::<_, std::convert::Infallible>(Response::new(Full::new(
+                                Bytes::from_static(b"{}"),
+                            )))
+                        }
+                    });
+                    let _ = server::Builder::new()
+                        .serve_connection(TokioIo::new(stream), answer)
+                        .await;
+                    ended.fetch_add(1, Ordering::SeqCst);
+                });
+            }
+        });
+        (origin, ended)
+    }
+
+    fn pool(origin: &Uri) -> Arc<Pool> {
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_webpki_roots()
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http);
+        Arc::new(Pool::new(https, origin, Duration::from_secs(90)).unwrap())
+    }
+
+    async fn call(pool: Arc<Pool>) {
+        let request = Request::get("/cgi-bin/get_api_domain_ip")
+            .body(Body::empty())
+            .unwrap();
+        let answer = pool.send(request).await.unwrap();
+        let body = answer.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(&body[..], b"{}");
+    }
+
+    #[tokio::test]
+    async fn a_burst_leaves_at_most_max_idle_connections_open() {
+        let burst = MAX_IDLE + 10;
+        let (origin, ended) = server(burst).await;
+        let pool = pool(&origin);
+        // Every call waits for all the others at the server: `burst` connections at once.
+        let calls: Vec<_> = (0..burst)
+            .map(|_| tokio::spawn(call(pool.clone())))
+            .collect();
+        for call in calls {
+            call.await.unwrap();
+        }
+        assert_eq!(idle(&pool), MAX_IDLE);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while ended.load(Ordering::SeqCst) < burst - MAX_IDLE {
+            assert!(Instant::now() < deadline, "the surplus was not closed");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(ended.load(Ordering::SeqCst), burst - MAX_IDLE);
+    }
+}
