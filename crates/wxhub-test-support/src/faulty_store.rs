@@ -37,6 +37,9 @@ pub struct FaultyStore {
     pub account_reads: AtomicU64,
     /// Account-feed events the test sends, merged with the real store's.
     injected: broadcast::Sender<AccountChange>,
+    /// While set, the real store's account-feed messages are dropped (a feed that lost them);
+    /// injected ones still pass.
+    muted_account_feed: Arc<AtomicBool>,
 }
 
 impl FaultyStore {
@@ -52,7 +55,13 @@ impl FaultyStore {
             account_load_permits: tokio::sync::Semaphore::new(0),
             account_reads: AtomicU64::new(0),
             injected: broadcast::channel(16).0,
+            muted_account_feed: Arc::new(AtomicBool::new(false)),
         }
+    }
+
+    /// Drops the real store's account-feed messages from now on, as a feed that lost them would.
+    pub fn mute_account_feed(&self) {
+        self.muted_account_feed.store(true, Ordering::SeqCst);
     }
 
     /// From now on `load_accounts` answers only when released: it reads the accounts at once,
@@ -203,14 +212,20 @@ impl Store for FaultyStore {
     ) -> StoreFuture<'a, Option<u32>> {
         self.inner.spend_force(name, day, limit)
     }
+    /// The real store's account feed and the test's injected messages, merged by a task of
+    /// its own: every message reaches the hub one task hand-over later than it would from the
+    /// real store (tests that depend on the order of a local change and its own message coming
+    /// back see them a little further apart).
     fn subscribe_accounts(&self) -> broadcast::Receiver<AccountChange> {
         let (merged, receiver) = broadcast::channel(1024);
         let mut real = self.inner.subscribe_accounts();
         let mut injected = self.injected.subscribe();
+        let muted = self.muted_account_feed.clone();
         tokio::spawn(async move {
             loop {
                 let change = tokio::select! {
                     change = real.recv() => match change {
+                        Ok(_) if muted.load(Ordering::SeqCst) => continue,
                         Ok(change) => change,
                         Err(broadcast::error::RecvError::Lagged(_)) => AccountChange::Resync,
                         Err(broadcast::error::RecvError::Closed) => return,

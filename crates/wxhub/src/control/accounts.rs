@@ -215,21 +215,41 @@ impl Control {
         name: &str,
         definition: &str,
     ) -> Result<(), ControlError> {
+        self.follow_put(name, definition, None).await
+    }
+
+    /// Puts in force a stored definition: one the feed brought (`read_from` is `None`), or one
+    /// a resync read with every other (`read_from` is the registry's change count when that
+    /// read began). A resync's definition may be older than what is here: an account put here
+    /// since is left as it is, and one that differs from the registry (changed or deleted here
+    /// since, or changed elsewhere) is read again, alone, under its lock, as a consumer is.
+    async fn follow_put(
+        &self,
+        name: &str,
+        definition: &str,
+        read_from: Option<u64>,
+    ) -> Result<(), ControlError> {
         let spec = self.open(name, definition)?;
         let _account = self.account_locks.lock(name).await;
-        let in_force = |spec: &AccountSpec| match self.registry.spec(&spec.id()) {
-            Some((_, Origin::Config)) => true,
-            Some((current, _)) => current == *spec,
-            None => false,
-        };
-        // Most messages are this instance's own puts coming back, or a resync going over what is
-        // already here: nothing to read from the store for them.
-        if in_force(&spec) {
+        if read_from.is_some_and(|mark| self.registry.put_after(&spec.id(), mark)) {
             return Ok(());
         }
+        // Most messages are this instance's own puts coming back, or a resync going over what is
+        // already here: nothing to read from the store for them.
+        if self.in_force(&spec) {
+            return Ok(());
+        }
+        let spec = match read_from {
+            None => spec,
+            Some(_) => match self.store.get_account(name).await? {
+                Some(current) => self.open(name, &current)?,
+                // Deleted since the resync read it.
+                None => return Ok(()),
+            },
+        };
         let stored = self.stored_tokens(&spec).await;
         let _changing = self.changing.lock().await;
-        if in_force(&spec) {
+        if self.in_force(&spec) {
             return Ok(());
         }
         let diff = self.registry.upsert(spec, Origin::Runtime);
@@ -237,16 +257,36 @@ impl Control {
         Ok(())
     }
 
+    /// Whether `spec` is what the registry has, or its account is the configuration file's
+    /// (which a runtime definition never overrides).
+    fn in_force(&self, spec: &AccountSpec) -> bool {
+        match self.registry.spec(&spec.id()) {
+            Some((_, Origin::Config)) => true,
+            Some((current, _)) => current == *spec,
+            None => false,
+        }
+    }
+
     /// Another instance removed a runtime account.
     pub(super) async fn apply_remote_removal(&self, name: &str) {
+        self.follow_removal(name, u64::MAX).await;
+    }
+
+    /// Stops a runtime account removed elsewhere, if it was last put here no later than the
+    /// registry's change count `put_by` (a resync's mark; `u64::MAX` for the feed's message).
+    /// Under the account's lock, as a local put or delete: this instance's own delete coming
+    /// back on the feed waits for that delete to finish (and delete the tokens) and then finds
+    /// nothing to do.
+    async fn follow_removal(&self, name: &str, put_by: u64) {
         let Some(id) = AccountId::parse(name) else {
             return;
         };
+        let _account = self.account_locks.lock(name).await;
         let _changing = self.changing.lock().await;
         if self.registry.origin(&id) != Some(Origin::Runtime) {
             return;
         }
-        if let Some(diff) = self.registry.remove(&id) {
+        if let Some(diff) = self.registry.remove_if_put_by(&id, put_by) {
             // The removing instance deleted the tokens; only stop here.
             self.engine.follow(diff, BTreeMap::new());
         }
@@ -254,8 +294,8 @@ impl Control {
 
     /// The feed may have missed changes: make the runtime accounts what the store says.
     pub(super) async fn resync(&self) -> Result<(), ControlError> {
-        // An account put here while the store is read may be missing from what is read; only
-        // the accounts put before the read began can be gone.
+        // An account put here while the store is read may be missing from what is read, or read
+        // as it was before: only the accounts put before the read began are judged by it.
         let read_from = self.registry.changes();
         let stored = {
             let _consumers = self.consumer_changes.lock().await;
@@ -268,7 +308,7 @@ impl Control {
             if let Some(id) = AccountId::parse(name) {
                 present.insert(id);
             }
-            self.apply_remote_put(name, definition).await?;
+            self.follow_put(name, definition, Some(read_from)).await?;
         }
         let gone: Vec<AccountId> = self
             .registry
@@ -278,7 +318,7 @@ impl Control {
             .map(|(id, _)| id)
             .collect();
         for id in gone {
-            self.apply_remote_removal(&id.storage_name()).await;
+            self.follow_removal(&id.storage_name(), read_from).await;
         }
         Ok(())
     }

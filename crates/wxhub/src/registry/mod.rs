@@ -207,16 +207,19 @@ impl Registry {
             .collect()
     }
 
-    /// Every account with its origin.
-    pub fn accounts(&self) -> Vec<(AccountId, Origin)> {
-        self.accounts_put_by(u64::MAX)
-    }
-
     /// How many times an account was put so far: a mark to take before reading the store's
     /// accounts. An account put after the mark may be missing from what was read because it was
     /// written after the read, not because it was removed.
     pub fn changes(&self) -> u64 {
         self.lock().changes
+    }
+
+    /// Whether `id` exists and was last put after `mark` (from [`Registry::changes`]).
+    pub fn put_after(&self, id: &AccountId, mark: u64) -> bool {
+        self.lock()
+            .accounts
+            .get(id)
+            .is_some_and(|r| r.changed_at > mark)
     }
 
     /// Every account whose last put came no later than `mark` (from [`Registry::changes`]), with
@@ -326,7 +329,16 @@ impl Registry {
 
     /// Removes `id` and its credentials; `None` if it does not exist.
     pub fn remove(&self, id: &AccountId) -> Option<Diff> {
+        self.remove_if_put_by(id, u64::MAX)
+    }
+
+    /// Removes `id` and its credentials if it was last put no later than `mark` (from
+    /// [`Registry::changes`]); `None` if it does not exist or was put since.
+    pub fn remove_if_put_by(&self, id: &AccountId, mark: u64) -> Option<Diff> {
         let mut state = self.lock();
+        if state.accounts.get(id)?.changed_at > mark {
+            return None;
+        }
         let registered = state.accounts.remove(id)?;
         self.read_index.remove_account(id);
         self.read_index.set_revoked(id, false);

@@ -766,6 +766,9 @@ async fn hub_on_faulty_store(
 async fn an_app_put_while_a_resync_reads_the_store_is_not_taken_for_removed() {
     let appid = "wxputduringresync";
     let (mock, _, store, hub) = hub_on_faulty_store(&[appid]).await;
+    // The app's own feed message would put it back if the resync took it away: the resync
+    // alone must keep it.
+    store.mute_account_feed();
     store.hold_account_loads();
     store.signal_account_resync();
     wait_until(
@@ -822,6 +825,52 @@ async fn an_app_put_while_a_resync_reads_the_store_is_not_taken_for_removed() {
 }
 
 #[tokio::test]
+async fn an_app_deleted_while_a_resync_reads_the_store_is_not_brought_back() {
+    let appid = "wxdeletedinresync";
+    let (mock, _, store, hub) = hub_on_faulty_store(&[appid]).await;
+    let path = format!("/v1/admin/apps/{appid}");
+    let put = hub
+        .send(Method::PUT, &path, Some(put_app_body(appid)))
+        .await;
+    assert_eq!(put.status(), 201);
+    hub.token(appid).await;
+    store.mute_account_feed();
+    store.hold_account_loads();
+    store.signal_account_resync();
+    wait_until(
+        Duration::from_secs(5),
+        "the resync has read the accounts",
+        || async {
+            store
+                .account_reads
+                .load(std::sync::atomic::Ordering::SeqCst)
+                == 1
+        },
+    )
+    .await;
+    // Deleted after the resync read it: what the resync holds is older than this.
+    assert_eq!(hub.send(Method::DELETE, &path, None).await.status(), 204);
+    store.signal_account_resync();
+    store.release_account_loads(1);
+    wait_until(
+        Duration::from_secs(5),
+        "the second resync has read the accounts",
+        || async {
+            store
+                .account_reads
+                .load(std::sync::atomic::Ordering::SeqCst)
+                == 2
+        },
+    )
+    .await;
+    let served = hub.get(&format!("/v1/apps/{appid}/access_token")).await;
+    assert_eq!(served.status(), 404, "the deleted app was brought back");
+    store.release_account_loads(1);
+    assert_eq!(stats(&mock).issued("/cgi-bin/token", appid), 1);
+    hub.stop().await;
+}
+
+#[tokio::test]
 async fn an_instance_that_follows_a_removal_leaves_the_stored_tokens_to_the_remover() {
     let appid = "wxremovedelsewher";
     let (mock, shared, follower_store, follower) = hub_on_faulty_store(&[appid]).await;
@@ -854,8 +903,56 @@ async fn an_instance_that_follows_a_removal_leaves_the_stored_tokens_to_the_remo
     )
     .await;
     assert_eq!(follower_store.calls("delete"), 0);
+    let key = CredentialKey::access_token(appid);
+    assert!(
+        follower_store.get(&key).await.unwrap().is_none(),
+        "the remover deleted its token"
+    );
     remover.stop().await;
     follower.stop().await;
+}
+
+#[tokio::test]
+async fn a_deleted_app_leaves_no_token_in_the_sqlite_store() {
+    // SQLite announces the removal on the feed before the delete returns: the instance's own
+    // message must not stop the app first and leave its tokens to nobody.
+    let appid = "wxdeletedonsqlite";
+    let mock = spawn_mock(
+        Duration::from_secs(60),
+        Duration::from_secs(5),
+        &[TestApp::legacy(appid)],
+        &[],
+        |c| c,
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let database = dir.path().join("wxhub.db");
+    let hub = spawn_app(&mock, HubOptions::new(&[]).with_sqlite(database.clone())).await;
+    for round in 0..3 {
+        let put = hub
+            .send(
+                Method::PUT,
+                &format!("/v1/admin/apps/{appid}"),
+                Some(put_app_body(appid)),
+            )
+            .await;
+        assert_eq!(put.status(), 201, "round {round}");
+        hub.token(appid).await;
+        let deleted = hub
+            .send(Method::DELETE, &format!("/v1/admin/apps/{appid}"), None)
+            .await;
+        assert_eq!(deleted.status(), 204, "round {round}");
+    }
+    hub.stop().await;
+    let store = SqliteStore::open(&database).unwrap();
+    let left: Vec<String> = store
+        .load_all()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(key, _)| key.to_string())
+        .collect();
+    assert!(left.is_empty(), "tokens of a deleted app left: {left:?}");
 }
 
 #[tokio::test]
