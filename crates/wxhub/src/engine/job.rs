@@ -470,8 +470,12 @@ impl Shared {
         }
         let outcome = self.write_fetched(credential, &token).await?;
         if credential.is_retired() {
-            // Removed while the write was on its way: take the write back.
-            let _ = self.store.delete(&credential.key).await;
+            // Removed while the write was on its way: take the write back, if it was this one.
+            // A refused write means the key holds someone else's newer value (the account put
+            // back elsewhere, a refresh token rotated), which is not this refresh's to delete.
+            if outcome == CasOutcome::Applied {
+                let _ = self.store.delete(&credential.key).await;
+            }
             return Err(RefreshError::Removed);
         }
         match outcome {
