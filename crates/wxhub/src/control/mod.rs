@@ -176,7 +176,10 @@ impl Control {
         // accounts are registered here: at 100,000 authorizers each takes a few hundred
         // milliseconds of the start.
         let store = self.store.clone();
-        let stored = tokio::spawn(async move { store.load_all().await });
+        // Aborted if the start fails before it is awaited.
+        let stored = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(async move {
+            store.load_all().await
+        }));
         self.registry.reserve(accounts.len());
         self.replace_runtime_consumers(stored_consumers);
         // A runtime suite is registered before the corps that installed it: they are read with
