@@ -1,7 +1,7 @@
 //! Served values: a token as consumers receive it, the fixed parts of its JSON body rendered once
 //! per generation and refresh plan so that a read only writes the `expires_in` digits, and the
-//! value it replaced while WeChat still accepts that one. Kept apart from the index that finds them: these are the
-//! bytes of the read path, the index only where they are.
+//! value it replaced while WeChat still accepts that one. Kept apart from the index that finds
+//! them: these are the bytes of the read path, the index only where they are.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,7 +30,7 @@ pub struct Served {
     /// The JSON field the value is served under (`access_token` or `ticket`).
     field: &'static str,
     /// The value as it stands between the quotes of a JSON string, when that differs from
-    /// `value` (a quote or a backslash in it). WeChat's values never need escaping, so the body
+    /// `value` (a quote, a backslash or a control character in it). WeChat's values never need escaping, so the body
     /// is written from `value` itself: at 100,000 authorizers a rendered copy of every token
     /// would cost about 20 MiB.
     escaped: Option<Box<str>>,
@@ -64,10 +64,11 @@ pub struct Change {
     pub generation: u64,
 }
 
-/// What [`Served::render`] writes before the field name, between it and the value, and between
-/// the value and the per-request number.
+/// What [`Served::render`] writes before the field name.
 const OPEN: &[u8] = b"{\"";
+/// What it writes between the field name and the value.
 const FIELD_END: &[u8] = b"\":\"";
+/// What it writes between the value and the per-request number.
 const VALUE_END: &[u8] = b"\",\"expires_in\":";
 /// Their length together.
 const FIXED_LEN: usize = OPEN.len() + FIELD_END.len() + VALUE_END.len();
@@ -175,7 +176,7 @@ mod tests {
 
     #[test]
     fn renders_the_same_bytes_as_serialising_the_fields() {
-        for value in ["ACCESS_TOKEN-1", "a\"b\\c\u{1}d", "票据"] {
+        for value in ["ACCESS_TOKEN-1", "a\"b\\c\u{1}d", "票据", "\u{7f}/<>"] {
             let served = Served::new("ticket", &token(value, 10_000_000), Timestamp(5_000_000));
             let body = served.render(Timestamp(1_000_000)).unwrap();
             let expected = format!(
