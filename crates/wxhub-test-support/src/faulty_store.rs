@@ -24,7 +24,9 @@ pub struct FaultyStore {
     pub failing_definition_reads: AtomicBool,
     /// Writes of this account's definition (its storage name, `app/wx…`) wait this long first.
     slow_account: Option<(String, Duration)>,
-    /// Set once a slow write has begun.
+    /// Compare-and-set writes of this token wait this long first.
+    slow_token_write: Option<(CredentialKey, Duration)>,
+    /// Set once a slow write (of the slow account or the slow token) has begun.
     pub slow_write_begun: AtomicBool,
     /// Calls by method name (`get`, `acquire_lease`, …) since the store was made.
     calls: Mutex<BTreeMap<&'static str, u64>>,
@@ -50,6 +52,7 @@ impl FaultyStore {
             failing_definition_reads: AtomicBool::new(false),
             slow_account: None,
             slow_write_begun: AtomicBool::new(false),
+            slow_token_write: None,
             calls: Mutex::default(),
             holding_account_loads: AtomicBool::new(false),
             account_load_permits: tokio::sync::Semaphore::new(0),
@@ -97,6 +100,12 @@ impl FaultyStore {
         self
     }
 
+    /// Compare-and-set writes of `key` take `delay` before they reach the store.
+    pub fn with_slow_token_write(mut self, key: CredentialKey, delay: Duration) -> FaultyStore {
+        self.slow_token_write = Some((key, delay));
+        self
+    }
+
     /// The error of a definition read while they fail.
     fn blip(&self) -> Option<StoreError> {
         self.failing_definition_reads
@@ -122,7 +131,17 @@ impl Store for FaultyStore {
         token: &'a Token,
     ) -> StoreFuture<'a, CasOutcome> {
         self.count("compare_and_set");
-        self.inner.compare_and_set(key, token)
+        Box::pin(async move {
+            if let Some((_, delay)) = self
+                .slow_token_write
+                .as_ref()
+                .filter(|(slow, _)| slow == key)
+            {
+                self.slow_write_begun.store(true, Ordering::SeqCst);
+                tokio::time::sleep(*delay).await;
+            }
+            self.inner.compare_and_set(key, token).await
+        })
     }
     fn restore<'a>(
         &'a self,

@@ -375,6 +375,54 @@ async fn a_removed_apps_refresh_in_flight_is_not_written_back() {
 }
 
 #[tokio::test]
+async fn a_refresh_removed_during_its_write_leaves_a_value_written_since_elsewhere() {
+    let added = "wxadded0000000006";
+    let key = CredentialKey::access_token(added);
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite = Arc::new(SqliteStore::open(&dir.path().join("wxhub.db")).unwrap());
+    let store = Arc::new(
+        FaultyStore::new(sqlite.clone()).with_slow_token_write(key.clone(), Duration::from_secs(1)),
+    );
+    let (mock, hub) = mock_and_hub(&[], &[TestApp::legacy(added)], &[], |o| HubOptions {
+        shared_store: Some(store.clone()),
+        ..o
+    })
+    .await;
+    let put = put_app_in_background(&hub, added);
+    wait_until(
+        Duration::from_secs(5),
+        "the refresh's write is on its way",
+        || async {
+            store
+                .slow_write_begun
+                .load(std::sync::atomic::Ordering::SeqCst)
+        },
+    )
+    .await;
+    let deleted = hub
+        .send(Method::DELETE, &format!("/v1/admin/apps/{added}"), None)
+        .await;
+    assert_eq!(deleted.status(), 204);
+    // Another instance puts the app back and stores its token before this one's write lands.
+    let now = wxhub::token::Timestamp::now();
+    let theirs = wxhub::token::Token {
+        value: "written-by-another-instance".into(),
+        expires_at: now.plus(Duration::from_secs(7200)),
+        fetched_at: now,
+        generation: 5,
+    };
+    sqlite.restore(&key, &theirs).await.unwrap();
+    // The PUT is answered once the refresh has ended, its write refused.
+    put.await.unwrap();
+    assert_eq!(stats(&mock).issued("/cgi-bin/token", added), 1);
+    assert_eq!(
+        sqlite.get(&key).await.unwrap(),
+        Some(theirs),
+        "the refresh of the removed app deleted another instance's value"
+    );
+}
+
+#[tokio::test]
 async fn an_imported_token_is_served_unchanged_until_its_planned_refresh() {
     let appid = "wximport000000001";
     let app = TestApp::legacy(appid);
