@@ -389,16 +389,7 @@ async fn a_refresh_removed_during_its_write_leaves_a_value_written_since_elsewhe
     })
     .await;
     let put = put_app_in_background(&hub, added);
-    wait_until(
-        Duration::from_secs(5),
-        "the refresh's write is on its way",
-        || async {
-            store
-                .slow_write_begun
-                .load(std::sync::atomic::Ordering::SeqCst)
-        },
-    )
-    .await;
+    wait_for_slow_write(&store).await;
     let deleted = hub
         .send(Method::DELETE, &format!("/v1/admin/apps/{added}"), None)
         .await;
@@ -754,16 +745,7 @@ async fn a_slow_store_write_of_one_account_holds_up_no_other() {
     let hub = spawn_app(&mock, options).await;
     let slow_put = put_app_in_background(&hub, slow);
     // The slow account's write is under way; another account's change goes through meanwhile.
-    wait_until(
-        Duration::from_secs(5),
-        "the slow write has begun",
-        || async {
-            store
-                .slow_write_begun
-                .load(std::sync::atomic::Ordering::SeqCst)
-        },
-    )
-    .await;
+    wait_for_slow_write(&store).await;
     let started = std::time::Instant::now();
     let quick_put = hub
         .send(
@@ -810,15 +792,40 @@ async fn hub_on_faulty_store(
     (mock, shared, store, hub)
 }
 
-#[tokio::test]
-async fn an_app_put_while_a_resync_reads_the_store_is_not_taken_for_removed() {
-    let appid = "wxputduringresync";
-    let (mock, _, store, hub) = hub_on_faulty_store(&[appid]).await;
-    // The app's own feed message would put it back if the resync took it away: the resync
-    // alone must keep it.
+/// Waits until `store`'s slow write (of an account or a token) has begun.
+async fn wait_for_slow_write(store: &FaultyStore) {
+    wait_until(
+        Duration::from_secs(5),
+        "the slow write has begun",
+        || async {
+            store
+                .slow_write_begun
+                .load(std::sync::atomic::Ordering::SeqCst)
+        },
+    )
+    .await;
+}
+
+/// Starts a resync on `store`'s hub whose read of the store is held once taken, with the real
+/// account feed muted so that only the resync acts: what the test changes next is newer than
+/// what the resync read.
+async fn start_held_resync(store: &FaultyStore) {
     store.mute_account_feed();
     store.hold_account_loads();
     store.signal_account_resync();
+    wait_for_account_reads(store, 1).await;
+}
+
+/// Lets the held resync go on and waits for its end: a second resync, queued behind it on the
+/// feed, has read the store (and is held in turn until `release_account_loads(1)`).
+async fn finish_held_resync(store: &FaultyStore) {
+    store.signal_account_resync();
+    store.release_account_loads(1);
+    wait_for_account_reads(store, 2).await;
+}
+
+/// Waits until `store` has read every account `reads` times.
+async fn wait_for_account_reads(store: &FaultyStore, reads: u64) {
     wait_until(
         Duration::from_secs(5),
         "the resync has read the accounts",
@@ -826,10 +833,19 @@ async fn an_app_put_while_a_resync_reads_the_store_is_not_taken_for_removed() {
             store
                 .account_reads
                 .load(std::sync::atomic::Ordering::SeqCst)
-                == 1
+                == reads
         },
     )
     .await;
+}
+
+#[tokio::test]
+async fn an_app_put_while_a_resync_reads_the_store_is_not_taken_for_removed() {
+    let appid = "wxputduringresync";
+    let (mock, _, store, hub) = hub_on_faulty_store(&[appid]).await;
+    // The app's own feed message would put it back if the resync took it away: the resync
+    // alone must keep it.
+    start_held_resync(&store).await;
     // Put after the resync read the store: what it read does not have the app.
     let put = hub
         .send(
@@ -840,20 +856,7 @@ async fn an_app_put_while_a_resync_reads_the_store_is_not_taken_for_removed() {
         .await;
     assert_eq!(put.status(), 201);
     let token = hub.token(appid).await;
-    // A second resync, behind the first on the feed: once it reads, the first has ended.
-    store.signal_account_resync();
-    store.release_account_loads(1);
-    wait_until(
-        Duration::from_secs(5),
-        "the second resync has read the accounts",
-        || async {
-            store
-                .account_reads
-                .load(std::sync::atomic::Ordering::SeqCst)
-                == 2
-        },
-    )
-    .await;
+    finish_held_resync(&store).await;
     let served = hub.get(&format!("/v1/apps/{appid}/access_token")).await;
     assert_eq!(
         served.status(),
@@ -882,35 +885,10 @@ async fn an_app_deleted_while_a_resync_reads_the_store_is_not_brought_back() {
         .await;
     assert_eq!(put.status(), 201);
     hub.token(appid).await;
-    store.mute_account_feed();
-    store.hold_account_loads();
-    store.signal_account_resync();
-    wait_until(
-        Duration::from_secs(5),
-        "the resync has read the accounts",
-        || async {
-            store
-                .account_reads
-                .load(std::sync::atomic::Ordering::SeqCst)
-                == 1
-        },
-    )
-    .await;
+    start_held_resync(&store).await;
     // Deleted after the resync read it: what the resync holds is older than this.
     assert_eq!(hub.send(Method::DELETE, &path, None).await.status(), 204);
-    store.signal_account_resync();
-    store.release_account_loads(1);
-    wait_until(
-        Duration::from_secs(5),
-        "the second resync has read the accounts",
-        || async {
-            store
-                .account_reads
-                .load(std::sync::atomic::Ordering::SeqCst)
-                == 2
-        },
-    )
-    .await;
+    finish_held_resync(&store).await;
     let served = hub.get(&format!("/v1/apps/{appid}/access_token")).await;
     assert_eq!(served.status(), 404, "the deleted app was brought back");
     store.release_account_loads(1);
