@@ -88,10 +88,7 @@ async fn call(
     };
     // Counted from here on only: the refusals before (authentication, an unknown account) are
     // the route's, in `wxhub_http_requests_total`.
-    let forwarded = heal::forward(&context.forwarder, &context.engine, outgoing, body, heal).await;
-    context
-        .metrics
-        .gateway
-        .count_call(Listener::Api, forwarded.outcome);
-    forwarded.response
+    heal::forward(&context.forwarder, &context.engine, outgoing, body, heal)
+        .await
+        .counted(&context.metrics, Listener::Api)
 }

@@ -108,6 +108,13 @@ impl Forwarded {
     pub fn new(response: Response, outcome: Outcome) -> Forwarded {
         Forwarded { response, outcome }
     }
+
+    /// Counts the call under `listener` and gives its answer: how every listener that forwards
+    /// ends a call, so that none can answer without counting it.
+    pub fn counted(self, metrics: &Metrics, listener: Listener) -> Response {
+        metrics.gateway.count_call(listener, self.outcome);
+        self.response
+    }
 }
 
 /// A request on its way to WeChat, without its body.

@@ -88,12 +88,7 @@ pub fn service(context: ApiState, host: Host) -> ApiService {
                         ),
                     )
                 });
-            gateway
-                .context
-                .metrics
-                .gateway
-                .count_call(gateway.listener, forwarded.outcome);
-            forwarded.response
+            forwarded.counted(&gateway.context.metrics, gateway.listener)
         })
     });
     ApiService::handler_only(context, handler)
