@@ -24,8 +24,10 @@ pub struct FaultyStore {
     pub failing_definition_reads: AtomicBool,
     /// Writes of this account's definition (its storage name, `app/wx…`) wait this long first.
     slow_account: Option<(String, Duration)>,
-    /// Compare-and-set writes of this token wait this long first.
-    slow_token_write: Option<(CredentialKey, Duration)>,
+    /// Compare-and-set writes of this token wait for a permit of `token_write_permits`.
+    held_token_write: Option<CredentialKey>,
+    /// Permits for held token writes ([`FaultyStore::release_token_writes`]).
+    token_write_permits: tokio::sync::Semaphore,
     /// Set once a slow write (of the slow account or the slow token) has begun.
     pub slow_write_begun: AtomicBool,
     /// Calls by method name (`get`, `acquire_lease`, …) since the store was made.
@@ -52,7 +54,8 @@ impl FaultyStore {
             failing_definition_reads: AtomicBool::new(false),
             slow_account: None,
             slow_write_begun: AtomicBool::new(false),
-            slow_token_write: None,
+            held_token_write: None,
+            token_write_permits: tokio::sync::Semaphore::new(0),
             calls: Mutex::default(),
             holding_account_loads: AtomicBool::new(false),
             account_load_permits: tokio::sync::Semaphore::new(0),
@@ -100,10 +103,15 @@ impl FaultyStore {
         self
     }
 
-    /// Compare-and-set writes of `key` take `delay` before they reach the store.
-    pub fn with_slow_token_write(mut self, key: CredentialKey, delay: Duration) -> FaultyStore {
-        self.slow_token_write = Some((key, delay));
+    /// Compare-and-set writes of `key` wait, once begun (`slow_write_begun`), until released.
+    pub fn with_held_token_write(mut self, key: CredentialKey) -> FaultyStore {
+        self.held_token_write = Some(key);
         self
+    }
+
+    /// Lets `count` held token writes reach the store.
+    pub fn release_token_writes(&self, count: usize) {
+        self.token_write_permits.add_permits(count);
     }
 
     /// The error of a definition read while they fail.
@@ -132,13 +140,11 @@ impl Store for FaultyStore {
     ) -> StoreFuture<'a, CasOutcome> {
         self.count("compare_and_set");
         Box::pin(async move {
-            if let Some((_, delay)) = self
-                .slow_token_write
-                .as_ref()
-                .filter(|(slow, _)| slow == key)
-            {
+            if self.held_token_write.as_ref() == Some(key) {
                 self.slow_write_begun.store(true, Ordering::SeqCst);
-                tokio::time::sleep(*delay).await;
+                if let Ok(permit) = self.token_write_permits.acquire().await {
+                    permit.forget();
+                }
             }
             self.inner.compare_and_set(key, token).await
         })

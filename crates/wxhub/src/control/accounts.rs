@@ -308,7 +308,16 @@ impl Control {
             if let Some(id) = AccountId::parse(name) {
                 present.insert(id);
             }
-            self.follow_put(name, definition, Some(read_from)).await?;
+            match self.follow_put(name, definition, Some(read_from)).await {
+                Ok(()) => {}
+                // One account this instance cannot read (its platform or suite is not configured
+                // here, a definition it cannot open) is skipped, as at a start: the others and
+                // the removals below still apply. Only the store failing stops the resync.
+                Err(e @ (ControlError::Store(_) | ControlError::NoMasterKey)) => return Err(e),
+                Err(e) => {
+                    tracing::warn!(account = %name, error = %e, "a stored runtime account cannot be read here; it is kept in the store but not served")
+                }
+            }
         }
         let gone: Vec<AccountId> = self
             .registry

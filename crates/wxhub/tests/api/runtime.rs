@@ -380,9 +380,7 @@ async fn a_refresh_removed_during_its_write_leaves_a_value_written_since_elsewhe
     let key = CredentialKey::access_token(added);
     let dir = tempfile::tempdir().unwrap();
     let sqlite = Arc::new(SqliteStore::open(&dir.path().join("wxhub.db")).unwrap());
-    let store = Arc::new(
-        FaultyStore::new(sqlite.clone()).with_slow_token_write(key.clone(), Duration::from_secs(1)),
-    );
+    let store = Arc::new(FaultyStore::new(sqlite.clone()).with_held_token_write(key.clone()));
     let (mock, hub) = mock_and_hub(&[], &[TestApp::legacy(added)], &[], |o| HubOptions {
         shared_store: Some(store.clone()),
         ..o
@@ -403,8 +401,10 @@ async fn a_refresh_removed_during_its_write_leaves_a_value_written_since_elsewhe
         generation: 5,
     };
     sqlite.restore(&key, &theirs).await.unwrap();
+    store.release_token_writes(1);
     // The PUT is answered once the refresh has ended, its write refused.
-    put.await.unwrap();
+    assert_eq!(put.await.unwrap(), 201);
+    assert_eq!(store.calls("compare_and_set"), 1);
     assert_eq!(stats(&mock).issued("/cgi-bin/token", added), 1);
     assert_eq!(
         sqlite.get(&key).await.unwrap(),
@@ -806,35 +806,45 @@ async fn wait_for_slow_write(store: &FaultyStore) {
     .await;
 }
 
+/// A resync held after reading the store (see [`start_held_resync`]).
+struct HeldResync {
+    /// How many times the store had read every account before it (the hub's start is one).
+    reads_before: u64,
+}
+
 /// Starts a resync on `store`'s hub whose read of the store is held once taken, with the real
 /// account feed muted so that only the resync acts: what the test changes next is newer than
 /// what the resync read.
-async fn start_held_resync(store: &FaultyStore) {
+async fn start_held_resync(store: &FaultyStore) -> HeldResync {
+    let reads_before = account_reads(store);
     store.mute_account_feed();
     store.hold_account_loads();
     store.signal_account_resync();
-    wait_for_account_reads(store, 1).await;
+    wait_for_account_reads(store, reads_before + 1).await;
+    HeldResync { reads_before }
 }
 
 /// Lets the held resync go on and waits for its end: a second resync, queued behind it on the
 /// feed, has read the store (and is held in turn until `release_account_loads(1)`).
-async fn finish_held_resync(store: &FaultyStore) {
+async fn finish_held_resync(store: &FaultyStore, held: HeldResync) {
     store.signal_account_resync();
     store.release_account_loads(1);
-    wait_for_account_reads(store, 2).await;
+    wait_for_account_reads(store, held.reads_before + 2).await;
 }
 
-/// Waits until `store` has read every account `reads` times.
+/// How many times `store` has read every account.
+fn account_reads(store: &FaultyStore) -> u64 {
+    store
+        .account_reads
+        .load(std::sync::atomic::Ordering::SeqCst)
+}
+
+/// Waits until `store` has read every account at least `reads` times.
 async fn wait_for_account_reads(store: &FaultyStore, reads: u64) {
     wait_until(
         Duration::from_secs(5),
         "the resync has read the accounts",
-        || async {
-            store
-                .account_reads
-                .load(std::sync::atomic::Ordering::SeqCst)
-                == reads
-        },
+        || async { account_reads(store) >= reads },
     )
     .await;
 }
@@ -845,7 +855,7 @@ async fn an_app_put_while_a_resync_reads_the_store_is_not_taken_for_removed() {
     let (mock, _, store, hub) = hub_on_faulty_store(&[appid]).await;
     // The app's own feed message would put it back if the resync took it away: the resync
     // alone must keep it.
-    start_held_resync(&store).await;
+    let held = start_held_resync(&store).await;
     // Put after the resync read the store: what it read does not have the app.
     let put = hub
         .send(
@@ -856,7 +866,7 @@ async fn an_app_put_while_a_resync_reads_the_store_is_not_taken_for_removed() {
         .await;
     assert_eq!(put.status(), 201);
     let token = hub.token(appid).await;
-    finish_held_resync(&store).await;
+    finish_held_resync(&store, held).await;
     let served = hub.get(&format!("/v1/apps/{appid}/access_token")).await;
     assert_eq!(
         served.status(),
@@ -885,15 +895,74 @@ async fn an_app_deleted_while_a_resync_reads_the_store_is_not_brought_back() {
         .await;
     assert_eq!(put.status(), 201);
     hub.token(appid).await;
-    start_held_resync(&store).await;
+    let held = start_held_resync(&store).await;
     // Deleted after the resync read it: what the resync holds is older than this.
     assert_eq!(hub.send(Method::DELETE, &path, None).await.status(), 204);
-    finish_held_resync(&store).await;
+    finish_held_resync(&store, held).await;
     let served = hub.get(&format!("/v1/apps/{appid}/access_token")).await;
     assert_eq!(served.status(), 404, "the deleted app was brought back");
     store.release_account_loads(1);
     assert_eq!(stats(&mock).issued("/cgi-bin/token", appid), 1);
     hub.stop().await;
+}
+
+#[tokio::test]
+async fn a_resync_applies_what_the_feed_lost_past_an_account_it_cannot_read() {
+    let (added, removed) = ("wxlostputresync01", "wxlostdelresync01");
+    let (mock, shared, follower_store, follower) = hub_on_faulty_store(&[added, removed]).await;
+    let mut options = HubOptions::new(&[]);
+    options.shared_store = Some(shared.clone());
+    let other = spawn_app(&mock, options).await;
+    let put = |hub: &TestHub, appid: &'static str| {
+        let (client, url) = (
+            hub.client.clone(),
+            hub.url(&format!("/v1/admin/apps/{appid}")),
+        );
+        async move {
+            let response = client
+                .put(url)
+                .bearer_auth(ADMIN_KEY)
+                .json(&put_app_body(appid))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 201);
+        }
+    };
+    put(&other, removed).await;
+    let path = |appid: &str| format!("/v1/apps/{appid}/access_token");
+    wait_until(
+        Duration::from_secs(5),
+        "the follower serves the app",
+        || async { follower.get(&path(removed)).await.status() == 200 },
+    )
+    .await;
+    // From here the follower hears nothing: one app is added and another deleted elsewhere,
+    // and the store holds a definition this instance cannot read, first in the list.
+    follower_store.mute_account_feed();
+    put(&other, added).await;
+    let deleted = other
+        .send(Method::DELETE, &format!("/v1/admin/apps/{removed}"), None)
+        .await;
+    assert_eq!(deleted.status(), 204);
+    shared
+        .put_account("app/wx0000unreadable", "not a definition")
+        .await
+        .unwrap();
+    assert_eq!(follower.get(&path(added)).await.status(), 404);
+    assert_eq!(follower.get(&path(removed)).await.status(), 200);
+    follower_store.signal_account_resync();
+    wait_until(
+        Duration::from_secs(5),
+        "the resync applied what the feed lost",
+        || async {
+            follower.get(&path(added)).await.status() == 200
+                && follower.get(&path(removed)).await.status() == 404
+        },
+    )
+    .await;
+    other.stop().await;
+    follower.stop().await;
 }
 
 #[tokio::test]
