@@ -96,11 +96,12 @@ impl ForwardError {
 /// The answer for a call, and what became of the call (`wxhub_gateway_calls_total`): every
 /// way through the gateway and the forwarding below it ends in one, counted once by the
 /// listener that took the call.
+#[must_use = "a call's answer is given by counting it: Forwarded::counted"]
 pub struct Forwarded {
-    /// The answer for the client.
-    pub response: Response,
+    /// The answer for the client (read outside `forward` only through [`Forwarded::counted`]).
+    pub(super) response: Response,
     /// What became of the call.
-    pub outcome: Outcome,
+    pub(super) outcome: Outcome,
 }
 
 impl Forwarded {

@@ -209,7 +209,9 @@ impl Registry {
 
     /// How many times an account was put so far: a mark to take before reading the store's
     /// accounts. An account put after the mark may be missing from what was read because it was
-    /// written after the read, not because it was removed.
+    /// written after the read, not because it was removed. Removals do not move it: an account
+    /// removed here after the mark is absent from the registry, and a resync reads such an
+    /// account's definition again before putting it back.
     pub fn changes(&self) -> u64 {
         self.lock().changes
     }
