@@ -32,6 +32,19 @@ pub enum RefreshError {
     /// The job ended without a result (shutdown).
     #[error("refresh aborted")]
     Aborted,
+    /// A credential this one is fetched with (a platform's component token, a suite's token)
+    /// failed and is waiting out its retry delay. Until then every credential that needs it fails
+    /// at once: asking WeChat for it again on behalf of each (100,000 authorizers of one platform)
+    /// would be a storm of calls against a failing upstream and its daily quota.
+    #[error("{dependency} is unavailable: it failed {attempts} times and is tried again in {retry_in_s} s")]
+    DependencyRetrying {
+        /// The credential waited for (its key, never a value).
+        dependency: String,
+        /// Its failed attempts so far.
+        attempts: u32,
+        /// Seconds until it is tried again.
+        retry_in_s: u64,
+    },
 }
 
 /// The class of a failure: what `/v1/credentials`, logs and metrics show.
@@ -91,7 +104,8 @@ impl RefreshError {
     /// The class shown to operators.
     pub fn class(&self) -> ErrorClass {
         match self {
-            RefreshError::Upstream(UpstreamError::Transient { .. }) => ErrorClass::Transient,
+            RefreshError::Upstream(UpstreamError::Transient { .. })
+            | RefreshError::DependencyRetrying { .. } => ErrorClass::Transient,
             RefreshError::Upstream(UpstreamError::Quota { .. }) => ErrorClass::Quota,
             RefreshError::Upstream(UpstreamError::Config { .. }) => ErrorClass::Config,
             RefreshError::Upstream(UpstreamError::TokenInvalid { .. }) => ErrorClass::TokenInvalid,

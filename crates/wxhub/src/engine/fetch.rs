@@ -219,13 +219,18 @@ impl Shared {
         let receiver = {
             let mut state = self.lock();
             let now = self.clock.now();
-            if let Some(token) = state
-                .entries
-                .get(&credential.id)
-                .and_then(|e| e.token.as_ref())
-            {
-                if token.is_valid_at(now.plus(DEPENDENCY_MIN_LIFE)) {
-                    return Ok(Arc::from(token.value.as_str()));
+            if let Some(entry) = state.entries.get(&credential.id) {
+                if let Some(token) = &entry.token {
+                    if token.is_valid_at(now.plus(DEPENDENCY_MIN_LIFE)) {
+                        return Ok(Arc::from(token.value.as_str()));
+                    }
+                }
+                if let Some(retry_at) = entry.retrying_at(now) {
+                    return Err(RefreshError::DependencyRetrying {
+                        dependency: credential.key.to_string(),
+                        attempts: entry.attempts,
+                        retry_in_s: retry_at.since(now).as_secs(),
+                    });
                 }
             }
             self.start_or_join(&mut state, credential, Reason::Dependency, None)

@@ -304,6 +304,17 @@ impl Entry {
         (now.plus(delay), repeated)
     }
 
+    /// When this credential, failing, is tried again, if that is still ahead at `now` and no
+    /// refresh of it runs: until then a credential fetched with it fails at once
+    /// ([`super::RefreshError::DependencyRetrying`]) rather than asking WeChat for it again.
+    pub fn retrying_at(&self, now: Timestamp) -> Option<Timestamp> {
+        let failing = matches!(self.status, Status::Retrying | Status::NeedsAttention);
+        if self.in_flight.is_some() || !failing {
+            return None;
+        }
+        self.next_refresh.filter(|at| *at > now)
+    }
+
     /// Whether this credential waits to retry after a failure on the store's side.
     pub fn waits_for_store(&self) -> bool {
         self.in_flight.is_none()

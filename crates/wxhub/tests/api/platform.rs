@@ -838,6 +838,82 @@ async fn the_event_listener_serves_the_receiver_and_nothing_else() {
     );
 }
 
+/// A counter of the hub's `/metrics`, 0 while its series is absent.
+fn counter(metrics: &str, series: &str) -> u64 {
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn authorizers_do_not_ask_wechat_for_a_failing_component_token_one_by_one() {
+    let authorizers = 30;
+    let relay = Relay::start().await;
+    let mock = platform_mock(
+        &relay,
+        Duration::from_secs(6),
+        Duration::from_secs(600),
+        |c| MockConfig {
+            authorizers_per_component: authorizers,
+            ..c
+        },
+    )
+    .await;
+    let hub = spawn_app(&mock, platform_options(&[])).await;
+    relay.point_at(&[&hub]);
+    for n in 1..=u64::from(authorizers) {
+        let path = authorizer_path(&wechat_mock::authorizer_appid(0, n), "access_token");
+        wait_until(
+            Duration::from_secs(15),
+            "every listed authorizer is served",
+            || async { hub.get(&path).await.status() == 200 },
+        )
+        .await;
+    }
+    // WeChat answers "system busy" for the component token from now on: it expires, and every
+    // authorizer needs it for its next token.
+    mock.add_fault(wechat_mock::FaultRule {
+        path: "/cgi-bin/component/api_component_token".into(),
+        errcode: Some(-1),
+        ..Default::default()
+    });
+    let component = format!("/v1/components/{COMPONENT}/access_token");
+    wait_until(
+        Duration::from_secs(15),
+        "the component token has expired",
+        || async { hub.get(&component).await.status() != 200 },
+    )
+    .await;
+    let failed = "wxhub_refreshes_total{kind=\"authorizer_token\",outcome=\"transient\"}";
+    let failures_before = counter(&hub.metrics().await, failed);
+    let calls_before = stats(&mock).total_calls("/cgi-bin/component/api_component_token");
+    wait_until(
+        Duration::from_secs(20),
+        "each authorizer has failed for want of the component token",
+        || async {
+            counter(&hub.metrics().await, failed) >= failures_before + u64::from(authorizers)
+        },
+    )
+    .await;
+    let calls = stats(&mock).total_calls("/cgi-bin/component/api_component_token") - calls_before;
+    // The component token is tried on its own backoff, not once more for each authorizer.
+    assert!(
+        calls * 3 < u64::from(authorizers),
+        "{calls} component token calls while {authorizers} authorizer refreshes failed"
+    );
+    let listed = hub
+        .credential(&format!(
+            "authorizer_token/{COMPONENT}/{}",
+            wechat_mock::authorizer_appid(0, 1)
+        ))
+        .await;
+    assert!(
+        listed.to_string().contains("is unavailable"),
+        "the authorizer says what it waits for: {listed}"
+    );
+}
+
 #[tokio::test]
 async fn a_refused_verify_ticket_asks_for_a_push_and_keeps_serving_the_old_component_token() {
     let lifetime = Duration::from_secs(6);
