@@ -579,10 +579,10 @@ impl Platform {
 
     /// What consumers and operators see of an authorizer.
     fn view(&self, spec: &AuthorizerSpec) -> AuthorizerView {
-        let expires_at = self.children().expires_at(&spec.id());
+        let (state, expires_at) = self.children().state_and_expiry(&spec.id(), spec.revoked);
         AuthorizerView {
             authorizer_appid: spec.authorizer_appid.clone(),
-            state: self.state_of(spec),
+            state,
             authorized_at: Timestamp(spec.authorized_at.saturating_mul(1000)).to_rfc3339(),
             func_info: spec.func_info.clone(),
             expires_at,

@@ -367,12 +367,12 @@ impl Suites {
 
     /// What consumers and operators see of an installed corp.
     fn view(&self, spec: &AuthCorpSpec) -> AuthCorpView {
-        let expires_at = self.children().expires_at(&spec.id());
+        let (state, expires_at) = self.children().state_and_expiry(&spec.id(), spec.revoked);
         AuthCorpView {
             corpid: spec.corpid.clone(),
             corp_name: spec.corp_name.clone(),
             agentid: spec.agentid.clone(),
-            state: self.state_of(spec),
+            state,
             installed_at: Timestamp(spec.installed_at.saturating_mul(1000)).to_rfc3339(),
             expires_at,
         }
