@@ -39,6 +39,23 @@ async fn steady_platform() -> (Arc<MockServer>, Relay, TestHub) {
     .await
 }
 
+/// Mock, relay and a hub on an empty store, whose platform WeChat lists `authorizers`
+/// authorizers for (the hub recovers them from that list), every token living `lifetime`.
+async fn listed_platform(
+    lifetime: Duration,
+    authorizers: u32,
+) -> (Arc<MockServer>, Relay, TestHub) {
+    let relay = Relay::start().await;
+    let mock = platform_mock(&relay, lifetime, Duration::from_secs(600), |c| MockConfig {
+        authorizers_per_component: authorizers,
+        ..c
+    })
+    .await;
+    let hub = spawn_app(&mock, platform_options(&[])).await;
+    relay.point_at(&[&hub]);
+    (mock, relay, hub)
+}
+
 /// The generation of the verify ticket the hub holds.
 async fn ticket_generation(hub: &TestHub) -> u64 {
     hub.credential(&format!("component_verify_ticket/{COMPONENT}"))
@@ -605,19 +622,7 @@ async fn an_acknowledged_authorizer_survives_a_restart_on_sqlite() {
 async fn full_pages_of_wechats_authorizer_list_are_read() {
     // 500 a page (WeChat's maximum) is a response body well above 64 KiB.
     let listed = 1100;
-    let relay = Relay::start().await;
-    let mock = platform_mock(
-        &relay,
-        Duration::from_secs(60),
-        Duration::from_secs(600),
-        |c| MockConfig {
-            authorizers_per_component: listed,
-            ..c
-        },
-    )
-    .await;
-    let hub = spawn_app(&mock, platform_options(&[])).await;
-    relay.point_at(&[&hub]);
+    let (_mock, _relay, hub) = listed_platform(Duration::from_secs(60), listed).await;
     for n in [1, 500, 501, listed] {
         let path = authorizer_path(
             &wechat_mock::authorizer_appid(0, u64::from(n)),
@@ -634,20 +639,8 @@ async fn full_pages_of_wechats_authorizer_list_are_read() {
 
 #[tokio::test]
 async fn a_hub_on_an_empty_store_recovers_every_authorizer_from_wechats_list() {
-    let relay = Relay::start().await;
-    let mock = platform_mock(
-        &relay,
-        Duration::from_secs(60),
-        Duration::from_secs(600),
-        |c| MockConfig {
-            authorizers_per_component: 3,
-            ..c
-        },
-    )
-    .await;
     // The store holds nothing: a new install, or a store that was wiped.
-    let hub = spawn_app(&mock, platform_options(&[])).await;
-    relay.point_at(&[&hub]);
+    let (mock, relay, hub) = listed_platform(Duration::from_secs(60), 3).await;
     for n in 1..=3 {
         let authorizer = wechat_mock::authorizer_appid(0, n);
         let path = authorizer_path(&authorizer, "access_token");
@@ -849,19 +842,7 @@ fn counter(metrics: &str, series: &str) -> u64 {
 #[tokio::test]
 async fn authorizers_do_not_ask_wechat_for_a_failing_component_token_one_by_one() {
     let authorizers = 30;
-    let relay = Relay::start().await;
-    let mock = platform_mock(
-        &relay,
-        Duration::from_secs(6),
-        Duration::from_secs(600),
-        |c| MockConfig {
-            authorizers_per_component: authorizers,
-            ..c
-        },
-    )
-    .await;
-    let hub = spawn_app(&mock, platform_options(&[])).await;
-    relay.point_at(&[&hub]);
+    let (mock, _relay, hub) = listed_platform(Duration::from_secs(6), authorizers).await;
     for n in 1..=u64::from(authorizers) {
         let path = authorizer_path(&wechat_mock::authorizer_appid(0, n), "access_token");
         wait_until(
