@@ -56,6 +56,17 @@ fn put_app_in_background(
     })
 }
 
+/// `PUT /v1/admin/apps/{appid}` as the admin: its status.
+async fn put_app(hub: &TestHub, appid: &str) -> reqwest::StatusCode {
+    hub.send(
+        Method::PUT,
+        &format!("/v1/admin/apps/{appid}"),
+        Some(put_app_body(appid)),
+    )
+    .await
+    .status()
+}
+
 fn put_app_body(appid: &str) -> serde_json::Value {
     json!({ "secret": secret_of(appid), "mode": "legacy", "tickets": ["jsapi"] })
 }
@@ -857,14 +868,7 @@ async fn an_app_put_while_a_resync_reads_the_store_is_not_taken_for_removed() {
     // alone must keep it.
     let held = start_held_resync(&store).await;
     // Put after the resync read the store: what it read does not have the app.
-    let put = hub
-        .send(
-            Method::PUT,
-            &format!("/v1/admin/apps/{appid}"),
-            Some(put_app_body(appid)),
-        )
-        .await;
-    assert_eq!(put.status(), 201);
+    assert_eq!(put_app(&hub, appid).await, 201);
     let token = hub.token(appid).await;
     finish_held_resync(&store, held).await;
     let served = hub.get(&format!("/v1/apps/{appid}/access_token")).await;
@@ -913,23 +917,7 @@ async fn a_resync_applies_what_the_feed_lost_past_an_account_it_cannot_read() {
     let mut options = HubOptions::new(&[]);
     options.shared_store = Some(shared.clone());
     let other = spawn_app(&mock, options).await;
-    let put = |hub: &TestHub, appid: &'static str| {
-        let (client, url) = (
-            hub.client.clone(),
-            hub.url(&format!("/v1/admin/apps/{appid}")),
-        );
-        async move {
-            let response = client
-                .put(url)
-                .bearer_auth(ADMIN_KEY)
-                .json(&put_app_body(appid))
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(response.status(), 201);
-        }
-    };
-    put(&other, removed).await;
+    assert_eq!(put_app(&other, removed).await, 201);
     let path = |appid: &str| format!("/v1/apps/{appid}/access_token");
     wait_until(
         Duration::from_secs(5),
@@ -940,7 +928,7 @@ async fn a_resync_applies_what_the_feed_lost_past_an_account_it_cannot_read() {
     // From here the follower hears nothing: one app is added and another deleted elsewhere,
     // and the store holds a definition this instance cannot read, first in the list.
     follower_store.mute_account_feed();
-    put(&other, added).await;
+    assert_eq!(put_app(&other, added).await, 201);
     let deleted = other
         .send(Method::DELETE, &format!("/v1/admin/apps/{removed}"), None)
         .await;
@@ -1024,14 +1012,7 @@ async fn a_deleted_app_leaves_no_token_in_the_sqlite_store() {
     let database = dir.path().join("wxhub.db");
     let hub = spawn_app(&mock, HubOptions::new(&[]).with_sqlite(database.clone())).await;
     for round in 0..3 {
-        let put = hub
-            .send(
-                Method::PUT,
-                &format!("/v1/admin/apps/{appid}"),
-                Some(put_app_body(appid)),
-            )
-            .await;
-        assert_eq!(put.status(), 201, "round {round}");
+        assert_eq!(put_app(&hub, appid).await, 201, "round {round}");
         hub.token(appid).await;
         let deleted = hub
             .send(Method::DELETE, &format!("/v1/admin/apps/{appid}"), None)
