@@ -72,15 +72,15 @@ impl Outcome {
         Outcome::Answered,
     ];
 
-    /// The outcome's slot in [`GatewayShard::calls`], or the reason a refused call is counted
-    /// under instead.
-    fn slot(self) -> Result<usize, Refusal> {
+    /// The outcome's slot in [`GatewayShard::calls`]: its place in [`Outcome::COUNTED`].
+    /// `None` for a refused call, which is counted by reason instead.
+    fn slot(self) -> Option<usize> {
         match self {
-            Outcome::Passed => Ok(0),
-            Outcome::Healed => Ok(1),
-            Outcome::Unhealed => Ok(2),
-            Outcome::Answered => Ok(3),
-            Outcome::Refused(reason) => Err(reason),
+            Outcome::Passed => Some(0),
+            Outcome::Healed => Some(1),
+            Outcome::Unhealed => Some(2),
+            Outcome::Answered => Some(3),
+            Outcome::Refused(_) => None,
         }
     }
 
@@ -247,9 +247,9 @@ impl GatewayMetrics {
     /// Counts one call `listener` took, by what became of it.
     pub fn count_call(&self, listener: Listener, outcome: Outcome) {
         let local = self.local();
-        let counter = match outcome.slot() {
-            Ok(slot) => &local.calls[listener as usize][slot],
-            Err(reason) => &local.refused[listener as usize][reason as usize],
+        let counter = match outcome {
+            Outcome::Refused(reason) => &local.refused[listener as usize][reason as usize],
+            counted => &local.calls[listener as usize][counted.slot().unwrap_or_default()],
         };
         counter.fetch_add(1, Ordering::Relaxed);
     }
@@ -299,10 +299,8 @@ impl GatewayMetrics {
         for listener in self.serving() {
             let l = listener as usize;
             let name = listener.as_str();
-            for outcome in Outcome::COUNTED {
-                let n = outcome
-                    .slot()
-                    .map_or(0, |slot| self.sum(|s| &s.calls[l][slot]));
+            for (slot, outcome) in Outcome::COUNTED.into_iter().enumerate() {
+                let n = self.sum(|s| &s.calls[l][slot]);
                 let outcome = outcome.as_str();
                 let _ = writeln!(
                     out,
@@ -377,6 +375,15 @@ impl GatewayMetrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_counted_outcome_has_its_place_in_counted_as_its_slot() {
+        // `render` reads slot i as COUNTED[i]; `count_call` writes `slot()`.
+        for (i, outcome) in Outcome::COUNTED.into_iter().enumerate() {
+            assert_eq!(outcome.slot(), Some(i), "{}", outcome.as_str());
+        }
+        assert_eq!(Outcome::Refused(Refusal::Internal).slot(), None);
+    }
 
     /// The rendered text of `m`.
     fn rendered(m: &GatewayMetrics) -> String {
