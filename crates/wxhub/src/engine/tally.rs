@@ -29,20 +29,15 @@ impl StatusTally {
 
     /// Counts one credential of `kind` fewer in `status`.
     pub fn leave(&self, kind: &'static str, status: Status) {
-        let mut counts = self.lock();
-        if let Some(n) = counts.get_mut(&(kind, status)) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                counts.remove(&(kind, status));
-            }
-        }
+        take_one(&mut self.lock(), kind, status);
     }
 
-    /// Moves one credential of `kind` from `from` to `to`.
+    /// Moves one credential of `kind` from `from` to `to`, under one turn of the lock.
     pub fn shift(&self, kind: &'static str, from: Status, to: Status) {
         if from != to {
-            self.leave(kind, from);
-            self.enter(kind, to);
+            let mut counts = self.lock();
+            take_one(&mut counts, kind, from);
+            *counts.entry((kind, to)).or_default() += 1;
         }
     }
 
@@ -54,6 +49,20 @@ impl StatusTally {
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<(&'static str, Status), u64>> {
         // Only counts live here: a panic elsewhere while it was held leaves them usable.
         self.counts.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Takes one from the count of (`kind`, `status`), dropping a count that reaches zero.
+fn take_one(
+    counts: &mut BTreeMap<(&'static str, Status), u64>,
+    kind: &'static str,
+    status: Status,
+) {
+    if let Some(n) = counts.get_mut(&(kind, status)) {
+        *n = n.saturating_sub(1);
+        if *n == 0 {
+            counts.remove(&(kind, status));
+        }
     }
 }
 
