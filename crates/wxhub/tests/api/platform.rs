@@ -883,15 +883,28 @@ async fn authorizers_do_not_ask_wechat_for_a_failing_component_token_one_by_one(
         calls * 3 < u64::from(authorizers),
         "{calls} component token calls while {authorizers} authorizer refreshes failed"
     );
-    let listed = hub
-        .credential(&format!(
-            "authorizer_token/{COMPONENT}/{}",
-            wechat_mock::authorizer_appid(0, 1)
-        ))
-        .await;
+    // An authorizer whose turn came when the component token's delay had passed (or that joined
+    // that refresh) carries WeChat's own error; one that came during the delay says what it
+    // waits for.
+    let mut waiting = 0;
+    let mut last = Value::Null;
+    for n in 1..=u64::from(authorizers) {
+        last = hub
+            .credential(&format!(
+                "authorizer_token/{COMPONENT}/{}",
+                wechat_mock::authorizer_appid(0, n)
+            ))
+            .await;
+        if last["last_error"]["message"]
+            .as_str()
+            .is_some_and(|message| message.contains("is unavailable"))
+        {
+            waiting += 1;
+        }
+    }
     assert!(
-        listed.to_string().contains("is unavailable"),
-        "the authorizer says what it waits for: {listed}"
+        waiting > 0,
+        "{waiting} of {authorizers} authorizers say what they wait for, e.g. {last}"
     );
 }
 
