@@ -28,7 +28,7 @@ use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use hyper::body::{Body, Frame, SizeHint};
@@ -278,6 +278,11 @@ pub struct Supervised<C> {
     /// later deadline (the next idle period, after every response) is left to the timer to find
     /// when it fires, so that a request costs no timer update in the common case.
     timer: Pin<Box<Sleep>>,
+    /// The waker the timer holds, if it holds one: set when the timer is polled, cleared when it
+    /// is reset. Polling a timer that holds this task's waker already registers the waker again
+    /// (an atomic exchange, a waker clone and a drop, on every wake-up of the connection), so
+    /// the timer is polled only after a reset, once it has fired, or for another waker.
+    registered: Option<Waker>,
 }
 
 impl<C: Future> Supervised<C> {
@@ -291,6 +296,7 @@ impl<C: Future> Supervised<C> {
             phase: Phase::First,
             deadline,
             timer: Box::pin(tokio::time::sleep_until(deadline)),
+            registered: None,
         }
     }
 
@@ -315,7 +321,17 @@ impl<C: Future> Supervised<C> {
         self.deadline = deadline;
         if deadline < self.timer.deadline() || self.timer.is_elapsed() {
             self.timer.as_mut().reset(deadline);
+            self.registered = None;
         }
+    }
+
+    /// Whether the timer must be polled: it has fired, or it may not hold `waker`.
+    fn timer_needs_poll(&self, waker: &Waker) -> bool {
+        self.timer.is_elapsed()
+            || !self
+                .registered
+                .as_ref()
+                .is_some_and(|registered| registered.will_wake(waker))
     }
 }
 
@@ -327,6 +343,9 @@ impl<C: Future> Future for Supervised<C> {
             return Poll::Ready(Ended::Finished);
         }
         self.follow_phase();
+        if !self.timer_needs_poll(cx.waker()) {
+            return Poll::Pending;
+        }
         while self.timer.as_mut().poll(cx).is_ready() {
             let deadline = self.deadline;
             if Instant::now() >= deadline {
@@ -335,6 +354,7 @@ impl<C: Future> Future for Supervised<C> {
             // The timer was set for an earlier phase: move it to this one's deadline.
             self.timer.as_mut().reset(deadline);
         }
+        self.registered = Some(cx.waker().clone());
         Poll::Pending
     }
 }
@@ -396,6 +416,65 @@ mod tests {
         assert!(matches!(body, TrackedBody::Sized(_)));
         assert_eq!(body.size_hint().exact(), Some(2));
         assert!(!activity.streaming.load(Ordering::Relaxed));
+    }
+
+    /// Counts its wake-ups.
+    #[derive(Default)]
+    struct Wakes(std::sync::atomic::AtomicUsize);
+
+    impl std::task::Wake for Wakes {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn wakes(counter: &Arc<Wakes>) -> usize {
+        counter.0.load(Ordering::SeqCst)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_deadline_wakes_the_connection_after_a_re_arm_and_a_change_of_waker() {
+        let activity = Arc::new(Activity::default());
+        let deadlines = Deadlines {
+            header_read_timeout: Duration::from_secs(1),
+            idle_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(5),
+        };
+        let start = Instant::now();
+        let mut supervised =
+            Supervised::new(std::future::pending::<()>(), activity.clone(), deadlines);
+        let first = Arc::new(Wakes::default());
+        let first_waker = Waker::from(first.clone());
+        let mut cx = Context::from_waker(&first_waker);
+        assert!(Pin::new(&mut supervised).poll(&mut cx).is_pending());
+        // The first response: the idle period's later deadline is left to the timer to find, and
+        // the next wake-ups of the connection leave the timer alone.
+        activity.answered.fetch_add(1, Ordering::Relaxed);
+        assert!(Pin::new(&mut supervised).poll(&mut cx).is_pending());
+        assert!(Pin::new(&mut supervised).poll(&mut cx).is_pending());
+        // The timer, armed for the header deadline, fires and is moved to the idle one.
+        tokio::time::advance(Duration::from_millis(1_100)).await;
+        assert_eq!(
+            wakes(&first),
+            1,
+            "the header deadline's timer woke the connection"
+        );
+        assert!(Pin::new(&mut supervised).poll(&mut cx).is_pending());
+        // Polled under another waker: that one is woken on the idle deadline.
+        let second = Arc::new(Wakes::default());
+        let second_waker = Waker::from(second.clone());
+        let mut cx = Context::from_waker(&second_waker);
+        assert!(Pin::new(&mut supervised).poll(&mut cx).is_pending());
+        tokio::time::advance(Duration::from_millis(8_800)).await;
+        assert_eq!(wakes(&second), 0, "nothing before the idle deadline");
+        tokio::time::advance(Duration::from_millis(200)).await;
+        assert_eq!(wakes(&second), 1, "the idle deadline woke the latest waker");
+        assert_eq!(wakes(&first), 1);
+        assert_eq!(
+            Pin::new(&mut supervised).poll(&mut cx),
+            Poll::Ready(Ended::TimedOut)
+        );
+        assert!(start.elapsed() >= Duration::from_secs(10));
     }
 
     /// A body of unknown length whose parts the test hands in through a shared queue.
