@@ -20,16 +20,19 @@
 //! connections close at once) for at most `drain_timeout`, then closes whatever is left, so a
 //! client that never finishes its request cannot keep the process alive.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::io;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
 use super::connection::{Activity, Deadlines, Ended, Supervised, Tracked, Watched};
@@ -61,6 +64,7 @@ pub struct Limits {
 
 /// What the listener tells its connections.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[repr(u8)]
 enum Phase {
     /// Serve requests.
     Serving,
@@ -68,6 +72,127 @@ enum Phase {
     Draining,
     /// Close now.
     Closing,
+}
+
+impl Phase {
+    fn from_u8(value: u8) -> Phase {
+        match value {
+            0 => Phase::Serving,
+            1 => Phase::Draining,
+            _ => Phase::Closing,
+        }
+    }
+}
+
+/// The listener's phase, as its connections see it.
+///
+/// A connection looks at the phase on every wake-up (its task waits on the socket and on the
+/// phase at once), so the look must cost nothing: one atomic load, and the connection's waker
+/// handed over only when it changes (never, for a task's whole life). A `watch` channel would
+/// take its one lock, shared by every connection, on each of those wake-ups.
+struct PhaseSignal {
+    /// The current [`Phase`], as its `u8`.
+    phase: AtomicU8,
+    /// The waker of each connection, by its number, to be woken when the phase changes.
+    waiting: Mutex<HashMap<u64, Waker>>,
+    /// The next connection's number.
+    next: AtomicU64,
+}
+
+impl PhaseSignal {
+    fn new() -> Arc<PhaseSignal> {
+        Arc::new(PhaseSignal {
+            phase: AtomicU8::new(Phase::Serving as u8),
+            waiting: Mutex::new(HashMap::new()),
+            next: AtomicU64::new(0),
+        })
+    }
+
+    fn phase(&self) -> Phase {
+        Phase::from_u8(self.phase.load(Ordering::SeqCst))
+    }
+
+    /// Moves to `phase` (never back) and wakes every connection.
+    fn set(&self, phase: Phase) {
+        self.phase.fetch_max(phase as u8, Ordering::SeqCst);
+        let waiting = self.waiting.lock().unwrap_or_else(PoisonError::into_inner);
+        for waker in waiting.values() {
+            waker.wake_by_ref();
+        }
+    }
+
+    /// A new connection's view of the phase.
+    fn watch(self: &Arc<Self>) -> PhaseWatch {
+        PhaseWatch {
+            signal: self.clone(),
+            id: self.next.fetch_add(1, Ordering::Relaxed),
+            registered: None,
+        }
+    }
+}
+
+/// Moves the listener's connections to [`Phase::Closing`] when the listener goes, however it
+/// goes (its task aborted, say): a connection never outlives its listener unbounded.
+struct ClosingOnDrop(Arc<PhaseSignal>);
+
+impl Drop for ClosingOnDrop {
+    fn drop(&mut self) {
+        self.0.set(Phase::Closing);
+    }
+}
+
+/// One connection's view of [`PhaseSignal`].
+struct PhaseWatch {
+    signal: Arc<PhaseSignal>,
+    /// This connection's number in [`PhaseSignal::waiting`].
+    id: u64,
+    /// The waker handed over last, if any.
+    registered: Option<Waker>,
+}
+
+impl PhaseWatch {
+    fn phase(&self) -> Phase {
+        self.signal.phase()
+    }
+
+    /// Ready once the phase is `phase` or later.
+    fn poll_reached(&mut self, cx: &mut Context<'_>, phase: Phase) -> Poll<()> {
+        let waker = cx.waker();
+        if !self
+            .registered
+            .as_ref()
+            .is_some_and(|registered| registered.will_wake(waker))
+        {
+            // Handed over before the phase is read: a change made after this read wakes it.
+            self.signal
+                .waiting
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(self.id, waker.clone());
+            self.registered = Some(waker.clone());
+        }
+        if self.phase() >= phase {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    }
+
+    async fn reached(&mut self, phase: Phase) {
+        std::future::poll_fn(|cx| self.poll_reached(cx, phase)).await;
+    }
+}
+
+impl Drop for PhaseWatch {
+    fn drop(&mut self) {
+        if self.registered.is_some() {
+            self.signal
+                .waiting
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .remove(&self.id);
+        }
+    }
 }
 
 /// Serves `service` on `listener` within `limits` until `shutdown` completes, then drains the
@@ -88,7 +213,8 @@ where
         .clamp(1, Semaphore::MAX_PERMITS.min(u32::MAX as usize));
     // One permit per open connection: the connection task holds it until it ends.
     let open = Arc::new(Semaphore::new(max_connections));
-    let (phase_sender, phase) = watch::channel(Phase::Serving);
+    let phase = PhaseSignal::new();
+    let _closing = ClosingOnDrop(phase.clone());
     let mut refusals = Refusals::default();
     let mut pause = ACCEPT_ERROR_FIRST_PAUSE;
     tokio::pin!(shutdown);
@@ -116,7 +242,7 @@ where
                     stream,
                     service.clone(),
                     limits.deadlines,
-                    phase.clone(),
+                    phase.watch(),
                     permit,
                 ));
             }
@@ -127,19 +253,14 @@ where
         }
     }
     drop(listener);
-    drain(&open, max_connections, &phase_sender, limits.drain_timeout).await;
+    drain(&open, max_connections, &phase, limits.drain_timeout).await;
     Ok(())
 }
 
 /// Asks every connection to finish, waits up to `deadline` for them to, then closes the rest.
-async fn drain(
-    open: &Semaphore,
-    max_connections: usize,
-    phase: &watch::Sender<Phase>,
-    deadline: Duration,
-) {
+async fn drain(open: &Semaphore, max_connections: usize, phase: &PhaseSignal, deadline: Duration) {
     let all = u32::try_from(max_connections).unwrap_or(u32::MAX);
-    let _ = phase.send(Phase::Draining);
+    phase.set(Phase::Draining);
     if tokio::time::timeout(deadline, open.acquire_many(all))
         .await
         .is_ok()
@@ -152,7 +273,7 @@ async fn drain(
         ?deadline,
         "requests still in progress after the shutdown deadline; closing their connections"
     );
-    let _ = phase.send(Phase::Closing);
+    phase.set(Phase::Closing);
     // Every connection task closes as soon as it sees the phase; this only waits for them to run.
     let _ = open.acquire_many(all).await;
 }
@@ -163,7 +284,7 @@ async fn serve_connection(
     stream: TcpStream,
     service: Arc<ApiService>,
     deadlines: Deadlines,
-    mut phase: watch::Receiver<Phase>,
+    mut phase: PhaseWatch,
     _permit: OwnedSemaphorePermit,
 ) {
     let activity = Arc::new(Activity::default());
@@ -172,21 +293,20 @@ async fn serve_connection(
     let answer = service_fn(move |request| Tracked::new(service.answer(request), tracked.clone()));
     let connection = http1::Builder::new().serve_connection(io, answer);
     let mut supervised = Supervised::new(connection, activity, deadlines);
-    if *phase.borrow() == Phase::Serving {
+    if phase.phase() == Phase::Serving {
         tokio::select! {
             // Checked in order, so the connection (polled on every wake-up) is not preceded by a
-            // random draw and a look at `phase` each time.
+            // random draw each time.
             biased;
             ended = &mut supervised => return log_end(ended),
-            // A change, or the listener gone: either way, time to finish.
-            _ = phase.wait_for(|p| *p != Phase::Serving) => {}
+            () = phase.reached(Phase::Draining) => {}
         }
     }
     supervised.connection().graceful_shutdown();
     tokio::select! {
         biased;
         ended = &mut supervised => log_end(ended),
-        _ = phase.wait_for(|p| *p == Phase::Closing) => {}
+        () = phase.reached(Phase::Closing) => {}
     }
 }
 
@@ -242,7 +362,82 @@ fn is_about_one_connection(e: &io::Error) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::BUSY_RESPONSE;
+    use super::*;
+
+    /// Counts its wake-ups.
+    #[derive(Default)]
+    struct Wakes(AtomicU64);
+
+    impl std::task::Wake for Wakes {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn waker() -> (Arc<Wakes>, Waker) {
+        let wakes = Arc::new(Wakes::default());
+        (wakes.clone(), Waker::from(wakes))
+    }
+
+    fn count(wakes: &Wakes) -> u64 {
+        wakes.0.load(Ordering::SeqCst)
+    }
+
+    #[test]
+    fn a_phase_change_wakes_each_connection_under_its_latest_waker() {
+        let signal = PhaseSignal::new();
+        let mut quiet = signal.watch();
+        let mut moving = signal.watch();
+        let (quiet_wakes, quiet_waker) = waker();
+        let (first, first_waker) = waker();
+        let (second, second_waker) = waker();
+        for _ in 0..3 {
+            let mut cx = Context::from_waker(&quiet_waker);
+            assert!(quiet.poll_reached(&mut cx, Phase::Draining).is_pending());
+        }
+        let mut cx = Context::from_waker(&first_waker);
+        assert!(moving.poll_reached(&mut cx, Phase::Draining).is_pending());
+        // The connection's task is polled under another waker: that one is woken.
+        let mut cx = Context::from_waker(&second_waker);
+        assert!(moving.poll_reached(&mut cx, Phase::Draining).is_pending());
+        assert_eq!(signal.waiting.lock().unwrap().len(), 2);
+
+        signal.set(Phase::Draining);
+        assert_eq!(
+            (count(&quiet_wakes), count(&first), count(&second)),
+            (1, 0, 1)
+        );
+        assert!(moving.poll_reached(&mut cx, Phase::Draining).is_ready());
+        assert!(moving.poll_reached(&mut cx, Phase::Closing).is_pending());
+        // A connection that ended is no longer woken.
+        drop(quiet);
+        assert_eq!(signal.waiting.lock().unwrap().len(), 1);
+        signal.set(Phase::Closing);
+        assert_eq!((count(&quiet_wakes), count(&second)), (1, 2));
+        assert!(moving.poll_reached(&mut cx, Phase::Closing).is_ready());
+        // The phase never goes back.
+        signal.set(Phase::Draining);
+        assert_eq!(signal.phase(), Phase::Closing);
+    }
+
+    #[test]
+    fn a_listener_that_goes_closes_its_connections() {
+        let signal = PhaseSignal::new();
+        let mut connection = signal.watch();
+        let (wakes, waker) = waker();
+        let mut cx = Context::from_waker(&waker);
+        let listener = ClosingOnDrop(signal.clone());
+        assert!(connection
+            .poll_reached(&mut cx, Phase::Closing)
+            .is_pending());
+        drop(listener);
+        assert_eq!(count(&wakes), 1);
+        assert!(connection.poll_reached(&mut cx, Phase::Closing).is_ready());
+        // A connection accepted just before sees it at once.
+        let mut late = signal.watch();
+        assert_eq!(late.phase(), Phase::Closing);
+        assert!(late.poll_reached(&mut cx, Phase::Draining).is_ready());
+    }
 
     #[test]
     fn the_busy_response_is_well_formed() {
