@@ -54,13 +54,34 @@ impl Timestamp {
         let days = secs.div_euclid(86_400);
         let rem = secs.rem_euclid(86_400);
         let (y, m, d) = civil_from_days(days);
-        format!(
-            "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-            rem / 3600,
-            (rem % 3600) / 60,
-            rem % 60
-        )
+        let (hh, mm, ss) = (rem / 3600, (rem % 3600) / 60, rem % 60);
+        if !(0..=9999).contains(&y) {
+            return rfc3339_formatted(y, m, d, (hh, mm, ss));
+        }
+        // Written digit by digit: a listing page formats a thousand of these, and `format!`'s
+        // padding machinery costs several times the arithmetic.
+        let mut out = *b"0000-00-00T00:00:00Z";
+        let digits = |out: &mut [u8; 20], at: usize, value: i64, width: usize| {
+            let mut value = value;
+            for i in (at..at + width).rev() {
+                out[i] = b'0' + (value % 10) as u8;
+                value /= 10;
+            }
+        };
+        digits(&mut out, 0, y, 4);
+        digits(&mut out, 5, i64::from(m), 2);
+        digits(&mut out, 8, i64::from(d), 2);
+        digits(&mut out, 11, hh, 2);
+        digits(&mut out, 14, mm, 2);
+        digits(&mut out, 17, ss, 2);
+        // Only ASCII digits and separators were written.
+        String::from_utf8_lossy(&out).into_owned()
     }
+}
+
+/// RFC 3339 through `format!`: years outside 0–9999, which need a sign or a fifth digit.
+fn rfc3339_formatted(y: i64, m: u32, d: u32, (hh, mm, ss): (i64, i64, i64)) -> String {
+    format!("{y:04}-{m:02}-{d:02}T{hh:02}:{mm:02}:{ss:02}Z")
 }
 
 /// A duration in whole milliseconds, saturating at `i64::MAX`.
@@ -194,6 +215,33 @@ mod tests {
         assert_eq!(
             Timestamp(951_782_400_000).to_rfc3339(),
             "2000-02-29T00:00:00Z"
+        );
+    }
+
+    #[test]
+    fn rfc3339_written_by_hand_matches_format_across_the_years() {
+        let day = 86_400_000_i64;
+        let mut instants = vec![
+            -62_167_219_200_000, // 0000-01-01T00:00:00Z
+            253_402_300_799_000, // 9999-12-31T23:59:59Z
+            253_402_300_800_000, // 10000-01-01: the formatted path
+            -62_167_219_200_001, // the last second of year -1
+        ];
+        instants.extend((0..20_000).map(|i| i * 7 * day + i * 3_601_001));
+        for at in instants {
+            let secs = at.div_euclid(1000);
+            let rem = secs.rem_euclid(86_400);
+            let (y, m, d) = civil_from_days(secs.div_euclid(86_400));
+            let expected = rfc3339_formatted(y, m, d, (rem / 3600, (rem % 3600) / 60, rem % 60));
+            assert_eq!(Timestamp(at).to_rfc3339(), expected, "at {at}");
+        }
+        assert_eq!(
+            Timestamp(253_402_300_800_000).to_rfc3339(),
+            "10000-01-01T00:00:00Z"
+        );
+        assert_eq!(
+            Timestamp(-62_167_219_200_001).to_rfc3339(),
+            "-001-12-31T23:59:59Z"
         );
     }
 

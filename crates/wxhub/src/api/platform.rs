@@ -174,8 +174,11 @@ pub async fn list_authorizers(
             .platform
             .list(&component, state, cursor, limit)
             .map_err(platform_error)?;
-        let body = serde_json::json!({ "authorizers": page, "next_cursor": next });
-        Ok(json_ok(Bytes::from(body.to_string())))
+        Ok(json_ok(super::children::page_body(
+            "authorizers",
+            &page,
+            next.as_deref(),
+        )))
     })();
     finish(&context, Route::Admin, result)
 }

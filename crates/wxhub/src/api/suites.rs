@@ -205,8 +205,11 @@ pub async fn list_corps(
             .suites
             .list(&suite_id, state, cursor, limit)
             .map_err(suite_error)?;
-        let body = serde_json::json!({ "corps": page, "next_cursor": next });
-        Ok(json_ok(Bytes::from(body.to_string())))
+        Ok(json_ok(super::children::page_body(
+            "corps",
+            &page,
+            next.as_deref(),
+        )))
     })();
     finish(&context, Route::Admin, result)
 }
