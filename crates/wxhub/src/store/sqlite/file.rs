@@ -26,7 +26,7 @@ pub const APPLICATION_ID: i64 = 0x7778_6862;
 /// How long an operation waits for another connection's write lock before failing with
 /// [`StoreError::Unavailable`]. Write transactions here last milliseconds, so reaching this means
 /// something is wrong with the other process or the disk.
-const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+pub(super) const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Creates the tables of schema version 1.
 const SCHEMA_V1: &str = "

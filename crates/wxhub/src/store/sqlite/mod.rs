@@ -46,7 +46,7 @@ mod writer;
 pub use file::{APPLICATION_ID, SCHEMA_VERSION};
 
 use file::{configure, create_private_file, make_private, migrate, wal_path};
-use watcher::{data_version, stored_generations, watch};
+use watcher::{data_version, watch, Published};
 use writer::{serve, Db, Operation, Shared};
 
 /// A [`Store`](super::Store) in one SQLite file.
@@ -133,8 +133,10 @@ impl SqliteStore {
         // WAL mode is on now: its `-wal` and `-shm` files exist, possibly from an earlier run.
         make_private(path)?;
         migrate(&mut conn, path).map_err(|e| e.into_store_error(&at("preparing the schema of")))?;
-        let published = stored_generations(&conn).map_err(|e| db_error(&at("reading"), e))?;
+        // The version first: a commit between the two is then in the rows read as present at
+        // open, and also moves the version, so the watcher looks once more and finds nothing new.
         let data_version = data_version(&conn).map_err(|e| db_error(&at("reading"), e))?;
+        let published = Published::read_at_open(path).map_err(|e| db_error(&at("reading"), e))?;
 
         let (changes, _) = broadcast::channel(CHANGE_FEED_CAPACITY);
         let (accounts, _) = broadcast::channel(CHANGE_FEED_CAPACITY);

@@ -133,6 +133,44 @@ async fn writes_of_another_store_reach_the_change_feed_once() {
     assert_eq!(conformance::next_change(&mut feed_a).await, expected);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_present_at_open_are_not_published_and_writes_right_after_are() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("shared.db");
+    let a: Arc<dyn Store> = Arc::new(SqliteStore::open(&path).expect("open a"));
+    // Many rows, so that the read of what is present at open is still running when the other
+    // process writes; put in by a third connection, so that no store has published them.
+    let mut raw = Connection::open(&path).expect("raw open");
+    let tx = raw.transaction().expect("transaction");
+    for i in 0..20_000 {
+        let key = CredentialKey::access_token(format!("wx_present_{i:05}"));
+        tx.execute(
+            "INSERT INTO credentials VALUES (?1, 'present', 2000000000000, 1700000000000, 1, 0)",
+            [key.storage_key()],
+        )
+        .expect("insert");
+    }
+    tx.commit().expect("commit");
+    drop(raw);
+    let b: Arc<dyn Store> = Arc::new(SqliteStore::open(&path).expect("open b"));
+    let mut feed_b = b.subscribe();
+    let written = CredentialKey::access_token("wx_after_open");
+    conformance::must_apply(&*a, &written, &conformance::token("after", 1)).await;
+    let last = CredentialKey::access_token("wx_after_open_2");
+    conformance::must_apply(&*a, &last, &conformance::token("after-2", 1)).await;
+
+    // Both writes reach b's feed, once each, and none of the rows present at open does.
+    let mut seen = Vec::new();
+    while seen.len() < 2 {
+        seen.push(conformance::next_change(&mut feed_b).await.key);
+    }
+    assert_eq!(seen, [written, last]);
+    // b's own first write waits for the read at open and is published once.
+    let own = CredentialKey::access_token("wx_present_00000");
+    conformance::must_apply(&*b, &own, &conformance::token("own", 2)).await;
+    assert_eq!(conformance::next_change(&mut feed_b).await.key, own);
+}
+
 #[test]
 fn a_newer_schema_version_is_refused() {
     let dir = tempfile::tempdir().expect("tempdir");

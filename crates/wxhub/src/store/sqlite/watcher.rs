@@ -7,10 +7,11 @@
 //! subscribers once, whichever process wrote it.
 
 use std::collections::HashMap;
+use std::path::Path;
 use std::sync::{mpsc, Weak};
 use std::time::Duration;
 
-use rusqlite::{Connection, Row};
+use rusqlite::{Connection, OpenFlags, Row};
 use tokio::sync::broadcast;
 
 use super::codec::{key_text, read_token};
@@ -24,7 +25,7 @@ use crate::store::{Change, StoreError};
 const WATCH_INTERVAL: Duration = Duration::from_millis(250);
 
 /// The generation of every stored row, by storage key (whatever the key's form).
-pub(super) fn stored_generations(conn: &Connection) -> rusqlite::Result<HashMap<String, u64>> {
+fn stored_generations(conn: &Connection) -> rusqlite::Result<HashMap<String, u64>> {
     let mut stmt = conn.prepare("SELECT storage_key, generation FROM credentials")?;
     let mut rows = stmt.query([])?;
     let mut generations = HashMap::new();
@@ -32,6 +33,90 @@ pub(super) fn stored_generations(conn: &Connection) -> rusqlite::Result<HashMap<
         generations.insert(key_text(row.get_ref(0)?), row_generation(row, 1));
     }
     Ok(generations)
+}
+
+/// Makes the calling thread yield the CPU to every other thread of normal priority (Linux: the
+/// nice value is per thread); elsewhere it does nothing.
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: setpriority takes no pointers; `who = 0` is the calling thread.
+    unsafe {
+        libc::setpriority(libc::PRIO_PROCESS, 0, 19);
+    }
+}
+
+/// The highest generation of each storage key already published, or present when the store was
+/// opened: the watcher publishes only rows above it.
+///
+/// What was present at open is read from a snapshot pinned at open, on a thread of its own: at
+/// 100,000 authorizers the read takes a fifth of a second, which a start would otherwise spend
+/// before it can load anything. Whoever needs the generations first waits for that read.
+pub(super) struct Published {
+    /// The read of what was present at open, until it has been taken in.
+    at_open: Option<mpsc::Receiver<rusqlite::Result<HashMap<String, u64>>>>,
+    /// The generations, once `at_open` is in.
+    generations: HashMap<String, u64>,
+}
+
+impl Published {
+    /// Starts reading the generation of every row as they are now, through a second connection
+    /// to `path`: its read transaction is open when this returns, so the read sees the file as
+    /// it is at this moment, whatever is committed while it runs.
+    pub(super) fn read_at_open(path: &Path) -> rusqlite::Result<Published> {
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        conn.busy_timeout(super::file::BUSY_TIMEOUT)?;
+        conn.execute_batch("BEGIN DEFERRED")?;
+        // A deferred transaction takes its snapshot at its first read.
+        conn.query_row("SELECT count(*) FROM sqlite_master", [], |_| Ok(()))?;
+        let (sender, at_open) = mpsc::sync_channel(1);
+        std::thread::Builder::new()
+            .name("wxhub-sqlite-open".into())
+            .spawn(move || {
+                // Runs on what the start leaves idle: nothing waits for it before the first
+                // write, and the start's own reads and registering are busy on the cores.
+                lower_priority();
+                let read = stored_generations(&conn);
+                // Ends the read transaction: a reader left open would hold back checkpoints.
+                drop(conn);
+                let _ = sender.send(read);
+            })
+            .map_err(|e| {
+                rusqlite::Error::ToSqlConversionFailure(
+                    format!("cannot start the thread that reads the stored rows: {e}").into(),
+                )
+            })?;
+        Ok(Published {
+            at_open: Some(at_open),
+            generations: HashMap::new(),
+        })
+    }
+
+    /// The generations, after waiting for the read of what was present at open. If that read
+    /// failed it is made again on `conn` (which then sees later commits as present at open: at
+    /// worst, one foreign write is not published).
+    pub(super) fn settled(
+        &mut self,
+        conn: &Connection,
+    ) -> rusqlite::Result<&mut HashMap<String, u64>> {
+        if let Some(at_open) = self.at_open.take() {
+            let read = at_open.recv().unwrap_or_else(|_| {
+                Err(rusqlite::Error::ToSqlConversionFailure(
+                    "the thread that read the stored rows stopped".into(),
+                ))
+            });
+            self.generations = match read {
+                Ok(generations) => generations,
+                Err(e) => {
+                    tracing::warn!(error = %e, "SQLite store: reading the stored rows at open failed; read again");
+                    stored_generations(conn)?
+                }
+            };
+        }
+        Ok(&mut self.generations)
+    }
 }
 
 /// The generation in column `index` for change tracking; [`u64::MAX`] if unreadable, so that an
@@ -60,13 +145,14 @@ impl Db {
         }
         let mut newer = Vec::new();
         {
+            let published = self.published.settled(&self.conn)?;
             let mut stmt = self
                 .conn
                 .prepare_cached("SELECT storage_key, generation FROM credentials")?;
             let mut rows = stmt.query([])?;
             while let Some(row) = rows.next()? {
                 let key = key_text(row.get_ref(0)?);
-                let seen = self.published.get(&key).copied().unwrap_or(0);
+                let seen = published.get(&key).copied().unwrap_or(0);
                 if row_generation(row, 1) > seen {
                     newer.push(key);
                 }
@@ -86,13 +172,17 @@ impl Db {
             };
             match token {
                 Ok((key, token)) => {
-                    self.published.insert(storage_key, token.generation);
+                    self.published
+                        .settled(&self.conn)?
+                        .insert(storage_key, token.generation);
                     let _ = changes.send(Change { key, token });
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "SQLite store: ignoring an unreadable credential row written by another process");
                     // Remember it so that the warning is not repeated on every later change.
-                    self.published.insert(storage_key, u64::MAX);
+                    self.published
+                        .settled(&self.conn)?
+                        .insert(storage_key, u64::MAX);
                 }
             }
         }

@@ -7,7 +7,6 @@
 //! answers those writes (see the [module docs](super) for why one sync per batch is as safe as one
 //! per write). [`Shared`] is what that thread, the watcher thread and the store hold in common.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex, MutexGuard};
@@ -15,6 +14,7 @@ use std::sync::{mpsc, Arc, Mutex, MutexGuard};
 use rusqlite::Connection;
 use tokio::sync::{broadcast, oneshot};
 
+use super::watcher::Published;
 use super::{OpError, SqliteStore};
 use crate::store::{AccountChange, Change, StoreError, StoreFuture};
 
@@ -105,7 +105,7 @@ pub(super) struct Db {
     /// The highest generation of each storage key already published (or present at open): the
     /// watcher publishes only rows above it, so a change reaches subscribers once, whichever
     /// process wrote it.
-    pub(super) published: HashMap<String, u64>,
+    pub(super) published: Published,
     /// `PRAGMA data_version` when the watcher last looked: it changes only when another
     /// connection commits, which makes the idle check nearly free.
     pub(super) data_version: i64,
