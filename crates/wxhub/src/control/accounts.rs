@@ -12,13 +12,12 @@ use serde::Serialize;
 use super::stored::{parents_first, split_consumers};
 use super::{Control, ControlError};
 use crate::configuration::RefreshSettings;
-use crate::engine::{ErrorClass, ImportError, RefreshError};
+use crate::engine::{ErrorClass, ImportError, RefreshError, StoredTokens};
 use crate::kinds::stored::{child_spec, ChildError};
 use crate::kinds::stored::{seal_place, spec_of, stored_account, stored_child};
 use crate::kinds::CredentialKey;
 use crate::read::Credential;
 use crate::registry::{AccountId, AccountSpec, Origin, StoredAccount};
-use crate::token::Token;
 
 /// The outcome of adding or changing a runtime account.
 #[derive(Serialize)]
@@ -175,7 +174,7 @@ impl Control {
     }
 
     /// What the store holds for `spec`'s credentials, read all at once.
-    pub(super) async fn stored_tokens(&self, spec: &AccountSpec) -> BTreeMap<CredentialKey, Token> {
+    pub(super) async fn stored_tokens(&self, spec: &AccountSpec) -> StoredTokens {
         let keys: Vec<CredentialKey> = spec
             .credentials(&RefreshSettings::default(), Origin::Runtime)
             .into_iter()
@@ -203,7 +202,7 @@ impl Control {
             return Ok(());
         }
         if let Some(diff) = self.registry.remove(id) {
-            self.engine.apply(diff, BTreeMap::new()).await;
+            self.engine.apply(diff, StoredTokens::new()).await;
         }
         tracing::info!(account = %id, "runtime account removed");
         Ok(())
@@ -288,7 +287,7 @@ impl Control {
         }
         if let Some(diff) = self.registry.remove_if_put_by(&id, put_by) {
             // The removing instance deleted the tokens; only stop here.
-            self.engine.follow(diff, BTreeMap::new());
+            self.engine.follow(diff, StoredTokens::new());
         }
     }
 

@@ -24,10 +24,14 @@ pub(super) fn split_consumers(stored: Definitions) -> (Definitions, Definitions)
 /// The definitions with the accounts that have no parent first: a child (an installed corp) is
 /// read with its parent's (a runtime suite's) settings, so the parent must be known by then.
 /// Otherwise in the store's order.
-pub(super) fn parents_first(mut accounts: Definitions) -> Definitions {
-    accounts
-        .sort_by_key(|(name, _)| AccountId::parse(name).is_some_and(|id| id.parent().is_some()));
-    accounts
+pub(super) fn parents_first(accounts: Definitions) -> Definitions {
+    // One parse per name (a sort would parse two per comparison: 100,000 authorizers are all
+    // children, so it compares every neighbour).
+    let (mut parents, children): (Definitions, Definitions) = accounts
+        .into_iter()
+        .partition(|(name, _)| AccountId::parse(name).is_none_or(|id| id.parent().is_none()));
+    parents.extend(children);
+    parents
 }
 
 #[cfg(test)]

@@ -89,10 +89,12 @@ pub(super) fn credentials(
         suite_id: corp.suite_id.clone(),
         corpid: corp.corpid.clone(),
     };
-    let mut all = vec![(
+    // Sized once, as an authorizer's: thousands of corps are registered at a start.
+    let mut all = Vec::with_capacity(2 + corp.tickets.len());
+    all.push((
         token.clone(),
         spec(source, vec![suite_token, permanent_code.clone()]),
-    )];
+    ));
     for &kind in &corp.tickets {
         all.push((
             CredentialKey::new(account.clone(), Role::CorpTicket(kind)),

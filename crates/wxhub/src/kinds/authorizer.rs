@@ -92,10 +92,12 @@ pub(super) fn credentials(
         component_appid: component_appid.to_string(),
         authorizer_appid: authorizer_appid.to_string(),
     };
-    let mut all = vec![(
+    // Sized once: a start registers 100,000 of these, and growing from one moved the specs.
+    let mut all = Vec::with_capacity(2 + authorizer.tickets.len());
+    all.push((
         token.clone(),
         spec(source, vec![component_token, refresh_token.clone()]),
-    )];
+    ));
     for &kind in &authorizer.tickets {
         all.push((
             CredentialKey::new(account.clone(), Role::Ticket(kind)),
