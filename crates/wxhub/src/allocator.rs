@@ -1,4 +1,5 @@
-//! Giving back to the operating system the memory that startup used only for a moment.
+//! The process's memory: what startup used only for a moment is given back, and no page is a
+//! transparent huge page.
 //!
 //! Loading a large store (100,000 authorizers: every stored token, every account definition)
 //! builds temporary copies that are freed once the hub serves them. glibc's allocator keeps
@@ -13,5 +14,22 @@ pub fn release_freed() {
     // pointers from the caller.
     unsafe {
         libc::malloc_trim(0);
+    }
+}
+
+/// Turns transparent huge pages off for this process (Linux `PR_SET_THP_DISABLE`), for every
+/// mapping made from now on; elsewhere it does nothing.
+///
+/// The hub's memory is hundreds of thousands of small objects spread over the heap: a 2 MiB page
+/// holds freed and live ones side by side, so it is never given back, and each one is zeroed
+/// whole when first touched. Measured at 100,000 authorizers (bench/RESULTS.md), huge pages
+/// added about 20 MiB of resident memory and most of a second to a warm start, and saved no
+/// measurable time on the read path.
+pub fn without_huge_pages() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: prctl(PR_SET_THP_DISABLE) takes integer arguments only and changes a flag of the
+    // calling process.
+    unsafe {
+        libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0);
     }
 }

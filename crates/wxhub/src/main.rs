@@ -13,6 +13,10 @@ use wxhub::demo::{self, DemoOptions};
 use wxhub::startup::Application;
 use wxhub::telemetry::{self, LogFormat};
 
+/// The allocator, and why: `docs/architecture.md#memory`.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// WeChat credential hub: keeps every WeChat credential fresh and serves it to business servers.
 #[derive(Parser)]
 #[command(name = "wxhub", version, about)]
@@ -61,6 +65,7 @@ const MIN_KEY_CHARS: usize = 32;
 const MAX_KEY_BYTES: u64 = 4096;
 
 fn main() -> ExitCode {
+    wxhub::allocator::without_huge_pages();
     let cli = Cli::parse();
     match cli.command {
         Command::HashKey { key } => {
