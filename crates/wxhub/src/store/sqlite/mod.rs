@@ -136,7 +136,8 @@ impl SqliteStore {
         // The version first: a commit between the two is then in the rows read as present at
         // open, and also moves the version, so the watcher looks once more and finds nothing new.
         let data_version = data_version(&conn).map_err(|e| db_error(&at("reading"), e))?;
-        let published = Published::read_at_open(path).map_err(|e| db_error(&at("reading"), e))?;
+        let published = Published::read_at_open(path, wal, &conn)
+            .map_err(|e| e.into_store_error(&at("reading")))?;
 
         let (changes, _) = broadcast::channel(CHANGE_FEED_CAPACITY);
         let (accounts, _) = broadcast::channel(CHANGE_FEED_CAPACITY);

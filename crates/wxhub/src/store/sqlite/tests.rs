@@ -138,11 +138,10 @@ async fn rows_present_at_open_are_not_published_and_writes_right_after_are() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("shared.db");
     let a: Arc<dyn Store> = Arc::new(SqliteStore::open(&path).expect("open a"));
-    // Many rows, so that the read of what is present at open is still running when the other
-    // process writes; put in by a third connection, so that no store has published them.
+    // Rows put in by a third connection, so that no store has published them.
     let mut raw = Connection::open(&path).expect("raw open");
     let tx = raw.transaction().expect("transaction");
-    for i in 0..20_000 {
+    for i in 0..2_000 {
         let key = CredentialKey::access_token(format!("wx_present_{i:05}"));
         tx.execute(
             "INSERT INTO credentials VALUES (?1, 'present', 2000000000000, 1700000000000, 1, 0)",
@@ -152,23 +151,36 @@ async fn rows_present_at_open_are_not_published_and_writes_right_after_are() {
     }
     tx.commit().expect("commit");
     drop(raw);
+
+    // b's read of what is present at open waits until every write below is committed.
+    let release = super::watcher::hold::next_read_of(&path);
     let b: Arc<dyn Store> = Arc::new(SqliteStore::open(&path).expect("open b"));
     let mut feed_b = b.subscribe();
     let written = CredentialKey::access_token("wx_after_open");
     conformance::must_apply(&*a, &written, &conformance::token("after", 1)).await;
     let last = CredentialKey::access_token("wx_after_open_2");
     conformance::must_apply(&*a, &last, &conformance::token("after-2", 1)).await;
+    // b's own write does not wait for the read.
+    let own = CredentialKey::access_token("wx_present_00000");
+    tokio::time::timeout(
+        conformance::DEADLINE,
+        conformance::must_apply(&*b, &own, &conformance::token("own", 2)),
+    )
+    .await
+    .expect("a write waited for the read of what was present at open");
+    drop(release);
 
-    // Both writes reach b's feed, once each, and none of the rows present at open does.
+    // b's own write first (published as it commits), then the other store's two, once each;
+    // none of the rows present at open, and b's own write not a second time: the next change
+    // after them is a later write's.
     let mut seen = Vec::new();
-    while seen.len() < 2 {
+    while seen.len() < 3 {
         seen.push(conformance::next_change(&mut feed_b).await.key);
     }
-    assert_eq!(seen, [written, last]);
-    // b's own first write waits for the read at open and is published once.
-    let own = CredentialKey::access_token("wx_present_00000");
-    conformance::must_apply(&*b, &own, &conformance::token("own", 2)).await;
-    assert_eq!(conformance::next_change(&mut feed_b).await.key, own);
+    assert_eq!(seen, [own.clone(), written, last]);
+    let sentinel = CredentialKey::access_token("wx_sentinel");
+    conformance::must_apply(&*a, &sentinel, &conformance::token("sentinel", 1)).await;
+    assert_eq!(conformance::next_change(&mut feed_b).await.key, sentinel);
 }
 
 #[test]

@@ -45,77 +45,179 @@ fn lower_priority() {
     }
 }
 
+/// The read of what was present at open, as its thread answers it.
+type AtOpen = mpsc::Receiver<rusqlite::Result<HashMap<String, u64>>>;
+
 /// The highest generation of each storage key already published, or present when the store was
 /// opened: the watcher publishes only rows above it.
 ///
-/// What was present at open is read from a snapshot pinned at open, on a thread of its own: at
-/// 100,000 authorizers the read takes a fifth of a second, which a start would otherwise spend
-/// before it can load anything. Whoever needs the generations first waits for that read.
+/// In WAL mode what was present at open is read from a snapshot pinned at open, on a thread of
+/// its own at the lowest priority: at 100,000 authorizers the read takes a fifth of a second,
+/// which a start would otherwise spend before it can load anything. Nothing waits for it: this
+/// process's own writes meanwhile are noted beside it and laid over it when it arrives, and the
+/// watcher leaves other processes' writes for a later look until then.
 pub(super) struct Published {
-    /// The read of what was present at open, until it has been taken in.
-    at_open: Option<mpsc::Receiver<rusqlite::Result<HashMap<String, u64>>>>,
-    /// The generations, once `at_open` is in.
+    /// While what was present at open is not in yet.
+    pending: Option<Pending>,
+    /// The generations, once what was present at open is in.
     generations: HashMap<String, u64>,
 }
 
+/// What was present at open, while it is not in yet, and this process's writes meanwhile.
+struct Pending {
+    /// Its read; `None` once the read failed and is to be made again on the store's connection.
+    at_open: Option<AtOpen>,
+    /// This process's writes since open, by storage key: the generation published, or `None`
+    /// for a deleted row.
+    since_open: HashMap<String, Option<u64>>,
+}
+
+impl Pending {
+    /// Waiting for `at_open`, with no write yet.
+    fn reading(at_open: AtOpen) -> Pending {
+        Pending {
+            at_open: Some(at_open),
+            since_open: HashMap::new(),
+        }
+    }
+}
+
 impl Published {
-    /// Starts reading the generation of every row as they are now, through a second connection
-    /// to `path`: its read transaction is open when this returns, so the read sees the file as
-    /// it is at this moment, whatever is committed while it runs.
-    pub(super) fn read_at_open(path: &Path) -> rusqlite::Result<Published> {
-        let conn = Connection::open_with_flags(
+    /// What is present now, in WAL mode read through a second connection to `path` whose read
+    /// transaction is open when this returns (the read sees the file as it is at this moment,
+    /// whatever is committed while it runs). Without WAL a reader would hold off every write
+    /// until it is done, so the rows are read on `conn` before this returns.
+    pub(super) fn read_at_open(
+        path: &Path,
+        wal: bool,
+        conn: &Connection,
+    ) -> Result<Published, OpError> {
+        if !wal {
+            return Ok(Published {
+                pending: None,
+                generations: stored_generations(conn)?,
+            });
+        }
+        let reader = Connection::open_with_flags(
             path,
             OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )?;
-        conn.busy_timeout(super::file::BUSY_TIMEOUT)?;
-        conn.execute_batch("BEGIN DEFERRED")?;
+        reader.busy_timeout(super::file::BUSY_TIMEOUT)?;
+        reader.execute_batch("BEGIN DEFERRED")?;
         // A deferred transaction takes its snapshot at its first read.
-        conn.query_row("SELECT count(*) FROM sqlite_master", [], |_| Ok(()))?;
+        reader.query_row("SELECT count(*) FROM sqlite_master", [], |_| Ok(()))?;
         let (sender, at_open) = mpsc::sync_channel(1);
+        #[cfg(test)]
+        let held = hold::take(path);
         std::thread::Builder::new()
             .name("wxhub-sqlite-open".into())
             .spawn(move || {
-                // Runs on what the start leaves idle: nothing waits for it before the first
-                // write, and the start's own reads and registering are busy on the cores.
+                // Runs on what the start leaves idle: nothing waits for it.
                 lower_priority();
-                let read = stored_generations(&conn);
+                #[cfg(test)]
+                if let Some(held) = held {
+                    let _ = held.recv();
+                }
+                let read = stored_generations(&reader);
                 // Ends the read transaction: a reader left open would hold back checkpoints.
-                drop(conn);
+                drop(reader);
                 let _ = sender.send(read);
             })
             .map_err(|e| {
-                rusqlite::Error::ToSqlConversionFailure(
-                    format!("cannot start the thread that reads the stored rows: {e}").into(),
-                )
+                OpError::Store(StoreError::Unavailable(format!(
+                    "cannot start the thread that reads the stored rows: {e}"
+                )))
             })?;
         Ok(Published {
-            at_open: Some(at_open),
+            pending: Some(Pending::reading(at_open)),
             generations: HashMap::new(),
         })
     }
 
-    /// The generations, after waiting for the read of what was present at open. If that read
-    /// failed it is made again on `conn` (which then sees later commits as present at open: at
-    /// worst, one foreign write is not published).
-    pub(super) fn settled(
-        &mut self,
-        conn: &Connection,
-    ) -> rusqlite::Result<&mut HashMap<String, u64>> {
-        if let Some(at_open) = self.at_open.take() {
-            let read = at_open.recv().unwrap_or_else(|_| {
-                Err(rusqlite::Error::ToSqlConversionFailure(
-                    "the thread that read the stored rows stopped".into(),
-                ))
-            });
-            self.generations = match read {
+    /// Notes that this process published generation `generation` of `storage_key`.
+    pub(super) fn record(&mut self, storage_key: String, generation: u64) {
+        match &mut self.pending {
+            Some(pending) => {
+                pending.since_open.insert(storage_key, Some(generation));
+            }
+            None => {
+                self.generations.insert(storage_key, generation);
+            }
+        }
+    }
+
+    /// Notes that this process deleted `storage_key`.
+    pub(super) fn forget(&mut self, storage_key: &str) {
+        match &mut self.pending {
+            Some(pending) => {
+                pending.since_open.insert(storage_key.to_owned(), None);
+            }
+            None => {
+                self.generations.remove(storage_key);
+            }
+        }
+    }
+
+    /// The generations, if what was present at open is in (or, its read having failed, could
+    /// be read again on `conn` now: later commits of other processes then count as present at
+    /// open and are not published); `None` while the read at open is still running.
+    fn ready(&mut self, conn: &Connection) -> rusqlite::Result<Option<&mut HashMap<String, u64>>> {
+        if let Some(Pending {
+            at_open,
+            since_open,
+        }) = &mut self.pending
+        {
+            let read = match at_open.as_ref().map(mpsc::Receiver::try_recv) {
+                Some(Err(mpsc::TryRecvError::Empty)) => return Ok(None),
+                Some(Ok(Ok(generations))) => Ok(generations),
+                Some(Ok(Err(e))) => Err(e.to_string()),
+                Some(Err(mpsc::TryRecvError::Disconnected)) => Err("its thread stopped".to_owned()),
+                None => Err("it failed before".to_owned()),
+            };
+            let mut generations = match read {
                 Ok(generations) => generations,
-                Err(e) => {
-                    tracing::warn!(error = %e, "SQLite store: reading the stored rows at open failed; read again");
+                Err(why) => {
+                    if at_open.take().is_some() {
+                        tracing::warn!(error = %why, "SQLite store: reading the stored rows at open failed; reading them again");
+                    }
                     stored_generations(conn)?
                 }
             };
+            for (storage_key, generation) in since_open.drain() {
+                match generation {
+                    Some(generation) => generations.insert(storage_key, generation),
+                    None => generations.remove(&storage_key),
+                };
+            }
+            self.generations = generations;
+            self.pending = None;
         }
-        Ok(&mut self.generations)
+        Ok(Some(&mut self.generations))
+    }
+}
+
+/// Tests: holding the read at open of one file until the test lets it go, to write meanwhile.
+#[cfg(test)]
+pub(super) mod hold {
+    use std::path::{Path, PathBuf};
+    use std::sync::{mpsc, Mutex};
+
+    /// The files whose read at open waits, each until its sender is used or dropped.
+    static HELD: Mutex<Vec<(PathBuf, mpsc::Receiver<()>)>> = Mutex::new(Vec::new());
+
+    /// Makes the next read at open of `path` wait until the returned sender sends or is dropped.
+    pub fn next_read_of(path: &Path) -> mpsc::Sender<()> {
+        let (release, held) = mpsc::channel();
+        let mut all = HELD.lock().unwrap_or_else(|p| p.into_inner());
+        all.push((path.to_owned(), held));
+        release
+    }
+
+    /// The hold on `path`'s next read, if a test asked for one.
+    pub(super) fn take(path: &Path) -> Option<mpsc::Receiver<()>> {
+        let mut all = HELD.lock().unwrap_or_else(|p| p.into_inner());
+        let at = all.iter().position(|(p, _)| p == path)?;
+        Some(all.remove(at).1)
     }
 }
 
@@ -143,12 +245,17 @@ impl Db {
         if version == self.data_version {
             return Ok(());
         }
+        let Db {
+            conn, published, ..
+        } = self;
+        let Some(published) = published.ready(conn)? else {
+            // What was present at open is not in yet: look again next time, at the same version.
+            return Ok(());
+        };
         let mut newer = Vec::new();
         {
-            let published = self.published.settled(&self.conn)?;
-            let mut stmt = self
-                .conn
-                .prepare_cached("SELECT storage_key, generation FROM credentials")?;
+            let mut stmt =
+                conn.prepare_cached("SELECT storage_key, generation FROM credentials")?;
             let mut rows = stmt.query([])?;
             while let Some(row) = rows.next()? {
                 let key = key_text(row.get_ref(0)?);
@@ -163,7 +270,7 @@ impl Db {
                 Err(e) => Err(StoreError::Corrupt(format!(
                     "credential row {storage_key:?}: {e}"
                 ))),
-                Ok(key) => match read_token(&self.conn, &storage_key) {
+                Ok(key) => match read_token(conn, &storage_key) {
                     Ok(Some(token)) => Ok((key, token)),
                     Ok(None) => continue,
                     Err(OpError::Db(e)) => return Err(OpError::Db(e)),
@@ -172,17 +279,13 @@ impl Db {
             };
             match token {
                 Ok((key, token)) => {
-                    self.published
-                        .settled(&self.conn)?
-                        .insert(storage_key, token.generation);
+                    published.insert(storage_key, token.generation);
                     let _ = changes.send(Change { key, token });
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "SQLite store: ignoring an unreadable credential row written by another process");
                     // Remember it so that the warning is not repeated on every later change.
-                    self.published
-                        .settled(&self.conn)?
-                        .insert(storage_key, u64::MAX);
+                    published.insert(storage_key, u64::MAX);
                 }
             }
         }
@@ -217,5 +320,68 @@ pub(super) fn watch(shared: Weak<Shared>, stop: mpsc::Receiver<()>) {
             }
             Err(_) => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A `Published` whose read at open answers through the returned sender.
+    fn pending() -> (
+        mpsc::SyncSender<rusqlite::Result<HashMap<String, u64>>>,
+        Published,
+    ) {
+        let (sender, at_open) = mpsc::sync_channel(1);
+        let published = Published {
+            pending: Some(Pending::reading(at_open)),
+            generations: HashMap::new(),
+        };
+        (sender, published)
+    }
+
+    #[test]
+    fn own_writes_before_the_read_at_open_arrives_are_laid_over_it() {
+        let conn = Connection::open_in_memory().expect("open");
+        let (sender, mut published) = pending();
+        published.record("k1".into(), 5);
+        published.forget("k2");
+        assert!(
+            published.ready(&conn).expect("ready").is_none(),
+            "still reading"
+        );
+        let at_open = HashMap::from([("k1".into(), 3), ("k2".into(), 4), ("k3".into(), 7)]);
+        sender.send(Ok(at_open)).expect("send");
+        let generations = published.ready(&conn).expect("ready").expect("in");
+        assert_eq!(
+            *generations,
+            HashMap::from([("k1".to_string(), 5), ("k3".to_string(), 7)])
+        );
+        published.record("k4".into(), 1);
+        assert_eq!(published.generations.get("k4"), Some(&1));
+    }
+
+    #[test]
+    fn a_failed_read_at_open_is_made_again_until_it_succeeds() {
+        let conn = Connection::open_in_memory().expect("open");
+        let (sender, mut published) = pending();
+        sender
+            .send(Err(rusqlite::Error::InvalidQuery))
+            .expect("send");
+        published.record("k1".into(), 5);
+        assert!(
+            published.ready(&conn).is_err(),
+            "no table yet: reading again fails too"
+        );
+        conn.execute_batch(
+            "CREATE TABLE credentials (storage_key TEXT PRIMARY KEY, generation INTEGER);
+             INSERT INTO credentials VALUES ('k1', 3), ('k3', 7);",
+        )
+        .expect("schema");
+        let generations = published.ready(&conn).expect("ready").expect("in");
+        assert_eq!(
+            *generations,
+            HashMap::from([("k1".to_string(), 5), ("k3".to_string(), 7)])
+        );
     }
 }
