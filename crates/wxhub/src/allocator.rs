@@ -2,12 +2,14 @@
 //! transparent huge page.
 //!
 //! Loading a large store (100,000 authorizers: every stored token, every account definition)
-//! builds temporary copies that are freed once the hub serves them. glibc's allocator keeps
-//! freed memory for reuse rather than returning it, so without this the resident size stays at
-//! the startup peak for the life of the process.
+//! builds temporary copies that are freed once the hub serves them. The `wxhub` binary allocates
+//! with mimalloc (docs/architecture.md#memory), which returns freed pages to the system by itself
+//! a second after they are freed. What still allocates through glibc (SQLite's page cache, other
+//! C code; the whole process where the library runs without mimalloc, as in tests) is kept for
+//! reuse by glibc unless it is trimmed.
 
-/// Returns the heap memory freed so far to the operating system, where the allocator allows it
-/// (glibc `malloc_trim`); elsewhere it does nothing.
+/// Returns glibc's freed heap memory to the operating system (`malloc_trim`); elsewhere it does
+/// nothing.
 pub fn release_freed() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim only inspects and trims glibc's own heap bookkeeping; it takes no
@@ -17,8 +19,8 @@ pub fn release_freed() {
     }
 }
 
-/// Turns transparent huge pages off for this process (Linux `PR_SET_THP_DISABLE`), for every
-/// mapping made from now on; elsewhere it does nothing.
+/// Turns transparent huge pages off for this process (Linux `PR_SET_THP_DISABLE`: for its whole
+/// address space, mappings made before included); elsewhere it does nothing.
 ///
 /// The hub's memory is hundreds of thousands of small objects spread over the heap: a 2 MiB page
 /// holds freed and live ones side by side, so it is never given back, and each one is zeroed

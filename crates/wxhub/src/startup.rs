@@ -249,7 +249,8 @@ impl Application {
                 );
             }
         }
-        // What loading the store copied is freed now; without this the process keeps its peak.
+        // What loading the store copied is freed now: what glibc holds of it is given back here
+        // (mimalloc gives back its own by itself; `allocator.rs`).
         crate::allocator::release_freed();
         engine.start();
         let background = Background::default();

@@ -45,7 +45,7 @@ pub(super) fn page_body<V: Serialize>(
     field: &str,
     views: &[V],
     next_cursor: Option<&str>,
-) -> Bytes {
+) -> Result<Bytes, ApiError> {
     /// The page, borrowed for serializing.
     struct Page<'a, V> {
         field: &'a str,
@@ -65,6 +65,12 @@ pub(super) fn page_body<V: Serialize>(
         views,
         next_cursor,
     };
-    // Serializing derived structs, strings and numbers into memory cannot fail.
-    Bytes::from(serde_json::to_vec(&page).unwrap_or_default())
+    match serde_json::to_vec(&page) {
+        Ok(body) => Ok(Bytes::from(body)),
+        Err(e) => Err(ApiError::new(
+            axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            format!("the page could not be written as JSON: {e}"),
+        )),
+    }
 }

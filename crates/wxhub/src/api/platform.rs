@@ -174,11 +174,8 @@ pub async fn list_authorizers(
             .platform
             .list(&component, state, cursor, limit)
             .map_err(platform_error)?;
-        Ok(json_ok(super::children::page_body(
-            "authorizers",
-            &page,
-            next.as_deref(),
-        )))
+        let body = super::children::page_body("authorizers", &page, next.as_deref())?;
+        Ok(json_ok(body))
     })();
     finish(&context, Route::Admin, result)
 }

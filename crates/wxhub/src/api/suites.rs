@@ -205,11 +205,8 @@ pub async fn list_corps(
             .suites
             .list(&suite_id, state, cursor, limit)
             .map_err(suite_error)?;
-        Ok(json_ok(super::children::page_body(
-            "corps",
-            &page,
-            next.as_deref(),
-        )))
+        let body = super::children::page_body("corps", &page, next.as_deref())?;
+        Ok(json_ok(body))
     })();
     finish(&context, Route::Admin, result)
 }
