@@ -35,3 +35,16 @@ pub fn without_huge_pages() {
         libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0);
     }
 }
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn huge_pages_are_off_for_the_process_afterwards() {
+        without_huge_pages();
+        // SAFETY: PR_GET_THP_DISABLE takes no pointer and only reads the calling process's flag.
+        let disabled = unsafe { libc::prctl(libc::PR_GET_THP_DISABLE, 0, 0, 0, 0) };
+        assert_eq!(disabled, 1);
+    }
+}
