@@ -189,7 +189,7 @@ pub(super) fn control_error(error: ControlError) -> ApiError {
             ApiError::new(StatusCode::CONFLICT, "too_many_consumers", message)
         }
         ControlError::Seal(_) | ControlError::Unreadable(_) | ControlError::UnknownComponent(_) => {
-            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
+            ApiError::internal(message)
         }
     }
 }

@@ -65,12 +65,7 @@ pub(super) fn page_body<V: Serialize>(
         views,
         next_cursor,
     };
-    match serde_json::to_vec(&page) {
-        Ok(body) => Ok(Bytes::from(body)),
-        Err(e) => Err(ApiError::new(
-            axum::http::StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            format!("the page could not be written as JSON: {e}"),
-        )),
-    }
+    serde_json::to_vec(&page)
+        .map(Bytes::from)
+        .map_err(|e| ApiError::internal(format!("the page could not be written as JSON: {e}")))
 }

@@ -211,12 +211,7 @@ pub fn events_router(context: ApiState, request_timeout: Duration) -> Router {
 /// The answer to a request whose handler panicked: the process and the connection live on.
 fn panic_response() -> Response {
     tracing::error!("request handler panicked");
-    ApiError::new(
-        StatusCode::INTERNAL_SERVER_ERROR,
-        "internal",
-        "internal error",
-    )
-    .into_response()
+    ApiError::internal("internal error").into_response()
 }
 
 /// Bounds every request (an invalidation may wait for WeChat; a body may arrive slowly).

@@ -97,7 +97,7 @@ impl SqliteStore {
             tx.commit()?;
             // Published under the connection lock, so this process's changes of one key reach
             // subscribers in generation order, and the watcher will not publish it again.
-            db.published.record(storage_key, token.generation);
+            db.published.record(storage_key, Some(token.generation));
             let _ = changes.send(Change { key, token });
             Ok(CasOutcome::Applied)
         })
@@ -225,7 +225,7 @@ impl Store for SqliteStore {
             )?;
             tx.execute("DELETE FROM leases WHERE storage_key = ?1", [&storage_key])?;
             tx.commit()?;
-            db.published.forget(&storage_key);
+            db.published.record(storage_key, None);
             Ok(())
         })
     }

@@ -35,16 +35,6 @@ fn stored_generations(conn: &Connection) -> rusqlite::Result<HashMap<String, u64
     Ok(generations)
 }
 
-/// Makes the calling thread yield the CPU to every other thread of normal priority (Linux: the
-/// nice value is per thread); elsewhere it does nothing.
-fn lower_priority() {
-    #[cfg(target_os = "linux")]
-    // SAFETY: setpriority takes no pointers; `who = 0` is the calling thread.
-    unsafe {
-        libc::setpriority(libc::PRIO_PROCESS, 0, 19);
-    }
-}
-
 /// The read of what was present at open, as its thread answers it.
 type AtOpen = mpsc::Receiver<rusqlite::Result<HashMap<String, u64>>>;
 
@@ -52,34 +42,22 @@ type AtOpen = mpsc::Receiver<rusqlite::Result<HashMap<String, u64>>>;
 /// opened: the watcher publishes only rows above it.
 ///
 /// In WAL mode what was present at open is read from a snapshot pinned at open, on a thread of
-/// its own at the lowest priority: at 100,000 authorizers the read takes a fifth of a second,
-/// which a start would otherwise spend before it can load anything. Nothing waits for it: this
-/// process's own writes meanwhile are noted beside it and laid over it when it arrives, and the
-/// watcher leaves other processes' writes for a later look until then.
-pub(super) struct Published {
-    /// While what was present at open is not in yet.
-    pending: Option<Pending>,
-    /// The generations, once what was present at open is in.
-    generations: HashMap<String, u64>,
-}
-
-/// What was present at open, while it is not in yet, and this process's writes meanwhile.
-struct Pending {
-    /// Its read; `None` once the read failed and is to be made again on the store's connection.
-    at_open: Option<AtOpen>,
-    /// This process's writes since open, by storage key: the generation published, or `None`
-    /// for a deleted row.
-    since_open: HashMap<String, Option<u64>>,
-}
-
-impl Pending {
-    /// Waiting for `at_open`, with no write yet.
-    fn reading(at_open: AtOpen) -> Pending {
-        Pending {
-            at_open: Some(at_open),
-            since_open: HashMap::new(),
-        }
-    }
+/// its own: at 100,000 authorizers the read takes a fifth of a second, which a start would
+/// otherwise spend before it can load anything. Nothing waits for it: this process's own writes
+/// meanwhile are noted beside it and laid over it when it arrives, and the watcher leaves other
+/// processes' writes for a later look until then (they are published then, none lost).
+pub(super) enum Published {
+    /// What was present at open is not in yet.
+    Reading {
+        /// Its read; `None` once the read failed and is to be made again on the store's
+        /// connection.
+        at_open: Option<AtOpen>,
+        /// This process's writes since open, by storage key: the generation published, or
+        /// `None` for a deleted row.
+        since_open: HashMap<String, Option<u64>>,
+    },
+    /// The generations.
+    Known(HashMap<String, u64>),
 }
 
 impl Published {
@@ -93,10 +71,7 @@ impl Published {
         conn: &Connection,
     ) -> Result<Published, OpError> {
         if !wal {
-            return Ok(Published {
-                pending: None,
-                generations: stored_generations(conn)?,
-            });
+            return Ok(Published::Known(stored_generations(conn)?));
         }
         let reader = Connection::open_with_flags(
             path,
@@ -112,8 +87,6 @@ impl Published {
         std::thread::Builder::new()
             .name("wxhub-sqlite-open".into())
             .spawn(move || {
-                // Runs on what the start leaves idle: nothing waits for it.
-                lower_priority();
                 #[cfg(test)]
                 if let Some(held) = held {
                     let _ = held.recv();
@@ -128,32 +101,29 @@ impl Published {
                     "cannot start the thread that reads the stored rows: {e}"
                 )))
             })?;
-        Ok(Published {
-            pending: Some(Pending::reading(at_open)),
-            generations: HashMap::new(),
-        })
+        Ok(Published::reading(at_open))
     }
 
-    /// Notes that this process published generation `generation` of `storage_key`.
-    pub(super) fn record(&mut self, storage_key: String, generation: u64) {
-        match &mut self.pending {
-            Some(pending) => {
-                pending.since_open.insert(storage_key, Some(generation));
-            }
-            None => {
-                self.generations.insert(storage_key, generation);
-            }
+    /// Waiting for `at_open`, with no write yet.
+    fn reading(at_open: AtOpen) -> Published {
+        Published::Reading {
+            at_open: Some(at_open),
+            since_open: HashMap::new(),
         }
     }
 
-    /// Notes that this process deleted `storage_key`.
-    pub(super) fn forget(&mut self, storage_key: &str) {
-        match &mut self.pending {
-            Some(pending) => {
-                pending.since_open.insert(storage_key.to_owned(), None);
+    /// Notes that this process published generation `generation` of `storage_key` (`None`: it
+    /// deleted the row).
+    pub(super) fn record(&mut self, storage_key: String, generation: Option<u64>) {
+        match (self, generation) {
+            (Published::Reading { since_open, .. }, _) => {
+                since_open.insert(storage_key, generation);
             }
-            None => {
-                self.generations.remove(storage_key);
+            (Published::Known(generations), Some(generation)) => {
+                generations.insert(storage_key, generation);
+            }
+            (Published::Known(generations), None) => {
+                generations.remove(&storage_key);
             }
         }
     }
@@ -162,10 +132,10 @@ impl Published {
     /// be read again on `conn` now: later commits of other processes then count as present at
     /// open and are not published); `None` while the read at open is still running.
     fn ready(&mut self, conn: &Connection) -> rusqlite::Result<Option<&mut HashMap<String, u64>>> {
-        if let Some(Pending {
+        if let Published::Reading {
             at_open,
             since_open,
-        }) = &mut self.pending
+        } = self
         {
             let read = match at_open.as_ref().map(mpsc::Receiver::try_recv) {
                 Some(Err(mpsc::TryRecvError::Empty)) => return Ok(None),
@@ -189,10 +159,12 @@ impl Published {
                     None => generations.remove(&storage_key),
                 };
             }
-            self.generations = generations;
-            self.pending = None;
+            *self = Published::Known(generations);
         }
-        Ok(Some(&mut self.generations))
+        match self {
+            Published::Known(generations) => Ok(Some(generations)),
+            Published::Reading { .. } => Ok(None),
+        }
     }
 }
 
@@ -333,19 +305,15 @@ mod tests {
         Published,
     ) {
         let (sender, at_open) = mpsc::sync_channel(1);
-        let published = Published {
-            pending: Some(Pending::reading(at_open)),
-            generations: HashMap::new(),
-        };
-        (sender, published)
+        (sender, Published::reading(at_open))
     }
 
     #[test]
     fn own_writes_before_the_read_at_open_arrives_are_laid_over_it() {
         let conn = Connection::open_in_memory().expect("open");
         let (sender, mut published) = pending();
-        published.record("k1".into(), 5);
-        published.forget("k2");
+        published.record("k1".into(), Some(5));
+        published.record("k2".into(), None);
         assert!(
             published.ready(&conn).expect("ready").is_none(),
             "still reading"
@@ -357,8 +325,13 @@ mod tests {
             *generations,
             HashMap::from([("k1".to_string(), 5), ("k3".to_string(), 7)])
         );
-        published.record("k4".into(), 1);
-        assert_eq!(published.generations.get("k4"), Some(&1));
+        published.record("k4".into(), Some(1));
+        published.record("k3".into(), None);
+        let generations = published.ready(&conn).expect("ready").expect("in");
+        assert_eq!(
+            *generations,
+            HashMap::from([("k1".to_string(), 5), ("k4".to_string(), 1)])
+        );
     }
 
     #[test]
@@ -368,7 +341,7 @@ mod tests {
         sender
             .send(Err(rusqlite::Error::InvalidQuery))
             .expect("send");
-        published.record("k1".into(), 5);
+        published.record("k1".into(), Some(5));
         assert!(
             published.ready(&conn).is_err(),
             "no table yet: reading again fails too"
