@@ -4,13 +4,19 @@
 //! Loading a large store (100,000 authorizers: every stored token, every account definition)
 //! builds temporary copies that are freed once the hub serves them. The `wxhub` binary allocates
 //! with mimalloc (docs/architecture.md#memory), which returns freed pages to the system by itself
-//! a second after they are freed. What still allocates through glibc (SQLite's page cache, other
-//! C code; the whole process where the library runs without mimalloc, as in tests) is kept for
-//! reuse by glibc unless it is trimmed.
+//! a second after they are freed, or at once when asked. What still allocates through glibc
+//! (SQLite's page cache, other C code; the whole process where the library runs without mimalloc,
+//! as in tests) is kept for reuse by glibc unless it is trimmed.
 
-/// Returns glibc's freed heap memory to the operating system (`malloc_trim`); elsewhere it does
-/// nothing.
+/// Returns the freed heap memory to the operating system: mimalloc's at once (it would return
+/// it by itself after its purge delay, but the start's peak would then still be resident when
+/// it is first serving), and glibc's (`malloc_trim`, Linux).
 pub fn release_freed() {
+    // SAFETY: mi_collect takes no pointers; it frees and purges mimalloc's own empty pages, and
+    // does nothing harmful where mimalloc is linked but not the global allocator (tests).
+    unsafe {
+        libmimalloc_sys::mi_collect(true);
+    }
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim only inspects and trims glibc's own heap bookkeeping; it takes no
     // pointers from the caller.

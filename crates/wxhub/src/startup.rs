@@ -249,8 +249,7 @@ impl Application {
                 );
             }
         }
-        // What loading the store copied is freed now: what glibc holds of it is given back here
-        // (mimalloc gives back its own by itself; `allocator.rs`).
+        // What loading the store copied is freed now, and given back here (`allocator.rs`).
         crate::allocator::release_freed();
         engine.start();
         let background = Background::default();
